@@ -1,0 +1,53 @@
+"""The app factory: every resource opened in the lifespan, nothing at import time."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from runtime.api import chat, system
+from runtime.api.errors import install_error_handlers
+from runtime.api.middleware import RequestIdMiddleware
+from runtime.config import Settings, load_settings
+from runtime.gateway import Gateway
+from runtime.plugin_host.manager import PluginHost
+
+
+def create_app(
+    settings: Settings,
+    *,
+    gateway: Gateway | None = None,
+    plugins: PluginHost | None = None,
+    run_worker: bool = False,
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = gateway is None
+        app.state.gateway = gateway or await Gateway.create(settings, plugins=plugins)
+        try:
+            yield
+        finally:
+            if owned:
+                await app.state.gateway.aclose()
+
+    app = FastAPI(
+        title="plugway",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    install_error_handlers(app)
+    app.include_router(chat.router)
+    app.include_router(system.router)
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+def app_from_environment() -> FastAPI:
+    """Factory for ``uvicorn --factory`` and multi-worker serving: config from PLUGWAY_CONFIG."""
+    settings = load_settings(os.environ.get("PLUGWAY_CONFIG") or None)
+    return create_app(settings, run_worker=os.environ.get("PLUGWAY_RUN_WORKER") == "1")

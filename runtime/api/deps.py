@@ -1,0 +1,60 @@
+"""Request dependencies: the gateway, the request id, the caller's key."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from runtime.errors import invalid_api_key
+from runtime.gateway import Gateway
+from runtime.storage.keys import KeyInfo
+
+
+def get_gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+def get_request_id(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id") or "")
+
+
+def _presented_key(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, credentials = header.partition(" ")
+    scheme = scheme.lower()
+    credentials = credentials.strip()
+    if scheme == "bearer":
+        return credentials or None
+    if scheme == "basic":
+        try:
+            decoded = base64.b64decode(credentials, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        user, _, password = decoded.partition(":")
+        # `curl -u KEY:` puts the key in the user name; accept it as the password too.
+        return user or password or None
+    return None
+
+
+async def authenticate(request: Request, gateway: Annotated[Gateway, Depends(get_gateway)]) -> KeyInfo:
+    presented = _presented_key(request)
+    if presented is None:
+        raise invalid_api_key(
+            "You didn't provide an API key. Send 'Authorization: Bearer pw_...' or HTTP Basic with the key as user name."
+        )
+    info = await gateway.keys.lookup(presented)
+    if info is None:
+        raise invalid_api_key(f"Incorrect API key provided: {presented[:6]}****{presented[-4:] if len(presented) > 10 else ''}.")
+    request.state.key = info
+    return info
+
+
+GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+RequestIdDep = Annotated[str, Depends(get_request_id)]
+KeyDep = Annotated[KeyInfo, Depends(authenticate)]

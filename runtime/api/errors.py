@@ -1,0 +1,48 @@
+"""Every error response in OpenAI's envelope."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from runtime.errors import GatewayError
+
+log = logging.getLogger("plugway.api")
+
+
+def error_response(error: GatewayError) -> Response:
+    return Response(
+        orjson.dumps(error.envelope()),
+        status_code=error.status,
+        media_type="application/json",
+        headers=error.headers,
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(GatewayError)
+    async def _gateway_error(_request: Request, exc: GatewayError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        param = ".".join(str(p) for p in first["loc"] if p not in ("body", "query")) or None
+        return error_response(GatewayError(400, first["msg"], code="invalid_request_error", param=param))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request_error")
+        return error_response(
+            GatewayError(exc.status_code, str(exc.detail), code=code, type="invalid_request_error", headers=dict(exc.headers or {}))
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return error_response(GatewayError(500, "The gateway had an internal error.", code="internal_error", type="api_error"))

@@ -1,0 +1,128 @@
+"""Meta's webhook for the WhatsApp Cloud API: the verification handshake and inbound events.
+
+The POST handler authenticates the raw bytes (``X-Hub-Signature-256``), stores
+every message and status event of the delivery, and answers 200 at once: the
+model is never called here, the reply worker does that from the stored queue.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from typing import Any
+
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from runtime.config import Settings, WhatsAppAppConfig
+from workers.whatsapp.payloads import (
+    SIGNATURE_HEADER,
+    InboundMessage,
+    MalformedPayload,
+    StatusEvent,
+    parse_delivery,
+    signature_matches,
+)
+from workers.whatsapp.store import InboundStore, StoredDelivery
+
+log = logging.getLogger("plugway.whatsapp")
+
+router = APIRouter(tags=["whatsapp"])
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.gateway.settings  # type: ignore[no-any-return]
+
+
+@router.get("/webhooks/whatsapp")
+async def verify_webhook(request: Request) -> Response:
+    params = request.query_params
+    token = params.get("hub.verify_token") or ""
+    challenge = params.get("hub.challenge") or ""
+    apps = _settings(request).whatsapp.apps
+    token_ok = False
+    for app in apps:  # compare against every app, in constant time, without stopping early
+        token_ok |= hmac.compare_digest(app.verify_token.encode(), token.encode())
+    if params.get("hub.mode") != "subscribe" or not token_ok:
+        return PlainTextResponse("verification failed", status_code=403)
+    return PlainTextResponse(challenge, status_code=200)
+
+
+@router.post("/webhooks/whatsapp")
+async def receive_webhook(request: Request) -> Response:
+    started = time.perf_counter()
+    gateway = request.app.state.gateway
+    settings: Settings = gateway.settings
+    body = await request.body()
+    if len(body) > settings.max_body_bytes:
+        return _refuse(413, "payload too large")
+    signature = request.headers.get(SIGNATURE_HEADER)
+    if not signature:
+        return _refuse(401, "missing X-Hub-Signature-256")
+    # Authenticate before parsing: the secret that signed the bytes decides which apps
+    # this delivery may speak for.
+    signed_by = _apps_signed_by(settings.whatsapp.apps, body, signature)
+    if not signed_by:
+        log.warning("whatsapp webhook refused: signature matches no configured app")
+        return _refuse(403, "invalid signature")
+    try:
+        delivery = parse_delivery(body)
+    except MalformedPayload as exc:
+        return _refuse(400, str(exc))
+
+    by_number = {app.phone_number_id: app for app in signed_by}
+    messages: list[tuple[WhatsAppAppConfig, InboundMessage]] = []
+    statuses: list[tuple[WhatsAppAppConfig, StatusEvent]] = []
+    unrouted = 0
+    for message in delivery.messages:
+        app = by_number.get(message.phone_number_id)
+        if app is None:
+            unrouted += 1
+        else:
+            messages.append((app, message))
+    for status in delivery.statuses:
+        app = by_number.get(status.phone_number_id)
+        if app is None:
+            unrouted += 1
+        else:
+            statuses.append((app, status))
+    if unrouted:
+        log.warning("whatsapp webhook: %d events for phone numbers with no app here", unrouted)
+
+    store = InboundStore(gateway.engine)
+    max_age_s = settings.whatsapp.max_message_age_s
+    stored: StoredDelivery = await anyio.to_thread.run_sync(
+        lambda: store.store_delivery(messages, statuses, max_age_s=max_age_s)
+    )
+    # An error above propagates as a 500: Meta keeps the delivery and retries it.
+    worker = getattr(request.app.state, "whatsapp_worker", None)
+    if worker is not None and stored.stored:
+        worker.notify()
+    result: dict[str, Any] = {
+        "status": "ok",
+        "stored": stored.stored,
+        "duplicates": stored.duplicates,
+        "stale": stored.stale,
+        "ignored": stored.ignored,
+        "statuses": stored.statuses,
+        "unrouted": unrouted,
+        "elapsed_ms": round((time.perf_counter() - started) * 1000, 2),
+    }
+    return JSONResponse(result)
+
+
+def _apps_signed_by(
+    apps: list[WhatsAppAppConfig], body: bytes, signature: str
+) -> list[WhatsAppAppConfig]:
+    """The apps whose secret produced ``signature`` (apps of one Meta app share a secret)."""
+    matches: dict[str, bool] = {}
+    for app in apps:
+        if app.app_secret not in matches:
+            matches[app.app_secret] = signature_matches(app.app_secret, body, signature)
+    return [app for app in apps if matches[app.app_secret]]
+
+
+def _refuse(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "code": status}}, status_code=status)

@@ -1,0 +1,340 @@
+"""The configuration file: YAML with ``${VAR}`` interpolation, validated by pydantic.
+
+A configuration error stops start-up with one line naming the offending path
+(``organisations[0].plugins[1].mcp: ...``), never a traceback: callers catch
+:class:`ConfigError` and print ``str(err)``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_DATABASE_URL = "sqlite:///plugway.db"
+DEMO_MODEL = "demo"
+DEFAULT_ORGANISATION = "default"
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased for the operator."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProviderConfig(_Strict):
+    id: str
+    kind: Literal["openai", "anthropic", "demo"]
+    base_url: str | None = None
+    api_key: str | None = None
+    timeout_s: float = 60.0
+    connect_timeout_s: float = 5.0
+    max_retries: int = 2
+    # Circuit breaker: consecutive failures that open it, and how long it stays open.
+    breaker_failures: int = 5
+    breaker_cooldown_s: float = 30.0
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _needs_base_url(self) -> ProviderConfig:
+        if self.kind != "demo" and not self.base_url:
+            raise ValueError(f"provider kind '{self.kind}' needs a base_url")
+        return self
+
+
+class Price(_Strict):
+    input_per_mtok: float = 0.0
+    output_per_mtok: float = 0.0
+
+
+class ModelConfig(_Strict):
+    id: str
+    provider: str
+    upstream_model: str | None = None
+    fallbacks: list[str] = Field(default_factory=list)
+    price: Price | None = None
+    max_tokens_default: int | None = None
+
+    @property
+    def upstream(self) -> str:
+        return self.upstream_model or self.id
+
+
+class McpConfig(_Strict):
+    command: list[str] | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _exactly_one_transport(self) -> McpConfig:
+        if bool(self.command) == bool(self.url):
+            raise ValueError("give exactly one of 'command' or 'url'")
+        return self
+
+
+class PluginRef(_Strict):
+    id: str
+    config: dict[str, Any] = Field(default_factory=dict)
+    mcp: McpConfig | None = None
+
+
+class OrganisationConfig(_Strict):
+    id: str
+    models: list[str] | None = None
+    plugins: list[PluginRef] = Field(default_factory=list)
+    monthly_budget_usd: float | None = None
+
+    @property
+    def plugin_ids(self) -> list[str]:
+        return [p.id for p in self.plugins]
+
+    def plugin(self, plugin_id: str) -> PluginRef | None:
+        for ref in self.plugins:
+            if ref.id == plugin_id:
+                return ref
+        return None
+
+
+class OrchestrationConfig(_Strict):
+    max_tool_rounds: int = Field(default=8, ge=1, le=64)
+    tool_timeout_s: float = Field(default=30.0, gt=0)
+    max_tool_result_chars: int = Field(default=20000, ge=100)
+    # SSE comment keep-alives while tools run (and while waiting upstream).
+    keepalive_s: float = Field(default=5.0, gt=0)
+
+
+class LimitsConfig(_Strict):
+    # Redis must answer within this, or the request is refused (fail closed).
+    redis_timeout_s: float = Field(default=0.25, gt=0)
+
+
+class UsageConfig(_Strict):
+    # Usage records are batched in memory and written at most this often.
+    flush_interval_s: float = Field(default=0.5, gt=0)
+    max_batch: int = Field(default=500, ge=1)
+
+
+class WhatsAppAppConfig(_Strict):
+    id: str
+    organisation: str
+    phone_number_id: str
+    access_token: str
+    app_secret: str
+    verify_token: str
+    model: str
+    system_prompt: str | None = None
+    enabled_plugin_ids: list[str] = Field(default_factory=list)
+
+
+class WhatsAppConfig(_Strict):
+    graph_api_base: str = "https://graph.facebook.com/v23.0"
+    apps: list[WhatsAppAppConfig] = Field(default_factory=list)
+    history_messages: int = Field(default=20, ge=0)
+    history_chars: int = Field(default=12000, ge=0)
+    max_message_age_s: float = Field(default=3600.0, gt=0)
+    max_send_attempts: int = Field(default=5, ge=1)
+    lease_s: float = Field(default=120.0, gt=0)
+    worker_concurrency: int = Field(default=8, ge=1)
+    poll_interval_s: float = Field(default=0.5, gt=0)
+
+
+class Settings(_Strict):
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str | None = None
+    providers: list[ProviderConfig] = Field(default_factory=list)
+    models: list[ModelConfig] = Field(default_factory=list)
+    organisations: list[OrganisationConfig] = Field(default_factory=list)
+    orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    usage: UsageConfig = Field(default_factory=UsageConfig)
+    whatsapp: WhatsAppConfig = Field(default_factory=WhatsAppConfig)
+    max_body_bytes: int = 4 * 1024 * 1024
+    # Set by the loader: True when no configuration file was given.
+    embedded_default: bool = False
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> Settings:
+        provider_ids = {p.id for p in self.providers}
+        model_ids = {m.id for m in self.models}
+        org_ids = {o.id for o in self.organisations}
+        for i, model in enumerate(self.models):
+            if model.provider not in provider_ids:
+                raise _PathError(f"models[{i}].provider", f"unknown provider '{model.provider}'")
+            for j, fallback in enumerate(model.fallbacks):
+                if fallback not in model_ids:
+                    raise _PathError(f"models[{i}].fallbacks[{j}]", f"unknown model '{fallback}'")
+        for i, org in enumerate(self.organisations):
+            for j, allowed in enumerate(org.models or []):
+                if allowed not in model_ids:
+                    raise _PathError(f"organisations[{i}].models[{j}]", f"unknown model '{allowed}'")
+            seen: set[str] = set()
+            for j, plugin in enumerate(org.plugins):
+                if plugin.id in seen:
+                    raise _PathError(
+                        f"organisations[{i}].plugins[{j}].id", f"duplicate plugin id '{plugin.id}'"
+                    )
+                seen.add(plugin.id)
+        for i, app in enumerate(self.whatsapp.apps):
+            if app.organisation not in org_ids:
+                raise _PathError(
+                    f"whatsapp.apps[{i}].organisation", f"unknown organisation '{app.organisation}'"
+                )
+            if app.model not in model_ids:
+                raise _PathError(f"whatsapp.apps[{i}].model", f"unknown model '{app.model}'")
+            org = self.organisation(app.organisation)
+            assert org is not None
+            for j, plugin_id in enumerate(app.enabled_plugin_ids):
+                if org.plugin(plugin_id) is None:
+                    raise _PathError(
+                        f"whatsapp.apps[{i}].enabled_plugin_ids[{j}]",
+                        f"plugin '{plugin_id}' is not configured for organisation '{org.id}'",
+                    )
+        return self
+
+    def organisation(self, org_id: str) -> OrganisationConfig | None:
+        for org in self.organisations:
+            if org.id == org_id:
+                return org
+        return None
+
+    def model(self, model_id: str) -> ModelConfig | None:
+        for model in self.models:
+            if model.id == model_id:
+                return model
+        return None
+
+    def provider(self, provider_id: str) -> ProviderConfig | None:
+        for provider in self.providers:
+            if provider.id == provider_id:
+                return provider
+        return None
+
+
+class _PathError(ValueError):
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def interpolate(value: Any, path: str = "", env: dict[str, str] | None = None) -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string of a YAML tree."""
+    environ = os.environ if env is None else env
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in environ and environ[name] != "":
+                return environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{path or '<root>'}: environment variable {name} is not set")
+
+        return _VAR.sub(substitute, value)
+    if isinstance(value, dict):
+        return {k: interpolate(v, _join(path, str(k)), environ) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, f"{path}[{i}]", environ) for i, v in enumerate(value)]
+    return value
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after", "function-before") or str(part).startswith("function-"):
+            continue
+        else:
+            out = _join(out, str(part))
+    return out
+
+
+def settings_from_dict(raw: dict[str, Any], *, source: str = "config") -> Settings:
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        ctx_error = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_error, _PathError):
+            raise ConfigError(f"{source}: {ctx_error.path}: {ctx_error.message}") from None
+        loc = _format_loc(tuple(err["loc"]))
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown setting"
+        raise ConfigError(f"{source}: {loc or '<root>'}: {message}") from None
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Load the configuration file, or the embedded default when there is none.
+
+    ``PLUGWAY_CONFIG`` names the file when ``path`` is not given;
+    ``PLUGWAY_DATABASE_URL`` and ``PLUGWAY_REDIS_URL`` override the file.
+    """
+    path = path or os.environ.get("PLUGWAY_CONFIG") or None
+    if path is None:
+        raw: dict[str, Any] = embedded_default_dict()
+        source = "embedded default"
+    else:
+        file = Path(path)
+        source = str(file)
+        try:
+            text = file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read configuration file ({exc.strerror})") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}" if mark is not None else "?"
+            raise ConfigError(f"{source}: invalid YAML at {where}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping")
+        try:
+            raw = interpolate(loaded)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+    if os.environ.get("PLUGWAY_DATABASE_URL"):
+        raw["database_url"] = os.environ["PLUGWAY_DATABASE_URL"]
+    if os.environ.get("PLUGWAY_REDIS_URL"):
+        raw["redis_url"] = os.environ["PLUGWAY_REDIS_URL"]
+    settings = settings_from_dict(raw, source=source)
+    settings.embedded_default = path is None
+    return settings
+
+
+# Plugins the embedded default enables for the ``default`` organisation.
+# MCP-backed ones are appended by runtime.mcp (bundled servers) when available.
+EMBEDDED_PLUGINS: list[dict[str, Any]] = [
+    {"id": "clock"},
+    {"id": "calculator"},
+    {"id": "http"},
+]
+
+
+def embedded_default_dict() -> dict[str, Any]:
+    return {
+        "database_url": DEFAULT_DATABASE_URL,
+        "providers": [{"id": "demo", "kind": "demo"}],
+        "models": [{"id": DEMO_MODEL, "provider": "demo"}],
+        "organisations": [
+            {"id": DEFAULT_ORGANISATION, "plugins": [dict(p) for p in EMBEDDED_PLUGINS]}
+        ],
+    }

@@ -1,0 +1,112 @@
+"""Errors that leave the gateway in OpenAI's envelope.
+
+Every error a client can see is a ``GatewayError``: the HTTP layer turns it into
+``{"error": {"message", "type", "param", "code"}}`` with its status, so that the
+official OpenAI SDKs raise the matching exception class.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GatewayError(Exception):
+    """An error with an HTTP status and an OpenAI-style envelope."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str,
+        type: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+        self.type = type or code
+        self.param = param
+        self.headers = headers or {}
+
+    def envelope(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+def invalid_request(message: str, *, param: str | None = None) -> GatewayError:
+    return GatewayError(400, message, code="invalid_request_error", param=param)
+
+
+def unsupported_parameter(param: str, message: str | None = None) -> GatewayError:
+    return GatewayError(
+        400,
+        message or f"'{param}' is not supported by this gateway; use 'tools' and 'tool_choice'.",
+        code="unsupported_parameter",
+        type="invalid_request_error",
+        param=param,
+    )
+
+
+def invalid_api_key(message: str = "Missing or invalid API key.") -> GatewayError:
+    return GatewayError(401, message, code="invalid_api_key", type="authentication_error")
+
+
+def model_not_found(model: str) -> GatewayError:
+    return GatewayError(
+        404,
+        f"The model '{model}' does not exist or is not available to this organisation.",
+        code="model_not_found",
+        type="invalid_request_error",
+        param="model",
+    )
+
+
+def request_too_large(limit: int) -> GatewayError:
+    return GatewayError(
+        413,
+        f"Request body is larger than {limit} bytes.",
+        code="request_too_large",
+        type="invalid_request_error",
+    )
+
+
+def upstream_unavailable(message: str) -> GatewayError:
+    return GatewayError(502, message, code="upstream_unavailable", type="api_error")
+
+
+class UpstreamError(Exception):
+    """A provider call failed.
+
+    ``status`` is the provider's HTTP status (``None`` for connection errors and
+    timeouts). ``retryable`` says whether trying again (or another provider)
+    could help. ``client_error`` marks failures caused by the request itself
+    (an upstream 400): those are passed back to the client as 400, never retried.
+    ``retry_after`` is the provider's ``retry-after`` hint in seconds, if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool = True,
+        client_error: bool = False,
+        param: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.retryable = retryable
+        self.client_error = client_error
+        self.param = param
+        self.retry_after = retry_after

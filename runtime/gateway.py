@@ -1,0 +1,240 @@
+"""The gateway's services, shared by the HTTP app and the WhatsApp worker.
+
+``Gateway.create`` opens every resource (database, provider clients, plugins,
+MCP connections, the usage writer); ``aclose`` closes them. Nothing happens at
+import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import anyio.to_thread
+from sqlalchemy import Engine
+
+from runtime.config import ConfigError, ModelConfig, OrganisationConfig, Settings
+from runtime.errors import GatewayError, model_not_found
+from runtime.orchestration.loop import Orchestrator, RunResult, RunState, StreamEvent
+from runtime.orchestration.tools import ToolCatalog
+from runtime.plugin_host.manager import PluginHost, load_plugins
+from runtime.providers.router import ModelRouter
+from runtime.storage.db import create_schema, make_engine
+from runtime.storage.keys import KeyCache, sync_organisations
+from runtime.storage.models import UsageRecord
+from runtime.storage.usage import UsageWriter, cost_usd
+
+log = logging.getLogger("plugway")
+JSON = dict[str, Any]
+
+
+def check_plugins(settings: Settings, plugins: PluginHost) -> None:
+    """Stop start-up on a plugin id that is not installed or a plugin config it refuses."""
+    for i, org in enumerate(settings.organisations):
+        for j, ref in enumerate(org.plugins):
+            if ref.mcp is not None:
+                continue
+            if ref.id not in plugins.plugins:
+                why = f" (it failed to load: {plugins.failures[ref.id]})" if ref.id in plugins.failures else ""
+                raise ConfigError(f"organisations[{i}].plugins[{j}].id: plugin '{ref.id}' is not installed{why}")
+            problems = plugins.config_errors(ref.id, ref.config)
+            if problems:
+                raise ConfigError(f"organisations[{i}].plugins[{j}].config: {'; '.join(problems)}")
+
+
+class Gateway:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        engine: Engine,
+        plugins: PluginHost,
+        router: ModelRouter,
+        mcp: Any | None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.plugins = plugins
+        self.router = router
+        self.mcp = mcp
+        self.catalog = ToolCatalog(plugins, mcp)
+        self.orchestrator = Orchestrator(router=router, catalog=self.catalog, config=settings.orchestration)
+        self.keys = KeyCache(engine)
+        self.usage = UsageWriter(
+            engine, flush_interval_s=settings.usage.flush_interval_s, max_batch=settings.usage.max_batch
+        )
+        self._organisations = {org.id: org for org in settings.organisations}
+
+    @classmethod
+    async def create(cls, settings: Settings, *, plugins: PluginHost | None = None) -> Gateway:
+        plugins = plugins or load_plugins()
+        check_plugins(settings, plugins)
+        engine = make_engine(settings.database_url)
+        await anyio.to_thread.run_sync(create_schema, engine)
+        await anyio.to_thread.run_sync(sync_organisations, engine, [o.id for o in settings.organisations])
+        mcp = None
+        mcp_refs = [ref for org in settings.organisations for ref in org.plugins if ref.mcp is not None]
+        if mcp_refs:
+            from runtime.mcp import McpManager
+
+            mcp = McpManager(max_result_chars=settings.orchestration.max_tool_result_chars)
+            await mcp.start(mcp_refs)
+        gateway = cls(
+            settings=settings, engine=engine, plugins=plugins, router=ModelRouter.from_settings(settings), mcp=mcp
+        )
+        gateway.usage.start()
+        return gateway
+
+    async def aclose(self) -> None:
+        await self.usage.aclose()
+        if self.mcp is not None:
+            await self.mcp.aclose()
+        await self.router.aclose()
+        self.engine.dispose()
+
+    # -- lookups ----------------------------------------------------------------------
+
+    def organisation(self, org_id: str) -> OrganisationConfig | None:
+        return self._organisations.get(org_id)
+
+    def models_for(self, organisation: OrganisationConfig) -> list[ModelConfig]:
+        if organisation.models is None:
+            return list(self.settings.models)
+        allowed = set(organisation.models)
+        return [m for m in self.settings.models if m.id in allowed]
+
+    def resolve_model(self, organisation: OrganisationConfig, model_id: str) -> ModelConfig:
+        model = self.router.model(model_id)
+        if model is None or (organisation.models is not None and model_id not in organisation.models):
+            raise model_not_found(model_id)
+        return model
+
+    # -- running requests -------------------------------------------------------------
+
+    async def complete(
+        self,
+        *,
+        organisation_id: str,
+        model: str,
+        messages: list[JSON] | None = None,
+        plugin_ids: Sequence[str] | None,
+        request_id: str,
+        key_id: str | None = None,
+        source: str = "api",
+        body: JSON | None = None,
+    ) -> RunResult:
+        """Run one non-streamed request through the orchestration runtime and record its usage."""
+        organisation = self._require_org(organisation_id)
+        model_config = self.resolve_model(organisation, model)
+        body = dict(body) if body is not None else {}
+        if messages is not None:
+            body["messages"] = messages
+        state = RunState(request_id=request_id, model=model_config.id)
+        started = time.perf_counter()
+        status = "error"
+        try:
+            result = await self.orchestrator.complete(
+                organisation=organisation,
+                model=model_config,
+                body=body,
+                plugin_ids=plugin_ids,
+                request_id=request_id,
+                state=state,
+            )
+            status = "ok"
+            return result
+        except GatewayError as exc:
+            status = exc.code
+            raise
+        finally:
+            self.record_usage(state, organisation_id, key_id, model_config, started, status, source)
+
+    async def stream(
+        self,
+        *,
+        organisation_id: str,
+        model: str,
+        body: JSON,
+        plugin_ids: Sequence[str] | None,
+        request_id: str,
+        key_id: str | None = None,
+        source: str = "api",
+    ) -> AsyncIterator[StreamEvent]:
+        """Stream one request; usage is recorded when the stream ends, fails or is abandoned."""
+        organisation = self._require_org(organisation_id)
+        model_config = self.resolve_model(organisation, model)
+        return self._stream(organisation, model_config, body, plugin_ids, request_id, key_id, source)
+
+    async def _stream(
+        self,
+        organisation: OrganisationConfig,
+        model: ModelConfig,
+        body: JSON,
+        plugin_ids: Sequence[str] | None,
+        request_id: str,
+        key_id: str | None,
+        source: str,
+    ) -> AsyncIterator[StreamEvent]:
+        state = RunState(request_id=request_id, model=model.id)
+        started = time.perf_counter()
+        status = "abandoned"
+        try:
+            async for event in self.orchestrator.stream(
+                organisation=organisation,
+                model=model,
+                body=body,
+                plugin_ids=plugin_ids,
+                request_id=request_id,
+                state=state,
+            ):
+                yield event
+            status = "ok"
+        except GatewayError as exc:
+            status = exc.code
+            raise
+        finally:
+            self.record_usage(state, organisation.id, key_id, model, started, status, source)
+
+    def _require_org(self, organisation_id: str) -> OrganisationConfig:
+        organisation = self.organisation(organisation_id)
+        if organisation is None:
+            raise GatewayError(403, f"organisation '{organisation_id}' is not configured", code="organisation_not_configured", type="permission_error")
+        return organisation
+
+    def record_usage(
+        self,
+        state: RunState,
+        organisation_id: str,
+        key_id: str | None,
+        model: ModelConfig,
+        started: float,
+        status: str,
+        source: str,
+    ) -> None:
+        usage = state.usage
+        if state.unbilled_chars:
+            # The upstream's usage chunk never arrived: count what was streamed (about 4 characters a token).
+            estimate = max(1, state.unbilled_chars // 4)
+            usage["completion_tokens"] += estimate
+            usage["total_tokens"] += estimate
+        served = self.router.model(state.route.model) if state.route.model else model
+        self.usage.record(
+            UsageRecord(
+                request_id=state.request_id,
+                organisation_id=organisation_id,
+                key_id=key_id,
+                source=source,
+                model=model.id,
+                provider=state.route.provider,
+                prompt_tokens=usage["prompt_tokens"],
+                completion_tokens=usage["completion_tokens"],
+                total_tokens=usage["total_tokens"],
+                cost_usd=cost_usd((served or model).price, usage["prompt_tokens"], usage["completion_tokens"]),
+                rounds=state.rounds,
+                tool_calls=len(state.tool_calls),
+                latency_ms=(time.perf_counter() - started) * 1000,
+                status=status,
+            )
+        )

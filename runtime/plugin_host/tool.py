@@ -1,0 +1,99 @@
+"""What a tool is, to the orchestration loop.
+
+Python plugins and MCP servers both end up as :class:`ToolSpec` objects: a name
+inside their plugin, a description, a JSON schema for the arguments, and an
+``invoke`` coroutine. The loop neither knows nor cares where a tool came from.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, get_type_hints
+
+import anyio.to_thread
+from pydantic import ConfigDict, create_model
+
+
+class ToolError(Exception):
+    """Raise from a tool to tell the model what went wrong; the message is shown to it."""
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """Injected into a tool's keyword-only ``ctx`` parameter; never shown to the model."""
+
+    organisation_id: str
+    plugin_id: str
+    request_id: str
+    config: Mapping[str, Any] = field(default_factory=dict)
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("plugway.tools"))
+
+
+Invoke = Callable[[dict[str, Any], ToolContext], Awaitable[Any]]
+
+
+@dataclass
+class ToolSpec:
+    """A tool as offered to the model (before ``<plugin-id>__`` naming)."""
+
+    plugin_id: str
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    invoke: Invoke
+    source: str = "python"  # "python" or "mcp"
+
+
+def tool_from_function(plugin_id: str, fn: Callable[..., Any], *, name: str | None = None) -> ToolSpec:
+    """Build a ToolSpec from a plain typed function.
+
+    The name is ``fn.__name__``, the description its docstring, the schema comes
+    from the signature through pydantic. A keyword-only ``ctx`` parameter is
+    injected at call time and left out of the schema. Sync functions run in a
+    worker thread so they never block the event loop.
+    """
+    signature = inspect.signature(fn)
+    hints = get_type_hints(fn)
+    fields: dict[str, Any] = {}
+    wants_ctx = False
+    for param in signature.parameters.values():
+        if param.name == "ctx":
+            wants_ctx = True
+            continue
+        if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            raise TypeError(f"tool {fn.__name__}: *args and **kwargs are not supported")
+        annotation = hints.get(param.name, Any)
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields[param.name] = (annotation, default)
+    arguments_model = create_model(  # type: ignore[call-overload]
+        f"{fn.__name__}_arguments", __config__=ConfigDict(extra="forbid"), **fields
+    )
+    schema = arguments_model.model_json_schema()
+    schema.pop("title", None)
+    for prop in schema.get("properties", {}).values():
+        prop.pop("title", None)
+    schema.setdefault("properties", {})
+    description = inspect.cleandoc(fn.__doc__ or "").strip() or fn.__name__.replace("_", " ")
+
+    is_async = inspect.iscoroutinefunction(fn)
+
+    async def invoke(arguments: dict[str, Any], ctx: ToolContext) -> Any:
+        validated = arguments_model.model_validate(arguments)
+        kwargs = {name: getattr(validated, name) for name in fields}
+        if wants_ctx:
+            kwargs["ctx"] = ctx
+        if is_async:
+            return await fn(**kwargs)
+        return await anyio.to_thread.run_sync(functools.partial(fn, **kwargs), abandon_on_cancel=True)
+
+    return ToolSpec(
+        plugin_id=plugin_id,
+        name=name or fn.__name__,
+        description=description,
+        parameters=schema,
+        invoke=invoke,
+    )

@@ -1,0 +1,139 @@
+"""Gateway keys: minting, hashing, and a small in-memory cache for the hot path.
+
+Only a SHA-256 hash of a key is stored. Lookups go by hash (an index) and the
+stored hash is compared in constant time. Keys found are cached for
+``ttl_s`` seconds, so a revoked key stops working within that time everywhere;
+a key minted while the server runs works at once because misses always ask
+the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+
+import anyio.to_thread
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from runtime.storage.models import ApiKey, Organisation, utcnow
+
+KEY_PREFIX = "pw_"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    id: str
+    organisation_id: str
+    name: str | None
+    rpm: int | None
+    daily_tokens: int | None
+
+
+def mint_key(
+    engine: Engine,
+    *,
+    organisation_id: str,
+    name: str | None = None,
+    rpm: int | None = None,
+    daily_tokens: int | None = None,
+) -> tuple[str, ApiKey]:
+    """Create a key; returns the secret (shown once) and the stored row."""
+    secret = KEY_PREFIX + secrets.token_urlsafe(32)
+    row = ApiKey(
+        id="key_" + secrets.token_hex(8),
+        organisation_id=organisation_id,
+        name=name,
+        key_hash=hash_key(secret),
+        prefix=secret[:10],
+        rpm=rpm,
+        daily_tokens=daily_tokens,
+    )
+    with Session(engine) as session:
+        if session.get(Organisation, organisation_id) is None:
+            session.add(Organisation(id=organisation_id))
+        session.add(row)
+        session.commit()
+        session.refresh(row)
+    return secret, row
+
+
+def list_keys(engine: Engine, organisation_id: str | None = None) -> list[ApiKey]:
+    with Session(engine) as session:
+        query = select(ApiKey).order_by(ApiKey.created_at)  # type: ignore[arg-type]
+        if organisation_id:
+            query = query.where(ApiKey.organisation_id == organisation_id)
+        return list(session.exec(query))
+
+
+def revoke_key(engine: Engine, key_id: str) -> bool:
+    with Session(engine) as session:
+        row = session.get(ApiKey, key_id)
+        if row is None or row.revoked_at is not None:
+            return False
+        row.revoked_at = utcnow()
+        session.add(row)
+        session.commit()
+        return True
+
+
+def update_key_limits(engine: Engine, key_id: str, *, rpm: int | None, daily_tokens: int | None) -> bool:
+    with Session(engine) as session:
+        row = session.get(ApiKey, key_id)
+        if row is None:
+            return False
+        row.rpm, row.daily_tokens = rpm, daily_tokens
+        session.add(row)
+        session.commit()
+        return True
+
+
+def sync_organisations(engine: Engine, organisation_ids: list[str]) -> None:
+    with Session(engine) as session:
+        existing = set(session.exec(select(Organisation.id)))
+        for org_id in organisation_ids:
+            if org_id not in existing:
+                session.add(Organisation(id=org_id))
+        session.commit()
+
+
+class KeyCache:
+    def __init__(self, engine: Engine, *, ttl_s: float = 5.0, max_entries: int = 100_000) -> None:
+        self.engine = engine
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, KeyInfo | None]] = {}
+
+    async def lookup(self, key: str) -> KeyInfo | None:
+        if not key.startswith(KEY_PREFIX) or len(key) > 200:
+            return None
+        digest = hash_key(key)
+        now = time.monotonic()
+        cached = self._entries.get(digest)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        info = await anyio.to_thread.run_sync(self._load, digest)
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        # Unknown keys are remembered only briefly: a fresh key must work at once.
+        self._entries[digest] = (now + (self.ttl_s if info else min(1.0, self.ttl_s)), info)
+        return info
+
+    def _load(self, digest: str) -> KeyInfo | None:
+        with Session(self.engine) as session:
+            row = session.exec(select(ApiKey).where(ApiKey.key_hash == digest)).first()
+        if row is None or row.revoked_at is not None:
+            return None
+        if not hmac.compare_digest(row.key_hash, digest):
+            return None
+        return KeyInfo(row.id, row.organisation_id, row.name, row.rpm, row.daily_tokens)
+
+    def forget(self) -> None:
+        self._entries.clear()

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.fakes.openai_server import FakeOpenAI
+from tests.support import GatewayServer, make_settings
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture(scope="session")
+def upstream_server() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def upstream(upstream_server: FakeOpenAI) -> Iterator[FakeOpenAI]:
+    upstream_server.reset()
+    yield upstream_server
+    upstream_server.reset()
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, upstream: FakeOpenAI, request: pytest.FixtureRequest) -> Iterator[GatewayServer]:
+    """The gateway on the fake upstream; tests tune it with @pytest.mark.gateway(...)."""
+    marker = request.node.get_closest_marker("gateway")
+    options = dict(marker.kwargs) if marker else {}
+    server = GatewayServer(make_settings(tmp_path, upstream.base_url, **options)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def client(gateway: GatewayServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway.base_url, api_key=gateway.mint(), max_retries=0, timeout=20)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "gateway(**options): settings for the gateway fixture")

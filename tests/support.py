@@ -1,0 +1,113 @@
+"""Running the real gateway under uvicorn on a free port, for end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from runtime.api.app import create_app
+from runtime.config import Settings, settings_from_dict
+from runtime.gateway import Gateway
+from runtime.plugin_host.manager import PluginHost, load_plugins
+from runtime.storage.keys import mint_key
+from tests.fakes.openai_server import free_port
+from tests.fixtures import testkit_plugin
+
+UPSTREAM_KEY = "sk-test-upstream"
+
+
+def test_plugins() -> PluginHost:
+    return load_plugins(extra={"testkit": testkit_plugin})
+
+
+def make_settings(
+    tmp_path: Path,
+    upstream_url: str,
+    *,
+    plugins: list[dict[str, Any]] | None = None,
+    orchestration: dict[str, Any] | None = None,
+    extra_orgs: list[dict[str, Any]] | None = None,
+    database_url: str | None = None,
+    **overrides: Any,
+) -> Settings:
+    raw: dict[str, Any] = {
+        "database_url": database_url or f"sqlite:///{tmp_path / 'plugway.db'}",
+        "providers": [{"id": "upstream", "kind": "openai", "base_url": upstream_url, "api_key": UPSTREAM_KEY, "timeout_s": 10, "max_retries": 0}],
+        "models": [
+            {"id": "gpt-test", "provider": "upstream", "upstream_model": "gpt-4o-mini", "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}},
+            {"id": "gpt-other", "provider": "upstream"},
+        ],
+        "organisations": [
+            {
+                "id": "acme",
+                "plugins": plugins if plugins is not None else [{"id": "clock"}, {"id": "calculator"}, {"id": "testkit", "config": {"flavour": "vanilla"}}],
+            },
+            {"id": "bare", "models": ["gpt-test"]},
+            *(extra_orgs or []),
+        ],
+        "orchestration": {"max_tool_rounds": 4, "tool_timeout_s": 2, "keepalive_s": 0.2, **(orchestration or {})},
+        "usage": {"flush_interval_s": 0.05},
+        **overrides,
+    }
+    return settings_from_dict(raw)
+
+
+class GatewayServer:
+    """The real app in a real uvicorn, in a background thread with its own event loop."""
+
+    def __init__(self, settings: Settings, plugins: PluginHost | None = None) -> None:
+        self.settings = settings
+        self.app = create_app(settings, plugins=plugins or test_plugins())
+        self.port = free_port()
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    @property
+    def gateway(self) -> Gateway:
+        gateway: Gateway = self.app.state.gateway
+        return gateway
+
+    def start(self) -> GatewayServer:
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 20
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("gateway did not start")
+            time.sleep(0.01)
+        return self
+
+    def mint(self, org: str = "acme", **limits: Any) -> str:
+        secret, _ = mint_key(self.gateway.engine, organisation_id=org, **limits)
+        return secret
+
+    def flush_usage(self) -> None:
+        loop = self._server_loop()
+        asyncio.run_coroutine_threadsafe(self.gateway.usage.flush(), loop).result(timeout=10)
+
+    def _server_loop(self) -> asyncio.AbstractEventLoop:
+        # The usage writer task lives on the server's loop.
+        task = self.gateway.usage._task
+        assert task is not None
+        return task.get_loop()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=15)
