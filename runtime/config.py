@@ -157,6 +157,8 @@ class Settings(_Strict):
     usage: UsageConfig = Field(default_factory=UsageConfig)
     whatsapp: WhatsAppConfig = Field(default_factory=WhatsAppConfig)
     max_body_bytes: int = 4 * 1024 * 1024
+    # How long a looked-up key is trusted before the database is asked again (revocation delay).
+    key_cache_ttl_s: float = Field(default=5.0, ge=0)
     # Set by the loader: True when no configuration file was given.
     embedded_default: bool = False
 

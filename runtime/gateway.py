@@ -61,7 +61,7 @@ class Gateway:
         self.mcp = mcp
         self.catalog = ToolCatalog(plugins, mcp)
         self.orchestrator = Orchestrator(router=router, catalog=self.catalog, config=settings.orchestration)
-        self.keys = KeyCache(engine)
+        self.keys = KeyCache(engine, ttl_s=settings.key_cache_ttl_s)
         self.usage = UsageWriter(
             engine, flush_interval_s=settings.usage.flush_interval_s, max_batch=settings.usage.max_batch
         )
