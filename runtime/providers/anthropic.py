@@ -1,0 +1,157 @@
+"""The Anthropic provider: OpenAI-shaped calls served by the Messages API.
+
+All translation lives in :mod:`runtime.providers.anthropic_translate`; this
+module only moves bytes and maps transport failures to :class:`UpstreamError`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+from runtime.config import ProviderConfig
+from runtime.errors import UpstreamError
+from runtime.providers.anthropic_translate import (
+    ANTHROPIC_VERSION,
+    StreamTranslator,
+    from_anthropic_response,
+    parse_retry_after,
+    to_anthropic_request,
+    upstream_error,
+)
+
+JSON = dict[str, Any]
+
+
+def messages_url(base_url: str) -> str:
+    base = base_url.rstrip("/")
+    return f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages"
+
+
+async def iter_sse_events(lines: AsyncIterator[str]) -> AsyncIterator[JSON]:
+    """Decode a ``text/event-stream`` into its JSON ``data`` payloads.
+
+    The ``event:`` name is redundant with the payload's ``type`` and is ignored.
+    """
+    data: list[str] = []
+    async for line in lines:
+        if not line:
+            if data:
+                yield orjson.loads("\n".join(data))
+                data = []
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        if field == "data":
+            data.append(value[1:] if value.startswith(" ") else value)
+    if data:
+        yield orjson.loads("\n".join(data))
+
+
+def _transport_error(exc: httpx.RequestError) -> UpstreamError:
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamError(f"Anthropic request timed out ({type(exc).__name__})", retryable=True)
+    return UpstreamError(
+        f"Anthropic connection failed ({type(exc).__name__}: {exc})", retryable=True
+    )
+
+
+def _http_error(response: httpx.Response) -> UpstreamError:
+    try:
+        payload = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        payload = None
+    return upstream_error(
+        response.status_code,
+        payload,
+        retry_after=parse_retry_after(response.headers.get("retry-after")),
+    )
+
+
+class AnthropicProvider:
+    """A :class:`runtime.providers.base.Provider` for Anthropic's Messages API."""
+
+    kind = "anthropic"
+
+    def __init__(self, config: ProviderConfig, *, default_max_tokens: int = 4096) -> None:
+        if not config.base_url:
+            raise ValueError(f"provider '{config.id}' needs a base_url")
+        self.id = config.id
+        self.default_max_tokens = default_max_tokens
+        self._url = messages_url(config.base_url)
+        self._headers = {
+            "anthropic-version": ANTHROPIC_VERSION,
+            "content-type": "application/json",
+            "accept": "application/json",
+            **config.headers,
+        }
+        if config.api_key:
+            self._headers["x-api-key"] = config.api_key
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+        )
+
+    async def chat(self, body: JSON) -> JSON:
+        request = to_anthropic_request(body, default_max_tokens=self.default_max_tokens)
+        try:
+            response = await self._client.post(
+                self._url, content=orjson.dumps(request), headers=self._headers
+            )
+        except httpx.RequestError as exc:
+            raise _transport_error(exc) from exc
+        if response.status_code != 200:
+            raise _http_error(response)
+        try:
+            message = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError("Anthropic returned a body that is not JSON", status=200) from exc
+        return from_anthropic_response(message, created=int(time.time()))
+
+    async def stream_chat(self, body: JSON) -> AsyncIterator[JSON]:
+        request = to_anthropic_request(body, default_max_tokens=self.default_max_tokens)
+        request["stream"] = True
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        translator = StreamTranslator(
+            model=request["model"], created=int(time.time()), include_usage=include_usage
+        )
+        # The role chunk is held back until the first content arrives, so that an
+        # early `error` event (overloaded) still counts as "nothing streamed yet"
+        # and stays retryable by open_stream_with_retries.
+        held: list[JSON] = []
+        started = False
+        try:
+            async with self._client.stream(
+                "POST", self._url, content=orjson.dumps(request), headers=self._headers
+            ) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise _http_error(response)
+                async for event in iter_sse_events(response.aiter_lines()):
+                    chunks = translator.feed(event)
+                    if not chunks:
+                        continue
+                    if not started:
+                        if event.get("type") == "message_start":
+                            held.extend(chunks)
+                            continue
+                        started = True
+                        chunks = held + chunks
+                    for chunk in chunks:
+                        yield chunk
+                    if translator.finished:
+                        break
+        except httpx.RequestError as exc:
+            raise _transport_error(exc) from exc
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError("Anthropic sent a stream event that is not JSON") from exc
+        if not translator.finished:
+            raise UpstreamError("Anthropic stream ended before message_stop", retryable=True)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,674 @@
+"""OpenAI chat-completions <-> Anthropic Messages translation, both directions.
+
+Pure functions and one small state machine (:class:`StreamTranslator`); no I/O,
+so every rule here is unit-tested without a network.
+
+Request parameters are handled in one of three ways (see ``_REFUSED`` and
+``_DROPPED``): translated; *dropped*, when leaving them out cannot change the
+answer (``seed``, ``store``, ``metadata``, ``service_tier``, ``prediction``,
+``prompt_cache_key``, zero penalties, ``n: 1``, ``logprobs: false``,
+``response_format: {"type": "text"}``, an image's ``detail``, a message's
+``name``); or *refused* with ``400 unsupported_parameter`` naming the
+parameter, when Anthropic cannot honour them (``n > 1``, ``logprobs``,
+``top_logprobs``, ``logit_bias``, non-zero penalties, JSON ``response_format``,
+``reasoning_effort``, audio, ``web_search_options``, ``temperature > 1``).
+Unknown keys (gateway extensions such as ``enabled_plugin_ids``) are ignored.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import orjson
+
+from runtime.errors import UpstreamError, invalid_request, unsupported_parameter
+
+JSON = dict[str, Any]
+
+ANTHROPIC_VERSION = "2023-06-01"
+
+# Output ceilings differ by family; these are defaults for a request that sets
+# no limit (Anthropic requires one), not the hard maxima, so that a forgotten
+# max_tokens does not reserve a model's whole output budget.
+_MAX_TOKENS_BY_PREFIX: tuple[tuple[str, int], ...] = (
+    ("claude-3-5-", 8192),
+    ("claude-3-7-", 16384),
+    ("claude-3-", 4096),
+    ("claude-sonnet-4", 16384),
+    ("claude-opus-4", 16384),
+    ("claude-haiku-4", 16384),
+)
+
+_STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+_ERROR_TYPE_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+# Failures caused by the request itself: another attempt or provider gets the same answer.
+_CLIENT_ERROR_STATUSES = frozenset({400, 404, 413, 422})
+
+_IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+_DATA_URL = re.compile(r"^data:(?P<media>[\w.+-]+/[\w.+-]+)(?:;[^,]*)?;base64,(?P<data>.*)$", re.S)
+_TOOL_ID_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
+
+
+def default_max_tokens_for(model: str, fallback: int) -> int:
+    """Anthropic requires ``max_tokens``; pick a family default when the client gave none."""
+    for prefix, value in _MAX_TOKENS_BY_PREFIX:
+        if model.startswith(prefix):
+            return value
+    return fallback
+
+
+# ---------------------------------------------------------------------------
+# request: OpenAI -> Anthropic
+# ---------------------------------------------------------------------------
+
+
+def _refuse_unsupported(body: JSON) -> None:
+    n = body.get("n")
+    if n is not None and n != 1:
+        raise unsupported_parameter("n", "'n' greater than 1 is not supported by Anthropic models.")
+    if body.get("logprobs"):
+        raise unsupported_parameter("logprobs", "'logprobs' is not supported by Anthropic models.")
+    if body.get("top_logprobs") is not None:
+        raise unsupported_parameter(
+            "top_logprobs", "'top_logprobs' is not supported by Anthropic models."
+        )
+    if body.get("logit_bias"):
+        raise unsupported_parameter(
+            "logit_bias", "'logit_bias' is not supported by Anthropic models."
+        )
+    for penalty in ("presence_penalty", "frequency_penalty"):
+        if body.get(penalty):
+            raise unsupported_parameter(
+                penalty, f"A non-zero '{penalty}' is not supported by Anthropic models."
+            )
+    response_format = body.get("response_format")
+    if response_format is not None and (
+        not isinstance(response_format, dict) or response_format.get("type") != "text"
+    ):
+        raise unsupported_parameter(
+            "response_format",
+            "JSON 'response_format' is not supported by Anthropic models; describe the format in the prompt.",
+        )
+    # Extended thinking needs its signed blocks echoed back on the next tool round,
+    # which the OpenAI shape cannot carry; refusing beats failing mid-orchestration.
+    if body.get("reasoning_effort") is not None:
+        raise unsupported_parameter(
+            "reasoning_effort", "'reasoning_effort' is not supported for Anthropic models."
+        )
+    if body.get("audio") is not None:
+        raise unsupported_parameter("audio", "Audio output is not supported by Anthropic models.")
+    modalities = body.get("modalities")
+    if modalities and any(m != "text" for m in modalities):
+        raise unsupported_parameter(
+            "modalities", "Only text output is supported by Anthropic models."
+        )
+    if body.get("web_search_options") is not None:
+        raise unsupported_parameter(
+            "web_search_options", "'web_search_options' is not supported by Anthropic models."
+        )
+    verbosity = body.get("verbosity")
+    if verbosity is not None and verbosity != "medium":
+        raise unsupported_parameter(
+            "verbosity", "'verbosity' is not supported by Anthropic models."
+        )
+    for legacy in ("functions", "function_call"):
+        if body.get(legacy) is not None:
+            raise unsupported_parameter(legacy)
+    temperature = body.get("temperature")
+    if isinstance(temperature, int | float) and temperature > 1:
+        raise unsupported_parameter(
+            "temperature",
+            "Anthropic models accept 'temperature' between 0 and 1; clamping would change the answer.",
+        )
+
+
+def _safe_tool_id(tool_id: str) -> str:
+    # Anthropic ids must match ^[a-zA-Z0-9_-]+$; ids minted by other providers may not.
+    return _TOOL_ID_UNSAFE.sub("_", tool_id) or "toolu_empty"
+
+
+def _text_block(text: str) -> JSON | None:
+    # Anthropic rejects empty or whitespace-only text blocks.
+    return {"type": "text", "text": text} if text.strip() else None
+
+
+def _image_block(url: str, param: str) -> JSON:
+    match = _DATA_URL.match(url)
+    if match:
+        media_type = match.group("media").lower()
+        if media_type == "image/jpg":
+            media_type = "image/jpeg"
+        if media_type not in _IMAGE_MEDIA_TYPES:
+            raise invalid_request(
+                f"Unsupported image type '{media_type}' (Anthropic accepts jpeg, png, gif, webp).",
+                param=param,
+            )
+        return {
+            "type": "image",
+            "source": {"type": "base64", "media_type": media_type, "data": match.group("data")},
+        }
+    if url.startswith(("https://", "http://")):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    raise invalid_request("image_url must be a data: URL or an http(s) URL.", param=param)
+
+
+def _file_block(part: JSON, param: str) -> JSON:
+    file = part.get("file") or {}
+    match = _DATA_URL.match(file.get("file_data") or "")
+    if match and match.group("media").lower() == "application/pdf":
+        return {
+            "type": "document",
+            "source": {
+                "type": "base64",
+                "media_type": "application/pdf",
+                "data": match.group("data"),
+            },
+        }
+    raise unsupported_parameter(
+        param, "Only inline PDF files (file_data data: URLs) are supported."
+    )
+
+
+def _content_blocks(content: Any, param: str, *, allow_media: bool) -> list[JSON]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        block = _text_block(content)
+        return [block] if block else []
+    if not isinstance(content, list):
+        raise invalid_request("content must be a string or an array of parts.", param=param)
+    blocks: list[JSON] = []
+    for j, part in enumerate(content):
+        part_param = f"{param}[{j}]"
+        if not isinstance(part, dict):
+            raise invalid_request("content parts must be objects.", param=part_param)
+        kind = part.get("type")
+        if kind == "text" or kind == "refusal":
+            block = _text_block(part.get("text") or part.get("refusal") or "")
+            if block:
+                blocks.append(block)
+        elif kind == "image_url" and allow_media:
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if not isinstance(url, str):
+                raise invalid_request("image_url.url must be a string.", param=part_param)
+            blocks.append(_image_block(url, part_param))
+        elif kind == "file" and allow_media:
+            blocks.append(_file_block(part, part_param))
+        else:
+            raise unsupported_parameter(
+                part_param,
+                f"Content part type '{kind}' is not supported for Anthropic models here.",
+            )
+    return blocks
+
+
+def _system_text(content: Any, param: str) -> str:
+    if isinstance(content, str):
+        return content
+    return "\n".join(b["text"] for b in _content_blocks(content, param, allow_media=False))
+
+
+def _tool_use_block(call: JSON, param: str) -> JSON:
+    function = call.get("function") or {}
+    raw = function.get("arguments") or ""
+    try:
+        arguments = orjson.loads(raw) if raw.strip() else {}
+    except orjson.JSONDecodeError:
+        raise invalid_request(
+            "Tool call arguments must be a JSON object.", param=f"{param}.function.arguments"
+        ) from None
+    if not isinstance(arguments, dict):
+        raise invalid_request(
+            "Tool call arguments must be a JSON object.", param=f"{param}.function.arguments"
+        )
+    return {
+        "type": "tool_use",
+        "id": _safe_tool_id(str(call.get("id") or "")),
+        "name": function.get("name") or "",
+        "input": arguments,
+    }
+
+
+def _tool_result_block(message: JSON, param: str) -> JSON:
+    block: JSON = {
+        "type": "tool_result",
+        "tool_use_id": _safe_tool_id(str(message.get("tool_call_id") or "")),
+    }
+    content = message.get("content")
+    if isinstance(content, str):
+        if content:
+            block["content"] = content
+    else:
+        parts = _content_blocks(content, f"{param}.content", allow_media=True)
+        if parts:
+            block["content"] = parts
+    return block
+
+
+def _turns(messages: list[Any]) -> tuple[list[str], list[JSON]]:
+    """System texts, and user/assistant turns with consecutive same-role messages merged."""
+    system: list[str] = []
+    turns: list[JSON] = []
+
+    def append(role: str, blocks: list[JSON]) -> None:
+        if not blocks:
+            return
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
+        else:
+            turns.append({"role": role, "content": blocks})
+
+    for i, message in enumerate(messages):
+        param = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise invalid_request("Each message must be an object.", param=param)
+        role = message.get("role")
+        content = message.get("content")
+        if role in ("system", "developer"):
+            text = _system_text(content, f"{param}.content")
+            if text.strip():
+                system.append(text)
+        elif role == "user":
+            append("user", _content_blocks(content, f"{param}.content", allow_media=True))
+        elif role == "assistant":
+            if message.get("function_call") is not None:
+                raise unsupported_parameter(f"{param}.function_call")
+            blocks = _content_blocks(content, f"{param}.content", allow_media=False)
+            if not blocks and message.get("refusal"):
+                blocks = [b for b in [_text_block(message["refusal"])] if b]
+            for k, call in enumerate(message.get("tool_calls") or []):
+                blocks.append(_tool_use_block(call, f"{param}.tool_calls[{k}]"))
+            append("assistant", blocks)
+        elif role == "tool":
+            append("user", [_tool_result_block(message, param)])
+        elif role == "function":
+            raise unsupported_parameter(
+                f"{param}.role", "The legacy 'function' role is not supported."
+            )
+        else:
+            raise invalid_request(f"Unknown message role '{role}'.", param=f"{param}.role")
+
+    for turn in turns:
+        if turn["role"] == "user":
+            # tool_result blocks must open the user turn that answers a tool_use turn.
+            turn["content"].sort(key=lambda block: block["type"] != "tool_result")
+    return system, turns
+
+
+def _tools(tools: list[Any]) -> list[JSON]:
+    out: list[JSON] = []
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict) or tool.get("type", "function") != "function":
+            raise unsupported_parameter(
+                f"tools[{i}]", "Only 'function' tools are supported for Anthropic models."
+            )
+        function = tool.get("function") or {}
+        schema = function.get("parameters") or {"type": "object", "properties": {}}
+        converted: JSON = {"name": function.get("name") or "", "input_schema": schema}
+        if function.get("description"):
+            converted["description"] = function["description"]
+        out.append(converted)
+    return out
+
+
+def _tool_choice(choice: Any, parallel: Any) -> JSON | None:
+    if choice is None or choice == "auto":
+        converted: JSON = {"type": "auto"}
+    elif choice == "none":
+        return {"type": "none"}
+    elif choice == "required":
+        converted = {"type": "any"}
+    elif isinstance(choice, dict) and choice.get("type") == "function":
+        name = (choice.get("function") or {}).get("name")
+        if not name:
+            raise invalid_request("tool_choice.function.name is required.", param="tool_choice")
+        converted = {"type": "tool", "name": name}
+    else:
+        raise unsupported_parameter("tool_choice")
+    if parallel is False:
+        converted["disable_parallel_tool_use"] = True
+    elif choice is None:
+        return None
+    return converted
+
+
+def to_anthropic_request(body: JSON, *, default_max_tokens: int = 4096) -> JSON:
+    """Translate an OpenAI chat-completions body into a Messages API body.
+
+    Raises :class:`GatewayError` (400) for parameters Anthropic cannot honour.
+    ``stream`` is left to the caller.
+    """
+    _refuse_unsupported(body)
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        raise invalid_request("'messages' must be an array.", param="messages")
+    system, turns = _turns(messages)
+    if not turns:
+        raise invalid_request(
+            "At least one non-empty user or assistant message is required.", param="messages"
+        )
+    model = str(body.get("model") or "")
+    max_tokens = body.get("max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = body.get("max_tokens")
+    if max_tokens is None:
+        max_tokens = default_max_tokens_for(model, default_max_tokens)
+    request: JSON = {"model": model, "max_tokens": max_tokens, "messages": turns}
+    if system:
+        request["system"] = "\n\n".join(system)
+    for key in ("temperature", "top_p", "top_k"):
+        if body.get(key) is not None:
+            request[key] = body[key]
+    stop = body.get("stop")
+    if stop:
+        request["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    user = body.get("user") or body.get("safety_identifier")
+    if user:
+        request["metadata"] = {"user_id": str(user)}
+
+    tools = body.get("tools") or []
+    if tools:
+        request["tools"] = _tools(tools)
+        choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
+        if choice is not None:
+            request["tool_choice"] = choice
+    else:
+        used = _tool_names_in(turns)
+        if used:
+            # Anthropic refuses tool_use/tool_result blocks unless tools are defined;
+            # the history may carry them after a final round asked without tools.
+            # Stub definitions plus tool_choice none keep OpenAI's "no tools" meaning.
+            request["tools"] = [
+                {"name": name, "input_schema": {"type": "object", "properties": {}}}
+                for name in used
+            ]
+            request["tool_choice"] = {"type": "none"}
+    return request
+
+
+def _tool_names_in(turns: list[JSON]) -> list[str]:
+    names: dict[str, None] = {}
+    has_result = False
+    for turn in turns:
+        for block in turn["content"]:
+            if block["type"] == "tool_use":
+                names[block["name"]] = None
+            elif block["type"] == "tool_result":
+                has_result = True
+    if has_result and not names:
+        names["tool"] = None
+    return list(names)
+
+
+# ---------------------------------------------------------------------------
+# response: Anthropic -> OpenAI
+# ---------------------------------------------------------------------------
+
+
+def finish_reason(stop_reason: str | None) -> str:
+    return _STOP_REASONS.get(stop_reason or "end_turn", "stop")
+
+
+def openai_usage(usage: JSON) -> JSON:
+    """Anthropic counts cached input apart from ``input_tokens``; OpenAI includes it."""
+    cache_read = int(usage.get("cache_read_input_tokens") or 0)
+    cache_write = int(usage.get("cache_creation_input_tokens") or 0)
+    prompt = int(usage.get("input_tokens") or 0) + cache_read + cache_write
+    completion = int(usage.get("output_tokens") or 0)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cache_read},
+    }
+
+
+def completion_id(message_id: str) -> str:
+    return f"chatcmpl-{message_id}"
+
+
+def from_anthropic_response(message: JSON, *, created: int) -> JSON:
+    """Translate a Messages API response into an OpenAI ``chat.completion``."""
+    texts: list[str] = []
+    tool_calls: list[JSON] = []
+    for block in message.get("content") or []:
+        kind = block.get("type")
+        if kind == "text":
+            texts.append(block.get("text") or "")
+        elif kind == "tool_use":
+            tool_calls.append(
+                {
+                    "id": block["id"],
+                    "type": "function",
+                    "function": {
+                        "name": block["name"],
+                        "arguments": orjson.dumps(block.get("input") or {}).decode(),
+                    },
+                }
+            )
+        # thinking, redacted_thinking and server-tool blocks are not part of the answer.
+    text = "".join(texts)
+    reply: JSON = {
+        "role": "assistant",
+        "content": text if text or not tool_calls else None,
+        "refusal": None,
+    }
+    if tool_calls:
+        reply["tool_calls"] = tool_calls
+    return {
+        "id": completion_id(str(message.get("id") or "")),
+        "object": "chat.completion",
+        "created": created,
+        "model": message.get("model") or "",
+        "system_fingerprint": None,
+        "choices": [
+            {
+                "index": 0,
+                "message": reply,
+                "logprobs": None,
+                "finish_reason": finish_reason(message.get("stop_reason")),
+            }
+        ],
+        "usage": openai_usage(message.get("usage") or {}),
+    }
+
+
+# ---------------------------------------------------------------------------
+# errors
+# ---------------------------------------------------------------------------
+
+
+def upstream_error(
+    status: int | None, payload: Any, *, retry_after: float | None = None
+) -> UpstreamError:
+    """An :class:`UpstreamError` for an Anthropic error body (HTTP or a stream ``error`` event)."""
+    error = payload.get("error") if isinstance(payload, dict) else None
+    error_type = str(error.get("type")) if isinstance(error, dict) else "api_error"
+    detail = str(error.get("message")) if isinstance(error, dict) else "unreadable error body"
+    if status is None:
+        status = _ERROR_TYPE_STATUS.get(error_type, 500)
+    retryable = status in (408, 409, 429) or status >= 500
+    return UpstreamError(
+        f"Anthropic {status} {error_type}: {detail}",
+        status=status,
+        retryable=retryable,
+        client_error=status in _CLIENT_ERROR_STATUSES,
+        retry_after=retry_after,
+    )
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError):
+            return None
+    return max(0.0, seconds)
+
+
+# ---------------------------------------------------------------------------
+# streaming: Anthropic events -> OpenAI chunks
+# ---------------------------------------------------------------------------
+
+
+class StreamTranslator:
+    """Turns Messages API stream events into ``chat.completion.chunk`` dicts.
+
+    Feed events in order; each call returns the chunks to send (often none).
+    Tool calls become OpenAI's indexed deltas: the first chunk of a call has
+    index, id, type, name and empty arguments; later ones index and a fragment.
+    """
+
+    def __init__(self, *, model: str, created: int, include_usage: bool) -> None:
+        self.model = model
+        self.created = created
+        self.include_usage = include_usage
+        self.id = completion_id("")
+        self.finished = False
+        self.stop_reason: str | None = None
+        self._usage: JSON = {}
+        # Anthropic block index -> OpenAI tool-call index, for tool_use blocks only.
+        self._tool_index: dict[int, int] = {}
+        self._tool_has_arguments: dict[int, bool] = {}
+        self._text_blocks: set[int] = set()
+
+    @property
+    def usage(self) -> JSON:
+        return openai_usage(self._usage)
+
+    def _chunk(self, delta: JSON, finish: str | None = None) -> JSON:
+        chunk: JSON = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        if self.include_usage:
+            chunk["usage"] = None
+        return chunk
+
+    def feed(self, event: JSON) -> list[JSON]:
+        kind = event.get("type")
+        if kind == "message_start":
+            message = event.get("message") or {}
+            self.id = completion_id(str(message.get("id") or ""))
+            self.model = message.get("model") or self.model
+            self._usage.update(message.get("usage") or {})
+            return [self._chunk({"role": "assistant", "content": "", "refusal": None})]
+        if kind == "content_block_start":
+            return self._block_start(int(event.get("index", 0)), event.get("content_block") or {})
+        if kind == "content_block_delta":
+            return self._block_delta(int(event.get("index", 0)), event.get("delta") or {})
+        if kind == "content_block_stop":
+            index = int(event.get("index", 0))
+            if index in self._tool_index and not self._tool_has_arguments[index]:
+                # A call without arguments streams no fragment; OpenAI clients expect "{}".
+                self._tool_has_arguments[index] = True
+                return [self._arguments_chunk(index, "{}")]
+            return []
+        if kind == "message_delta":
+            delta = event.get("delta") or {}
+            self.stop_reason = delta.get("stop_reason") or self.stop_reason
+            # message_delta usage is cumulative and may restate input counts.
+            self._usage.update(
+                {k: v for k, v in (event.get("usage") or {}).items() if v is not None}
+            )
+            return [self._chunk({}, finish_reason(self.stop_reason))]
+        if kind == "message_stop":
+            self.finished = True
+            if not self.include_usage:
+                return []
+            return [
+                {
+                    "id": self.id,
+                    "object": "chat.completion.chunk",
+                    "created": self.created,
+                    "model": self.model,
+                    "system_fingerprint": None,
+                    "choices": [],
+                    "usage": self.usage,
+                }
+            ]
+        if kind == "error":
+            raise upstream_error(None, event)
+        return []  # ping, and event types added after this adapter was written
+
+    def _block_start(self, index: int, block: JSON) -> list[JSON]:
+        kind = block.get("type")
+        if kind == "text":
+            self._text_blocks.add(index)
+            text = block.get("text") or ""
+            return [self._chunk({"content": text})] if text else []
+        if kind == "tool_use":
+            tool_index = len(self._tool_index)
+            self._tool_index[index] = tool_index
+            self._tool_has_arguments[index] = False
+            call = {
+                "index": tool_index,
+                "id": block.get("id"),
+                "type": "function",
+                "function": {"name": block.get("name"), "arguments": ""},
+            }
+            return [self._chunk({"tool_calls": [call]})]
+        return []
+
+    def _arguments_chunk(self, index: int, fragment: str) -> JSON:
+        call = {"index": self._tool_index[index], "function": {"arguments": fragment}}
+        return self._chunk({"tool_calls": [call]})
+
+    def _block_delta(self, index: int, delta: JSON) -> list[JSON]:
+        kind = delta.get("type")
+        if kind == "text_delta" and index in self._text_blocks:
+            text = delta.get("text") or ""
+            return [self._chunk({"content": text})] if text else []
+        if kind == "input_json_delta" and index in self._tool_index:
+            fragment = delta.get("partial_json") or ""
+            if not fragment:
+                return []
+            self._tool_has_arguments[index] = True
+            return [self._arguments_chunk(index, fragment)]
+        return []  # thinking_delta, signature_delta, citations_delta: not part of the answer
+
+
+__all__ = [
+    "ANTHROPIC_VERSION",
+    "StreamTranslator",
+    "default_max_tokens_for",
+    "finish_reason",
+    "from_anthropic_response",
+    "openai_usage",
+    "parse_retry_after",
+    "to_anthropic_request",
+    "upstream_error",
+]
