@@ -1,0 +1,228 @@
+"""Limits shared by every gateway process through Redis.
+
+RPM algorithm: a sliding-window log. Each allowed request is a member of a
+sorted set scored by its Redis-server timestamp (ms); a request is allowed when
+fewer than ``rpm`` members are younger than the window. Why this one:
+
+- exact: "at most rpm in any 60 s" holds for every window, with no 2x burst at
+  a minute boundary as a fixed window allows, and no estimation error as the
+  weighted two-window counter has;
+- the cost is memory, O(rpm) members per active key (about 60 bytes each),
+  which is fine for per-key RPMs in the thousands.
+
+Daily tokens: a hash ``{p: UTC-day index, used: tokens}`` that expires at the
+end of the day; a request is refused while ``used >= cap``. The day index lives
+in the value, not the key name, so both keys of a gateway key are declared to
+the script (and share a ``{hash tag}`` slot, which keeps it Redis-Cluster-safe).
+
+Time comes from Redis ``TIME`` inside the scripts, so gateway hosts with skewed
+clocks still agree. Each check is one atomic script call (EVALSHA, EVAL once
+after a Redis restart flushed the script cache); nothing is counted when a
+request is refused.
+
+Failure handling is fail-closed: any error or a reply slower than ``timeout_s``
+raises :class:`LimiterUnavailable`. A timed-out check may still run on the
+server later (a hung Redis that resumes): that can only over-count, never let
+extra requests through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
+
+from runtime.limits.base import LimiterUnavailable
+from runtime.limits.decision import UNLIMITED, LimitDecision, build_decision
+
+# Numbers cross into Lua as strings formatted with 14 significant digits, so
+# timestamps stay in milliseconds (13 digits) to remain exact.
+ACQUIRE_LUA = """
+if redis.replicate_commands then redis.replicate_commands() end
+local rpm = tonumber(ARGV[1])
+local window_ms = tonumber(ARGV[2])
+local cap = tonumber(ARGV[3])
+local period_s = tonumber(ARGV[4])
+local t = redis.call('TIME')
+local now_s = tonumber(t[1])
+local now_ms = now_s * 1000 + math.floor(tonumber(t[2]) / 1000)
+local period = math.floor(now_s / period_s)
+local period_end_ms = (period + 1) * period_s * 1000 - now_ms
+
+local used = 0
+if cap >= 0 then
+  local stored = redis.call('HMGET', KEYS[2], 'p', 'used')
+  if stored[1] and tonumber(stored[1]) == period then
+    used = tonumber(stored[2]) or 0
+  end
+end
+
+local count = 0
+if rpm >= 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms - window_ms)
+  count = redis.call('ZCARD', KEYS[1])
+end
+
+local allowed = 1
+if (rpm >= 0 and count >= rpm) or (cap >= 0 and used >= cap) then
+  allowed = 0
+end
+if allowed == 1 and rpm >= 0 then
+  redis.call('ZADD', KEYS[1], now_ms, ARGV[5])
+  redis.call('PEXPIRE', KEYS[1], window_ms)
+  count = count + 1
+end
+
+local slot_free_ms = 0
+local clear_ms = 0
+if rpm >= 0 then
+  if count > 0 then
+    local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+    clear_ms = tonumber(newest[2]) + window_ms - now_ms
+  end
+  if count >= rpm then
+    if rpm > 0 then
+      -- a slot opens when all but rpm-1 of the logged requests have aged out
+      local blocker = redis.call('ZRANGE', KEYS[1], count - rpm, count - rpm, 'WITHSCORES')
+      slot_free_ms = tonumber(blocker[2]) + window_ms - now_ms
+    else
+      slot_free_ms = window_ms
+    end
+  end
+end
+return {allowed, count, used, slot_free_ms, clear_ms, period_end_ms}
+"""
+
+RECORD_TOKENS_LUA = """
+if redis.replicate_commands then redis.replicate_commands() end
+local tokens = tonumber(ARGV[1])
+local period_s = tonumber(ARGV[2])
+local now_s = tonumber(redis.call('TIME')[1])
+local period = math.floor(now_s / period_s)
+local stored = redis.call('HGET', KEYS[1], 'p')
+local used
+if stored and tonumber(stored) == period then
+  used = redis.call('HINCRBY', KEYS[1], 'used', tokens)
+else
+  redis.call('HSET', KEYS[1], 'p', period, 'used', tokens)
+  used = tokens
+end
+redis.call('EXPIREAT', KEYS[1], (period + 1) * period_s)
+return used
+"""
+
+
+class _Script:
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
+_ACQUIRE = _Script(ACQUIRE_LUA)
+_RECORD_TOKENS = _Script(RECORD_TOKENS_LUA)
+
+
+class RedisLimiter:
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        timeout_s: float = 0.25,
+        key_prefix: str = "plugway:",
+        window_s: float = 60.0,
+        token_period_s: int = 86_400,
+        max_connections: int = 64,
+    ) -> None:
+        if timeout_s <= 0 or window_s <= 0 or token_period_s <= 0:
+            raise ValueError("timeout_s, window_s and token_period_s must be positive")
+        self._timeout_s = timeout_s
+        self._prefix = key_prefix
+        self._window_ms = max(1, round(window_s * 1000))
+        self._period_s = int(token_period_s)
+        # redis-py's default retries (10, with backoff) would blow through the
+        # deadline. One immediate retry on a connection error lets a pooled
+        # socket that died with a restarted Redis reconnect inside the same call;
+        # timeouts are not retried, a hung server gets no second chance.
+        pool = BlockingConnectionPool.from_url(
+            redis_url,
+            max_connections=max_connections,
+            timeout=timeout_s,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+            health_check_interval=0,
+        )
+        self._redis = Redis.from_pool(pool)
+
+    def _keys(self, key_id: str) -> tuple[str, str]:
+        tagged = f"{self._prefix}rl:{{{key_id}}}"
+        return f"{tagged}:req", f"{tagged}:tok"
+
+    async def acquire(
+        self, key_id: str, *, rpm: int | None, daily_tokens: int | None
+    ) -> LimitDecision:
+        if rpm is None and daily_tokens is None:
+            # Nothing to enforce, so no reason to depend on Redis being up.
+            return UNLIMITED
+        requests_key, tokens_key = self._keys(key_id)
+        reply = await self._run(
+            _ACQUIRE,
+            (requests_key, tokens_key),
+            (
+                -1 if rpm is None else rpm,
+                self._window_ms,
+                -1 if daily_tokens is None else daily_tokens,
+                self._period_s,
+                secrets.token_hex(8),
+            ),
+        )
+        allowed, count, used, slot_free_ms, clear_ms, period_end_ms = (int(v) for v in reply)
+        return build_decision(
+            allowed=bool(allowed),
+            rpm=rpm,
+            daily_tokens=daily_tokens,
+            requests_in_window=count,
+            tokens_used=used,
+            slot_free_in_s=slot_free_ms / 1000,
+            window_clear_in_s=clear_ms / 1000,
+            period_end_in_s=period_end_ms / 1000,
+        )
+
+    async def record_tokens(self, key_id: str, tokens: int) -> None:
+        if tokens <= 0:
+            return
+        _, tokens_key = self._keys(key_id)
+        await self._run(_RECORD_TOKENS, (tokens_key,), (int(tokens), self._period_s))
+
+    async def ping(self) -> bool:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return bool(await self._redis.ping())
+        except (RedisError, OSError, TimeoutError):
+            return False
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+    async def _run(self, script: _Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            # One deadline for the whole call: pool wait, connect, and the
+            # NOSCRIPT fallback all count against it.
+            async with asyncio.timeout(self._timeout_s):
+                try:
+                    return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
+                except NoScriptError:
+                    # Script cache flushed (restart, SCRIPT FLUSH): EVAL re-caches it.
+                    return await self._redis.eval(script.source, len(keys), *keys, *args)
+        except TimeoutError as exc:
+            raise LimiterUnavailable(f"Redis did not answer within {self._timeout_s:g}s") from exc
+        except (RedisError, OSError) as exc:
+            raise LimiterUnavailable(f"Redis error: {exc}") from exc

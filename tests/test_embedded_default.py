@@ -1,0 +1,75 @@
+"""`plugway serve` with no arguments in an empty directory: the quick start, as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.fakes.openai_server import free_port
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLUGWAY_")}
+    env["PLUGWAY_PORT"] = str(port)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runtime.cli", "serve"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    assert process.stdout is not None
+    output: list[str] = []
+    deadline = time.monotonic() + 60
+    base = f"http://127.0.0.1:{port}"
+    try:
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            output.append(line)
+            if "Uvicorn running" in line or process.poll() is not None:
+                break
+        banner = "".join(output)
+        match = re.search(r"(pw_[A-Za-z0-9_-]{20,})", banner)
+        assert match, banner
+        assert httpx.get(f"{base}/readyz", timeout=10).status_code == 200, banner
+        yield base, match.group(1), tmp_path
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_quickstart_answers_with_demo_model_and_a_plugin_tool(embedded: tuple[str, str, Path]) -> None:
+    base, key, directory = embedded
+    assert (directory / "plugway.db").exists()
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+    reply = client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "What is 17 * 23?"}])
+    assert reply.choices[0].message.content.startswith("[demo model]")
+    assert "391" in reply.choices[0].message.content
+    assert reply.model_extra["plugway"]["tool_calls"][0]["name"] == "calculator__evaluate"
+
+    stream = client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "What time is it in Tokyo?"}], stream=True)
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "Asia/Tokyo" in text and chunks[-1].usage.total_tokens > 0
+
+    plain = client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "Hello there"}])
+    assert "demo model" in plain.choices[0].message.content
+    assert plain.model_extra["plugway"]["tool_calls"] == []
+
+
+def test_quickstart_curl_line_works_with_basic_auth(embedded: tuple[str, str, Path]) -> None:
+    base, key, _ = embedded
+    response = subprocess.run(
+        ["curl", "-s", "-u", f"{key}:", f"{base}/v1/chat/completions", "-H", "Content-Type: application/json",
+         "-d", '{"model": "demo", "messages": [{"role": "user", "content": "what is 2 + 2"}]}'],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert '"[demo model] 2 + 2 = 4"' in response.stdout
