@@ -110,3 +110,18 @@ class UpstreamError(Exception):
         self.client_error = client_error
         self.param = param
         self.retry_after = retry_after
+
+
+def rate_limit_exceeded(message: str, *, limit_type: str, headers: dict[str, str]) -> GatewayError:
+    # OpenAI reports type "requests" (RPM) or "tokens".
+    return GatewayError(429, message, code="rate_limit_exceeded", type=limit_type, headers=headers)
+
+
+def rate_limiter_unavailable() -> GatewayError:
+    return GatewayError(
+        503,
+        "The rate limiter is unavailable, so the request was refused (fail closed). Try again shortly.",
+        code="rate_limiter_unavailable",
+        type="api_error",
+        headers={"Retry-After": "1"},
+    )

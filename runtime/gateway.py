@@ -7,6 +7,7 @@ import time.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -17,6 +18,7 @@ from sqlalchemy import Engine
 
 from runtime.config import ConfigError, ModelConfig, OrganisationConfig, Settings
 from runtime.errors import GatewayError, model_not_found
+from runtime.limits import Limiter, LimiterUnavailable, create_limiter
 from runtime.orchestration.loop import Orchestrator, RunResult, RunState, StreamEvent
 from runtime.orchestration.tools import ToolCatalog
 from runtime.plugin_host.manager import PluginHost, load_plugins
@@ -65,7 +67,9 @@ class Gateway:
         self.usage = UsageWriter(
             engine, flush_interval_s=settings.usage.flush_interval_s, max_batch=settings.usage.max_batch
         )
+        self.limiter: Limiter = create_limiter(settings.redis_url, timeout_s=settings.limits.redis_timeout_s)
         self._organisations = {org.id: org for org in settings.organisations}
+        self._background: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def create(cls, settings: Settings, *, plugins: PluginHost | None = None) -> Gateway:
@@ -88,6 +92,9 @@ class Gateway:
         return gateway
 
     async def aclose(self) -> None:
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        await self.limiter.aclose()
         await self.usage.aclose()
         if self.mcp is not None:
             await self.mcp.aclose()
@@ -124,6 +131,7 @@ class Gateway:
         key_id: str | None = None,
         source: str = "api",
         body: JSON | None = None,
+        track_tokens: bool = False,
     ) -> RunResult:
         """Run one non-streamed request through the orchestration runtime and record its usage."""
         organisation = self._require_org(organisation_id)
@@ -149,7 +157,7 @@ class Gateway:
             status = exc.code
             raise
         finally:
-            self.record_usage(state, organisation_id, key_id, model_config, started, status, source)
+            self.record_usage(state, organisation_id, key_id, model_config, started, status, source, track_tokens)
 
     async def stream(
         self,
@@ -161,11 +169,12 @@ class Gateway:
         request_id: str,
         key_id: str | None = None,
         source: str = "api",
+        track_tokens: bool = False,
     ) -> AsyncIterator[StreamEvent]:
         """Stream one request; usage is recorded when the stream ends, fails or is abandoned."""
         organisation = self._require_org(organisation_id)
         model_config = self.resolve_model(organisation, model)
-        return self._stream(organisation, model_config, body, plugin_ids, request_id, key_id, source)
+        return self._stream(organisation, model_config, body, plugin_ids, request_id, key_id, source, track_tokens)
 
     async def _stream(
         self,
@@ -176,6 +185,7 @@ class Gateway:
         request_id: str,
         key_id: str | None,
         source: str,
+        track_tokens: bool,
     ) -> AsyncIterator[StreamEvent]:
         state = RunState(request_id=request_id, model=model.id)
         started = time.perf_counter()
@@ -195,7 +205,7 @@ class Gateway:
             status = exc.code
             raise
         finally:
-            self.record_usage(state, organisation.id, key_id, model, started, status, source)
+            self.record_usage(state, organisation.id, key_id, model, started, status, source, track_tokens)
 
     def _require_org(self, organisation_id: str) -> OrganisationConfig:
         organisation = self.organisation(organisation_id)
@@ -212,6 +222,7 @@ class Gateway:
         started: float,
         status: str,
         source: str,
+        track_tokens: bool = False,
     ) -> None:
         usage = state.usage
         if state.unbilled_chars:
@@ -238,3 +249,14 @@ class Gateway:
                 status=status,
             )
         )
+        if track_tokens and key_id and usage["total_tokens"]:
+            task = asyncio.get_running_loop().create_task(self._count_tokens(key_id, usage["total_tokens"]))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _count_tokens(self, key_id: str, tokens: int) -> None:
+        try:
+            await self.limiter.record_tokens(key_id, tokens)
+        except LimiterUnavailable:
+            # The usage record is still written; the daily counter misses these tokens.
+            log.error("could not count %d tokens for key %s: rate limiter unavailable", tokens, key_id)

@@ -10,7 +10,17 @@ from starlette.responses import Response, StreamingResponse
 
 from runtime.api.deps import GatewayDep, KeyDep, RequestIdDep
 from runtime.api.validation import validate_chat_request
-from runtime.errors import GatewayError, UpstreamError, invalid_request, request_too_large
+from runtime.errors import (
+    GatewayError,
+    UpstreamError,
+    invalid_request,
+    rate_limit_exceeded,
+    rate_limiter_unavailable,
+    request_too_large,
+)
+from runtime.gateway import Gateway
+from runtime.limits import LimitDecision, LimiterUnavailable
+from runtime.storage.keys import KeyInfo
 from runtime.orchestration.loop import Comment, StreamEvent
 
 router = APIRouter()
@@ -50,6 +60,20 @@ async def sse(first: StreamEvent | None, events: AsyncIterator[StreamEvent]) -> 
     yield DONE
 
 
+async def check_limits(gateway: Gateway, key: KeyInfo) -> LimitDecision:
+    try:
+        decision = await gateway.limiter.acquire(key.id, rpm=key.rpm, daily_tokens=key.daily_tokens)
+    except LimiterUnavailable:
+        raise rate_limiter_unavailable() from None
+    if not decision.allowed:
+        raise rate_limit_exceeded(
+            decision.message(),
+            limit_type="requests" if decision.reason == "rpm" else "tokens",
+            headers=decision.headers(),
+        )
+    return decision
+
+
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request, gateway: GatewayDep, key: KeyDep, request_id: RequestIdDep) -> Response:
     raw = await read_body(request, gateway.settings.max_body_bytes)
@@ -72,6 +96,8 @@ async def chat_completions(request: Request, gateway: GatewayDep, key: KeyDep, r
     orchestrating = not body.get("tools") and bool(gateway.catalog.eligible(organisation, plugin_ids))
     if orchestrating and (body.get("n") or 1) > 1:
         raise invalid_request("'n' greater than 1 is not supported when the gateway runs tools.", param="n")
+    limits = await check_limits(gateway, key)
+    track_tokens = key.daily_tokens is not None
 
     if body.get("stream"):
         events = await gateway.stream(
@@ -81,6 +107,7 @@ async def chat_completions(request: Request, gateway: GatewayDep, key: KeyDep, r
             plugin_ids=plugin_ids,
             request_id=request_id,
             key_id=key.id,
+            track_tokens=track_tokens,
         )
         # Pull the first event before answering, so an upstream failure is a real HTTP error status.
         try:
@@ -90,7 +117,7 @@ async def chat_completions(request: Request, gateway: GatewayDep, key: KeyDep, r
         return StreamingResponse(
             sse(first, events),
             media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **limits.headers()},
         )
 
     result = await gateway.complete(
@@ -100,5 +127,6 @@ async def chat_completions(request: Request, gateway: GatewayDep, key: KeyDep, r
         plugin_ids=plugin_ids,
         request_id=request_id,
         key_id=key.id,
+        track_tokens=track_tokens,
     )
-    return Response(orjson.dumps(result.response), media_type="application/json")
+    return Response(orjson.dumps(result.response), media_type="application/json", headers=limits.headers())

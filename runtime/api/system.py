@@ -52,9 +52,8 @@ async def readyz(gateway: GatewayDep) -> Response:
     except Exception as exc:
         ready = False
         checks["database"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
-    limiter = getattr(gateway, "limiter", None)
-    if limiter is not None and getattr(gateway.settings, "redis_url", None):
-        ok = await limiter.ping()
+    if gateway.settings.redis_url:
+        ok = await gateway.limiter.ping()
         checks["redis"] = {"ok": ok}
         ready = ready and ok
     if gateway.mcp is not None:
