@@ -1,14 +1,17 @@
-"""Model routing: from the client's model name to a provider call, with fallbacks.
+"""Model routing: from the client's model name to a provider call, resiliently.
 
 The router is the only place that knows models map to providers. It rewrites
-``model`` to the upstream name, tries the model's ``fallbacks`` in order when a
-provider fails, and turns the final failure into ``502 upstream_unavailable``
-(or passes a request error from the provider back to the client as 400).
-Streams fail over only before their first chunk reaches the caller.
+``model`` to the upstream name, retries each provider with backoff and jitter
+(``max_retries``, honouring ``retry-after``), skips a provider whose circuit
+breaker is open, tries the model's ``fallbacks`` in order, and turns the final
+failure into ``502 upstream_unavailable`` (a request error from the provider
+goes back to the client as 400). Streams retry and fail over only before their
+first chunk reaches the caller.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -19,6 +22,7 @@ from runtime.errors import GatewayError, UpstreamError, invalid_request, upstrea
 from runtime.providers.base import Provider
 from runtime.providers.demo import DemoProvider
 from runtime.providers.openai import OpenAIProvider
+from runtime.providers.resilience import CircuitBreaker, call_with_retries, open_stream_with_retries
 
 log = logging.getLogger("plugway.router")
 JSON = dict[str, Any]
@@ -46,10 +50,32 @@ def build_provider(config: Any) -> Provider:
 
 
 class ModelRouter:
-    def __init__(self, settings: Settings, providers: dict[str, Provider]) -> None:
+    def __init__(self, settings: Settings, providers: dict[str, Provider], *, base_delay_s: float = 0.2) -> None:
         self.settings = settings
         self.providers = providers
+        self.base_delay_s = base_delay_s
         self._models = {model.id: model for model in settings.models}
+        self._configs = {p.id: p for p in settings.providers}
+        self.breakers = {
+            p.id: CircuitBreaker(failure_threshold=p.breaker_failures, cooldown_s=p.breaker_cooldown_s)
+            for p in settings.providers
+        }
+
+    def _policy(self, provider_id: str, candidate: ModelConfig, route: RouteLog) -> JSON:
+        config = self._configs.get(provider_id)
+
+        def on_retry(number: int, error: UpstreamError, delay: float) -> None:
+            route.attempts.append(
+                {"provider": provider_id, "model": candidate.id, "error": error.message, "retry_in_s": round(delay, 3)}
+            )
+            log.warning("retry %d of %s via %s in %.2fs: %s", number, candidate.id, provider_id, delay, error.message)
+
+        return {
+            "max_retries": config.max_retries if config else 0,
+            "base_delay_s": self.base_delay_s,
+            "on_retry": on_retry,
+            "breaker": self.breakers.get(provider_id),
+        }
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ModelRouter:
@@ -82,8 +108,9 @@ class ModelRouter:
         last: UpstreamError | None = None
         for candidate in self._chain(model):
             provider = self.providers[candidate.provider]
+            call = functools.partial(provider.chat, self._upstream_body(candidate, body))
             try:
-                response = await provider.chat(self._upstream_body(candidate, body))
+                response = await call_with_retries(call, **self._policy(provider.id, candidate, route))
             except UpstreamError as exc:
                 if exc.client_error:
                     raise self._client_error(exc) from exc
@@ -100,7 +127,8 @@ class ModelRouter:
         last: UpstreamError | None = None
         for candidate in self._chain(model):
             provider = self.providers[candidate.provider]
-            stream = provider.stream_chat(self._upstream_body(candidate, body))
+            start = functools.partial(provider.stream_chat, self._upstream_body(candidate, body))
+            stream = open_stream_with_retries(start, **self._policy(provider.id, candidate, route))
             try:
                 first = await anext(stream)
             except StopAsyncIteration:
