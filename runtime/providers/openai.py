@@ -103,17 +103,23 @@ class OpenAIProvider:
             if response.status_code >= 400:
                 raw = await response.aread()
                 raise upstream_error_from_response(self.id, response.status_code, response.headers, raw)
+            finished = False
             try:
                 async for chunk in iter_sse_json(response.aiter_lines()):
                     if "error" in chunk and "choices" not in chunk:
                         error = chunk["error"]
                         message = error.get("message") if isinstance(error, dict) else str(error)
                         raise UpstreamError(f"provider '{self.id}' stream error: {message}", retryable=False)
+                    if any(choice.get("finish_reason") for choice in chunk.get("choices") or ()):
+                        finished = True
                     yield chunk
             except httpx.HTTPError as exc:
                 raise UpstreamError(
                     f"provider '{self.id}' stream broke ({type(exc).__name__})", retryable=False
                 ) from exc
+            if not finished:
+                # A cut-off stream must not pass for a complete answer.
+                raise UpstreamError(f"provider '{self.id}' stream ended before a finish_reason")
         finally:
             await response.aclose()
 
