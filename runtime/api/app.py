@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from runtime.api import chat, system
+from runtime.api import chat, routes_whatsapp, system
 from runtime.api.errors import install_error_handlers
 from runtime.api.middleware import RequestIdMiddleware
 from runtime.config import Settings, load_settings
@@ -27,9 +27,17 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = gateway is None
         app.state.gateway = gateway or await Gateway.create(settings, plugins=plugins)
+        app.state.whatsapp_worker = None
+        if run_worker and settings.whatsapp.apps:
+            from workers.whatsapp.worker import WhatsAppWorker
+
+            app.state.whatsapp_worker = WhatsAppWorker(app.state.gateway)
+            await app.state.whatsapp_worker.start()
         try:
             yield
         finally:
+            if app.state.whatsapp_worker is not None:
+                await app.state.whatsapp_worker.stop()
             if owned:
                 await app.state.gateway.aclose()
 
@@ -43,6 +51,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(chat.router)
     app.include_router(system.router)
+    app.include_router(routes_whatsapp.router)
     app.add_middleware(RequestIdMiddleware)
     return app
 

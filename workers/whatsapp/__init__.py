@@ -1,0 +1,1 @@
+"""The WhatsApp reply worker: inbound Cloud API messages answered by the orchestration runtime."""

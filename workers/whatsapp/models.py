@@ -1,0 +1,110 @@
+"""The WhatsApp reply worker's tables: a durable inbound queue, what was sent, status events.
+
+``wa_inbound`` is the queue shared by every worker process: one row per inbound
+message, claimed atomically (``UNIQUE (app_id, wamid)`` makes Meta's redeliveries
+harmless) and leased while it is being answered. Timestamps are Unix seconds as
+floats so that lease arithmetic is a plain comparison on every database.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from sqlalchemy import BigInteger, Column, Float, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class InboundStatus:
+    """Plain strings (not an Enum) so every database driver binds them as text."""
+
+    pending: Final = "pending"  # waiting for a worker, or for a retry (next_attempt_at)
+    processing: Final = "processing"  # leased by lease_owner until lease_until
+    answered: Final = "answered"  # reply sent (reply_text)
+    failed: Final = "failed"  # dead letter: permanent send error or attempts exhausted
+    ignored: Final = "ignored"  # recorded, deliberately not answered (reactions, stickers, ...)
+    stale: Final = "stale"  # older than max_message_age_s: recorded, never answered
+
+
+FINAL_STATUSES = (
+    InboundStatus.answered,
+    InboundStatus.failed,
+    InboundStatus.ignored,
+    InboundStatus.stale,
+)
+
+
+class WaInbound(SQLModel, table=True):
+    __tablename__ = "wa_inbound"
+    __table_args__ = (
+        UniqueConstraint("app_id", "wamid", name="uq_wa_inbound_app_wamid"),
+        Index("ix_wa_inbound_status_next", "status", "next_attempt_at"),
+        Index("ix_wa_inbound_conversation", "conversation_key", "message_ts", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    app_id: str = Field(max_length=200)
+    wamid: str = Field(max_length=400)
+    # "<app_id>:<sender>": one conversation (and one memory) per app and user.
+    conversation_key: str = Field(max_length=600)
+    sender: str = Field(max_length=200)  # wa_id ("from"), or the business-scoped user_id
+    sender_name: str | None = Field(default=None, max_length=400)
+    message_type: str = Field(max_length=50)
+    # The user's words as the model sees them (None: nothing for the model).
+    text: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    message_ts: int = Field(sa_column=Column(BigInteger, nullable=False))
+    received_at: float = Field(sa_column=Column(Float, nullable=False))
+    status: str = Field(default=InboundStatus.pending, max_length=20)
+    next_attempt_at: float = Field(default=0.0, sa_column=Column(Float, nullable=False))
+    lease_owner: str | None = Field(default=None, max_length=200)
+    lease_until: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
+    attempts: int = 0
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # Kept once produced, so that a send retry never calls the model twice.
+    reply_text: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # Whether reply_text belongs in the conversation memory (canned replies do not).
+    reply_in_history: bool = False
+    finished_at: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
+    raw: str = Field(sa_column=Column(Text, nullable=False))  # the message object as received
+
+
+class WaOutbound(SQLModel, table=True):
+    """One accepted send: a reply part, with the latest delivery status Meta reported."""
+
+    __tablename__ = "wa_outbound"
+    __table_args__ = (
+        UniqueConstraint("inbound_id", "part_index", name="uq_wa_outbound_part"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    wamid: str = Field(max_length=400, unique=True)
+    app_id: str = Field(max_length=200)
+    inbound_id: int = Field(index=True)
+    part_index: int
+    recipient: str = Field(max_length=200)
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(default="accepted", max_length=20)  # accepted/sent/delivered/read/failed
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: float = Field(sa_column=Column(Float, nullable=False))
+    updated_at: float = Field(sa_column=Column(Float, nullable=False))
+
+
+class WaStatusEvent(SQLModel, table=True):
+    """Every ``statuses[]`` event, also those about messages this worker did not send."""
+
+    __tablename__ = "wa_status_event"
+    __table_args__ = (
+        UniqueConstraint("wamid", "status", "event_ts", name="uq_wa_status_event"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    app_id: str = Field(max_length=200)
+    wamid: str = Field(max_length=400, index=True)
+    status: str = Field(max_length=20)
+    event_ts: int = Field(sa_column=Column(BigInteger, nullable=False))
+    recipient: str | None = Field(default=None, max_length=200)
+    errors: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    received_at: float = Field(sa_column=Column(Float, nullable=False))
+    raw: str = Field(sa_column=Column(Text, nullable=False))
+
+
+WHATSAPP_TABLES = [WaInbound.__table__, WaOutbound.__table__, WaStatusEvent.__table__]

@@ -1,0 +1,408 @@
+"""The durable inbound queue: storing deliveries, claiming with leases, finishing, history.
+
+Every method is synchronous (SQLAlchemy Core on the gateway's engine) and is
+meant to run in a worker thread (``anyio.to_thread.run_sync``), never on the
+event loop.
+
+Claiming is one atomic statement on both databases. On PostgreSQL the candidate
+rows are chosen with ``FOR UPDATE SKIP LOCKED``, so concurrent workers on
+several machines pass each other by instead of queueing; on SQLite a single
+``UPDATE ... RETURNING`` is already serialised by the database write lock.
+Either way the outer ``UPDATE`` re-checks that the row is still claimable, so a
+message is held by at most one live lease. A message is claimable only when no
+earlier message of its conversation is unfinished, which answers each
+conversation in order, one message at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import orjson
+from sqlalchemy import Engine, and_, exists, func, or_, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from runtime.config import WhatsAppAppConfig
+from workers.whatsapp.models import InboundStatus, WaInbound, WaOutbound, WaStatusEvent
+from workers.whatsapp.payloads import InboundMessage, StatusEvent, intent_for
+
+log = logging.getLogger("plugway.whatsapp")
+
+inbound = WaInbound.__table__
+outbound = WaOutbound.__table__
+status_events = WaStatusEvent.__table__
+
+T = TypeVar("T")
+
+# Delivery states of an outbound message, weakest first: a late "delivered" never
+# overwrites "read", and "failed" is final.
+_STATUS_RANK = {"accepted": 0, "sent": 1, "delivered": 2, "read": 3, "failed": 4}
+
+
+@dataclass(frozen=True)
+class StoredDelivery:
+    stored: int = 0
+    duplicates: int = 0
+    stale: int = 0
+    ignored: int = 0
+    statuses: int = 0
+
+
+@dataclass(frozen=True)
+class ClaimedMessage:
+    id: int
+    app_id: str
+    wamid: str
+    conversation_key: str
+    sender: str
+    message_type: str
+    text: str | None
+    message_ts: int
+    attempts: int
+    reply_text: str | None
+    raw: dict[str, Any]
+
+
+def conversation_key(app_id: str, sender: str) -> str:
+    return f"{app_id}:{sender}"
+
+
+class InboundStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
+        self._insert = postgresql.insert if self._postgres else sqlite.insert
+
+    # --- webhook side ------------------------------------------------------
+
+    def store_delivery(
+        self,
+        messages: Iterable[tuple[WhatsAppAppConfig, InboundMessage]],
+        statuses: Iterable[tuple[WhatsAppAppConfig, StatusEvent]],
+        *,
+        max_age_s: float,
+        now: float | None = None,
+    ) -> StoredDelivery:
+        """Insert every message (a redelivered wamid is a no-op) and every status event."""
+        now = time.time() if now is None else now
+        messages, statuses = list(messages), list(statuses)
+
+        def write() -> StoredDelivery:
+            counts = {"stored": 0, "duplicates": 0, "stale": 0, "ignored": 0, "statuses": 0}
+            with self.engine.begin() as conn:
+                for app, message in messages:
+                    message_ts = message.timestamp or int(now)
+                    intent = intent_for(message.raw)
+                    if message_ts < now - max_age_s:
+                        status = InboundStatus.stale
+                    elif intent.action == "none":
+                        status = InboundStatus.ignored
+                    else:
+                        status = InboundStatus.pending
+                    final = status != InboundStatus.pending
+                    row = {
+                        "app_id": app.id,
+                        "wamid": message.wamid,
+                        "conversation_key": conversation_key(app.id, message.sender),
+                        "sender": message.sender,
+                        "sender_name": message.sender_name,
+                        "message_type": message.message_type,
+                        "text": intent.text if intent.action == "model" else None,
+                        "message_ts": message_ts,
+                        "received_at": now,
+                        "status": status,
+                        "next_attempt_at": now,
+                        "attempts": 0,
+                        "reply_in_history": False,
+                        "finished_at": now if final else None,
+                        "raw": orjson.dumps(message.raw).decode(),
+                    }
+                    # The unique (app_id, wamid) constraint is the dedupe: no check-then-insert.
+                    stmt = (
+                        self._insert(inbound)
+                        .values(row)
+                        .on_conflict_do_nothing(index_elements=["app_id", "wamid"])
+                        .returning(inbound.c.id)
+                    )
+                    # RETURNING, not rowcount: drivers disagree on rowcount for ON CONFLICT.
+                    if conn.execute(stmt).first() is not None:
+                        counts["stored"] += 1
+                        if status == InboundStatus.stale:
+                            counts["stale"] += 1
+                        elif status == InboundStatus.ignored:
+                            counts["ignored"] += 1
+                    else:
+                        counts["duplicates"] += 1
+                for app, event in statuses:
+                    stmt = self._insert(status_events).values(
+                        app_id=app.id,
+                        wamid=event.wamid,
+                        status=event.status,
+                        event_ts=event.timestamp,
+                        recipient=event.recipient,
+                        errors=orjson.dumps(event.errors).decode() if event.errors else None,
+                        received_at=now,
+                        raw=orjson.dumps(event.raw).decode(),
+                    ).on_conflict_do_nothing(index_elements=["wamid", "status", "event_ts"])
+                    if conn.execute(stmt.returning(status_events.c.id)).first() is not None:
+                        counts["statuses"] += 1
+                        self._apply_status(conn, event.wamid, event.status, event.errors, now)
+            return StoredDelivery(**counts)
+
+        return _retry_locked(write)
+
+    def _apply_status(
+        self,
+        conn: Any,
+        wamid: str,
+        status: str,
+        errors: list[dict[str, Any]] | None,
+        now: float,
+    ) -> None:
+        current = conn.execute(select(outbound.c.status).where(outbound.c.wamid == wamid)).first()
+        if current is None:
+            return  # not ours, or not recorded yet: record_outbound catches up from the events
+        if _STATUS_RANK.get(status, 0) <= _STATUS_RANK.get(current.status, 0):
+            return
+        values: dict[str, Any] = {"status": status, "updated_at": now}
+        if errors:
+            values["last_error"] = describe_status_errors(errors)
+        conn.execute(update(outbound).where(outbound.c.wamid == wamid).values(values))
+
+    # --- worker side -------------------------------------------------------
+
+    def claim(
+        self, *, owner: str, lease_s: float, limit: int = 1, now: float | None = None
+    ) -> list[ClaimedMessage]:
+        """Lease up to ``limit`` messages, each the oldest unfinished one of its conversation."""
+        now = time.time() if now is None else now
+        earlier = inbound.alias("earlier")
+        claimable = or_(
+            inbound.c.status == InboundStatus.pending,
+            and_(inbound.c.status == InboundStatus.processing, inbound.c.lease_until < now),
+        )
+        earlier_unfinished = exists().where(
+            earlier.c.conversation_key == inbound.c.conversation_key,
+            earlier.c.id != inbound.c.id,
+            or_(
+                # someone is answering this conversation right now
+                and_(earlier.c.status == InboundStatus.processing, earlier.c.lease_until >= now),
+                # an earlier message still waits (possibly for a retry): it goes first
+                and_(
+                    earlier.c.status.in_([InboundStatus.pending, InboundStatus.processing]),
+                    tuple_(earlier.c.message_ts, earlier.c.id)
+                    < tuple_(inbound.c.message_ts, inbound.c.id),
+                ),
+            ),
+        )
+        candidates = (
+            select(inbound.c.id)
+            .where(claimable, inbound.c.next_attempt_at <= now, ~earlier_unfinished)
+            .order_by(inbound.c.message_ts, inbound.c.id)
+            .limit(limit)
+        )
+        if self._postgres:
+            candidates = candidates.with_for_update(skip_locked=True, of=inbound)
+        stmt = (
+            update(inbound)
+            .where(inbound.c.id.in_(candidates.scalar_subquery()), claimable)
+            .values(
+                status=InboundStatus.processing,
+                lease_owner=owner,
+                lease_until=now + lease_s,
+                attempts=inbound.c.attempts + 1,
+            )
+            .returning(*inbound.c)
+        )
+
+        def write() -> list[ClaimedMessage]:
+            with self.engine.begin() as conn:
+                rows = conn.execute(stmt).all()
+            return [
+                ClaimedMessage(
+                    id=r.id,
+                    app_id=r.app_id,
+                    wamid=r.wamid,
+                    conversation_key=r.conversation_key,
+                    sender=r.sender,
+                    message_type=r.message_type,
+                    text=r.text,
+                    message_ts=r.message_ts,
+                    attempts=r.attempts,
+                    reply_text=r.reply_text,
+                    raw=orjson.loads(r.raw),
+                )
+                for r in sorted(rows, key=lambda r: (r.message_ts, r.id))
+            ]
+
+        return _retry_locked(write)
+
+    def _owned(self, message_id: int, owner: str) -> Any:
+        return and_(
+            inbound.c.id == message_id,
+            inbound.c.status == InboundStatus.processing,
+            inbound.c.lease_owner == owner,
+        )
+
+    def _update_owned(self, message_id: int, owner: str, values: dict[str, Any]) -> bool:
+        stmt = update(inbound).where(self._owned(message_id, owner)).values(values)
+
+        def write() -> bool:
+            with self.engine.begin() as conn:
+                return bool(conn.execute(stmt).rowcount == 1)
+
+        return _retry_locked(write)
+
+    def renew(self, message_id: int, owner: str, *, lease_s: float) -> bool:
+        """Extend our lease; False means it was lost (expired and taken by another worker)."""
+        return self._update_owned(message_id, owner, {"lease_until": time.time() + lease_s})
+
+    def save_reply(self, message_id: int, owner: str, text: str, *, in_history: bool) -> bool:
+        return self._update_owned(
+            message_id, owner, {"reply_text": text, "reply_in_history": in_history}
+        )
+
+    def finish(
+        self, message_id: int, owner: str, status: str, *, error: str | None = None
+    ) -> bool:
+        values: dict[str, Any] = {
+            "status": status,
+            "lease_owner": None,
+            "lease_until": None,
+            "finished_at": time.time(),
+        }
+        if error is not None:
+            values["last_error"] = error
+        return self._update_owned(message_id, owner, values)
+
+    def retry_later(self, message_id: int, owner: str, *, delay_s: float, error: str) -> bool:
+        return self._update_owned(
+            message_id,
+            owner,
+            {
+                "status": InboundStatus.pending,
+                "lease_owner": None,
+                "lease_until": None,
+                "next_attempt_at": time.time() + delay_s,
+                "last_error": error,
+            },
+        )
+
+    def release(self, message_id: int, owner: str) -> bool:
+        """Give a message back untouched (graceful shutdown): the attempt does not count."""
+        return self._update_owned(
+            message_id,
+            owner,
+            {
+                "status": InboundStatus.pending,
+                "lease_owner": None,
+                "lease_until": None,
+                "attempts": func.greatest(inbound.c.attempts - 1, 0)
+                if self._postgres
+                else func.max(inbound.c.attempts - 1, 0),
+            },
+        )
+
+    def sent_parts(self, message_id: int) -> int:
+        """How many parts of this message's reply Meta already accepted (resume, never resend)."""
+
+        def read() -> int:
+            with self.engine.connect() as conn:
+                return int(
+                    conn.execute(
+                        select(func.count()).where(outbound.c.inbound_id == message_id)
+                    ).scalar_one()
+                )
+
+        return _retry_locked(read)
+
+    def record_outbound(
+        self, *, app_id: str, inbound_id: int, part_index: int, wamid: str, recipient: str, body: str
+    ) -> None:
+        now = time.time()
+
+        def write() -> None:
+            with self.engine.begin() as conn:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(
+                            outbound.insert().values(
+                                wamid=wamid,
+                                app_id=app_id,
+                                inbound_id=inbound_id,
+                                part_index=part_index,
+                                recipient=recipient,
+                                body=body,
+                                status="accepted",
+                                created_at=now,
+                                updated_at=now,
+                            )
+                        )
+                except IntegrityError:
+                    log.warning("outbound %s (part %s of #%s) already recorded", wamid, part_index, inbound_id)
+                    return
+                # Status webhooks can overtake our own insert: catch up from them.
+                for event in conn.execute(
+                    select(status_events.c.status, status_events.c.errors).where(
+                        status_events.c.wamid == wamid
+                    )
+                ).all():
+                    errors = orjson.loads(event.errors) if event.errors else None
+                    self._apply_status(conn, wamid, event.status, errors, now)
+
+        _retry_locked(write)
+
+    def history(
+        self, message: ClaimedMessage, *, max_turns: int
+    ) -> list[tuple[str, str]]:
+        """The latest answered (user text, reply) pairs before ``message``, oldest first."""
+        if max_turns <= 0:
+            return []
+        stmt = (
+            select(inbound.c.text, inbound.c.reply_text)
+            .where(
+                inbound.c.conversation_key == message.conversation_key,
+                inbound.c.status == InboundStatus.answered,
+                inbound.c.reply_in_history.is_(True),
+                inbound.c.text.is_not(None),
+                inbound.c.reply_text.is_not(None),
+                tuple_(inbound.c.message_ts, inbound.c.id) < tuple_(message.message_ts, message.id),
+            )
+            .order_by(inbound.c.message_ts.desc(), inbound.c.id.desc())
+            .limit(max_turns)
+        )
+
+        def read() -> list[tuple[str, str]]:
+            with self.engine.connect() as conn:
+                rows = conn.execute(stmt).all()
+            return [(r.text, r.reply_text) for r in reversed(rows)]
+
+        return _retry_locked(read)
+
+
+def describe_status_errors(errors: list[dict[str, Any]]) -> str:
+    parts = []
+    for error in errors:
+        details = (error.get("error_data") or {}).get("details")
+        text = f"{error.get('code')}: {error.get('title') or error.get('message') or 'error'}"
+        parts.append(f"{text} ({details})" if details else text)
+    return "; ".join(parts)
+
+
+def _retry_locked(operation: Callable[[], T], *, attempts: int = 100) -> T:
+    """Run ``operation``, retrying while SQLite reports the database as locked."""
+    for attempt in range(attempts):
+        try:
+            return operation()
+        except OperationalError as exc:
+            if "locked" not in str(exc).lower() and "busy" not in str(exc).lower():
+                raise
+            if attempt == attempts - 1:
+                raise
+            time.sleep(min(0.01 * (attempt + 1), 0.2))
+    raise AssertionError("unreachable")
