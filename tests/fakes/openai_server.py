@@ -264,3 +264,40 @@ class FakeOpenAI:
             self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+def main() -> None:
+    """Run the fake standalone (benchmarks): every request gets a short answer.
+
+    ``--tool NAME`` makes it call that tool once per conversation, answering after the result.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--tool", help="tool name to call when the last message is from the user")
+    parser.add_argument("--arguments", default="{}")
+    args = parser.parse_args()
+    fake = FakeOpenAI()
+    fake.port = args.port
+
+    def respond(body: JSON) -> Reply:
+        if args.tool and body["messages"][-1]["role"] == "user" and body.get("tools"):
+            return Reply(tool_calls=[(args.tool, args.arguments)])
+        return Reply(text="The answer is 42.")
+
+    fake.responder = respond
+    # Keep memory flat under load: the standalone fake does not record requests.
+    fake.requests = _Discard()  # type: ignore[assignment]
+    fake.headers = _Discard()  # type: ignore[assignment]
+    app = Starlette(routes=[Route("/v1/chat/completions", fake._handle, methods=["POST"])])
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+
+
+class _Discard(list):  # type: ignore[type-arg]
+    def append(self, item: Any) -> None:
+        return None
+
+
+if __name__ == "__main__":
+    main()
