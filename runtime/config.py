@@ -322,8 +322,8 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     return settings
 
 
-# Plugins the embedded default enables for the ``default`` organisation.
-# MCP-backed ones are appended by runtime.mcp (bundled servers) when available.
+# Python plugins the embedded default enables for the ``default`` organisation;
+# the bundled MCP servers (``crm``, ``kb``) are added by ``embedded_default_dict``.
 EMBEDDED_PLUGINS: list[dict[str, Any]] = [
     {"id": "clock"},
     {"id": "calculator"},
@@ -332,11 +332,16 @@ EMBEDDED_PLUGINS: list[dict[str, Any]] = [
 
 
 def embedded_default_dict() -> dict[str, Any]:
+    from runtime.mcp.bundled import bundled_plugin_refs
+
     return {
         "database_url": DEFAULT_DATABASE_URL,
         "providers": [{"id": "demo", "kind": "demo"}],
         "models": [{"id": DEMO_MODEL, "provider": "demo"}],
         "organisations": [
-            {"id": DEFAULT_ORGANISATION, "plugins": [dict(p) for p in EMBEDDED_PLUGINS]}
+            {
+                "id": DEFAULT_ORGANISATION,
+                "plugins": [dict(p) for p in EMBEDDED_PLUGINS] + bundled_plugin_refs(),
+            }
         ],
     }

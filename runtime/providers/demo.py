@@ -26,6 +26,7 @@ _ARITHMETIC = re.compile(r"(?<![\w.])(?:\(?\s*-?\d+(?:\.\d+)?\s*\)?\s*(?:[-+*/^%
 _SQRT = re.compile(r"(?:square root of|sqrt\s*\(?)\s*(\d+(?:\.\d+)?)\)?", re.I)
 _URL = re.compile(r"https?://[^\s<>\"')]+")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_RECORD_ID = re.compile(r"\b[A-Z]{1,3}-\d{3,}\b")
 _TIME_WORDS = re.compile(r"\b(what time|current time|time is it|time now|the time in|today's date|what day|what's the date|what is the date)\b", re.I)
 _IN_PLACE = re.compile(r"\bin ([A-Z][A-Za-z]+(?:[ /_][A-Z][A-Za-z]+)*)")
 _STOP_WORDS = {"get", "list", "the", "a", "of", "by", "for", "search", "find", "lookup", "look", "up", "create", "update"}
@@ -106,6 +107,11 @@ def _plan_tool_calls(text: str, tools: list[JSON]) -> list[tuple[str, JSON]]:
         if not words or not all(re.search(rf"\b{re.escape(w)}", lowered) for w in words):
             continue
         arguments = _fill_arguments(function.get("parameters") or {}, text)
+        if arguments == {}:
+            # Without arguments to go on, only a tool named in full ("list articles") is meant.
+            every_word = [w for w in re.split(r"[_\-.]+", short.lower()) if w]
+            if not all(re.search(rf"\b{re.escape(w)}", lowered) for w in every_word):
+                continue
         if arguments is not None:
             calls.append((name, arguments))
             chosen.add(name)
@@ -128,6 +134,15 @@ def _fill_arguments(schema: JSON, text: str) -> JSON | None:
         elif name in ("city", "location", "place"):
             match = _IN_PLACE.search(text)
             value = match.group(1) if match else None
+        elif name in ("query", "q", "question", "text", "search", "keywords", "message") and (
+            _EMAIL.search(text) or _RECORD_ID.search(text)
+        ):
+            # A lookup by an identifier is more precise than by the whole sentence.
+            match = _EMAIL.search(text) or _RECORD_ID.search(text)
+            value = match.group(0) if match else None
+        elif name in ("customer_id", "order_id", "ticket_id", "id") and _RECORD_ID.search(text):
+            match = _RECORD_ID.search(text)
+            value = match.group(0) if match else None
         elif name in ("query", "q", "question", "text", "search", "keywords", "message"):
             value = re.sub(r"^(please\s+)?(search|find|look up|lookup)\s+(articles?\s+)?(for|about)?\s*", "", text.strip(), flags=re.I)
         elif kind == "integer" and name in required:
