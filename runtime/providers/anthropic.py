@@ -23,6 +23,7 @@ from runtime.providers.anthropic_translate import (
     to_anthropic_request,
     upstream_error,
 )
+from runtime.providers.http import pooled_client
 
 JSON = dict[str, Any]
 
@@ -92,10 +93,7 @@ class AnthropicProvider:
         }
         if config.api_key:
             self._headers["x-api-key"] = config.api_key
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-        )
+        self._client = pooled_client(timeout_s=config.timeout_s, connect_timeout_s=config.connect_timeout_s)
 
     async def chat(self, body: JSON) -> JSON:
         request = to_anthropic_request(body, default_max_tokens=self.default_max_tokens)

@@ -10,6 +10,7 @@ import orjson
 
 from runtime.config import ProviderConfig
 from runtime.errors import UpstreamError
+from runtime.providers.http import pooled_client
 from runtime.providers.streaming import iter_sse_json
 
 JSON = dict[str, Any]
@@ -68,12 +69,12 @@ class OpenAIProvider:
         if config.api_key:
             headers["Authorization"] = f"Bearer {config.api_key}"
         assert config.base_url
-        self._client = httpx.AsyncClient(
+        self._client = pooled_client(
             base_url=config.base_url.rstrip("/"),
             headers=headers,
-            timeout=httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            trust_env=False,
+            timeout_s=config.timeout_s,
+            connect_timeout_s=config.connect_timeout_s,
+            max_connections=max_connections,
         )
 
     async def chat(self, body: JSON) -> JSON:
