@@ -248,6 +248,12 @@ def cmd_whatsapp_simulate(args: argparse.Namespace) -> int:
     return simulate(args.base_url.rstrip("/"), _settings(args), args.app, args.text, args.sender)
 
 
+def cmd_whatsapp_failed(args: argparse.Namespace) -> int:
+    from workers.whatsapp.cli import dead_letters
+
+    return dead_letters(_settings(args), limit=args.limit)
+
+
 # -- parser -------------------------------------------------------------------------------
 
 
@@ -314,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--from", dest="sender", default="15550001111")
     simulate.add_argument("text")
     simulate.set_defaults(func=cmd_whatsapp_simulate)
+    failed = with_config(whatsapp.add_parser("failed", help="inbound messages that will not be answered (dead letters), and why"))
+    failed.add_argument("--limit", type=int, default=50)
+    failed.set_defaults(func=cmd_whatsapp_failed)
     return parser
 
 
