@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
-import pytest
 
 from runtime.api.app import create_app
 from runtime.config import Settings
