@@ -16,20 +16,25 @@ from typing import Any
 import anyio.to_thread
 from sqlalchemy import Engine
 
+from runtime.billing import BudgetGuard
 from runtime.config import ConfigError, ModelConfig, OrganisationConfig, Settings
-from runtime.errors import GatewayError, model_not_found
+from runtime.errors import GatewayError, UpstreamError, model_not_found
 from runtime.limits import Limiter, LimiterUnavailable, create_limiter
-from runtime.orchestration.loop import Orchestrator, RunResult, RunState, StreamEvent
+from runtime.orchestration.loop import Comment, Orchestrator, RunResult, RunState, StreamEvent
 from runtime.orchestration.tools import ToolCatalog
 from runtime.plugin_host.manager import PluginHost, load_plugins
 from runtime.providers.router import ModelRouter
-from runtime.storage.db import create_schema, make_engine
+from runtime.storage.db import make_engine
 from runtime.storage.keys import KeyCache, sync_organisations
+from runtime.storage.migrations import upgrade as upgrade_schema
 from runtime.storage.models import UsageRecord
 from runtime.storage.usage import UsageWriter, cost_usd
 
 log = logging.getLogger("plugway")
 JSON = dict[str, Any]
+# How long an abandoned stream keeps reading the upstream to learn what it really consumed.
+ABANDONED_STREAM_DRAIN_S = 30.0
+_END = object()
 
 
 def check_plugins(settings: Settings, plugins: PluginHost) -> None:
@@ -68,15 +73,18 @@ class Gateway:
             engine, flush_interval_s=settings.usage.flush_interval_s, max_batch=settings.usage.max_batch
         )
         self.limiter: Limiter = create_limiter(settings.redis_url, timeout_s=settings.limits.redis_timeout_s)
+        self.budget = BudgetGuard(engine, self.usage)
         self._organisations = {org.id: org for org in settings.organisations}
         self._background: set[asyncio.Task[None]] = set()
+        self._streams: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def create(cls, settings: Settings, *, plugins: PluginHost | None = None) -> Gateway:
         plugins = plugins or load_plugins()
         check_plugins(settings, plugins)
         engine = make_engine(settings.database_url)
-        await anyio.to_thread.run_sync(create_schema, engine)
+        # Alembic, under a lock: several processes may start at once on one database.
+        await anyio.to_thread.run_sync(upgrade_schema, engine)
         await anyio.to_thread.run_sync(sync_organisations, engine, [o.id for o in settings.organisations])
         mcp = None
         mcp_refs = [ref for org in settings.organisations for ref in org.plugins if ref.mcp is not None]
@@ -92,6 +100,11 @@ class Gateway:
         return gateway
 
     async def aclose(self) -> None:
+        # Abandoned streams still draining their upstream: stop them; their usage is recorded as estimated.
+        for task in list(self._streams):
+            task.cancel()
+        if self._streams:
+            await asyncio.gather(*self._streams, return_exceptions=True)
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await self.limiter.aclose()
@@ -136,6 +149,8 @@ class Gateway:
         """Run one non-streamed request through the orchestration runtime and record its usage."""
         organisation = self._require_org(organisation_id)
         model_config = self.resolve_model(organisation, model)
+        # Every source (the API, the WhatsApp worker) spends the same budget.
+        await self.budget.check(organisation)
         body = dict(body) if body is not None else {}
         if messages is not None:
             body["messages"] = messages
@@ -174,6 +189,8 @@ class Gateway:
         """Stream one request; usage is recorded when the stream ends, fails or is abandoned."""
         organisation = self._require_org(organisation_id)
         model_config = self.resolve_model(organisation, model)
+        # Every source (the API, the WhatsApp worker) spends the same budget.
+        await self.budget.check(organisation)
         return self._stream(organisation, model_config, body, plugin_ids, request_id, key_id, source, track_tokens)
 
     async def _stream(
@@ -187,25 +204,102 @@ class Gateway:
         source: str,
         track_tokens: bool,
     ) -> AsyncIterator[StreamEvent]:
+        """Hand the client the events of a run that lives in its own task.
+
+        If the client goes away, the run keeps reading the current upstream
+        round (up to ``ABANDONED_STREAM_DRAIN_S``) so that the provider's real
+        usage chunk is what gets billed, not an estimate; it starts no new
+        round and runs no more tools.
+        """
         state = RunState(request_id=request_id, model=model.id)
+        events = self.orchestrator.stream(
+            organisation=organisation,
+            model=model,
+            body=body,
+            plugin_ids=plugin_ids,
+            request_id=request_id,
+            state=state,
+        )
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=16)
+        client_gone = asyncio.Event()
         started = time.perf_counter()
-        status = "abandoned"
+
+        async def run() -> None:
+            status = "abandoned"
+            tool_stage = False  # the last real event said tools are running: the round's usage is in
+            tokens_when_gone: int | None = None
+            deadline = 0.0
+            loop = asyncio.get_running_loop()
+            try:
+                while True:
+                    if client_gone.is_set():
+                        if tokens_when_gone is None:
+                            tokens_when_gone = state.usage["total_tokens"]
+                            deadline = loop.time() + ABANDONED_STREAM_DRAIN_S
+                        if tool_stage or state.usage["total_tokens"] > tokens_when_gone:
+                            break
+                        try:
+                            event = await asyncio.wait_for(anext(events), deadline - loop.time())
+                        except (StopAsyncIteration, TimeoutError):
+                            break
+                    else:
+                        try:
+                            event = await anext(events)
+                        except StopAsyncIteration:
+                            status = "ok" if not client_gone.is_set() else status
+                            break
+                        if not client_gone.is_set():
+                            await queue.put(event)
+                    if isinstance(event, Comment):
+                        tool_stage = tool_stage if event.text == "keep-alive" else True
+                    else:
+                        tool_stage = False
+            except GatewayError as exc:
+                status = exc.code
+                if not client_gone.is_set():
+                    await queue.put(exc)
+            except UpstreamError as exc:
+                status = "upstream_error"
+                if not client_gone.is_set():
+                    await queue.put(exc)
+            except Exception as exc:
+                status = "error"
+                if not client_gone.is_set():
+                    await queue.put(exc)
+            finally:
+                try:
+                    await events.aclose()
+                finally:
+                    self.record_usage(state, organisation.id, key_id, model, started, status, source, track_tokens)
+            if not client_gone.is_set():
+                await queue.put(_END)
+
+        task = asyncio.get_running_loop().create_task(run(), name=f"plugway-stream-{request_id}")
+        self._streams.add(task)
+        task.add_done_callback(self._streams.discard)
+
+        def release_client(done: asyncio.Task[None]) -> None:
+            # Cancelled at shutdown: end the client's stream instead of leaving it waiting.
+            if done.cancelled() and not client_gone.is_set() and not queue.full():
+                queue.put_nowait(_END)
+
+        task.add_done_callback(release_client)
+        finished = False
         try:
-            async for event in self.orchestrator.stream(
-                organisation=organisation,
-                model=model,
-                body=body,
-                plugin_ids=plugin_ids,
-                request_id=request_id,
-                state=state,
-            ):
-                yield event
-            status = "ok"
-        except GatewayError as exc:
-            status = exc.code
-            raise
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    finished = True
+                    return
+                if isinstance(item, BaseException):
+                    finished = True
+                    raise item
+                yield item
         finally:
-            self.record_usage(state, organisation.id, key_id, model, started, status, source, track_tokens)
+            if not finished:
+                client_gone.set()
+                while not queue.empty():  # unblock a run waiting to hand over an event
+                    queue.get_nowait()
 
     def _require_org(self, organisation_id: str) -> OrganisationConfig:
         organisation = self.organisation(organisation_id)
@@ -231,6 +325,8 @@ class Gateway:
             usage["completion_tokens"] += estimate
             usage["total_tokens"] += estimate
         served = self.router.model(state.route.model) if state.route.model else model
+        cost = cost_usd((served or model).price, usage["prompt_tokens"], usage["completion_tokens"])
+        self.budget.note(organisation_id, cost)
         self.usage.record(
             UsageRecord(
                 request_id=state.request_id,
@@ -242,7 +338,7 @@ class Gateway:
                 prompt_tokens=usage["prompt_tokens"],
                 completion_tokens=usage["completion_tokens"],
                 total_tokens=usage["total_tokens"],
-                cost_usd=cost_usd((served or model).price, usage["prompt_tokens"], usage["completion_tokens"]),
+                cost_usd=cost,
                 rounds=state.rounds,
                 tool_calls=len(state.tool_calls),
                 latency_ms=(time.perf_counter() - started) * 1000,

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from runtime.api import chat, routes_whatsapp, system
+from runtime.api import chat, routes_whatsapp, system, usage
 from runtime.api.errors import install_error_handlers
 from runtime.api.middleware import RequestIdMiddleware
 from runtime.config import Settings, load_settings
@@ -51,6 +51,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(chat.router)
     app.include_router(system.router)
+    app.include_router(usage.router)
     app.include_router(routes_whatsapp.router)
     app.add_middleware(RequestIdMiddleware)
     return app

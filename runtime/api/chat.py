@@ -20,8 +20,8 @@ from runtime.errors import (
 )
 from runtime.gateway import Gateway
 from runtime.limits import LimitDecision, LimiterUnavailable
-from runtime.storage.keys import KeyInfo
 from runtime.orchestration.loop import Comment, StreamEvent
+from runtime.storage.keys import KeyInfo
 
 router = APIRouter()
 DONE = b"data: [DONE]\n\n"
@@ -96,6 +96,8 @@ async def chat_completions(request: Request, gateway: GatewayDep, key: KeyDep, r
     orchestrating = not body.get("tools") and bool(gateway.catalog.eligible(organisation, plugin_ids))
     if orchestrating and (body.get("n") or 1) > 1:
         raise invalid_request("'n' greater than 1 is not supported when the gateway runs tools.", param="n")
+    # Budget before limits: a refused request must not use up the key's RPM.
+    await gateway.budget.check(organisation)
     limits = await check_limits(gateway, key)
     track_tokens = key.daily_tokens is not None
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, event
-from sqlmodel import SQLModel, create_engine
+from sqlmodel import create_engine
 
 from runtime.storage import models  # noqa: F401  (registers the tables)
 
@@ -35,4 +35,7 @@ def make_engine(url: str) -> Engine:
 
 
 def create_schema(engine: Engine) -> None:
-    SQLModel.metadata.create_all(engine)
+    """Bring the schema to the latest Alembic revision (safe when several processes start at once)."""
+    from runtime.storage.migrations import upgrade
+
+    upgrade(engine)

@@ -3,13 +3,17 @@
 ``record()`` only appends to an in-memory buffer; a background task writes the
 buffer in one transaction every ``flush_interval_s`` (or sooner when it holds
 ``max_batch`` records) in a worker thread. Shutdown flushes what is left, so a
-clean stop loses nothing; a crash loses at most one flush interval.
+clean stop loses nothing; a crash (SIGKILL, power loss) loses at most the
+records of the last ``flush_interval_s`` (0.5 s by default), and while the
+database is down the buffer keeps growing and is retried every interval.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from typing import TypeVar
 
 import anyio.to_thread
 from sqlalchemy import Engine
@@ -19,6 +23,7 @@ from runtime.config import Price
 from runtime.storage.models import UsageRecord
 
 log = logging.getLogger("plugway.usage")
+T = TypeVar("T")
 
 
 def cost_usd(price: Price | None, prompt_tokens: int, completion_tokens: int) -> float:
@@ -48,14 +53,30 @@ class UsageWriter:
 
     async def flush(self) -> None:
         async with self._lock:
-            while self._buffer:
-                batch, self._buffer = self._buffer, []
-                try:
-                    await anyio.to_thread.run_sync(self._write, batch)
-                except Exception:
-                    log.exception("writing %d usage records failed; will retry", len(batch))
-                    self._buffer[:0] = batch
-                    raise
+            await self._flush_locked()
+
+    async def read_after_flush(self, read: Callable[[], T], *, flushed: Callable[[], None] | None = None) -> T:
+        """Write everything buffered, call ``flushed()``, then run ``read`` in a thread with no flush in between.
+
+        So ``read`` sees exactly the records recorded before ``flushed()`` ran
+        (plus other processes' records): the budget guard relies on it to
+        never count a record twice.
+        """
+        async with self._lock:
+            await self._flush_locked()
+            if flushed is not None:
+                flushed()
+            return await anyio.to_thread.run_sync(read)
+
+    async def _flush_locked(self) -> None:
+        while self._buffer:
+            batch, self._buffer = self._buffer, []
+            try:
+                await anyio.to_thread.run_sync(self._write, batch)
+            except Exception:
+                log.exception("writing %d usage records failed; will retry", len(batch))
+                self._buffer[:0] = batch
+                raise
 
     def _write(self, batch: list[UsageRecord]) -> None:
         with Session(self.engine) as session:

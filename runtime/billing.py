@@ -1,0 +1,211 @@
+"""Spend: usage summaries for ``GET /v1/usage`` and the organisations' monthly budgets.
+
+The billing period is the UTC calendar month. An organisation's spend is the
+sum of ``usage_records.cost_usd`` in that month.
+
+The budget check runs on every request but asks the database at most once per
+organisation every ``ttl_s`` seconds (2 s by default): between two reads it
+adds the cost this process has recorded since the last one. Other processes'
+spend becomes visible after their usage writer flushes (``usage.flush_interval_s``)
+and this cache expires, so with several gateway processes an organisation can
+overshoot its budget by at most what the *other* processes spend within
+``ttl_s + flush_interval_s`` (2.5 s by default), plus the cost of requests
+already in flight when the budget ran out (a request is checked when it starts,
+and is never cut off midway).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from datetime import time as dtime
+from typing import Any
+
+from sqlalchemy import Engine, func
+from sqlmodel import Session, select
+
+from runtime.config import OrganisationConfig
+from runtime.errors import GatewayError, invalid_request
+from runtime.storage.models import UsageRecord
+from runtime.storage.usage import UsageWriter
+
+BUDGET_CACHE_TTL_S = 2.0
+
+
+def insufficient_credits(organisation_id: str, budget_usd: float, spent_usd: float, renews: datetime) -> GatewayError:
+    return GatewayError(
+        402,
+        f"The monthly budget of organisation '{organisation_id}' is spent "
+        f"(${spent_usd:.4f} of ${budget_usd:.2f}). Requests are refused until the next period "
+        f"starts at {renews.strftime('%Y-%m-%dT%H:%M:%SZ')}.",
+        code="insufficient_credits",
+        type="insufficient_quota",
+    )
+
+
+# -- periods --------------------------------------------------------------------------
+
+
+def month_bounds(moment: datetime) -> tuple[datetime, datetime]:
+    """The UTC calendar month holding ``moment``: ``[start, end)``."""
+    moment = moment.astimezone(UTC)
+    start = datetime(moment.year, moment.month, 1, tzinfo=UTC)
+    end = datetime(moment.year + (moment.month == 12), moment.month % 12 + 1, 1, tzinfo=UTC)
+    return start, end
+
+
+def parse_moment(value: str, *, param: str) -> datetime:
+    """An ISO date (midnight UTC) or datetime (naive means UTC), for a query parameter."""
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            return datetime.combine(date.fromisoformat(text), dtime(), tzinfo=UTC)
+        if "T" in text and " " in text:
+            # An unescaped "+02:00" in a query string arrives as " 02:00".
+            head, _, tail = text.rpartition(" ")
+            text = f"{head}+{tail}"
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise invalid_request(
+            f"Invalid '{param}': {value!r} is not an ISO 8601 date (2026-11-01) or date-time (2026-11-01T12:00:00Z).",
+            param=param,
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def usage_period(start: str | None, end: str | None, *, now: datetime | None = None) -> tuple[datetime, datetime]:
+    """The ``[start, end)`` a usage query covers; the current UTC month by default."""
+    month_start, month_end = month_bounds(now or datetime.now(UTC))
+    period_start = parse_moment(start, param="start") if start else month_start
+    if end:
+        period_end = parse_moment(end, param="end")
+    elif period_start >= month_end:
+        period_end = month_bounds(period_start)[1]
+    else:
+        period_end = month_end
+    if period_end <= period_start:
+        raise invalid_request("'end' must be later than 'start'.", param="end")
+    return period_start, period_end
+
+
+# -- queries (synchronous: run them in a worker thread) ------------------------------
+
+
+def spend_between(engine: Engine, organisation_id: str, start: datetime, end: datetime) -> float:
+    with Session(engine) as session:
+        total = session.exec(
+            select(func.coalesce(func.sum(UsageRecord.cost_usd), 0.0)).where(
+                UsageRecord.organisation_id == organisation_id,
+                UsageRecord.created_at >= start,  # type: ignore[operator]
+                UsageRecord.created_at < end,  # type: ignore[operator]
+            )
+        ).one()
+    return float(total or 0.0)
+
+
+def usage_summary(engine: Engine, organisation_id: str, start: datetime, end: datetime) -> dict[str, Any]:
+    """Totals and a per-model breakdown of one organisation's usage in ``[start, end)``."""
+    with Session(engine) as session:
+        rows = session.exec(
+            select(
+                UsageRecord.model,
+                func.count(),
+                func.sum(UsageRecord.prompt_tokens),
+                func.sum(UsageRecord.completion_tokens),
+                func.sum(UsageRecord.total_tokens),
+                func.sum(UsageRecord.cost_usd),
+            )
+            .where(
+                UsageRecord.organisation_id == organisation_id,
+                UsageRecord.created_at >= start,  # type: ignore[operator]
+                UsageRecord.created_at < end,  # type: ignore[operator]
+            )
+            .group_by(UsageRecord.model)
+            .order_by(UsageRecord.model)
+        ).all()
+    breakdown = [
+        {
+            "model": model,
+            "requests": int(requests),
+            "prompt_tokens": int(prompt or 0),
+            "completion_tokens": int(completion or 0),
+            "tokens": int(tokens or 0),
+            "cost_usd": round(float(cost or 0.0), 10),
+        }
+        for model, requests, prompt, completion, tokens, cost in rows
+    ]
+    return {
+        "total_requests": sum(b["requests"] for b in breakdown),
+        "total_tokens": sum(b["tokens"] for b in breakdown),
+        "total_cost_usd": round(sum(float(cost or 0.0) for *_, cost in rows), 10),
+        "breakdown_by_model": breakdown,
+    }
+
+
+# -- the budget guard -----------------------------------------------------------------
+
+
+@dataclass
+class _Snapshot:
+    period_start: datetime
+    database_spend: float
+    recorded_mark: float
+    expires_at: float
+
+
+class BudgetGuard:
+    """Refuses an organisation's requests once its month's spend reaches ``monthly_budget_usd``."""
+
+    def __init__(self, engine: Engine, usage: UsageWriter, *, ttl_s: float = BUDGET_CACHE_TTL_S) -> None:
+        self.engine = engine
+        self.usage = usage
+        self.ttl_s = ttl_s
+        # Cost recorded by this process, cumulative per organisation (never reset).
+        self._recorded: defaultdict[str, float] = defaultdict(float)
+        self._snapshots: dict[str, _Snapshot] = {}
+        self._refreshing: dict[str, asyncio.Task[_Snapshot]] = {}
+
+    def note(self, organisation_id: str, cost_usd: float) -> None:
+        """Count a request's cost at once (called when its usage record is made)."""
+        if cost_usd:
+            self._recorded[organisation_id] += cost_usd
+
+    async def check(self, organisation: OrganisationConfig, *, now: datetime | None = None) -> None:
+        budget = organisation.monthly_budget_usd
+        if budget is None:
+            return
+        now = now or datetime.now(UTC)
+        spent = await self.month_spend(organisation.id, now=now)
+        if spent >= budget:
+            raise insufficient_credits(organisation.id, budget, spent, month_bounds(now)[1])
+
+    async def month_spend(self, organisation_id: str, *, now: datetime | None = None) -> float:
+        """This UTC month's spend: the database's figure (at most ``ttl_s`` old) plus this process's since."""
+        period_start = month_bounds(now or datetime.now(UTC))[0]
+        snapshot = self._snapshots.get(organisation_id)
+        if snapshot is None or snapshot.period_start != period_start or snapshot.expires_at <= time.monotonic():
+            snapshot = await self._refresh(organisation_id, period_start)
+        return snapshot.database_spend + self._recorded[organisation_id] - snapshot.recorded_mark
+
+    async def _refresh(self, organisation_id: str, period_start: datetime) -> _Snapshot:
+        # Concurrent requests of one organisation share one database read.
+        task = self._refreshing.get(organisation_id)
+        if task is None:
+            task = asyncio.create_task(self._read(organisation_id, period_start))
+            self._refreshing[organisation_id] = task
+            task.add_done_callback(lambda _: self._refreshing.pop(organisation_id, None))
+        return await asyncio.shield(task)
+
+    async def _read(self, organisation_id: str, period_start: datetime) -> _Snapshot:
+        period_end = month_bounds(period_start)[1]
+        mark: list[float] = []
+        spend = await self.usage.read_after_flush(
+            lambda: spend_between(self.engine, organisation_id, period_start, period_end),
+            flushed=lambda: mark.append(self._recorded[organisation_id]),
+        )
+        snapshot = _Snapshot(period_start, spend, mark[0], time.monotonic() + self.ttl_s)
+        self._snapshots[organisation_id] = snapshot
+        return snapshot
