@@ -25,7 +25,8 @@ from datetime import time as dtime
 from typing import Any
 
 from sqlalchemy import Engine, func
-from sqlmodel import Session, select
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col, select
 
 from runtime.config import OrganisationConfig
 from runtime.errors import GatewayError, invalid_request
@@ -109,9 +110,9 @@ def spend_between(engine: Engine, organisation_id: str, start: datetime, end: da
 def usage_summary(engine: Engine, organisation_id: str, start: datetime, end: datetime) -> dict[str, Any]:
     """Totals and a per-model breakdown of one organisation's usage in ``[start, end)``."""
     with Session(engine) as session:
-        rows = session.exec(
-            select(
-                UsageRecord.model,
+        rows = session.execute(
+            sa_select(
+                col(UsageRecord.model),
                 func.count(),
                 func.sum(UsageRecord.prompt_tokens),
                 func.sum(UsageRecord.completion_tokens),
@@ -119,12 +120,12 @@ def usage_summary(engine: Engine, organisation_id: str, start: datetime, end: da
                 func.sum(UsageRecord.cost_usd),
             )
             .where(
-                UsageRecord.organisation_id == organisation_id,
-                UsageRecord.created_at >= start,  # type: ignore[operator]
-                UsageRecord.created_at < end,  # type: ignore[operator]
+                col(UsageRecord.organisation_id) == organisation_id,
+                col(UsageRecord.created_at) >= start,
+                col(UsageRecord.created_at) < end,
             )
-            .group_by(UsageRecord.model)
-            .order_by(UsageRecord.model)
+            .group_by(col(UsageRecord.model))
+            .order_by(col(UsageRecord.model))
         ).all()
     breakdown = [
         {

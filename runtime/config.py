@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -191,13 +192,13 @@ class Settings(_Strict):
                 )
             if app.model not in model_ids:
                 raise _PathError(f"whatsapp.apps[{i}].model", f"unknown model '{app.model}'")
-            org = self.organisation(app.organisation)
-            assert org is not None
+            app_org = self.organisation(app.organisation)
+            assert app_org is not None
             for j, plugin_id in enumerate(app.enabled_plugin_ids):
-                if org.plugin(plugin_id) is None:
+                if app_org.plugin(plugin_id) is None:
                     raise _PathError(
                         f"whatsapp.apps[{i}].enabled_plugin_ids[{j}]",
-                        f"plugin '{plugin_id}' is not configured for organisation '{org.id}'",
+                        f"plugin '{plugin_id}' is not configured for organisation '{app_org.id}'",
                     )
         return self
 
@@ -230,7 +231,7 @@ class _PathError(ValueError):
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def interpolate(value: Any, path: str = "", env: dict[str, str] | None = None) -> Any:
+def interpolate(value: Any, path: str = "", env: Mapping[str, str] | None = None) -> Any:
     """Replace ``${VAR}`` and ``${VAR:-default}`` in every string of a YAML tree."""
     environ = os.environ if env is None else env
     if isinstance(value, str):

@@ -33,7 +33,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation_error(_request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         param = ".".join(str(p) for p in first["loc"] if p not in ("body", "query")) or None
-        return error_response(GatewayError(400, first["msg"], code="invalid_request_error", param=param))
+        return error_response(GatewayError(400, str(first["msg"]), code="invalid_request_error", param=param))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException) -> Response:

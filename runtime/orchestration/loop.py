@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,11 +138,11 @@ class Orchestrator:
         toolset = await self._toolset(organisation, body, plugin_ids)
         base = self._base_body(body)
         if toolset is None:
-            response = await self.router.chat(model, base, state.route)
+            answer = await self.router.chat(model, base, state.route)
             state.rounds = 1
-            state.add_usage(response.get("usage"))
+            state.add_usage(answer.get("usage"))
             state.stopped_by = "answer"
-            return RunResult(self._finish(response, model, state, orchestrated=False), state)
+            return RunResult(self._finish(answer, model, state, orchestrated=False), state)
 
         state.orchestrated = True
         messages = list(body["messages"])
@@ -199,7 +199,7 @@ class Orchestrator:
         plugin_ids: Sequence[str] | None,
         request_id: str,
         state: RunState | None = None,
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         """Yield ``chat.completion.chunk`` dicts (and SSE comments) for the client.
 
         Content is forwarded as the model produces it; server-executed tool
@@ -235,6 +235,7 @@ class Orchestrator:
         messages = list(body["messages"])
         executed: set[tuple[str, str]] = set()
         client_choice = body.get("tool_choice")
+        accumulator = StreamAccumulator()
         sent_role = False
         sent_content = False
         finish_reason: str | None = None
@@ -267,7 +268,6 @@ class Orchestrator:
                         yield content_chunk({"content": text})
             finish_reason = accumulator.finish_reason
 
-        accumulator = StreamAccumulator()
         final_request: JSON | None = None
         for round_no in range(1, self.config.max_tool_rounds + 1):
             request = {**base, "messages": messages, "tools": toolset.openai_tools}

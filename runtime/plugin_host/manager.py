@@ -9,6 +9,7 @@ A plugin that fails to import or register is logged and skipped.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import logging
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import pluggy
 
@@ -62,7 +63,7 @@ class PluginHost:
         for impl in self.pm.hook.plugin_config_errors.get_hookimpls():
             if impl.plugin_name != plugin_id:
                 continue
-            found = impl.function(plugin_id=plugin_id, config=config)
+            found = cast("list[str] | None", impl.function(plugin_id=plugin_id, config=config))
             problems.extend(found or [])
         return problems
 
@@ -82,7 +83,7 @@ def load_plugins(*, extra: dict[str, ModuleType | object] | None = None) -> Plug
     origins: dict[str, tuple[str, str]] = {}
 
     for plugin_id, module_name in DEFAULT_PLUGINS.items():
-        _register(host, plugin_id, lambda m=module_name: importlib.import_module(m), "builtin", origins)
+        _register(host, plugin_id, functools.partial(importlib.import_module, module_name), "builtin", origins)
 
     allowed = _allow_list()
     for ep in entry_points(group=ENTRY_POINT_GROUP):
@@ -97,11 +98,15 @@ def load_plugins(*, extra: dict[str, ModuleType | object] | None = None) -> Plug
         _register(host, ep.name, ep.load, f"entrypoint:{dist}", origins)
 
     for plugin_id, module in (extra or {}).items():
-        _register(host, plugin_id, lambda m=module: m, "extra", origins)
+        _register(host, plugin_id, functools.partial(_identity, module), "extra", origins)
 
     pm.check_pending()
     _collect_tools(host, origins)
     return host
+
+
+def _identity(value: object) -> object:
+    return value
 
 
 def _register(

@@ -7,7 +7,7 @@ module only moves bytes and maps transport failures to :class:`UpstreamError`.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import httpx
@@ -111,7 +111,7 @@ class AnthropicProvider:
             raise UpstreamError("Anthropic returned a body that is not JSON", status=200) from exc
         return from_anthropic_response(message, created=int(time.time()))
 
-    async def stream_chat(self, body: JSON) -> AsyncIterator[JSON]:
+    async def stream_chat(self, body: JSON) -> AsyncGenerator[JSON, None]:
         request = to_anthropic_request(body, default_max_tokens=self.default_max_tokens)
         request["stream"] = True
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))

@@ -15,7 +15,7 @@ Streams: ``stream_chat`` always yields the usage chunk last (``choices: []``,
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, Protocol, runtime_checkable
 
 JSON = dict[str, Any]
@@ -30,7 +30,7 @@ class Provider(Protocol):
         """One non-streamed completion; ``body["stream"]`` is false or absent."""
         ...
 
-    def stream_chat(self, body: JSON) -> AsyncIterator[JSON]:
+    def stream_chat(self, body: JSON) -> AsyncGenerator[JSON, None]:
         """One streamed completion, as OpenAI chunk dicts (async generator)."""
         ...
 

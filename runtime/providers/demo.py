@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import orjson
@@ -250,7 +250,7 @@ class DemoProvider:
             "usage": self._usage(body, text, calls),
         }
 
-    async def stream_chat(self, body: JSON) -> AsyncIterator[JSON]:
+    async def stream_chat(self, body: JSON) -> AsyncGenerator[JSON, None]:
         text, calls = self._decide(body)
         base = {
             "id": f"chatcmpl-demo-{uuid.uuid4().hex[:20]}",

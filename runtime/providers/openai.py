@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -92,7 +92,7 @@ class OpenAIProvider:
             raise UpstreamError(f"provider '{self.id}' sent invalid JSON") from exc
         return data
 
-    async def stream_chat(self, body: JSON) -> AsyncIterator[JSON]:
+    async def stream_chat(self, body: JSON) -> AsyncGenerator[JSON, None]:
         request = self._client.build_request("POST", "/chat/completions", content=orjson.dumps(body))
         try:
             response = await self._client.send(request, stream=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,7 +128,7 @@ class ModelRouter:
         for candidate in self._chain(model):
             provider = self.providers[candidate.provider]
             start = functools.partial(provider.stream_chat, self._upstream_body(candidate, body))
-            stream = open_stream_with_retries(start, **self._policy(provider.id, candidate, route))
+            stream: AsyncGenerator[JSON, None] = open_stream_with_retries(start, **self._policy(provider.id, candidate, route))  # type: ignore[assignment]
             try:
                 first = await anext(stream)
             except StopAsyncIteration:
