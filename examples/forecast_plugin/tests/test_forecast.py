@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import forecast_plugin
 import pytest
 
-import forecast_plugin
 from runtime import ToolContext, ToolError
 
 
