@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import anyio.to_thread
 from mcp.server import MCPServer
@@ -112,7 +112,7 @@ def build_server(
 
     async def run(ctx: Context, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         # SQLite is blocking I/O: keep it off the server's event loop.
-        state: CrmState = ctx.request_context.lifespan_context
+        state = cast(CrmState, ctx.request_context.lifespan_context)
         return await anyio.to_thread.run_sync(functools.partial(fn, state.store, *args, **kwargs))
 
     async def require_customer(ctx: Context, customer_id: str) -> dict[str, Any]:

@@ -277,7 +277,7 @@ class McpConnection:
                 client = Client(
                     transport,
                     cache=None,  # tool lists are cached here, with our own TTL and refresh rules
-                    message_handler=self._on_message,
+                    message_handler=self._on_message,  # type: ignore[arg-type]  # the SDK protocol names its parameter differently
                     client_info=_CLIENT_INFO,
                 )
                 await stack.enter_async_context(client)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import anyio
 import anyio.abc
+import anyio.streams.memory
 import anyio.to_thread
 import mcp_types
 from anyio.streams.text import TextReceiveStream

@@ -64,9 +64,9 @@ def dead_letters(settings: Settings, *, limit: int = 50) -> int:
     from sqlalchemy import select
 
     from runtime.storage.db import make_engine
-    from workers.whatsapp.models import InboundStatus, WaInbound
+    from workers.whatsapp.models import WHATSAPP_TABLES, InboundStatus
 
-    table = WaInbound.__table__
+    table = WHATSAPP_TABLES[0]
     engine = make_engine(settings.database_url)
     try:
         with engine.connect() as conn:

@@ -107,4 +107,5 @@ class WaStatusEvent(SQLModel, table=True):
     raw: str = Field(sa_column=Column(Text, nullable=False))
 
 
-WHATSAPP_TABLES = [WaInbound.__table__, WaOutbound.__table__, WaStatusEvent.__table__]
+# SQLModel's stubs do not declare ``__table__``; the metadata holds the same Table objects.
+WHATSAPP_TABLES = [SQLModel.metadata.tables[name] for name in ("wa_inbound", "wa_outbound", "wa_status_event")]

@@ -28,14 +28,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from runtime.config import WhatsAppAppConfig
-from workers.whatsapp.models import InboundStatus, WaInbound, WaOutbound, WaStatusEvent
+from workers.whatsapp.models import (
+    WHATSAPP_TABLES,
+    InboundStatus,
+)
 from workers.whatsapp.payloads import InboundMessage, StatusEvent, intent_for
 
 log = logging.getLogger("plugway.whatsapp")
 
-inbound = WaInbound.__table__
-outbound = WaOutbound.__table__
-status_events = WaStatusEvent.__table__
+inbound, outbound, status_events = WHATSAPP_TABLES
 
 T = TypeVar("T")
 
@@ -139,7 +140,7 @@ class InboundStore:
                     else:
                         counts["duplicates"] += 1
                 for app, event in statuses:
-                    stmt = self._insert(status_events).values(
+                    status_stmt = self._insert(status_events).values(
                         app_id=app.id,
                         wamid=event.wamid,
                         status=event.status,
@@ -149,7 +150,7 @@ class InboundStore:
                         received_at=now,
                         raw=orjson.dumps(event.raw).decode(),
                     ).on_conflict_do_nothing(index_elements=["wamid", "status", "event_ts"])
-                    if conn.execute(stmt.returning(status_events.c.id)).first() is not None:
+                    if conn.execute(status_stmt.returning(status_events.c.id)).first() is not None:
                         counts["statuses"] += 1
                         self._apply_status(conn, event.wamid, event.status, event.errors, now)
             return StoredDelivery(**counts)

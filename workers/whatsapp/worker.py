@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -241,13 +242,14 @@ class WhatsAppWorker:
                 reply_to=message.wamid if index == 0 else None,
             )
             await anyio.to_thread.run_sync(
-                lambda i=index, w=wamid: self.store.record_outbound(
+                functools.partial(
+                    self.store.record_outbound,
                     app_id=app.id,
                     inbound_id=message.id,
-                    part_index=i,
-                    wamid=w,
+                    part_index=index,
+                    wamid=wamid,
                     recipient=message.sender,
-                    body=parts[i],
+                    body=parts[index],
                 )
             )
         await self._finish(message, InboundStatus.answered)
