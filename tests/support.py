@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from pathlib import Path
 from typing import Any
-
-import uvicorn
 
 from runtime.api.app import create_app
 from runtime.config import Settings, settings_from_dict
 from runtime.gateway import Gateway
 from runtime.plugin_host.manager import PluginHost, load_plugins
 from runtime.storage.keys import mint_key
-from tests.fakes.openai_server import free_port
+from tests.fakes.threaded import ThreadedServer
 from tests.fixtures import testkit_plugin
 
 UPSTREAM_KEY = "sk-test-upstream"
@@ -63,9 +59,8 @@ class GatewayServer:
     def __init__(self, settings: Settings, plugins: PluginHost | None = None) -> None:
         self.settings = settings
         self.app = create_app(settings, plugins=plugins or test_plugins())
-        self.port = free_port()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._runner = ThreadedServer(self.app, name="gateway", lifespan="on")
+        self.port = 0
 
     @property
     def url(self) -> str:
@@ -81,15 +76,7 @@ class GatewayServer:
         return gateway
 
     def start(self) -> GatewayServer:
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 20
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("gateway did not start")
-            time.sleep(0.01)
+        self.port = self._runner.start()
         return self
 
     def mint(self, org: str = "acme", **limits: Any) -> str:
@@ -107,7 +94,4 @@ class GatewayServer:
         return task.get_loop()
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=15)
+        self._runner.stop()

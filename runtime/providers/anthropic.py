@@ -7,7 +7,7 @@ module only moves bytes and maps transport failures to :class:`UpstreamError`.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
@@ -24,6 +24,7 @@ from runtime.providers.anthropic_translate import (
     upstream_error,
 )
 from runtime.providers.http import pooled_client
+from runtime.providers.streaming import iter_sse_json
 
 JSON = dict[str, Any]
 
@@ -31,27 +32,6 @@ JSON = dict[str, Any]
 def messages_url(base_url: str) -> str:
     base = base_url.rstrip("/")
     return f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages"
-
-
-async def iter_sse_events(lines: AsyncIterator[str]) -> AsyncIterator[JSON]:
-    """Decode a ``text/event-stream`` into its JSON ``data`` payloads.
-
-    The ``event:`` name is redundant with the payload's ``type`` and is ignored.
-    """
-    data: list[str] = []
-    async for line in lines:
-        if not line:
-            if data:
-                yield orjson.loads("\n".join(data))
-                data = []
-            continue
-        if line.startswith(":"):
-            continue
-        field, _, value = line.partition(":")
-        if field == "data":
-            data.append(value[1:] if value.startswith(" ") else value)
-    if data:
-        yield orjson.loads("\n".join(data))
 
 
 def _transport_error(exc: httpx.RequestError) -> UpstreamError:
@@ -130,7 +110,7 @@ class AnthropicProvider:
                 if response.status_code != 200:
                     await response.aread()
                     raise _http_error(response)
-                async for event in iter_sse_events(response.aiter_lines()):
+                async for event in iter_sse_json(response.aiter_lines()):
                     chunks = translator.feed(event)
                     if not chunks:
                         continue

@@ -37,11 +37,12 @@ from typing import Any
 
 import orjson
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+
+from tests.fakes.threaded import ThreadedServer
 
 JSON = dict[str, Any]
 
@@ -460,8 +461,7 @@ class FakeAnthropic:
         self.responder: Callable[[JSON], Step] | None = None
         self._steps: deque[Step] = deque()
         self._lock = threading.Lock()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._runner: ThreadedServer | None = None
         self.port = 0
         self.app = Starlette(routes=[Route("/v1/messages", self._messages, methods=["POST"])])
 
@@ -487,30 +487,13 @@ class FakeAnthropic:
         return len(self._steps)
 
     def start(self) -> FakeAnthropic:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app, log_level="warning", lifespan="off", timeout_graceful_shutdown=0.25
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("fake Anthropic server did not start")
-            time.sleep(0.01)
+        self._runner = ThreadedServer(self.app, name="fake Anthropic server", graceful_shutdown_s=0.25)
+        self.port = self._runner.start(timeout_s=10)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        if self._runner is not None:
+            self._runner.stop(timeout_s=5)
 
     def __enter__(self) -> FakeAnthropic:
         return self.start()

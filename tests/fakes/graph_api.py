@@ -15,18 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-import socket
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from tests.fakes.threaded import ThreadedServer
 
 # Meta's own wording for the errors the worker must tell apart.
 ERRORS: dict[int, tuple[int, str, str]] = {
@@ -77,8 +77,7 @@ class FakeGraphAPI:
         self.rejected: list[tuple[Received, int]] = []
         self._failures: deque[Failure] = deque()
         self._lock = threading.Lock()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._runner: ThreadedServer | None = None
         self.port = 0
 
     # --- scripting ---------------------------------------------------------
@@ -171,28 +170,13 @@ class FakeGraphAPI:
     # --- lifecycle (own thread and loop: unaffected by what the test loop is doing) ---
 
     def start(self) -> FakeGraphAPI:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app(), log_level="warning", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("fake Graph API did not start")
-            time.sleep(0.01)
+        self._runner = ThreadedServer(self.app(), name="fake Graph API")
+        self.port = self._runner.start(timeout_s=10)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        if self._runner is not None:
+            self._runner.stop(timeout_s=10)
 
 
 def _error(

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-import threading
 import time
 import uuid
 from collections import deque
@@ -28,6 +27,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+
+from tests.fakes.threaded import ThreadedServer
 
 JSON = dict[str, Any]
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -103,9 +104,8 @@ class FakeOpenAI:
         self.responder: Responder | None = None
         self.requests: list[JSON] = []
         self.headers: list[dict[str, str]] = []
-        self.port = free_port()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self.port = 0
+        self._runner: ThreadedServer | None = None
         self.in_flight = 0
         self.max_in_flight = 0
 
@@ -248,22 +248,13 @@ class FakeOpenAI:
 
     def start(self) -> FakeOpenAI:
         app = Starlette(routes=[Route("/v1/chat/completions", self._handle, methods=["POST"])])
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("fake OpenAI server did not start")
-            time.sleep(0.01)
+        self._runner = ThreadedServer(app, name="fake OpenAI server")
+        self.port = self._runner.start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        if self._runner is not None:
+            self._runner.stop(timeout_s=5)
 
 
 def main() -> None:
