@@ -73,3 +73,46 @@ def test_quickstart_curl_line_works_with_basic_auth(embedded: tuple[str, str, Pa
         capture_output=True, text=True, timeout=30,
     )
     assert '"[demo model] 2 + 2 = 4"' in response.stdout
+
+
+def test_plugway_chat_streams_and_shows_tool_calls(embedded: tuple[str, str, Path]) -> None:
+    base, key, _ = embedded
+    result = subprocess.run(
+        [sys.executable, "-m", "runtime.cli", "chat", "--base-url", f"{base}/v1", "--key", key],
+        input="What is 12 * 12?\n", capture_output=True, text=True, timeout=60,
+        env={**os.environ, "COLUMNS": "200", "TERM": "dumb"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "⚙ calculator__evaluate" in result.stdout and "ms" in result.stdout
+    assert "12 * 12 = 144" in result.stdout
+
+
+def test_example_streaming_client(embedded: tuple[str, str, Path]) -> None:
+    base, key, _ = embedded
+    script = Path(__file__).parent.parent / "examples" / "client_stream.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "What is 6 * 7?"], capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PLUGWAY_BASE_URL": f"{base}/v1", "PLUGWAY_API_KEY": key},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "6 * 7 = 42" in result.stdout and "tokens]" in result.stdout
+
+
+def test_mcp_tools_by_hand_and_in_the_plugin_list(embedded: tuple[str, str, Path]) -> None:
+    _, _, directory = embedded
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLUGWAY_")} | {"COLUMNS": "250"}
+    called = subprocess.run(
+        [sys.executable, "-m", "runtime.cli", "mcp", "call", "crm", "lookup_customer", '{"query": "C-1002"}'],
+        cwd=directory, capture_output=True, text=True, timeout=60, env=env,
+    )
+    assert called.returncode == 0, called.stderr
+    assert "Jonas Becker" in called.stdout
+    failed = subprocess.run(
+        [sys.executable, "-m", "runtime.cli", "mcp", "call", "crm", "get_ticket", '{"ticket_id": "T-404404"}'],
+        cwd=directory, capture_output=True, text=True, timeout=60, env=env,
+    )
+    assert failed.returncode == 1
+    listed = subprocess.run([sys.executable, "-m", "runtime.cli", "plugins", "list"], cwd=directory, capture_output=True, text=True, timeout=60, env=env)
+    assert listed.returncode == 0, listed.stderr
+    for expected in ("crm", "mcp (stdio)", "lookup_customer", "kb", "search_articles", "ok"):
+        assert expected in listed.stdout

@@ -307,3 +307,12 @@ def test_trace_records_each_call_duration_and_outcome(client: openai.OpenAI, ups
     assert calls[0]["name"] == "testkit__slow" and calls[0]["ok"] and calls[0]["duration_ms"] >= 190
     assert calls[1]["name"] == "testkit__boom" and not calls[1]["ok"] and "RuntimeError" in calls[1]["error"]
     assert all(c["round"] == 1 for c in calls)
+
+
+@pytest.mark.gateway(plugins=[{"id": "forecast", "config": {"units": "imperial"}}])
+def test_installed_entry_point_plugin_runs_with_its_config(client: openai.OpenAI, upstream: FakeOpenAI) -> None:
+    upstream.enqueue(Reply(tool_calls=[("forecast__get_forecast", {"city": "Lisbon", "days": 2})]), Reply(text="Sunny-ish."))
+    client.chat.completions.create(model="gpt-test", messages=USER)
+    assert [t["function"]["name"] for t in upstream.requests[0]["tools"]] == ["forecast__get_forecast"]
+    (content,) = (orjson.loads(c) for c in (m["content"] for m in tool_messages(upstream.requests[1])))
+    assert content["city"] == "Lisbon" and content["units"] == "imperial" and len(content["days"]) == 2
