@@ -66,6 +66,12 @@ async def drive(url: str, headers: dict[str, str], body: dict, requests: int, co
     return requests / elapsed, latencies
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def p(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1] * 1000
 
@@ -110,12 +116,25 @@ usage: {{flush_interval_s: 0.5}}
             "passthrough": (gateway_url, {"Authorization": f"Bearer {keys['plain']}"}),
             "orchestrated": (gateway_url, {"Authorization": f"Bearer {keys['tools']}"}),
         }
-        results = {name: asyncio.run(drive(url, headers, BODY, args.requests, args.concurrency)) for name, (url, headers) in runs.items()}
+        upstream_pid, gateway_pid = processes[0].pid, processes[1].pid
+        results = {}
+        cpu: dict[str, tuple[float, float]] = {}
+        for name, (url, headers) in runs.items():
+            before = cpu_seconds(upstream_pid), cpu_seconds(gateway_pid)
+            results[name] = asyncio.run(drive(url, headers, BODY, args.requests, args.concurrency))
+            after = cpu_seconds(upstream_pid), cpu_seconds(gateway_pid)
+            calls = args.requests + min(50, args.requests)
+            cpu[name] = ((after[0] - before[0]) / calls * 1e6, (after[1] - before[1]) / calls * 1e6)
         direct_rps, direct_lat = results["direct"]
-        print(f"{args.requests} requests, {args.concurrency} concurrent, {os.cpu_count()} cores (all processes share them)")
-        print(f"{'path':<14}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'rps/direct':>12}{'p50/direct':>12}")
+        print(f"{args.requests} requests, {args.concurrency} concurrent, {os.cpu_count()} cores (client, gateway and upstream share them)")
+        print(f"{'path':<14}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'rps/direct':>12}{'p50/direct':>12}{'upstream CPU/req':>18}{'gateway CPU/req':>17}")
         for name, (rps, lat) in results.items():
-            print(f"{name:<14}{rps:>10.0f}{p(lat, 50):>10.2f}{p(lat, 99):>10.2f}{rps / direct_rps:>12.2f}{p(lat, 50) / p(direct_lat, 50):>12.2f}")
+            up, gw = cpu[name]
+            print(f"{name:<14}{rps:>8.0f}{p(lat, 50):>9.2f}{p(lat, 99):>9.2f}{rps / direct_rps:>12.2f}{p(lat, 50) / p(direct_lat, 50):>12.2f}{up:>16.0f}us{gw:>15.0f}us")
+        print("gateway CPU per request relative to the upstream's own (a minimal Python server):")
+        for name in ("passthrough", "orchestrated"):
+            up, gw = cpu[name]
+            print(f"  {name}: {gw / cpu['direct'][0]:.2f}x")
     finally:
         for process in processes:
             process.terminate()

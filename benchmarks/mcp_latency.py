@@ -66,28 +66,28 @@ async def managed(ref: PluginRef, calls: int) -> list[float]:
         await manager.aclose()
 
 
-async def main(calls: int) -> None:
+def start_http_server() -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    server = subprocess.Popen([sys.executable, SERVER, "--transport", "streamable-http", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/mcp"
+    for _ in range(100):
+        try:
+            httpx.get(url, timeout=0.3)
+            break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    return server, url
+
+
+async def main(calls: int, url: str) -> None:
     results: dict[str, tuple[list[float], list[float]]] = {}
     stdio_ref = PluginRef.model_validate({"id": "bench", "mcp": {"command": [sys.executable, SERVER]}})
     results["stdio"] = (
         await direct(StdioServerParameters(command=sys.executable, args=[SERVER]), calls),
         await managed(stdio_ref, calls),
     )
-    port = free_port()
-    server = subprocess.Popen([sys.executable, SERVER, "--transport", "streamable-http", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/mcp"
-    try:
-        for _ in range(100):
-            try:
-                httpx.get(url, timeout=0.3)
-                break
-            except httpx.HTTPError:
-                await asyncio.sleep(0.1)
-        http_ref = PluginRef.model_validate({"id": "bench", "mcp": {"url": url}})
-        results["http"] = (await direct(streamable_http_client(url), calls), await managed(http_ref, calls))
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    http_ref = PluginRef.model_validate({"id": "bench", "mcp": {"url": url}})
+    results["http"] = (await direct(streamable_http_client(url), calls), await managed(http_ref, calls))
     print(f"{calls} sequential warm calls of the test server's echo tool")
     print(f"{'transport':<10}{'direct p50':>12}{'direct p99':>12}{'plugway p50':>13}{'plugway p99':>13}{'p50 ratio':>11}")
     for name, (bare, ours) in results.items():
@@ -99,4 +99,9 @@ async def main(calls: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=300)
-    asyncio.run(main(parser.parse_args().calls))
+    http_server, http_url = start_http_server()
+    try:
+        asyncio.run(main(parser.parse_args().calls, http_url))
+    finally:
+        http_server.terminate()
+        http_server.wait(timeout=10)

@@ -18,7 +18,6 @@ from runtime.billing import BudgetGuard
 from runtime.config import OrganisationConfig
 from runtime.storage.db import make_engine
 from runtime.storage.migrations import upgrade
-from runtime.storage.models import UsageRecord
 from runtime.storage.usage import UsageWriter
 
 
@@ -53,7 +52,7 @@ async def main(url: str) -> None:
         started = time.perf_counter()
         for _ in range(rounds):
             for i in range(batch):
-                writer.record(UsageRecord(request_id=f"r{i}", organisation_id="bench", model="m", total_tokens=10, cost_usd=1e-6))
+                writer.record(request_id=f"r{i}", organisation_id="bench", model="m", total_tokens=10, cost_usd=1e-6)
             await writer.flush()
         elapsed = time.perf_counter() - started
         print(f"usage flush, batches of {batch}: {rounds * batch / elapsed:,.0f} records/s ({elapsed / rounds * 1000:.2f} ms a batch)")

@@ -34,6 +34,13 @@ def _engine(settings: Settings):  # type: ignore[no-untyped-def]
     return engine
 
 
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Client libraries log every request at INFO: a write per upstream call on the hot path.
+    for noisy in ("httpx", "httpcore", "aiohttp.access", "mcp"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 # -- serve ------------------------------------------------------------------------------
 
 
@@ -55,7 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         secret, _ = mint_key(engine, organisation_id="default", name="quickstart")
         _print_quickstart(secret, host, port)
     engine.dispose()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     run_worker = not args.no_worker
     if args.workers > 1:
         if args.config:
@@ -237,7 +244,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from workers.whatsapp.cli import run_worker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     asyncio.run(run_worker(_settings(args)))
     return 0
 

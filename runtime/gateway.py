@@ -27,7 +27,6 @@ from runtime.providers.router import ModelRouter
 from runtime.storage.db import make_engine
 from runtime.storage.keys import KeyCache, sync_organisations
 from runtime.storage.migrations import upgrade as upgrade_schema
-from runtime.storage.models import UsageRecord
 from runtime.storage.usage import UsageWriter, cost_usd
 
 log = logging.getLogger("plugway")
@@ -328,22 +327,20 @@ class Gateway:
         cost = cost_usd((served or model).price, usage["prompt_tokens"], usage["completion_tokens"])
         self.budget.note(organisation_id, cost)
         self.usage.record(
-            UsageRecord(
-                request_id=state.request_id,
-                organisation_id=organisation_id,
-                key_id=key_id,
-                source=source,
-                model=model.id,
-                provider=state.route.provider,
-                prompt_tokens=usage["prompt_tokens"],
-                completion_tokens=usage["completion_tokens"],
-                total_tokens=usage["total_tokens"],
-                cost_usd=cost,
-                rounds=state.rounds,
-                tool_calls=len(state.tool_calls),
-                latency_ms=(time.perf_counter() - started) * 1000,
-                status=status,
-            )
+            request_id=state.request_id,
+            organisation_id=organisation_id,
+            key_id=key_id,
+            source=source,
+            model=model.id,
+            provider=state.route.provider,
+            prompt_tokens=usage["prompt_tokens"],
+            completion_tokens=usage["completion_tokens"],
+            total_tokens=usage["total_tokens"],
+            cost_usd=cost,
+            rounds=state.rounds,
+            tool_calls=len(state.tool_calls),
+            latency_ms=(time.perf_counter() - started) * 1000,
+            status=status,
         )
         if track_tokens and key_id and usage["total_tokens"]:
             task = asyncio.get_running_loop().create_task(self._count_tokens(key_id, usage["total_tokens"]))

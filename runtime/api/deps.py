@@ -1,4 +1,8 @@
-"""Request dependencies: the gateway, the request id, the caller's key."""
+"""Request dependencies: the gateway, the request id, the caller's key.
+
+All are ``async def``: FastAPI runs plain ``def`` dependencies in a thread pool,
+a thread hop per request for what is an attribute read.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +17,12 @@ from runtime.gateway import Gateway
 from runtime.storage.keys import KeyInfo
 
 
-def get_gateway(request: Request) -> Gateway:
+async def get_gateway(request: Request) -> Gateway:
     gateway: Gateway = request.app.state.gateway
     return gateway
 
 
-def get_request_id(request: Request) -> str:
+async def get_request_id(request: Request) -> str:
     return str(request.scope.get("state", {}).get("request_id") or "")
 
 

@@ -13,14 +13,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import anyio.to_thread
 from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlmodel import SQLModel
 
 from runtime.config import Price
-from runtime.storage.models import UsageRecord
+from runtime.storage import models  # noqa: F401  (registers usage_records)
 
 log = logging.getLogger("plugway.usage")
 T = TypeVar("T")
@@ -32,12 +33,28 @@ def cost_usd(price: Price | None, prompt_tokens: int, completion_tokens: int) ->
     return (prompt_tokens * price.input_per_mtok + completion_tokens * price.output_per_mtok) / 1_000_000
 
 
+# Every row carries every column, so a batch is one executemany of one statement.
+_ROW_DEFAULTS: dict[str, Any] = {
+    "key_id": None,
+    "source": "api",
+    "provider": None,
+    "prompt_tokens": 0,
+    "completion_tokens": 0,
+    "total_tokens": 0,
+    "cost_usd": 0.0,
+    "rounds": 0,
+    "tool_calls": 0,
+    "latency_ms": 0.0,
+    "status": "ok",
+}
+
+
 class UsageWriter:
     def __init__(self, engine: Engine, *, flush_interval_s: float = 0.5, max_batch: int = 500) -> None:
         self.engine = engine
         self.flush_interval_s = flush_interval_s
         self.max_batch = max_batch
-        self._buffer: list[UsageRecord] = []
+        self._buffer: list[dict[str, Any]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -46,8 +63,15 @@ class UsageWriter:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="plugway-usage-writer")
 
-    def record(self, record: UsageRecord) -> None:
-        self._buffer.append(record)
+    def record(self, *, request_id: str, organisation_id: str, model: str, **columns: Any) -> None:
+        """Buffer one ``usage_records`` row (column values; ``created_at`` defaults to now).
+
+        Plain dicts, not ORM objects: building a SQLModel instance per request
+        cost about 7% of the gateway's CPU on the hot path.
+        """
+        row = {**_ROW_DEFAULTS, **columns, "request_id": request_id, "organisation_id": organisation_id, "model": model}
+        row.setdefault("created_at", datetime.now(UTC))
+        self._buffer.append(row)
         if len(self._buffer) >= self.max_batch:
             self._wake.set()
 
@@ -78,10 +102,10 @@ class UsageWriter:
                 self._buffer[:0] = batch
                 raise
 
-    def _write(self, batch: list[UsageRecord]) -> None:
-        with Session(self.engine) as session:
-            session.add_all(batch)
-            session.commit()
+    def _write(self, batch: list[dict[str, Any]]) -> None:
+        table = SQLModel.metadata.tables["usage_records"]
+        with self.engine.begin() as connection:
+            connection.execute(table.insert(), batch)
 
     async def _run(self) -> None:
         while True:

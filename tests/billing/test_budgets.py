@@ -91,7 +91,7 @@ async def test_budget_resets_at_the_utc_month_boundary(database_url: str) -> Non
     org = OrganisationConfig(id="thrifty", monthly_budget_usd=10.0)
     end_of_month = datetime(2031, 1, 31, 23, 59, 59, tzinfo=UTC)
     try:
-        writer.record(UsageRecord(request_id="a", organisation_id="thrifty", model="m", cost_usd=7.0, created_at=end_of_month - timedelta(hours=1)))
+        writer.record(request_id="a", organisation_id="thrifty", model="m", cost_usd=7.0, created_at=end_of_month - timedelta(hours=1))
         guard.note("thrifty", 7.0)
         await guard.check(org, now=end_of_month)  # $7 < $10
         guard.note("thrifty", 3.0)  # recorded in-process, not yet written: counts at once
