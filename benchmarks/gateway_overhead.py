@@ -49,6 +49,7 @@ async def drive(url: str, headers: dict[str, str], body: dict, requests: int, co
     latencies: list[float] = []
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        # The whole body is read either way: for a stream, that is every SSE event.
         for _ in range(min(50, requests)):  # warm-up
             (await client.post(url, json=body, headers=headers)).raise_for_status()
         queue = iter(range(requests))
@@ -80,6 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--stream", action="store_true", help="stream every answer (SSE) instead")
     args = parser.parse_args()
 
     upstream_port, gateway_port = free_port(), free_port()
@@ -121,12 +123,13 @@ usage: {{flush_interval_s: 0.5}}
         cpu: dict[str, tuple[float, float]] = {}
         for name, (url, headers) in runs.items():
             before = cpu_seconds(upstream_pid), cpu_seconds(gateway_pid)
-            results[name] = asyncio.run(drive(url, headers, BODY, args.requests, args.concurrency))
+            body = {**BODY, "stream": True, "stream_options": {"include_usage": True}} if args.stream else BODY
+            results[name] = asyncio.run(drive(url, headers, body, args.requests, args.concurrency))
             after = cpu_seconds(upstream_pid), cpu_seconds(gateway_pid)
             calls = args.requests + min(50, args.requests)
             cpu[name] = ((after[0] - before[0]) / calls * 1e6, (after[1] - before[1]) / calls * 1e6)
         direct_rps, direct_lat = results["direct"]
-        print(f"{args.requests} requests, {args.concurrency} concurrent, {os.cpu_count()} cores (client, gateway and upstream share them)")
+        print(f"{args.requests} {'streamed ' if args.stream else ''}requests, {args.concurrency} concurrent, {os.cpu_count()} cores (client, gateway and upstream share them)")
         print(f"{'path':<14}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'rps/direct':>12}{'p50/direct':>12}{'upstream CPU/req':>18}{'gateway CPU/req':>17}")
         for name, (rps, lat) in results.items():
             up, gw = cpu[name]

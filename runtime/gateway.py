@@ -284,9 +284,16 @@ class Gateway:
 
         task.add_done_callback(release_client)
         finished = False
+        keepalive_s = self.settings.orchestration.keepalive_s
         try:
             while True:
-                item = await queue.get()
+                try:
+                    # SSE keep-alives whenever the run is quiet: a slow model, tools running.
+                    async with asyncio.timeout(keepalive_s):
+                        item = await queue.get()
+                except TimeoutError:
+                    yield Comment("keep-alive")
+                    continue
                 if item is _END:
                     finished = True
                     return

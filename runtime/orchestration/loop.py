@@ -8,7 +8,6 @@ implemented here and in ``tools.py``.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
@@ -272,7 +271,7 @@ class Orchestrator:
         for round_no in range(1, self.config.max_tool_rounds + 1):
             request = {**base, "messages": messages, "tools": toolset.openai_tools}
             request["tool_choice"] = client_choice if (round_no == 1 and client_choice) else "auto"
-            async for event in _with_keepalive(run_upstream(request), self.config.keepalive_s):
+            async for event in run_upstream(request):
                 yield event
             state.rounds += 1
             message = accumulator.message()
@@ -288,19 +287,9 @@ class Orchestrator:
             executed.update(keys)
             for call in calls:
                 yield Comment("plugway tool_call " + orjson.dumps({"round": round_no, "name": call["function"]["name"]}).decode())
-            round_task = asyncio.ensure_future(
-                run_round(calls, toolset, organisation_id=organisation.id, request_id=request_id, config=self.config)
+            outcomes = await run_round(
+                calls, toolset, organisation_id=organisation.id, request_id=request_id, config=self.config
             )
-            try:
-                while True:
-                    done, _ = await asyncio.wait({round_task}, timeout=self.config.keepalive_s)
-                    if done:
-                        break
-                    yield Comment("keep-alive")
-            finally:
-                if not round_task.done():
-                    round_task.cancel()
-            outcomes = round_task.result()
             messages.append(_assistant_turn(message.get("content"), calls))
             for outcome in outcomes:
                 messages.append({"role": "tool", "tool_call_id": outcome.call_id, "content": outcome.content})
@@ -312,7 +301,7 @@ class Orchestrator:
             final_request = {**base, "messages": messages, "tools": toolset.openai_tools, "tool_choice": "none"}
 
         if final_request is not None:
-            async for event in _with_keepalive(run_upstream(final_request), self.config.keepalive_s):
+            async for event in run_upstream(final_request):
                 yield event
             state.rounds += 1
 
@@ -339,33 +328,3 @@ def _drop_tool_calls(response: JSON) -> None:
         message = choice.get("message") or {}
         if message.pop("tool_calls", None) is not None and choice.get("finish_reason") == "tool_calls":
             choice["finish_reason"] = "stop"
-
-
-async def _with_keepalive(events: AsyncIterator[StreamEvent], interval: float) -> AsyncIterator[StreamEvent]:
-    """Pass events through, adding a keep-alive comment whenever ``interval`` passes in silence."""
-    iterator = aiter(events)
-    pending: asyncio.Future[StreamEvent] | None = None
-    try:
-        while True:
-            if pending is None:
-                pending = asyncio.ensure_future(anext(iterator))
-            done, _ = await asyncio.wait({pending}, timeout=interval)
-            if not done:
-                yield Comment("keep-alive")
-                continue
-            try:
-                event = pending.result()
-            except StopAsyncIteration:
-                pending = None
-                return
-            pending = None
-            yield event
-    finally:
-        if pending is not None and not pending.done():
-            pending.cancel()
-        aclose = getattr(iterator, "aclose", None)
-        if aclose is not None:
-            try:
-                await aclose()
-            except RuntimeError:
-                pass
