@@ -40,10 +40,27 @@ def embedded(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
         match = re.search(r"(pw_[A-Za-z0-9_-]{20,})", banner)
         assert match, banner
         assert httpx.get(f"{base}/readyz", timeout=10).status_code == 200, banner
+        assert processes_mentioning(str(tmp_path)), "the bundled MCP servers should be running"
         yield base, match.group(1), tmp_path
     finally:
-        process.terminate()
+        process.terminate()  # SIGTERM, as a process manager stops it
         process.wait(timeout=20)
+    # The bundled MCP servers were started with databases under this directory.
+    assert processes_mentioning(str(tmp_path)) == [], "MCP server processes outlived plugway serve"
+
+
+def processes_mentioning(text: str) -> list[int]:
+    needle = text.encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes() and b"Z" not in (entry / "stat").read_bytes().rsplit(b")", 1)[1][:3]:
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 def test_quickstart_answers_with_demo_model_and_a_plugin_tool(embedded: tuple[str, str, Path]) -> None:
