@@ -4,8 +4,13 @@ gateways, the daily token cap, and fail-closed 503 when Redis dies or freezes.""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -15,7 +20,7 @@ from sqlmodel import Session, select
 from runtime.storage.keys import hash_key
 from runtime.storage.models import ApiKey
 from tests.billing.conftest import Servers
-from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.fakes.openai_server import FakeOpenAI, Reply, free_port
 from tests.limits.limits_redis_server import RedisServer
 from tests.support import GatewayServer
 
@@ -178,3 +183,60 @@ def test_frozen_redis_fails_closed_within_the_timeout(
         assert time.monotonic() < deadline, "gateway did not recover after Redis thawed"
         time.sleep(0.1)
     assert _ready(server) == (200, True)
+
+
+def test_two_plugway_serve_processes_share_limits_and_usage(
+    tmp_path: Path, upstream: FakeOpenAI, redis_url: str, postgres_url: str
+) -> None:
+    """The documented way to scale out: two real `plugway serve` processes, one PostgreSQL, one Redis."""
+    config = tmp_path / "plugway.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "database_url": postgres_url,
+                "redis_url": redis_url,
+                "providers": [{"id": "up", "kind": "openai", "base_url": upstream.base_url, "api_key": "sk-test-upstream", "max_retries": 0}],
+                "models": [{"id": "gpt-test", "provider": "up", "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}],
+                "organisations": [{"id": "scale"}],
+                "usage": {"flush_interval_s": 0.1},
+            }
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLUGWAY_")}
+    created = subprocess.run(
+        [sys.executable, "-m", "runtime.cli", "keys", "create", "--org", "scale", "--rpm", "5", "--config", str(config)],
+        capture_output=True, text=True, timeout=60, env=env, check=True,
+    )
+    key = created.stdout.strip().splitlines()[-1]
+    ports = [free_port(), free_port()]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "runtime.cli", "serve", "--config", str(config), "--port", str(port), "--no-worker"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        for port in ports
+    ]
+    try:
+        urls = [f"http://127.0.0.1:{port}/v1" for port in ports]
+        deadline = time.monotonic() + 60
+        for url in urls:
+            while True:
+                try:
+                    if httpx.get(url.removesuffix("/v1") + "/readyz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, "plugway serve did not become ready"
+                time.sleep(0.2)
+        upstream.responder = lambda body: Reply(text="ok", prompt_tokens=7, completion_tokens=3)
+        responses = asyncio.run(_burst(urls, key, 40))
+        statuses = [r.status_code for r in responses]
+        assert statuses.count(200) == 5 and statuses.count(429) == 35
+        time.sleep(0.5)  # both processes flush their usage (flush_interval_s 0.1)
+        summary = httpx.get(f"{urls[1]}/usage", headers={"Authorization": f"Bearer {key}"}, timeout=10).json()
+        assert (summary["total_requests"], summary["total_tokens"]) == (5, 50)
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=20)
