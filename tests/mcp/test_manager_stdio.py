@@ -17,7 +17,8 @@ import pytest_asyncio
 from mcp_helpers import TAG_ENV, ctx, eventually, process_alive, server_ref, tagged_processes
 
 from runtime.config import PluginRef
-from runtime.mcp import McpManager, sanitize_tool_name
+from runtime.mcp import McpManager
+from runtime.orchestration.naming import public_name
 from runtime.plugin_host.tool import ToolError, ToolSpec
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -80,7 +81,7 @@ async def test_tools_keep_original_names_descriptions_and_schemas(servers: Serve
     assert add.parameters["required"] == ["a"]
     assert add.parameters["properties"]["a"]["type"] == "integer"
     assert add.parameters["properties"]["b"]["default"] == 1
-    exposed = sanitize_tool_name(f"t__{LONG_DOTTED_NAME}")
+    exposed = public_name("t", LONG_DOTTED_NAME)  # what the gateway offers the model
     assert len(exposed) == 64 and "." not in exposed
 
 
