@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -8,9 +8,29 @@ import openai
 import pytest
 
 from tests.fakes.openai_server import FakeOpenAI
+from tests.limits.limits_redis_server import RedisServer, free_port
+from tests.services import missing, shared_redis_url
 from tests.support import GatewayServer, make_settings
 
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The machine's Redis (skipped locally when absent, a failure under CI=true)."""
+    return shared_redis_url()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A private redis-server on a free port, which the test may kill, freeze and restart."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        missing("redis-server binary not found on PATH")
+    server = RedisServer(binary, free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

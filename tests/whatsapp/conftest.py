@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import socket
 import subprocess
 import sys
@@ -16,12 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 import uvicorn
 from fastapi import FastAPI
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 
 from runtime.api.app import create_app
 from runtime.api.routes_whatsapp import router as whatsapp_router
@@ -29,13 +26,11 @@ from runtime.config import Settings, settings_from_dict
 from runtime.gateway import Gateway
 from tests.fakes.graph_api import FakeGraphAPI
 from tests.fakes.openai_server import FakeOpenAI
+from tests.services import fresh_database
 from workers.whatsapp.models import WaInbound, WaOutbound, WaStatusEvent
 from workers.whatsapp.payloads import SIGNATURE_HEADER, encode, sign
 
 REPO = Path(__file__).resolve().parents[2]
-PG_URL = os.environ.get(
-    "PLUGWAY_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 APP_SECRET = "test-app-secret-7f3a"
 VERIFY_TOKEN = "verify-me-please"
 SUPPORT_NUMBER = "106540352242922"
@@ -43,42 +38,10 @@ SALES_NUMBER = "106540352242999"
 OTHER_SECRET_NUMBER = "106540352200000"
 TOKENS = {SUPPORT_NUMBER: "EAAG-support", SALES_NUMBER: "EAAG-sales", OTHER_SECRET_NUMBER: "EAAG-x"}
 
-_pg_problem: list[str | None] = []
-
-
-def _postgres_problem() -> str | None:
-    if not _pg_problem:
-        try:
-            url = make_url(PG_URL).set(drivername="postgresql")
-            with psycopg.connect(url.render_as_string(hide_password=False), connect_timeout=3):
-                _pg_problem.append(None)
-        except Exception as exc:  # any failure means: no usable PostgreSQL here
-            _pg_problem.append(f"PostgreSQL unavailable at {PG_URL}: {exc}".splitlines()[0])
-    return _pg_problem[0]
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
     """A fresh database per test: a SQLite file, or a private schema in the shared PostgreSQL."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/plugway-wa.db"
-        return
-    problem = _postgres_problem()
-    if problem:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{problem} (CI=true: PostgreSQL tests must run)")
-        pytest.skip(problem)
-    schema = f"wa_test_{secrets.token_hex(6)}"
-    admin = make_url(PG_URL).set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
-    try:
-        yield make_url(PG_URL).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
-            hide_password=False
-        )
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    yield from fresh_database(request.param, Path(tmp_path), prefix="wa_test")
 
 
 @pytest.fixture(scope="session")
