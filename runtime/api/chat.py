@@ -8,6 +8,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
+from runtime.api.body import read_body
 from runtime.api.deps import GatewayDep, KeyDep, RequestIdDep
 from runtime.api.validation import validate_chat_request
 from runtime.errors import (
@@ -16,7 +17,6 @@ from runtime.errors import (
     invalid_request,
     rate_limit_exceeded,
     rate_limiter_unavailable,
-    request_too_large,
 )
 from runtime.gateway import Gateway
 from runtime.limits import LimitDecision, LimiterUnavailable
@@ -25,18 +25,6 @@ from runtime.storage.keys import KeyInfo
 
 router = APIRouter()
 DONE = b"data: [DONE]\n\n"
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise request_too_large(limit)
-    body = bytearray()
-    async for chunk in request.stream():
-        body.extend(chunk)
-        if len(body) > limit:
-            raise request_too_large(limit)
-    return bytes(body)
 
 
 def encode_event(event: StreamEvent) -> bytes:
