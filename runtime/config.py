@@ -85,6 +85,9 @@ class PluginRef(_Strict):
     id: str
     config: dict[str, Any] = Field(default_factory=dict)
     mcp: McpConfig | None = None
+    # Narrow the tools offered, by the tool's own name (an MCP server's name for its tool).
+    allowed_tools: list[str] | None = None
+    exclude_tools: list[str] = Field(default_factory=list)
 
 
 class OrganisationConfig(_Strict):

@@ -11,16 +11,19 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
 from sqlalchemy import Engine
 
+from runtime.admission import PluginRequest, RequestContext, admit
 from runtime.billing import BudgetGuard
 from runtime.config import ConfigError, ModelConfig, OrganisationConfig, Settings
 from runtime.errors import GatewayError, UpstreamError, model_not_found
 from runtime.limits import Limiter, LimiterUnavailable, create_limiter
-from runtime.orchestration.loop import Comment, Orchestrator, RunResult, RunState, StreamEvent
+from runtime.orchestration.events import Completed, Event
+from runtime.orchestration.loop import Orchestrator, RunRequest, RunState
 from runtime.orchestration.tools import ToolCatalog
 from runtime.plugin_host.manager import PluginHost, load_plugins
 from runtime.providers.router import ModelRouter
@@ -34,6 +37,35 @@ JSON = dict[str, Any]
 # How long an abandoned stream keeps reading the upstream to learn what it really consumed.
 ABANDONED_STREAM_DRAIN_S = 30.0
 _END = object()
+
+
+class KeepAlive:
+    """Nothing happened for ``keepalive_s``: front doors send their keep-alive (an SSE comment, a ping)."""
+
+
+KEEP_ALIVE = KeepAlive()
+
+
+@dataclass
+class RunResult:
+    """A finished non-streamed run: its events in order (no chunks) and its state."""
+
+    events: list[Event]
+    state: RunState
+
+    @property
+    def completed(self) -> Completed:
+        last = self.events[-1]
+        assert isinstance(last, Completed)
+        return last
+
+    @property
+    def text(self) -> str:
+        return str(self.completed.message.get("content") or "")
+
+    @property
+    def usage(self) -> JSON:
+        return self.state.usage
 
 
 def check_plugins(settings: Settings, plugins: PluginHost) -> None:
@@ -132,100 +164,78 @@ class Gateway:
 
     # -- running requests -------------------------------------------------------------
 
+    async def admit(self, **kwargs: Any) -> RequestContext:
+        """Admit a request (see :func:`runtime.admission.admit`)."""
+        return await admit(self, **kwargs)
+
+    async def run(self, ctx: RequestContext, request: RunRequest) -> RunResult:
+        """Run a request to its end in this task and fold its events; usage is recorded however it ends.
+
+        Cancelling the caller (the client went away) cancels the run at once,
+        tool calls included; what already ran is still recorded.
+        """
+        state = RunState(request_id=ctx.request_id, model=ctx.model.id)
+        started = time.perf_counter()
+        status = "error"
+        events: list[Event] = []
+        try:
+            async for event in self.orchestrator.run(ctx, request, state):
+                events.append(event)
+            status = "ok"
+        except GatewayError as exc:
+            status = exc.code
+            raise
+        except UpstreamError:
+            status = "upstream_error"
+            raise
+        except asyncio.CancelledError:
+            status = "abandoned"
+            raise
+        finally:
+            self.record_usage(ctx, state, started, status)
+        return RunResult(events, state)
+
     async def complete(
         self,
         *,
         organisation_id: str,
         model: str,
-        messages: list[JSON] | None = None,
+        messages: list[JSON],
         plugin_ids: Sequence[str] | None,
         request_id: str,
-        key_id: str | None = None,
         source: str = "api",
-        body: JSON | None = None,
-        track_tokens: bool = False,
     ) -> RunResult:
-        """Run one non-streamed request through the orchestration runtime and record its usage."""
-        organisation = self._require_org(organisation_id)
-        model_config = self.resolve_model(organisation, model)
-        # Every source (the API, the WhatsApp worker) spends the same budget.
-        await self.budget.check(organisation)
-        body = dict(body) if body is not None else {}
-        if messages is not None:
-            body["messages"] = messages
-        state = RunState(request_id=request_id, model=model_config.id)
-        started = time.perf_counter()
-        status = "error"
-        try:
-            result = await self.orchestrator.complete(
-                organisation=organisation,
-                model=model_config,
-                body=body,
-                plugin_ids=plugin_ids,
-                request_id=request_id,
-                state=state,
-            )
-            status = "ok"
-            return result
-        except GatewayError as exc:
-            status = exc.code
-            raise
-        finally:
-            self.record_usage(state, organisation_id, key_id, model_config, started, status, source, track_tokens)
-
-    async def stream(
-        self,
-        *,
-        organisation_id: str,
-        model: str,
-        body: JSON,
-        plugin_ids: Sequence[str] | None,
-        request_id: str,
-        key_id: str | None = None,
-        source: str = "api",
-        track_tokens: bool = False,
-    ) -> AsyncIterator[StreamEvent]:
-        """Stream one request; usage is recorded when the stream ends, fails or is abandoned."""
-        organisation = self._require_org(organisation_id)
-        model_config = self.resolve_model(organisation, model)
-        # Every source (the API, the WhatsApp worker) spends the same budget.
-        await self.budget.check(organisation)
-        return self._stream(organisation, model_config, body, plugin_ids, request_id, key_id, source, track_tokens)
-
-    async def _stream(
-        self,
-        organisation: OrganisationConfig,
-        model: ModelConfig,
-        body: JSON,
-        plugin_ids: Sequence[str] | None,
-        request_id: str,
-        key_id: str | None,
-        source: str,
-        track_tokens: bool,
-    ) -> AsyncIterator[StreamEvent]:
-        """Hand the client the events of a run that lives in its own task.
-
-        If the client goes away, the run keeps reading the current upstream
-        round (up to ``ABANDONED_STREAM_DRAIN_S``) so that the provider's real
-        usage chunk is what gets billed, not an estimate; it starts no new
-        round and runs no more tools.
-        """
-        state = RunState(request_id=request_id, model=model.id)
-        events = self.orchestrator.stream(
-            organisation=organisation,
-            model=model,
-            body=body,
-            plugin_ids=plugin_ids,
+        """Admit and run a request made by the gateway itself (the WhatsApp worker): no key, the organisation's budget."""
+        ctx = await self.admit(
+            key=None,
+            organisation_id=organisation_id,
             request_id=request_id,
-            state=state,
+            model=model,
+            plugins=None if plugin_ids is None else [PluginRequest(p, "enabled_plugin_ids") for p in plugin_ids],
+            source=source,
         )
+        return await self.run(ctx, RunRequest({"model": model, "messages": messages}))
+
+    def stream(self, ctx: RequestContext, request: RunRequest) -> AsyncIterator[Event | KeepAlive]:
+        """The events of a run that lives in its own task, with keep-alives whenever it is quiet.
+
+        Usage is recorded when the run ends, fails or is abandoned. If the client
+        goes away during an upstream round, the run keeps reading that round (up
+        to ``ABANDONED_STREAM_DRAIN_S``) so that the provider's real usage is what
+        gets billed, not an estimate; it starts no new round and runs no more
+        tools. If it goes away while tools run, they are cancelled at once.
+        """
+        return self._stream(ctx, request)
+
+    async def _stream(self, ctx: RequestContext, request: RunRequest) -> AsyncIterator[Event | KeepAlive]:
+        state = RunState(request_id=ctx.request_id, model=ctx.model.id)
+        events = self.orchestrator.run(ctx, request, state)
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=16)
         client_gone = asyncio.Event()
         started = time.perf_counter()
 
         async def run() -> None:
             status = "abandoned"
-            tool_stage = False  # the last real event said tools are running: the round's usage is in
             tokens_when_gone: int | None = None
             deadline = 0.0
             loop = asyncio.get_running_loop()
@@ -235,10 +245,10 @@ class Gateway:
                         if tokens_when_gone is None:
                             tokens_when_gone = state.usage["total_tokens"]
                             deadline = loop.time() + ABANDONED_STREAM_DRAIN_S
-                        if tool_stage or state.usage["total_tokens"] > tokens_when_gone:
+                        if state.phase != "model" or state.usage["total_tokens"] > tokens_when_gone:
                             break
                         try:
-                            event = await asyncio.wait_for(anext(events), deadline - loop.time())
+                            await asyncio.wait_for(anext(events), deadline - loop.time())
                         except (StopAsyncIteration, TimeoutError):
                             break
                     else:
@@ -249,10 +259,6 @@ class Gateway:
                             break
                         if not client_gone.is_set():
                             await queue.put(event)
-                    if isinstance(event, Comment):
-                        tool_stage = tool_stage if event.text == "keep-alive" else True
-                    else:
-                        tool_stage = False
             except GatewayError as exc:
                 status = exc.code
                 if not client_gone.is_set():
@@ -261,19 +267,23 @@ class Gateway:
                 status = "upstream_error"
                 if not client_gone.is_set():
                     await queue.put(exc)
+            except asyncio.CancelledError:
+                # The client went away while tools ran, or the gateway is shutting down.
+                pass
             except Exception as exc:
                 status = "error"
+                log.exception("run %s failed", ctx.request_id)
                 if not client_gone.is_set():
                     await queue.put(exc)
             finally:
                 try:
                     await events.aclose()
                 finally:
-                    self.record_usage(state, organisation.id, key_id, model, started, status, source, track_tokens)
+                    self.record_usage(ctx, state, started, status)
             if not client_gone.is_set():
                 await queue.put(_END)
 
-        task = asyncio.get_running_loop().create_task(run(), name=f"plugway-stream-{request_id}")
+        task = asyncio.get_running_loop().create_task(run(), name=f"plugway-stream-{ctx.request_id}")
         self._streams.add(task)
         task.add_done_callback(self._streams.discard)
 
@@ -288,11 +298,11 @@ class Gateway:
         try:
             while True:
                 try:
-                    # SSE keep-alives whenever the run is quiet: a slow model, tools running.
+                    # Keep-alives whenever the run is quiet: a slow model, tools running.
                     async with asyncio.timeout(keepalive_s):
                         item = await queue.get()
                 except TimeoutError:
-                    yield Comment("keep-alive")
+                    yield KEEP_ALIVE
                     continue
                 if item is _END:
                     finished = True
@@ -304,40 +314,29 @@ class Gateway:
         finally:
             if not finished:
                 client_gone.set()
+                if state.phase != "model":
+                    # Nothing to bill is in flight: stop tools (and the run) now.
+                    task.cancel()
                 while not queue.empty():  # unblock a run waiting to hand over an event
                     queue.get_nowait()
 
-    def _require_org(self, organisation_id: str) -> OrganisationConfig:
-        organisation = self.organisation(organisation_id)
-        if organisation is None:
-            raise GatewayError(403, f"organisation '{organisation_id}' is not configured", code="organisation_not_configured", type="permission_error")
-        return organisation
-
-    def record_usage(
-        self,
-        state: RunState,
-        organisation_id: str,
-        key_id: str | None,
-        model: ModelConfig,
-        started: float,
-        status: str,
-        source: str,
-        track_tokens: bool = False,
-    ) -> None:
+    def record_usage(self, ctx: RequestContext, state: RunState, started: float, status: str) -> None:
         usage = state.usage
         if state.unbilled_chars:
             # The upstream's usage chunk never arrived: count what was streamed (about 4 characters a token).
             estimate = max(1, state.unbilled_chars // 4)
             usage["completion_tokens"] += estimate
             usage["total_tokens"] += estimate
+        model = ctx.model
         served = self.router.model(state.route.model) if state.route.model else model
         cost = cost_usd((served or model).price, usage["prompt_tokens"], usage["completion_tokens"])
+        organisation_id = ctx.organisation.id
         self.budget.note(organisation_id, cost)
         self.usage.record(
             request_id=state.request_id,
             organisation_id=organisation_id,
-            key_id=key_id,
-            source=source,
+            key_id=ctx.key_id,
+            source=ctx.source,
             model=model.id,
             provider=state.route.provider,
             prompt_tokens=usage["prompt_tokens"],
@@ -345,12 +344,13 @@ class Gateway:
             total_tokens=usage["total_tokens"],
             cost_usd=cost,
             rounds=state.rounds,
-            tool_calls=len(state.tool_calls),
+            tool_calls=state.tools_started,
             latency_ms=(time.perf_counter() - started) * 1000,
             status=status,
         )
-        if track_tokens and key_id and usage["total_tokens"]:
-            task = asyncio.get_running_loop().create_task(self._count_tokens(key_id, usage["total_tokens"]))
+        if ctx.track_tokens and usage["total_tokens"]:
+            assert ctx.key is not None
+            task = asyncio.get_running_loop().create_task(self._count_tokens(ctx.key.id, usage["total_tokens"]))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 

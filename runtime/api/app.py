@@ -8,10 +8,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from runtime.api import chat, routes_whatsapp, system, usage
+from runtime.api import routes_whatsapp
 from runtime.api.errors import install_error_handlers
 from runtime.api.middleware import RequestIdMiddleware
+from runtime.api.routes import system, usage
 from runtime.config import Settings, load_settings
+from runtime.frontdoors import chat
 from runtime.gateway import Gateway
 from runtime.plugin_host.manager import PluginHost
 

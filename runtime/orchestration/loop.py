@@ -1,28 +1,63 @@
-"""The orchestration runtime: one callable for the HTTP route and the WhatsApp worker.
+"""The orchestration loop: one loop, streamed or not, for every front door.
 
-Input: organisation, model, the OpenAI request body (messages and parameters),
-eligible plugin ids, stream flag. Output: the final answer (or a stream of it),
-summed usage and the trace. DESIGN.md's eight orchestration rules are
-implemented here and in ``tools.py``.
+Input: the admitted :class:`~runtime.admission.RequestContext` (organisation,
+model, eligible plugins) and a :class:`RunRequest` (an OpenAI chat-completions
+body, whether to stream, and approvals to resume). Output: the events of
+``runtime.orchestration.events``, ending with one ``Completed``. Streaming
+changes only how each round talks to the provider; every rule of DESIGN.md
+(first-round ``tool_choice``, concurrent tool calls, the round limit, the
+repeated-call stop, the final ``tool_choice: "none"`` round, summed usage, the
+trace) lives here once. Tool execution itself is in ``tools.py``.
 """
 
 from __future__ import annotations
 
-import time
-import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+import asyncio
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from runtime.config import ModelConfig, OrchestrationConfig, OrganisationConfig
-from runtime.orchestration.tools import ToolCatalog, Toolset, run_round
+from runtime.config import OrchestrationConfig
+from runtime.orchestration.events import (
+    ApprovalRequired,
+    Completed,
+    Event,
+    ModelChunk,
+    ModelTurn,
+    PendingCall,
+    ToolCallFinished,
+    ToolProgress,
+    ToolsOffered,
+)
+from runtime.orchestration.tools import ToolCatalog, Toolset, run_tool_call
 from runtime.providers.router import ModelRouter, RouteLog
 from runtime.providers.streaming import StreamAccumulator
 
+if TYPE_CHECKING:
+    from runtime.admission import RequestContext
+
 JSON = dict[str, Any]
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
+# Request fields that are the gateway's own and never go upstream.
+GATEWAY_FIELDS = frozenset({"stream", "stream_options", "enabled_plugin_ids", "request_id"})
+REFUSED_BY_CLIENT = "The user did not approve this tool call, so it was not run."
+
+
+@dataclass(slots=True)
+class Resume:
+    """Continue a run that stopped for approvals: the assistant turn, and the client's decisions."""
+
+    assistant_message: JSON
+    approvals: dict[str, bool]  # call id -> approved
+
+
+@dataclass(slots=True)
+class RunRequest:
+    body: JSON  # an OpenAI chat-completions body: messages, parameters, the client's own tools
+    stream: bool = False
+    resume: Resume | None = None
 
 
 @dataclass
@@ -34,11 +69,14 @@ class RunState:
     orchestrated: bool = False
     rounds: int = 0
     usage: JSON = field(default_factory=lambda: {k: 0 for k in USAGE_KEYS})
-    tool_calls: list[JSON] = field(default_factory=list)
+    tool_calls: list[JSON] = field(default_factory=list)  # trace entries of finished calls
+    tools_started: int = 0
     stopped_by: str | None = None
     route: RouteLog = field(default_factory=RouteLog)
     # Characters streamed in the current upstream round whose usage has not arrived yet.
     unbilled_chars: int = 0
+    # What the run is doing now: "model" (an upstream round), "tools", or "idle".
+    phase: str = "idle"
 
     def add_usage(self, usage: JSON | None) -> None:
         if not usage:
@@ -66,30 +104,6 @@ class RunState:
         return trace
 
 
-@dataclass
-class RunResult:
-    response: JSON
-    state: RunState
-
-    @property
-    def text(self) -> str:
-        return self.response["choices"][0]["message"].get("content") or ""
-
-    @property
-    def usage(self) -> JSON:
-        return self.state.usage
-
-
-@dataclass(frozen=True)
-class Comment:
-    """An SSE comment line (keep-alive or tool progress); invisible to OpenAI clients."""
-
-    text: str
-
-
-StreamEvent = JSON | Comment
-
-
 def _call_key(call: JSON) -> tuple[str, str]:
     function = call.get("function") or {}
     raw = function.get("arguments") or "{}"
@@ -100,219 +114,247 @@ def _call_key(call: JSON) -> tuple[str, str]:
     return function.get("name") or "", canonical
 
 
+def upstream_base(body: JSON) -> JSON:
+    """The request as the provider gets it: the gateway's own fields removed."""
+    base = {k: v for k, v in body.items() if k not in GATEWAY_FIELDS}
+    if not base.get("tools"):
+        base.pop("tools", None)
+    return base
+
+
 class Orchestrator:
     def __init__(self, *, router: ModelRouter, catalog: ToolCatalog, config: OrchestrationConfig) -> None:
         self.router = router
         self.catalog = catalog
         self.config = config
 
-    async def _toolset(self, organisation: OrganisationConfig, body: JSON, plugin_ids: Sequence[str] | None) -> Toolset | None:
-        if body.get("tools"):
-            return None
-        if not organisation.plugins:
-            return None
-        toolset = await self.catalog.toolset(organisation, plugin_ids)
-        return toolset or None
+    async def run(self, ctx: RequestContext, request: RunRequest, state: RunState) -> AsyncGenerator[Event, None]:
+        body = request.body
+        base = upstream_base(body)
+        if request.stream:
+            base["stream"] = True
+            base["stream_options"] = {"include_usage": True}
+        toolset = await self.catalog.toolset(ctx.organisation, ctx.plugins) if ctx.plugins else None
 
-    @staticmethod
-    def _base_body(body: JSON) -> JSON:
-        base = {k: v for k, v in body.items() if k not in ("stream", "stream_options", "enabled_plugin_ids")}
-        if not base.get("tools"):
-            base.pop("tools", None)
-        return base
-
-    # -- non-streamed ---------------------------------------------------------------
-
-    async def complete(
-        self,
-        *,
-        organisation: OrganisationConfig,
-        model: ModelConfig,
-        body: JSON,
-        plugin_ids: Sequence[str] | None,
-        request_id: str,
-        state: RunState | None = None,
-    ) -> RunResult:
-        state = state or RunState(request_id=request_id, model=model.id)
-        toolset = await self._toolset(organisation, body, plugin_ids)
-        base = self._base_body(body)
-        if toolset is None:
-            answer = await self.router.chat(model, base, state.route)
-            state.rounds = 1
-            state.add_usage(answer.get("usage"))
-            state.stopped_by = "answer"
-            return RunResult(self._finish(answer, model, state, orchestrated=False), state)
-
-        state.orchestrated = True
-        messages = list(body["messages"])
-        executed: set[tuple[str, str]] = set()
-        client_choice = body.get("tool_choice")
-        response: JSON | None = None
-        for round_no in range(1, self.config.max_tool_rounds + 1):
-            request = {**base, "messages": messages, "tools": toolset.openai_tools}
-            request["tool_choice"] = client_choice if (round_no == 1 and client_choice) else "auto"
-            response = await self.router.chat(model, request, state.route)
-            state.rounds += 1
-            state.add_usage(response.get("usage"))
-            message = (response.get("choices") or [{}])[0].get("message") or {}
-            calls = message.get("tool_calls") or []
-            if not calls:
-                state.stopped_by = "answer"
-                return RunResult(self._finish(response, model, state, orchestrated=True), state)
-            keys = [_call_key(call) for call in calls]
-            if any(key in executed for key in keys):
-                state.stopped_by = "repeated_call"
-                break
-            executed.update(keys)
-            outcomes = await run_round(
-                calls, toolset, organisation_id=organisation.id, request_id=request_id, config=self.config
-            )
-            messages.append(_assistant_turn(message.get("content"), calls))
-            for outcome in outcomes:
-                messages.append({"role": "tool", "tool_call_id": outcome.call_id, "content": outcome.content})
-                state.tool_calls.append(outcome.trace(round_no))
-        else:
-            state.stopped_by = "max_tool_rounds"
-
-        request = {**base, "messages": messages, "tools": toolset.openai_tools, "tool_choice": "none"}
-        response = await self.router.chat(model, request, state.route)
-        state.rounds += 1
-        state.add_usage(response.get("usage"))
-        _drop_tool_calls(response)
-        return RunResult(self._finish(response, model, state, orchestrated=True), state)
-
-    def _finish(self, response: JSON, model: ModelConfig, state: RunState, *, orchestrated: bool) -> JSON:
-        response["model"] = model.id
-        response["usage"] = dict(state.usage)
-        response["plugway"] = state.trace()
-        return response
-
-    # -- streamed -------------------------------------------------------------------
-
-    async def stream(
-        self,
-        *,
-        organisation: OrganisationConfig,
-        model: ModelConfig,
-        body: JSON,
-        plugin_ids: Sequence[str] | None,
-        request_id: str,
-        state: RunState | None = None,
-    ) -> AsyncGenerator[StreamEvent, None]:
-        """Yield ``chat.completion.chunk`` dicts (and SSE comments) for the client.
-
-        Content is forwarded as the model produces it; server-executed tool
-        calls never reach the client; the last chunk carries the summed usage.
-        """
-        state = state or RunState(request_id=request_id, model=model.id)
-        toolset = await self._toolset(organisation, body, plugin_ids)
-        base = self._base_body(body)
-        base["stream"] = True
-        base["stream_options"] = {"include_usage": True}
-        envelope = {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": model.id,
-        }
-
-        if toolset is None:
-            state.rounds = 1
-            async for chunk in self.router.stream(model, base, state.route):
-                if chunk.get("usage"):
-                    state.add_usage(chunk["usage"])
-                if not chunk.get("choices"):
-                    continue
-                for choice in chunk["choices"]:
-                    state.unbilled_chars += len((choice.get("delta") or {}).get("content") or "")
-                yield {**chunk, "id": envelope["id"], "model": model.id}
-            state.stopped_by = "answer"
-            yield {**envelope, "choices": [], "usage": dict(state.usage)}
+        if not toolset:
+            turn = None
+            async for event in self._model_round(ctx, state, base, 1, request.stream):
+                if isinstance(event, ModelTurn):
+                    turn = event
+                yield event
+            assert turn is not None
+            state.stopped_by = "client_tools" if turn.message.get("tool_calls") else "answer"
+            yield self._completed(state, turn, [*body["messages"], turn.message])
             return
 
         state.orchestrated = True
+        yield ToolsOffered(toolset.offered())
         messages = list(body["messages"])
+        client_tools: list[JSON] = list(body.get("tools") or [])
+        client_names = {(t.get("function") or {}).get("name") for t in client_tools}
         executed: set[tuple[str, str]] = set()
         client_choice = body.get("tool_choice")
-        accumulator = StreamAccumulator()
-        sent_role = False
-        sent_content = False
-        finish_reason: str | None = None
+        first_round = 1
+        if request.resume is not None:
+            resumed = request.resume
+            calls = resumed.assistant_message.get("tool_calls") or []
+            messages.append(_assistant_turn(resumed.assistant_message.get("content"), calls))
+            executed.update(_call_key(call) for call in calls)
+            async for tool_event in self._run_tools(ctx, state, 1, calls, toolset, messages, refused=resumed.approvals):
+                yield tool_event
+            first_round = 2
 
-        def content_chunk(delta: JSON) -> JSON:
-            return {**envelope, "choices": [{"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}]}
-
-        async def run_upstream(request: JSON) -> AsyncIterator[StreamEvent]:
-            nonlocal sent_role, sent_content, finish_reason, accumulator
-            accumulator = StreamAccumulator()
-            separated = False
-            async for chunk in self.router.stream(model, request, state.route):
-                accumulator.add(chunk)
-                if chunk.get("usage"):
-                    state.add_usage(chunk["usage"])
-                for choice in chunk.get("choices") or ():
-                    if choice.get("index", 0) != 0:
-                        continue
-                    text = (choice.get("delta") or {}).get("content")
-                    if text:
-                        if not sent_role:
-                            yield content_chunk({"role": "assistant", "content": ""})
-                            sent_role = True
-                        if sent_content and not separated:
-                            # A new round's text follows an earlier round's: keep them apart.
-                            yield content_chunk({"content": "\n\n"})
-                        separated = True
-                        sent_content = True
-                        state.unbilled_chars += len(text)
-                        yield content_chunk({"content": text})
-            finish_reason = accumulator.finish_reason
-
-        final_request: JSON | None = None
-        for round_no in range(1, self.config.max_tool_rounds + 1):
-            request = {**base, "messages": messages, "tools": toolset.openai_tools}
-            request["tool_choice"] = client_choice if (round_no == 1 and client_choice) else "auto"
-            async for event in run_upstream(request):
+        last: ModelTurn | None = None
+        final_round = False
+        for round_no in range(first_round, self.config.max_tool_rounds + first_round):
+            upstream = {**base, "messages": messages, "tools": client_tools + toolset.openai_tools()}
+            upstream["tool_choice"] = client_choice if (round_no == 1 and client_choice) else "auto"
+            async for event in self._model_round(ctx, state, upstream, round_no, request.stream):
+                if isinstance(event, ModelTurn):
+                    last = event
                 yield event
-            state.rounds += 1
-            message = accumulator.message()
-            calls = message.get("tool_calls") or []
+            assert last is not None
+            calls = last.message.get("tool_calls") or []
             if not calls:
                 state.stopped_by = "answer"
-                break
+                yield self._completed(state, last, [*messages, last.message])
+                return
             keys = [_call_key(call) for call in calls]
             if any(key in executed for key in keys):
                 state.stopped_by = "repeated_call"
-                final_request = {**base, "messages": messages, "tools": toolset.openai_tools, "tool_choice": "none"}
+                final_round = True
                 break
             executed.update(keys)
-            for call in calls:
-                yield Comment("plugway tool_call " + orjson.dumps({"round": round_no, "name": call["function"]["name"]}).decode())
-            outcomes = await run_round(
-                calls, toolset, organisation_id=organisation.id, request_id=request_id, config=self.config
-            )
-            messages.append(_assistant_turn(message.get("content"), calls))
-            for outcome in outcomes:
-                messages.append({"role": "tool", "tool_call_id": outcome.call_id, "content": outcome.content})
-                entry = outcome.trace(round_no)
-                state.tool_calls.append(entry)
-                yield Comment("plugway tool_result " + orjson.dumps(entry).decode())
+            server_calls = [c for c in calls if (c.get("function") or {}).get("name") not in client_names]
+            client_calls = [c for c in calls if (c.get("function") or {}).get("name") in client_names]
+            waiting = [c for c in server_calls if toolset.requires_approval((c.get("function") or {}).get("name") or "")]
+            if waiting:
+                state.stopped_by = "approval"
+                yield ApprovalRequired(round_no, [self._pending(toolset, c) for c in waiting], last.message)
+                # The conversation stops before the waiting turn, which a resumed run appends.
+                yield self._completed(state, last, list(messages), finish_reason="tool_calls")
+                return
+            messages.append(_assistant_turn(last.message.get("content"), calls))
+            async for tool_event in self._run_tools(ctx, state, round_no, server_calls, toolset, messages):
+                yield tool_event
+            if client_calls:
+                # The client runs its own tools and comes back with their results.
+                state.stopped_by = "client_tools"
+                answer = {**last.message, "tool_calls": client_calls}
+                turn = ModelTurn(last.round, answer, "tool_calls", last.usage, last.response)
+                # The conversation ends with the whole turn and the server-side results;
+                # the client's own results follow when it comes back.
+                yield self._completed(state, turn, list(messages))
+                return
         else:
             state.stopped_by = "max_tool_rounds"
-            final_request = {**base, "messages": messages, "tools": toolset.openai_tools, "tool_choice": "none"}
+            final_round = True
 
-        if final_request is not None:
-            async for event in run_upstream(final_request):
+        if final_round:
+            upstream = {**base, "messages": messages, "tools": client_tools + toolset.openai_tools(), "tool_choice": "none"}
+            round_no = (last.round + 1) if last else first_round
+            async for event in self._model_round(ctx, state, upstream, round_no, request.stream, drop_tool_calls=True):
+                if isinstance(event, ModelTurn):
+                    last = event
+                yield event
+            assert last is not None
+            yield self._completed(state, last, [*messages, last.message])
+
+    # -- one upstream round ---------------------------------------------------------
+
+    async def _model_round(
+        self,
+        ctx: RequestContext,
+        state: RunState,
+        request: JSON,
+        round_no: int,
+        stream: bool,
+        *,
+        drop_tool_calls: bool = False,
+    ) -> AsyncGenerator[ModelChunk | ModelTurn, None]:
+        state.phase = "model"
+        if stream:
+            accumulator = StreamAccumulator()
+            async for chunk in self.router.stream(ctx.model, request, state.route):
+                accumulator.add(chunk)
+                if chunk.get("usage"):
+                    state.add_usage(chunk["usage"])
+                if drop_tool_calls:
+                    kept = _without_tool_call_deltas(chunk)
+                    if kept is None:
+                        continue
+                    chunk = kept
+                event = ModelChunk(round_no, chunk)
+                state.unbilled_chars += len(event.text)
                 yield event
             state.rounds += 1
+            state.phase = "idle"
+            message = accumulator.message()
+            finish = accumulator.finish_reason
+            if drop_tool_calls:
+                message.pop("tool_calls", None)
+                finish = "stop" if finish in (None, "tool_calls") else finish
+            yield ModelTurn(round_no, message, finish, accumulator.usage)
+            return
+        response = await self.router.chat(ctx.model, request, state.route)
+        state.rounds += 1
+        state.phase = "idle"
+        state.add_usage(response.get("usage"))
+        if drop_tool_calls:
+            _drop_tool_calls(response)
+        choice = (response.get("choices") or [{}])[0]
+        yield ModelTurn(round_no, choice.get("message") or {"role": "assistant", "content": None}, choice.get("finish_reason"), response.get("usage"), response)
 
-        if not sent_role:
-            yield content_chunk({"role": "assistant", "content": ""})
-        final_reason = "stop" if finish_reason in (None, "tool_calls") else finish_reason
-        yield {**envelope, "choices": [{"index": 0, "delta": {}, "finish_reason": final_reason, "logprobs": None}]}
-        yield {**envelope, "choices": [], "usage": dict(state.usage), "plugway": state.trace()}
+    # -- tools ----------------------------------------------------------------------
+
+    async def _run_tools(
+        self,
+        ctx: RequestContext,
+        state: RunState,
+        round_no: int,
+        calls: Sequence[JSON],
+        toolset: Toolset,
+        messages: list[JSON],
+        *,
+        refused: dict[str, bool] | None = None,
+    ) -> AsyncGenerator[Event, None]:
+        """Run a round's calls concurrently; yield each start, progress and finish as it happens.
+
+        The tool messages are appended to ``messages`` in the calls' order. If the
+        consumer stops listening (the client went away), every call still running
+        is cancelled.
+        """
+        if not calls:
+            return
+        queue: asyncio.Queue[ToolCallFinished | ToolProgress] = asyncio.Queue()
+        outcomes: dict[str, ToolCallFinished] = {}
+        tasks: list[asyncio.Task[None]] = []
+
+        async def run_one(call: JSON, call_id: str) -> None:
+            def progress(done: float, total: float | None, message: str | None) -> None:
+                queue.put_nowait(ToolProgress(round_no, call_id, done, total, message))
+
+            if refused is not None and refused.get(call_id) is False:
+                outcome = toolset.refusal(call, round_no, REFUSED_BY_CLIENT)
+            else:
+                outcome = await run_tool_call(
+                    call, toolset, ctx=ctx, round_no=round_no, config=self.config, on_progress=progress
+                )
+            queue.put_nowait(outcome)
+
+        started: list[tuple[str, JSON]] = []
+        for position, call in enumerate(calls):
+            call_id = call.get("id") or f"call_{round_no}_{position}"
+            started.append((call_id, call))
+            yield toolset.started(call, call_id, round_no)
+        state.phase = "tools"
+        state.tools_started += len(started)
+        try:
+            for call_id, call in started:
+                tasks.append(asyncio.create_task(run_one(call, call_id)))
+            while len(outcomes) < len(started):
+                item = await queue.get()
+                if isinstance(item, ToolCallFinished):
+                    outcomes[item.call_id] = item
+                yield item
+        finally:
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            state.phase = "idle"
+        for call_id, _call in started:
+            outcome = outcomes[call_id]
+            state.tool_calls.append(outcome.trace())
+            messages.append({"role": "tool", "tool_call_id": call_id, "content": outcome.content})
+
+    @staticmethod
+    def _pending(toolset: Toolset, call: JSON) -> PendingCall:
+        function = call.get("function") or {}
+        name = function.get("name") or ""
+        bound = toolset.by_name.get(name)
+        return PendingCall(
+            call_id=call.get("id") or "",
+            name=name,
+            plugin_id=bound.ref.id if bound else "",
+            tool_name=bound.spec.name if bound else name,
+            arguments=function.get("arguments") or "{}",
+        )
+
+    @staticmethod
+    def _completed(state: RunState, turn: ModelTurn, conversation: list[JSON], *, finish_reason: str | None = None) -> Completed:
+        return Completed(
+            message=turn.message,
+            finish_reason=finish_reason or turn.finish_reason or "stop",
+            usage=dict(state.usage),
+            trace=state.trace(),
+            stopped_by=state.stopped_by or "answer",
+            response=turn.response,
+            messages=conversation,
+        )
 
 
-def _assistant_turn(content: str | None, calls: list[JSON]) -> JSON:
+def _assistant_turn(content: str | None, calls: Sequence[JSON]) -> JSON:
     return {
         "role": "assistant",
         "content": content or None,
@@ -328,3 +370,30 @@ def _drop_tool_calls(response: JSON) -> None:
         message = choice.get("message") or {}
         if message.pop("tool_calls", None) is not None and choice.get("finish_reason") == "tool_calls":
             choice["finish_reason"] = "stop"
+
+
+def _without_tool_call_deltas(chunk: JSON) -> JSON | None:
+    """A streamed chunk of a final round with its tool-call deltas removed (None when nothing is left)."""
+    choices = chunk.get("choices")
+    if not choices:
+        return chunk
+    kept = []
+    changed = False
+    for choice in choices:
+        delta = choice.get("delta") or {}
+        if "tool_calls" in delta:
+            changed = True
+            delta = {k: v for k, v in delta.items() if k != "tool_calls"}
+            finish = choice.get("finish_reason")
+            choice = {**choice, "delta": delta, "finish_reason": "stop" if finish == "tool_calls" else finish}
+            if not delta and not choice.get("finish_reason"):
+                continue
+        elif choice.get("finish_reason") == "tool_calls":
+            changed = True
+            choice = {**choice, "finish_reason": "stop"}
+        kept.append(choice)
+    if not changed:
+        return chunk
+    if not kept and not chunk.get("usage"):
+        return None
+    return {**chunk, "choices": kept}

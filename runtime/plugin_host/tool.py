@@ -46,6 +46,8 @@ class ToolSpec:
     parameters: dict[str, Any]
     invoke: Invoke
     source: str = "python"  # "python" or "mcp"
+    # MCP tool annotations (readOnlyHint, destructiveHint, ...), when the server gave any.
+    annotations: dict[str, Any] | None = None
 
 
 def tool_from_function(plugin_id: str, fn: Callable[..., Any], *, name: str | None = None) -> ToolSpec:

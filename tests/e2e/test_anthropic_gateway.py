@@ -491,7 +491,7 @@ def test_orchestrated_loop_streamed(acme: openai.OpenAI, fake_anthropic: FakeAnt
     ]
     assert finishes == ["stop"]
     last = chunks[-1]
-    assert last.choices == [] and last.usage is not None
+    assert last.choices[0].finish_reason == "stop" and last.usage is not None
     assert (last.usage.prompt_tokens, last.usage.completion_tokens) == (110, 11)
     trace = (last.model_extra or {})["plugway"]
     assert trace["rounds"] == 2 and trace["provider"] == "claude"

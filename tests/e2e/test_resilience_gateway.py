@@ -349,7 +349,8 @@ def assert_one_clean_stream(chunks: list[Any], model: str) -> None:
     assert finishes == ["stop"]
     assert len({c.id for c in chunks}) == 1
     assert all(c.model == model for c in chunks)
-    assert chunks[-1].usage is not None and chunks[-1].choices == []
+    # No include_usage asked: usage rides on the finish chunk, so choices[0] always exists.
+    assert chunks[-1].usage is not None and chunks[-1].choices[0].finish_reason == "stop"
 
 
 def test_stream_error_before_first_chunk_is_retried(

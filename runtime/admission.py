@@ -1,0 +1,179 @@
+"""Admission: everything decided about a request before the model is called, done once.
+
+Every front door (chat completions, Responses, Messages, ``/mcp``, endpoints,
+the WhatsApp worker) turns its request into the same :class:`RequestContext`
+through :func:`admit`, in one order: organisation (403), model (404),
+eligible plugins (400), the front door's own checks, budget (402), rate
+limits (429, or 503 when the limiter is unreachable). The runtime takes the
+context; nothing below looks the key, organisation or model up again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from runtime.config import ModelConfig, OrganisationConfig, PluginRef
+from runtime.errors import (
+    GatewayError,
+    invalid_request,
+    rate_limit_exceeded,
+    rate_limiter_unavailable,
+)
+from runtime.limits import LimitDecision, LimiterUnavailable
+from runtime.limits.decision import UNLIMITED
+from runtime.storage.keys import KeyInfo
+
+if TYPE_CHECKING:
+    from runtime.gateway import Gateway
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalPolicy:
+    """Which of a plugin's tools wait for the client's approval before they run.
+
+    OpenAI's hosted-MCP ``require_approval``: ``"always"`` / ``"never"``, or tool
+    names listed under ``always`` / ``never`` (the rest follow ``default``).
+    """
+
+    default: bool = False
+    always: frozenset[str] = frozenset()
+    never: frozenset[str] = frozenset()
+
+    def required(self, tool_name: str) -> bool:
+        if tool_name in self.always:
+            return True
+        if tool_name in self.never:
+            return False
+        return self.default
+
+
+NO_APPROVAL = ApprovalPolicy()
+
+
+@dataclass(frozen=True, slots=True)
+class PluginGrant:
+    """One plugin whose tools this request may run on the server, as the request narrowed it."""
+
+    ref: PluginRef
+    allowed_tools: frozenset[str] | None = None  # by the tool's own name; None: every tool
+    approval: ApprovalPolicy = NO_APPROVAL
+
+    @property
+    def cache_key(self) -> tuple[Any, ...]:
+        return (self.ref.id, self.allowed_tools, self.approval)
+
+
+@dataclass(frozen=True, slots=True)
+class PluginRequest:
+    """A front door's request for one plugin (``enabled_plugin_ids``, an MCP tool entry, ...)."""
+
+    plugin_id: str
+    param: str  # where the request named it, for the 400 that names the field
+    allowed_tools: frozenset[str] | None = None
+    approval: ApprovalPolicy = NO_APPROVAL
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """One admitted request: who asks, for which model, with which server-side plugins."""
+
+    request_id: str
+    organisation: OrganisationConfig
+    model: ModelConfig
+    key: KeyInfo | None
+    source: str  # "api", "responses", "messages", "mcp", "endpoint", "whatsapp", ...
+    plugins: tuple[PluginGrant, ...]  # () means the loop offers no server-side tools
+    limits: LimitDecision = UNLIMITED
+    endpoint: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key_id(self) -> str | None:
+        return self.key.id if self.key is not None else None
+
+    @property
+    def track_tokens(self) -> bool:
+        """Whether the key's daily-token counter must learn what this request used."""
+        return self.key is not None and self.key.daily_tokens is not None
+
+
+def organisation_not_configured() -> GatewayError:
+    return GatewayError(
+        403, "This key's organisation is no longer configured.", code="organisation_not_configured", type="permission_error"
+    )
+
+
+def grants_for(
+    organisation: OrganisationConfig, requested: Sequence[PluginRequest] | None
+) -> tuple[PluginGrant, ...]:
+    """The plugins a request may use: all the organisation's, or the ones it names (each must be configured)."""
+    if requested is None:
+        return tuple(PluginGrant(ref) for ref in organisation.plugins)
+    grants: list[PluginGrant] = []
+    for wanted in requested:
+        ref = organisation.plugin(wanted.plugin_id)
+        if ref is None:
+            raise invalid_request(
+                f"Plugin '{wanted.plugin_id}' is not configured for this organisation.", param=wanted.param
+            )
+        grants.append(PluginGrant(ref, wanted.allowed_tools, wanted.approval))
+    return tuple(grants)
+
+
+async def admit(
+    gateway: Gateway,
+    *,
+    key: KeyInfo | None,
+    request_id: str,
+    model: str,
+    plugins: Sequence[PluginRequest] | None,
+    source: str,
+    organisation_id: str | None = None,
+    server_tools: bool = True,
+    check: Callable[[RequestContext], None] | None = None,
+    enforce_limits: bool = True,
+) -> RequestContext:
+    """Admit one request (see the module docstring for the order of the checks).
+
+    ``plugins`` None means every plugin of the organisation; ``server_tools``
+    False means none at all (a request that brought its own tools).
+    ``check`` runs the front door's own validation that needs the resolved
+    context, before anything is spent.
+    """
+    org_id = organisation_id or (key.organisation_id if key is not None else None)
+    organisation = gateway.organisation(org_id) if org_id else None
+    if organisation is None:
+        raise organisation_not_configured()
+    model_config = gateway.resolve_model(organisation, model)
+    grants = grants_for(organisation, plugins) if server_tools else ()
+    context = RequestContext(
+        request_id=request_id,
+        organisation=organisation,
+        model=model_config,
+        key=key,
+        source=source,
+        plugins=grants,
+    )
+    if check is not None:
+        check(context)
+    # Budget before limits: a refused request must not use up the key's RPM.
+    await gateway.budget.check(organisation)
+    if enforce_limits and key is not None:
+        context.limits = await acquire_limits(gateway, key)
+    return context
+
+
+async def acquire_limits(gateway: Gateway, key: KeyInfo) -> LimitDecision:
+    try:
+        decision = await gateway.limiter.acquire(key.id, rpm=key.rpm, daily_tokens=key.daily_tokens)
+    except LimiterUnavailable:
+        raise rate_limiter_unavailable() from None
+    if not decision.allowed:
+        raise rate_limit_exceeded(
+            decision.message(),
+            limit_type="requests" if decision.reason == "rpm" else "tokens",
+            headers=decision.headers(),
+        )
+    return decision

@@ -1,0 +1,137 @@
+"""The loop's events as OpenAI chat completions: ``chat.completion.chunk`` SSE, or one ``chat.completion``.
+
+Passthrough runs (no server-side tools) forward the provider's chunks as they
+are (client tool calls, logprobs, several choices included). Orchestrated runs
+send only the answer's text, re-enveloped, and show tool work as SSE comments
+(``: plugway tool_call {...}``, ``: plugway tool_result {...}``), which OpenAI
+clients ignore.
+
+Usage always arrives with the last data: when the client asked for
+``stream_options.include_usage``, in OpenAI's own final chunk (``choices: []``);
+when it did not, on the chunk that carries ``finish_reason``, so that the
+common ``chunk.choices[0]`` loop never meets an empty ``choices``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import orjson
+
+from runtime.api import sse
+from runtime.gateway import KeepAlive, RunResult
+from runtime.orchestration.events import (
+    Completed,
+    Event,
+    ModelChunk,
+    ToolCallFinished,
+    ToolCallStarted,
+    ToolProgress,
+    ToolsOffered,
+)
+
+JSON = dict[str, Any]
+
+
+def chat_completion(result: RunResult, model_id: str) -> JSON:
+    """The non-streamed answer: the final round's response with summed usage and the trace."""
+    completed = result.completed
+    response = completed.response or {}
+    response["model"] = model_id
+    response["usage"] = completed.usage
+    response["plugway"] = completed.trace
+    return response
+
+
+class ChatStreamEncoder:
+    """Turns one run's events into SSE bytes (``None`` when an event shows nothing to the client)."""
+
+    def __init__(self, *, model_id: str, include_usage: bool) -> None:
+        self.id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        self.created = int(time.time())
+        self.model_id = model_id
+        self.include_usage = include_usage
+        self.orchestrated = False
+        self._sent_role = False
+        self._sent_content = False
+        self._text_round: int | None = None
+        self._held: list[JSON] = []  # passthrough chunks carrying finish_reason, waiting for usage
+
+    def encode(self, event: Event | KeepAlive) -> bytes | None:
+        if isinstance(event, ModelChunk):
+            return self._orchestrated_text(event) if self.orchestrated else self._passthrough(event.chunk)
+        if isinstance(event, KeepAlive):
+            return sse.KEEP_ALIVE_COMMENT
+        if isinstance(event, ToolsOffered):
+            self.orchestrated = True
+            return None
+        if isinstance(event, ToolCallStarted):
+            return sse.comment("plugway tool_call " + orjson.dumps({"round": event.round, "name": event.name}).decode())
+        if isinstance(event, ToolCallFinished):
+            return sse.comment("plugway tool_result " + orjson.dumps(event.trace()).decode())
+        if isinstance(event, ToolProgress):
+            progress = {"round": event.round, "call_id": event.call_id, "progress": event.progress, "total": event.total, "message": event.message}
+            return sse.comment("plugway tool_progress " + orjson.dumps(progress).decode())
+        if isinstance(event, Completed):
+            return self._completed(event)
+        return None
+
+    # -- passthrough ------------------------------------------------------------------
+
+    def _passthrough(self, chunk: JSON) -> bytes | None:
+        choices = chunk.get("choices")
+        if not choices:
+            return None  # the provider's usage chunk: usage is sent once, summed, at the end
+        out = {**chunk, "id": self.id, "model": self.model_id}
+        if not self.include_usage and out.get("usage", 0) is None:
+            del out["usage"]
+        if any(choice.get("finish_reason") for choice in choices) and not self.include_usage:
+            self._held.append(out)
+            return None
+        return sse.data(out)
+
+    # -- orchestrated -----------------------------------------------------------------
+
+    def _envelope(self, choices: list[JSON]) -> JSON:
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model_id, "choices": choices}
+
+    def _content(self, delta: JSON) -> JSON:
+        return self._envelope([{"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}])
+
+    def _orchestrated_text(self, event: ModelChunk) -> bytes | None:
+        text = event.text
+        if not text:
+            return None
+        out = b""
+        if not self._sent_role:
+            out += sse.data(self._content({"role": "assistant", "content": ""}))
+            self._sent_role = True
+        if self._sent_content and self._text_round != event.round:
+            # A new round's text follows an earlier round's: keep them apart.
+            out += sse.data(self._content({"content": "\n\n"}))
+        self._sent_content = True
+        self._text_round = event.round
+        return out + sse.data(self._content({"content": text}))
+
+    # -- the end ----------------------------------------------------------------------
+
+    def _completed(self, completed: Completed) -> bytes:
+        out = b""
+        if self.orchestrated:
+            if not self._sent_role:
+                out += sse.data(self._content({"role": "assistant", "content": ""}))
+            reason = "stop" if completed.finish_reason in (None, "tool_calls") else completed.finish_reason
+            self._held.append(self._envelope([{"index": 0, "delta": {}, "finish_reason": reason, "logprobs": None}]))
+        if self.include_usage:
+            out += b"".join(sse.data(chunk) for chunk in self._held)
+            usage_chunk = self._envelope([])
+            usage_chunk["usage"] = completed.usage
+            usage_chunk["plugway"] = completed.trace
+            return out + sse.data(usage_chunk)
+        if self._held:
+            last = self._held[-1]
+            last["usage"] = completed.usage
+            last["plugway"] = completed.trace
+        return out + b"".join(sse.data(chunk) for chunk in self._held)

@@ -1,0 +1,99 @@
+"""POST /v1/chat/completions."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response, StreamingResponse
+
+from runtime.admission import PluginRequest, RequestContext
+from runtime.api import sse
+from runtime.api.body import read_body
+from runtime.api.deps import GatewayDep, KeyDep, RequestIdDep
+from runtime.api.disconnect import run_until_disconnected
+from runtime.errors import GatewayError, UpstreamError, invalid_request
+from runtime.frontdoors.chat.encoder import ChatStreamEncoder, chat_completion
+from runtime.frontdoors.chat.validation import validate_chat_request
+from runtime.gateway import KeepAlive
+from runtime.orchestration.events import Event
+from runtime.orchestration.loop import RunRequest
+
+router = APIRouter()
+JSON = dict[str, Any]
+
+
+def _refuse_n_when_orchestrating(body: JSON) -> Any:
+    def check(ctx: RequestContext) -> None:
+        if ctx.plugins and (body.get("n") or 1) > 1:
+            raise invalid_request("'n' greater than 1 is not supported when the gateway runs tools.", param="n")
+
+    return check
+
+
+def parse_json_body(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise invalid_request("We could not parse the JSON body of your request.") from None
+
+
+async def sse_stream(
+    head: bytes, events: AsyncIterator[Event | KeepAlive], encoder: ChatStreamEncoder
+) -> AsyncIterator[bytes]:
+    try:
+        yield head
+        async for event in events:
+            chunk = encoder.encode(event)
+            if chunk:
+                yield chunk
+    except (GatewayError, UpstreamError) as exc:
+        error = exc.envelope() if isinstance(exc, GatewayError) else {
+            "error": {"message": exc.message, "type": "api_error", "param": None, "code": "upstream_unavailable"}
+        }
+        yield sse.data(error)
+        return
+    yield sse.DONE
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request, gateway: GatewayDep, key: KeyDep, request_id: RequestIdDep) -> Response:
+    body = parse_json_body(await read_body(request, gateway.settings.max_body_bytes))
+    validate_chat_request(body)
+    plugin_ids = body.get("enabled_plugin_ids")
+    ctx = await gateway.admit(
+        key=key,
+        request_id=request_id,
+        model=body["model"],
+        plugins=None if plugin_ids is None else [PluginRequest(p, "enabled_plugin_ids") for p in plugin_ids],
+        server_tools=not body.get("tools"),
+        source="api",
+        check=_refuse_n_when_orchestrating(body),
+    )
+    run = RunRequest(body, stream=bool(body.get("stream")))
+    headers = ctx.limits.headers()
+
+    if run.stream:
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        encoder = ChatStreamEncoder(model_id=ctx.model.id, include_usage=include_usage)
+        events = gateway.stream(ctx, run)
+        # Read until the first bytes for the client, so that an upstream failure is a real HTTP status.
+        head = b""
+        async for event in events:
+            head = encoder.encode(event) or b""
+            if head:
+                break
+        return StreamingResponse(
+            sse_stream(head, events, encoder),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers},
+        )
+
+    if ctx.plugins:
+        # Tool rounds can take long: a client that hangs up cancels them.
+        result = await run_until_disconnected(request, gateway.run(ctx, run))
+    else:
+        result = await gateway.run(ctx, run)
+    return Response(orjson.dumps(chat_completion(result, ctx.model.id)), media_type="application/json", headers=headers)
