@@ -1,10 +1,22 @@
-"""Tables: organisations, gateway keys and usage records."""
+"""Tables: organisations, gateway keys and usage records.
+
+Counters, limits and the usage id are 64-bit: an upstream may report billions
+of tokens, an operator may allow a trillion a day, and a busy gateway writes
+more than 2**31 usage rows. SQLite's INTEGER is already 64-bit (and its
+auto-increment key must be spelt INTEGER), so only PostgreSQL gets BIGINT.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from sqlalchemy import BigInteger, Integer
 from sqlmodel import Field, SQLModel
+
+# The largest value a 64-bit column holds; anything beyond is refused before it reaches the database.
+INT64_MAX = 2**63 - 1
+KEY_NAME_MAX_CHARS = 200
+COUNTER = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def utcnow() -> datetime:
@@ -23,12 +35,13 @@ class ApiKey(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=32)
     organisation_id: str = Field(index=True, max_length=128)
-    name: str | None = Field(default=None, max_length=200)
+    name: str | None = Field(default=None, max_length=KEY_NAME_MAX_CHARS)
     # SHA-256 of the key: keys are 190+ bits of randomness, so a fast hash is safe.
     key_hash: str = Field(unique=True, index=True, max_length=64)
     prefix: str = Field(max_length=16)
-    rpm: int | None = None
-    daily_tokens: int | None = None
+    # None: no limit; 0 refuses every request.
+    rpm: int | None = Field(default=None, sa_type=COUNTER)
+    daily_tokens: int | None = Field(default=None, sa_type=COUNTER)
     created_at: datetime = Field(default_factory=utcnow)
     revoked_at: datetime | None = None
 
@@ -36,19 +49,19 @@ class ApiKey(SQLModel, table=True):
 class UsageRecord(SQLModel, table=True):
     __tablename__ = "usage_records"
 
-    id: int | None = Field(default=None, primary_key=True)
+    id: int | None = Field(default=None, primary_key=True, sa_type=COUNTER)
     request_id: str = Field(index=True, max_length=128)
     organisation_id: str = Field(index=True, max_length=128)
     key_id: str | None = Field(default=None, index=True, max_length=32)
     source: str = Field(default="api", max_length=32)
     model: str = Field(max_length=200)
     provider: str | None = Field(default=None, max_length=128)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
+    prompt_tokens: int = Field(default=0, sa_type=COUNTER)
+    completion_tokens: int = Field(default=0, sa_type=COUNTER)
+    total_tokens: int = Field(default=0, sa_type=COUNTER)
     cost_usd: float = 0.0
-    rounds: int = 0
-    tool_calls: int = 0
+    rounds: int = Field(default=0, sa_type=COUNTER)
+    tool_calls: int = Field(default=0, sa_type=COUNTER)
     latency_ms: float = 0.0
     status: str = Field(default="ok", max_length=32)
     created_at: datetime = Field(default_factory=utcnow, index=True)

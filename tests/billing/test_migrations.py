@@ -16,7 +16,7 @@ from sqlmodel import Session, SQLModel, select
 from runtime.storage.db import make_engine
 from runtime.storage.keys import mint_key
 from runtime.storage.migrations import current_revision, head_revision, target_metadata, upgrade
-from runtime.storage.models import ApiKey
+from runtime.storage.models import ApiKey, UsageRecord
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -120,3 +120,73 @@ def test_plugway_db_upgrade_command(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "latest revision" in done.stdout
     assert _diff(url) == []
+
+
+# Values an upstream or an operator may hand us that do not fit a 32-bit INTEGER.
+BIG_TOKENS = 3_000_000_000
+BIG_DAILY = 1_000_000_000_000
+
+
+def _store_big_values(engine) -> None:  # type: ignore[no-untyped-def]
+    mint_key(engine, organisation_id="big", rpm=2**31, daily_tokens=BIG_DAILY)
+    with Session(engine) as session:
+        session.add(
+            UsageRecord(
+                request_id="big", organisation_id="big", model="m", prompt_tokens=BIG_TOKENS,
+                completion_tokens=BIG_TOKENS, total_tokens=2 * BIG_TOKENS, rounds=2**31, tool_calls=2**31,
+            )
+        )
+        session.commit()
+
+
+def _big_values(engine) -> list[tuple[int | None, ...]]:  # type: ignore[no-untyped-def]
+    with Session(engine) as session:
+        keys = [(k.rpm, k.daily_tokens) for k in session.exec(select(ApiKey).where(ApiKey.organisation_id == "big"))]
+        usage = [
+            (r.prompt_tokens, r.completion_tokens, r.total_tokens, r.rounds, r.tool_calls)
+            for r in session.exec(select(UsageRecord).where(UsageRecord.organisation_id == "big"))
+        ]
+    return keys + usage
+
+
+def test_counters_and_limits_are_64_bit(database_url: str) -> None:
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    try:
+        _store_big_values(engine)
+        assert _big_values(engine) == [
+            (2**31, BIG_DAILY),
+            (BIG_TOKENS, BIG_TOKENS, 2 * BIG_TOKENS, 2**31, 2**31),
+        ]
+        if engine.dialect.name == "postgresql":
+            # Ids come from a sequence: it must count past 2**31 too.
+            with engine.begin() as connection:
+                connection.execute(text("SELECT setval(pg_get_serial_sequence('usage_records', 'id'), 3000000000)"))
+        with Session(engine) as session:
+            session.add(UsageRecord(request_id="after", organisation_id="big", model="m"))
+            session.commit()
+            if engine.dialect.name == "postgresql":
+                assert session.exec(select(UsageRecord.id).where(UsageRecord.request_id == "after")).one() == 3_000_000_001
+    finally:
+        engine.dispose()
+
+
+def test_upgrading_a_0001_database_widens_it_in_place(database_url: str) -> None:
+    upgrade(database_url, "0001")
+    engine = make_engine(database_url)
+    try:
+        _, kept = mint_key(engine, organisation_id="legacy", rpm=60, daily_tokens=1000)
+        with Session(engine) as session:
+            session.add(UsageRecord(request_id="old", organisation_id="legacy", model="m", prompt_tokens=5, total_tokens=5))
+            session.commit()
+        upgrade(engine)
+        with engine.connect() as connection:
+            assert current_revision(connection) == head_revision() != "0001"
+        _store_big_values(engine)
+        assert len(_big_values(engine)) == 2
+        with Session(engine) as session:
+            assert [(k.id, k.rpm, k.daily_tokens) for k in session.exec(select(ApiKey).where(ApiKey.organisation_id == "legacy"))] == [(kept.id, 60, 1000)]
+            assert [r.prompt_tokens for r in session.exec(select(UsageRecord).where(UsageRecord.request_id == "old"))] == [5]
+    finally:
+        engine.dispose()
+    assert _diff(database_url) == []
