@@ -1,8 +1,23 @@
 """Meta's webhook for the WhatsApp Cloud API: the verification handshake and inbound events.
 
-The POST handler authenticates the raw bytes (``X-Hub-Signature-256``), stores
-every message and status event of the delivery, and answers 200 at once: the
-model is never called here, the reply worker does that from the stored queue.
+The POST handler reads at most ``max_body_bytes`` (an oversized ``Content-Length`` is
+refused before a byte is read, and a body without one is never read past the cap),
+authenticates the raw bytes (``X-Hub-Signature-256``), stores every message and
+status event of the delivery, and answers 200 at once: the model is never called
+here, the reply worker does that from the stored queue.
+
+Errors: every other answer carries the gateway's error envelope,
+``{"error": {"message", "type", "param", "code"}}`` (``param`` is always null here),
+checked in this order:
+
+| HTTP | code                  | type                    | when                                     |
+| ---- | --------------------- | ----------------------- | ---------------------------------------- |
+| 413  | `request_too_large`   | `invalid_request_error` | the body is over `max_body_bytes`        |
+| 401  | `missing_signature`   | `authentication_error`  | no `X-Hub-Signature-256` header          |
+| 403  | `invalid_signature`   | `authentication_error`  | the signature matches no app's secret    |
+| 400  | `invalid_payload`     | `invalid_request_error` | the body is not a JSON delivery          |
+| 403  | `verification_failed` | `authentication_error`  | GET: wrong `hub.mode` or verify token    |
+| 500  | `internal_error`      | `api_error`             | the database failed: Meta retries later  |
 """
 
 from __future__ import annotations
@@ -16,7 +31,10 @@ import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from runtime.api.body import read_body
+from runtime.api.errors import error_response
 from runtime.config import Settings, WhatsAppAppConfig
+from runtime.errors import GatewayError
 from workers.whatsapp.payloads import (
     SIGNATURE_HEADER,
     InboundMessage,
@@ -46,7 +64,7 @@ async def verify_webhook(request: Request) -> Response:
     for app in apps:  # compare against every app, in constant time, without stopping early
         token_ok |= hmac.compare_digest(app.verify_token.encode(), token.encode())
     if params.get("hub.mode") != "subscribe" or not token_ok:
-        return PlainTextResponse("verification failed", status_code=403)
+        return _refuse(403, "verification failed", code="verification_failed", type="authentication_error")
     return PlainTextResponse(challenge, status_code=200)
 
 
@@ -55,22 +73,23 @@ async def receive_webhook(request: Request) -> Response:
     started = time.perf_counter()
     gateway = request.app.state.gateway
     settings: Settings = gateway.settings
-    body = await request.body()
-    if len(body) > settings.max_body_bytes:
-        return _refuse(413, "payload too large")
+    try:
+        body = await read_body(request, settings.max_body_bytes)
+    except GatewayError as exc:  # 413, already in the envelope this webhook documents
+        return error_response(exc)
     signature = request.headers.get(SIGNATURE_HEADER)
     if not signature:
-        return _refuse(401, "missing X-Hub-Signature-256")
+        return _refuse(401, f"missing {SIGNATURE_HEADER}", code="missing_signature", type="authentication_error")
     # Authenticate before parsing: the secret that signed the bytes decides which apps
     # this delivery may speak for.
     signed_by = _apps_signed_by(settings.whatsapp.apps, body, signature)
     if not signed_by:
         log.warning("whatsapp webhook refused: signature matches no configured app")
-        return _refuse(403, "invalid signature")
+        return _refuse(403, "invalid signature", code="invalid_signature", type="authentication_error")
     try:
         delivery = parse_delivery(body)
     except MalformedPayload as exc:
-        return _refuse(400, str(exc))
+        return _refuse(400, str(exc), code="invalid_payload", type="invalid_request_error")
 
     by_number = {app.phone_number_id: app for app in signed_by}
     messages: list[tuple[WhatsAppAppConfig, InboundMessage]] = []
@@ -124,5 +143,5 @@ def _apps_signed_by(
     return [app for app in apps if matches[app.app_secret]]
 
 
-def _refuse(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "code": status}}, status_code=status)
+def _refuse(status: int, message: str, *, code: str, type: str) -> Response:
+    return error_response(GatewayError(status, message, code=code, type=type))
