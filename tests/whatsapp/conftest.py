@@ -27,7 +27,7 @@ from runtime.gateway import Gateway
 from tests.fakes.graph_api import FakeGraphAPI
 from tests.fakes.openai_server import FakeOpenAI
 from tests.services import fresh_database
-from workers.whatsapp.models import WaInbound, WaOutbound, WaStatusEvent
+from workers.whatsapp.models import WHATSAPP_TABLES
 from workers.whatsapp.payloads import SIGNATURE_HEADER, encode, sign
 
 REPO = Path(__file__).resolve().parents[2]
@@ -211,20 +211,21 @@ async def serve() -> AsyncIterator[Callable[[Settings], Awaitable[Served]]]:
         await cleanup()
 
 
-def inbound_rows(gateway: Gateway) -> list[Any]:
+def _rows(gateway: Gateway, table: Any) -> list[Any]:
     with gateway.engine.connect() as conn:
-        return list(conn.execute(select(WaInbound.__table__).order_by(WaInbound.__table__.c.id)).all())
+        return list(conn.execute(select(table).order_by(table.c.id)).all())
+
+
+def inbound_rows(gateway: Gateway) -> list[Any]:
+    return _rows(gateway, WHATSAPP_TABLES[0])
 
 
 def outbound_rows(gateway: Gateway) -> list[Any]:
-    with gateway.engine.connect() as conn:
-        return list(conn.execute(select(WaOutbound.__table__).order_by(WaOutbound.__table__.c.id)).all())
+    return _rows(gateway, WHATSAPP_TABLES[1])
 
 
 def status_rows(gateway: Gateway) -> list[Any]:
-    with gateway.engine.connect() as conn:
-        table = WaStatusEvent.__table__
-        return list(conn.execute(select(table).order_by(table.c.id)).all())
+    return _rows(gateway, WHATSAPP_TABLES[2])
 
 
 def start_worker_process(config: Path) -> subprocess.Popen[bytes]:

@@ -24,6 +24,7 @@ import random
 import secrets
 import socket
 import time
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import anyio
@@ -52,9 +53,8 @@ class CompletionGateway(Protocol):
         organisation_id: str,
         model: str,
         messages: list[dict[str, Any]],
-        plugin_ids: list[str] | None,
+        plugin_ids: Sequence[str] | None,
         request_id: str,
-        key_id: str | None = None,
         source: str = "api",
     ) -> Any: ...
 
