@@ -115,6 +115,12 @@ class OrchestrationConfig(_Strict):
     keepalive_s: float = Field(default=5.0, gt=0)
 
 
+class RoutingConfig(_Strict):
+    # Upstream attempts for one model call, across retries and fallbacks: failures never
+    # multiply beyond this, however many retries and fallbacks are configured.
+    max_attempts_per_call: int = Field(default=4, ge=1, le=20)
+
+
 class LimitsConfig(_Strict):
     # Redis must answer within this, or the request is refused (fail closed).
     redis_timeout_s: float = Field(default=0.25, gt=0)
@@ -157,6 +163,7 @@ class Settings(_Strict):
     models: list[ModelConfig] = Field(default_factory=list)
     organisations: list[OrganisationConfig] = Field(default_factory=list)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     usage: UsageConfig = Field(default_factory=UsageConfig)
     whatsapp: WhatsAppConfig = Field(default_factory=WhatsAppConfig)

@@ -7,6 +7,7 @@ official OpenAI SDKs raise the matching exception class.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -91,6 +92,12 @@ class UpstreamError(Exception):
     could help. ``client_error`` marks failures caused by the request itself
     (an upstream 400): those are passed back to the client as 400, never retried.
     ``retry_after`` is the provider's ``retry-after`` hint in seconds, if any.
+
+    ``message`` is safe to show a client: it names the provider and the
+    upstream status, and carries the upstream's own words only for request
+    errors (those are about the client's request). ``detail`` is the
+    upstream's whole text, for logs and traces only: a provider's 401 names
+    its API key, a proxy's 502 an internal address.
     """
 
     def __init__(
@@ -102,6 +109,7 @@ class UpstreamError(Exception):
         client_error: bool = False,
         param: str | None = None,
         retry_after: float | None = None,
+        detail: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -110,6 +118,21 @@ class UpstreamError(Exception):
         self.client_error = client_error
         self.param = param
         self.retry_after = retry_after
+        self.detail = detail
+
+    @property
+    def throttled(self) -> bool:
+        """The provider said "too many requests": it is healthy, just busy."""
+        return self.status == 429
+
+    def for_logs(self) -> str:
+        return f"{self.message} ({self.detail})" if self.detail and self.detail not in self.message else self.message
+
+
+def upstream_throttled(message: str, retry_after: float | None) -> GatewayError:
+    """Every provider of the model said 429: the client should slow down, as with OpenAI."""
+    headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else {}
+    return GatewayError(429, message, code="rate_limit_exceeded", type="requests", headers=headers)
 
 
 def rate_limit_exceeded(message: str, *, limit_type: str, headers: dict[str, str]) -> GatewayError:

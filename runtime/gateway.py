@@ -131,6 +131,7 @@ class Gateway:
         return gateway
 
     async def aclose(self) -> None:
+        """Close every resource, each one even if another fails to close."""
         # Abandoned streams still draining their upstream: stop them; their usage is recorded as estimated.
         for task in list(self._streams):
             task.cancel()
@@ -138,12 +139,23 @@ class Gateway:
             await asyncio.gather(*self._streams, return_exceptions=True)
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
-        await self.limiter.aclose()
-        await self.usage.aclose()
-        if self.mcp is not None:
-            await self.mcp.aclose()
-        await self.router.aclose()
-        self.engine.dispose()
+        closers: list[tuple[str, Any]] = [
+            ("rate limiter", self.limiter.aclose),
+            ("usage writer", self.usage.aclose),
+            ("MCP connections", self.mcp.aclose if self.mcp is not None else None),
+            ("provider clients", self.router.aclose),
+        ]
+        for name, close in closers:
+            if close is None:
+                continue
+            try:
+                await close()
+            except Exception:
+                log.exception("closing the %s failed; closing the rest", name)
+        try:
+            self.engine.dispose()
+        except Exception:
+            log.exception("closing the database engine failed")
 
     # -- lookups ----------------------------------------------------------------------
 

@@ -251,7 +251,7 @@ def test_streamed_orchestration_hides_tool_calls_and_sums_usage(client: openai.O
     assert all(c.choices for c in chunks), "without include_usage, no chunk may have empty choices"
     assert chunks[-1].choices[0].finish_reason == "stop" and chunks[-1].usage.total_tokens == 111
     assert chunks[-1].usage.prompt_tokens == 90
-    # The fragmented, interleaved arguments were assembled by index before execution.
+    # The fragmented arguments of two parallel calls were assembled by index before execution.
     results = [orjson.loads(m["content"]) for m in tool_messages(upstream.requests[1])]
     assert results[0]["result"] == 42 and results[1]["timezone"] == "Asia/Tokyo"
     assert upstream.requests[0]["stream"] is True and upstream.requests[0]["stream_options"] == {"include_usage": True}

@@ -11,7 +11,8 @@ from fastapi import FastAPI
 from runtime.api import routes_whatsapp
 from runtime.api.errors import install_error_handlers
 from runtime.api.middleware import RequestIdMiddleware
-from runtime.api.routes import system, usage
+from runtime.api.openapi import install_openapi
+from runtime.api.routes import health, models, usage
 from runtime.config import Settings, load_settings
 from runtime.frontdoors import chat
 from runtime.gateway import Gateway
@@ -51,8 +52,10 @@ def create_app(
         redoc_url=None,
     )
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(chat.router)
-    app.include_router(system.router)
+    app.include_router(models.router)
+    app.include_router(health.router)
     app.include_router(usage.router)
     app.include_router(routes_whatsapp.router)
     app.add_middleware(RequestIdMiddleware)

@@ -36,10 +36,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(GatewayError(400, str(first["msg"]), code="invalid_request_error", param=param))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> Response:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request_error")
+        message = str(exc.detail)
+        if exc.status_code in (404, 405):
+            # As OpenAI words it, so a client calling a route that does not exist sees which one.
+            message = f"Invalid URL ({request.method} {request.url.path})"
         return error_response(
-            GatewayError(exc.status_code, str(exc.detail), code=code, type="invalid_request_error", headers=dict(exc.headers or {}))
+            GatewayError(exc.status_code, message, code=code, type="invalid_request_error", headers=dict(exc.headers or {}))
         )
 
     @app.exception_handler(Exception)

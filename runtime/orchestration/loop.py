@@ -78,6 +78,9 @@ class RunState:
     # What the run is doing now: "model" (an upstream round), "tools", or "idle".
     phase: str = "idle"
 
+    def __post_init__(self) -> None:
+        self.route.request_id = self.request_id
+
     def add_usage(self, usage: JSON | None) -> None:
         if not usage:
             return

@@ -23,6 +23,7 @@ from runtime.providers.anthropic_translate import (
     to_anthropic_request,
     upstream_error,
 )
+from runtime.providers.base import encode_body
 from runtime.providers.http import pooled_client
 from runtime.providers.streaming import iter_sse_json
 
@@ -37,9 +38,7 @@ def messages_url(base_url: str) -> str:
 def _transport_error(exc: httpx.RequestError) -> UpstreamError:
     if isinstance(exc, httpx.TimeoutException):
         return UpstreamError(f"Anthropic request timed out ({type(exc).__name__})", retryable=True)
-    return UpstreamError(
-        f"Anthropic connection failed ({type(exc).__name__}: {exc})", retryable=True
-    )
+    return UpstreamError(f"Anthropic connection failed ({type(exc).__name__})", retryable=True, detail=str(exc))
 
 
 def _http_error(response: httpx.Response) -> UpstreamError:
@@ -75,12 +74,14 @@ class AnthropicProvider:
             self._headers["x-api-key"] = config.api_key
         self._client = pooled_client(timeout_s=config.timeout_s, connect_timeout_s=config.connect_timeout_s)
 
-    async def chat(self, body: JSON) -> JSON:
+    def _request_headers(self, request_id: str | None) -> dict[str, str]:
+        return {**self._headers, "X-Request-Id": request_id} if request_id else self._headers
+
+    async def chat(self, body: JSON, *, request_id: str | None = None) -> JSON:
         request = to_anthropic_request(body, default_max_tokens=self.default_max_tokens)
+        content = encode_body(request)
         try:
-            response = await self._client.post(
-                self._url, content=orjson.dumps(request), headers=self._headers
-            )
+            response = await self._client.post(self._url, content=content, headers=self._request_headers(request_id))
         except httpx.RequestError as exc:
             raise _transport_error(exc) from exc
         if response.status_code != 200:
@@ -91,9 +92,10 @@ class AnthropicProvider:
             raise UpstreamError("Anthropic returned a body that is not JSON", status=200) from exc
         return from_anthropic_response(message, created=int(time.time()))
 
-    async def stream_chat(self, body: JSON) -> AsyncGenerator[JSON, None]:
+    async def stream_chat(self, body: JSON, *, request_id: str | None = None) -> AsyncGenerator[JSON, None]:
         request = to_anthropic_request(body, default_max_tokens=self.default_max_tokens)
         request["stream"] = True
+        content = encode_body(request)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         translator = StreamTranslator(
             model=request["model"], created=int(time.time()), include_usage=include_usage
@@ -105,7 +107,7 @@ class AnthropicProvider:
         started = False
         try:
             async with self._client.stream(
-                "POST", self._url, content=orjson.dumps(request), headers=self._headers
+                "POST", self._url, content=content, headers=self._request_headers(request_id)
             ) as response:
                 if response.status_code != 200:
                     await response.aread()

@@ -71,6 +71,7 @@ _CLIENT_ERROR_STATUSES = frozenset({400, 404, 413, 422})
 _IMAGE_MEDIA_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 _DATA_URL = re.compile(r"^data:(?P<media>[\w.+-]+/[\w.+-]+)(?:;[^,]*)?;base64,(?P<data>.*)$", re.S)
 _TOOL_ID_UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
+_SAFE_ERROR_TYPE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
 def default_max_tokens_for(model: str, fallback: int) -> int:
@@ -513,12 +514,18 @@ def upstream_error(
     if status is None:
         status = _ERROR_TYPE_STATUS.get(error_type, 500)
     retryable = status in (408, 409, 429) or status >= 500
+    client_error = status in _CLIENT_ERROR_STATUSES
+    if not _SAFE_ERROR_TYPE.match(error_type):
+        error_type = "error"
+    # The upstream's words reach the client only when they are about its own request.
+    message = f"Anthropic {status} {error_type}" + (f": {detail}" if client_error else "")
     return UpstreamError(
-        f"Anthropic {status} {error_type}: {detail}",
+        message,
         status=status,
         retryable=retryable,
-        client_error=status in _CLIENT_ERROR_STATUSES,
+        client_error=client_error,
         retry_after=retry_after,
+        detail=detail,
     )
 
 

@@ -6,7 +6,9 @@ name) and returns an OpenAI ``chat.completion`` dict, or for streams an async
 iterator of ``chat.completion.chunk`` dicts. Adapters for other wire formats
 (Anthropic) translate both ways inside the adapter and nowhere else.
 
-Failures raise :class:`runtime.errors.UpstreamError`.
+Failures raise :class:`runtime.errors.UpstreamError`. A body that cannot be
+serialised (nested beyond the JSON encoder's depth limit) is the client's
+error: :func:`encode_body` turns it into a 400, never a 500.
 
 Streams: ``stream_chat`` always yields the usage chunk last (``choices: []``,
 ``usage`` set) when the upstream reports usage; callers ask for it by setting
@@ -18,6 +20,10 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Any, Protocol, runtime_checkable
 
+import orjson
+
+from runtime.errors import UpstreamError
+
 JSON = dict[str, Any]
 
 
@@ -26,14 +32,35 @@ class Provider(Protocol):
     id: str
     kind: str
 
-    async def chat(self, body: JSON) -> JSON:
-        """One non-streamed completion; ``body["stream"]`` is false or absent."""
+    async def chat(self, body: JSON, *, request_id: str | None = None) -> JSON:
+        """One non-streamed completion; ``body["stream"]`` is false or absent.
+
+        ``request_id`` goes upstream as ``X-Request-Id``, so one request can be
+        followed across the gateway's and the provider's logs.
+        """
         ...
 
-    def stream_chat(self, body: JSON) -> AsyncGenerator[JSON, None]:
+    def stream_chat(self, body: JSON, *, request_id: str | None = None) -> AsyncGenerator[JSON, None]:
         """One streamed completion, as OpenAI chunk dicts (async generator)."""
         ...
 
     async def aclose(self) -> None:
         """Release pooled connections."""
         ...
+
+
+def encode_body(body: JSON) -> bytes:
+    """The request as JSON bytes; a body the encoder refuses is a request error, not ours."""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError as exc:
+        raise UpstreamError(
+            f"The request cannot be forwarded: {exc}. Flatten deeply nested values.",
+            status=None,
+            retryable=False,
+            client_error=True,
+        ) from None
+
+
+def request_headers(request_id: str | None) -> dict[str, str] | None:
+    return {"X-Request-Id": request_id} if request_id else None

@@ -3,8 +3,10 @@
 It exists so that the quick start shows orchestration without an API key and so
 that plugins can be tried offline. It picks a tool only when the user's words
 clearly ask for one (a calculation, the time, a URL, a tool named in the
-message), fills arguments it can read from the text, and otherwise answers
-plainly. Every answer starts with ``[demo model]``.
+message: plugin tools and the client's own ``tools[]`` alike), fills arguments
+it can read from the text, honours a forced ``tool_choice``, answers
+``response_format`` json_schema requests with a valid instance of the schema,
+and otherwise answers plainly. Every text answer starts with ``[demo model]``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import orjson
 
 from runtime.config import ProviderConfig
+from runtime.providers.demo_schema import example_instance
 
 JSON = dict[str, Any]
 LABEL = "[demo model]"
@@ -49,7 +52,7 @@ def _message_text(message: JSON) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+        return " ".join(str(part.get("text") or "") for part in content if isinstance(part, dict))
     return ""
 
 
@@ -148,11 +151,54 @@ def _fill_arguments(schema: JSON, text: str) -> JSON | None:
         elif kind == "integer" and name in required:
             match = re.search(r"\b\d+\b", text)
             value = int(match.group(0)) if match else None
+        elif name in required:
+            # A tool of the client's own, with parameters the demo has no rule for.
+            value = _generic_argument(prop, text)
         if value is None and name in required:
             return None
         if value is not None:
             arguments[name] = value
     return arguments
+
+
+def _generic_argument(prop: JSON, text: str) -> Any:
+    """A plausible value for a required parameter: quoted words, a number, an enum named in the text."""
+    kind = prop.get("type")
+    if isinstance(prop.get("enum"), list) and prop["enum"]:
+        return example_instance(prop, text=text)
+    if kind in ("integer", "number"):
+        match = re.search(r"-?\b\d+(?:\.\d+)?\b", text)
+        if match is None:
+            return example_instance(prop)
+        number = float(match.group(0))
+        return int(number) if kind == "integer" else number
+    if kind == "string" or kind is None:
+        quoted = re.search(r"[\"“']([^\"”']+)[\"”']", text)
+        return quoted.group(1) if quoted else text.strip()[:200] or "demo"
+    return example_instance(prop, text=text)
+
+
+def _forced_tool(tool_choice: Any, tools: list[JSON]) -> str | None:
+    """The tool a request forces: ``{"type": "function", "function": {"name": ...}}``, or "required"'s first."""
+    if isinstance(tool_choice, dict):
+        name = (tool_choice.get("function") or {}).get("name")
+        return name if isinstance(name, str) else None
+    if tool_choice == "required" and tools:
+        return str((tools[0].get("function") or {}).get("name") or "") or None
+    return None
+
+
+def _structured_answer(body: JSON, user_text: str) -> str | None:
+    """A valid JSON answer for ``response_format`` json_schema / json_object requests."""
+    response_format = body.get("response_format")
+    if not isinstance(response_format, dict):
+        return None
+    if response_format.get("type") == "json_object":
+        return orjson.dumps({"answer": f"{LABEL} {user_text.strip()[:200]}"}).decode()
+    if response_format.get("type") != "json_schema":
+        return None
+    schema = (response_format.get("json_schema") or {}).get("schema") or {}
+    return orjson.dumps(example_instance(schema, text=f"{LABEL} {user_text.strip()[:200]}")).decode()
 
 
 def _summarise_result(name: str, content: str) -> str:
@@ -175,6 +221,16 @@ def _summarise_result(name: str, content: str) -> str:
             return f"{title}: {str(data['text'])[:300]}"
     text = content if len(content) <= 400 else content[:400] + "…"
     return f"{name} returned: {text}"
+
+
+def _force_call(name: str, tools: list[JSON], text: str) -> list[tuple[str, JSON]]:
+    for tool in tools:
+        function = tool.get("function") or {}
+        if function.get("name") == name:
+            schema = function.get("parameters") or {}
+            arguments = _fill_arguments(schema, text)
+            return [(name, arguments if arguments is not None else example_instance(schema, text=text) or {})]
+    return []
 
 
 class DemoProvider:
@@ -206,8 +262,14 @@ class DemoProvider:
                 break
         if tools and tool_choice != "none":
             calls = _plan_tool_calls(user_text, tools)
+            forced = _forced_tool(tool_choice, tools)
+            if forced is not None:
+                calls = [call for call in calls if call[0] == forced] or _force_call(forced, tools, user_text)
             if calls:
                 return "", calls
+        structured = _structured_answer(body, user_text)
+        if structured is not None:
+            return structured, []
         if tool_choice not in (None, "none", "auto") and tools:
             return f"{LABEL} I could not tell which tool to use.", []
         available = ", ".join((t.get("function") or {}).get("name", "") for t in tools) or "none"
@@ -236,7 +298,7 @@ class DemoProvider:
             for name, arguments in calls
         ]
 
-    async def chat(self, body: JSON) -> JSON:
+    async def chat(self, body: JSON, *, request_id: str | None = None) -> JSON:
         text, calls = self._decide(body)
         message: JSON = {"role": "assistant", "content": text or None}
         if calls:
@@ -250,7 +312,7 @@ class DemoProvider:
             "usage": self._usage(body, text, calls),
         }
 
-    async def stream_chat(self, body: JSON) -> AsyncGenerator[JSON, None]:
+    async def stream_chat(self, body: JSON, *, request_id: str | None = None) -> AsyncGenerator[JSON, None]:
         text, calls = self._decide(body)
         base = {
             "id": f"chatcmpl-demo-{uuid.uuid4().hex[:20]}",

@@ -8,6 +8,7 @@ cost about a fifth of the gateway's CPU per request.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
@@ -16,6 +17,7 @@ import orjson
 
 from runtime.config import ProviderConfig
 from runtime.errors import UpstreamError
+from runtime.providers.base import encode_body, request_headers
 from runtime.providers.streaming import iter_sse_json
 
 JSON = dict[str, Any]
@@ -23,6 +25,8 @@ JSON = dict[str, Any]
 # Statuses that describe a problem with the request itself: passed back to the client.
 CLIENT_ERROR_STATUSES = {400, 413, 422}
 RETRYABLE_STATUSES = {408, 409, 429, 500, 502, 503, 504, 529}
+# An upstream error code worth naming to the client ("insufficient_quota"), never free text.
+_SAFE_CODE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -42,25 +46,35 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 def upstream_error_from_response(provider_id: str, status: int, headers: Mapping[str, str], body: bytes) -> UpstreamError:
-    message = body.decode("utf-8", errors="replace")[:500]
+    detail = body.decode("utf-8", errors="replace")[:500]
     param = None
+    code = None
     try:
         parsed = orjson.loads(body)
         error = parsed.get("error") if isinstance(parsed, dict) else None
         if isinstance(error, dict):
-            message = str(error.get("message") or message)
+            detail = str(error.get("message") or detail)
             param = error.get("param")
+            code = error.get("code") if isinstance(error.get("code"), str) else None
         elif isinstance(error, str):
-            message = error
+            detail = error
     except orjson.JSONDecodeError:
         pass
+    client_error = status in CLIENT_ERROR_STATUSES
+    message = f"provider '{provider_id}' answered {status}"
+    if client_error:
+        # About the client's own request: the client needs the provider's words to fix it.
+        message += f": {detail}"
+    elif code and _SAFE_CODE.match(code):
+        message += f" ({code})"
     return UpstreamError(
-        f"provider '{provider_id}' answered {status}: {message}",
+        message,
         status=status,
         retryable=status in RETRYABLE_STATUSES,
-        client_error=status in CLIENT_ERROR_STATUSES,
-        param=param if status in CLIENT_ERROR_STATUSES else None,
+        client_error=client_error,
+        param=param if client_error else None,
         retry_after=_retry_after(headers),
+        detail=detail,
     )
 
 
@@ -104,11 +118,12 @@ class OpenAIProvider:
     def _transport_error(self, exc: BaseException) -> UpstreamError:
         if isinstance(exc, TimeoutError):
             return UpstreamError(f"provider '{self.id}' timed out ({type(exc).__name__})")
-        return UpstreamError(f"provider '{self.id}' unreachable ({type(exc).__name__}: {exc})")
+        return UpstreamError(f"provider '{self.id}' unreachable ({type(exc).__name__})", detail=str(exc))
 
-    async def chat(self, body: JSON) -> JSON:
+    async def chat(self, body: JSON, *, request_id: str | None = None) -> JSON:
+        payload = encode_body(body)
         try:
-            async with self._client().post(self._url, data=orjson.dumps(body)) as response:
+            async with self._client().post(self._url, data=payload, headers=request_headers(request_id)) as response:
                 raw = await response.read()
                 status, headers = response.status, response.headers
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -121,9 +136,10 @@ class OpenAIProvider:
             raise UpstreamError(f"provider '{self.id}' sent invalid JSON") from exc
         return data
 
-    async def stream_chat(self, body: JSON) -> AsyncGenerator[JSON, None]:
+    async def stream_chat(self, body: JSON, *, request_id: str | None = None) -> AsyncGenerator[JSON, None]:
+        payload = encode_body(body)
         try:
-            response = await self._client().post(self._url, data=orjson.dumps(body))
+            response = await self._client().post(self._url, data=payload, headers=request_headers(request_id))
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise self._transport_error(exc) from exc
         finished = False
@@ -135,8 +151,8 @@ class OpenAIProvider:
                 async for chunk in iter_sse_json(_lines(response.content)):
                     if "error" in chunk and "choices" not in chunk:
                         error = chunk["error"]
-                        message = error.get("message") if isinstance(error, dict) else str(error)
-                        raise UpstreamError(f"provider '{self.id}' stream error: {message}", retryable=False)
+                        detail = error.get("message") if isinstance(error, dict) else str(error)
+                        raise UpstreamError(f"provider '{self.id}' reported an error mid-stream", retryable=False, detail=str(detail))
                     if any(choice.get("finish_reason") for choice in chunk.get("choices") or ()):
                         finished = True
                     yield chunk

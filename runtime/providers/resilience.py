@@ -112,7 +112,11 @@ def backoff_delay(attempt: int, *, base_delay_s: float, max_delay_s: float) -> f
 def _record(breaker: CircuitBreaker | None, error: UpstreamError | None) -> None:
     if breaker is None:
         return
-    # A request the provider rightly refused says nothing about its health.
+    # A request the provider rightly refused says nothing about its health, and a
+    # provider that throttles one organisation is busy, not broken: opening the
+    # breaker would turn one tenant's 429s into an outage for every tenant.
+    if error is not None and error.throttled:
+        return
     if error is None or error.client_error:
         breaker.record_success()
     else:

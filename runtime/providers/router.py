@@ -7,6 +7,13 @@ breaker is open, tries the model's ``fallbacks`` in order, and turns the final
 failure into ``502 upstream_unavailable`` (a request error from the provider
 goes back to the client as 400). Streams retry and fail over only before their
 first chunk reaches the caller.
+
+Attempts are bounded per model call (``routing.max_attempts_per_call``, 4 by
+default) across every retry and fallback. When every provider of the model
+throttles (429), the client gets 429 ``rate_limit_exceeded`` with the
+shortest ``Retry-After`` they sent; throttling never counts against a circuit
+breaker. After retries or failovers a 502 carries ``x-should-retry: false``,
+which the official OpenAI SDKs obey, so their own retries do not multiply ours.
 """
 
 from __future__ import annotations
@@ -18,7 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.config import ModelConfig, Settings
-from runtime.errors import GatewayError, UpstreamError, invalid_request, upstream_unavailable
+from runtime.errors import (
+    GatewayError,
+    UpstreamError,
+    invalid_request,
+    upstream_throttled,
+    upstream_unavailable,
+)
 from runtime.providers.base import Provider
 from runtime.providers.demo import DemoProvider
 from runtime.providers.openai import OpenAIProvider
@@ -30,11 +43,23 @@ JSON = dict[str, Any]
 
 @dataclass
 class RouteLog:
-    """What the router did for one upstream call: served by, and failed attempts."""
+    """What the router did for one request: served by, and failed attempts (safe messages only)."""
 
     provider: str | None = None
     model: str | None = None
     attempts: list[JSON] = field(default_factory=list)
+    request_id: str | None = None  # sent upstream as X-Request-Id
+
+
+@dataclass
+class _Budget:
+    """Attempts left for one model call, across retries and fallbacks."""
+
+    left: int
+    retried: bool = False
+
+    def retries_for(self, configured: int) -> int:
+        return max(0, min(configured, self.left - 1))
 
 
 def build_provider(config: Any) -> Provider:
@@ -61,17 +86,19 @@ class ModelRouter:
             for p in settings.providers
         }
 
-    def _policy(self, provider_id: str, candidate: ModelConfig, route: RouteLog) -> JSON:
+    def _policy(self, provider_id: str, candidate: ModelConfig, route: RouteLog, budget: _Budget) -> JSON:
         config = self._configs.get(provider_id)
 
         def on_retry(number: int, error: UpstreamError, delay: float) -> None:
+            budget.left -= 1
+            budget.retried = True
             route.attempts.append(
                 {"provider": provider_id, "model": candidate.id, "error": error.message, "retry_in_s": round(delay, 3)}
             )
-            log.warning("retry %d of %s via %s in %.2fs: %s", number, candidate.id, provider_id, delay, error.message)
+            log.warning("retry %d of %s via %s in %.2fs: %s", number, candidate.id, provider_id, delay, error.for_logs())
 
         return {
-            "max_retries": config.max_retries if config else 0,
+            "max_retries": budget.retries_for(config.max_retries if config else 0),
             "base_delay_s": self.base_delay_s,
             "on_retry": on_retry,
             "breaker": self.breakers.get(provider_id),
@@ -103,45 +130,70 @@ class ModelRouter:
     def _client_error(error: UpstreamError) -> GatewayError:
         return invalid_request(error.message, param=error.param)
 
+    def _give_up(self, failures: list[UpstreamError], budget: _Budget) -> GatewayError:
+        """Every candidate failed: 429 when they all throttle, else 502."""
+        if failures and all(error.throttled for error in failures):
+            hints = [error.retry_after for error in failures if error.retry_after is not None]
+            return upstream_throttled(
+                f"{failures[-1].message}: the model's providers are rate limiting. Try again later.",
+                min(hints) if hints else None,
+            )
+        error = upstream_unavailable(failures[-1].message if failures else "no provider available")
+        if budget.retried or len(failures) > 1:
+            # We already retried and failed over: a client retrying at once would only multiply the load.
+            error.headers["x-should-retry"] = "false"
+        return error
+
+    def _failed(self, route: RouteLog, provider_id: str, candidate: ModelConfig, error: UpstreamError) -> None:
+        route.attempts.append({"provider": provider_id, "model": candidate.id, "error": error.message})
+        log.warning("model %s via %s failed: %s", candidate.id, provider_id, error.for_logs())
+
     async def chat(self, model: ModelConfig, body: JSON, route: RouteLog | None = None) -> JSON:
         route = route if route is not None else RouteLog()
-        last: UpstreamError | None = None
+        budget = _Budget(self.settings.routing.max_attempts_per_call)
+        failures: list[UpstreamError] = []
         for candidate in self._chain(model):
+            if budget.left <= 0:
+                break
             provider = self.providers[candidate.provider]
-            call = functools.partial(provider.chat, self._upstream_body(candidate, body))
+            call = functools.partial(provider.chat, self._upstream_body(candidate, body), request_id=route.request_id)
+            budget.left -= 1
             try:
-                response = await call_with_retries(call, **self._policy(provider.id, candidate, route))
+                response = await call_with_retries(call, **self._policy(provider.id, candidate, route, budget))
             except UpstreamError as exc:
                 if exc.client_error:
                     raise self._client_error(exc) from exc
-                route.attempts.append({"provider": provider.id, "model": candidate.id, "error": exc.message})
-                log.warning("model %s via %s failed: %s", candidate.id, provider.id, exc.message)
-                last = exc
+                self._failed(route, provider.id, candidate, exc)
+                failures.append(exc)
                 continue
             route.provider, route.model = provider.id, candidate.id
             return response
-        raise upstream_unavailable(last.message if last else "no provider available")
+        raise self._give_up(failures, budget)
 
     async def stream(self, model: ModelConfig, body: JSON, route: RouteLog | None = None) -> AsyncIterator[JSON]:
         route = route if route is not None else RouteLog()
-        last: UpstreamError | None = None
+        budget = _Budget(self.settings.routing.max_attempts_per_call)
+        failures: list[UpstreamError] = []
         for candidate in self._chain(model):
+            if budget.left <= 0:
+                break
             provider = self.providers[candidate.provider]
-            start = functools.partial(provider.stream_chat, self._upstream_body(candidate, body))
-            stream: AsyncGenerator[JSON, None] = open_stream_with_retries(start, **self._policy(provider.id, candidate, route))  # type: ignore[assignment]
+            start = functools.partial(provider.stream_chat, self._upstream_body(candidate, body), request_id=route.request_id)
+            budget.left -= 1
+            stream: AsyncGenerator[JSON, None] = open_stream_with_retries(start, **self._policy(provider.id, candidate, route, budget))  # type: ignore[assignment]
             try:
                 first = await anext(stream)
             except StopAsyncIteration:
-                route.attempts.append({"provider": provider.id, "model": candidate.id, "error": "empty stream"})
-                last = UpstreamError(f"provider '{provider.id}' sent an empty stream")
+                empty = UpstreamError(f"provider '{provider.id}' sent an empty stream")
+                self._failed(route, provider.id, candidate, empty)
+                failures.append(empty)
                 continue
             except UpstreamError as exc:
                 await stream.aclose()
                 if exc.client_error:
                     raise self._client_error(exc) from exc
-                route.attempts.append({"provider": provider.id, "model": candidate.id, "error": exc.message})
-                log.warning("model %s via %s failed: %s", candidate.id, provider.id, exc.message)
-                last = exc
+                self._failed(route, provider.id, candidate, exc)
+                failures.append(exc)
                 continue
             route.provider, route.model = provider.id, candidate.id
             try:
@@ -151,7 +203,7 @@ class ModelRouter:
             finally:
                 await stream.aclose()
             return
-        raise upstream_unavailable(last.message if last else "no provider available")
+        raise self._give_up(failures, budget)
 
     async def aclose(self) -> None:
         for provider in self.providers.values():

@@ -457,7 +457,7 @@ def test_stream_failure_after_first_chunk_is_not_retried(
 
     # Bytes reached the client: no retry, no failover, an error in the stream instead of a spliced answer.
     assert "".join(received) == "partial "
-    assert "Overloaded" in caught.value.message
+    assert "overloaded_error" in caught.value.message
     assert len(fake_anthropic.requests) == 1
     assert fake_anthropic.remaining_steps == 1
 

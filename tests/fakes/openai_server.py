@@ -2,7 +2,7 @@
 
 It answers ``POST /v1/chat/completions`` streamed and not: tool calls (in a
 stream: a first chunk with index, id, type and name, then argument fragments
-of a few characters each, interleaved across calls by index), the usage chunk
+of a few characters each, one call after the other, as OpenAI sends them), the usage chunk
 with empty ``choices`` when ``stream_options.include_usage`` is set, then
 ``data: [DONE]``. It validates requests as OpenAI does (tool messages answer
 every ``tool_call_id``, function names, ``tool_choice`` needs ``tools``) and
@@ -49,6 +49,8 @@ class Reply:
     finish_reason: str | None = None
     # Stop the stream after this many content chunks without finishing (a broken upstream).
     cut_after_chunks: int | None = None
+    # Extra response headers (e.g. retry-after on a 429).
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 Responder = Callable[[JSON], Reply]
@@ -152,7 +154,9 @@ class FakeOpenAI:
         finally:
             self.in_flight -= 1
         if reply.status != 200:
-            return _error(reply.status, reply.error_message, type_="server_error" if reply.status >= 500 else "invalid_request_error")
+            error = _error(reply.status, reply.error_message, type_="server_error" if reply.status >= 500 else "invalid_request_error")
+            error.headers.update(reply.headers)
+            return error
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         calls = [
             {
@@ -217,18 +221,13 @@ class FakeOpenAI:
                 sent += 1
                 if reply.cut_after_chunks is not None and sent >= reply.cut_after_chunks:
                     return
-        # Argument fragments of several calls interleave, as OpenAI's parallel calls do.
-        fragments: list[list[str]] = []
+        # Parallel calls come one after the other, as OpenAI sends them: the first chunk of a
+        # call carries index, id, type and name with empty arguments, then its fragments.
         for index, call in enumerate(calls):
             yield chunk({"tool_calls": [{"index": index, "id": call["id"], "type": "function", "function": {"name": call["function"]["name"], "arguments": ""}}]})
             arguments = call["function"]["arguments"]
-            fragments.append([arguments[i : i + 5] for i in range(0, len(arguments), 5)])
-        step = 0
-        while any(step < len(parts) for parts in fragments):
-            for index, parts in enumerate(fragments):
-                if step < len(parts):
-                    yield chunk({"tool_calls": [{"index": index, "function": {"arguments": parts[step]}}]})
-            step += 1
+            for start in range(0, len(arguments), 5):
+                yield chunk({"tool_calls": [{"index": index, "function": {"arguments": arguments[start : start + 5]}}]})
         yield chunk({}, finish)
         if usage is not None:
             payload = {

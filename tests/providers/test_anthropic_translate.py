@@ -465,7 +465,9 @@ def test_http_errors_map_to_upstream_errors(
     assert isinstance(error, UpstreamError)
     assert (error.status, error.retryable, error.client_error) == (status, retryable, client_error)
     assert error.retry_after == 3.0
-    assert error_type in error.message and "boom" in error.message
+    assert error_type in error.message and error.detail == "boom"
+    # The upstream's words reach the client only for errors about the client's own request.
+    assert ("boom" in error.message) is client_error
 
 
 def test_stream_error_event_status_comes_from_the_error_type() -> None:

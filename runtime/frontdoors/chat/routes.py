@@ -14,8 +14,10 @@ from runtime.api import sse
 from runtime.api.body import read_body
 from runtime.api.deps import GatewayDep, KeyDep, RequestIdDep
 from runtime.api.disconnect import run_until_disconnected
+from runtime.api.openapi import documented_body
 from runtime.errors import GatewayError, UpstreamError, invalid_request
 from runtime.frontdoors.chat.encoder import ChatStreamEncoder, chat_completion
+from runtime.frontdoors.chat.schema import ChatCompletionRequest
 from runtime.frontdoors.chat.validation import validate_chat_request
 from runtime.gateway import KeepAlive
 from runtime.orchestration.events import Event
@@ -58,7 +60,7 @@ async def sse_stream(
     yield sse.DONE
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", openapi_extra=documented_body(ChatCompletionRequest))
 async def chat_completions(request: Request, gateway: GatewayDep, key: KeyDep, request_id: RequestIdDep) -> Response:
     body = parse_json_body(await read_body(request, gateway.settings.max_body_bytes))
     validate_chat_request(body)
