@@ -6,6 +6,20 @@ authenticates the raw bytes (``X-Hub-Signature-256``), stores every message and
 status event of the delivery, and answers 200 at once: the model is never called
 here, the reply worker does that from the stored queue.
 
+Each event is read and stored on its own. A malformed message or status event (a
+field of the wrong type, a timestamp that is not Unix seconds, an id longer than
+its column, ...) is recorded with status ``rejected`` and the reason, and is never
+answered; the rest of the delivery is stored as usual. Every signed JSON object is
+answered 200, so Meta never redelivers a delivery for what is inside it::
+
+    {"status": "ok", "stored", "duplicates", "stale", "ignored", "statuses", "unrouted",
+     "rejected", "rejections": [{"kind": "message"|"status", "id", "reason"}], "elapsed_ms"}
+
+``rejected`` counts the malformed events of this delivery (``rejections`` lists the
+first 20); one whose ``metadata.phone_number_id`` is unreadable belongs to no app
+and is only logged. ``unrouted`` counts well-formed events for phone numbers that
+no app signed by this secret owns.
+
 Errors: every other answer carries the gateway's error envelope,
 ``{"error": {"message", "type", "param", "code"}}`` (``param`` is always null here),
 checked in this order:
@@ -15,7 +29,8 @@ checked in this order:
 | 413  | `request_too_large`   | `invalid_request_error` | the body is over `max_body_bytes`        |
 | 401  | `missing_signature`   | `authentication_error`  | no `X-Hub-Signature-256` header          |
 | 403  | `invalid_signature`   | `authentication_error`  | the signature matches no app's secret    |
-| 400  | `invalid_payload`     | `invalid_request_error` | the body is not a JSON delivery          |
+| 400  | `invalid_payload`     | `invalid_request_error` | the body is not a JSON object (or nests  |
+|      |                       |                         | deeper than 1,024 levels)                |
 | 403  | `verification_failed` | `authentication_error`  | GET: wrong `hub.mode` or verify token    |
 | 500  | `internal_error`      | `api_error`             | the database failed: Meta retries later  |
 """
@@ -39,6 +54,7 @@ from workers.whatsapp.payloads import (
     SIGNATURE_HEADER,
     InboundMessage,
     MalformedPayload,
+    RejectedEvent,
     StatusEvent,
     parse_delivery,
     signature_matches,
@@ -48,6 +64,8 @@ from workers.whatsapp.store import InboundStore, StoredDelivery
 log = logging.getLogger("plugway.whatsapp")
 
 router = APIRouter(tags=["whatsapp"])
+
+MAX_LISTED_REJECTIONS = 20
 
 
 def _settings(request: Request) -> Settings:
@@ -94,28 +112,39 @@ async def receive_webhook(request: Request) -> Response:
     by_number = {app.phone_number_id: app for app in signed_by}
     messages: list[tuple[WhatsAppAppConfig, InboundMessage]] = []
     statuses: list[tuple[WhatsAppAppConfig, StatusEvent]] = []
-    unrouted = 0
+    rejected: list[tuple[WhatsAppAppConfig, RejectedEvent]] = []
+    unrouted: list[str] = []
     for message in delivery.messages:
-        app = by_number.get(message.phone_number_id)
-        if app is None:
-            unrouted += 1
-        else:
+        if app := by_number.get(message.phone_number_id):
             messages.append((app, message))
-    for status in delivery.statuses:
-        app = by_number.get(status.phone_number_id)
-        if app is None:
-            unrouted += 1
         else:
+            unrouted.append(message.phone_number_id)
+    for status in delivery.statuses:
+        if app := by_number.get(status.phone_number_id):
             statuses.append((app, status))
+        else:
+            unrouted.append(status.phone_number_id)
+    for event in delivery.rejected:
+        if app := by_number.get(event.phone_number_id):
+            rejected.append((app, event))
     if unrouted:
-        log.warning("whatsapp webhook: %d events for phone numbers with no app here", unrouted)
+        log.warning(
+            "whatsapp webhook: %d events for phone numbers with no app here: %s",
+            len(unrouted), ", ".join(sorted(set(unrouted))[:10]),
+        )
+    if delivery.rejected:
+        log.warning(
+            "whatsapp webhook: %d malformed events rejected (%d recorded): %s",
+            len(delivery.rejected), len(rejected),
+            "; ".join(f"{e.kind} {e.event_id[:80]}: {e.reason}" for e in delivery.rejected[:5]),
+        )
 
     store = InboundStore(gateway.engine)
     max_age_s = settings.whatsapp.max_message_age_s
     stored: StoredDelivery = await anyio.to_thread.run_sync(
-        lambda: store.store_delivery(messages, statuses, max_age_s=max_age_s)
+        lambda: store.store_delivery(messages, statuses, rejected, max_age_s=max_age_s)
     )
-    # An error above propagates as a 500: Meta keeps the delivery and retries it.
+    # A database error above propagates as a 500: Meta keeps the delivery and retries it.
     worker = getattr(request.app.state, "whatsapp_worker", None)
     if worker is not None and stored.stored:
         worker.notify()
@@ -126,7 +155,12 @@ async def receive_webhook(request: Request) -> Response:
         "stale": stored.stale,
         "ignored": stored.ignored,
         "statuses": stored.statuses,
-        "unrouted": unrouted,
+        "unrouted": len(unrouted),
+        "rejected": len(delivery.rejected),
+        "rejections": [
+            {"kind": event.kind, "id": event.event_id, "reason": event.reason}
+            for event in delivery.rejected[:MAX_LISTED_REJECTIONS]
+        ],
         "elapsed_ms": round((time.perf_counter() - started) * 1000, 2),
     }
     return JSONResponse(result)

@@ -195,7 +195,7 @@ async def test_stale_and_unanswerable_messages_are_recorded_not_queued(
     assert response.status_code == 200
     assert response.json() | {"elapsed_ms": 0} == {
         "status": "ok", "stored": 4, "duplicates": 0, "stale": 1, "ignored": 3,
-        "statuses": 0, "unrouted": 0, "elapsed_ms": 0,
+        "statuses": 0, "unrouted": 0, "rejected": 0, "rejections": [], "elapsed_ms": 0,
     }
     by_id = {r.wamid: r for r in inbound_rows(served.gateway)}
     assert by_id[old["id"]].status == "stale"
@@ -210,7 +210,7 @@ async def test_status_events_are_recorded_and_deduplicated(
 ) -> None:
     served = await serve(make_settings())
     ts = str(int(time.time()))
-    statuses = [
+    statuses: list[dict[str, Any]] = [
         {"id": "wamid.OUT1", "status": "sent", "timestamp": ts, "recipient_id": "111",
          "conversation": {"id": "c1", "origin": {"type": "service"}},
          "pricing": {"billable": True, "pricing_model": "PMP", "category": "service"}},

@@ -60,7 +60,11 @@ def simulate(
 
 
 def dead_letters(settings: Settings, *, limit: int = 50) -> int:
-    """``plugway whatsapp failed``: the messages that will not be answered, and why."""
+    """``plugway whatsapp failed``: the messages that will not be answered, and why.
+
+    Dead letters (``failed``: a permanent send error, or attempts exhausted) and
+    ``rejected`` messages (malformed as received), newest first.
+    """
     from sqlalchemy import select
 
     from runtime.storage.db import make_engine
@@ -72,20 +76,25 @@ def dead_letters(settings: Settings, *, limit: int = 50) -> int:
         with engine.connect() as conn:
             rows = conn.execute(
                 select(table)
-                .where(table.c.status == InboundStatus.failed)
+                .where(table.c.status.in_([InboundStatus.failed, InboundStatus.rejected]))
                 .order_by(table.c.finished_at.desc())
                 .limit(limit)
             ).all()
     finally:
         engine.dispose()
     if not rows:
-        print("no failed WhatsApp messages")
+        print("no failed or rejected WhatsApp messages")
         return 0
     for row in rows:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row.finished_at or row.received_at))
+        if row.status == InboundStatus.rejected:
+            # No text was taken from a malformed message: show it as it came.
+            detail = f"    raw:   {row.raw[:120]}"
+        else:
+            detail = f"    text:  {(row.text or '-')[:120]}"
         print(
-            f"{when}Z  {row.app_id}  {row.sender}  {row.wamid}  attempts={row.attempts}\n"
-            f"    text:  {(row.text or '-')[:120]}\n    error: {row.last_error or '-'}"
+            f"{when}Z  {row.status}  {row.app_id}  {row.sender or '-'}  {row.wamid}  attempts={row.attempts}\n"
+            f"{detail}\n    error: {row.last_error or '-'}"
         )
     return 0
 

@@ -4,6 +4,15 @@
 message, claimed atomically (``UNIQUE (app_id, wamid)`` makes Meta's redeliveries
 harmless) and leased while it is being answered. Timestamps are Unix seconds as
 floats so that lease arithmetic is a plain comparison on every database.
+
+A malformed message or status event is kept too, with status ``rejected``, the
+reason in ``last_error`` (``errors`` for a status event) and the event as received
+in ``raw``: the operator sees it, the worker never answers it, and Meta's
+redeliveries of it stay harmless.
+
+The column sizes below are the parser's limits as well (``payloads``): a value
+that does not fit is refused or cut before it reaches the database, because
+PostgreSQL enforces ``VARCHAR(n)`` where SQLite does not.
 """
 
 from __future__ import annotations
@@ -23,6 +32,18 @@ class InboundStatus:
     failed: Final = "failed"  # dead letter: permanent send error or attempts exhausted
     ignored: Final = "ignored"  # recorded, deliberately not answered (reactions, stickers, ...)
     stale: Final = "stale"  # older than max_message_age_s: recorded, never answered
+    rejected: Final = "rejected"  # malformed: recorded with the reason (last_error), never answered
+
+
+# wa_status_event.status of a malformed status event (Meta's own are sent/delivered/read/failed).
+REJECTED_STATUS_EVENT: Final = "rejected"
+
+APP_ID_CHARS: Final = 200
+WAMID_CHARS: Final = 400
+SENDER_CHARS: Final = 200
+SENDER_NAME_CHARS: Final = 400
+MESSAGE_TYPE_CHARS: Final = 50
+STATUS_CHARS: Final = 20
 
 
 FINAL_STATUSES = (
@@ -30,6 +51,7 @@ FINAL_STATUSES = (
     InboundStatus.failed,
     InboundStatus.ignored,
     InboundStatus.stale,
+    InboundStatus.rejected,
 )
 
 
@@ -42,18 +64,18 @@ class WaInbound(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    app_id: str = Field(max_length=200)
-    wamid: str = Field(max_length=400)
+    app_id: str = Field(max_length=APP_ID_CHARS)
+    wamid: str = Field(max_length=WAMID_CHARS)
     # "<app_id>:<sender>": one conversation (and one memory) per app and user.
     conversation_key: str = Field(max_length=600)
-    sender: str = Field(max_length=200)  # wa_id ("from"), or the business-scoped user_id
-    sender_name: str | None = Field(default=None, max_length=400)
-    message_type: str = Field(max_length=50)
+    sender: str = Field(max_length=SENDER_CHARS)  # wa_id ("from"), or the business-scoped user_id
+    sender_name: str | None = Field(default=None, max_length=SENDER_NAME_CHARS)
+    message_type: str = Field(max_length=MESSAGE_TYPE_CHARS)
     # The user's words as the model sees them (None: nothing for the model).
     text: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     message_ts: int = Field(sa_column=Column(BigInteger, nullable=False))
     received_at: float = Field(sa_column=Column(Float, nullable=False))
-    status: str = Field(default=InboundStatus.pending, max_length=20)
+    status: str = Field(default=InboundStatus.pending, max_length=STATUS_CHARS)
     next_attempt_at: float = Field(default=0.0, sa_column=Column(Float, nullable=False))
     lease_owner: str | None = Field(default=None, max_length=200)
     lease_until: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
@@ -89,7 +111,11 @@ class WaOutbound(SQLModel, table=True):
 
 
 class WaStatusEvent(SQLModel, table=True):
-    """Every ``statuses[]`` event, also those about messages this worker did not send."""
+    """Every ``statuses[]`` event, also those about messages this worker did not send.
+
+    A malformed event is kept with status ``rejected`` and the reason in ``errors``
+    (``[{"code": "plugway_rejected", "title": <reason>}]``); it never changes an outbound row.
+    """
 
     __tablename__ = "wa_status_event"
     __table_args__ = (
@@ -97,11 +123,11 @@ class WaStatusEvent(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    app_id: str = Field(max_length=200)
-    wamid: str = Field(max_length=400, index=True)
-    status: str = Field(max_length=20)
+    app_id: str = Field(max_length=APP_ID_CHARS)
+    wamid: str = Field(max_length=WAMID_CHARS, index=True)
+    status: str = Field(max_length=STATUS_CHARS)
     event_ts: int = Field(sa_column=Column(BigInteger, nullable=False))
-    recipient: str | None = Field(default=None, max_length=200)
+    recipient: str | None = Field(default=None, max_length=SENDER_CHARS)
     errors: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     received_at: float = Field(sa_column=Column(Float, nullable=False))
     raw: str = Field(sa_column=Column(Text, nullable=False))

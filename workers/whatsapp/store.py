@@ -23,16 +23,23 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import Engine, and_, exists, func, or_, select, tuple_, update
+from sqlalchemy import Engine, String, Table, and_, exists, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from runtime.config import WhatsAppAppConfig
 from workers.whatsapp.models import (
+    REJECTED_STATUS_EVENT,
     WHATSAPP_TABLES,
     InboundStatus,
 )
-from workers.whatsapp.payloads import InboundMessage, StatusEvent, intent_for
+from workers.whatsapp.payloads import (
+    InboundMessage,
+    RejectedEvent,
+    StatusEvent,
+    intent_for,
+    raw_json,
+)
 
 log = logging.getLogger("plugway.whatsapp")
 
@@ -52,6 +59,7 @@ class StoredDelivery:
     stale: int = 0
     ignored: int = 0
     statuses: int = 0
+    rejected: int = 0  # malformed events recorded now (a redelivered one is not counted again)
 
 
 @dataclass(frozen=True)
@@ -85,53 +93,26 @@ class InboundStore:
         self,
         messages: Iterable[tuple[WhatsAppAppConfig, InboundMessage]],
         statuses: Iterable[tuple[WhatsAppAppConfig, StatusEvent]],
+        rejected: Iterable[tuple[WhatsAppAppConfig, RejectedEvent]] = (),
         *,
         max_age_s: float,
         now: float | None = None,
     ) -> StoredDelivery:
-        """Insert every message (a redelivered wamid is a no-op) and every status event."""
+        """Insert every message and status event, and record every rejected one.
+
+        Redeliveries are no-ops (unique constraints, no check-then-insert). Every
+        value passes through ``_storable``, so that no single event can make the
+        database refuse the delivery.
+        """
         now = time.time() if now is None else now
-        messages, statuses = list(messages), list(statuses)
+        messages, statuses, rejected = list(messages), list(statuses), list(rejected)
 
         def write() -> StoredDelivery:
-            counts = {"stored": 0, "duplicates": 0, "stale": 0, "ignored": 0, "statuses": 0}
+            counts = {"stored": 0, "duplicates": 0, "stale": 0, "ignored": 0, "statuses": 0, "rejected": 0}
             with self.engine.begin() as conn:
                 for app, message in messages:
-                    message_ts = message.timestamp or int(now)
-                    intent = intent_for(message.raw)
-                    if message_ts < now - max_age_s:
-                        status = InboundStatus.stale
-                    elif intent.action == "none":
-                        status = InboundStatus.ignored
-                    else:
-                        status = InboundStatus.pending
-                    final = status != InboundStatus.pending
-                    row = {
-                        "app_id": app.id,
-                        "wamid": message.wamid,
-                        "conversation_key": conversation_key(app.id, message.sender),
-                        "sender": message.sender,
-                        "sender_name": message.sender_name,
-                        "message_type": message.message_type,
-                        "text": intent.text if intent.action == "model" else None,
-                        "message_ts": message_ts,
-                        "received_at": now,
-                        "status": status,
-                        "next_attempt_at": now,
-                        "attempts": 0,
-                        "reply_in_history": False,
-                        "finished_at": now if final else None,
-                        "raw": orjson.dumps(message.raw).decode(),
-                    }
-                    # The unique (app_id, wamid) constraint is the dedupe: no check-then-insert.
-                    stmt = (
-                        self._insert(inbound)
-                        .values(row)
-                        .on_conflict_do_nothing(index_elements=["app_id", "wamid"])
-                        .returning(inbound.c.id)
-                    )
-                    # RETURNING, not rowcount: drivers disagree on rowcount for ON CONFLICT.
-                    if conn.execute(stmt).first() is not None:
+                    status = self._initial_status(message, max_age_s=max_age_s, now=now)
+                    if self._insert_inbound(conn, _message_row(app, message, status, now)):
                         counts["stored"] += 1
                         if status == InboundStatus.stale:
                             counts["stale"] += 1
@@ -140,22 +121,46 @@ class InboundStore:
                     else:
                         counts["duplicates"] += 1
                 for app, event in statuses:
-                    status_stmt = self._insert(status_events).values(
-                        app_id=app.id,
-                        wamid=event.wamid,
-                        status=event.status,
-                        event_ts=event.timestamp,
-                        recipient=event.recipient,
-                        errors=orjson.dumps(event.errors).decode() if event.errors else None,
-                        received_at=now,
-                        raw=orjson.dumps(event.raw).decode(),
-                    ).on_conflict_do_nothing(index_elements=["wamid", "status", "event_ts"])
-                    if conn.execute(status_stmt.returning(status_events.c.id)).first() is not None:
+                    if self._insert_status_event(conn, _status_row(app, event, now)):
                         counts["statuses"] += 1
                         self._apply_status(conn, event.wamid, event.status, event.errors, now)
+                for app, refused in rejected:
+                    if refused.kind == "message":
+                        recorded = self._insert_inbound(conn, _rejected_message_row(app, refused, now))
+                    else:
+                        recorded = self._insert_status_event(conn, _rejected_status_row(app, refused, now))
+                    counts["rejected"] += int(recorded)
             return StoredDelivery(**counts)
 
         return _retry_locked(write)
+
+    @staticmethod
+    def _initial_status(message: InboundMessage, *, max_age_s: float, now: float) -> str:
+        if (message.timestamp or now) < now - max_age_s:
+            return InboundStatus.stale
+        if intent_for(message.raw).action == "none":
+            return InboundStatus.ignored
+        return InboundStatus.pending
+
+    def _insert_inbound(self, conn: Any, row: dict[str, Any]) -> bool:
+        """Insert unless (app_id, wamid) is already there: the unique constraint is the dedupe."""
+        stmt = (
+            self._insert(inbound)
+            .values(_storable(inbound, row))
+            .on_conflict_do_nothing(index_elements=["app_id", "wamid"])
+            .returning(inbound.c.id)
+        )
+        # RETURNING, not rowcount: drivers disagree on rowcount for ON CONFLICT.
+        return conn.execute(stmt).first() is not None
+
+    def _insert_status_event(self, conn: Any, row: dict[str, Any]) -> bool:
+        stmt = (
+            self._insert(status_events)
+            .values(_storable(status_events, row))
+            .on_conflict_do_nothing(index_elements=["wamid", "status", "event_ts"])
+            .returning(status_events.c.id)
+        )
+        return conn.execute(stmt).first() is not None
 
     def _apply_status(
         self,
@@ -173,7 +178,7 @@ class InboundStore:
         values: dict[str, Any] = {"status": status, "updated_at": now}
         if errors:
             values["last_error"] = describe_status_errors(errors)
-        conn.execute(update(outbound).where(outbound.c.wamid == wamid).values(values))
+        conn.execute(update(outbound).where(outbound.c.wamid == wamid).values(_storable(outbound, values)))
 
     # --- worker side -------------------------------------------------------
 
@@ -350,7 +355,8 @@ class InboundStore:
                 # Status webhooks can overtake our own insert: catch up from them.
                 for event in conn.execute(
                     select(status_events.c.status, status_events.c.errors).where(
-                        status_events.c.wamid == wamid
+                        status_events.c.wamid == wamid,
+                        status_events.c.status != REJECTED_STATUS_EVENT,
                     )
                 ).all():
                     errors = orjson.loads(event.errors) if event.errors else None
@@ -387,12 +393,105 @@ class InboundStore:
 
 
 def describe_status_errors(errors: list[dict[str, Any]]) -> str:
+    """Meta's error list as one line; whatever the fields hold, this never raises."""
     parts = []
     for error in errors:
-        details = (error.get("error_data") or {}).get("details")
+        if not isinstance(error, dict):
+            continue
+        error_data = error.get("error_data")
+        details = error_data.get("details") if isinstance(error_data, dict) else None
         text = f"{error.get('code')}: {error.get('title') or error.get('message') or 'error'}"
         parts.append(f"{text} ({details})" if details else text)
     return "; ".join(parts)
+
+
+def _message_row(app: WhatsAppAppConfig, message: InboundMessage, status: str, now: float) -> dict[str, Any]:
+    intent = intent_for(message.raw)
+    return {
+        "app_id": app.id,
+        "wamid": message.wamid,
+        "conversation_key": conversation_key(app.id, message.sender),
+        "sender": message.sender,
+        "sender_name": message.sender_name,
+        "message_type": message.message_type,
+        "text": intent.text if intent.action == "model" else None,
+        "message_ts": message.timestamp or int(now),
+        "received_at": now,
+        "status": status,
+        "next_attempt_at": now,
+        "attempts": 0,
+        "reply_in_history": False,
+        "finished_at": None if status == InboundStatus.pending else now,
+        "raw": raw_json(message.raw),
+    }
+
+
+def _rejected_message_row(app: WhatsAppAppConfig, event: RejectedEvent, now: float) -> dict[str, Any]:
+    """A final row: never claimed, never part of a conversation's history."""
+    sender = event.wa_user or ""
+    return {
+        "app_id": app.id,
+        "wamid": event.event_id,
+        "conversation_key": conversation_key(app.id, sender),
+        "sender": sender,
+        "sender_name": event.sender_name,
+        "message_type": event.message_type or "unknown",
+        "text": None,
+        "message_ts": event.timestamp or int(now),
+        "received_at": now,
+        "status": InboundStatus.rejected,
+        "next_attempt_at": now,
+        "attempts": 0,
+        "last_error": event.reason,
+        "reply_in_history": False,
+        "finished_at": now,
+        "raw": event.raw_json,
+    }
+
+
+def _status_row(app: WhatsAppAppConfig, event: StatusEvent, now: float) -> dict[str, Any]:
+    return {
+        "app_id": app.id,
+        "wamid": event.wamid,
+        "status": event.status,
+        "event_ts": event.timestamp,
+        "recipient": event.recipient,
+        "errors": raw_json(event.errors) if event.errors else None,
+        "received_at": now,
+        "raw": raw_json(event.raw),
+    }
+
+
+def _rejected_status_row(app: WhatsAppAppConfig, event: RejectedEvent, now: float) -> dict[str, Any]:
+    return {
+        "app_id": app.id,
+        "wamid": event.event_id,
+        "status": REJECTED_STATUS_EVENT,
+        "event_ts": event.timestamp,
+        "recipient": event.wa_user,
+        # Meta's own error shape, so that whoever reads ``errors`` reads this one too.
+        "errors": raw_json([{"code": "plugway_rejected", "title": event.reason}]),
+        "received_at": now,
+        "raw": event.raw_json,
+    }
+
+
+def _storable(table: Table, row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` as every database takes it: no NUL in text (PostgreSQL refuses it), and no
+    string longer than its ``VARCHAR`` (PostgreSQL enforces the size, SQLite does not).
+
+    The parser already refuses identifiers that would need either; this catches free
+    text (a message body, a display name, an error title) and is the last safety net.
+    """
+    fitted: dict[str, Any] = {}
+    for name, value in row.items():
+        if isinstance(value, str):
+            value = value.replace("\x00", "")
+            column_type = table.c[name].type
+            if isinstance(column_type, String) and column_type.length is not None:
+                value = value[: column_type.length]
+        fitted[name] = value
+    return fitted
 
 
 def _retry_locked(operation: Callable[[], T], *, attempts: int = 100) -> T:
