@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make serve   - install into .venv and run the gateway on the embedded default
-#   make test    - install into .venv and run the whole test suite
+#   make test    - install into .venv, lint and type-check, run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -19,7 +19,7 @@ install: $(STAMP)
 serve: $(STAMP)
 	$(VENV)/bin/plugway serve
 
-test: $(STAMP)
+test: lint
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

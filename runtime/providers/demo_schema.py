@@ -86,7 +86,8 @@ def _example(schema: Any, root: JSON, text: str, name: str, depth: int) -> Any:
         return {key: _example(value, root, text, key, depth + 1) for key, value in properties.items() if isinstance(key, str)}
     if kind == "array":
         items = schema.get("items") if isinstance(schema.get("items"), dict) else {}
-        prefix = schema.get("prefixItems") if isinstance(schema.get("prefixItems"), list) else []
+        prefix_items = schema.get("prefixItems")
+        prefix: list[Any] = prefix_items if isinstance(prefix_items, list) else []
         values = [_example(item, root, text, name, depth + 1) for item in prefix]
         count = max(int(schema.get("minItems") or 0), 1 if not prefix else 0)
         maximum = schema.get("maxItems")
