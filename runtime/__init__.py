@@ -3,10 +3,12 @@
 The public plugin API is exactly what this module exports::
 
     from runtime import hookimpl, ToolContext, ToolError
+
+and, for tools that return images, ``ToolResult`` and ``ToolImage``.
 """
 
 from runtime.plugin_host.hookspecs import hookimpl
-from runtime.plugin_host.tool import ToolContext, ToolError
+from runtime.plugin_host.tool import ToolContext, ToolError, ToolImage, ToolResult
 
-__all__ = ["ToolContext", "ToolError", "hookimpl"]
+__all__ = ["ToolContext", "ToolError", "ToolImage", "ToolResult", "hookimpl"]
 __version__ = "0.1.0"

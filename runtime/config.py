@@ -41,6 +41,8 @@ class ProviderConfig(_Strict):
     breaker_failures: int = 5
     breaker_cooldown_s: float = 30.0
     headers: dict[str, str] = Field(default_factory=dict)
+    # Most tools one request may offer the model (default: the provider kind's limit, 128).
+    max_tools: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _needs_base_url(self) -> ProviderConfig:
@@ -107,9 +109,21 @@ class OrganisationConfig(_Strict):
         return None
 
 
+class SamplingConfig(_Strict):
+    # What one tool call may ask of the model through MCP sampling.
+    max_calls_per_tool_call: int = Field(default=5, ge=0)
+    max_tokens_per_tool_call: int = Field(default=8000, ge=1)
+
+
 class OrchestrationConfig(_Strict):
     max_tool_rounds: int = Field(default=8, ge=1, le=64)
     tool_timeout_s: float = Field(default=30.0, gt=0)
+    # A tool that reports progress gets tool_timeout_s more after each report, up to this in all.
+    tool_max_s: float = Field(default=300.0, gt=0)
+    # Above this many prompt tokens of tool definitions (about 4 characters a token), or above
+    # the provider's tool limit, the model gets a tool-search tool instead of the whole catalogue.
+    tool_prompt_budget_tokens: int | None = Field(default=30000, ge=100)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     max_tool_result_chars: int = Field(default=20000, ge=100)
     # SSE comment keep-alives while tools run (and while waiting upstream).
     keepalive_s: float = Field(default=5.0, gt=0)

@@ -24,6 +24,7 @@ from runtime.errors import GatewayError, UpstreamError, model_not_found
 from runtime.limits import Limiter, LimiterUnavailable, create_limiter
 from runtime.orchestration.events import Completed, Event
 from runtime.orchestration.loop import Orchestrator, RunRequest, RunState
+from runtime.orchestration.sampling import ModelSampling
 from runtime.orchestration.tools import ToolCatalog
 from runtime.plugin_host.manager import PluginHost, load_plugins
 from runtime.providers.router import ModelRouter
@@ -98,7 +99,9 @@ class Gateway:
         self.router = router
         self.mcp = mcp
         self.catalog = ToolCatalog(plugins, mcp)
-        self.orchestrator = Orchestrator(router=router, catalog=self.catalog, config=settings.orchestration)
+        self.orchestrator = Orchestrator(
+            router=router, catalog=self.catalog, config=settings.orchestration, sampling=ModelSampling(self)
+        )
         self.keys = KeyCache(engine, ttl_s=settings.key_cache_ttl_s)
         self.usage = UsageWriter(
             engine, flush_interval_s=settings.usage.flush_interval_s, max_batch=settings.usage.max_batch

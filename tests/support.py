@@ -12,13 +12,13 @@ from runtime.gateway import Gateway
 from runtime.plugin_host.manager import PluginHost, load_plugins
 from runtime.storage.keys import mint_key
 from tests.fakes.threaded import ThreadedServer
-from tests.fixtures import testkit_plugin
+from tests.fixtures import catalogue_plugin, testkit_plugin
 
 UPSTREAM_KEY = "sk-test-upstream"
 
 
 def test_plugins() -> PluginHost:
-    return load_plugins(extra={"testkit": testkit_plugin})
+    return load_plugins(extra={"testkit": testkit_plugin, "catalogue": catalogue_plugin})
 
 
 def make_settings(

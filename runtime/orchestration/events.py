@@ -71,6 +71,8 @@ class ToolCallStarted:
     plugin_id: str | None  # None for an unknown tool
     tool_name: str | None
     arguments: str  # the raw JSON string the model sent
+    # The gateway's own tool (tool search), not a plugin's: front doors may leave it out.
+    builtin: bool = False
 
 
 @dataclass(slots=True)
@@ -98,6 +100,7 @@ class ToolCallFinished:
     error: str | None = None
     # Binary results the front door may pass to the model as images: (mime type, base64 data).
     images: list[tuple[str, str]] = field(default_factory=list)
+    builtin: bool = False
 
     def trace(self) -> JSON:
         entry: JSON = {"round": self.round, "name": self.name, "duration_ms": round(self.duration_ms, 2), "ok": self.ok}

@@ -13,7 +13,7 @@ trace) lives here once. Tool execution itself is in ``tools.py``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +31,14 @@ from runtime.orchestration.events import (
     ToolProgress,
     ToolsOffered,
 )
-from runtime.orchestration.tools import ToolCatalog, Toolset, run_tool_call
+from runtime.orchestration.tools import (
+    TOOL_SEARCH_NAME,
+    ToolCatalog,
+    Toolset,
+    run_tool_call,
+    run_tool_search,
+)
+from runtime.plugin_host.tool import Sampler
 from runtime.providers.router import ModelRouter, RouteLog
 from runtime.providers.streaming import StreamAccumulator
 
@@ -39,6 +46,7 @@ if TYPE_CHECKING:
     from runtime.admission import RequestContext
 
 JSON = dict[str, Any]
+SamplerFactory = Callable[["RequestContext", str], Sampler]
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
 # Request fields that are the gateway's own and never go upstream.
 GATEWAY_FIELDS = frozenset({"stream", "stream_options", "enabled_plugin_ids", "request_id"})
@@ -77,6 +85,9 @@ class RunState:
     unbilled_chars: int = 0
     # What the run is doing now: "model" (an upstream round), "tools", or "idle".
     phase: str = "idle"
+    # Tools the model found with the tool search, offered from the next round on.
+    loaded_tools: list[str] = field(default_factory=list)
+    tool_search: bool = False
 
     def __post_init__(self) -> None:
         self.route.request_id = self.request_id
@@ -104,6 +115,8 @@ class RunState:
         }
         if self.route.attempts:
             trace["failed_attempts"] = self.route.attempts
+        if self.tool_search:
+            trace["loaded_tools"] = self.loaded_tools
         return trace
 
 
@@ -126,10 +139,29 @@ def upstream_base(body: JSON) -> JSON:
 
 
 class Orchestrator:
-    def __init__(self, *, router: ModelRouter, catalog: ToolCatalog, config: OrchestrationConfig) -> None:
+    def __init__(
+        self,
+        *,
+        router: ModelRouter,
+        catalog: ToolCatalog,
+        config: OrchestrationConfig,
+        sampling: SamplerFactory | None = None,
+    ) -> None:
         self.router = router
         self.catalog = catalog
         self.config = config
+        # Builds each tool call's sampler (MCP sampling through this request's model and limits).
+        self.sampling = sampling
+
+    async def toolset(self, ctx: RequestContext) -> Toolset | None:
+        if not ctx.plugins:
+            return None
+        return await self.catalog.toolset(
+            ctx.organisation,
+            ctx.plugins,
+            max_tools=self.router.tool_limit(ctx.model),
+            max_tokens=self.config.tool_prompt_budget_tokens,
+        )
 
     async def run(self, ctx: RequestContext, request: RunRequest, state: RunState) -> AsyncGenerator[Event, None]:
         body = request.body
@@ -137,7 +169,7 @@ class Orchestrator:
         if request.stream:
             base["stream"] = True
             base["stream_options"] = {"include_usage": True}
-        toolset = await self.catalog.toolset(ctx.organisation, ctx.plugins) if ctx.plugins else None
+        toolset = await self.toolset(ctx)
 
         if not toolset:
             turn = None
@@ -151,6 +183,8 @@ class Orchestrator:
             return
 
         state.orchestrated = True
+        state.tool_search = toolset.searchable
+        images_reach_model = self.router.accepts_tool_images(ctx.model)
         yield ToolsOffered(toolset.offered())
         messages = list(body["messages"])
         client_tools: list[JSON] = list(body.get("tools") or [])
@@ -163,14 +197,14 @@ class Orchestrator:
             calls = resumed.assistant_message.get("tool_calls") or []
             messages.append(_assistant_turn(resumed.assistant_message.get("content"), calls))
             executed.update(_call_key(call) for call in calls)
-            async for tool_event in self._run_tools(ctx, state, 1, calls, toolset, messages, refused=resumed.approvals):
+            async for tool_event in self._run_tools(ctx, state, 1, calls, toolset, messages, images_reach_model, refused=resumed.approvals):
                 yield tool_event
             first_round = 2
 
         last: ModelTurn | None = None
         final_round = False
         for round_no in range(first_round, self.config.max_tool_rounds + first_round):
-            upstream = {**base, "messages": messages, "tools": client_tools + toolset.openai_tools()}
+            upstream = {**base, "messages": messages, "tools": client_tools + toolset.openai_tools(state.loaded_tools)}
             upstream["tool_choice"] = client_choice if (round_no == 1 and client_choice) else "auto"
             async for event in self._model_round(ctx, state, upstream, round_no, request.stream):
                 if isinstance(event, ModelTurn):
@@ -198,7 +232,7 @@ class Orchestrator:
                 yield self._completed(state, last, list(messages), finish_reason="tool_calls")
                 return
             messages.append(_assistant_turn(last.message.get("content"), calls))
-            async for tool_event in self._run_tools(ctx, state, round_no, server_calls, toolset, messages):
+            async for tool_event in self._run_tools(ctx, state, round_no, server_calls, toolset, messages, images_reach_model):
                 yield tool_event
             if client_calls:
                 # The client runs its own tools and comes back with their results.
@@ -214,7 +248,7 @@ class Orchestrator:
             final_round = True
 
         if final_round:
-            upstream = {**base, "messages": messages, "tools": client_tools + toolset.openai_tools(), "tool_choice": "none"}
+            upstream = {**base, "messages": messages, "tools": client_tools + toolset.openai_tools(state.loaded_tools), "tool_choice": "none"}
             round_no = (last.round + 1) if last else first_round
             async for event in self._model_round(ctx, state, upstream, round_no, request.stream, drop_tool_calls=True):
                 if isinstance(event, ModelTurn):
@@ -278,6 +312,7 @@ class Orchestrator:
         calls: Sequence[JSON],
         toolset: Toolset,
         messages: list[JSON],
+        images_reach_model: bool,
         *,
         refused: dict[str, bool] | None = None,
     ) -> AsyncGenerator[Event, None]:
@@ -299,9 +334,12 @@ class Orchestrator:
 
             if refused is not None and refused.get(call_id) is False:
                 outcome = toolset.refusal(call, round_no, REFUSED_BY_CLIENT)
+            elif toolset.searchable and (call.get("function") or {}).get("name") == TOOL_SEARCH_NAME:
+                outcome = run_tool_search(call, toolset, round_no, state.loaded_tools)
             else:
+                sampler = self.sampling(ctx, call_id) if self.sampling is not None else None
                 outcome = await run_tool_call(
-                    call, toolset, ctx=ctx, round_no=round_no, config=self.config, on_progress=progress
+                    call, toolset, ctx=ctx, round_no=round_no, config=self.config, on_progress=progress, sampler=sampler
                 )
             queue.put_nowait(outcome)
 
@@ -329,7 +367,7 @@ class Orchestrator:
         for call_id, _call in started:
             outcome = outcomes[call_id]
             state.tool_calls.append(outcome.trace())
-            messages.append({"role": "tool", "tool_call_id": call_id, "content": outcome.content})
+            messages.append(_tool_message(call_id, outcome, images_reach_model))
 
     @staticmethod
     def _pending(toolset: Toolset, call: JSON) -> PendingCall:
@@ -355,6 +393,14 @@ class Orchestrator:
             response=turn.response,
             messages=conversation,
         )
+
+
+def _tool_message(call_id: str, outcome: ToolCallFinished, with_images: bool) -> JSON:
+    if not (with_images and outcome.images):
+        return {"role": "tool", "tool_call_id": call_id, "content": outcome.content}
+    parts: list[JSON] = [{"type": "text", "text": outcome.content}]
+    parts.extend({"type": "image_url", "image_url": {"url": f"data:{mime};base64,{data}"}} for mime, data in outcome.images)
+    return {"role": "tool", "tool_call_id": call_id, "content": parts}
 
 
 def _assistant_turn(content: str | None, calls: Sequence[JSON]) -> JSON:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +25,7 @@ from runtime.config import OrchestrationConfig, OrganisationConfig, PluginRef
 from runtime.orchestration.events import OfferedTool, ToolCallFinished, ToolCallStarted
 from runtime.orchestration.naming import public_name
 from runtime.plugin_host.manager import PluginHost
-from runtime.plugin_host.tool import ToolContext, ToolError, ToolSpec
+from runtime.plugin_host.tool import Sampler, ToolContext, ToolError, ToolResult, ToolSpec
 from runtime.text import truncate
 
 if TYPE_CHECKING:
@@ -45,27 +46,71 @@ class BoundTool:
     grant: PluginGrant
 
 
+TOOL_SEARCH_NAME = "plugway__find_tools"
+_TOOL_SEARCH_DESCRIPTION = (
+    "Find tools for the task at hand. More tools are available than can be listed here: "
+    "describe what you need in a few words, and the best matching tools become callable "
+    "in your next step. Returns their names and descriptions."
+)
+_WORDS = re.compile(r"[A-Za-z][a-z]+|[A-Z]+(?![a-z])|\d+")
+
+
+def _words(text: str) -> set[str]:
+    return {word.lower() for word in _WORDS.findall(text)}
+
+
+def estimated_tokens(tool: JSON) -> int:
+    """Prompt tokens a tool definition costs, at about 4 characters a token."""
+    return len(orjson.dumps(tool)) // 4 + 1
+
+
 @dataclass
 class Toolset:
-    """The server-side tools offered in one request, by the name the model sees."""
+    """The server-side tools of one request, by the name the model sees.
+
+    When the catalogue is larger than the provider accepts (or than the prompt
+    budget), ``searchable`` is set: the model is offered :data:`TOOL_SEARCH_NAME`
+    instead, and the tools it finds are added to what it is offered next.
+    """
 
     by_name: dict[str, BoundTool] = field(default_factory=dict)
     _openai: list[JSON] = field(default_factory=list)
+    _definitions: dict[str, JSON] = field(default_factory=dict)
+    searchable: bool = False
+    search_limit: int = 8
 
     def __bool__(self) -> bool:
         return bool(self.by_name)
 
     def add(self, bound: BoundTool) -> None:
         self.by_name[bound.public_name] = bound
-        self._openai.append(
-            {
-                "type": "function",
-                "function": {"name": bound.public_name, "description": bound.spec.description, "parameters": bound.spec.parameters},
-            }
-        )
+        definition = {
+            "type": "function",
+            "function": {"name": bound.public_name, "description": bound.spec.description, "parameters": bound.spec.parameters},
+        }
+        self._openai.append(definition)
+        self._definitions[bound.public_name] = definition
 
-    def openai_tools(self) -> list[JSON]:
-        return self._openai
+    def openai_tools(self, loaded: Collection[str] = ()) -> list[JSON]:
+        if not self.searchable:
+            return self._openai
+        return [_search_tool_definition(self.search_limit), *(self._definitions[name] for name in loaded if name in self._definitions)]
+
+    def catalogue_tokens(self) -> int:
+        return sum(estimated_tokens(tool) for tool in self._openai)
+
+    def search(self, query: str, limit: int | None = None) -> list[BoundTool]:
+        """The tools best matching ``query`` by the words of their names (weighted) and descriptions."""
+        wanted = _words(query)
+        scored: list[tuple[int, str]] = []
+        for name, bound in self.by_name.items():
+            in_name = _words(bound.spec.name) | _words(bound.ref.id)
+            in_description = _words(bound.spec.description)
+            score = 3 * len(wanted & in_name) + len(wanted & in_description)
+            if score:
+                scored.append((-score, name))
+        scored.sort()
+        return [self.by_name[name] for _, name in scored[: limit or self.search_limit]]
 
     def offered(self) -> list[OfferedTool]:
         return [
@@ -95,6 +140,7 @@ class Toolset:
             plugin_id=bound.ref.id if bound else None,
             tool_name=bound.spec.name if bound else None,
             arguments=function.get("arguments") or "{}",
+            builtin=name == TOOL_SEARCH_NAME and self.searchable,
         )
 
     def refusal(self, call: JSON, round_no: int, message: str) -> ToolCallFinished:
@@ -111,6 +157,25 @@ class Toolset:
             duration_ms=0.0,
             error="not approved",
         )
+
+
+def _search_tool_definition(limit: int) -> JSON:
+    return {
+        "type": "function",
+        "function": {
+            "name": TOOL_SEARCH_NAME,
+            "description": _TOOL_SEARCH_DESCRIPTION,
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "query": {"type": "string", "description": "What the tools should do, in a few words."},
+                    "limit": {"type": "integer", "minimum": 1, "maximum": 20, "description": f"How many tools (default {limit})."},
+                },
+                "required": ["query"],
+                "additionalProperties": False,
+            },
+        },
+    }
 
 
 def _validator_for(schema: JSON) -> Any:
@@ -146,13 +211,21 @@ class ToolCatalog:
             return await self.mcp.tools_for(ref) if self.mcp is not None else []
         return self.plugins.tools(ref.id)
 
-    async def toolset(self, organisation: OrganisationConfig, grants: Sequence[PluginGrant]) -> Toolset:
+    async def toolset(
+        self,
+        organisation: OrganisationConfig,
+        grants: Sequence[PluginGrant],
+        *,
+        max_tools: int | None = None,
+        max_tokens: int | None = None,
+    ) -> Toolset:
+        """The grants' tools; searchable when more than ``max_tools`` or ``max_tokens`` of definitions."""
         specs: list[tuple[PluginGrant, ToolSpec]] = []
         for grant in grants:
             for spec in await self.specs(grant.ref):
                 if _tool_allowed(grant.ref, grant, spec.name):
                     specs.append((grant, spec))
-        key = (organisation.id, tuple(grant.cache_key for grant in grants))
+        key = (organisation.id, tuple(grant.cache_key for grant in grants), max_tools, max_tokens)
         identity = tuple(id(spec) for _, spec in specs)
         cached = self._cache.get(key)
         if cached is not None and cached[0] == identity:
@@ -161,6 +234,9 @@ class ToolCatalog:
         for grant, spec in specs:
             name = public_name(grant.ref.id, spec.name)
             toolset.add(BoundTool(name, spec, grant.ref, self._validator(spec), grant))
+        too_many = max_tools is not None and len(toolset.by_name) > max_tools
+        too_long = max_tokens is not None and toolset.catalogue_tokens() > max_tokens
+        toolset.searchable = too_many or too_long
         self._cache[key] = (identity, toolset)
         return toolset
 
@@ -196,6 +272,20 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
+# Images larger than this go to the model as a description only (Anthropic's own per-image cap).
+MAX_IMAGE_BYTES = 5 * 1024 * 1024
+
+
+def _result_content(result: Any, limit: int) -> tuple[str, list[tuple[str, str]]]:
+    """What the model reads, and the images that may go along with it."""
+    if not isinstance(result, ToolResult):
+        return truncate(serialise(result), limit), []
+    descriptions = [image.describe() for image in result.images]
+    text = "\n".join([result.text, *descriptions]) if result.text else "\n".join(descriptions)
+    images = [(image.mime_type, image.data) for image in result.images if image.size <= MAX_IMAGE_BYTES]
+    return truncate(text or "(no output)", limit), images
+
+
 async def run_tool_call(
     call: JSON,
     toolset: Toolset,
@@ -204,8 +294,14 @@ async def run_tool_call(
     round_no: int,
     config: OrchestrationConfig,
     on_progress: ProgressCallback | None = None,
+    sampler: Sampler | None = None,
 ) -> ToolCallFinished:
-    """Run one call the model made; every failure becomes a result the model can read."""
+    """Run one call the model made; every failure becomes a result the model can read.
+
+    The call has ``tool_timeout_s``; each progress report it makes moves its
+    deadline to ``tool_timeout_s`` from then, but never beyond ``tool_max_s``
+    after it started.
+    """
     started = time.perf_counter()
     call_id = call.get("id") or ""
     function = call.get("function") or {}
@@ -213,7 +309,7 @@ async def run_tool_call(
     raw_arguments = function.get("arguments") or "{}"
     bound = toolset.by_name.get(name)
 
-    def outcome(content: str, ok: bool, error: str | None = None) -> ToolCallFinished:
+    def outcome(content: str, ok: bool, error: str | None = None, images: list[tuple[str, str]] | None = None) -> ToolCallFinished:
         return ToolCallFinished(
             round=round_no,
             call_id=call_id,
@@ -225,11 +321,12 @@ async def run_tool_call(
             content=truncate(content, config.max_tool_result_chars),
             duration_ms=(time.perf_counter() - started) * 1000,
             error=error,
+            images=images or [],
         )
 
     if bound is None:
-        available = ", ".join(sorted(toolset.by_name)) or "none"
-        return outcome(error_content("unknown_tool", f"There is no tool named '{name}'. Available tools: {available}."), False, "unknown tool")
+        available = ", ".join(sorted(toolset.by_name)) if not toolset.searchable else f"use {TOOL_SEARCH_NAME} to find them"
+        return outcome(error_content("unknown_tool", f"There is no tool named '{name}'. Available tools: {available or 'none'}."), False, "unknown tool")
 
     try:
         arguments = orjson.loads(raw_arguments)
@@ -244,18 +341,30 @@ async def run_tool_call(
             message = f"Arguments do not match the tool's schema at {where}: {error.message}"
             return outcome(error_content("invalid_arguments", message), False, "schema validation failed")
 
-    tool_ctx = ToolContext(
-        organisation_id=ctx.organisation.id,
-        plugin_id=bound.ref.id,
-        request_id=ctx.request_id,
-        config=bound.ref.config,
-        logger=logging.getLogger(f"plugway.plugin.{bound.ref.id}"),
-    )
+    loop = asyncio.get_running_loop()
+    limit = config.tool_timeout_s
+    ceiling = loop.time() + max(config.tool_max_s, limit)
     try:
-        async with asyncio.timeout(config.tool_timeout_s):
+        async with asyncio.timeout(limit) as deadline:
+
+            def progress(done: float, total: float | None, message: str | None) -> None:
+                deadline.reschedule(min(loop.time() + limit, ceiling))
+                if on_progress is not None:
+                    on_progress(done, total, message)
+
+            tool_ctx = ToolContext(
+                organisation_id=ctx.organisation.id,
+                plugin_id=bound.ref.id,
+                request_id=ctx.request_id,
+                config=bound.ref.config,
+                logger=logging.getLogger(f"plugway.plugin.{bound.ref.id}"),
+                progress=progress,
+                sample=sampler,
+            )
             result = await bound.spec.invoke(arguments, tool_ctx)
     except TimeoutError:
-        return outcome(error_content("timeout", f"The tool did not finish within {config.tool_timeout_s:g} s."), False, "timeout")
+        waited = time.perf_counter() - started
+        return outcome(error_content("timeout", f"The tool did not finish within {max(limit, waited):.3g} s."), False, "timeout")
     except ToolError as exc:
         return outcome(error_content("tool_error", str(exc)), False, str(exc))
     except pydantic.ValidationError as exc:
@@ -265,4 +374,45 @@ async def run_tool_call(
     except Exception as exc:
         log.warning("tool %s raised %s: %s", name, type(exc).__name__, exc, exc_info=True)
         return outcome(error_content("tool_failed", f"The tool failed: {type(exc).__name__}: {exc}"), False, f"{type(exc).__name__}: {exc}")
-    return outcome(serialise(result), True)
+    content, images = _result_content(result, config.max_tool_result_chars)
+    return outcome(content, True, images=images)
+
+
+def run_tool_search(call: JSON, toolset: Toolset, round_no: int, loaded: list[str]) -> ToolCallFinished:
+    """The gateway's own tool search: the tools found are added to ``loaded`` for the next round."""
+    started = time.perf_counter()
+    function = call.get("function") or {}
+    raw = function.get("arguments") or "{}"
+    try:
+        arguments = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        arguments = None
+    query = arguments.get("query") if isinstance(arguments, dict) else None
+    limit = arguments.get("limit") if isinstance(arguments, dict) else None
+    ok = isinstance(query, str) and bool(query.strip())
+    if ok:
+        found = toolset.search(str(query), limit if isinstance(limit, int) and 0 < limit <= 20 else None)
+        for bound in found:
+            if bound.public_name not in loaded:
+                loaded.append(bound.public_name)
+        content = orjson.dumps(
+            {
+                "tools": [{"name": b.public_name, "description": b.spec.description} for b in found],
+                "note": "These tools can now be called." if found else "No tool matched; try other words.",
+            }
+        ).decode()
+    else:
+        content = error_content("invalid_arguments", "Give 'query': a few words saying what the tool should do.")
+    return ToolCallFinished(
+        round=round_no,
+        call_id=call.get("id") or "",
+        name=TOOL_SEARCH_NAME,
+        plugin_id=None,
+        tool_name=None,
+        arguments=raw,
+        ok=ok,
+        content=content,
+        duration_ms=(time.perf_counter() - started) * 1000,
+        error=None if ok else "invalid arguments",
+        builtin=True,
+    )

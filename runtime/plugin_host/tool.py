@@ -23,6 +23,66 @@ class ToolError(Exception):
 
 
 @dataclass(frozen=True)
+class ToolImage:
+    """An image a tool returns: base64 ``data`` of ``mime_type``."""
+
+    mime_type: str
+    data: str
+    name: str | None = None
+
+    @property
+    def size(self) -> int:
+        """Decoded size in bytes, without decoding."""
+        return len(self.data.rstrip("=")) * 3 // 4
+
+    def describe(self) -> str:
+        named = f" '{self.name}'" if self.name else ""
+        return f"[image{named}: {self.mime_type}, {self.size} bytes]"
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """A result with images besides text.
+
+    The model always reads ``text``; where the provider can show a model images in
+    a tool result (Anthropic), the images go along, and elsewhere ``text`` carries
+    a short description of each instead (never the base64).
+    """
+
+    text: str
+    images: tuple[ToolImage, ...] = ()
+
+
+@dataclass(frozen=True)
+class SamplingRequest:
+    """A tool asks the request's model for a completion (MCP sampling), in OpenAI chat terms."""
+
+    messages: list[dict[str, Any]]
+    max_tokens: int
+    system: str | None = None
+    temperature: float | None = None
+    stop: list[str] | None = None
+    model_hint: str | None = None
+
+
+@dataclass(frozen=True)
+class SamplingResult:
+    text: str
+    model: str
+    stop_reason: str  # "endTurn", "maxTokens" or "stopSequence", as MCP names them
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+Sampler = Callable[[SamplingRequest], Awaitable[SamplingResult]]
+ProgressReporter = Callable[[float, float | None, str | None], None]
+
+
+def _ignore_progress(progress: float, total: float | None, message: str | None) -> None:
+    return None
+
+
+@dataclass(frozen=True)
 class ToolContext:
     """Injected into a tool's keyword-only ``ctx`` parameter; never shown to the model."""
 
@@ -31,6 +91,12 @@ class ToolContext:
     request_id: str
     config: Mapping[str, Any] = field(default_factory=dict)
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("plugway.tools"))
+    # Report progress (done, total, message): each report extends the call's deadline,
+    # up to ``orchestration.tool_max_s``, and reaches streaming clients.
+    progress: ProgressReporter = _ignore_progress
+    # Ask the request's model for a completion (no tools), within the call's sampling
+    # budget; None where no model is available (raise ToolError or decline then).
+    sample: Sampler | None = None
 
 
 Invoke = Callable[[dict[str, Any], ToolContext], Awaitable[Any]]

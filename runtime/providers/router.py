@@ -38,6 +38,11 @@ from runtime.providers.openai import OpenAIProvider
 from runtime.providers.resilience import CircuitBreaker, call_with_retries, open_stream_with_retries
 
 log = logging.getLogger("plugway.router")
+# OpenAI refuses more than 128 tools ("array too long"); the other kinds are held to the same.
+DEFAULT_TOOL_LIMIT = 128
+TOOL_LIMITS: dict[str, int] = {"openai": 128, "anthropic": 128, "demo": 128}
+# Provider kinds whose tool results can carry images to the model.
+TOOL_IMAGE_KINDS = frozenset({"anthropic"})
 JSON = dict[str, Any]
 
 
@@ -110,6 +115,22 @@ class ModelRouter:
 
     def model(self, model_id: str) -> ModelConfig | None:
         return self._models.get(model_id)
+
+    def tool_limit(self, model: ModelConfig) -> int:
+        """Most tools one request may offer: the smallest limit along the model's fallback chain."""
+        limits = []
+        for candidate in self._chain(model):
+            config = self._configs.get(candidate.provider)
+            if config is not None:
+                limits.append(config.max_tools or TOOL_LIMITS.get(config.kind, DEFAULT_TOOL_LIMIT))
+        return min(limits, default=DEFAULT_TOOL_LIMIT)
+
+    def accepts_tool_images(self, model: ModelConfig) -> bool:
+        """Whether every provider along the model's chain can show images in tool results."""
+        return all(
+            (config := self._configs.get(candidate.provider)) is not None and config.kind in TOOL_IMAGE_KINDS
+            for candidate in self._chain(model)
+        )
 
     def _chain(self, model: ModelConfig) -> list[ModelConfig]:
         chain = [model]

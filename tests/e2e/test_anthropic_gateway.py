@@ -16,6 +16,7 @@ import pytest
 
 from tests.e2e.conftest import ACME_PLUGINS, anthropic_provider, sdk_client
 from tests.fakes.anthropic_server import Fail, FakeAnthropic, Reply
+from tests.fixtures.testkit_plugin import RED_DOT
 from tests.support import GatewayServer, make_settings
 
 JSON = dict[str, Any]
@@ -585,3 +586,16 @@ def test_anthropic_401_becomes_502_and_is_not_retried(
     # max_retries=2 on that provider, but a bad key will not get better.
     assert len(fake_anthropic.requests) == 1
     assert fake_anthropic.requests[0].headers["x-api-key"] == "sk-ant-wrong"
+
+
+def test_tool_images_reach_claude_as_image_blocks(acme: openai.OpenAI, fake_anthropic: FakeAnthropic) -> None:
+    fake_anthropic.script(
+        [Reply(tool_use=[("testkit__picture", {})], input_tokens=10, output_tokens=2), Reply(text="A red dot.", input_tokens=20, output_tokens=3)]
+    )
+    response = acme.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Show me the picture."}])
+    assert response.choices[0].message.content == "A red dot."
+    [result] = fake_anthropic.requests[1].body["messages"][2]["content"]
+    assert result["type"] == "tool_result"
+    text, image = result["content"]
+    assert text["type"] == "text" and text["text"].startswith("a red dot")
+    assert image == {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": RED_DOT}}
