@@ -12,11 +12,20 @@ overshoot its budget by at most what the *other* processes spend within
 ``ttl_s + flush_interval_s`` (2.5 s by default), plus the cost of requests
 already in flight when the budget ran out (a request is checked when it starts,
 and is never cut off midway).
+
+The check never depends on the usage writer's health: when usage cannot be
+written, the database's figure is completed with the records this process
+holds unwritten; when the database cannot even be read, the last figure read
+(or, if there is none, nothing) plus this process's spend since is used, and
+the database is asked again at the next check. A request is never refused
+with a 500 because of billing's own bookkeeping.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -34,6 +43,7 @@ from runtime.storage.models import UsageRecord
 from runtime.storage.usage import UsageWriter
 
 BUDGET_CACHE_TTL_S = 2.0
+log = logging.getLogger("plugway.billing")
 
 
 def insufficient_credits(organisation_id: str, budget_usd: float, spent_usd: float, renews: datetime) -> GatewayError:
@@ -149,6 +159,21 @@ def usage_summary(engine: Engine, organisation_id: str, start: datetime, end: da
 # -- the budget guard -----------------------------------------------------------------
 
 
+def unwritten_cost(rows: list[dict[str, Any]], organisation_id: str, start: datetime, end: datetime) -> float:
+    """The cost of an organisation's usage rows in ``[start, end)``; rows refused for bad values count if they can."""
+    total = 0.0
+    for row in rows:
+        created_at, cost = row.get("created_at"), row.get("cost_usd")
+        if row.get("organisation_id") != organisation_id or not isinstance(created_at, datetime):
+            continue
+        if created_at.tzinfo is None:
+            created_at = created_at.replace(tzinfo=UTC)
+        if start <= created_at < end and isinstance(cost, (int, float)) and math.isfinite(cost):
+            total += cost
+    return total
+
+
+
 @dataclass
 class _Snapshot:
     period_start: datetime
@@ -168,6 +193,8 @@ class BudgetGuard:
         self._recorded: defaultdict[str, float] = defaultdict(float)
         self._snapshots: dict[str, _Snapshot] = {}
         self._refreshing: dict[str, asyncio.Task[_Snapshot]] = {}
+        # Organisations whose spend could not be read last time (logged once until it can).
+        self._unreadable: set[str] = set()
 
     def note(self, organisation_id: str, cost_usd: float) -> None:
         """Count a request's cost at once (called when its usage record is made)."""
@@ -203,10 +230,34 @@ class BudgetGuard:
     async def _read(self, organisation_id: str, period_start: datetime) -> _Snapshot:
         period_end = month_bounds(period_start)[1]
         mark: list[float] = []
-        spend = await self.usage.read_after_flush(
-            lambda: spend_between(self.engine, organisation_id, period_start, period_end),
-            flushed=lambda: mark.append(self._recorded[organisation_id]),
-        )
-        snapshot = _Snapshot(period_start, spend, mark[0], time.monotonic() + self.ttl_s)
+        try:
+            spend, unwritten = await self.usage.read_with_unwritten(
+                lambda: spend_between(self.engine, organisation_id, period_start, period_end),
+                marked=lambda: mark.append(self._recorded[organisation_id]),
+            )
+        except Exception:
+            snapshot = self._without_database(organisation_id, period_start)
+        else:
+            self._unreadable.discard(organisation_id)
+            # Recorded before the mark but not in the database: the write failed, or the database refused the row.
+            spend += unwritten_cost(unwritten, organisation_id, period_start, period_end)
+            snapshot = _Snapshot(period_start, spend, mark[0], time.monotonic() + self.ttl_s)
         self._snapshots[organisation_id] = snapshot
         return snapshot
+
+    def _without_database(self, organisation_id: str, period_start: datetime) -> _Snapshot:
+        """The last figure read this period plus this process's spend since; with none, all this process spent."""
+        if organisation_id not in self._unreadable:
+            self._unreadable.add(organisation_id)
+            log.warning(
+                "cannot read organisation %s's spend from the database; its budget is checked against "
+                "the last figure read plus this process's spend until the database answers",
+                organisation_id, exc_info=True,
+            )
+        previous = self._snapshots.get(organisation_id)
+        expires_at = time.monotonic() + self.ttl_s
+        if previous is not None and previous.period_start == period_start:
+            return _Snapshot(period_start, previous.database_spend, previous.recorded_mark, expires_at)
+        # Nothing read this period: count everything this process recorded (it may include last
+        # month's; over-counting is the safe side of a budget).
+        return _Snapshot(period_start, 0.0, 0.0, expires_at)

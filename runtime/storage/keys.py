@@ -9,6 +9,7 @@ the database.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import hmac
 import secrets
@@ -19,9 +20,53 @@ import anyio.to_thread
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from runtime.storage.models import ApiKey, Organisation, utcnow
+from runtime.storage.models import INT64_MAX, KEY_NAME_MAX_CHARS, ApiKey, Organisation, utcnow
 
 KEY_PREFIX = "pw_"
+
+
+class KeyRefused(ValueError):
+    """A key operation refused, phrased for the operator."""
+
+
+class InvalidKeyValue(KeyRefused):
+    """A name or limit the key cannot have."""
+
+
+class KeyNotFound(KeyRefused):
+    pass
+
+
+class KeyRevoked(KeyRefused):
+    pass
+
+
+class Keep(enum.Enum):
+    """Leave a field as it is, in :func:`update_key` (None already means "no limit")."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+
+
+def check_limit(field: str, value: int | None) -> int | None:
+    """A limit as stored: None (no limit), 0 (refuse everything) or a positive count that fits 64 bits."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidKeyValue(f"{field} must be a whole number, not {value!r}")
+    if value < 0:
+        raise InvalidKeyValue(f"{field} {value} is negative; use 0 to refuse every request, or no limit")
+    if value > INT64_MAX:
+        raise InvalidKeyValue(f"{field} {value} is too large: at most {INT64_MAX}")
+    return value
+
+
+def check_name(name: str | None) -> str | None:
+    if name is not None and len(name) > KEY_NAME_MAX_CHARS:
+        raise InvalidKeyValue(f"name is {len(name)} characters long; at most {KEY_NAME_MAX_CHARS}")
+    return name
 
 
 def hash_key(key: str) -> str:
@@ -45,7 +90,13 @@ def mint_key(
     rpm: int | None = None,
     daily_tokens: int | None = None,
 ) -> tuple[str, ApiKey]:
-    """Create a key; returns the secret (shown once) and the stored row."""
+    """Create a key; returns the secret (shown once) and the stored row.
+
+    Raises :class:`InvalidKeyValue` for a limit or name the key cannot have.
+    """
+    name = check_name(name)
+    rpm = check_limit("rpm", rpm)
+    daily_tokens = check_limit("daily_tokens", daily_tokens)
     secret = KEY_PREFIX + secrets.token_urlsafe(32)
     row = ApiKey(
         id="key_" + secrets.token_hex(8),
@@ -73,6 +124,11 @@ def list_keys(engine: Engine, organisation_id: str | None = None) -> list[ApiKey
         return list(session.exec(query))
 
 
+def find_key(engine: Engine, key_id: str) -> ApiKey | None:
+    with Session(engine) as session:
+        return session.get(ApiKey, key_id)
+
+
 def revoke_key(engine: Engine, key_id: str) -> bool:
     with Session(engine) as session:
         row = session.get(ApiKey, key_id)
@@ -84,15 +140,38 @@ def revoke_key(engine: Engine, key_id: str) -> bool:
         return True
 
 
-def update_key_limits(engine: Engine, key_id: str, *, rpm: int | None, daily_tokens: int | None) -> bool:
+def update_key(
+    engine: Engine,
+    key_id: str,
+    *,
+    rpm: int | None | Keep = KEEP,
+    daily_tokens: int | None | Keep = KEEP,
+    name: str | None | Keep = KEEP,
+) -> ApiKey:
+    """Change only the fields given (None clears a limit); returns the updated row.
+
+    Raises :class:`KeyNotFound`, :class:`KeyRevoked` (a revoked key stays
+    revoked: mint a new one) or :class:`InvalidKeyValue`.
+    """
+    changes: dict[str, int | str | None] = {}
+    if rpm is not KEEP:
+        changes["rpm"] = check_limit("rpm", rpm)
+    if daily_tokens is not KEEP:
+        changes["daily_tokens"] = check_limit("daily_tokens", daily_tokens)
+    if name is not KEEP:
+        changes["name"] = check_name(name)
     with Session(engine) as session:
         row = session.get(ApiKey, key_id)
         if row is None:
-            return False
-        row.rpm, row.daily_tokens = rpm, daily_tokens
+            raise KeyNotFound(f"no key '{key_id}'")
+        if row.revoked_at is not None:
+            raise KeyRevoked(f"key '{key_id}' is revoked; mint a new one with `plugway keys create`")
+        for field, value in changes.items():
+            setattr(row, field, value)
         session.add(row)
         session.commit()
-        return True
+        session.refresh(row)
+        return row
 
 
 def sync_organisations(engine: Engine, organisation_ids: list[str]) -> None:

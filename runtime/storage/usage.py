@@ -1,30 +1,70 @@
 """Usage records, written off the hot path.
 
-``record()`` only appends to an in-memory buffer; a background task writes the
-buffer in one transaction every ``flush_interval_s`` (or sooner when it holds
-``max_batch`` records) in a worker thread. Shutdown flushes what is left, so a
-clean stop loses nothing; a crash (SIGKILL, power loss) loses at most the
-records of the last ``flush_interval_s`` (0.5 s by default), and while the
-database is down the buffer keeps growing and is retried every interval.
+``record()`` only appends to an in-memory buffer; a background task writes it
+in transactions of at most ``max_batch`` rows every ``flush_interval_s`` (or
+sooner when ``max_batch`` rows are waiting), in a worker thread. A clean stop
+writes what is left; a crash (SIGKILL, power loss) loses at most the records
+of the last ``flush_interval_s`` (0.5 s by default).
+
+Two kinds of failure, handled apart:
+
+- **The database refuses a row** (a value no column can hold, such as an
+  upstream's absurd token count): that row alone is set aside. Values that
+  cannot fit are caught before the database sees them; anything else the
+  database refuses is found by splitting the batch (a few extra statements,
+  only when it happens). The row is logged with its request id, organisation
+  and reason, appended to the spill file, and kept in memory so this
+  process's budget checks still count its cost. Every other row is written:
+  one bad row never holds back anyone else's.
+- **The database cannot be written at all** (down, locked, table missing):
+  the rows stay buffered and are retried every interval; the failure is
+  logged when it starts, every minute while it lasts, and when writes resume.
+
+``aclose()`` never raises: when the final write fails, the buffered rows are
+appended to the spill file and an error says how many and where.
+
+The spill file holds JSON Lines, one ``{"row", "reason", "at"}`` object a
+line: ``<database file>-unwritten-usage.jsonl`` beside an SQLite database,
+``./plugway-unwritten-usage.jsonl`` (the gateway's working directory) for
+PostgreSQL. ``plugway usage replay [FILE]`` writes its rows to the database
+and keeps in the file only those still refused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
+import math
+import os
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio.to_thread
-from sqlalchemy import Engine
+from sqlalchemy import DateTime, Engine, Float, Integer, String, Table
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
+from sqlalchemy.types import TypeDecorator, TypeEngine
 from sqlmodel import SQLModel
 
 from runtime.config import Price
 from runtime.storage import models  # noqa: F401  (registers usage_records)
+from runtime.storage.db import failure_reason, sqlite_file
+from runtime.storage.models import INT64_MAX
 
 log = logging.getLogger("plugway.usage")
 T = TypeVar("T")
+Row = dict[str, Any]
+
+SPILL_SUFFIX = "-unwritten-usage.jsonl"
+# While writes fail, say so again this often (not at every retry).
+FAILURE_LOG_INTERVAL_S = 60.0
+# Refused rows kept in memory for budget checks; older ones live on only in the spill file.
+SET_ASIDE_KEPT = 10_000
 
 
 def cost_usd(price: Price | None, prompt_tokens: int, completion_tokens: int) -> float:
@@ -49,18 +89,173 @@ _ROW_DEFAULTS: dict[str, Any] = {
 }
 
 
+def default_spill_path(engine: Engine) -> Path:
+    """Where rows the database will not take are saved: beside an SQLite file, else the working directory."""
+    database = sqlite_file(engine.url)
+    if database is not None:
+        return database.with_name(database.name + SPILL_SUFFIX)
+    return Path.cwd() / f"plugway{SPILL_SUFFIX}"
+
+
+class UsageNotWritten(Exception):
+    """The database could not be written; the rows stay buffered and are retried."""
+
+
+class _StoppedWriting(Exception):
+    def __init__(self, unwritten: list[Row], refused: list[tuple[Row, str]]) -> None:
+        super().__init__(f"{len(unwritten)} rows not written")
+        self.unwritten = unwritten
+        self.refused = refused
+
+
+def _refuses_the_row(exc: BaseException) -> bool:
+    """True when the database (or the driver) refused these values, not the write as such."""
+    if isinstance(exc, (DataError, IntegrityError)):
+        return True
+    if isinstance(exc, DBAPIError):
+        return False  # unreachable, locked, missing table...: retry the rows later
+    return isinstance(exc, (StatementError, OverflowError, TypeError, ValueError))
+
+
+def _python_type(column_type: TypeEngine[Any]) -> type:
+    if isinstance(column_type, TypeDecorator):
+        column_type = column_type.impl_instance
+    for sql_type, python_type in ((Integer, int), (Float, float), (String, str), (DateTime, datetime)):
+        if isinstance(column_type, sql_type):
+            return python_type
+    return object
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class UsageRows:
+    """Writing usage rows, synchronously: checks, inserts, and isolating the rows the database refuses."""
+
+    def __init__(self, engine: Engine, spill_path: Path) -> None:
+        self.engine = engine
+        self.spill_path = spill_path
+        self.table: Table = SQLModel.metadata.tables["usage_records"]
+        self._kinds = {column.name: (_python_type(column.type), column.nullable) for column in self.table.columns if column.name != "id"}
+        self._spill_lock = threading.Lock()
+
+    def unstorable(self, row: Row) -> str | None:
+        """Why no database could store ``row``, or None."""
+        for name, value in row.items():
+            kind = self._kinds.get(name)
+            if kind is None:
+                return f"unknown column {name}"
+            python_type, nullable = kind
+            if value is None:
+                if not nullable:
+                    return f"{name} is missing"
+            elif python_type is int:
+                if isinstance(value, bool) or not isinstance(value, int):
+                    return f"{name}={_short(value)} is not a whole number"
+                if not -INT64_MAX - 1 <= value <= INT64_MAX:
+                    return f"{name}={value} does not fit a 64-bit integer"
+            elif python_type is float:
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    return f"{name}={_short(value)} is not a finite number"
+            elif not isinstance(value, python_type):
+                return f"{name}={_short(value)} is not a {python_type.__name__}"
+        return None
+
+    def insert(self, rows: list[Row]) -> None:
+        with self.engine.begin() as connection:
+            connection.execute(self.table.insert(), rows)
+
+    def store(self, batch: list[Row]) -> list[tuple[Row, str]]:
+        """Write ``batch``; returns the rows refused, with why, after saving them to the spill file.
+
+        Raises :class:`_StoppedWriting` (holding the rows not yet written) when
+        the database cannot be written at all.
+        """
+        refused: list[tuple[Row, str]] = []
+        storable: list[Row] = []
+        for row in batch:
+            why = self.unstorable(row)
+            if why is None:
+                storable.append(row)
+            else:
+                refused.append((row, why))
+        parts = [storable] if storable else []
+        try:
+            while parts:
+                part = parts.pop()
+                try:
+                    self.insert(part)
+                except Exception as exc:
+                    if not _refuses_the_row(exc):
+                        raise _StoppedWriting([row for rows in (part, *parts) for row in rows], refused) from exc
+                    if len(part) == 1:
+                        refused.append((part[0], failure_reason(exc)))
+                    else:
+                        # Halves, until the refused rows stand alone: log2(batch) extra statements per bad row.
+                        middle = len(part) // 2
+                        parts += [part[middle:], part[:middle]]
+        finally:
+            if refused:
+                self.spill(refused)
+        return refused
+
+    def spill(self, entries: list[tuple[Row, str]]) -> bool:
+        """Append rows to the spill file; if even that fails, put them in the log: never lose them silently."""
+        at = datetime.now(UTC).isoformat()
+        lines = [json.dumps({"row": _to_json(row), "reason": reason, "at": at}) + "\n" for row, reason in entries]
+        try:
+            with self._spill_lock, open(self.spill_path, "a", encoding="utf-8") as file:
+                file.writelines(lines)
+                file.flush()
+                os.fsync(file.fileno())
+        except OSError as exc:
+            log.critical(
+                "could not save %d usage records to %s (%s); here they are, one JSON object a line:\n%s",
+                len(lines), self.spill_path, exc, "".join(lines),
+            )
+            return False
+        return True
+
+
+def _to_json(row: Row) -> Row:
+    return {name: value.isoformat() if isinstance(value, datetime) else value for name, value in row.items()}
+
+
+def _from_json(row: Row) -> Row:
+    created_at = row.get("created_at")
+    if isinstance(created_at, str):
+        row = {**row, "created_at": datetime.fromisoformat(created_at)}
+    return row
+
+
 class UsageWriter:
-    def __init__(self, engine: Engine, *, flush_interval_s: float = 0.5, max_batch: int = 500) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        flush_interval_s: float = 0.5,
+        max_batch: int = 500,
+        spill_path: Path | None = None,
+    ) -> None:
         self.engine = engine
         self.flush_interval_s = flush_interval_s
         self.max_batch = max_batch
-        self._buffer: list[dict[str, Any]] = []
+        self.spill_path = spill_path or default_spill_path(engine)
+        self._rows = UsageRows(engine, self.spill_path)
+        self._buffer: list[Row] = []
+        self._set_aside: list[Row] = []
         self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._failing_since: float | None = None
+        self._failure_logged_at = 0.0
 
     def start(self) -> None:
         if self._task is None:
+            self._stop.clear()
             self._task = asyncio.create_task(self._run(), name="plugway-usage-writer")
 
     def record(self, *, request_id: str, organisation_id: str, model: str, **columns: Any) -> None:
@@ -75,56 +270,150 @@ class UsageWriter:
         if len(self._buffer) >= self.max_batch:
             self._wake.set()
 
+    def unwritten(self) -> list[Row]:
+        """Rows recorded here that the database does not hold: still buffered, or refused and set aside."""
+        return [*self._buffer, *self._set_aside]
+
     async def flush(self) -> None:
+        """Write everything buffered; raises :class:`UsageNotWritten` when the database cannot be written."""
         async with self._lock:
             await self._flush_locked()
 
-    async def read_after_flush(self, read: Callable[[], T], *, flushed: Callable[[], None] | None = None) -> T:
-        """Write everything buffered, call ``flushed()``, then run ``read`` in a thread with no flush in between.
+    async def read_with_unwritten(
+        self, read: Callable[[], T], *, marked: Callable[[], None] | None = None
+    ) -> tuple[T, list[Row]]:
+        """Try to write what is buffered, call ``marked()``, then run ``read`` in a thread with no write in between.
 
-        So ``read`` sees exactly the records recorded before ``flushed()`` ran
-        (plus other processes' records): the budget guard relies on it to
-        never count a record twice.
+        Returns what ``read`` returned and the rows recorded before
+        ``marked()`` that the database does not hold (the write failed, or the
+        database refused them). So a reader counts every record made before
+        ``marked()`` exactly once, whether or not the database took it: the
+        budget guard relies on it. Raises only if ``read`` raises.
         """
         async with self._lock:
-            await self._flush_locked()
-            if flushed is not None:
-                flushed()
-            return await anyio.to_thread.run_sync(read)
+            # While writes fail, the background task retries; a reader must not wait on a dead database twice.
+            if self._failing_since is None:
+                with contextlib.suppress(UsageNotWritten):
+                    await self._flush_locked()
+            if marked is not None:
+                marked()
+            unwritten = self.unwritten()
+            return await anyio.to_thread.run_sync(read), unwritten
 
     async def _flush_locked(self) -> None:
         while self._buffer:
-            batch, self._buffer = self._buffer, []
+            batch = self._buffer[: self.max_batch]
+            del self._buffer[: len(batch)]
             try:
-                await anyio.to_thread.run_sync(self._write, batch)
-            except Exception:
-                log.exception("writing %d usage records failed; will retry", len(batch))
+                refused = await anyio.to_thread.run_sync(self._rows.store, batch)
+            except _StoppedWriting as stopped:
+                self._buffer[:0] = stopped.unwritten
+                self._set_rows_aside(stopped.refused)
+                cause = stopped.__cause__ or stopped
+                self._writes_failing(cause)
+                raise UsageNotWritten(
+                    f"{len(self._buffer)} usage records not written: {failure_reason(cause)}"
+                ) from cause
+            except BaseException:
                 self._buffer[:0] = batch
                 raise
+            self._set_rows_aside(refused)
+        self._writes_resumed()
 
-    def _write(self, batch: list[dict[str, Any]]) -> None:
-        table = SQLModel.metadata.tables["usage_records"]
-        with self.engine.begin() as connection:
-            connection.execute(table.insert(), batch)
+    def _set_rows_aside(self, refused: list[tuple[Row, str]]) -> None:
+        for row, why in refused:
+            log.error(
+                "usage record of request %s (organisation %s) cannot be stored: %s; saved to %s",
+                row.get("request_id"), row.get("organisation_id"), why, self.spill_path,
+            )
+            self._set_aside.append(row)
+        del self._set_aside[:-SET_ASIDE_KEPT]
+
+    def _writes_failing(self, cause: BaseException) -> None:
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = self._failure_logged_at = now
+            log.error(
+                "cannot write usage records (%s); %d kept in memory and retried every %.1f s",
+                failure_reason(cause), len(self._buffer), self.flush_interval_s,
+            )
+        elif now - self._failure_logged_at >= FAILURE_LOG_INTERVAL_S:
+            self._failure_logged_at = now
+            log.error(
+                "still cannot write usage records after %.0f s (%s); %d kept in memory",
+                now - self._failing_since, failure_reason(cause), len(self._buffer),
+            )
+
+    def _writes_resumed(self) -> None:
+        if self._failing_since is not None:
+            log.warning("usage records are written again, after %.0f s", time.monotonic() - self._failing_since)
+            self._failing_since = None
 
     async def _run(self) -> None:
-        while True:
-            try:
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.flush_interval_s)
-            except TimeoutError:
-                pass
             self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 await self.flush()
             except Exception:
-                await asyncio.sleep(self.flush_interval_s)
+                # Logged by the flush. Wait out an interval: a full buffer must not spin on a dead database.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), timeout=self.flush_interval_s)
 
     async def aclose(self) -> None:
+        """Stop the background task and write what is buffered. Never raises (cancellation aside).
+
+        Rows the database will not take are appended to the spill file, and an
+        error names how many and where (or, if even the file cannot be
+        written, the log holds the rows themselves).
+        """
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            self._stop.set()
+            self._wake.set()
+            # It finishes the write in progress, if any, and returns.
+            await self._task
             self._task = None
-        await self.flush()
+        try:
+            await self.flush()
+        except Exception as exc:
+            async with self._lock:
+                rows, self._buffer = self._buffer, []
+            reason = f"not written at shutdown: {failure_reason(exc.__cause__ or exc)}"
+            saved = await anyio.to_thread.run_sync(self._rows.spill, [(row, reason) for row in rows])
+            if saved:
+                log.error(
+                    "%d usage records could not be written at shutdown (%s); saved to %s: "
+                    "replay them with `plugway usage replay %s`",
+                    len(rows), reason, self.spill_path, self.spill_path,
+                )
+
+
+def replay_spilled(engine: Engine, path: Path) -> tuple[int, int]:
+    """Write the rows saved in a spill file; keep in it only those still refused. Returns (written, refused).
+
+    The file is first renamed aside, so a gateway appending to it meanwhile
+    starts a new one and nothing is lost or written twice. Raises
+    :class:`UsageNotWritten` when the database cannot be written (the rows are
+    put back in the file).
+    """
+    if not path.exists():
+        return 0, 0
+    working = path.with_name(f"{path.name}.replaying-{os.getpid()}")
+    path.rename(working)
+    entries = [json.loads(line) for line in working.read_text(encoding="utf-8").splitlines() if line.strip()]
+    saved_rows = [_from_json(entry["row"]) for entry in entries]
+    reasons = {id(row): str(entry.get("reason", "")) for row, entry in zip(saved_rows, entries, strict=True)}
+    rows = UsageRows(engine, path)
+    try:
+        refused = rows.store(saved_rows)  # saves the rows refused again to ``path``
+    except _StoppedWriting as stopped:
+        # Back into the file with their original reasons: none of them was written.
+        rows.spill([(row, reasons[id(row)]) for row in stopped.unwritten])
+        working.unlink()
+        cause = stopped.__cause__ or stopped
+        raise UsageNotWritten(f"the database cannot be written ({failure_reason(cause)})") from cause
+    working.unlink()
+    return len(saved_rows) - len(refused), len(refused)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
-from sqlalchemy import event
+from sqlalchemy import create_engine, event, text
 from sqlmodel import Session
 
 from runtime.billing import BudgetGuard, month_bounds
@@ -154,3 +155,86 @@ def test_spent_budget_also_stops_the_runtime_for_other_sources(
         complete()
     assert refused.value.status == 402 and refused.value.code == "insufficient_credits"
     assert len(upstream.requests) == 3
+
+
+async def test_the_budget_check_answers_while_usage_cannot_be_written(database_url: str, tmp_path: Path) -> None:
+    """The writer's database refuses every write; the guard still answers from the database it can
+    read plus what this process holds unwritten, and never raises anything but a 402."""
+    engine = make_engine(database_url)
+    upgrade(engine)
+    with Session(engine) as session:
+        session.add(UsageRecord(request_id="earlier", organisation_id="thrifty", model="m", cost_usd=2.0))
+        session.commit()
+    unwritable = create_engine("postgresql+psycopg://nobody@127.0.0.1:1/nowhere", connect_args={"connect_timeout": 2})
+    writer = UsageWriter(unwritable, flush_interval_s=60, spill_path=tmp_path / "unwritten.jsonl")
+    guard = BudgetGuard(engine, writer, ttl_s=0)  # every check asks the database
+    try:
+        writer.record(request_id="buffered", organisation_id="thrifty", model="m", cost_usd=1.0)
+        guard.note("thrifty", 1.0)
+        assert await guard.month_spend("thrifty") == pytest.approx(3.0)
+        await guard.check(OrganisationConfig(id="thrifty", monthly_budget_usd=10.0))
+        with pytest.raises(GatewayError) as refused:
+            await guard.check(OrganisationConfig(id="thrifty", monthly_budget_usd=2.5))
+        assert refused.value.status == 402
+        # Recorded after that read: counted once, from the process's own tally.
+        writer.record(request_id="later", organisation_id="thrifty", model="m", cost_usd=0.5)
+        guard.note("thrifty", 0.5)
+        assert await guard.month_spend("thrifty") == pytest.approx(3.5)
+    finally:
+        await writer.aclose()
+        unwritable.dispose()
+        engine.dispose()
+
+
+async def test_the_budget_check_answers_when_the_database_cannot_be_read_either(database_url: str, tmp_path: Path) -> None:
+    engine = make_engine(database_url)
+    upgrade(engine)
+    writer = UsageWriter(engine, flush_interval_s=60, spill_path=tmp_path / "unwritten.jsonl")
+    guard = BudgetGuard(engine, writer, ttl_s=0)
+    org = OrganisationConfig(id="thrifty", monthly_budget_usd=2.5)
+    try:
+        writer.record(request_id="one", organisation_id="thrifty", model="m", cost_usd=1.0)
+        guard.note("thrifty", 1.0)
+        await guard.check(org)  # a good read: $1 in the database
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE usage_records RENAME TO usage_records_away"))
+        for request_id in ("two", "three"):
+            writer.record(request_id=request_id, organisation_id="thrifty", model="m", cost_usd=1.0)
+            guard.note("thrifty", 1.0)
+        # The last figure read, plus what this process spent since: $3, over the budget.
+        with pytest.raises(GatewayError) as refused:
+            await guard.check(org)
+        assert refused.value.status == 402
+        assert await guard.month_spend("thrifty") == pytest.approx(3.0)
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE usage_records_away RENAME TO usage_records"))
+        await writer.aclose()
+        engine.dispose()
+
+
+def test_budgeted_requests_are_not_500_while_usage_cannot_be_written(
+    servers: Servers, upstream: FakeOpenAI, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    server = servers.start(database_url=database_url, extra_orgs=[THRIFTY])
+    server.gateway.budget.ttl_s = 0  # every check asks the database, as after the 2 s cache expires
+    key = server.mint("thrifty")
+    client = openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0, timeout=20)
+    upstream.responder = lambda body: ONE_DOLLAR
+    _ask(client)
+    server.flush_usage()
+    with server.gateway.engine.begin() as connection:
+        connection.execute(text("ALTER TABLE usage_records RENAME TO usage_records_away"))
+    try:
+        _ask(client)  # $1 spent before it
+        _ask(client)  # $2 spent before it
+        with pytest.raises(openai.APIStatusError) as refused:
+            _ask(client)  # $3 spent before it: over $2.50
+        assert refused.value.status_code == 402
+    finally:
+        with server.gateway.engine.begin() as connection:
+            connection.execute(text("ALTER TABLE usage_records_away RENAME TO usage_records"))
+    server.flush_usage()
+    usage = httpx.get(f"{server.base_url}/usage", headers={"Authorization": f"Bearer {key}"}, timeout=10).json()
+    assert usage["total_cost_usd"] == pytest.approx(3.0)
