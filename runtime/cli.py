@@ -1,4 +1,10 @@
-"""The ``plugway`` command."""
+"""The ``plugway`` command.
+
+Every failure the user can cause or meet (a bad argument, a bad configuration,
+an unreachable database, a busy port) ends with one line on stderr starting
+``plugway:`` and a non-zero exit: 2 for a wrong command or configuration, 1
+when the command could not do its work. Never a traceback.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +13,31 @@ import asyncio
 import json
 import logging
 import os
+import socket
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from runtime.config import ConfigError, Settings, load_settings
 
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
+# Keep in step with runtime.storage.models (not imported here: `plugway chat` needs no database).
+INT64_MAX = 2**63 - 1
+KEY_NAME_MAX_CHARS = 200
+MAX_LISTED = 100_000
+
+
+class CommandFailed(Exception):
+    """The command cannot do its work; ``str()`` is the line shown after ``plugway:``."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -26,11 +49,33 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(getattr(args, "config", None))
 
 
-def _engine(settings: Settings):  # type: ignore[no-untyped-def]
-    from runtime.storage.db import create_schema, make_engine
+def _database_location(settings: Settings) -> str:
+    """Where the data lives, for messages: the SQLite file's absolute path, or the URL without its password."""
+    from runtime.storage.db import sqlite_file
+    from runtime.storage.urls import mask_url
 
-    engine = make_engine(settings.database_url)
-    create_schema(engine)
+    file = sqlite_file(settings.database_url)
+    return str(file) if file is not None else mask_url(settings.database_url)
+
+
+def _no_database_yet(settings: Settings) -> str:
+    where = f"there is no database at {_database_location(settings)} yet"
+    if settings.embedded_default:
+        where += " (the embedded default keeps plugway.db in the directory where `plugway serve` runs: run this there, or pass --config)"
+    return where
+
+
+def _open_database(settings: Settings, *, create: bool = True) -> Engine | None:
+    """The configured database, migrated; None when ``create`` is False and its SQLite file does not exist."""
+    from runtime.storage.db import open_database
+
+    return open_database(settings.database_url, create=create)
+
+
+def _existing_database(settings: Settings, missing: str) -> Engine:
+    engine = _open_database(settings, create=False)
+    if engine is None:
+        raise CommandFailed(f"{missing} ({_no_database_yet(settings)})")
     return engine
 
 
@@ -41,56 +86,198 @@ def configure_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+# -- argument types: each refusal becomes one line through _Parser.error ------------------
+
+
+class Unlimited:
+    """``--rpm none``: no limit (as opposed to 0, which refuses every request)."""
+
+    def __repr__(self) -> str:
+        return "unlimited"
+
+
+UNLIMITED = Unlimited()
+UNLIMITED_WORDS = ("none", "unlimited")
+
+
+def limit_value(text: str) -> int | Unlimited:
+    if text.strip().lower() in UNLIMITED_WORDS:
+        return UNLIMITED
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a number; give 0 (refuse every request), a positive number, or 'none' (no limit)"
+        ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"{value} is negative; give 0 (refuse every request), a positive number, or 'none' (no limit)"
+        )
+    if value > INT64_MAX:
+        raise argparse.ArgumentTypeError(f"{text} is too large: at most {INT64_MAX}")
+    return value
+
+
+def key_name(text: str) -> str:
+    if len(text) > KEY_NAME_MAX_CHARS:
+        raise argparse.ArgumentTypeError(f"the name is {len(text)} characters long; at most {KEY_NAME_MAX_CHARS}")
+    return text
+
+
+def whole_number(low: int, high: int, what: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"'{text}' is not {what} (from {low} to {high})")
+        return value
+
+    return parse
+
+
+def _shown(limit: int | None) -> str:
+    return "unlimited" if limit is None else str(limit)
+
+
+def _seconds(ttl_s: float) -> str:
+    return "at once" if ttl_s <= 0 else f"within {ttl_s:g} seconds"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one ``plugway:`` line pointing at ``--help``, not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("plugway").strip()
+        print(f"plugway: {command + ': ' if command else ''}{message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(2)
+
+
 # -- serve ------------------------------------------------------------------------------
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    # The port first: a busy port must not leave a minted key or started MCP servers behind.
+    listener = _listen(args.host, args.port)
+    try:
+        port = int(listener.getsockname()[1])
+        _warn_if_redis_unreachable(settings)
+        from runtime.gateway import check_plugins
+        from runtime.plugin_host.manager import load_plugins
+        from runtime.storage.keys import mint_key, sync_organisations
+
+        plugins = load_plugins()
+        check_plugins(settings, plugins)
+        engine = _open_database(settings)
+        assert engine is not None
+        try:
+            sync_organisations(engine, [o.id for o in settings.organisations])
+            if settings.embedded_default:
+                secret, _ = mint_key(engine, organisation_id="default", name="quickstart")
+                _print_quickstart(secret, args.host, port, _database_location(settings))
+        finally:
+            engine.dispose()
+        configure_logging()
+        run_worker = not args.no_worker
+        if args.workers > 1:
+            return _serve_workers(args, listener, port, run_worker)
+        return _serve_one(settings, plugins, listener, args.host, port, run_worker)
+    finally:
+        listener.close()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind the gateway's port now, as uvicorn would, and hand the socket over later."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        why = (exc.strerror or str(exc)).lower()
+        raise CommandFailed(f"cannot listen on {_host_for_url(host)}:{port}: {why}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _serve_one(settings: Settings, plugins: Any, listener: socket.socket, host: str, port: int, run_worker: bool) -> int:
     import uvicorn
 
-    settings = _settings(args)
-    from runtime.gateway import check_plugins
-    from runtime.plugin_host.manager import load_plugins
-
-    plugins = load_plugins()
-    check_plugins(settings, plugins)
-    engine = _engine(settings)
-    from runtime.storage.keys import mint_key, sync_organisations
-
-    sync_organisations(engine, [o.id for o in settings.organisations])
-    host, port = args.host, args.port
-    if settings.embedded_default:
-        secret, _ = mint_key(engine, organisation_id="default", name="quickstart")
-        _print_quickstart(secret, host, port)
-    engine.dispose()
-    configure_logging()
-    run_worker = not args.no_worker
-    if args.workers > 1:
-        if args.config:
-            os.environ["PLUGWAY_CONFIG"] = os.path.abspath(args.config)
-        os.environ["PLUGWAY_RUN_WORKER"] = "1" if run_worker else "0"
-        uvicorn.run(
-            "runtime.api.app:app_from_environment",
-            factory=True,
-            host=host,
-            port=port,
-            workers=args.workers,
-            log_level="info",
-            access_log=False,
-        )
-        return 0
     from runtime.api.app import create_app
 
+    class AnnouncingServer(uvicorn.Server):
+        # Given a socket, uvicorn does not say where it listens: say it as it would.
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                logging.getLogger("uvicorn.error").info(
+                    "Uvicorn running on http://%s:%d (Press CTRL+C to quit)", _host_for_url(host), port
+                )
+
     app = create_app(settings, plugins=plugins, run_worker=run_worker)
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)
+    AnnouncingServer(config).run(sockets=[listener])
     return 0
 
 
-def _print_quickstart(secret: str, host: str, port: int) -> None:
-    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    base = f"http://{shown_host}:{port}/v1"
+def _serve_workers(args: argparse.Namespace, listener: socket.socket, port: int, run_worker: bool) -> int:
+    import uvicorn
+
+    if args.config:
+        os.environ["PLUGWAY_CONFIG"] = os.path.abspath(args.config)
+    os.environ["PLUGWAY_RUN_WORKER"] = "1" if run_worker else "0"
+    # uvicorn's supervisor binds the port itself: free it just before (a race only with another process).
+    listener.close()
+    uvicorn.run(
+        "runtime.api.app:app_from_environment",
+        factory=True,
+        host=args.host,
+        port=port,
+        workers=args.workers,
+        log_level="info",
+        access_log=False,
+    )
+    return 0
+
+
+def _warn_if_redis_unreachable(settings: Settings) -> None:
+    """Say so at start-up; the gateway still starts and refuses requests with 503 until Redis answers."""
+    if not settings.redis_url:
+        return
+    import redis
+
+    from runtime.storage.urls import mask_url
+
+    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        print(
+            f"plugway: warning: redis_url {mask_url(settings.redis_url)} does not answer ({exc}); "
+            "starting anyway: requests are refused with 503 rate_limiter_unavailable until it does",
+            file=sys.stderr,
+            flush=True,
+        )
+    finally:
+        client.close()
+
+
+def _host_for_url(host: str) -> str:
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def _print_quickstart(secret: str, host: str, port: int, database: str) -> None:
+    base = f"http://{_host_for_url(host)}:{port}/v1"
     print(
         f"""
-plugway is starting on the embedded default: SQLite (./plugway.db), in-process limits,
+plugway is starting on the embedded default: SQLite ({database}), in-process limits,
 the offline [demo model] and the first-party plugins for organisation 'default'.
 
 A key was minted for you (shown once): {secret}
@@ -110,7 +297,7 @@ Or with the openai SDK (pip install openai):
       model="demo", messages=[{{"role": "user", "content": "What time is it in Tokyo?"}}])
   print(reply.choices[0].message.content)
 
-Or chat in this terminal:  plugway chat --key {secret}
+Or chat in this terminal:  plugway chat --base-url {base} --key {secret}
 """,
         flush=True,
     )
@@ -126,25 +313,50 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
         return _fail(f"organisation '{args.org}' is not in the configuration (known: {known})")
     from runtime.storage.keys import mint_key
 
-    engine = _engine(settings)
-    secret, row = mint_key(engine, organisation_id=args.org, name=args.name, rpm=args.rpm, daily_tokens=args.daily_tokens)
-    print(f"created {row.id} for organisation {row.organisation_id} (rpm={row.rpm}, daily_tokens={row.daily_tokens})", file=sys.stderr)
+    rpm = None if isinstance(args.rpm, Unlimited) else args.rpm
+    daily_tokens = None if isinstance(args.daily_tokens, Unlimited) else args.daily_tokens
+    engine = _open_database(settings)
+    assert engine is not None
+    try:
+        secret, row = mint_key(engine, organisation_id=args.org, name=args.name, rpm=rpm, daily_tokens=daily_tokens)
+    finally:
+        engine.dispose()
+    print(
+        f"created {row.id} for organisation {row.organisation_id} in {_database_location(settings)} "
+        f"(rpm={_shown(row.rpm)}, daily_tokens={_shown(row.daily_tokens)})",
+        file=sys.stderr,
+    )
     print(secret)
     return 0
 
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    engine = _open_database(settings, create=False)
+    if engine is None:
+        print(f"no keys: {_no_database_yet(settings)}")
+        return 0
     from rich.console import Console
     from rich.table import Table
 
     from runtime.storage.keys import list_keys
 
-    rows = list_keys(_engine(_settings(args)), args.org)
-    table = Table("id", "organisation", "name", "prefix", "rpm", "daily tokens", "created", "revoked")
+    try:
+        rows = list_keys(engine, args.org)
+    finally:
+        engine.dispose()
+    where = _database_location(settings)
+    if not rows:
+        print(f"no keys{f' for organisation {args.org}' if args.org else ''} in {where}")
+        return 0
+    table = Table(
+        "id", "organisation", "name", "prefix", "rpm", "daily tokens", "created", "revoked",
+        caption=f"{where}; rpm 0 refuses every request",
+    )
     for row in rows:
         table.add_row(
-            row.id, row.organisation_id, row.name or "", row.prefix + "…", str(row.rpm or "-"),
-            str(row.daily_tokens or "-"), row.created_at.strftime("%Y-%m-%d %H:%M"),
+            row.id, row.organisation_id, row.name or "", row.prefix + "…", _shown(row.rpm),
+            _shown(row.daily_tokens), row.created_at.strftime("%Y-%m-%d %H:%M"),
             row.revoked_at.strftime("%Y-%m-%d %H:%M") if row.revoked_at else "",
         )
     Console().print(table)
@@ -152,20 +364,43 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
-    from runtime.storage.keys import revoke_key
+    from runtime.storage.keys import find_key, revoke_key
 
-    if not revoke_key(_engine(_settings(args)), args.key_id):
-        return _fail(f"no active key '{args.key_id}'", 1)
-    print(f"revoked {args.key_id}; running gateways stop accepting it within 5 seconds")
+    settings = _settings(args)
+    engine = _existing_database(settings, f"no key '{args.key_id}'")
+    try:
+        row = find_key(engine, args.key_id)
+        if row is None:
+            raise CommandFailed(f"no key '{args.key_id}' in {_database_location(settings)}")
+        if not revoke_key(engine, args.key_id):
+            raise CommandFailed(f"key '{args.key_id}' is already revoked")
+    finally:
+        engine.dispose()
+    print(f"revoked {args.key_id}; running gateways stop accepting it {_seconds(settings.key_cache_ttl_s)}")
     return 0
 
 
 def cmd_keys_update(args: argparse.Namespace) -> int:
-    from runtime.storage.keys import update_key_limits
+    from runtime.storage.keys import KEEP, update_key
 
-    if not update_key_limits(_engine(_settings(args)), args.key_id, rpm=args.rpm, daily_tokens=args.daily_tokens):
-        return _fail(f"no key '{args.key_id}'", 1)
-    print(f"updated {args.key_id}: rpm={args.rpm}, daily_tokens={args.daily_tokens}")
+    def change(value: int | Unlimited | None) -> int | None | Any:
+        return KEEP if value is None else (None if isinstance(value, Unlimited) else value)
+
+    if args.rpm is None and args.daily_tokens is None and args.name is None:
+        return _fail("keys update: nothing to change: give --rpm, --daily-tokens or --name")
+    settings = _settings(args)
+    engine = _existing_database(settings, f"no key '{args.key_id}'")
+    try:
+        row = update_key(
+            engine, args.key_id, rpm=change(args.rpm), daily_tokens=change(args.daily_tokens),
+            name=KEEP if args.name is None else args.name,
+        )
+    finally:
+        engine.dispose()
+    print(
+        f"updated {row.id}: rpm={_shown(row.rpm)}, daily_tokens={_shown(row.daily_tokens)}, name={row.name or '-'}; "
+        f"running gateways apply it {_seconds(settings.key_cache_ttl_s)}"
+    )
     return 0
 
 
@@ -225,27 +460,49 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return run_chat(base_url=args.base_url, key=key, model=args.model)
 
 
-# -- database, worker, WhatsApp ---------------------------------------------------------
+# -- database, usage, worker, WhatsApp ----------------------------------------------------
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    try:
-        from runtime.storage.migrations import upgrade
-    except ImportError:
-        _engine(settings)
-        print("schema created")
-        return 0
-    upgrade(settings.database_url)
+    engine = _open_database(_settings(args))
+    assert engine is not None
+    engine.dispose()
     print("database is at the latest revision")
+    return 0
+
+
+def cmd_usage_replay(args: argparse.Namespace) -> int:
+    from runtime.storage.usage import UsageNotWritten, default_spill_path, replay_spilled
+
+    settings = _settings(args)
+    engine = _existing_database(settings, "cannot replay usage")
+    try:
+        path = Path(args.file) if args.file else default_spill_path(engine)
+        if not path.exists():
+            print(f"nothing to replay: {path} does not exist")
+            return 0
+        try:
+            written, refused = replay_spilled(engine, path)
+        except UsageNotWritten as exc:
+            raise CommandFailed(f"{exc}; the records are back in {path}") from None
+    finally:
+        engine.dispose()
+    if refused:
+        print(f"{written} usage records written, {refused} still refused (kept in {path}: see the reasons there)")
+        return 1
+    print(f"{written} usage records written from {path}")
     return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from workers.whatsapp.cli import run_worker
 
+    settings = _settings(args)
+    engine = _open_database(settings)  # a clear line now, rather than a traceback from the worker
+    assert engine is not None
+    engine.dispose()
     configure_logging()
-    asyncio.run(run_worker(_settings(args)))
+    asyncio.run(run_worker(settings))
     return 0
 
 
@@ -258,24 +515,31 @@ def cmd_whatsapp_simulate(args: argparse.Namespace) -> int:
 def cmd_whatsapp_failed(args: argparse.Namespace) -> int:
     from workers.whatsapp.cli import dead_letters
 
-    return dead_letters(_settings(args), limit=args.limit)
+    settings = _settings(args)
+    engine = _open_database(settings, create=False)
+    if engine is None:
+        print(f"no failed WhatsApp messages: {_no_database_yet(settings)}")
+        return 0
+    engine.dispose()
+    return dead_letters(settings, limit=args.limit)
 
 
 # -- parser -------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="plugway", description="OpenAI-compatible gateway with server-side tool orchestration")
+    parser = _Parser(prog="plugway", description="OpenAI-compatible gateway with server-side tool orchestration")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--config", help="YAML configuration file (default: $PLUGWAY_CONFIG or the embedded default)")
         return p
 
+    limit_help = "a whole number, 0 to refuse every request, or 'none' for no limit"
     serve = with_config(sub.add_parser("serve", help="run the gateway (and the WhatsApp worker)"))
     serve.add_argument("--host", default=os.environ.get("PLUGWAY_HOST", DEFAULT_HOST))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("PLUGWAY_PORT", DEFAULT_PORT)))
-    serve.add_argument("--workers", type=int, default=1, help="gateway processes")
+    serve.add_argument("--port", type=whole_number(0, 65535, "a port number"), default=os.environ.get("PLUGWAY_PORT", str(DEFAULT_PORT)))
+    serve.add_argument("--workers", type=whole_number(1, 64, "a number of processes"), default=1, help="gateway processes")
     serve.add_argument("--no-worker", action="store_true", help="do not run the WhatsApp worker in-process")
     serve.set_defaults(func=cmd_serve)
 
@@ -285,20 +549,21 @@ def build_parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="manage gateway keys").add_subparsers(dest="keys_command", required=True)
     create = with_config(keys.add_parser("create", help="mint a key; the key alone is the last line on stdout"))
     create.add_argument("--org", required=True)
-    create.add_argument("--name")
-    create.add_argument("--rpm", type=int)
-    create.add_argument("--daily-tokens", type=int)
+    create.add_argument("--name", type=key_name)
+    create.add_argument("--rpm", type=limit_value, help=f"requests per minute: {limit_help} (default: none)")
+    create.add_argument("--daily-tokens", type=limit_value, help=f"tokens per UTC day: {limit_help} (default: none)")
     create.set_defaults(func=cmd_keys_create)
-    listing = with_config(keys.add_parser("list", help="list keys"))
+    listing = with_config(keys.add_parser("list", help="list keys (never creates a database)"))
     listing.add_argument("--org")
     listing.set_defaults(func=cmd_keys_list)
     revoke = with_config(keys.add_parser("revoke", help="revoke a key by id"))
     revoke.add_argument("key_id")
     revoke.set_defaults(func=cmd_keys_revoke)
-    update = with_config(keys.add_parser("update", help="change a key's limits"))
+    update = with_config(keys.add_parser("update", help="change a key's limits or name; what is not given is kept"))
     update.add_argument("key_id")
-    update.add_argument("--rpm", type=int)
-    update.add_argument("--daily-tokens", type=int)
+    update.add_argument("--rpm", type=limit_value, help=f"requests per minute: {limit_help}")
+    update.add_argument("--daily-tokens", type=limit_value, help=f"tokens per UTC day: {limit_help}")
+    update.add_argument("--name", type=key_name)
     update.set_defaults(func=cmd_keys_update)
 
     plugins = sub.add_parser("plugins", help="installed plugins").add_subparsers(dest="plugins_command", required=True)
@@ -313,12 +578,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     chat = sub.add_parser("chat", help="interactive terminal chat")
     chat.add_argument("--model", default="demo")
-    chat.add_argument("--base-url", default=f"http://{DEFAULT_HOST}:{DEFAULT_PORT}/v1")
+    chat.add_argument(
+        "--base-url", default=os.environ.get("PLUGWAY_BASE_URL", f"http://{DEFAULT_HOST}:{DEFAULT_PORT}/v1"),
+        help="the gateway's /v1 URL (default: $PLUGWAY_BASE_URL or %(default)s)",
+    )
     chat.add_argument("--key")
     chat.set_defaults(func=cmd_chat)
 
     db = sub.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
     with_config(db.add_parser("upgrade", help="apply migrations")).set_defaults(func=cmd_db_upgrade)
+
+    usage = sub.add_parser("usage", help="usage records").add_subparsers(dest="usage_command", required=True)
+    replay = with_config(usage.add_parser("replay", help="write usage records a gateway could not write (its spill file)"))
+    replay.add_argument("file", nargs="?", help="the spill file (default: the one beside the configured SQLite database, or ./plugway-unwritten-usage.jsonl)")
+    replay.set_defaults(func=cmd_usage_replay)
 
     whatsapp = sub.add_parser("whatsapp", help="WhatsApp tools").add_subparsers(dest="wa_command", required=True)
     simulate = with_config(whatsapp.add_parser("simulate", help="send a signed inbound webhook to a running gateway"))
@@ -328,9 +601,30 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("text")
     simulate.set_defaults(func=cmd_whatsapp_simulate)
     failed = with_config(whatsapp.add_parser("failed", help="inbound messages that will not be answered (dead letters), and why"))
-    failed.add_argument("--limit", type=int, default=50)
+    failed.add_argument("--limit", type=whole_number(1, MAX_LISTED, "a positive number"), default=50)
     failed.set_defaults(func=cmd_whatsapp_failed)
     return parser
+
+
+def _known_failure(exc: Exception) -> tuple[str, int] | None:
+    """The one line (and exit code) for a failure the user can meet, or None for a bug."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from runtime.storage.db import DatabaseUnavailable, failure_reason
+    from runtime.storage.keys import InvalidKeyValue, KeyRefused
+
+    if isinstance(exc, CommandFailed):
+        return str(exc), exc.code
+    if isinstance(exc, DatabaseUnavailable):
+        return str(exc), 1
+    if isinstance(exc, InvalidKeyValue):
+        return str(exc), 2
+    if isinstance(exc, KeyRefused):
+        return str(exc), 1
+    if isinstance(exc, SQLAlchemyError):
+        # Parameters are hidden by the engine: no key hash or data in this line.
+        return f"database error: {failure_reason(exc)}", 1
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -341,6 +635,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        known = _known_failure(exc)
+        if known is None:
+            raise
+        return _fail(*known)
     return int(result or 0)
 
 

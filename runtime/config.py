@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_DATABASE_URL = "sqlite:///plugway.db"
 DEMO_MODEL = "demo"
@@ -187,6 +187,20 @@ class Settings(_Strict):
     # Set by the loader: True when no configuration file was given.
     embedded_default: bool = False
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        from runtime.storage.urls import check_database_url
+
+        return check_database_url(value)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        from runtime.storage.urls import check_redis_url
+
+        return None if value is None else check_redis_url(value)
+
     @model_validator(mode="after")
     def _cross_references(self) -> Settings:
         provider_ids = {p.id for p in self.providers}
@@ -321,9 +335,16 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         file = Path(path)
         source = str(file)
         try:
-            text = file.read_text(encoding="utf-8")
+            data = file.read_bytes()
         except OSError as exc:
             raise ConfigError(f"{source}: cannot read configuration file ({exc.strerror})") from None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            raise ConfigError(
+                f"{source}: not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); save the file as UTF-8"
+            ) from None
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -18,7 +19,7 @@ from tests.fakes.openai_server import free_port
 
 
 @pytest.fixture
-def embedded(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
+def embedded(tmp_path: Path) -> Iterator[tuple[str, str, Path, str]]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLUGWAY_")}
     env["PLUGWAY_PORT"] = str(port)
@@ -41,7 +42,7 @@ def embedded(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
         assert match, banner
         assert httpx.get(f"{base}/readyz", timeout=10).status_code == 200, banner
         assert processes_mentioning(str(tmp_path)), "the bundled MCP servers should be running"
-        yield base, match.group(1), tmp_path
+        yield base, match.group(1), tmp_path, banner
     finally:
         process.terminate()  # SIGTERM, as a process manager stops it
         process.wait(timeout=20)
@@ -63,8 +64,8 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
-def test_quickstart_answers_with_demo_model_and_a_plugin_tool(embedded: tuple[str, str, Path]) -> None:
-    base, key, directory = embedded
+def test_quickstart_answers_with_demo_model_and_a_plugin_tool(embedded: tuple[str, str, Path, str]) -> None:
+    base, key, directory, _ = embedded
     assert (directory / "plugway.db").exists()
     client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
     reply = client.chat.completions.create(model="demo", messages=[{"role": "user", "content": "What is 17 * 23?"}])
@@ -82,8 +83,8 @@ def test_quickstart_answers_with_demo_model_and_a_plugin_tool(embedded: tuple[st
     assert plain.model_extra["plugway"]["tool_calls"] == []
 
 
-def test_quickstart_curl_line_works_with_basic_auth(embedded: tuple[str, str, Path]) -> None:
-    base, key, _ = embedded
+def test_quickstart_curl_line_works_with_basic_auth(embedded: tuple[str, str, Path, str]) -> None:
+    base, key, _, _ = embedded
     response = subprocess.run(
         ["curl", "-s", "-u", f"{key}:", f"{base}/v1/chat/completions", "-H", "Content-Type: application/json",
          "-d", '{"model": "demo", "messages": [{"role": "user", "content": "what is 2 + 2"}]}'],
@@ -92,8 +93,8 @@ def test_quickstart_curl_line_works_with_basic_auth(embedded: tuple[str, str, Pa
     assert '"[demo model] 2 + 2 = 4"' in response.stdout
 
 
-def test_plugway_chat_streams_and_shows_tool_calls(embedded: tuple[str, str, Path]) -> None:
-    base, key, _ = embedded
+def test_plugway_chat_streams_and_shows_tool_calls(embedded: tuple[str, str, Path, str]) -> None:
+    base, key, _, _ = embedded
     result = subprocess.run(
         [sys.executable, "-m", "runtime.cli", "chat", "--base-url", f"{base}/v1", "--key", key],
         input="What is 12 * 12?\n", capture_output=True, text=True, timeout=60,
@@ -104,8 +105,23 @@ def test_plugway_chat_streams_and_shows_tool_calls(embedded: tuple[str, str, Pat
     assert "12 * 12 = 144" in result.stdout
 
 
-def test_example_streaming_client(embedded: tuple[str, str, Path]) -> None:
-    base, key, _ = embedded
+def test_the_banners_chat_command_works_as_printed(embedded: tuple[str, str, Path, str]) -> None:
+    base, key, _, banner = embedded
+    # The fixture serves on a port other than 8080: the printed command must say where.
+    line = next(line for line in banner.splitlines() if "plugway chat" in line)
+    command = shlex.split(line.split(":", 1)[1])
+    assert command[:2] == ["plugway", "chat"] and f"{base}/v1" in command and key in command, line
+    result = subprocess.run(
+        [sys.executable, "-m", "runtime.cli", *command[1:]],
+        input="What is 6 * 7?\n", capture_output=True, text=True, timeout=60,
+        env={**os.environ, "COLUMNS": "200", "TERM": "dumb"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "6 * 7 = 42" in result.stdout
+
+
+def test_example_streaming_client(embedded: tuple[str, str, Path, str]) -> None:
+    base, key, _, _ = embedded
     script = Path(__file__).parent.parent / "examples" / "client_stream.py"
     result = subprocess.run(
         [sys.executable, str(script), "What is 6 * 7?"], capture_output=True, text=True, timeout=60,
@@ -115,8 +131,8 @@ def test_example_streaming_client(embedded: tuple[str, str, Path]) -> None:
     assert "6 * 7 = 42" in result.stdout and "tokens]" in result.stdout
 
 
-def test_mcp_tools_by_hand_and_in_the_plugin_list(embedded: tuple[str, str, Path]) -> None:
-    _, _, directory = embedded
+def test_mcp_tools_by_hand_and_in_the_plugin_list(embedded: tuple[str, str, Path, str]) -> None:
+    _, _, directory, _ = embedded
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLUGWAY_")} | {"COLUMNS": "250"}
     called = subprocess.run(
         [sys.executable, "-m", "runtime.cli", "mcp", "call", "crm", "lookup_customer", '{"query": "C-1002"}'],
