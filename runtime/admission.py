@@ -177,3 +177,39 @@ async def acquire_limits(gateway: Gateway, key: KeyInfo) -> LimitDecision:
             headers=decision.headers(),
         )
     return decision
+
+
+@dataclass(slots=True)
+class ToolsContext:
+    """An admitted request to run plugin tools directly (``/mcp``, the management API): no model."""
+
+    request_id: str
+    organisation: OrganisationConfig
+    key: KeyInfo | None
+    source: str
+    plugins: tuple[PluginGrant, ...]
+    limits: LimitDecision = UNLIMITED
+
+
+async def admit_tools(
+    gateway: Gateway,
+    *,
+    key: KeyInfo | None,
+    request_id: str,
+    source: str,
+    organisation_id: str | None = None,
+    plugins: Sequence[PluginRequest] | None = None,
+    enforce_limits: bool = True,
+) -> ToolsContext:
+    """Admit a direct tool call: organisation (403), plugins (400), budget (402), limits (429/503)."""
+    org_id = organisation_id or (key.organisation_id if key is not None else None)
+    organisation = gateway.organisation(org_id) if org_id else None
+    if organisation is None:
+        raise organisation_not_configured()
+    context = ToolsContext(
+        request_id=request_id, organisation=organisation, key=key, source=source, plugins=grants_for(organisation, plugins)
+    )
+    await gateway.budget.check(organisation)
+    if enforce_limits and key is not None:
+        context.limits = await acquire_limits(gateway, key)
+    return context

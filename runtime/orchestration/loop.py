@@ -339,7 +339,14 @@ class Orchestrator:
             else:
                 sampler = self.sampling(ctx, call_id) if self.sampling is not None else None
                 outcome = await run_tool_call(
-                    call, toolset, ctx=ctx, round_no=round_no, config=self.config, on_progress=progress, sampler=sampler
+                    call,
+                    toolset,
+                    organisation_id=ctx.organisation.id,
+                    request_id=ctx.request_id,
+                    round_no=round_no,
+                    config=self.config,
+                    on_progress=progress,
+                    sampler=sampler,
                 )
             queue.put_nowait(outcome)
 

@@ -29,7 +29,7 @@ from runtime.plugin_host.tool import Sampler, ToolContext, ToolError, ToolResult
 from runtime.text import truncate
 
 if TYPE_CHECKING:
-    from runtime.admission import PluginGrant, RequestContext
+    from runtime.admission import PluginGrant
     from runtime.mcp import McpManager
 
 log = logging.getLogger("plugway.tools")
@@ -290,7 +290,8 @@ async def run_tool_call(
     call: JSON,
     toolset: Toolset,
     *,
-    ctx: RequestContext,
+    organisation_id: str,
+    request_id: str,
     round_no: int,
     config: OrchestrationConfig,
     on_progress: ProgressCallback | None = None,
@@ -353,9 +354,9 @@ async def run_tool_call(
                     on_progress(done, total, message)
 
             tool_ctx = ToolContext(
-                organisation_id=ctx.organisation.id,
+                organisation_id=organisation_id,
                 plugin_id=bound.ref.id,
-                request_id=ctx.request_id,
+                request_id=request_id,
                 config=bound.ref.config,
                 logger=logging.getLogger(f"plugway.plugin.{bound.ref.id}"),
                 progress=progress,
