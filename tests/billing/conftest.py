@@ -46,7 +46,14 @@ class Servers:
 
 
 @pytest.fixture
-def servers(tmp_path: Path, upstream: FakeOpenAI) -> Iterator[Servers]:
+def servers(
+    tmp_path: Path, upstream: FakeOpenAI, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Servers]:
+    if "database_url" in request.fixturenames:
+        # Set up first so it is torn down last: gateways stop (and write their usage) before their schema is dropped.
+        request.getfixturevalue("database_url")
+    # A PostgreSQL gateway saves usage it cannot write in its working directory: never the repository.
+    monkeypatch.chdir(tmp_path)
     pool = Servers(tmp_path, upstream)
     yield pool
     pool.stop_all()
