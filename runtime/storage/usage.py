@@ -142,7 +142,7 @@ class UsageRows:
         self._spill_lock = threading.Lock()
 
     def unstorable(self, row: Row) -> str | None:
-        """Why no database could store ``row``, or None."""
+        """Why no database could store ``row``, or None; a whole number sent as ``12.0`` is made ``12``."""
         for name, value in row.items():
             kind = self._kinds.get(name)
             if kind is None:
@@ -152,12 +152,14 @@ class UsageRows:
                 if not nullable:
                     return f"{name} is missing"
             elif python_type is int:
-                if isinstance(value, bool) or not isinstance(value, int):
+                if isinstance(value, float) and value.is_integer():
+                    value = row[name] = int(value)
+                if not isinstance(value, int):
                     return f"{name}={_short(value)} is not a whole number"
                 if not -INT64_MAX - 1 <= value <= INT64_MAX:
                     return f"{name}={value} does not fit a 64-bit integer"
             elif python_type is float:
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                if not isinstance(value, (int, float)) or not math.isfinite(value):
                     return f"{name}={_short(value)} is not a finite number"
             elif not isinstance(value, python_type):
                 return f"{name}={_short(value)} is not a {python_type.__name__}"
