@@ -485,6 +485,8 @@ def cmd_usage_replay(args: argparse.Namespace) -> int:
             written, refused = replay_spilled(engine, path)
         except UsageNotWritten as exc:
             raise CommandFailed(f"{exc}; the records are back in {path}") from None
+        except ValueError as exc:
+            raise CommandFailed(str(exc)) from None
     finally:
         engine.dispose()
     if refused:

@@ -206,7 +206,8 @@ class UsageRows:
     def spill(self, entries: list[tuple[Row, str]]) -> bool:
         """Append rows to the spill file; if even that fails, put them in the log: never lose them silently."""
         at = datetime.now(UTC).isoformat()
-        lines = [json.dumps({"row": _to_json(row), "reason": reason, "at": at}) + "\n" for row, reason in entries]
+        # repr() for anything JSON cannot hold: a row is saved even if a bug put an odd value in it.
+        lines = [json.dumps({"row": _to_json(row), "reason": reason, "at": at}, default=repr) + "\n" for row, reason in entries]
         try:
             with self._spill_lock, open(self.spill_path, "a", encoding="utf-8") as file:
                 file.writelines(lines)
@@ -398,16 +399,30 @@ def replay_spilled(engine: Engine, path: Path) -> tuple[int, int]:
 
     The file is first renamed aside, so a gateway appending to it meanwhile
     starts a new one and nothing is lost or written twice. Raises
-    :class:`UsageNotWritten` when the database cannot be written (the rows are
+    :class:`UsageNotWritten` when the database cannot be written, and
+    ValueError for a line that is not a saved record (either way the rows are
     put back in the file).
     """
     if not path.exists():
         return 0, 0
     working = path.with_name(f"{path.name}.replaying-{os.getpid()}")
     path.rename(working)
-    entries = [json.loads(line) for line in working.read_text(encoding="utf-8").splitlines() if line.strip()]
-    saved_rows = [_from_json(entry["row"]) for entry in entries]
-    reasons = {id(row): str(entry.get("reason", "")) for row, entry in zip(saved_rows, entries, strict=True)}
+    lines = working.read_text(encoding="utf-8").splitlines(keepends=True)
+    entries: list[dict[str, Any]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            entries.append({**entry, "row": _from_json(entry["row"])})
+        except (ValueError, KeyError, TypeError, AttributeError):
+            # Nothing written yet: put the file back as it was (after anything appended meanwhile).
+            with open(path, "a", encoding="utf-8") as file:
+                file.writelines(lines)
+            working.unlink()
+            raise ValueError(f"{path}: line {number} is not a saved usage record; nothing was replayed") from None
+    saved_rows = [entry["row"] for entry in entries]
+    reasons = {id(entry["row"]): str(entry.get("reason", "")) for entry in entries}
     rows = UsageRows(engine, path)
     try:
         refused = rows.store(saved_rows)  # saves the rows refused again to ``path``

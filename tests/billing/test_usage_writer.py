@@ -19,7 +19,7 @@ from runtime.storage.migrations import upgrade
 from runtime.storage.models import UsageRecord
 from runtime.storage.usage import UsageWriter, default_spill_path
 from tests.billing.conftest import Servers
-from tests.cli.runner import plugway
+from tests.cli.runner import assert_clear_failure, plugway
 from tests.fakes.openai_server import FakeOpenAI, Reply
 
 # Past PostgreSQL's INTEGER, inside BIGINT: stored as given.
@@ -164,3 +164,15 @@ def test_a_huge_upstream_token_count_holds_back_no_one(
     assert usage(acme)["total_tokens"] == 10
     spill = server.gateway.usage.spill_path
     assert [entry["row"]["total_tokens"] for entry in _spilled(spill)] == [2**63]
+
+
+def test_replay_of_a_damaged_file_changes_nothing(engine: Engine, database_url: str, tmp_path: Path) -> None:
+    spill = tmp_path / "unwritten.jsonl"
+    good = json.dumps({"row": {"request_id": "ok", "organisation_id": "acme", "model": "m"}, "reason": "x"})
+    spill.write_text(f"{good}\nnot json at all\n")
+    config = tmp_path / "plugway.yaml"
+    config.write_text(f"database_url: '{database_url}'\n")
+    replayed = plugway("usage", "replay", str(spill), "--config", str(config), cwd=tmp_path)
+    assert_clear_failure(replayed, str(spill), "line 2")
+    assert spill.read_text() == f"{good}\nnot json at all\n"
+    assert _rows(engine) == []
