@@ -129,6 +129,11 @@ class OrchestrationConfig(_Strict):
     keepalive_s: float = Field(default=5.0, gt=0)
 
 
+class ResponsesConfig(_Strict):
+    # Stored responses (previous_response_id, GET /v1/responses/{id}) are kept this long.
+    retention_days: float | None = Field(default=30.0, gt=0)
+
+
 class RoutingConfig(_Strict):
     # Upstream attempts for one model call, across retries and fallbacks: failures never
     # multiply beyond this, however many retries and fallbacks are configured.
@@ -178,6 +183,7 @@ class Settings(_Strict):
     organisations: list[OrganisationConfig] = Field(default_factory=list)
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    responses: ResponsesConfig = Field(default_factory=ResponsesConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     usage: UsageConfig = Field(default_factory=UsageConfig)
     whatsapp: WhatsAppConfig = Field(default_factory=WhatsAppConfig)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,7 +15,7 @@ from runtime.api.middleware import RequestIdMiddleware
 from runtime.api.openapi import install_openapi
 from runtime.api.routes import health, models, usage
 from runtime.config import Settings, load_settings
-from runtime.frontdoors import chat
+from runtime.frontdoors import chat, responses
 from runtime.gateway import Gateway
 from runtime.plugin_host.manager import PluginHost
 
@@ -36,9 +37,11 @@ def create_app(
 
             app.state.whatsapp_worker = WhatsAppWorker(app.state.gateway)
             await app.state.whatsapp_worker.start()
+        maintenance = asyncio.create_task(responses.purge_expired(app.state.gateway), name="plugway-responses-purge")
         try:
             yield
         finally:
+            maintenance.cancel()
             if app.state.whatsapp_worker is not None:
                 await app.state.whatsapp_worker.stop()
             if owned:
@@ -54,6 +57,7 @@ def create_app(
     install_error_handlers(app)
     install_openapi(app)
     app.include_router(chat.router)
+    app.include_router(responses.router)
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(usage.router)

@@ -34,12 +34,20 @@ from sqlmodel import SQLModel
 HERE = Path(__file__).resolve().parent
 
 
+# Modules of features that own tables (the tables register themselves when imported).
+FEATURE_TABLES = (
+    "workers.whatsapp.models",
+    "runtime.frontdoors.responses.store",
+)
+
+
 def target_metadata() -> MetaData:
-    """Every table plugway owns: the core's, and the WhatsApp worker's when it is installed."""
+    """Every table plugway owns: the core's, and each installed feature's."""
     from runtime.storage import models  # noqa: F401  (registers the tables)
 
-    if importlib.util.find_spec("workers.whatsapp.models") is not None:
-        import workers.whatsapp.models  # noqa: F401
+    for module in FEATURE_TABLES:
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module)
     return SQLModel.metadata
 
 

@@ -1,0 +1,271 @@
+"""The loop's events as a Responses API response: output items, and the semantic stream events.
+
+One encoder serves both modes: it builds the Response object as events arrive,
+and returns the stream events each one produces (with ``sequence_number``);
+a non-streamed request simply ignores them and returns the finished object.
+
+Output items, in the order things happened: an ``mcp_list_tools`` item per
+plugin (the first time the plugin appears in a response chain), a ``message``
+item per round that produced text, an ``mcp_call`` item per server-side tool
+call (``server_label`` = plugin id, ``name`` = the tool's own name), then
+``mcp_approval_request`` items when calls wait for approval, or
+``function_call`` items when the model called the client's own tools.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from runtime.orchestration.events import (
+    ApprovalRequired,
+    Completed,
+    Event,
+    ModelChunk,
+    ModelTurn,
+    ToolCallFinished,
+    ToolCallStarted,
+    ToolsOffered,
+)
+
+JSON = dict[str, Any]
+
+
+def _id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def response_usage(usage: JSON) -> JSON:
+    prompt_details = usage.get("prompt_tokens_details") or {}
+    completion_details = usage.get("completion_tokens_details") or {}
+    return {
+        "input_tokens": int(usage.get("prompt_tokens") or 0),
+        "input_tokens_details": {"cached_tokens": int(prompt_details.get("cached_tokens") or 0), "cache_write_tokens": 0},
+        "output_tokens": int(usage.get("completion_tokens") or 0),
+        "output_tokens_details": {"reasoning_tokens": int(completion_details.get("reasoning_tokens") or 0)},
+        "total_tokens": int(usage.get("total_tokens") or 0),
+    }
+
+
+class ResponsesEncoder:
+    def __init__(self, *, model_id: str, echo: JSON, listed: set[str] | None = None) -> None:
+        self.response: JSON = {
+            "id": _id("resp"),
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": "in_progress",
+            "error": None,
+            "incomplete_details": None,
+            "model": model_id,
+            "output": [],
+            "usage": None,
+            **echo,
+        }
+        self.listed: set[str] = set(listed or ())
+        self.approval_requests: dict[str, str] = {}  # approval request item id -> call id
+        self.pending_turn: JSON | None = None
+        self._sequence = 0
+        self._message: JSON | None = None  # the message item being streamed
+        self._message_index = 0
+        self._mcp: dict[str, JSON] = {}  # call id -> mcp_call item
+
+    @property
+    def output(self) -> list[JSON]:
+        return self.response["output"]  # type: ignore[no-any-return]
+
+    def _event(self, kind: str, **fields: Any) -> JSON:
+        event = {"type": kind, "sequence_number": self._sequence, **fields}
+        self._sequence += 1
+        return event
+
+    def _snapshot(self) -> JSON:
+        return {**self.response, "output": list(self.output)}
+
+    # -- the stream's first and last events -----------------------------------------------------
+
+    def start(self) -> list[JSON]:
+        return [self._event("response.created", response=self._snapshot()), self._event("response.in_progress", response=self._snapshot())]
+
+    def failed(self, code: str, message: str, param: str | None = None) -> list[JSON]:
+        self.response["status"] = "failed"
+        self.response["error"] = {"code": code, "message": message}
+        return [
+            self._event("error", code=code, message=message, param=param),
+            self._event("response.failed", response=self._snapshot()),
+        ]
+
+    # -- events -----------------------------------------------------------------------------------
+
+    def encode(self, event: Event) -> list[JSON]:
+        if isinstance(event, ModelChunk):
+            text = event.text
+            return self._text(text) if text else []
+        if isinstance(event, ModelTurn):
+            out = []
+            content = event.message.get("content")
+            if self._message is None and isinstance(content, str) and content:
+                out.extend(self._text(content))  # a non-streamed round
+            return out + self._close_message()
+        if isinstance(event, ToolsOffered):
+            return self._list_tools(event)
+        if isinstance(event, ToolCallStarted):
+            return [] if event.builtin else self._mcp_started(event)
+        if isinstance(event, ToolCallFinished):
+            return [] if event.builtin else self._mcp_finished(event)
+        if isinstance(event, ApprovalRequired):
+            return self._approvals(event)
+        if isinstance(event, Completed):
+            return self._completed(event)
+        return []
+
+    def _add(self, item: JSON) -> int:
+        self.output.append(item)
+        return len(self.output) - 1
+
+    def _text(self, text: str) -> list[JSON]:
+        out = []
+        if self._message is None:
+            self._message = {"id": _id("msg"), "type": "message", "role": "assistant", "status": "in_progress", "content": []}
+            index = self._message_index = self._add(self._message)
+            out.append(self._event("response.output_item.added", output_index=index, item={**self._message, "content": []}))
+            self._message["content"].append({"type": "output_text", "text": "", "annotations": []})
+            out.append(
+                self._event(
+                    "response.content_part.added",
+                    item_id=self._message["id"],
+                    output_index=index,
+                    content_index=0,
+                    part={"type": "output_text", "text": "", "annotations": []},
+                )
+            )
+        part = self._message["content"][0]
+        part["text"] += text
+        out.append(
+            self._event(
+                "response.output_text.delta",
+                item_id=self._message["id"],
+                output_index=self._message_index,
+                content_index=0,
+                delta=text,
+                logprobs=[],
+            )
+        )
+        return out
+
+    def _close_message(self) -> list[JSON]:
+        message = self._message
+        if message is None:
+            return []
+        self._message = None
+        message["status"] = "completed"
+        index = self._message_index
+        part = message["content"][0]
+        return [
+            self._event("response.output_text.done", item_id=message["id"], output_index=index, content_index=0, text=part["text"], logprobs=[]),
+            self._event("response.content_part.done", item_id=message["id"], output_index=index, content_index=0, part=dict(part)),
+            self._event("response.output_item.done", output_index=index, item=dict(message)),
+        ]
+
+    def _list_tools(self, event: ToolsOffered) -> list[JSON]:
+        by_plugin: dict[str, list[JSON]] = {}
+        for tool in event.tools:
+            entry: JSON = {"name": tool.tool_name, "description": tool.description, "input_schema": tool.parameters}
+            if tool.annotations:
+                entry["annotations"] = tool.annotations
+            by_plugin.setdefault(tool.plugin_id, []).append(entry)
+        out = []
+        for plugin_id, tools in by_plugin.items():
+            if plugin_id in self.listed:
+                continue
+            self.listed.add(plugin_id)
+            item = {"id": _id("mcpl"), "type": "mcp_list_tools", "server_label": plugin_id, "tools": tools}
+            index = self._add(item)
+            out.append(self._event("response.output_item.added", output_index=index, item={**item, "tools": []}))
+            out.append(self._event("response.mcp_list_tools.in_progress", item_id=item["id"], output_index=index))
+            out.append(self._event("response.mcp_list_tools.completed", item_id=item["id"], output_index=index))
+            out.append(self._event("response.output_item.done", output_index=index, item=item))
+        return out
+
+    def _mcp_started(self, event: ToolCallStarted) -> list[JSON]:
+        label = event.plugin_id or event.name.partition("__")[0]
+        item = {
+            "id": _id("mcp"),
+            "type": "mcp_call",
+            "server_label": label,
+            "name": event.tool_name or event.name,
+            "arguments": event.arguments,
+            "output": None,
+            "error": None,
+            "status": "in_progress",
+        }
+        self._mcp[event.call_id] = item
+        index = self._add(item)
+        return [
+            self._event("response.output_item.added", output_index=index, item={**item, "arguments": ""}),
+            self._event("response.mcp_call_arguments.delta", item_id=item["id"], output_index=index, delta=event.arguments),
+            self._event("response.mcp_call_arguments.done", item_id=item["id"], output_index=index, arguments=event.arguments),
+            self._event("response.mcp_call.in_progress", item_id=item["id"], output_index=index),
+        ]
+
+    def _mcp_finished(self, event: ToolCallFinished) -> list[JSON]:
+        item = self._mcp.get(event.call_id)
+        if item is None:
+            return []
+        index = self.output.index(item)
+        if event.ok:
+            item["output"] = event.content
+            item["status"] = "completed"
+        else:
+            item["error"] = {"type": "mcp_tool_execution_error", "content": [{"type": "text", "text": event.content}]}
+            item["status"] = "failed"
+        kind = "response.mcp_call.completed" if event.ok else "response.mcp_call.failed"
+        return [self._event(kind, item_id=item["id"], output_index=index), self._event("response.output_item.done", output_index=index, item=dict(item))]
+
+    def _approvals(self, event: ApprovalRequired) -> list[JSON]:
+        out = self._close_message()
+        self.pending_turn = event.assistant_message
+        for call in event.calls:
+            item = {"id": _id("mcpr"), "type": "mcp_approval_request", "server_label": call.plugin_id, "name": call.tool_name, "arguments": call.arguments}
+            self.approval_requests[item["id"]] = call.call_id
+            index = self._add(item)
+            out.append(self._event("response.output_item.added", output_index=index, item=item))
+            out.append(self._event("response.output_item.done", output_index=index, item=item))
+        return out
+
+    def _completed(self, completed: Completed) -> list[JSON]:
+        out = self._close_message()
+        if completed.stopped_by in ("client_tools", "answer"):
+            for call in completed.message.get("tool_calls") or ():
+                function = call.get("function") or {}
+                arguments = function.get("arguments") or ""
+                item = {
+                    "id": _id("fc"),
+                    "type": "function_call",
+                    "call_id": call.get("id") or _id("call"),
+                    "name": function.get("name") or "",
+                    "arguments": arguments,
+                    "status": "completed",
+                }
+                index = self._add(item)
+                out.append(self._event("response.output_item.added", output_index=index, item={**item, "arguments": "", "status": "in_progress"}))
+                out.append(self._event("response.function_call_arguments.delta", item_id=item["id"], output_index=index, delta=arguments))
+                out.append(self._event("response.function_call_arguments.done", item_id=item["id"], output_index=index, arguments=arguments))
+                out.append(self._event("response.output_item.done", output_index=index, item=item))
+        self.response["usage"] = response_usage(completed.usage)
+        if completed.finish_reason == "length":
+            self.response["status"] = "incomplete"
+            self.response["incomplete_details"] = {"reason": "max_output_tokens"}
+            out.append(self._event("response.incomplete", response=self._snapshot()))
+        else:
+            self.response["status"] = "completed"
+            self.response["completed_at"] = int(time.time())
+            out.append(self._event("response.completed", response=self._snapshot()))
+        return out
+
+    def state(self, completed: Completed | None) -> JSON:
+        """What a continuation needs: the conversation, calls waiting for approval, listed plugins."""
+        state: JSON = {"messages": completed.messages if completed else [], "listed": sorted(self.listed)}
+        if self.pending_turn is not None:
+            state["pending"] = {"assistant_message": self.pending_turn, "approval_requests": self.approval_requests}
+        return state

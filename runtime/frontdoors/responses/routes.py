@@ -1,0 +1,163 @@
+"""POST /v1/responses, GET and DELETE /v1/responses/{id}: OpenAI's Responses API on the one runtime."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from functools import partial
+from typing import Any
+
+import anyio.to_thread
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response, StreamingResponse
+
+from runtime.admission import RequestContext
+from runtime.api import sse
+from runtime.api.body import read_body
+from runtime.api.deps import GatewayDep, KeyDep, RequestIdDep
+from runtime.api.disconnect import run_until_disconnected
+from runtime.api.openapi import documented_body
+from runtime.errors import GatewayError, UpstreamError
+from runtime.frontdoors.chat.routes import parse_json_body
+from runtime.frontdoors.responses import store
+from runtime.frontdoors.responses.encoder import ResponsesEncoder
+from runtime.frontdoors.responses.schema import CreateResponseRequest
+from runtime.frontdoors.responses.translate import check_server_urls, parse_request
+from runtime.gateway import Gateway, KeepAlive
+from runtime.orchestration.events import Completed, Event, ToolsOffered
+from runtime.orchestration.loop import RunRequest
+
+router = APIRouter(tags=["responses"])
+JSON = dict[str, Any]
+
+
+def not_found(response_id: str, param: str | None = None) -> GatewayError:
+    return GatewayError(
+        404, f"Response with id '{response_id}' not found.", code="not_found", type="invalid_request_error", param=param
+    )
+
+
+def _encode(events: list[JSON]) -> bytes:
+    return b"".join(sse.named(event["type"], event) for event in events)
+
+
+async def _save(gateway: Gateway, ctx: RequestContext, encoder: ResponsesEncoder, completed: Completed | None) -> None:
+    await anyio.to_thread.run_sync(
+        partial(
+            store.save,
+            gateway.engine,
+            response=encoder.response,
+            organisation_id=ctx.organisation.id,
+            state=encoder.state(completed),
+            retention_days=gateway.settings.responses.retention_days,
+        )
+    )
+
+
+async def _stream(
+    gateway: Gateway,
+    ctx: RequestContext,
+    encoder: ResponsesEncoder,
+    head: bytes,
+    events: AsyncIterator[Event | KeepAlive],
+    keep: bool,
+) -> AsyncIterator[bytes]:
+    completed: Completed | None = None
+    try:
+        yield head
+        async for event in events:
+            if isinstance(event, KeepAlive):
+                yield sse.KEEP_ALIVE_COMMENT
+                continue
+            if isinstance(event, Completed):
+                completed = event
+            out = encoder.encode(event)
+            if out:
+                yield _encode(out)
+    except GatewayError as exc:
+        yield _encode(encoder.failed(exc.code, exc.message, exc.param))
+    except UpstreamError as exc:
+        yield _encode(encoder.failed("upstream_unavailable", exc.message))
+    if keep and completed is not None:
+        await _save(gateway, ctx, encoder, completed)
+
+
+@router.post("/v1/responses", openapi_extra=documented_body(CreateResponseRequest))
+async def create_response(request: Request, gateway: GatewayDep, key: KeyDep, request_id: RequestIdDep) -> Response:
+    body = parse_json_body(await read_body(request, gateway.settings.max_body_bytes))
+    parsed = parse_request(body)
+    previous = None
+    if parsed.previous_response_id is not None:
+        previous = await anyio.to_thread.run_sync(
+            partial(store.load, gateway.engine, organisation_id=key.organisation_id, response_id=parsed.previous_response_id)
+        )
+        if previous is None:
+            raise not_found(parsed.previous_response_id, "previous_response_id")
+
+    def check(ctx: RequestContext) -> None:
+        check_server_urls(body.get("tools"), ctx.organisation)
+
+    ctx = await gateway.admit(
+        key=key,
+        request_id=request_id,
+        model=parsed.model,
+        plugins=parsed.plugins,
+        server_tools=parsed.server_tools,
+        source="responses",
+        check=check,
+    )
+    history = list(previous.state.get("messages") or []) if previous else []
+    resume = parsed.resume(previous.state.get("pending") if previous else None)
+    run = RunRequest({**parsed.body, "messages": history + parsed.input_messages}, stream=parsed.stream, resume=resume)
+    encoder = ResponsesEncoder(
+        model_id=ctx.model.id,
+        echo=parsed.echo,
+        listed=set(previous.state.get("listed") or ()) if previous else None,
+    )
+    headers = ctx.limits.headers()
+
+    if run.stream:
+        events = gateway.stream(ctx, run)
+        start = _encode(encoder.start())
+        # Read until the first bytes for the client, so that an upstream failure is a real HTTP status.
+        head = start
+        async for event in events:
+            if isinstance(event, KeepAlive):
+                head += sse.KEEP_ALIVE_COMMENT
+                break
+            head += _encode(encoder.encode(event))
+            if not isinstance(event, ToolsOffered):
+                break
+        return StreamingResponse(
+            _stream(gateway, ctx, encoder, head, events, parsed.store),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers},
+        )
+
+    work = gateway.run(ctx, run)
+    result = await (run_until_disconnected(request, work) if ctx.plugins else work)
+    for event in result.events:
+        encoder.encode(event)
+    if parsed.store:
+        await _save(gateway, ctx, encoder, result.completed)
+    return Response(orjson.dumps(encoder.response), media_type="application/json", headers=headers)
+
+
+@router.get("/v1/responses/{response_id}")
+async def get_response(response_id: str, gateway: GatewayDep, key: KeyDep) -> Response:
+    saved = await anyio.to_thread.run_sync(
+        partial(store.load, gateway.engine, organisation_id=key.organisation_id, response_id=response_id)
+    )
+    if saved is None:
+        raise not_found(response_id)
+    return Response(orjson.dumps(saved.response), media_type="application/json")
+
+
+@router.delete("/v1/responses/{response_id}")
+async def delete_response(response_id: str, gateway: GatewayDep, key: KeyDep) -> Response:
+    removed = await anyio.to_thread.run_sync(
+        partial(store.remove, gateway.engine, organisation_id=key.organisation_id, response_id=response_id)
+    )
+    if not removed:
+        raise not_found(response_id)
+    return Response(orjson.dumps({"id": response_id, "object": "response.deleted", "deleted": True}), media_type="application/json")

@@ -1,0 +1,111 @@
+"""The Responses API request body, as pydantic models, for the OpenAPI schema only (see ``translate``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class InputText(_Open):
+    type: Literal["input_text", "output_text"]
+    text: str
+
+
+class InputImage(_Open):
+    type: Literal["input_image"]
+    image_url: str
+    detail: Literal["low", "high", "auto"] | None = None
+
+
+class InputMessage(_Open):
+    type: Literal["message"] = "message"
+    role: Literal["user", "assistant", "system", "developer"]
+    content: str | list[Annotated[InputText | InputImage, Field(discriminator="type")]]
+
+
+class FunctionCallItem(_Open):
+    type: Literal["function_call"]
+    call_id: str
+    name: str
+    arguments: str
+
+
+class FunctionCallOutputItem(_Open):
+    type: Literal["function_call_output"]
+    call_id: str
+    output: str
+
+
+class McpApprovalResponseItem(_Open):
+    type: Literal["mcp_approval_response"]
+    approval_request_id: str
+    approve: bool
+    reason: str | None = None
+
+
+class FunctionTool(_Open):
+    type: Literal["function"]
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolNames(_Open):
+    tool_names: list[str]
+
+
+class ApprovalFilter(_Open):
+    always: ToolNames | None = None
+    never: ToolNames | None = None
+
+
+class McpTool(_Open):
+    """A plugin of the organisation, in OpenAI's hosted-MCP shape (``server_label`` = plugin id)."""
+
+    type: Literal["mcp"]
+    server_label: str
+    server_url: str | None = Field(default=None, description="plugway://plugins/<plugin-id>, or the plugin's configured URL")
+    allowed_tools: list[str] | ToolNames | None = None
+    require_approval: Literal["always", "never"] | ApprovalFilter | None = None
+
+
+class TextFormat(_Open):
+    type: Literal["text", "json_object", "json_schema"]
+    name: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class TextConfig(_Open):
+    format: TextFormat | None = None
+
+
+class CreateResponseRequest(_Closed):
+    """OpenAI's Responses API request, as plugway serves it."""
+
+    model: str = Field(min_length=1)
+    input: str | list[Annotated[InputMessage | FunctionCallItem | FunctionCallOutputItem | McpApprovalResponseItem, Field(discriminator="type")]] | None = None
+    instructions: str | None = None
+    tools: list[Annotated[FunctionTool | McpTool, Field(discriminator="type")]] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    max_output_tokens: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    text: TextConfig | None = None
+    metadata: dict[str, str] | None = None
+    store: bool | None = True
+    previous_response_id: str | None = None
+    stream: bool | None = None
+    user: str | None = None
+    safety_identifier: str | None = None

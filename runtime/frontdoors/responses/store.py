@@ -1,0 +1,92 @@
+"""Stored responses: ``previous_response_id`` works across gateway processes, per organisation.
+
+A stored response keeps the Response object (for ``GET /v1/responses/{id}``)
+and the run's state: the conversation as the model saw it (OpenAI chat
+messages), the calls waiting for approval, and which plugins' tools were
+already listed in the chain. Rows expire after ``responses.retention_days``;
+reads ignore expired rows and a periodic purge deletes them. Every function is
+synchronous: run it in a worker thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import Column, DateTime, Engine, Text, delete, insert, select
+from sqlmodel import Field, SQLModel
+
+JSON = dict[str, Any]
+
+
+class StoredResponse(SQLModel, table=True):
+    __tablename__ = "stored_responses"
+
+    id: str = Field(primary_key=True, max_length=64)
+    organisation_id: str = Field(index=True, max_length=128)
+    model: str = Field(max_length=200)
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False, index=True))
+    expires_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True, index=True))
+    response: str = Field(sa_column=Column(Text, nullable=False))
+    state: str = Field(sa_column=Column(Text, nullable=False))
+
+
+_TABLE = SQLModel.metadata.tables["stored_responses"]
+
+
+@dataclass(frozen=True)
+class Saved:
+    response: JSON
+    state: JSON
+
+
+def save(engine: Engine, *, response: JSON, organisation_id: str, state: JSON, retention_days: float | None) -> None:
+    now = datetime.now(UTC)
+    row = {
+        "id": response["id"],
+        "organisation_id": organisation_id,
+        "model": response.get("model") or "",
+        "created_at": now,
+        "expires_at": now + timedelta(days=retention_days) if retention_days else None,
+        "response": orjson.dumps(response).decode(),
+        "state": orjson.dumps(state).decode(),
+    }
+    with engine.begin() as connection:
+        connection.execute(insert(_TABLE), row)
+
+
+def load(engine: Engine, *, organisation_id: str, response_id: str) -> Saved | None:
+    """The organisation's stored response, unless it is another organisation's or expired."""
+    with engine.connect() as connection:
+        found = connection.execute(
+            select(_TABLE.c.response, _TABLE.c.state, _TABLE.c.expires_at).where(
+                _TABLE.c.id == response_id, _TABLE.c.organisation_id == organisation_id
+            )
+        ).first()
+    if found is None:
+        return None
+    expires_at = found.expires_at
+    if expires_at is not None and _aware(expires_at) <= datetime.now(UTC):
+        return None
+    return Saved(orjson.loads(found.response), orjson.loads(found.state))
+
+
+def remove(engine: Engine, *, organisation_id: str, response_id: str) -> bool:
+    with engine.begin() as connection:
+        result = connection.execute(
+            delete(_TABLE).where(_TABLE.c.id == response_id, _TABLE.c.organisation_id == organisation_id)
+        )
+    return bool(result.rowcount)
+
+
+def purge_expired(engine: Engine) -> int:
+    with engine.begin() as connection:
+        result = connection.execute(delete(_TABLE).where(_TABLE.c.expires_at <= datetime.now(UTC)))
+    return int(result.rowcount or 0)
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes for timezone-aware columns.
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -1,0 +1,422 @@
+"""Responses API requests as the runtime's inputs: an OpenAI chat body, plugin requests, resumes.
+
+Shapes follow OpenAI's Responses API (the installed ``openai`` package's
+``types/responses`` are the reference). What is translated:
+
+- ``instructions`` → a system message; ``input`` (a string, or items: messages
+  with ``input_text`` / ``input_image`` / ``output_text`` parts,
+  ``function_call``, ``function_call_output``, ``mcp_call``,
+  ``mcp_approval_response``) → chat messages;
+- function tools → chat tools (their calls go back to the client as
+  ``function_call`` items); MCP tool entries naming a configured plugin
+  (``server_label`` = plugin id; ``server_url`` absent, ``plugway://plugins/<id>``
+  or the plugin's own configured URL) → plugin requests, with ``allowed_tools``
+  and ``require_approval``;
+- ``max_output_tokens``, ``temperature``, ``top_p``, ``parallel_tool_calls``,
+  ``tool_choice``, ``text.format``, ``user`` / ``safety_identifier``.
+
+Fields the gateway cannot honour are refused with ``400 unsupported_parameter``
+naming them; harmless ones (``service_tier``, ``prompt_cache_key``, ...) are dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtime.admission import ApprovalPolicy, PluginRequest
+from runtime.config import OrganisationConfig
+from runtime.errors import invalid_request, unsupported_parameter
+from runtime.orchestration.loop import Resume
+from runtime.orchestration.naming import public_name
+
+JSON = dict[str, Any]
+
+HANDLED = frozenset(
+    {
+        "model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls", "max_output_tokens",
+        "temperature", "top_p", "text", "metadata", "store", "previous_response_id", "stream", "user",
+        "safety_identifier", "truncation", "include", "background", "reasoning", "stream_options",
+    }
+)
+# Leaving these out cannot change the answer.
+DROPPED = frozenset({"service_tier", "prompt_cache_key", "prompt_cache_retention", "prompt_cache_options"})
+MAX_OUTPUT_TOKENS = 2**31 - 1
+PLUGIN_URL_PREFIX = "plugway://plugins/"
+
+
+@dataclass
+class ResponsesRequest:
+    """A validated Responses request, in the runtime's terms."""
+
+    model: str
+    stream: bool
+    store: bool
+    body: JSON  # the OpenAI chat body for the loop, without messages of a previous response
+    input_messages: list[JSON]  # this request's own input, as chat messages
+    plugins: list[PluginRequest] | None  # None: every plugin of the organisation
+    server_tools: bool
+    approvals: dict[str, bool] = field(default_factory=dict)  # approval request id -> approved
+    previous_response_id: str | None = None
+    metadata: JSON | None = None
+    echo: JSON = field(default_factory=dict)  # request fields the Response object repeats
+
+    def resume(self, pending: JSON | None) -> Resume | None:
+        """The approvals this request answers, against the previous response's pending calls."""
+        if not pending or not self.approvals:
+            return None
+        by_request = pending.get("approval_requests") or {}
+        decisions = {call_id: self.approvals[request_id] for request_id, call_id in by_request.items() if request_id in self.approvals}
+        unknown = set(self.approvals) - set(by_request)
+        if unknown:
+            raise invalid_request(f"No pending approval request '{sorted(unknown)[0]}' in the previous response.", param="input")
+        return Resume(assistant_message=pending["assistant_message"], approvals=decisions)
+
+
+def _string(body: JSON, name: str) -> str | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise invalid_request(f"'{name}' must be a string.", param=name)
+    return value
+
+
+def _number(body: JSON, name: str, low: float, high: float) -> float | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise invalid_request(f"'{name}' must be a number from {low:g} to {high:g}.", param=name)
+    return value
+
+
+def parse_request(body: Any) -> ResponsesRequest:
+    if not isinstance(body, dict):
+        raise invalid_request("The request body must be a JSON object.")
+    for name in body:
+        if name not in HANDLED and name not in DROPPED:
+            raise unsupported_parameter(name, f"'{name}' is not supported by this gateway's Responses API.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise invalid_request("'model' is required and must be a non-empty string.", param="model")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise invalid_request("'stream' must be a boolean.", param="stream")
+    store = body.get("store", True)
+    if store is not None and not isinstance(store, bool):
+        raise invalid_request("'store' must be a boolean.", param="store")
+    if body.get("background"):
+        raise unsupported_parameter("background", "Background responses are not supported; use stream: true.")
+    if body.get("reasoning") not in (None, {}):
+        raise unsupported_parameter("reasoning", "'reasoning' options are not supported by this gateway.")
+    if body.get("truncation") not in (None, "disabled"):
+        raise unsupported_parameter("truncation", "Only truncation 'disabled' is supported.")
+    include = body.get("include")
+    if include not in (None, []):
+        raise unsupported_parameter("include", "'include' is not supported by this gateway.")
+    if body.get("stream_options") is not None and not stream:
+        raise invalid_request("'stream_options' is only allowed when 'stream' is true.", param="stream_options")
+    metadata = body.get("metadata")
+    if metadata is not None and (
+        not isinstance(metadata, dict) or len(metadata) > 16 or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
+    ):
+        raise invalid_request("'metadata' must be an object of at most 16 string values.", param="metadata")
+    previous = _string(body, "previous_response_id")
+
+    chat: JSON = {"model": model}
+    max_tokens = body.get("max_output_tokens")
+    if max_tokens is not None:
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= MAX_OUTPUT_TOKENS:
+            raise invalid_request(f"'max_output_tokens' must be an integer from 1 to {MAX_OUTPUT_TOKENS}.", param="max_output_tokens")
+        chat["max_completion_tokens"] = max_tokens
+    for name, high in (("temperature", 2.0), ("top_p", 1.0)):
+        value = _number(body, name, 0.0, high)
+        if value is not None:
+            chat[name] = value
+    parallel = body.get("parallel_tool_calls")
+    if parallel is not None:
+        if not isinstance(parallel, bool):
+            raise invalid_request("'parallel_tool_calls' must be a boolean.", param="parallel_tool_calls")
+        chat["parallel_tool_calls"] = parallel
+    user = _string(body, "safety_identifier") or _string(body, "user")
+    if user:
+        chat["user"] = user
+    response_format = _text_format(body.get("text"))
+    if response_format is not None:
+        chat["response_format"] = response_format
+
+    function_tools, plugins, mcp_entries = _tools(body.get("tools"))
+    if function_tools:
+        chat["tools"] = function_tools
+    tool_choice = _tool_choice(body.get("tool_choice"))
+    if tool_choice is not None:
+        chat["tool_choice"] = tool_choice
+
+    messages: list[JSON] = []
+    instructions = _string(body, "instructions")
+    if instructions:
+        messages.append({"role": "system", "content": instructions})
+    input_messages, approvals = _input(body.get("input"))
+    messages.extend(input_messages)
+    if not messages and not approvals and previous is None:
+        raise invalid_request("'input' is required.", param="input")
+
+    echo = {
+        "instructions": instructions,
+        "max_output_tokens": max_tokens,
+        "metadata": metadata or {},
+        "parallel_tool_calls": parallel if parallel is not None else True,
+        "temperature": chat.get("temperature"),
+        "top_p": chat.get("top_p"),
+        "tool_choice": body.get("tool_choice", "auto"),
+        "tools": body.get("tools") or [],
+        "text": body.get("text") or {"format": {"type": "text"}},
+        "user": body.get("user"),
+        "previous_response_id": previous,
+        "truncation": "disabled",
+    }
+    return ResponsesRequest(
+        model=model,
+        stream=bool(stream),
+        store=store is not False,
+        body=chat,
+        input_messages=messages,
+        # No tools of any kind: every plugin of the organisation, as on chat completions.
+        plugins=plugins if mcp_entries else None,
+        server_tools=mcp_entries or not function_tools,
+        approvals=approvals,
+        previous_response_id=previous,
+        metadata=metadata,
+        echo=echo,
+    )
+
+
+def _text_format(text: Any) -> JSON | None:
+    if text is None:
+        return None
+    if not isinstance(text, dict):
+        raise invalid_request("'text' must be an object.", param="text")
+    fmt = text.get("format")
+    if fmt is None:
+        return None
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "json_object"}
+    if kind == "json_schema":
+        schema = fmt.get("schema")
+        if not isinstance(schema, dict) or not isinstance(fmt.get("name"), str):
+            raise invalid_request("'text.format' json_schema needs a 'name' and a 'schema' object.", param="text.format")
+        json_schema: JSON = {"name": fmt["name"], "schema": schema}
+        for key in ("strict", "description"):
+            if fmt.get(key) is not None:
+                json_schema[key] = fmt[key]
+        return {"type": "json_schema", "json_schema": json_schema}
+    raise invalid_request("'text.format.type' must be 'text', 'json_object' or 'json_schema'.", param="text.format")
+
+
+def _approval(value: Any, param: str) -> ApprovalPolicy:
+    if value is None or value == "always":
+        # OpenAI's default for hosted MCP servers is to ask.
+        return ApprovalPolicy(default=True)
+    if value == "never":
+        return ApprovalPolicy(default=False)
+    if isinstance(value, dict):
+        def names(key: str) -> frozenset[str]:
+            entry = value.get(key) or {}
+            listed = entry.get("tool_names") if isinstance(entry, dict) else None
+            if listed is not None and not (isinstance(listed, list) and all(isinstance(n, str) for n in listed)):
+                raise invalid_request(f"'require_approval.{key}.tool_names' must be an array of strings.", param=param)
+            return frozenset(listed or ())
+
+        always, never = names("always"), names("never")
+        # Tools named under neither: like OpenAI, approval unless only "always" names tools.
+        return ApprovalPolicy(default=bool(never) or not always, always=always, never=never)
+    raise invalid_request("'require_approval' must be 'always', 'never' or an object.", param=param)
+
+
+def _tools(tools: Any) -> tuple[list[JSON], list[PluginRequest], bool]:
+    if tools is None:
+        return [], [], False
+    if not isinstance(tools, list):
+        raise invalid_request("'tools' must be an array.", param="tools")
+    functions: list[JSON] = []
+    plugins: list[PluginRequest] = []
+    mcp = False
+    for i, tool in enumerate(tools):
+        param = f"tools[{i}]"
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind == "function":
+            name = tool.get("name")
+            if not isinstance(name, str) or not name:
+                raise invalid_request("A function tool needs a 'name'.", param=f"{param}.name")
+            function: JSON = {"name": name, "parameters": tool.get("parameters") or {"type": "object", "properties": {}}}
+            if tool.get("description"):
+                function["description"] = tool["description"]
+            if tool.get("strict") is not None:
+                function["strict"] = tool["strict"]
+            functions.append({"type": "function", "function": function})
+        elif kind == "mcp":
+            mcp = True
+            label = tool.get("server_label")
+            if not isinstance(label, str) or not label:
+                raise invalid_request("An MCP tool needs a 'server_label' (the plugin id).", param=f"{param}.server_label")
+            if tool.get("connector_id") is not None:
+                raise unsupported_parameter(f"{param}.connector_id", "Connectors are not supported; name a configured plugin.")
+            allowed = tool.get("allowed_tools")
+            if isinstance(allowed, dict):
+                allowed = allowed.get("tool_names")
+            if allowed is not None and not (isinstance(allowed, list) and all(isinstance(n, str) for n in allowed)):
+                raise invalid_request("'allowed_tools' must be an array of tool names.", param=f"{param}.allowed_tools")
+            plugins.append(
+                PluginRequest(
+                    label,
+                    param=f"{param}.server_label",
+                    allowed_tools=frozenset(allowed) if allowed is not None else None,
+                    approval=_approval(tool.get("require_approval"), f"{param}.require_approval"),
+                )
+            )
+        else:
+            raise unsupported_parameter(param, f"Tool type {kind!r} is not supported; use 'function' tools or 'mcp' tools naming a plugin.")
+    return functions, plugins, mcp
+
+
+def check_server_urls(tools: Any, organisation: OrganisationConfig) -> None:
+    """An MCP entry's ``server_url`` must be plugway's own address of the plugin, or its configured URL."""
+    for i, tool in enumerate(tools or []):
+        if not isinstance(tool, dict) or tool.get("type") != "mcp" or tool.get("server_url") is None:
+            continue
+        label, url = tool.get("server_label"), tool.get("server_url")
+        ref = organisation.plugin(str(label))
+        configured = ref.mcp.url if ref is not None and ref.mcp is not None else None
+        if url not in (f"{PLUGIN_URL_PREFIX}{label}", configured):
+            raise invalid_request(
+                f"'server_url' {url!r} is not a plugin configured for this organisation; use '{PLUGIN_URL_PREFIX}{label}' or leave it out.",
+                param=f"tools[{i}].server_url",
+            )
+
+
+def _tool_choice(choice: Any) -> Any:
+    if choice is None or choice in ("none", "auto", "required"):
+        return choice
+    if isinstance(choice, dict):
+        kind = choice.get("type")
+        if kind == "function" and isinstance(choice.get("name"), str):
+            return {"type": "function", "function": {"name": choice["name"]}}
+        if kind == "mcp" and isinstance(choice.get("server_label"), str):
+            if isinstance(choice.get("name"), str):
+                return {"type": "function", "function": {"name": public_name(choice["server_label"], choice["name"])}}
+            return "required"
+    raise invalid_request("'tool_choice' must be 'none', 'auto', 'required', a function or an MCP tool.", param="tool_choice")
+
+
+def _content(content: Any, role: str, param: str) -> str | list[JSON]:
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise invalid_request("'content' must be a string or an array of parts.", param=param)
+    parts: list[JSON] = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        part_param = f"{param}[{j}]"
+        if kind in ("input_text", "output_text", "text"):
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise invalid_request("A text part needs 'text' (a string).", param=f"{part_param}.text")
+            parts.append({"type": "text", "text": text})
+        elif kind == "refusal":
+            parts.append({"type": "text", "text": str(part.get("refusal") or "")})
+        elif kind == "input_image":
+            url = part.get("image_url")
+            if not isinstance(url, str):
+                raise unsupported_parameter(f"{part_param}.image_url", "Images must be given as 'image_url' (a data: or https URL); file ids are not supported.")
+            image: JSON = {"url": url}
+            if part.get("detail") in ("low", "high", "auto"):
+                image["detail"] = part["detail"]
+            parts.append({"type": "image_url", "image_url": image})
+        elif kind == "input_file":
+            data = part.get("file_data")
+            if not isinstance(data, str):
+                raise unsupported_parameter(part_param, "Files must be given inline as 'file_data'.")
+            parts.append({"type": "file", "file": {"file_data": data, "filename": part.get("filename") or "file"}})
+        else:
+            raise unsupported_parameter(part_param, f"Content part type {kind!r} is not supported.")
+    if role == "assistant":
+        return "".join(p["text"] for p in parts if p["type"] == "text")
+    return parts
+
+
+def _input(value: Any) -> tuple[list[JSON], dict[str, bool]]:
+    """Chat messages for the input items, and the approval decisions among them."""
+    if value is None:
+        return [], {}
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}], {}
+    if not isinstance(value, list):
+        raise invalid_request("'input' must be a string or an array of items.", param="input")
+    messages: list[JSON] = []
+    approvals: dict[str, bool] = {}
+    pending_calls: list[JSON] = []  # consecutive function_call / mcp_call items form one assistant turn
+
+    def flush_calls() -> None:
+        if pending_calls:
+            messages.append({"role": "assistant", "content": None, "tool_calls": list(pending_calls)})
+            pending_calls.clear()
+
+    outputs: list[JSON] = []
+    for i, item in enumerate(value):
+        param = f"input[{i}]"
+        if not isinstance(item, dict):
+            raise invalid_request("Each input item must be an object.", param=param)
+        kind = item.get("type", "message")
+        if kind == "message":
+            role = item.get("role")
+            if role not in ("user", "assistant", "system", "developer"):
+                raise invalid_request("A message's 'role' must be user, assistant, system or developer.", param=f"{param}.role")
+            flush_calls()
+            messages.extend(outputs)
+            outputs.clear()
+            messages.append({"role": role, "content": _content(item.get("content"), role, f"{param}.content")})
+        elif kind == "function_call":
+            call_id, name, arguments = item.get("call_id"), item.get("name"), item.get("arguments", "")
+            if not (isinstance(call_id, str) and isinstance(name, str) and isinstance(arguments, str)):
+                raise invalid_request("A function_call needs 'call_id', 'name' and 'arguments' (strings).", param=param)
+            if outputs:
+                flush_calls()
+                messages.extend(outputs)
+                outputs.clear()
+            pending_calls.append({"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}})
+        elif kind == "mcp_call":
+            label, name, arguments = item.get("server_label"), item.get("name"), item.get("arguments", "")
+            call_id = item.get("id")
+            if not (isinstance(label, str) and isinstance(name, str) and isinstance(arguments, str) and isinstance(call_id, str)):
+                raise invalid_request("An mcp_call needs 'id', 'server_label', 'name' and 'arguments'.", param=param)
+            if outputs:
+                flush_calls()
+                messages.extend(outputs)
+                outputs.clear()
+            pending_calls.append({"id": call_id, "type": "function", "function": {"name": public_name(label, name), "arguments": arguments}})
+            result = item.get("output") if item.get("output") is not None else str(item.get("error") or "")
+            outputs.append({"role": "tool", "tool_call_id": call_id, "content": str(result)})
+        elif kind == "function_call_output":
+            call_id, output = item.get("call_id"), item.get("output")
+            if not isinstance(call_id, str):
+                raise invalid_request("A function_call_output needs 'call_id'.", param=f"{param}.call_id")
+            if isinstance(output, list):
+                output = "".join(str(p.get("text") or "") for p in output if isinstance(p, dict))
+            if not isinstance(output, str):
+                raise invalid_request("'output' must be a string.", param=f"{param}.output")
+            flush_calls()
+            outputs.append({"role": "tool", "tool_call_id": call_id, "content": output})
+        elif kind == "mcp_approval_response":
+            request_id, approve = item.get("approval_request_id"), item.get("approve")
+            if not isinstance(request_id, str) or not isinstance(approve, bool):
+                raise invalid_request("An mcp_approval_response needs 'approval_request_id' and 'approve'.", param=param)
+            approvals[request_id] = approve
+        elif kind in ("mcp_list_tools", "mcp_approval_request", "reasoning"):
+            continue  # context the model does not need again
+        else:
+            raise unsupported_parameter(f"{param}.type", f"Input item type {kind!r} is not supported.")
+    flush_calls()
+    messages.extend(outputs)
+    return messages, approvals
