@@ -11,15 +11,15 @@ from runtime import ToolError, hookimpl
 def _zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ToolError(f"unknown time zone '{name}'; use an IANA name such as 'Europe/Paris'") from None
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name the file system refuses
+        raise ToolError(f"unknown time zone '{name[:80]}'; use an IANA name such as 'Europe/Paris'") from None
 
 
 def _parse_datetime(value: str, zone: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise ToolError(f"'{value}' is not an ISO 8601 date-time, e.g. 2026-11-22T14:30") from None
+        raise ToolError(f"'{value[:80]}' is not an ISO 8601 date-time, e.g. 2026-11-22T14:30") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=_zone(zone))
 
 
@@ -37,7 +37,11 @@ def now(timezone: str = "UTC") -> dict[str, str]:
 def convert_time(datetime_iso: str, from_timezone: str, to_timezone: str) -> dict[str, str]:
     """Convert a date-time (ISO 8601) from one IANA time zone to another."""
     source = _parse_datetime(datetime_iso, from_timezone)
-    target = source.astimezone(_zone(to_timezone))
+    zone = _zone(to_timezone)
+    try:
+        target = source.astimezone(zone)
+    except OverflowError:  # e.g. 9999-12-31T23:59 UTC is already year 10000 in UTC+14
+        raise ToolError(f"{datetime_iso[:40]} in {to_timezone} falls outside the years 1 to 9999") from None
     return {
         "from": source.isoformat(timespec="minutes"),
         "to": target.isoformat(timespec="minutes"),
@@ -51,7 +55,7 @@ def date_add(start_date: str, days: int = 0, weeks: int = 0) -> dict[str, str | 
     try:
         start = date.fromisoformat(start_date)
     except ValueError:
-        raise ToolError(f"'{start_date}' is not a date in YYYY-MM-DD form") from None
+        raise ToolError(f"'{start_date[:80]}' is not a date in YYYY-MM-DD form") from None
     try:
         result = start + timedelta(days=days, weeks=weeks)
     except OverflowError:
