@@ -10,9 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio.to_thread
 from sqlalchemy import Engine
@@ -34,6 +35,7 @@ from runtime.storage.migrations import upgrade as upgrade_schema
 from runtime.storage.usage import UsageWriter, cost_usd
 
 log = logging.getLogger("plugway")
+T = TypeVar("T")
 JSON = dict[str, Any]
 # How long an abandoned stream keeps reading the upstream to learn what it really consumed.
 ABANDONED_STREAM_DRAIN_S = 30.0
@@ -190,12 +192,19 @@ class Gateway:
         tool calls included; what already ran is still recorded.
         """
         state = RunState(request_id=ctx.request_id, model=ctx.model.id)
-        started = time.perf_counter()
-        status = "error"
         events: list[Event] = []
-        try:
+        async with self.accounting(ctx, state):
             async for event in self.orchestrator.run(ctx, request, state):
                 events.append(event)
+        return RunResult(events, state)
+
+    @asynccontextmanager
+    async def accounting(self, ctx: RequestContext, state: RunState) -> AsyncIterator[None]:
+        """Record the usage of the work done inside, with the status it ended with."""
+        started = time.perf_counter()
+        status = "error"
+        try:
+            yield
             status = "ok"
         except GatewayError as exc:
             status = exc.code
@@ -208,7 +217,6 @@ class Gateway:
             raise
         finally:
             self.record_usage(ctx, state, started, status)
-        return RunResult(events, state)
 
     async def complete(
         self,
@@ -240,11 +248,17 @@ class Gateway:
         gets billed, not an estimate; it starts no new round and runs no more
         tools. If it goes away while tools run, they are cancelled at once.
         """
-        return self._stream(ctx, request)
-
-    async def _stream(self, ctx: RequestContext, request: RunRequest) -> AsyncIterator[Event | KeepAlive]:
         state = RunState(request_id=ctx.request_id, model=ctx.model.id)
-        events = self.orchestrator.run(ctx, request, state)
+        return self.stream_events(ctx, state, self.orchestrator.run(ctx, request, state))
+
+    async def stream_events(
+        self, ctx: RequestContext, state: RunState, events: AsyncGenerator[T, None]
+    ) -> AsyncIterator[T | KeepAlive]:
+        """Hand a client the events of work running in its own task (see :meth:`stream`).
+
+        ``state`` must track the work: its usage, and its ``phase`` ("model" while
+        an upstream round streams).
+        """
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=16)
         client_gone = asyncio.Event()
         started = time.perf_counter()

@@ -15,7 +15,7 @@ from runtime.api.middleware import RequestIdMiddleware
 from runtime.api.openapi import install_openapi
 from runtime.api.routes import health, models, usage
 from runtime.config import Settings, load_settings
-from runtime.frontdoors import chat, responses
+from runtime.frontdoors import chat, messages, responses
 from runtime.gateway import Gateway
 from runtime.plugin_host.manager import PluginHost
 
@@ -58,6 +58,7 @@ def create_app(
     install_openapi(app)
     app.include_router(chat.router)
     app.include_router(responses.router)
+    app.include_router(messages.router)
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(usage.router)

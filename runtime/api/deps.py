@@ -29,7 +29,8 @@ async def get_request_id(request: Request) -> str:
 def _presented_key(request: Request) -> str | None:
     header = request.headers.get("authorization")
     if not header:
-        return None
+        # Anthropic's SDKs send the key as x-api-key.
+        return request.headers.get("x-api-key") or None
     scheme, _, credentials = header.partition(" ")
     scheme = scheme.lower()
     credentials = credentials.strip()
@@ -50,7 +51,7 @@ async def authenticate(request: Request, gateway: Annotated[Gateway, Depends(get
     presented = _presented_key(request)
     if presented is None:
         raise invalid_api_key(
-            "You didn't provide an API key. Send 'Authorization: Bearer pw_...' or HTTP Basic with the key as user name."
+            "You didn't provide an API key. Send 'Authorization: Bearer pw_...', 'x-api-key: pw_...' or HTTP Basic with the key as user name."
         )
     info = await gateway.keys.lookup(presented)
     if info is None:

@@ -133,5 +133,58 @@ class AnthropicProvider:
         if not translator.finished:
             raise UpstreamError("Anthropic stream ended before message_stop", retryable=True)
 
+    # -- native: the client's own Messages request, for the /v1/messages front door -------------------
+
+    async def messages(self, body: JSON, *, request_id: str | None = None) -> JSON:
+        """Send an Anthropic Messages body as it is; the Messages response as it comes."""
+        body.pop("stream", None)
+        try:
+            response = await self._client.post(self._url, content=encode_body(body), headers=self._request_headers(request_id))
+        except httpx.RequestError as exc:
+            raise _transport_error(exc) from exc
+        if response.status_code != 200:
+            raise _http_error(response)
+        try:
+            message: JSON = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError("Anthropic returned a body that is not JSON", status=200) from exc
+        return message
+
+    async def stream_messages(self, body: JSON, *, request_id: str | None = None) -> AsyncGenerator[JSON, None]:
+        """Stream an Anthropic Messages body's events as they come.
+
+        ``message_start`` is held back until the next event, so that an early
+        ``error`` event (overloaded) still counts as nothing streamed and stays
+        retryable; ``ping`` events are passed on.
+        """
+        content = encode_body({**body, "stream": True})
+        held: JSON | None = None
+        finished = False
+        try:
+            async with self._client.stream("POST", self._url, content=content, headers=self._request_headers(request_id)) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise _http_error(response)
+                async for event in iter_sse_json(response.aiter_lines()):
+                    kind = event.get("type")
+                    if kind == "error":
+                        raise upstream_error(None, event)
+                    if kind == "message_start" and held is None:
+                        held = event
+                        continue
+                    if held is not None:
+                        yield held
+                        held = None
+                    yield event
+                    if kind == "message_stop":
+                        finished = True
+                        break
+        except httpx.RequestError as exc:
+            raise _transport_error(exc) from exc
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError("Anthropic sent a stream event that is not JSON") from exc
+        if not finished:
+            raise UpstreamError("Anthropic stream ended before message_stop", retryable=True)
+
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -1,5 +1,10 @@
 """OpenAI chat-completions <-> Anthropic Messages translation, both directions.
 
+Outbound (the Anthropic provider adapter): OpenAI requests to Anthropic, and
+Anthropic responses and streams back. Inbound (the ``/v1/messages`` front
+door): Anthropic requests to OpenAI messages and tools, and OpenAI's finish
+reasons, usage and errors to Anthropic's, from the same tables.
+
 Pure functions and one small state machine (:class:`StreamTranslator`); no I/O,
 so every rule here is unit-tested without a network.
 
@@ -668,8 +673,233 @@ class StreamTranslator:
         return []  # thinking_delta, signature_delta, citations_delta: not part of the answer
 
 
+# ---------------------------------------------------------------------------
+# inbound: the /v1/messages front door speaks Anthropic to its clients, and
+# runs any model through the OpenAI-shaped runtime. The same tables as above,
+# read the other way.
+# ---------------------------------------------------------------------------
+
+# finish_reason -> stop_reason: the first Anthropic reason that maps to each OpenAI one.
+_FINISH_TO_STOP = {openai: anthropic for anthropic, openai in reversed(list(_STOP_REASONS.items()))}
+# status -> error type, for errors plugway itself answers on /v1/messages.
+_STATUS_ERROR_TYPE = {status: kind for kind, status in reversed(list(_ERROR_TYPE_STATUS.items()))}
+
+
+def anthropic_stop_reason(finish_reason: str | None) -> str:
+    return _FINISH_TO_STOP.get(finish_reason or "stop", "end_turn")
+
+
+def anthropic_error_type(status: int) -> str:
+    if status in _STATUS_ERROR_TYPE:
+        return _STATUS_ERROR_TYPE[status]
+    return "invalid_request_error" if status < 500 else "api_error"
+
+
+def anthropic_usage(usage: JSON) -> JSON:
+    """OpenAI usage (cached input included in prompt_tokens) as Anthropic counts it."""
+    cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+    return {
+        "input_tokens": max(0, int(usage.get("prompt_tokens") or 0) - cached),
+        "output_tokens": int(usage.get("completion_tokens") or 0),
+        "cache_read_input_tokens": cached,
+        "cache_creation_input_tokens": 0,
+    }
+
+
+def _openai_image(source: Any, param: str) -> JSON:
+    if not isinstance(source, dict):
+        raise invalid_request("An image block needs a 'source'.", param=param)
+    if source.get("type") == "base64" and isinstance(source.get("data"), str):
+        return {"type": "image_url", "image_url": {"url": f"data:{source.get('media_type') or 'image/png'};base64,{source['data']}"}}
+    if source.get("type") == "url" and isinstance(source.get("url"), str):
+        return {"type": "image_url", "image_url": {"url": source["url"]}}
+    raise unsupported_parameter(param, "Images must be base64 or url sources.")
+
+
+def _openai_parts(blocks: Any, param: str) -> list[JSON]:
+    """Anthropic content blocks (text, image, document) as OpenAI content parts."""
+    if isinstance(blocks, str):
+        return [{"type": "text", "text": blocks}]
+    if not isinstance(blocks, list):
+        raise invalid_request("'content' must be a string or an array of blocks.", param=param)
+    parts: list[JSON] = []
+    for j, block in enumerate(blocks):
+        kind = block.get("type") if isinstance(block, dict) else None
+        block_param = f"{param}[{j}]"
+        if kind == "text":
+            if not isinstance(block.get("text"), str):
+                raise invalid_request("A text block needs 'text' (a string).", param=f"{block_param}.text")
+            parts.append({"type": "text", "text": block["text"]})
+        elif kind == "image":
+            parts.append(_openai_image(block.get("source"), f"{block_param}.source"))
+        elif kind == "document":
+            source = block.get("source") or {}
+            if source.get("type") == "base64" and source.get("media_type") == "application/pdf":
+                parts.append({"type": "file", "file": {"file_data": f"data:application/pdf;base64,{source.get('data')}", "filename": "document.pdf"}})
+            elif source.get("type") == "text":
+                parts.append({"type": "text", "text": str(source.get("data") or "")})
+            else:
+                raise unsupported_parameter(block_param, "Documents must be base64 PDFs or text.")
+        else:
+            raise unsupported_parameter(block_param, f"Content block type {kind!r} is not supported here.")
+    return parts
+
+
+def _collapse(parts: list[JSON]) -> str | list[JSON]:
+    if all(p["type"] == "text" for p in parts):
+        return "".join(p["text"] for p in parts)
+    return parts
+
+
+def openai_messages(system: Any, messages: Any, *, server_tool_name: Any = None) -> list[JSON]:
+    """An Anthropic ``system`` and ``messages`` as OpenAI chat messages.
+
+    ``tool_use`` / ``tool_result`` blocks become tool calls and ``tool``
+    messages; ``mcp_tool_use`` / ``mcp_tool_result`` blocks (server-side calls an
+    earlier answer carried) too, named with ``server_tool_name(server, tool)``.
+    Thinking blocks cannot travel through the OpenAI shape and are left out.
+    """
+    out: list[JSON] = []
+    if system is not None:
+        if isinstance(system, str):
+            text = system
+        elif isinstance(system, list):
+            text = "\n\n".join(str(p["text"]) for p in _openai_parts(system, "system") if p["type"] == "text")
+        else:
+            raise invalid_request("'system' must be a string or an array of text blocks.", param="system")
+        if text.strip():
+            out.append({"role": "system", "content": text})
+    if not isinstance(messages, list) or not messages:
+        raise invalid_request("'messages' is required and must be a non-empty array.", param="messages")
+    for i, message in enumerate(messages):
+        param = f"messages[{i}]"
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            raise invalid_request("Each message needs 'role' user or assistant.", param=f"{param}.role")
+        content = message.get("content")
+        if isinstance(content, str):
+            out.append({"role": message["role"], "content": content})
+            continue
+        if not isinstance(content, list):
+            raise invalid_request("'content' must be a string or an array of blocks.", param=f"{param}.content")
+        if message["role"] == "user":
+            _user_turn(content, param, out)
+        else:
+            _assistant_turn(content, param, out, server_tool_name)
+    return out
+
+
+def _tool_result_content(block: JSON, param: str) -> str | list[JSON]:
+    content = block.get("content")
+    if content is None:
+        result: str | list[JSON] = ""
+    else:
+        result = _collapse(_openai_parts(content, f"{param}.content"))
+    if block.get("is_error"):
+        text = result if isinstance(result, str) else " ".join(p.get("text", "") for p in result)
+        return f"[tool error] {text}"
+    return result
+
+
+def _user_turn(blocks: list[Any], param: str, out: list[JSON]) -> None:
+    # tool_result blocks answer the previous assistant turn's calls: their tool messages come first.
+    rest: list[Any] = []
+    for j, block in enumerate(blocks):
+        if isinstance(block, dict) and block.get("type") == "tool_result":
+            tool_use_id = block.get("tool_use_id")
+            if not isinstance(tool_use_id, str):
+                raise invalid_request("A tool_result needs 'tool_use_id'.", param=f"{param}.content[{j}].tool_use_id")
+            out.append({"role": "tool", "tool_call_id": tool_use_id, "content": _tool_result_content(block, f"{param}.content[{j}]")})
+        else:
+            rest.append(block)
+    if rest:
+        out.append({"role": "user", "content": _collapse(_openai_parts(rest, f"{param}.content"))})
+
+
+def _assistant_turn(blocks: list[Any], param: str, out: list[JSON], server_tool_name: Any) -> None:
+    text: list[str] = []
+    calls: list[JSON] = []
+    results: list[JSON] = []
+
+    def flush() -> None:
+        if text or calls:
+            turn: JSON = {"role": "assistant", "content": "".join(text) or None}
+            if calls:
+                turn["tool_calls"] = list(calls)
+            out.append(turn)
+            out.extend(results)
+        text.clear()
+        calls.clear()
+        results.clear()
+
+    for j, block in enumerate(blocks):
+        kind = block.get("type") if isinstance(block, dict) else None
+        block_param = f"{param}.content[{j}]"
+        if kind == "text":
+            if results:
+                flush()
+            text.append(str(block.get("text") or ""))
+        elif kind in ("tool_use", "mcp_tool_use"):
+            if results:
+                flush()
+            name = block.get("name")
+            if not isinstance(name, str) or not isinstance(block.get("id"), str):
+                raise invalid_request("A tool_use block needs 'id' and 'name'.", param=block_param)
+            if kind == "mcp_tool_use" and server_tool_name is not None:
+                name = server_tool_name(str(block.get("server_name") or ""), name)
+            calls.append({"id": block["id"], "type": "function", "function": {"name": name, "arguments": orjson.dumps(block.get("input") or {}).decode()}})
+        elif kind == "mcp_tool_result":
+            results.append({"role": "tool", "tool_call_id": str(block.get("tool_use_id") or ""), "content": _tool_result_content(block, block_param)})
+        elif kind in ("thinking", "redacted_thinking"):
+            continue
+        else:
+            raise unsupported_parameter(block_param, f"Assistant content block type {kind!r} is not supported here.")
+    flush()
+
+
+def openai_tools(tools: Any) -> list[JSON]:
+    """Anthropic client tools as OpenAI function tools; server tools are refused."""
+    if not isinstance(tools, list):
+        raise invalid_request("'tools' must be an array.", param="tools")
+    out: list[JSON] = []
+    for i, tool in enumerate(tools):
+        if not isinstance(tool, dict) or tool.get("type") not in (None, "custom"):
+            kind = tool.get("type") if isinstance(tool, dict) else None
+            raise unsupported_parameter(f"tools[{i}]", f"Tool type {kind!r} is not supported; give client tools (name, input_schema) or MCP servers.")
+        name = tool.get("name")
+        if not isinstance(name, str) or not name:
+            raise invalid_request("A tool needs a 'name'.", param=f"tools[{i}].name")
+        function: JSON = {"name": name, "parameters": tool.get("input_schema") or {"type": "object", "properties": {}}}
+        if tool.get("description"):
+            function["description"] = tool["description"]
+        out.append({"type": "function", "function": function})
+    return out
+
+
+def openai_tool_choice(choice: Any) -> tuple[Any, bool | None]:
+    """An Anthropic ``tool_choice`` as OpenAI's, and ``parallel_tool_calls`` when it disables them."""
+    if choice is None:
+        return None, None
+    kind = choice.get("type") if isinstance(choice, dict) else None
+    parallel = False if isinstance(choice, dict) and choice.get("disable_parallel_tool_use") else None
+    if kind == "auto":
+        return "auto", parallel
+    if kind == "any":
+        return "required", parallel
+    if kind == "none":
+        return "none", None
+    if kind == "tool" and isinstance(choice.get("name"), str):
+        return {"type": "function", "function": {"name": choice["name"]}}, parallel
+    raise invalid_request("'tool_choice.type' must be auto, any, tool or none.", param="tool_choice")
+
+
 __all__ = [
     "ANTHROPIC_VERSION",
+    "anthropic_error_type",
+    "anthropic_stop_reason",
+    "anthropic_usage",
+    "openai_messages",
+    "openai_tool_choice",
+    "openai_tools",
     "StreamTranslator",
     "default_max_tokens_for",
     "finish_reason",

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +65,11 @@ class _Budget:
 
     def retries_for(self, configured: int) -> int:
         return max(0, min(configured, self.left - 1))
+
+
+def _native(provider: Provider) -> Any:
+    # Only AnthropicProvider has the native Messages methods; anthropic_native() checks the kind first.
+    return provider
 
 
 def build_provider(config: Any) -> Provider:
@@ -170,17 +175,60 @@ class ModelRouter:
         log.warning("model %s via %s failed: %s", candidate.id, provider_id, error.for_logs())
 
     async def chat(self, model: ModelConfig, body: JSON, route: RouteLog | None = None) -> JSON:
+        """One OpenAI-format completion, with retries and fallbacks."""
         route = route if route is not None else RouteLog()
+
+        def call(provider: Provider, candidate: ModelConfig) -> Callable[[], Awaitable[JSON]]:
+            return functools.partial(provider.chat, self._upstream_body(candidate, body), request_id=route.request_id)
+
+        return await self._call(model, route, call)
+
+    def stream(self, model: ModelConfig, body: JSON, route: RouteLog | None = None) -> AsyncIterator[JSON]:
+        """One OpenAI-format streamed completion: retries and fallbacks until its first chunk."""
+        route = route if route is not None else RouteLog()
+
+        def start(provider: Provider, candidate: ModelConfig) -> Callable[[], AsyncIterator[JSON]]:
+            return functools.partial(provider.stream_chat, self._upstream_body(candidate, body), request_id=route.request_id)
+
+        return self._stream(model, route, start)
+
+    def anthropic_native(self, model: ModelConfig) -> bool:
+        """Whether every provider along the model's chain speaks Anthropic's Messages API."""
+        return all(
+            (config := self._configs.get(candidate.provider)) is not None and config.kind == "anthropic"
+            for candidate in self._chain(model)
+        )
+
+    async def messages(self, model: ModelConfig, body: JSON, route: RouteLog | None = None) -> JSON:
+        """An Anthropic Messages request sent as it is (model renamed), for an all-Anthropic chain."""
+        route = route if route is not None else RouteLog()
+
+        def call(provider: Provider, candidate: ModelConfig) -> Callable[[], Awaitable[JSON]]:
+            return functools.partial(_native(provider).messages, {**body, "model": candidate.upstream}, request_id=route.request_id)
+
+        return await self._call(model, route, call)
+
+    def stream_messages(self, model: ModelConfig, body: JSON, route: RouteLog | None = None) -> AsyncIterator[JSON]:
+        """Anthropic stream events, as they come, for an all-Anthropic chain."""
+        route = route if route is not None else RouteLog()
+
+        def start(provider: Provider, candidate: ModelConfig) -> Callable[[], AsyncIterator[JSON]]:
+            return functools.partial(_native(provider).stream_messages, {**body, "model": candidate.upstream}, request_id=route.request_id)
+
+        return self._stream(model, route, start)
+
+    async def _call(
+        self, model: ModelConfig, route: RouteLog, call: Callable[[Provider, ModelConfig], Callable[[], Awaitable[JSON]]]
+    ) -> JSON:
         budget = _Budget(self.settings.routing.max_attempts_per_call)
         failures: list[UpstreamError] = []
         for candidate in self._chain(model):
             if budget.left <= 0:
                 break
             provider = self.providers[candidate.provider]
-            call = functools.partial(provider.chat, self._upstream_body(candidate, body), request_id=route.request_id)
             budget.left -= 1
             try:
-                response = await call_with_retries(call, **self._policy(provider.id, candidate, route, budget))
+                response = await call_with_retries(call(provider, candidate), **self._policy(provider.id, candidate, route, budget))
             except UpstreamError as exc:
                 if exc.client_error:
                     raise self._client_error(exc) from exc
@@ -191,17 +239,17 @@ class ModelRouter:
             return response
         raise self._give_up(failures, budget)
 
-    async def stream(self, model: ModelConfig, body: JSON, route: RouteLog | None = None) -> AsyncIterator[JSON]:
-        route = route if route is not None else RouteLog()
+    async def _stream(
+        self, model: ModelConfig, route: RouteLog, start: Callable[[Provider, ModelConfig], Callable[[], AsyncIterator[JSON]]]
+    ) -> AsyncIterator[JSON]:
         budget = _Budget(self.settings.routing.max_attempts_per_call)
         failures: list[UpstreamError] = []
         for candidate in self._chain(model):
             if budget.left <= 0:
                 break
             provider = self.providers[candidate.provider]
-            start = functools.partial(provider.stream_chat, self._upstream_body(candidate, body), request_id=route.request_id)
             budget.left -= 1
-            stream: AsyncGenerator[JSON, None] = open_stream_with_retries(start, **self._policy(provider.id, candidate, route, budget))  # type: ignore[assignment]
+            stream: AsyncGenerator[JSON, None] = open_stream_with_retries(start(provider, candidate), **self._policy(provider.id, candidate, route, budget))  # type: ignore[assignment]
             try:
                 first = await anext(stream)
             except StopAsyncIteration:

@@ -1,0 +1,125 @@
+"""The loop's events as an Anthropic Messages answer: stream events, or one ``message``.
+
+Content blocks, in the order things happened: a ``text`` block per round that
+produced text; for each server-side tool call an ``mcp_tool_use`` block
+(``server_name`` = plugin id, ``name`` = the tool's own name) and, when it
+finishes, an ``mcp_tool_result`` block, as Anthropic's MCP connector shapes
+them; then ``tool_use`` blocks when the model called the client's own tools.
+Usage is summed over every round; ``message_start`` can only say 0, so the
+totals arrive in ``message_delta`` (Anthropic's own cumulative counts).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+
+from runtime.gateway import KeepAlive
+from runtime.orchestration.events import (
+    Completed,
+    Event,
+    ModelChunk,
+    ModelTurn,
+    ToolCallFinished,
+    ToolCallStarted,
+)
+from runtime.providers.anthropic_translate import anthropic_stop_reason, anthropic_usage
+
+JSON = dict[str, Any]
+Out = list[tuple[str, JSON]]  # (event name, data)
+
+
+def _input(arguments: str) -> JSON:
+    try:
+        parsed = orjson.loads(arguments or "{}")
+    except orjson.JSONDecodeError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+class MessagesEncoder:
+    def __init__(self, *, model_id: str) -> None:
+        self.message: JSON = {
+            "id": f"msg_{uuid.uuid4().hex}",
+            "type": "message",
+            "role": "assistant",
+            "model": model_id,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        }
+        self._text_index: int | None = None
+
+    @property
+    def content(self) -> list[JSON]:
+        return self.message["content"]  # type: ignore[no-any-return]
+
+    def start(self) -> Out:
+        return [("message_start", {"type": "message_start", "message": {**self.message, "content": []}})]
+
+    def encode(self, event: Event | KeepAlive) -> Out:
+        if isinstance(event, ModelChunk):
+            text = event.text
+            return self._text(text) if text else []
+        if isinstance(event, ModelTurn):
+            content = event.message.get("content")
+            out = self._text(content) if self._text_index is None and isinstance(content, str) and content else []
+            return out + self._close_text()
+        if isinstance(event, KeepAlive):
+            return [("ping", {"type": "ping"})]
+        if isinstance(event, ToolCallStarted) and not event.builtin:
+            block = {"type": "mcp_tool_use", "id": event.call_id, "name": event.tool_name or event.name, "server_name": event.plugin_id or "", "input": _input(event.arguments)}
+            return self._close_text() + self._whole_block(block)
+        if isinstance(event, ToolCallFinished) and not event.builtin:
+            result: JSON = {"type": "mcp_tool_result", "tool_use_id": event.call_id, "is_error": not event.ok, "content": [{"type": "text", "text": event.content}]}
+            return self._whole_block(result)
+        if isinstance(event, Completed):
+            return self._completed(event)
+        return []
+
+    def _text(self, text: str) -> Out:
+        out: Out = []
+        if self._text_index is None:
+            self._text_index = len(self.content)
+            self.content.append({"type": "text", "text": ""})
+            out.append(("content_block_start", {"type": "content_block_start", "index": self._text_index, "content_block": {"type": "text", "text": ""}}))
+        self.content[self._text_index]["text"] += text
+        out.append(("content_block_delta", {"type": "content_block_delta", "index": self._text_index, "delta": {"type": "text_delta", "text": text}}))
+        return out
+
+    def _close_text(self) -> Out:
+        if self._text_index is None:
+            return []
+        index, self._text_index = self._text_index, None
+        return [("content_block_stop", {"type": "content_block_stop", "index": index})]
+
+    def _whole_block(self, block: JSON) -> Out:
+        index = len(self.content)
+        self.content.append(block)
+        return [
+            ("content_block_start", {"type": "content_block_start", "index": index, "content_block": block}),
+            ("content_block_stop", {"type": "content_block_stop", "index": index}),
+        ]
+
+    def _completed(self, completed: Completed) -> Out:
+        out = self._close_text()
+        calls = (completed.message.get("tool_calls") or []) if completed.stopped_by in ("client_tools", "answer") else []
+        for call in calls:
+            function = call.get("function") or {}
+            arguments = function.get("arguments") or "{}"
+            index = len(self.content)
+            block = {"type": "tool_use", "id": call.get("id") or f"toolu_{uuid.uuid4().hex}", "name": function.get("name") or "", "input": _input(arguments)}
+            self.content.append(block)
+            out.append(("content_block_start", {"type": "content_block_start", "index": index, "content_block": {**block, "input": {}}}))
+            out.append(("content_block_delta", {"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": arguments}}))
+            out.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+        stop_reason = "tool_use" if calls else anthropic_stop_reason(completed.finish_reason)
+        usage = anthropic_usage(completed.usage)
+        self.message["stop_reason"] = stop_reason
+        self.message["usage"] = usage
+        out.append(("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None}, "usage": usage}))
+        out.append(("message_stop", {"type": "message_stop"}))
+        return out

@@ -1,0 +1,165 @@
+"""POST /v1/messages (and /v1/messages/count_tokens): Anthropic's Messages API, for any model.
+
+Every answer on these routes is Anthropic-shaped, errors included:
+``{"type": "error", "error": {"type", "message"}}`` with Anthropic's error
+types, so the ``anthropic`` SDKs raise their own exception classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.routing import APIRoute
+from starlette.responses import Response, StreamingResponse
+
+from runtime.admission import RequestContext
+from runtime.api import sse
+from runtime.api.body import read_body
+from runtime.api.deps import GatewayDep, KeyDep, RequestIdDep
+from runtime.api.disconnect import run_until_disconnected
+from runtime.api.openapi import documented_body
+from runtime.errors import GatewayError, UpstreamError
+from runtime.frontdoors.chat.routes import parse_json_body
+from runtime.frontdoors.messages.encoder import MessagesEncoder, Out
+from runtime.frontdoors.messages.native import NativeEvent, native_message, native_stream
+from runtime.frontdoors.messages.schema import CountTokensRequest, MessagesRequestBody
+from runtime.frontdoors.messages.translate import (
+    MessagesRequest,
+    chat_body,
+    check_server_urls,
+    parse_request,
+    refuse_native_only,
+)
+from runtime.gateway import Gateway, KeepAlive
+from runtime.orchestration.events import Event
+from runtime.orchestration.loop import RunRequest, RunState
+from runtime.providers.anthropic_translate import anthropic_error_type, openai_messages
+
+JSON = dict[str, Any]
+
+
+def anthropic_error(status: int, message: str) -> JSON:
+    return {"type": "error", "error": {"type": anthropic_error_type(status), "message": message}}
+
+
+def error_response(error: GatewayError) -> Response:
+    return Response(orjson.dumps(anthropic_error(error.status, error.message)), status_code=error.status, media_type="application/json", headers=error.headers)
+
+
+class AnthropicErrorRoute(APIRoute):
+    """Routes whose errors (authentication and limits included) come in Anthropic's envelope."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except GatewayError as exc:
+                return error_response(exc)
+
+        return route
+
+
+router = APIRouter(tags=["messages"], route_class=AnthropicErrorRoute)
+
+
+def _encode(out: Out) -> bytes:
+    return b"".join(sse.named(name, data) for name, data in out)
+
+
+async def _stream(head: bytes, events: AsyncIterator[Any], encode: Callable[[Any], Out]) -> AsyncIterator[bytes]:
+    try:
+        yield head
+        async for event in events:
+            out = encode(event)
+            if out:
+                yield _encode(out)
+    except GatewayError as exc:
+        yield sse.named("error", anthropic_error(exc.status, exc.message))
+    except UpstreamError as exc:
+        yield sse.named("error", anthropic_error(502, exc.message))
+
+
+async def _first_bytes(head: bytes, events: AsyncIterator[Any], encode: Callable[[Any], Out]) -> bytes:
+    """Read until the first bytes for the client, so that an upstream failure is a real HTTP status."""
+    async for event in events:
+        out = encode(event)
+        if out:
+            return head + _encode(out)
+    return head
+
+
+def _streaming(body: AsyncIterator[bytes], headers: dict[str, str]) -> StreamingResponse:
+    return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers})
+
+
+def _native_encode(event: NativeEvent | KeepAlive) -> Out:
+    if isinstance(event, KeepAlive):
+        return [("ping", {"type": "ping"})]
+    return [(event.name, event.data)]
+
+
+async def _native(request: Request, gateway: Gateway, ctx: RequestContext, parsed: MessagesRequest) -> Response:
+    state = RunState(request_id=ctx.request_id, model=ctx.model.id)
+    headers = ctx.limits.headers()
+    if parsed.stream:
+        events = gateway.stream_events(ctx, state, native_stream(gateway.router, ctx, parsed.body, state))
+        head = await _first_bytes(b"", events, _native_encode)
+        return _streaming(_stream(head, events, _native_encode), headers)
+    async with gateway.accounting(ctx, state):
+        message = await native_message(gateway.router, ctx, parsed.body, state)
+    return Response(orjson.dumps(message), media_type="application/json", headers=headers)
+
+
+@router.post("/v1/messages", openapi_extra=documented_body(MessagesRequestBody))
+async def create_message(request: Request, gateway: GatewayDep, key: KeyDep, request_id: RequestIdDep) -> Response:
+    body = parse_json_body(await read_body(request, gateway.settings.max_body_bytes))
+    parsed = parse_request(body)
+
+    def check(ctx: RequestContext) -> None:
+        check_server_urls(body.get("mcp_servers"), ctx.organisation)
+
+    ctx = await gateway.admit(
+        key=key,
+        request_id=request_id,
+        model=parsed.model,
+        plugins=parsed.plugins,
+        server_tools=parsed.server_tools,
+        source="messages",
+        check=check,
+    )
+    anthropic = gateway.router.anthropic_native(ctx.model)
+    if anthropic and not await gateway.orchestrator.toolset(ctx):
+        return await _native(request, gateway, ctx, parsed)
+    refuse_native_only(parsed)
+    run = RunRequest(chat_body(parsed, keep_top_k=anthropic), stream=parsed.stream)
+    encoder = MessagesEncoder(model_id=ctx.model.id)
+    headers = ctx.limits.headers()
+    if run.stream:
+        events = gateway.stream(ctx, run)
+        encode: Callable[[Event | KeepAlive], Out] = encoder.encode
+        head = await _first_bytes(_encode(encoder.start()), events, encode)
+        return _streaming(_stream(head, events, encode), headers)
+    work = gateway.run(ctx, run)
+    result = await (run_until_disconnected(request, work) if ctx.plugins else work)
+    for event in result.events:
+        encoder.encode(event)
+    return Response(orjson.dumps(encoder.message), media_type="application/json", headers=headers)
+
+
+@router.post("/v1/messages/count_tokens", openapi_extra=documented_body(CountTokensRequest))
+async def count_tokens(request: Request, gateway: GatewayDep, key: KeyDep) -> Response:
+    """An estimate (about four characters a token) of what a request's input costs."""
+    body = parse_json_body(await read_body(request, gateway.settings.max_body_bytes))
+    if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+        raise GatewayError(400, "model: Field required", code="invalid_request_error", param="model")
+    organisation = gateway.organisation(key.organisation_id)
+    if organisation is not None:
+        gateway.resolve_model(organisation, body["model"])
+    messages = openai_messages(body.get("system"), body.get("messages"))
+    size = len(orjson.dumps(messages)) + len(orjson.dumps(body.get("tools") or []))
+    return Response(orjson.dumps({"input_tokens": max(1, size // 4)}), media_type="application/json")

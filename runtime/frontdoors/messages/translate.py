@@ -1,0 +1,171 @@
+"""Anthropic Messages requests as the runtime's inputs.
+
+The content mapping itself is shared with the Anthropic provider adapter
+(``runtime.providers.anthropic_translate``, its inbound half); this module
+validates the request, reads ``mcp_servers`` (Anthropic's MCP connector shape,
+naming plugins) and decides between the two paths:
+
+- **native**: a model whose whole fallback chain is Anthropic-kind, with no
+  server-side tools to run, gets the client's body as it is (thinking, cache
+  control, citations and all), only ``model`` renamed;
+- **translated**: everything else runs through the orchestration loop in the
+  OpenAI shape and is answered in Anthropic's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from runtime.admission import PluginRequest
+from runtime.config import OrganisationConfig
+from runtime.errors import invalid_request, unsupported_parameter
+from runtime.orchestration.naming import public_name
+from runtime.providers.anthropic_translate import openai_messages, openai_tool_choice, openai_tools
+
+JSON = dict[str, Any]
+PLUGIN_URL_PREFIX = "plugway://plugins/"
+KNOWN = frozenset(
+    {
+        "model", "max_tokens", "messages", "system", "stream", "temperature", "top_p", "top_k",
+        "stop_sequences", "metadata", "tools", "tool_choice", "mcp_servers", "output_config",
+    }
+)
+# Leaving these out cannot change the answer of a translated request (they pass on natively).
+DROPPED = frozenset({"service_tier", "cache_control", "inference_geo", "speed", "diagnostics", "user_profile_id", "workspace_id"})
+# Only an Anthropic model can honour these: refused when the request is translated.
+NATIVE_ONLY = frozenset({"thinking", "container", "context_management"})
+MAX_TOKENS_LIMIT = 2**31 - 1
+
+
+@dataclass
+class MessagesRequest:
+    model: str
+    stream: bool
+    body: JSON  # the client's body, without gateway-only fields (for the native path)
+    plugins: list[PluginRequest] | None  # None: every plugin of the organisation
+    server_tools: bool
+    native_only: list[str]  # fields present that only the native path can honour
+
+
+def parse_request(body: Any) -> MessagesRequest:
+    if not isinstance(body, dict):
+        raise invalid_request("The request body must be a JSON object.")
+    for name in body:
+        if name not in KNOWN and name not in NATIVE_ONLY and name not in DROPPED:
+            raise invalid_request(f"{name}: Extra inputs are not permitted", param=name)
+    output_config = body.get("output_config")
+    if output_config is not None and not isinstance(output_config, dict):
+        raise invalid_request("output_config: must be an object", param="output_config")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise invalid_request("model: Field required (a non-empty string)", param="model")
+    max_tokens = body.get("max_tokens")
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= MAX_TOKENS_LIMIT:
+        raise invalid_request(f"max_tokens: an integer from 1 to {MAX_TOKENS_LIMIT} is required", param="max_tokens")
+    if not isinstance(body.get("messages"), list) or not body["messages"]:
+        raise invalid_request("messages: at least one message is required", param="messages")
+    stream = body.get("stream")
+    if stream is not None and not isinstance(stream, bool):
+        raise invalid_request("stream: must be a boolean", param="stream")
+    for name, high in (("temperature", 1.0), ("top_p", 1.0)):
+        value = body.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= high):
+            raise invalid_request(f"{name}: must be a number from 0 to {high:g}", param=name)
+    top_k = body.get("top_k")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
+        raise invalid_request("top_k: must be a non-negative integer", param="top_k")
+    stops = body.get("stop_sequences")
+    if stops is not None and not (isinstance(stops, list) and all(isinstance(s, str) for s in stops)):
+        raise invalid_request("stop_sequences: must be an array of strings", param="stop_sequences")
+    metadata = body.get("metadata")
+    if metadata is not None and (not isinstance(metadata, dict) or not isinstance(metadata.get("user_id", ""), str | type(None))):
+        raise invalid_request("metadata: must be an object with an optional string user_id", param="metadata")
+    plugins = _mcp_servers(body.get("mcp_servers"))
+    client_tools = bool(body.get("tools"))
+    native_body = {k: v for k, v in body.items() if k not in ("mcp_servers", "stream")}
+    return MessagesRequest(
+        model=model,
+        stream=bool(stream),
+        body=native_body,
+        plugins=plugins,
+        # As on chat completions: no tools at all means every plugin; MCP servers name some.
+        server_tools=plugins is not None or not client_tools,
+        native_only=[name for name in NATIVE_ONLY if body.get(name) not in (None, {"type": "disabled"})]
+        + (["output_config.effort"] if (output_config or {}).get("effort") is not None else []),
+    )
+
+
+def _mcp_servers(servers: Any) -> list[PluginRequest] | None:
+    if servers is None:
+        return None
+    if not isinstance(servers, list):
+        raise invalid_request("mcp_servers: must be an array", param="mcp_servers")
+    plugins: list[PluginRequest] = []
+    for i, server in enumerate(servers):
+        param = f"mcp_servers[{i}]"
+        if not isinstance(server, dict) or server.get("type") != "url":
+            raise invalid_request("Each MCP server needs type 'url', a 'name' (the plugin id) and a 'url'.", param=param)
+        name = server.get("name")
+        if not isinstance(name, str) or not name:
+            raise invalid_request("An MCP server needs a 'name': the plugin id.", param=f"{param}.name")
+        configuration = server.get("tool_configuration") or {}
+        if not isinstance(configuration, dict):
+            raise invalid_request("tool_configuration: must be an object", param=f"{param}.tool_configuration")
+        if configuration.get("enabled") is False:
+            continue
+        allowed = configuration.get("allowed_tools")
+        if allowed is not None and not (isinstance(allowed, list) and all(isinstance(t, str) for t in allowed)):
+            raise invalid_request("allowed_tools: must be an array of tool names", param=f"{param}.tool_configuration.allowed_tools")
+        plugins.append(PluginRequest(name, param=f"{param}.name", allowed_tools=frozenset(allowed) if allowed is not None else None))
+    return plugins
+
+
+def check_server_urls(servers: Any, organisation: OrganisationConfig) -> None:
+    """Anthropic's type requires ``url``: plugway's own address of the plugin, or its configured URL."""
+    for i, server in enumerate(servers or []):
+        name, url = server.get("name"), server.get("url")
+        ref = organisation.plugin(str(name))
+        configured = ref.mcp.url if ref is not None and ref.mcp is not None else None
+        if ref is not None and url not in (f"{PLUGIN_URL_PREFIX}{name}", configured):
+            raise invalid_request(
+                f"mcp_servers[{i}].url {url!r} is not plugin '{name}'; use '{PLUGIN_URL_PREFIX}{name}'.",
+                param=f"mcp_servers[{i}].url",
+            )
+
+
+def chat_body(request: MessagesRequest, *, keep_top_k: bool) -> JSON:
+    """The OpenAI chat body the loop runs for a translated request."""
+    body = request.body
+    chat: JSON = {
+        "model": request.model,
+        "messages": openai_messages(body.get("system"), body["messages"], server_tool_name=public_name),
+        "max_tokens": body["max_tokens"],
+    }
+    for name in ("temperature", "top_p"):
+        if body.get(name) is not None:
+            chat[name] = body[name]
+    if keep_top_k and body.get("top_k") is not None:
+        chat["top_k"] = body["top_k"]
+    if body.get("stop_sequences"):
+        chat["stop"] = body["stop_sequences"]
+    user = (body.get("metadata") or {}).get("user_id")
+    if user:
+        chat["user"] = user
+    if body.get("tools"):
+        chat["tools"] = openai_tools(body["tools"])
+    output_format = (body.get("output_config") or {}).get("format")
+    if isinstance(output_format, dict) and output_format.get("type") == "json_schema":
+        chat["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": output_format.get("schema") or {}, "strict": True}}
+    choice, parallel = openai_tool_choice(body.get("tool_choice"))
+    if choice is not None and chat.get("tools"):
+        chat["tool_choice"] = choice
+    if parallel is not None:
+        chat["parallel_tool_calls"] = parallel
+    return chat
+
+
+def refuse_native_only(request: MessagesRequest) -> None:
+    if request.native_only:
+        name = sorted(request.native_only)[0]
+        raise unsupported_parameter(name, f"'{name}' needs an Anthropic model called without server-side tools.")

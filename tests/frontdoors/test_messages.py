@@ -1,0 +1,231 @@
+"""POST /v1/messages end to end: the official anthropic SDK -> a real gateway -> fake upstreams
+(OpenAI-format and Anthropic-format)."""
+
+from __future__ import annotations
+
+import json
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from tests.fakes.anthropic_server import FakeAnthropic
+from tests.fakes.anthropic_server import Reply as ClaudeReply
+from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.frontdoors.conftest import CLAUDE
+from tests.support import GatewayServer
+
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+def claude_client(server: GatewayServer, org: str = "acme", **limits: int) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=server.url, api_key=server.mint(org, **limits), max_retries=0, timeout=20)
+
+
+# -- any model, translated ------------------------------------------------------------------------------
+
+
+def test_an_openai_model_answers_in_anthropics_shape(gateway: GatewayServer, upstream: FakeOpenAI) -> None:
+    upstream.enqueue(Reply(text="Hi there.", prompt_tokens=21, completion_tokens=4))
+    message = claude_client(gateway, "bare").messages.create(
+        model="gpt-test", max_tokens=100, system="Be kind.", messages=HELLO, stop_sequences=["END"], metadata={"user_id": "u-7"},
+        service_tier="auto", extra_body={"temperature": 0.5, "top_k": 3},
+    )
+    assert message.content[0].type == "text" and message.content[0].text == "Hi there."
+    assert (message.role, message.stop_reason, message.model) == ("assistant", "end_turn", "gpt-test")
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (21, 4)
+    sent = upstream.requests[0]
+    assert sent["messages"] == [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "hello"}]
+    assert (sent["max_tokens"], sent["temperature"], sent["stop"], sent["user"]) == (100, 0.5, ["END"], "u-7")
+    assert "top_k" not in sent
+
+
+def test_plugins_run_server_side_as_mcp_blocks(gateway: GatewayServer, upstream: FakeOpenAI) -> None:
+    upstream.enqueue(
+        Reply(text="Computing.", tool_calls=[("calculator__evaluate", {"expression": "6*7"})], prompt_tokens=50, completion_tokens=5),
+        Reply(text="It is 42.", prompt_tokens=70, completion_tokens=4),
+    )
+    message = claude_client(gateway).messages.create(model="gpt-test", max_tokens=200, messages=[{"role": "user", "content": "6*7?"}])
+    assert [block.type for block in message.content] == ["text", "mcp_tool_use", "mcp_tool_result", "text"]
+    use, result = message.content[1], message.content[2]
+    assert (use.name, use.server_name, use.input) == ("evaluate", "calculator", {"expression": "6*7"})  # type: ignore[union-attr]
+    assert result.tool_use_id == use.id and result.is_error is False  # type: ignore[union-attr]
+    assert json.loads(result.content[0]["text"])["result"] == 42  # type: ignore[union-attr]
+    assert (message.usage.input_tokens, message.usage.output_tokens) == (120, 9)
+    assert message.stop_reason == "end_turn"
+
+
+def test_streamed_loop_with_pings_while_tools_run(gateway: GatewayServer, upstream: FakeOpenAI) -> None:
+    upstream.enqueue(Reply(tool_calls=[("testkit__slow", {"seconds": 0.5})], prompt_tokens=10, completion_tokens=2), Reply(text="Slept well.", prompt_tokens=20, completion_tokens=3))
+    kinds: list[str] = []
+    with claude_client(gateway).messages.stream(model="gpt-test", max_tokens=100, messages=HELLO) as stream:
+        for event in stream:
+            kinds.append(event.type)
+        final = stream.get_final_message()
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+    assert "ping" not in kinds  # the SDK swallows pings; counted over raw HTTP below
+    assert [block.type for block in final.content] == ["mcp_tool_use", "mcp_tool_result", "text"]
+    assert final.content[2].text == "Slept well."  # type: ignore[union-attr]
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (30, 5)
+
+
+def test_raw_stream_has_pings_and_anthropic_event_names(gateway: GatewayServer, upstream: FakeOpenAI) -> None:
+    upstream.enqueue(Reply(tool_calls=[("testkit__slow", {"seconds": 0.6})]), Reply(text="done"))
+    body = {"model": "gpt-test", "max_tokens": 50, "messages": HELLO, "stream": True}
+    with httpx.stream("POST", f"{gateway.url}/v1/messages", json=body, headers={"x-api-key": gateway.mint()}, timeout=10) as response:
+        lines = [line for line in response.iter_lines() if line.startswith("event: ")]
+    names = [line.removeprefix("event: ") for line in lines]
+    assert names.count("ping") >= 2
+    assert names[0] == "message_start" and names[-2:] == ["message_delta", "message_stop"]
+
+
+def test_client_tools_round_trip(gateway: GatewayServer, upstream: FakeOpenAI) -> None:
+    tools = [{"name": "get_weather", "description": "Weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+    client = claude_client(gateway, "bare")
+    upstream.enqueue(Reply(tool_calls=[("get_weather", {"city": "Rome"})]))
+    first = client.messages.create(model="gpt-test", max_tokens=100, messages=[{"role": "user", "content": "weather?"}], tools=tools, tool_choice={"type": "any"})  # type: ignore[arg-type]
+    (use,) = first.content
+    assert use.type == "tool_use" and use.input == {"city": "Rome"} and first.stop_reason == "tool_use"
+    assert upstream.requests[0]["tool_choice"] == "required"
+    upstream.enqueue(Reply(text="Rainy in Rome."))
+    second = client.messages.create(
+        model="gpt-test",
+        max_tokens=100,
+        tools=tools,  # type: ignore[arg-type]
+        messages=[
+            {"role": "user", "content": "weather?"},
+            {"role": "assistant", "content": [use.model_dump()]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "rain"}, {"type": "text", "text": "and so?"}]},
+        ],
+    )
+    assert second.content[0].text == "Rainy in Rome."  # type: ignore[union-attr]
+    roles = [m["role"] for m in upstream.requests[1]["messages"]]
+    assert roles == ["user", "assistant", "tool", "user"]
+
+
+# -- MCP servers naming plugins -----------------------------------------------------------------------------
+
+
+def test_mcp_servers_choose_plugins_and_tools(gateway: GatewayServer, upstream: FakeOpenAI) -> None:
+    upstream.enqueue(Reply(text="ok"))
+    claude_client(gateway).messages.create(
+        model="gpt-test",
+        max_tokens=10,
+        messages=HELLO,
+        extra_body={"mcp_servers": [{"type": "url", "name": "clock", "url": "plugway://plugins/clock", "tool_configuration": {"allowed_tools": ["now"]}}]},
+    )
+    assert [t["function"]["name"] for t in upstream.requests[0]["tools"]] == ["clock__now"]
+
+
+@pytest.mark.parametrize(
+    ("server", "param"),
+    [
+        ({"type": "url", "name": "unknown-plugin", "url": "plugway://plugins/unknown-plugin"}, "unknown-plugin"),
+        ({"type": "url", "name": "clock", "url": "https://mcp.example.com/sse"}, "https://mcp.example.com/sse"),
+    ],
+)
+def test_unconfigured_mcp_servers_are_400(gateway: GatewayServer, server: dict, param: str) -> None:
+    with pytest.raises(anthropic.BadRequestError) as info:
+        claude_client(gateway).messages.create(model="gpt-test", max_tokens=10, messages=HELLO, extra_body={"mcp_servers": [server]})
+    assert info.value.body["type"] == "error" and info.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+    assert param in info.value.body["error"]["message"]  # type: ignore[index]
+
+
+# -- errors in Anthropic's envelope, raised as the SDK's own classes -------------------------------------------
+
+
+def test_errors_are_anthropic_shaped(gateway: GatewayServer, upstream: FakeOpenAI) -> None:
+    with pytest.raises(anthropic.AuthenticationError) as auth:
+        anthropic.Anthropic(base_url=gateway.url, api_key="pw_wrong", max_retries=0).messages.create(model="gpt-test", max_tokens=5, messages=HELLO)
+    assert auth.value.body == {"type": "error", "error": {"type": "authentication_error", "message": auth.value.body["error"]["message"]}}  # type: ignore[index]
+    client = claude_client(gateway, "bare")
+    with pytest.raises(anthropic.NotFoundError):
+        client.messages.create(model="no-such-model", max_tokens=5, messages=HELLO)
+    with pytest.raises(anthropic.BadRequestError):
+        client.messages.create(model="gpt-test", max_tokens=0, messages=HELLO)
+    with pytest.raises(anthropic.BadRequestError) as thinking:
+        client.messages.create(model="gpt-test", max_tokens=50, messages=HELLO, thinking={"type": "enabled", "budget_tokens": 1024})
+    assert "thinking" in thinking.value.message
+    upstream.enqueue(Reply(status=500))
+    with pytest.raises(anthropic.InternalServerError) as upstream_error:
+        client.messages.create(model="gpt-test", max_tokens=5, messages=HELLO)
+    assert upstream_error.value.body["error"]["type"] == "api_error"  # type: ignore[index]
+    limited = claude_client(gateway, "bare", rpm=1)
+    upstream.enqueue(Reply(text="one"))
+    limited.messages.create(model="gpt-test", max_tokens=5, messages=HELLO)
+    with pytest.raises(anthropic.RateLimitError) as limit:
+        limited.messages.create(model="gpt-test", max_tokens=5, messages=HELLO)
+    assert limit.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+    assert int(limit.value.response.headers["retry-after"]) >= 1
+
+
+def test_bearer_and_x_api_key_both_work(gateway: GatewayServer, upstream: FakeOpenAI) -> None:
+    key = gateway.mint("bare")
+    upstream.enqueue(Reply(text="a"), Reply(text="b"))
+    by_header = anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=0)
+    by_bearer = anthropic.Anthropic(base_url=gateway.url, auth_token=key, max_retries=0)
+    assert by_header.messages.create(model="gpt-test", max_tokens=5, messages=HELLO).content[0].text == "a"  # type: ignore[union-attr]
+    assert by_bearer.messages.create(model="gpt-test", max_tokens=5, messages=HELLO).content[0].text == "b"  # type: ignore[union-attr]
+
+
+def test_output_config_format_is_structured_output(gateway: GatewayServer, upstream: FakeOpenAI) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"], "additionalProperties": False}
+    upstream.enqueue(Reply(text='{"city": "Porto"}'))
+    claude_client(gateway, "bare").messages.create(model="gpt-test", max_tokens=50, messages=HELLO, output_config={"format": {"type": "json_schema", "schema": schema}})
+    assert upstream.requests[0]["response_format"] == {"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": True}}
+
+
+def test_count_tokens(gateway: GatewayServer) -> None:
+    counted = claude_client(gateway, "bare").messages.count_tokens(model="gpt-test", messages=[{"role": "user", "content": "x" * 400}])
+    assert 100 <= counted.input_tokens <= 150
+
+
+# -- Anthropic models: natively forwarded, or translated when tools run -------------------------------------
+
+
+def test_a_claude_model_gets_the_clients_body_as_it_is(claude_gateway: GatewayServer, fake_anthropic: FakeAnthropic) -> None:
+    fake_anthropic.script([ClaudeReply(text="Deep thought.", thinking="Let me think.", input_tokens=33, output_tokens=8)])
+    body = {
+        "model": CLAUDE,
+        "max_tokens": 2048,
+        "system": [{"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral"}}],
+        "messages": HELLO,
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+    }
+    message = claude_client(claude_gateway, "plain").messages.create(**body, extra_body={"top_k": 5})  # type: ignore[arg-type]
+    assert [block.type for block in message.content] == ["thinking", "text"]
+    assert message.model == CLAUDE and (message.usage.input_tokens, message.usage.output_tokens) == (33, 8)
+    sent = fake_anthropic.requests[-1].body
+    assert sent == {**body, "model": "claude-haiku-4-5", "top_k": 5}
+
+
+def test_a_claude_model_streams_natively(claude_gateway: GatewayServer, fake_anthropic: FakeAnthropic) -> None:
+    fake_anthropic.script([ClaudeReply(text="Streaming straight through.", input_tokens=12, output_tokens=5)])
+    with claude_client(claude_gateway, "plain").messages.stream(model=CLAUDE, max_tokens=100, messages=HELLO) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "Streaming straight through."
+    assert final.model == CLAUDE and (final.usage.input_tokens, final.usage.output_tokens) == (12, 5)
+    assert fake_anthropic.requests[-1].body["stream"] is True
+
+
+def test_a_claude_model_runs_the_loop_when_plugins_apply(claude_gateway: GatewayServer, fake_anthropic: FakeAnthropic) -> None:
+    fake_anthropic.script(
+        [
+            ClaudeReply(tool_use=[("calculator__evaluate", {"expression": "2**10"})], input_tokens=40, output_tokens=6),
+            ClaudeReply(text="1024.", input_tokens=50, output_tokens=2),
+        ]
+    )
+    with claude_client(claude_gateway, "acme").messages.stream(model=CLAUDE, max_tokens=100, messages=[{"role": "user", "content": "2**10?"}]) as stream:
+        final = stream.get_final_message()
+    assert [block.type for block in final.content] == ["mcp_tool_use", "mcp_tool_result", "text"]
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (90, 8)
+
+
+def test_openai_sdk_and_anthropic_sdk_share_one_key(claude_gateway: GatewayServer, fake_anthropic: FakeAnthropic) -> None:
+    key = claude_gateway.mint("plain")
+    fake_anthropic.script([ClaudeReply(text="one"), ClaudeReply(text="two")])
+    via_openai = openai.OpenAI(base_url=claude_gateway.base_url, api_key=key, max_retries=0).chat.completions.create(model=CLAUDE, messages=HELLO)  # type: ignore[arg-type]
+    via_anthropic = anthropic.Anthropic(base_url=claude_gateway.url, api_key=key, max_retries=0).messages.create(model=CLAUDE, max_tokens=10, messages=HELLO)  # type: ignore[arg-type]
+    assert (via_openai.choices[0].message.content, via_anthropic.content[0].text) == ("one", "two")  # type: ignore[union-attr]
