@@ -29,7 +29,7 @@ import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from typing import Any
 
@@ -43,6 +43,9 @@ from runtime.storage.models import UsageRecord
 from runtime.storage.usage import UsageWriter
 
 BUDGET_CACHE_TTL_S = 2.0
+# Usage periods are bounded so that month arithmetic never leaves datetime's range.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 log = logging.getLogger("plugway.billing")
 
 
@@ -73,18 +76,26 @@ def parse_moment(value: str, *, param: str) -> datetime:
     text = value.strip()
     try:
         if len(text) == 10:
-            return datetime.combine(date.fromisoformat(text), dtime(), tzinfo=UTC)
-        if "T" in text and " " in text:
-            # An unescaped "+02:00" in a query string arrives as " 02:00".
-            head, _, tail = text.rpartition(" ")
-            text = f"{head}+{tail}"
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            moment = datetime.combine(date.fromisoformat(text), dtime(), tzinfo=UTC)
+        else:
+            if "T" in text and " " in text:
+                # An unescaped "+02:00" in a query string arrives as " 02:00".
+                head, _, tail = text.rpartition(" ")
+                text = f"{head}+{tail}"
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     except ValueError:
         raise invalid_request(
             f"Invalid '{param}': {value!r} is not an ISO 8601 date (2026-11-01) or date-time (2026-11-01T12:00:00Z).",
             param=param,
         ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:
+        moment = EARLIEST - timedelta(days=1)
+    if not EARLIEST <= moment < LATEST:
+        raise invalid_request(
+            f"Invalid '{param}': {value!r} is outside {EARLIEST.year}-{LATEST.year - 1}.", param=param
+        )
+    return moment
 
 
 def usage_period(start: str | None, end: str | None, *, now: datetime | None = None) -> tuple[datetime, datetime]:

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio.to_thread
@@ -29,9 +30,8 @@ from runtime.orchestration.sampling import ModelSampling
 from runtime.orchestration.tools import ToolCatalog
 from runtime.plugin_host.manager import PluginHost, load_plugins
 from runtime.providers.router import ModelRouter
-from runtime.storage.db import make_engine
+from runtime.storage.db import DatabaseUnavailable, open_database
 from runtime.storage.keys import KeyCache, sync_organisations
-from runtime.storage.migrations import upgrade as upgrade_schema
 from runtime.storage.usage import UsageWriter, cost_usd
 
 log = logging.getLogger("plugway")
@@ -106,7 +106,10 @@ class Gateway:
         )
         self.keys = KeyCache(engine, ttl_s=settings.key_cache_ttl_s)
         self.usage = UsageWriter(
-            engine, flush_interval_s=settings.usage.flush_interval_s, max_batch=settings.usage.max_batch
+            engine,
+            flush_interval_s=settings.usage.flush_interval_s,
+            max_batch=settings.usage.max_batch,
+            spill_path=Path(settings.usage.spill_file) if settings.usage.spill_file else None,
         )
         self.limiter: Limiter = create_limiter(settings.redis_url, timeout_s=settings.limits.redis_timeout_s)
         self.budget = BudgetGuard(engine, self.usage)
@@ -118,9 +121,12 @@ class Gateway:
     async def create(cls, settings: Settings, *, plugins: PluginHost | None = None) -> Gateway:
         plugins = plugins or load_plugins()
         check_plugins(settings, plugins)
-        engine = make_engine(settings.database_url)
         # Alembic, under a lock: several processes may start at once on one database.
-        await anyio.to_thread.run_sync(upgrade_schema, engine)
+        try:
+            engine = await anyio.to_thread.run_sync(open_database, settings.database_url)
+        except DatabaseUnavailable as exc:
+            raise ConfigError(str(exc)) from None
+        assert engine is not None
         await anyio.to_thread.run_sync(sync_organisations, engine, [o.id for o in settings.organisations])
         mcp = None
         mcp_refs = [ref for org in settings.organisations for ref in org.plugins if ref.mcp is not None]

@@ -127,3 +127,10 @@ def test_abandoned_stream_during_tools_counts_both_calls(gateway: GatewayServer,
     # The tools were cancelled when the client left, not run to their end.
     assert time.monotonic() - started < 2.5
     assert len(upstream.requests) == 1
+
+
+@pytest.mark.parametrize("start", ["9999-12-31", "0001-01-01T00:00:00+14:00", "0001-01-01T00:00:00-14:00", "1900-01-01"])
+def test_usage_periods_outside_the_calendar_are_400(gateway: GatewayServer, start: str) -> None:
+    response = httpx.get(f"{gateway.base_url}/usage", params={"start": start}, headers={"Authorization": f"Bearer {gateway.mint()}"}, timeout=10)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "start"
