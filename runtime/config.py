@@ -149,6 +149,9 @@ class UsageConfig(_Strict):
     # Usage records are batched in memory and written at most this often.
     flush_interval_s: float = Field(default=0.5, gt=0)
     max_batch: int = Field(default=500, ge=1)
+    # Where rows the database refuses (or that are unwritten at shutdown) are saved for
+    # `plugway usage replay`; default: beside an SQLite file, else the working directory.
+    spill_file: str | None = None
 
 
 class WhatsAppAppConfig(_Strict):
@@ -168,9 +171,6 @@ class WhatsAppConfig(_Strict):
     apps: list[WhatsAppAppConfig] = Field(default_factory=list)
     history_messages: int = Field(default=20, ge=0)
     history_chars: int = Field(default=12000, ge=0)
-    # Where rows the database refuses (or that are unwritten at shutdown) are saved for
-    # `plugway usage replay`; default: beside an SQLite file, else the working directory.
-    spill_file: str | None = None
     max_message_age_s: float = Field(default=3600.0, gt=0)
     max_send_attempts: int = Field(default=5, ge=1)
     lease_s: float = Field(default=120.0, gt=0)
