@@ -7,6 +7,15 @@ import pytest
 
 from plugins import ssrf_guard
 from runtime import ToolError
+from runtime.plugin_host.isolation import default_isolation, shutdown_isolation
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolation_pool() -> Iterator[None]:
+    """Start the shared worker pool up front, so no test's time bound includes its start-up."""
+    default_isolation().start()
+    yield
+    shutdown_isolation()
 
 
 class StubResolver:

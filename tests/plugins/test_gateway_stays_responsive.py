@@ -26,6 +26,8 @@ from tests.support import GatewayServer, make_settings
 
 USER = [{"role": "user", "content": "go"}]
 TOOL_TIMEOUT_S = 2.0
+# Generous for a shared 2-core machine; a blocked loop answers after the whole computation.
+HEALTHZ_BOUND_S = 1.5
 
 
 class HealthProbe:
@@ -39,7 +41,7 @@ class HealthProbe:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        with httpx.Client(timeout=1.0) as client:
+        with httpx.Client(timeout=5.0) as client:
             while not self._stop.is_set():
                 started = time.monotonic()
                 try:
@@ -55,7 +57,12 @@ class HealthProbe:
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
-        self._thread.join(5)
+        self._thread.join(10)
+
+    def assert_responsive(self, *, polls: int = 1) -> None:
+        assert not self.failures, self.failures
+        assert len(self.latencies) >= polls, self.latencies
+        assert max(self.latencies) < HEALTHZ_BOUND_S, f"slowest /healthz: {max(self.latencies):.2f} s"
 
 
 def scripted(tool_name: str, arguments: dict[str, Any]) -> Any:
@@ -109,7 +116,7 @@ def test_a_pathological_calculator_expression_neither_blocks_nor_outlives_its_li
     assert elapsed < TOOL_TIMEOUT_S + 3  # it ran for minutes on the event loop before
     error = tool_result(upstream.requests[1])["error"]
     assert error["type"] == "tool_error" and "digits must be between" in error["message"]
-    assert not probe.failures and max(probe.latencies) < 1.0
+    probe.assert_responsive()
 
 
 def test_a_runaway_cpu_bound_tool_is_stopped_at_tool_timeout_s(gateway_with: Any, upstream: FakeOpenAI, tmp_path: Path) -> None:
@@ -121,7 +128,7 @@ def test_a_runaway_cpu_bound_tool_is_stopped_at_tool_timeout_s(gateway_with: Any
     assert reply.choices[0].message.content == "done"
     assert TOOL_TIMEOUT_S <= elapsed < TOOL_TIMEOUT_S + 3
     assert tool_result(upstream.requests[1])["error"]["type"] == "timeout"
-    assert not probe.failures and len(probe.latencies) > 10 and max(probe.latencies) < 1.0
+    probe.assert_responsive(polls=5)
     worker = int(pid_file.read_text())
     assert wait_until(lambda: not process_running(worker), 5), "the runaway worker kept running after its timeout"
 
@@ -139,4 +146,4 @@ def test_a_pathological_page_does_not_block_the_gateway(gateway_with: Any, upstr
     assert elapsed < TOOL_TIMEOUT_S + 3
     content = tool_content(upstream.requests[1])  # cut at max_tool_result_chars, so not JSON
     assert content.startswith('{"url":') and '"status":200' in content and "x\\nx\\nx" in content
-    assert not probe.failures and max(probe.latencies) < 1.0
+    probe.assert_responsive()
