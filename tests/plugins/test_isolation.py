@@ -171,3 +171,26 @@ def test_workers_die_with_a_killed_gateway(tmp_path: Path) -> None:
         if owner.poll() is None:
             owner.kill()
             owner.wait(10)
+
+
+_UNGUARDED_MAIN = """
+import asyncio
+import os
+
+from runtime.plugin_host.isolation import run_isolated
+
+print("main ran", flush=True)
+print("worker ran", asyncio.run(run_isolated(os.getpid)) != os.getpid(), flush=True)
+"""
+
+
+def test_workers_never_re_run_the_gateways_main_script(tmp_path: Path) -> None:
+    # multiprocessing's default would run this unguarded script again in every worker.
+    script = tmp_path / "serve.py"
+    script.write_text(_UNGUARDED_MAIN)
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPOSITORY)},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["main ran", "worker ran True"]
