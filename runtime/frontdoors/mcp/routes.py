@@ -1,0 +1,115 @@
+"""``/mcp``: the route, its authentication, and the session manager's life inside the app's lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
+
+from runtime.api.deps import authenticate
+from runtime.api.errors import error_response
+from runtime.errors import GatewayError
+from runtime.frontdoors.mcp.server import PluginToolServer, caller_organisation
+from runtime.gateway import Gateway
+from runtime.storage.keys import KeyInfo
+
+# A handshake-era session with no request and no open stream for this long is closed.
+SESSION_IDLE_S = 30 * 60.0
+
+
+def require_mcp_scope(key: KeyInfo) -> None:
+    """Refuse a key whose scopes leave out ``mcp`` (403 ``insufficient_permissions``).
+
+    Keys have no scopes yet (they arrive with the control plane): every key may
+    use ``/mcp`` until then, and this is where the check goes.
+    """
+
+
+def refusal(error: GatewayError, *, credentials_sent: bool = False) -> Response:
+    response = error_response(error)
+    if error.status == 401:
+        # What MCP clients (RFC 6750) expect of a server that wants a bearer token.
+        invalid = ', error="invalid_token"' if credentials_sent else ""
+        response.headers["WWW-Authenticate"] = f'Bearer realm="plugway"{invalid}'
+    return response
+
+
+class McpFrontDoor:
+    """Mount with :meth:`route`; run :meth:`serving` in the app's lifespan around its ``yield``."""
+
+    def __init__(self, path: str = "/mcp", *, poll_s: float = 1.0) -> None:
+        self.path = path
+        self.poll_s = poll_s
+        self.tools: PluginToolServer | None = None
+        self._manager: StreamableHTTPSessionManager | None = None
+
+    def route(self) -> Route:
+        # An ASGI app (not a function) as endpoint: Starlette hands it the raw request and
+        # lets the SDK stream; HEAD comes with GET.
+        return Route(self.path, endpoint=self, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+
+    @asynccontextmanager
+    async def serving(self, gateway: Gateway) -> AsyncIterator[None]:
+        """Run the session manager (it can run once: a new one per lifespan)."""
+        tools = PluginToolServer(gateway, poll_s=self.poll_s, session_idle_s=SESSION_IDLE_S)
+        manager = StreamableHTTPSessionManager(
+            app=tools.server,
+            max_request_body_size=gateway.settings.max_body_bytes,
+            session_idle_timeout=SESSION_IDLE_S,
+            # No DNS-rebinding host check: every request must carry a gateway key, which a
+            # page in a browser (the attack that check is for) does not have.
+            security_settings=None,
+        )
+        async with manager.run():
+            self.tools, self._manager = tools, manager
+            try:
+                yield
+            finally:
+                self.tools = self._manager = None
+                await tools.aclose()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        tools, manager = self.tools, self._manager
+        if tools is None or manager is None:
+            stopped = GatewayError(503, "The MCP server is not running.", code="service_unavailable", type="api_error")
+            await refusal(stopped)(scope, receive, send)
+            return
+        request = Request(scope, receive)
+        # The key is checked on every HTTP request, before the SDK reads any MCP message.
+        try:
+            key = await authenticate(request, tools.gateway)
+            require_mcp_scope(key)
+        except GatewayError as exc:
+            sent = "authorization" in request.headers or "x-api-key" in request.headers
+            await refusal(exc, credentials_sent=sent)(scope, receive, send)
+            return
+        # The SDK binds each session to the principal that opened it: another key presenting
+        # the session id gets 404, as if the session did not exist.
+        scope["user"] = AuthenticatedUser(AccessToken(token=key.id, client_id=key.id, scopes=["mcp"]))
+        session_id = request.headers.get(MCP_SESSION_ID_HEADER)
+        status: int | None = None
+
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        organisation = caller_organisation.set(key.organisation_id)
+        if session_id is not None:
+            tools.changes.request_started(session_id)
+        try:
+            await manager.handle_request(scope, receive, send_noting_status)
+        finally:
+            caller_organisation.reset(organisation)
+            if session_id is not None:
+                gone = request.method == "DELETE" or status == 404
+                tools.changes.request_finished(session_id, session_gone=gone)

@@ -1,0 +1,362 @@
+"""The MCP server behind ``/mcp``: the calling key's organisation's plugin tools.
+
+Built on the SDK's low-level ``Server`` with three handlers: ``tools/list``,
+``tools/call`` and ``subscriptions/listen``. Every handler reads the caller
+(the gateway key, already authenticated by the endpoint) from the HTTP
+request that carried the message, so one server serves every organisation
+and each sees only its own tools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import mcp_types as types
+import orjson
+import pydantic
+from mcp.server import NotificationOptions, Server, ServerRequestContext
+from mcp.server.models import InitializationOptions
+from mcp.server.session import ServerSession
+from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
+from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+import runtime
+from runtime.admission import (
+    PluginGrant,
+    ToolsContext,
+    admit_tools,
+    grants_for,
+    organisation_not_configured,
+)
+from runtime.config import OrganisationConfig
+from runtime.errors import GatewayError
+from runtime.frontdoors.mcp.changes import ToolListChanges
+from runtime.gateway import Gateway
+from runtime.orchestration.events import ToolCallFinished
+from runtime.orchestration.tools import BoundTool, Toolset, run_tool_call
+from runtime.storage.keys import KeyInfo
+
+log = logging.getLogger("plugway.mcp_server")
+
+# Tools per tools/list page; larger catalogues are paged with nextCursor.
+PAGE_SIZE = 100
+# JSON-RPC error code (implementation-defined range) of a call the gateway refused before
+# running it: rate limit, budget, organisation. ``data`` carries the HTTP status, the
+# OpenAI-style ``code`` and ``type``, and ``retry_after_s`` when there is one.
+GATEWAY_REFUSED = -32001
+
+INSTRUCTIONS = (
+    "plugway: the plugin tools of your gateway key's organisation, named <plugin-id>__<tool>. "
+    "Each call counts against the key's rate limits and the organisation's budget."
+)
+
+# The organisation of the HTTP request being served, for the SDK's synchronous schema look-up.
+caller_organisation: ContextVar[str | None] = ContextVar("plugway_mcp_caller_organisation", default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    key: KeyInfo
+    request_id: str
+    session_id: str | None  # the handshake-era Mcp-Session-Id, if any
+
+
+def caller_of(ctx: ServerRequestContext[Any, Any]) -> Caller:
+    """Who sent this message: the endpoint stored the key in the HTTP request's state."""
+    request = ctx.request
+    state = request.scope.get("state", {}) if request is not None else {}
+    key = state.get("key")
+    if request is None or not isinstance(key, KeyInfo):
+        # The endpoint authenticates every request before the SDK sees it: this is a wiring bug.
+        raise MCPError(types.INTERNAL_ERROR, "The request reached the MCP server without a gateway key.")
+    return Caller(
+        key=key,
+        request_id=str(state.get("request_id") or ""),
+        session_id=request.headers.get(MCP_SESSION_ID_HEADER),
+    )
+
+
+def refused(error: GatewayError) -> MCPError:
+    """A gateway refusal (limits, budget, organisation) as a JSON-RPC error the client can act on."""
+    data: dict[str, Any] = {"status": error.status, "code": error.code, "type": error.type}
+    retry_after = error.headers.get("Retry-After")
+    if retry_after is not None:
+        with contextlib.suppress(ValueError):
+            data["retry_after_s"] = float(retry_after)
+    return MCPError(GATEWAY_REFUSED, error.message, data)
+
+
+@contextlib.contextmanager
+def mcp_errors() -> Iterator[None]:
+    """Gateway refusals become :data:`GATEWAY_REFUSED` errors; anything unexpected a generic one (no internals)."""
+    try:
+        yield
+    except MCPError:
+        raise
+    except GatewayError as exc:
+        raise refused(exc) from None
+    except Exception:
+        log.exception("MCP request failed")
+        raise MCPError(types.INTERNAL_ERROR, "The gateway had an internal error.") from None
+
+
+def mcp_tool(bound: BoundTool) -> types.Tool:
+    schema = bound.spec.parameters
+    if "type" not in schema:
+        # MCP requires an object schema at the root; some servers leave the type implicit.
+        schema = {"type": "object", **schema}
+    annotations = None
+    if bound.spec.annotations:
+        with contextlib.suppress(pydantic.ValidationError):
+            annotations = types.ToolAnnotations.model_validate(bound.spec.annotations)
+    return types.Tool(
+        name=bound.public_name, description=bound.spec.description, input_schema=schema, annotations=annotations
+    )
+
+
+def error_of(content: str) -> tuple[str, str] | None:
+    """The (kind, message) of a failed call's content, as ``run_tool_call`` writes it."""
+    try:
+        parsed = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("type"), str) and isinstance(error.get("message"), str):
+        return error["type"], error["message"]
+    return None
+
+
+def outcome_status(finished: ToolCallFinished) -> str:
+    """The usage record's status: ok, tool_error, tool_failed, invalid_arguments or timeout."""
+    if finished.ok:
+        return "ok"
+    error = error_of(finished.content)
+    return error[0] if error is not None else "tool_error"
+
+
+def tool_result(finished: ToolCallFinished) -> types.CallToolResult:
+    """A finished call as MCP shapes it.
+
+    Errors with ``isError`` and their message as text, images as image
+    content, a result that is a JSON object also as ``structuredContent``.
+    """
+    if not finished.ok:
+        error = error_of(finished.content)
+        text = error[1] if error else finished.content
+        return types.CallToolResult(content=[types.TextContent(text=text)], is_error=True)
+    blocks: list[types.ContentBlock] = [types.TextContent(text=finished.content)]
+    blocks.extend(types.ImageContent(data=data, mime_type=mime_type) for mime_type, data in finished.images)
+    structured: Any = None
+    if finished.content.startswith("{"):
+        with contextlib.suppress(orjson.JSONDecodeError):
+            structured = orjson.loads(finished.content)
+    return types.CallToolResult(content=blocks, structured_content=structured if isinstance(structured, dict) else None)
+
+
+class ProgressRelay:
+    """Forwards a tool's progress reports to the client, in order, without holding the tool up."""
+
+    def __init__(self, session: ServerSession) -> None:
+        self._session = session
+        self._updates: asyncio.Queue[tuple[float, float | None, str | None] | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def report(self, progress: float, total: float | None, message: str | None) -> None:
+        self._updates.put_nowait((progress, total, message))
+
+    async def _forward(self) -> None:
+        while (update := await self._updates.get()) is not None:
+            try:
+                await self._session.report_progress(*update)
+            except Exception as exc:
+                # Progress is advisory: a client that stopped reading must not fail the call.
+                log.debug("progress not delivered: %s", exc)
+
+    async def __aenter__(self) -> ProgressRelay:
+        self._task = asyncio.get_running_loop().create_task(self._forward())
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        assert self._task is not None
+        if exc_type is None:
+            self._updates.put_nowait(None)  # deliver what was reported before the result
+            await self._task
+        else:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+class _PluginToolsServer(Server[Any]):
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        # Handshake-era clients learn here that tools/list_changed will come.
+        return super().create_initialization_options(
+            notification_options or NotificationOptions(tools_changed=True), experimental_capabilities, extensions
+        )
+
+
+class PluginToolServer:
+    """The organisation-aware MCP server; :attr:`server` is what the session manager runs."""
+
+    def __init__(
+        self, gateway: Gateway, *, page_size: int = PAGE_SIZE, poll_s: float = 1.0, session_idle_s: float = 1800.0
+    ) -> None:
+        self.gateway = gateway
+        self.page_size = page_size
+        self.changes = ToolListChanges(self._organisation_toolset, poll_s=poll_s, session_idle_s=session_idle_s)
+        self.server = _PluginToolsServer(
+            "plugway",
+            version=runtime.__version__,
+            instructions=INSTRUCTIONS,
+            on_list_tools=self.list_tools,
+            on_call_tool=self.call_tool,
+            on_subscriptions_listen=self.listen,
+            get_tool_input_schema=self.input_schema,
+        )
+
+    async def aclose(self) -> None:
+        await self.changes.aclose()
+
+    # -- tools of an organisation -----------------------------------------------------
+
+    async def _toolset(self, organisation: OrganisationConfig, grants: Sequence[PluginGrant]) -> Toolset:
+        # No tool limit: an MCP client pages through tools/list, so tool search is never needed here.
+        toolset = await self.gateway.catalog.toolset(organisation, grants)
+        self.changes.seen(organisation.id, toolset)
+        return toolset
+
+    async def _organisation_toolset(self, organisation_id: str) -> Toolset | None:
+        organisation = self.gateway.organisation(organisation_id)
+        if organisation is None:
+            return None
+        return await self.gateway.catalog.toolset(organisation, grants_for(organisation, None))
+
+    async def _admit_listing(self, caller: Caller) -> tuple[ToolsContext, Toolset]:
+        # Listing is admitted (organisation, budget) but spends none of the key's rate limit.
+        admitted = await admit_tools(
+            self.gateway, key=caller.key, request_id=caller.request_id, source="mcp", enforce_limits=False
+        )
+        return admitted, await self._toolset(admitted.organisation, admitted.plugins)
+
+    def input_schema(self, name: str) -> Mapping[str, Any] | None:
+        """The SDK checks ``Mcp-Param-*`` headers against this; None (unknown yet) skips that check."""
+        organisation_id = caller_organisation.get()
+        toolset = self.changes.latest(organisation_id) if organisation_id else None
+        bound = toolset.by_name.get(name) if toolset is not None else None
+        return bound.spec.parameters if bound is not None else None
+
+    # -- handlers -----------------------------------------------------------------------
+
+    async def list_tools(
+        self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        with mcp_errors():
+            caller = caller_of(ctx)
+            admitted, toolset = await self._admit_listing(caller)
+            if caller.session_id is not None and ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+                self.changes.session_listed(caller.session_id, admitted.organisation.id, ctx.session, toolset)
+            names = list(toolset.by_name)
+            start = self._page_start(names, params.cursor if params is not None else None)
+            page = names[start : start + self.page_size]
+            more = start + self.page_size < len(names)
+            return types.ListToolsResult(
+                tools=[mcp_tool(toolset.by_name[name]) for name in page],
+                next_cursor=page[-1] if more else None,
+                # Per key and changing whenever a plugin's tools do: never shared, never fresh for long.
+                ttl_ms=0,
+                cache_scope="private",
+            )
+
+    @staticmethod
+    def _page_start(names: list[str], cursor: str | None) -> int:
+        # The cursor is the last name of the previous page.
+        if not cursor:
+            return 0
+        try:
+            return names.index(cursor) + 1
+        except ValueError:
+            raise MCPError(
+                types.INVALID_PARAMS, "The cursor is no longer valid (the tool list changed): list again from the start."
+            ) from None
+
+    async def call_tool(
+        self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        with mcp_errors():
+            caller = caller_of(ctx)
+            organisation = self.gateway.organisation(caller.key.organisation_id)
+            if organisation is None:
+                raise organisation_not_configured()
+            toolset = await self._toolset(organisation, grants_for(organisation, None))
+            if params.name not in toolset.by_name:
+                # Before admission: a call that cannot run spends none of the key's rate limit.
+                raise MCPError(
+                    types.INVALID_PARAMS,
+                    f"Unknown tool: '{params.name}'. tools/list shows the tools of this key's organisation.",
+                )
+            await admit_tools(self.gateway, key=caller.key, request_id=caller.request_id, source="mcp")
+            finished = await self._run(ctx, caller, organisation, toolset, params)
+            return tool_result(finished)
+
+    async def _run(
+        self,
+        ctx: ServerRequestContext[Any, Any],
+        caller: Caller,
+        organisation: OrganisationConfig,
+        toolset: Toolset,
+        params: types.CallToolRequestParams,
+    ) -> ToolCallFinished:
+        """Run the call exactly as the orchestration loop does, and record it (source ``mcp``) however it ends."""
+        call = {
+            "id": caller.request_id,
+            "type": "function",
+            "function": {"name": params.name, "arguments": orjson.dumps(params.arguments or {}).decode()},
+        }
+        started = time.perf_counter()
+        status = "cancelled"  # the client cancelled the call, or went away
+        try:
+            async with ProgressRelay(ctx.session) as progress:
+                finished = await run_tool_call(
+                    call,
+                    toolset,
+                    organisation_id=organisation.id,
+                    request_id=caller.request_id,
+                    round_no=0,
+                    config=self.gateway.settings.orchestration,
+                    on_progress=progress.report,
+                )
+            status = outcome_status(finished)
+            return finished
+        finally:
+            self.gateway.usage.record(
+                request_id=caller.request_id,
+                organisation_id=organisation.id,
+                key_id=caller.key.id,
+                source="mcp",
+                model=params.name,
+                tool_calls=1,
+                latency_ms=(time.perf_counter() - started) * 1000,
+                status=status,
+            )
+
+    async def listen(
+        self, ctx: ServerRequestContext[Any, Any], params: types.SubscriptionsListenRequestParams
+    ) -> types.SubscriptionsListenResult:
+        with mcp_errors():
+            caller = caller_of(ctx)
+            admitted, toolset = await self._admit_listing(caller)
+        organisation_id = admitted.organisation.id
+        with self.changes.listening(organisation_id, toolset):
+            return await self.changes.listen_handler(organisation_id)(ctx, params)
