@@ -595,6 +595,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("file", nargs="?", help="the spill file (default: the one beside the configured SQLite database, or ./plugway-unwritten-usage.jsonl)")
     replay.set_defaults(func=cmd_usage_replay)
 
+    from runtime.endpoints.cli import add_commands as add_endpoint_commands
+
+    add_endpoint_commands(sub, with_config)
+
     whatsapp = sub.add_parser("whatsapp", help="WhatsApp tools").add_subparsers(dest="wa_command", required=True)
     simulate = with_config(whatsapp.add_parser("simulate", help="send a signed inbound webhook to a running gateway"))
     simulate.add_argument("--app", required=True)

@@ -92,11 +92,60 @@ class PluginRef(_Strict):
     exclude_tools: list[str] = Field(default_factory=list)
 
 
+class SessionsConfig(_Strict):
+    enabled: bool = False
+    # History kept for a session, oldest dropped first (the system prompt is always kept).
+    max_messages: int = Field(default=40, ge=2)
+    max_chars: int = Field(default=40000, ge=100)
+    ttl_hours: float = Field(default=72.0, gt=0)
+
+
+SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+class EndpointConfig(_Strict):
+    """A named assistant: model, prompt, plugins, sessions, limits, schemas and guardrails pinned."""
+
+    slug: str = Field(pattern=SLUG)
+    model: str
+    description: str | None = None
+    # {{variable}} slots are filled from the request's `variables`.
+    system_prompt: str | None = None
+    # The organisation's plugins this endpoint may run; None: all of them, []: no tools.
+    plugins: list[str] | None = None
+    stream: bool = True
+    sessions: SessionsConfig = Field(default_factory=SessionsConfig)
+    max_tokens_per_request: int | None = Field(default=None, ge=1)
+    input_schema: dict[str, Any] | None = None
+    output_schema: dict[str, Any] | None = None
+    guardrails: list[str] = Field(default_factory=list)
+    active: bool = True
+
+    @field_validator("input_schema", "output_schema")
+    @classmethod
+    def _is_json_schema(cls, schema: dict[str, Any] | None) -> dict[str, Any] | None:
+        if schema is not None:
+            import jsonschema
+
+            try:
+                jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator).check_schema(schema)
+            except jsonschema.SchemaError as exc:
+                raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+        return schema
+
+
 class OrganisationConfig(_Strict):
     id: str
     models: list[str] | None = None
     plugins: list[PluginRef] = Field(default_factory=list)
     monthly_budget_usd: float | None = None
+    endpoints: list[EndpointConfig] = Field(default_factory=list)
+
+    def endpoint(self, slug: str) -> EndpointConfig | None:
+        for endpoint in self.endpoints:
+            if endpoint.slug == slug:
+                return endpoint
+        return None
 
     @property
     def plugin_ids(self) -> list[str]:
@@ -161,9 +210,18 @@ class WhatsAppAppConfig(_Strict):
     access_token: str
     app_secret: str
     verify_token: str
-    model: str
+    # Either an endpoint of the organisation (model, prompt, plugins, guardrails and the
+    # conversation memory as its sessions), or model / system_prompt / enabled_plugin_ids.
+    endpoint: str | None = None
+    model: str | None = None
     system_prompt: str | None = None
     enabled_plugin_ids: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _endpoint_or_model(self) -> WhatsAppAppConfig:
+        if (self.endpoint is None) == (self.model is None):
+            raise ValueError("give exactly one of 'endpoint' or 'model'")
+        return self
 
 
 class WhatsAppConfig(_Strict):
@@ -225,6 +283,19 @@ class Settings(_Strict):
             for j, allowed in enumerate(org.models or []):
                 if allowed not in model_ids:
                     raise _PathError(f"organisations[{i}].models[{j}]", f"unknown model '{allowed}'")
+            slugs: set[str] = set()
+            for j, endpoint in enumerate(org.endpoints):
+                where = f"organisations[{i}].endpoints[{j}]"
+                if endpoint.slug in slugs:
+                    raise _PathError(f"{where}.slug", f"duplicate endpoint '{endpoint.slug}'")
+                slugs.add(endpoint.slug)
+                if endpoint.model not in model_ids:
+                    raise _PathError(f"{where}.model", f"unknown model '{endpoint.model}'")
+                if org.models is not None and endpoint.model not in org.models:
+                    raise _PathError(f"{where}.model", f"model '{endpoint.model}' is not allowed for organisation '{org.id}'")
+                for k, plugin_id in enumerate(endpoint.plugins or []):
+                    if org.plugin(plugin_id) is None:
+                        raise _PathError(f"{where}.plugins[{k}]", f"plugin '{plugin_id}' is not configured for organisation '{org.id}'")
             seen: set[str] = set()
             for j, plugin in enumerate(org.plugins):
                 if plugin.id in seen:
@@ -237,10 +308,12 @@ class Settings(_Strict):
                 raise _PathError(
                     f"whatsapp.apps[{i}].organisation", f"unknown organisation '{app.organisation}'"
                 )
-            if app.model not in model_ids:
-                raise _PathError(f"whatsapp.apps[{i}].model", f"unknown model '{app.model}'")
             app_org = self.organisation(app.organisation)
             assert app_org is not None
+            if app.endpoint is not None and app_org.endpoint(app.endpoint) is None:
+                raise _PathError(f"whatsapp.apps[{i}].endpoint", f"organisation '{app_org.id}' has no endpoint '{app.endpoint}'")
+            if app.model is not None and app.model not in model_ids:
+                raise _PathError(f"whatsapp.apps[{i}].model", f"unknown model '{app.model}'")
             for j, plugin_id in enumerate(app.enabled_plugin_ids):
                 if app_org.plugin(plugin_id) is None:
                     raise _PathError(

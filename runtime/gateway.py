@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,6 +29,7 @@ from runtime.orchestration.events import Completed, Event
 from runtime.orchestration.loop import Orchestrator, RunRequest, RunState
 from runtime.orchestration.sampling import ModelSampling
 from runtime.orchestration.tools import ToolCatalog
+from runtime.plugin_host.isolation import default_isolation, shutdown_isolation
 from runtime.plugin_host.manager import PluginHost, load_plugins
 from runtime.providers.router import ModelRouter
 from runtime.storage.db import DatabaseUnavailable, open_database
@@ -135,6 +137,8 @@ class Gateway:
 
             mcp = McpManager(max_result_chars=settings.orchestration.max_tool_result_chars)
             await mcp.start(mcp_refs)
+        # Workers for CPU-bound tool work start now, so that no tool call waits for them.
+        await anyio.to_thread.run_sync(default_isolation().start)
         gateway = cls(
             settings=settings, engine=engine, plugins=plugins, router=ModelRouter.from_settings(settings), mcp=mcp
         )
@@ -155,6 +159,7 @@ class Gateway:
             ("usage writer", self.usage.aclose),
             ("MCP connections", self.mcp.aclose if self.mcp is not None else None),
             ("provider clients", self.router.aclose),
+            ("tool worker processes", partial(anyio.to_thread.run_sync, shutdown_isolation)),
         ]
         for name, close in closers:
             if close is None:
@@ -372,6 +377,7 @@ class Gateway:
             organisation_id=organisation_id,
             key_id=ctx.key_id,
             source=ctx.source,
+            endpoint=ctx.endpoint,
             model=model.id,
             provider=state.route.provider,
             prompt_tokens=usage["prompt_tokens"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,6 +16,8 @@ from runtime.api.middleware import RequestIdMiddleware
 from runtime.api.openapi import install_openapi
 from runtime.api.routes import health, models, usage
 from runtime.config import Settings, load_settings
+from runtime.endpoints import EndpointService, purge_expired_sessions
+from runtime.endpoints import router as endpoints_router
 from runtime.frontdoors import chat, messages, responses
 from runtime.gateway import Gateway
 from runtime.plugin_host.manager import PluginHost
@@ -37,11 +40,16 @@ def create_app(
 
             app.state.whatsapp_worker = WhatsAppWorker(app.state.gateway)
             await app.state.whatsapp_worker.start()
-        maintenance = asyncio.create_task(responses.purge_expired(app.state.gateway), name="plugway-responses-purge")
+        app.state.endpoints = EndpointService(app.state.gateway)
+        maintenance = asyncio.gather(
+            responses.purge_expired(app.state.gateway), purge_expired_sessions(app.state.endpoints)
+        )
         try:
             yield
         finally:
             maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await maintenance
             if app.state.whatsapp_worker is not None:
                 await app.state.whatsapp_worker.stop()
             if owned:
@@ -59,6 +67,7 @@ def create_app(
     app.include_router(chat.router)
     app.include_router(responses.router)
     app.include_router(messages.router)
+    app.include_router(endpoints_router)
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(usage.router)

@@ -32,11 +32,19 @@ class RequestIdMiddleware:
             request_id = "req_" + uuid.uuid4().hex
         state: dict[str, Any] = scope.setdefault("state", {})
         state["request_id"] = request_id
-        header = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), header]
+                # Read at send time: a route may adopt the body's own request_id (see use_request_id).
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", str(state["request_id"]).encode())]
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+def use_request_id(scope: Scope, request_id: str | None) -> str:
+    """Adopt a request id the client put in the body; it is echoed in ``X-Request-Id``. Returns the id in force."""
+    state: dict[str, Any] = scope.setdefault("state", {})
+    if request_id and _SAFE_ID.match(request_id):
+        state["request_id"] = request_id
+    return str(state.get("request_id") or "")

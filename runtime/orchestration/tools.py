@@ -10,6 +10,7 @@ with a notice.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
@@ -261,7 +262,11 @@ def serialise(result: Any) -> str:
     try:
         return orjson.dumps(result, default=_default).decode()
     except TypeError:
-        return str(result)
+        # orjson refuses integers beyond 64 bits; the standard library writes them.
+        try:
+            return json.dumps(result, default=_default, ensure_ascii=False)
+        except (TypeError, ValueError):
+            return str(result)
 
 
 def _default(value: Any) -> Any:
@@ -363,7 +368,10 @@ async def run_tool_call(
                 sample=sampler,
             )
             result = await bound.spec.invoke(arguments, tool_ctx)
-    except TimeoutError:
+    except TimeoutError as exc:
+        if not deadline.expired():
+            # The tool's own code timed out (a request it made, say): its error, not ours.
+            return outcome(error_content("tool_failed", f"The tool failed: {exc or 'a timeout inside the tool'}"), False, "TimeoutError inside the tool")
         waited = time.perf_counter() - started
         return outcome(error_content("timeout", f"The tool did not finish within {max(limit, waited):.3g} s."), False, "timeout")
     except ToolError as exc:

@@ -192,6 +192,13 @@ class ModelRouter:
 
         return self._stream(model, route, start)
 
+    def supports_json_schema(self, model: ModelConfig) -> bool:
+        """Whether every provider along the chain honours ``response_format`` json_schema."""
+        return all(
+            (config := self._configs.get(candidate.provider)) is not None and config.kind in ("openai", "demo")
+            for candidate in self._chain(model)
+        )
+
     def anthropic_native(self, model: ModelConfig) -> bool:
         """Whether every provider along the model's chain speaks Anthropic's Messages API."""
         return all(

@@ -54,6 +54,8 @@ class UsageRecord(SQLModel, table=True):
     organisation_id: str = Field(index=True, max_length=128)
     key_id: str | None = Field(default=None, index=True, max_length=32)
     source: str = Field(default="api", max_length=32)
+    # The endpoint that served the request (endpoints, and WhatsApp apps that name one).
+    endpoint: str | None = Field(default=None, index=True, max_length=64)
     model: str = Field(max_length=200)
     provider: str | None = Field(default=None, max_length=128)
     prompt_tokens: int = Field(default=0, sa_type=COUNTER)

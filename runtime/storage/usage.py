@@ -77,6 +77,7 @@ def cost_usd(price: Price | None, prompt_tokens: int, completion_tokens: int) ->
 _ROW_DEFAULTS: dict[str, Any] = {
     "key_id": None,
     "source": "api",
+    "endpoint": None,
     "provider": None,
     "prompt_tokens": 0,
     "completion_tokens": 0,

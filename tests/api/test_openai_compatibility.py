@@ -204,3 +204,12 @@ def test_demo_answers_json_schema_with_a_valid_instance(start) -> None:  # type:
     answer = orjson.loads(reply.choices[0].message.content or "")
     jsonschema.validate(answer, schema)
     assert answer["mood"] == "sad"
+
+
+def test_request_id_in_the_body_is_the_correlation_id(client: openai.OpenAI, upstream: FakeOpenAI) -> None:
+    upstream.enqueue(Reply(text="ok"))
+    raw = client.chat.completions.with_raw_response.create(model="gpt-test", messages=USER, extra_body={"request_id": "order-7781"})
+    assert raw.headers["x-request-id"] == "order-7781"
+    assert raw.parse().model_extra["request_id"] == "order-7781"
+    assert upstream.headers[-1]["x-request-id"] == "order-7781"
+    assert "request_id" not in upstream.requests[-1]

@@ -176,9 +176,15 @@ def test_upgrading_a_0001_database_widens_it_in_place(database_url: str) -> None
     engine = make_engine(database_url)
     try:
         _, kept = mint_key(engine, organisation_id="legacy", rpm=60, daily_tokens=1000)
-        with Session(engine) as session:
-            session.add(UsageRecord(request_id="old", organisation_id="legacy", model="m", prompt_tokens=5, total_tokens=5))
-            session.commit()
+        # Written with 0001's columns only: today's model has columns that revision lacks.
+        with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO usage_records (request_id, organisation_id, source, model, prompt_tokens, completion_tokens,"
+                    " total_tokens, cost_usd, rounds, tool_calls, latency_ms, status, created_at)"
+                    " VALUES ('old', 'legacy', 'api', 'm', 5, 0, 5, 0, 0, 0, 0, 'ok', CURRENT_TIMESTAMP)"
+                )
+            )
         upgrade(engine)
         with engine.connect() as connection:
             assert current_revision(connection) == head_revision() != "0001"

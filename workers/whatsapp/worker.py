@@ -39,6 +39,8 @@ from workers.whatsapp.splitting import WHATSAPP_TEXT_LIMIT, split_text
 from workers.whatsapp.store import ClaimedMessage, InboundStore
 
 log = logging.getLogger("plugway.whatsapp")
+# Sent instead of an answer when the endpoint's guardrails block the customer's message.
+GUARDRAIL_REPLY = "Sorry, I can't help with that message. Please leave out personal or sensitive details and ask again."
 
 
 class CompletionGateway(Protocol):
@@ -257,19 +259,49 @@ class WhatsAppWorker:
     async def _generate(self, app: WhatsAppAppConfig, message: ClaimedMessage, lease: _Lease) -> str:
         lease.typing = True
         await lease.show_typing(app)
+        request_id = f"wa-{message.id}-{message.attempts}"
         try:
+            if app.endpoint is not None:
+                return await self._through_endpoint(app, app.endpoint, message, request_id)
+            assert app.model is not None
             messages = await self._conversation(app, message)
             result = await self.gateway.complete(
                 organisation_id=app.organisation,
                 model=app.model,
                 messages=messages,
                 plugin_ids=list(app.enabled_plugin_ids),
-                request_id=f"wa-{message.id}-{message.attempts}",
+                request_id=request_id,
                 source="whatsapp",
             )
         finally:
             lease.typing = False
         return str(result.text or "")
+
+    async def _through_endpoint(self, app: WhatsAppAppConfig, slug: str, message: ClaimedMessage, request_id: str) -> str:
+        """Answer with the app's endpoint: its model, prompt, plugins, guardrails, and its sessions as memory."""
+        from runtime.endpoints import EndpointError, EndpointService
+        from runtime.endpoints.sessions import whatsapp_session_id
+
+        organisation = self.gateway.organisation(app.organisation)  # type: ignore[attr-defined]
+        endpoint = organisation.endpoint(slug) if organisation is not None else None
+        body: dict[str, Any] = {"message": message.text or ""}
+        if endpoint is not None and endpoint.sessions.enabled:
+            body["session_id"] = whatsapp_session_id(app.id, message.sender)
+        else:
+            # No sessions on the endpoint: the conversation memory comes from the queue, as without one.
+            history = await self._conversation(app, message)
+            body = {"messages": [m for m in history if m["role"] in ("user", "assistant")]}
+        service = EndpointService(self.gateway)  # type: ignore[arg-type]
+        try:
+            prepared = await service.prepare(
+                key=None, organisation_id=app.organisation, slug=slug, body=body, request_id=request_id, source="whatsapp", create_session=True
+            )
+            answer = await service.complete(prepared)
+        except EndpointError as exc:
+            if exc.code == "guardrail_block":
+                return GUARDRAIL_REPLY
+            raise GatewayError(exc.status if exc.status >= 500 else 400, exc.message, code=exc.code) from None
+        return str(answer.get("content") or "")
 
     async def _conversation(self, app: WhatsAppAppConfig, message: ClaimedMessage) -> list[dict[str, Any]]:
         """System prompt, then the recent turns within the count and character bounds, then this message."""

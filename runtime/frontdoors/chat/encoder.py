@@ -58,6 +58,8 @@ class ChatStreamEncoder:
         self._sent_content = False
         self._text_round: int | None = None
         self._held: list[JSON] = []  # passthrough chunks carrying finish_reason, waiting for usage
+        # Extra fields for the last data chunk (endpoints add their meta there).
+        self.final_fields: JSON = {}
 
     def encode(self, event: Event | KeepAlive) -> bytes | None:
         if isinstance(event, ModelChunk):
@@ -129,9 +131,11 @@ class ChatStreamEncoder:
             usage_chunk = self._envelope([])
             usage_chunk["usage"] = completed.usage
             usage_chunk["plugway"] = completed.trace
+            usage_chunk.update(self.final_fields)
             return out + sse.data(usage_chunk)
         if self._held:
             last = self._held[-1]
             last["usage"] = completed.usage
             last["plugway"] = completed.trace
+            last.update(self.final_fields)
         return out + b"".join(sse.data(chunk) for chunk in self._held)

@@ -14,6 +14,7 @@ from runtime.api import sse
 from runtime.api.body import read_body
 from runtime.api.deps import GatewayDep, KeyDep, RequestIdDep
 from runtime.api.disconnect import run_until_disconnected
+from runtime.api.middleware import use_request_id
 from runtime.api.openapi import documented_body
 from runtime.errors import GatewayError, UpstreamError, invalid_request
 from runtime.frontdoors.chat.encoder import ChatStreamEncoder, chat_completion
@@ -64,6 +65,9 @@ async def sse_stream(
 async def chat_completions(request: Request, gateway: GatewayDep, key: KeyDep, request_id: RequestIdDep) -> Response:
     body = parse_json_body(await read_body(request, gateway.settings.max_body_bytes))
     validate_chat_request(body)
+    if body.get("request_id") is not None:
+        # The body's request_id is the correlation id, as X-Request-Id would be.
+        request_id = use_request_id(request.scope, body["request_id"])
     plugin_ids = body.get("enabled_plugin_ids")
     ctx = await gateway.admit(
         key=key,
@@ -98,4 +102,7 @@ async def chat_completions(request: Request, gateway: GatewayDep, key: KeyDep, r
         result = await run_until_disconnected(request, gateway.run(ctx, run))
     else:
         result = await gateway.run(ctx, run)
-    return Response(orjson.dumps(chat_completion(result, ctx.model.id)), media_type="application/json", headers=headers)
+    answer = chat_completion(result, ctx.model.id)
+    if body.get("request_id") is not None:
+        answer["request_id"] = request_id
+    return Response(orjson.dumps(answer), media_type="application/json", headers=headers)

@@ -38,6 +38,7 @@ HERE = Path(__file__).resolve().parent
 FEATURE_TABLES = (
     "workers.whatsapp.models",
     "runtime.frontdoors.responses.store",
+    "runtime.endpoints.sessions",
 )
 
 

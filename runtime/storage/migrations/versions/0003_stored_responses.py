@@ -19,6 +19,8 @@ TS = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
+    if sa.inspect(op.get_bind()).has_table("stored_responses"):
+        return  # made by create_all before migrations existed
     op.create_table(
         "stored_responses",
         sa.Column("id", sa.String(length=64), nullable=False),

@@ -1,0 +1,113 @@
+"""``plugway endpoints list`` and ``plugway endpoints call ORG SLUG "message" [--session ID]``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from runtime.config import Settings, load_settings
+
+
+def add_commands(sub: Any, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
+    endpoints = sub.add_parser("endpoints", help="named assistants of each organisation").add_subparsers(dest="endpoints_command", required=True)
+    listing = with_config(endpoints.add_parser("list", help="every endpoint: slug, model, plugins, guardrails, sessions"))
+    listing.add_argument("--org", help="only this organisation's")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(func=cmd_list)
+    call = with_config(endpoints.add_parser("call", help="call an endpoint in this process and print the answer"))
+    call.add_argument("org")
+    call.add_argument("slug")
+    call.add_argument("message")
+    call.add_argument("--session", help="resume this session id")
+    call.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="a system prompt variable (repeatable)")
+    call.add_argument("--json", action="store_true", help="print the whole answer as JSON")
+    call.set_defaults(func=cmd_call)
+
+
+def _rows(settings: Settings, org: str | None) -> list[dict[str, Any]]:
+    rows = []
+    for organisation in settings.organisations:
+        if org and organisation.id != org:
+            continue
+        for endpoint in organisation.endpoints:
+            rows.append(
+                {
+                    "organisation": organisation.id,
+                    "slug": endpoint.slug,
+                    "model": endpoint.model,
+                    "plugins": organisation.plugin_ids if endpoint.plugins is None else endpoint.plugins,
+                    "guardrails": endpoint.guardrails,
+                    "sessions": endpoint.sessions.enabled,
+                    "stream": endpoint.stream,
+                    "active": endpoint.active,
+                    "source": "config",
+                }
+            )
+    return rows
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    rows = _rows(settings, args.org)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("organisation", "endpoint", "model", "plugins", "guardrails", "sessions", "active")
+    for row in rows:
+        table.add_row(
+            row["organisation"], row["slug"], row["model"], ", ".join(row["plugins"]) or "none",
+            ", ".join(row["guardrails"]) or "-", "yes" if row["sessions"] else "no", "yes" if row["active"] else "no",
+        )
+    Console(width=200).print(table)
+    if not rows:
+        print("no endpoints configured", file=sys.stderr)
+    return 0
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    variables = {}
+    for item in args.var:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            print(f"plugway: --var takes NAME=VALUE, not {item!r}", file=sys.stderr)
+            return 2
+        variables[name] = value
+    settings = load_settings(args.config)
+    return asyncio.run(_call(settings, args, variables))
+
+
+async def _call(settings: Settings, args: argparse.Namespace, variables: dict[str, str]) -> int:
+    from runtime.endpoints.pipeline import EndpointError, EndpointService
+    from runtime.gateway import Gateway
+
+    gateway = await Gateway.create(settings)
+    try:
+        service = EndpointService(gateway)
+        body: dict[str, Any] = {"message": args.message, "variables": variables}
+        if args.session:
+            body["session_id"] = args.session
+        try:
+            prepared = await service.prepare(
+                key=None, organisation_id=args.org, slug=args.slug, body=body, request_id=f"cli-{uuid.uuid4().hex[:12]}", source="cli"
+            )
+            answer = await service.complete(prepared)
+        except EndpointError as exc:
+            print(f"plugway: {exc.code}: {exc.message}", file=sys.stderr)
+            return 1
+    finally:
+        await gateway.aclose()
+    if args.json:
+        print(json.dumps(answer, indent=2))
+    else:
+        print(answer["content"])
+        if answer["meta"].get("session_id"):
+            print(f"session: {answer['meta']['session_id']}", file=sys.stderr)
+    return 0

@@ -1,0 +1,418 @@
+"""The endpoint pipeline: each step before the next, so a failing early step costs nothing later.
+
+auth (401, the route's dependency) → key belongs to this organisation (403) →
+endpoint exists and is active (404) → rate limit (429 + Retry-After) →
+budget and per-request token cap (422 naming the limit) → guardrails on input
+(422 naming the guardrail) → input schema (422 with the validator's detail) →
+prompt applied (422 naming a missing variable) → provider with retries and
+fallbacks (502) → output schema (502 with the validator's detail, after one
+repair attempt that tells the model what failed) → usage recorded → answer.
+
+Errors: ``{"ok": false, "error": "<message>", "code": "<code>"}`` with the status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import anyio.to_thread
+import jsonschema
+import orjson
+from sqlalchemy.exc import IntegrityError
+
+from runtime.admission import PluginRequest, RequestContext, acquire_limits, grants_for
+from runtime.api import sse
+from runtime.config import EndpointConfig, OrganisationConfig
+from runtime.endpoints import sessions
+from runtime.endpoints.template import MissingVariable, render
+from runtime.errors import GatewayError
+from runtime.frontdoors.chat.encoder import ChatStreamEncoder
+from runtime.gateway import Gateway, KeepAlive
+from runtime.orchestration.events import Completed
+from runtime.orchestration.loop import RunRequest
+from runtime.storage.keys import KeyInfo
+
+JSON = dict[str, Any]
+# How long one request may hold its session (a crashed holder's lease expires after this).
+SESSION_LEASE_S = 600.0
+# How long a request waits for another request on the same session to finish.
+SESSION_WAIT_S = 120.0
+CHARS_PER_TOKEN = 4
+_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.S)
+
+
+class EndpointError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+    def body(self) -> JSON:
+        return {"ok": False, "error": self.message, "code": self.code}
+
+    @classmethod
+    def from_gateway(cls, error: GatewayError) -> EndpointError:
+        return cls(error.status, error.code, error.message, error.headers)
+
+
+def _invalid(message: str) -> EndpointError:
+    return EndpointError(400, "invalid_request", message)
+
+
+@dataclass
+class EndpointCall:
+    """An endpoint request body."""
+
+    messages: list[JSON]
+    session_id: str | None = None
+    variables: JSON = field(default_factory=dict)
+    input: Any = None
+    stream: bool = False
+    request_id: str | None = None
+    max_tokens: int | None = None
+
+    @classmethod
+    def parse(cls, body: Any) -> EndpointCall:
+        if not isinstance(body, dict):
+            raise _invalid("The body must be a JSON object.")
+        message, messages = body.get("message"), body.get("messages")
+        if message is not None and messages is not None:
+            raise _invalid("Give 'message' or 'messages', not both.")
+        if message is not None:
+            if not isinstance(message, str):
+                raise _invalid("'message' must be a string.")
+            turns = [{"role": "user", "content": message}]
+        elif messages is not None:
+            if not isinstance(messages, list) or not all(
+                isinstance(m, dict) and m.get("role") in ("user", "assistant") and isinstance(m.get("content"), str) for m in messages
+            ):
+                raise _invalid("'messages' must be an array of {role: user|assistant, content: string}.")
+            turns = [{"role": m["role"], "content": m["content"]} for m in messages]
+        else:
+            turns = []
+        variables = body.get("variables") or {}
+        if not isinstance(variables, dict):
+            raise _invalid("'variables' must be an object.")
+        for name in ("session_id", "request_id"):
+            if body.get(name) is not None and not isinstance(body[name], str):
+                raise _invalid(f"'{name}' must be a string.")
+        stream = body.get("stream")
+        if stream is not None and not isinstance(stream, bool):
+            raise _invalid("'stream' must be a boolean.")
+        max_tokens = body.get("max_tokens")
+        if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1):
+            raise _invalid("'max_tokens' must be a positive integer.")
+        if not turns and body.get("input") is None:
+            raise _invalid("Give 'message', 'messages' or 'input'.")
+        return cls(turns, body.get("session_id"), variables, body.get("input"), bool(stream), body.get("request_id"), max_tokens)
+
+
+@dataclass
+class SessionHandle:
+    id: str | None
+    history: list[JSON]
+    # Set by the request when it succeeded: what the session holds from now on.
+    conversation: list[JSON] | None = None
+
+
+@dataclass
+class Prepared:
+    """A request that passed every step up to the provider call."""
+
+    ctx: RequestContext
+    endpoint: EndpointConfig
+    call: EndpointCall
+    system: str | None
+    new_messages: list[JSON]
+    # The gateway's own callers (the WhatsApp worker) name sessions that may not exist yet.
+    create_session: bool = False
+
+
+def _estimate(value: Any) -> int:
+    text = value if isinstance(value, str) else orjson.dumps(value).decode()
+    return len(text) // CHARS_PER_TOKEN + 1
+
+
+def _parse_output(content: str) -> Any:
+    fenced = _FENCE.match(content)
+    return orjson.loads(fenced.group(1) if fenced else content)
+
+
+class EndpointService:
+    """Endpoints of every organisation, and the pipeline that serves them."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.owner = f"{uuid.uuid4().hex[:12]}"
+
+    # -- lookups ------------------------------------------------------------------------------
+
+    def endpoint(self, organisation: OrganisationConfig, slug: str) -> EndpointConfig | None:
+        return organisation.endpoint(slug)
+
+    def endpoints(self, organisation: OrganisationConfig) -> list[EndpointConfig]:
+        return list(organisation.endpoints)
+
+    # -- the steps up to the provider call ------------------------------------------------------
+
+    async def prepare(
+        self,
+        *,
+        key: KeyInfo | None,
+        organisation_id: str,
+        slug: str,
+        body: Any,
+        request_id: str,
+        source: str = "endpoint",
+        create_session: bool = False,
+    ) -> Prepared:
+        gateway = self.gateway
+        organisation = gateway.organisation(organisation_id)
+        if key is not None and key.organisation_id != organisation_id:
+            raise EndpointError(403, "forbidden", f"This key does not belong to organisation '{organisation_id}'.")
+        if organisation is None:
+            raise EndpointError(404, "endpoint_not_found", f"Organisation '{organisation_id}' is not configured.")
+        endpoint = self.endpoint(organisation, slug)
+        if endpoint is None or not endpoint.active:
+            raise EndpointError(404, "endpoint_not_found", f"There is no active endpoint '{slug}' in organisation '{organisation_id}'.")
+        call = EndpointCall.parse(body)
+        if call.stream and not endpoint.stream:
+            raise EndpointError(422, "stream_not_allowed", f"Endpoint '{slug}' does not stream; call it without 'stream'.")
+        if call.session_id is not None and not endpoint.sessions.enabled:
+            raise EndpointError(422, "sessions_disabled", f"Endpoint '{slug}' keeps no sessions; leave out 'session_id'.")
+        limits = None
+        if key is not None:
+            try:
+                limits = await acquire_limits(gateway, key)
+            except GatewayError as exc:
+                raise EndpointError.from_gateway(exc) from None
+        try:
+            await gateway.budget.check(organisation)
+        except GatewayError as exc:
+            raise EndpointError(422, "budget_exceeded", exc.message) from None
+        new_messages = list(call.messages)
+        if call.input is not None:
+            rendered = orjson.dumps(call.input).decode()
+            if new_messages and new_messages[-1]["role"] == "user":
+                new_messages[-1] = {"role": "user", "content": f"{new_messages[-1]['content']}\n\nInput:\n{rendered}"}
+            else:
+                new_messages.append({"role": "user", "content": rendered})
+        cap = endpoint.max_tokens_per_request
+        if cap is not None:
+            needed = _estimate(endpoint.system_prompt or "") + sum(_estimate(m["content"]) for m in new_messages) + (call.max_tokens or 0)
+            if needed > cap:
+                raise EndpointError(
+                    422, "token_cap_exceeded", f"The request needs about {needed} tokens; endpoint '{slug}' allows {cap} per request (max_tokens_per_request)."
+                )
+        if endpoint.input_schema is not None:
+            validator = jsonschema.validators.validator_for(endpoint.input_schema, default=jsonschema.Draft202012Validator)(endpoint.input_schema)
+            error = jsonschema.exceptions.best_match(validator.iter_errors(call.input))
+            if error is not None:
+                where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+                raise EndpointError(422, "input_schema", f"'input' does not match the endpoint's input_schema at {where}: {error.message}")
+        try:
+            system = render(endpoint.system_prompt, call.variables) if endpoint.system_prompt else None
+        except MissingVariable as exc:
+            raise EndpointError(422, "missing_variable", str(exc)) from None
+        plugins = None if endpoint.plugins is None else [PluginRequest(p, "plugins") for p in endpoint.plugins]
+        ctx = RequestContext(
+            request_id=request_id,
+            organisation=organisation,
+            model=gateway.resolve_model(organisation, endpoint.model),
+            key=key,
+            source=source,
+            plugins=grants_for(organisation, plugins),
+            endpoint=slug,
+        )
+        if limits is not None:
+            ctx.limits = limits
+        return Prepared(ctx, endpoint, call, system, new_messages, create_session)
+
+    # -- sessions -------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _session(self, prepared: Prepared) -> AsyncIterator[SessionHandle]:
+        """The session, held (leased) for the whole request; saved on exit when ``conversation`` is set."""
+        endpoint, call, ctx = prepared.endpoint, prepared.call, prepared.ctx
+        if not endpoint.sessions.enabled:
+            yield SessionHandle(None, [])
+            return
+        engine = self.gateway.engine
+        owner = f"{self.owner}:{secrets.token_hex(6)}"
+        where = {"organisation_id": ctx.organisation.id, "endpoint": endpoint.slug}
+        session_id = call.session_id
+        if session_id is None:
+            session_id = sessions.new_session_id()
+            await anyio.to_thread.run_sync(
+                partial(sessions.create, engine, session_id=session_id, ttl_hours=endpoint.sessions.ttl_hours, owner=owner, lease_s=SESSION_LEASE_S, **where)
+            )
+        else:
+            if not await anyio.to_thread.run_sync(partial(sessions.exists, engine, session_id=session_id, **where)):
+                if not prepared.create_session:
+                    raise EndpointError(404, "session_not_found", f"There is no session '{session_id}' for endpoint '{endpoint.slug}'.")
+                with contextlib.suppress(IntegrityError):  # another worker created it a moment ago
+                    await anyio.to_thread.run_sync(
+                        partial(sessions.create, engine, session_id=session_id, ttl_hours=endpoint.sessions.ttl_hours, owner="", lease_s=-1.0, **where)
+                    )
+            waited = 0.0
+            delay = 0.02
+            while not await anyio.to_thread.run_sync(
+                partial(sessions.try_lock, engine, session_id=session_id, owner=owner, lease_s=SESSION_LEASE_S, **where)
+            ):
+                if waited >= SESSION_WAIT_S:
+                    raise EndpointError(409, "session_busy", f"Session '{session_id}' is busy with another request.")
+                if not await anyio.to_thread.run_sync(partial(sessions.exists, engine, session_id=session_id, **where)):
+                    raise EndpointError(404, "session_not_found", f"There is no session '{session_id}' for endpoint '{endpoint.slug}'.")
+                await asyncio.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, 0.2)
+        saved = False
+        try:
+            history = await anyio.to_thread.run_sync(partial(sessions.messages, engine, session_id=session_id))
+            handle = SessionHandle(session_id, history)
+            yield handle
+            if handle.conversation is not None:
+                await anyio.to_thread.run_sync(
+                    partial(sessions.save, engine, session_id=session_id, owner=owner, conversation=handle.conversation, ttl_hours=endpoint.sessions.ttl_hours)
+                )
+                saved = True
+        finally:
+            if not saved:
+                with contextlib.suppress(Exception):
+                    await anyio.to_thread.run_sync(partial(sessions.release, engine, session_id=session_id, owner=owner))
+
+    def _conversation(self, prepared: Prepared, history: list[JSON]) -> tuple[list[JSON], int | None]:
+        """The messages for the model, and the max_tokens left under the endpoint's cap."""
+        endpoint, call = prepared.endpoint, prepared.call
+        limits = endpoint.sessions
+        history = sessions.bounded(history, max_messages=limits.max_messages, max_chars=limits.max_chars) if history else []
+        system = prepared.system
+        output_schema = endpoint.output_schema
+        if output_schema is not None and not self.gateway.router.supports_json_schema(prepared.ctx.model):
+            instruction = f"Answer with one JSON value that matches this JSON Schema, and nothing else:\n{orjson.dumps(output_schema).decode()}"
+            system = f"{system}\n\n{instruction}" if system else instruction
+        head = [{"role": "system", "content": system}] if system else []
+        max_tokens = call.max_tokens
+        cap = endpoint.max_tokens_per_request
+        if cap is not None:
+            fixed = sum(_estimate(m["content"]) for m in head + prepared.new_messages)
+            floor = min(256, cap // 4)
+            while history and cap - fixed - sum(_estimate(m.get("content") or "") for m in history) < floor:
+                history = sessions.bounded(history[1:], max_messages=len(history), max_chars=10**12)
+            left = cap - fixed - sum(_estimate(m.get("content") or "") for m in history)
+            max_tokens = max(1, min(max_tokens or left, left))
+        return head + history + prepared.new_messages, max_tokens
+
+    def _body(self, prepared: Prepared, messages: list[JSON], max_tokens: int | None) -> JSON:
+        body: JSON = {"model": prepared.endpoint.model, "messages": messages}
+        if max_tokens is not None:
+            body["max_tokens"] = max_tokens
+        schema = prepared.endpoint.output_schema
+        if schema is not None and self.gateway.router.supports_json_schema(prepared.ctx.model):
+            body["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": schema, "strict": False}}
+        return body
+
+    def _check_output(self, prepared: Prepared, content: str) -> tuple[Any, str | None]:
+        """The parsed output and None, or None and what is wrong with it."""
+        schema = prepared.endpoint.output_schema
+        assert schema is not None
+        try:
+            output = _parse_output(content)
+        except orjson.JSONDecodeError as exc:
+            return None, f"the answer is not JSON ({exc})"
+        validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)(schema)
+        error = jsonschema.exceptions.best_match(validator.iter_errors(output))
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+            return None, f"at {where}: {error.message}"
+        return output, None
+
+    @staticmethod
+    def _stored(messages: list[JSON], answer: JSON) -> list[JSON]:
+        return [m for m in messages if m.get("role") != "system"] + [answer]
+
+    # -- non-streamed -----------------------------------------------------------------------------
+
+    async def complete(self, prepared: Prepared) -> JSON:
+        gateway, ctx = self.gateway, prepared.ctx
+        async with self._session(prepared) as session:
+            session_id = session.id
+            messages, max_tokens = self._conversation(prepared, session.history)
+            try:
+                result = await gateway.run(ctx, RunRequest(self._body(prepared, messages, max_tokens)))
+            except GatewayError as exc:
+                raise EndpointError.from_gateway(exc) from None
+            completed = result.completed
+            usage = dict(completed.usage)
+            content = str(completed.message.get("content") or "")
+            answer: JSON = {"ok": True}
+            if prepared.endpoint.output_schema is not None:
+                output, problem = self._check_output(prepared, content)
+                if problem is not None:
+                    # One repair attempt: the model is told exactly what failed.
+                    repair = [*completed.messages, {"role": "user", "content": f"That answer does not match the required JSON Schema: {problem}. Reply again with only the corrected JSON."}]
+                    try:
+                        again = await gateway.run(ctx, RunRequest({**self._body(prepared, repair, max_tokens)}))
+                    except GatewayError as exc:
+                        raise EndpointError.from_gateway(exc) from None
+                    completed = again.completed
+                    for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
+                        usage[name] = usage.get(name, 0) + completed.usage.get(name, 0)
+                    content = str(completed.message.get("content") or "")
+                    output, problem = self._check_output(prepared, content)
+                    if problem is not None:
+                        raise EndpointError(502, "output_schema", f"The model's answer does not match the endpoint's output_schema {problem}.")
+                answer["output"] = output
+            session.conversation = self._stored(result.completed.messages[:-1], {"role": "assistant", "content": content})
+            answer.update(
+                {
+                    "id": f"epr_{uuid.uuid4().hex[:24]}",
+                    "model": prepared.endpoint.model,
+                    "content": content,
+                    "finish_reason": completed.finish_reason,
+                    "usage": {k: usage.get(k, 0) for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
+                    "meta": {"request_id": ctx.request_id, "session_id": session_id},
+                }
+            )
+            return answer
+
+    # -- streamed -------------------------------------------------------------------------------
+
+    async def stream(self, prepared: Prepared) -> AsyncIterator[bytes]:
+        """OpenAI-style SSE chunks; the last data chunk carries usage, the trace and ``meta``."""
+        gateway, ctx = self.gateway, prepared.ctx
+        async with self._session(prepared) as session:
+            session_id = session.id
+            messages, max_tokens = self._conversation(prepared, session.history)
+            encoder = ChatStreamEncoder(model_id=prepared.endpoint.model, include_usage=False)
+            encoder.final_fields["meta"] = {"request_id": ctx.request_id, "session_id": session_id}
+            completed: Completed | None = None
+            try:
+                async for event in gateway.stream(ctx, RunRequest(self._body(prepared, messages, max_tokens), stream=True)):
+                    if isinstance(event, Completed):
+                        completed = event
+                        if prepared.endpoint.output_schema is not None:
+                            output, problem = self._check_output(prepared, str(event.message.get("content") or ""))
+                            if problem is not None:
+                                yield sse.data(EndpointError(502, "output_schema", f"The model's answer does not match the endpoint's output_schema {problem}.").body())
+                                return
+                            encoder.final_fields["output"] = output
+                    chunk = encoder.encode(event) if not isinstance(event, KeepAlive) else sse.KEEP_ALIVE_COMMENT
+                    if chunk:
+                        yield chunk
+            except GatewayError as exc:
+                yield sse.data(EndpointError.from_gateway(exc).body())
+                return
+            if completed is not None:
+                session.conversation = self._stored(completed.messages[:-1], {"role": "assistant", "content": completed.message.get("content") or ""})
+            yield sse.DONE

@@ -1,0 +1,47 @@
+"""``plugway endpoints list`` and ``plugway endpoints call``, as a user runs them (the offline demo model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.cli.runner import assert_clear_failure, plugway, write_config
+
+CONFIG = """
+database_url: sqlite:///{db}
+providers: [{{id: demo, kind: demo}}]
+models: [{{id: demo, provider: demo}}]
+organisations:
+  - id: acme
+    plugins: [{{id: calculator}}]
+    endpoints:
+      - slug: helper
+        model: demo
+        system_prompt: "You help {{{{company}}}}."
+        sessions: {{enabled: true}}
+      - slug: quiet
+        model: demo
+        plugins: []
+        active: false
+"""
+
+
+def test_list_and_call(tmp_path: Path) -> None:
+    config = write_config(tmp_path, CONFIG.format(db=tmp_path / "p.db"))
+    listed = plugway("endpoints", "list", "--json", "--config", str(config), cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert [(r["slug"], r["plugins"], r["sessions"], r["active"]) for r in rows] == [("helper", ["calculator"], True, True), ("quiet", [], False, False)]
+    called = plugway("endpoints", "call", "acme", "helper", "What is 6 * 7?", "--var", "company=Acme", "--config", str(config), cwd=tmp_path)
+    assert called.returncode == 0, called.stderr
+    assert "42" in called.stdout and called.stdout.startswith("[demo model]")
+    session = called.stderr.strip().splitlines()[-1].removeprefix("session: ")
+    again = plugway("endpoints", "call", "acme", "helper", "thanks", "--var", "company=Acme", "--session", session, "--json", "--config", str(config), cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["meta"]["session_id"] == session
+
+
+def test_call_refusals_are_one_line(tmp_path: Path) -> None:
+    config = write_config(tmp_path, CONFIG.format(db=tmp_path / "p.db"))
+    assert_clear_failure(plugway("endpoints", "call", "acme", "quiet", "hi", "--config", str(config), cwd=tmp_path), "endpoint_not_found")
+    assert_clear_failure(plugway("endpoints", "call", "acme", "helper", "hi", "--config", str(config), cwd=tmp_path), "missing_variable", "company")

@@ -1,0 +1,73 @@
+"""A WhatsApp app that names an endpoint: the endpoint's model, prompt and plugins answer, and the
+customer's conversation is a session of that endpoint."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from sqlmodel import Session, select
+
+from runtime.config import Settings, settings_from_dict
+from runtime.endpoints.sessions import EndpointSession, whatsapp_session_id
+from runtime.storage.models import UsageRecord
+from tests.fakes.graph_api import FakeGraphAPI
+from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.whatsapp.conftest import SUPPORT_NUMBER, Served, settings_dict
+from workers.whatsapp.payloads import change, delivery, text_message
+from workers.whatsapp.worker import WhatsAppWorker
+
+Serve = Callable[[Settings], Awaitable[Served]]
+
+
+def endpoint_settings(database_url: str, graph: FakeGraphAPI, upstream: FakeOpenAI) -> Settings:
+    raw: dict[str, Any] = settings_dict(database_url, graph.base_url, upstream.base_url)
+    raw["organisations"][0]["endpoints"] = [
+        {
+            "slug": "support",
+            "model": "gpt-test",
+            "system_prompt": "You are the support desk of Acme.",
+            "plugins": ["clock"],
+            "sessions": {"enabled": True, "max_messages": 10},
+        }
+    ]
+    app = raw["whatsapp"]["apps"][0]
+    for name in ("model", "system_prompt", "enabled_plugin_ids"):
+        app.pop(name, None)
+    app["endpoint"] = "support"
+    return settings_from_dict(raw)
+
+
+@pytest.fixture
+async def worker_pool() -> AsyncIterator[list[WhatsAppWorker]]:
+    pool: list[WhatsAppWorker] = []
+    yield pool
+    for worker in pool:
+        await worker.stop()
+
+
+async def test_an_app_answers_through_its_endpoint(
+    database_url: str, graph: FakeGraphAPI, upstream: FakeOpenAI, serve: Serve, worker_pool: list[WhatsAppWorker]
+) -> None:
+    served = await serve(endpoint_settings(database_url, graph, upstream))
+    worker = WhatsAppWorker(served.gateway, retry_backoff_s=0.01, graph_timeout_s=2.0)
+    worker_pool.append(worker)
+    upstream.enqueue(Reply(text="Hello! How can I help?"), Reply(text="You said hi before."))
+    sender = "447700900123"
+    await served.post_delivery(delivery(change(SUPPORT_NUMBER, messages=[text_message(sender, "hi")])))
+    assert await worker.run_until_idle() == 1
+    await served.post_delivery(delivery(change(SUPPORT_NUMBER, messages=[text_message(sender, "what did I say?")])))
+    assert await worker.run_until_idle() == 1
+
+    assert [s["text"]["body"] for s in graph.sent_to(sender)] == ["Hello! How can I help?", "You said hi before."]
+    first, second = upstream.requests
+    assert first["messages"][0] == {"role": "system", "content": "You are the support desk of Acme."}
+    assert [t["function"]["name"] for t in first["tools"]] == ["clock__now", "clock__convert_time", "clock__date_add", "clock__days_between"]
+    assert [m["content"] for m in second["messages"]] == ["You are the support desk of Acme.", "hi", "Hello! How can I help?", "what did I say?"]
+    await served.gateway.usage.flush()
+    with Session(served.gateway.engine) as db:
+        session = db.get(EndpointSession, whatsapp_session_id("acme-support", sender))
+        records = list(db.exec(select(UsageRecord)))
+    assert session is not None and session.endpoint == "support"
+    assert [(r.source, r.endpoint) for r in records] == [("whatsapp", "support")] * 2
