@@ -1,0 +1,453 @@
+"""Detectors: one kind of sensitive text each, found by a scan that streams.
+
+Every detector answers one question, position by position from left to right:
+does a match start here, and where does it end? (``match_at``). The answer may
+read a bounded window only: up to ``CONTEXT_CHARS`` before the position, the
+match itself (at most ``max_chars``) and ``lookahead_chars`` after it. A scan
+takes the first match, goes on after its end, and otherwise tries the next
+position. Because each answer is local, a stream can be judged piece by piece
+and come out exactly as the whole text would (see ``stream.py``).
+
+``candidate`` is a regular expression that matches wherever a real match could
+start (a superset: validation follows). The scan uses it to jump to the next
+possible start; the stream redactor uses its partial matching to know whether a
+tail could still grow into a match. ``terminator`` matches a character no match
+can contain: once one is seen, everything before it is decided.
+
+What is detected
+----------------
+- ``email``: ``local@domain.tld`` (local part up to 64 characters, up to 8 domain labels).
+- ``phone``: numbers the ``phonenumbers`` library (Google's libphonenumber) finds and
+  judges valid: international ``+`` numbers always, national numbers for the
+  configured regions (``DEFAULT_PHONE_REGIONS`` by default). A number is read from
+  digits, spaces, ``+()-./``; an extension written with letters (``x12``) is left.
+- ``credit_card``: 13 to 19 digits, optionally grouped by single spaces or dashes,
+  passing the Luhn checksum (``python-stdnum``) and starting with a card network's
+  prefix (Visa, Mastercard, Amex, Discover, JCB, Diners, UnionPay, Maestro, Mir).
+- ``iban``: country code, check digits and account, with or without single
+  spaces, validated by ``stdnum.iban`` (country format and mod-97 checksum).
+- ``secret``: PEM private key blocks; JSON Web Tokens (``eyJ….eyJ….…``); API keys
+  of OpenAI (``sk-``, ``sk-proj-``), Anthropic (``sk-ant-``), plugway (``pw_``,
+  ``pwa_``), AWS access key ids (``AKIA``/``ASIA``), GitHub (``ghp_`` and the
+  other ``gh?_``, ``github_pat_``), Slack (``xox?-``), Google (``AIza``), Stripe
+  (``sk_live_``, ``rk_live_``, ``sk_test_``); and the token after ``Bearer``.
+  Tokens must contain a letter and a digit, so a hyphenated slug is not a key.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import phonenumbers
+import regex
+from phonenumbers import Leniency, PhoneNumberMatcher
+from stdnum import iban as stdnum_iban
+from stdnum import luhn
+
+from runtime.guardrails.patterns import compile_pattern
+
+# Characters kept before the unsent tail of a stream: the longest lookbehind of any detector.
+CONTEXT_CHARS = 32
+
+PLACEHOLDERS = {
+    "email": "[EMAIL]",
+    "phone": "[PHONE]",
+    "credit_card": "[CREDIT_CARD]",
+    "iban": "[IBAN]",
+    "secret": "[SECRET]",
+    "denylist": "[REDACTED]",
+}
+_PLACEHOLDER = regex.compile(r"\[(?:EMAIL|PHONE|CREDIT_CARD|IBAN|SECRET|REDACTED)\]")
+_PLACEHOLDER_CHARS = 13
+
+# National numbers are judged against these regions unless a guardrail names its own.
+DEFAULT_PHONE_REGIONS: tuple[str, ...] = ("US", "GB", "DE", "FR")
+
+
+class Hit(NamedTuple):
+    start: int
+    end: int
+    message: str
+
+
+class Detector:
+    category: str
+    message: str
+    candidate: regex.Pattern[str]
+    max_chars: int
+    lookahead_chars: int = 1
+    terminator: regex.Pattern[str] | None = None
+    # A complete match cannot change with more text (a lazy match up to an end marker).
+    final_once_complete: bool = False
+    # Ignore matches inside a placeholder an earlier guardrail wrote ("[SECRET]" is no secret).
+    skip_placeholders: bool = False
+
+    @property
+    def placeholder(self) -> str:
+        return PLACEHOLDERS[self.category]
+
+    def match_at(self, text: str, position: int, end: int) -> Hit | None:
+        found = self.candidate.match(text, position, end)
+        if found is None or found.end() == position:
+            return None
+        if self.skip_placeholders and _inside_placeholder(text, position, found.end()):
+            return None
+        return Hit(position, found.end(), self.describe(found))
+
+    def describe(self, found: regex.Match[str]) -> str:
+        return self.message
+
+    def first_possible_start(self, text: str, position: int, end: int) -> int | None:
+        """The first place from ``position`` where a match could start once more text arrives.
+
+        Conservative: it may name a place that never becomes a match, never skips one that can.
+        """
+        found = self.candidate.search(text, position, end, partial=True)
+        return None if found is None else int(found.start())
+
+
+def _inside_placeholder(text: str, start: int, end: int) -> bool:
+    for found in _PLACEHOLDER.finditer(
+        text, max(0, start - _PLACEHOLDER_CHARS), end + _PLACEHOLDER_CHARS
+    ):
+        if found.start() <= start and end <= found.end():
+            return True
+    return False
+
+
+def scan(detector: Detector, text: str, start: int, end: int) -> list[Hit]:
+    """The detector's matches in ``text[start:end]``, left to right (earlier text is context only)."""
+    hits: list[Hit] = []
+    position = start
+    while position < end:
+        found = detector.candidate.search(text, position, end)
+        if found is None:
+            break
+        hit = detector.match_at(text, found.start(), end)
+        if hit is None:
+            position = found.start() + 1
+        else:
+            hits.append(hit)
+            position = hit.end
+    return hits
+
+
+# ---------------------------------------------------------------- email
+
+
+class EmailDetector(Detector):
+    category = "email"
+    message = "email address"
+    candidate = regex.compile(
+        r"(?<![\w.%+\-@])[\w%+\-][\w.%+\-]{0,63}@"
+        r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?\.){1,8}[A-Za-z]{2,24}"
+        r"(?![\w\-@]|\.[\w\-])"
+    )
+    max_chars = 64 + 1 + 8 * 64 + 24
+    lookahead_chars = 2
+    terminator = regex.compile(r"[^\w.%+\-@]")
+
+
+# ---------------------------------------------------------------- phone
+
+
+class PhoneDetector(Detector):
+    category = "phone"
+    message = "phone number"
+    # A start: "+", "(" or a digit not glued to a word; the run of phone characters after it.
+    candidate = regex.compile(r"(?<![0-9A-Za-z+])(?:\+|\()?\d[0-9 ()\-./\u00a0]{0,45}")
+    max_chars = 47
+    terminator = regex.compile(r"[^0-9 ()\-./+\u00a0]")
+    _MIN_DIGITS = 6
+
+    def __init__(self, regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> None:
+        self.regions = tuple(regions)
+
+    def match_at(self, text: str, position: int, end: int) -> Hit | None:
+        run = self.candidate.match(text, position, end)
+        if run is None:
+            return None
+        window = run.group()
+        if sum(char.isdigit() for char in window) < self._MIN_DIGITS:
+            return None
+        length = _phone_at_start(window, self.regions)
+        return Hit(position, position + length, self.message) if length else None
+
+
+@functools.lru_cache(maxsize=4096)
+def _phone_at_start(window: str, regions: tuple[str, ...]) -> int:
+    """Length of the valid phone number starting the window, judged for each region (0: none)."""
+    longest = 0
+    # A "+" number carries its country: one region is enough to read it.
+    for region in regions[:1] if window.startswith("+") else regions:
+        for match in PhoneNumberMatcher(window, region, leniency=Leniency.VALID):
+            if match.start == 0:
+                longest = max(longest, match.end)
+            break
+    return longest
+
+
+def valid_phone_region(region: str) -> bool:
+    return region in phonenumbers.SUPPORTED_REGIONS
+
+
+# ---------------------------------------------------------------- credit card
+
+# (first digits low, high, how many digits compared, allowed lengths)
+_CARD_NETWORKS: tuple[tuple[int, int, int, range], ...] = (
+    (4, 4, 1, range(13, 20)),  # Visa
+    (51, 55, 2, range(16, 17)),  # Mastercard
+    (2221, 2720, 4, range(16, 17)),  # Mastercard 2-series
+    (34, 34, 2, range(15, 16)),  # American Express
+    (37, 37, 2, range(15, 16)),
+    (6011, 6011, 4, range(16, 20)),  # Discover
+    (644, 649, 3, range(16, 20)),
+    (65, 65, 2, range(16, 20)),
+    (3528, 3589, 4, range(16, 20)),  # JCB
+    (300, 305, 3, range(14, 20)),  # Diners Club
+    (36, 36, 2, range(14, 20)),
+    (38, 39, 2, range(16, 20)),
+    (62, 62, 2, range(16, 20)),  # UnionPay
+    (2200, 2204, 4, range(16, 20)),  # Mir
+    (50, 50, 2, range(13, 20)),  # Maestro
+    (56, 69, 2, range(13, 20)),
+)
+
+
+def plausible_card(digits: str) -> bool:
+    for low, high, width, lengths in _CARD_NETWORKS:
+        if len(digits) in lengths and low <= int(digits[:width]) <= high:
+            return luhn.is_valid(digits)
+    return False
+
+
+def _grouped_ends(
+    text: str, position: int, end: int, *, allowed: str, separators: str, most: int
+) -> list[tuple[int, str]]:
+    """Where a run of ``allowed`` characters with single separators may end: (end, compact form)."""
+    ends: list[tuple[int, str]] = []
+    compact: list[str] = []
+    index = position
+    while index < end and len(compact) < most:
+        char = text[index]
+        if char in allowed:
+            compact.append(char)
+            index += 1
+            after = text[index] if index < end else ""
+            if not (after.isascii() and after.isalnum()):
+                ends.append((index, "".join(compact)))
+            continue
+        if char in separators and index + 1 < end and text[index + 1] in allowed and compact:
+            index += 1
+            continue
+        break
+    return ends
+
+
+class CardDetector(Detector):
+    category = "credit_card"
+    message = "credit card number"
+    candidate = regex.compile(r"(?<![0-9A-Za-z])\d(?:[ \-]?\d){12,18}(?![0-9A-Za-z])")
+    max_chars = 19 + 18
+    terminator = regex.compile(r"[^0-9 \-]")
+    _DIGITS = "0123456789"
+
+    def match_at(self, text: str, position: int, end: int) -> Hit | None:
+        if position > 0 and text[position - 1].isascii() and text[position - 1].isalnum():
+            return None
+        for stop, digits in reversed(
+            _grouped_ends(text, position, end, allowed=self._DIGITS, separators=" -", most=19)
+        ):
+            if len(digits) >= 13 and plausible_card(digits):
+                return Hit(position, stop, self.message)
+        return None
+
+
+# ---------------------------------------------------------------- IBAN
+
+
+class IbanDetector(Detector):
+    category = "iban"
+    message = "IBAN"
+    candidate = regex.compile(r"(?<![0-9A-Za-z])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![0-9A-Za-z])")
+    max_chars = 34 + 33
+    terminator = regex.compile(r"[^A-Z0-9 ]")
+    _CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+
+    def match_at(self, text: str, position: int, end: int) -> Hit | None:
+        if position > 0 and text[position - 1].isascii() and text[position - 1].isalnum():
+            return None
+        for stop, compact in reversed(
+            _grouped_ends(text, position, end, allowed=self._CHARS, separators=" ", most=34)
+        ):
+            if len(compact) >= 15 and stdnum_iban.is_valid(compact):
+                return Hit(position, stop, self.message)
+        return None
+
+
+# ---------------------------------------------------------------- secrets
+
+_TOKEN_FORMATS: tuple[tuple[str, str, str], ...] = (
+    ("anthropic", "Anthropic API key", r"sk-ant-[A-Za-z0-9_\-]{20,200}"),
+    ("openai", "OpenAI API key", r"sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,200}"),
+    ("stripe", "Stripe secret key", r"(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,247}"),
+    ("plugway_admin", "plugway admin key", r"pwa_[A-Za-z0-9_\-]{32,64}"),
+    ("plugway", "plugway gateway key", r"pw_[A-Za-z0-9_\-]{32,64}"),
+    ("aws", "AWS access key id", r"(?:AKIA|ASIA)[A-Z0-9]{16}"),
+    ("github", "GitHub token", r"gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{22,247}"),
+    ("slack", "Slack token", r"xox[abposr]-[A-Za-z0-9\-]{10,250}"),
+    ("google", "Google API key", r"AIza[A-Za-z0-9_\-]{35}"),
+)
+_TOKEN_MESSAGES = {name: message for name, message, _ in _TOKEN_FORMATS}
+
+
+def _looks_random(token: str) -> bool:
+    return any(char.isdigit() for char in token) and any(char.isalpha() for char in token)
+
+
+class ApiKeyDetector(Detector):
+    category = "secret"
+    message = "API key"
+    candidate = regex.compile(
+        r"(?<![A-Za-z0-9_\-])(?:"
+        + "|".join(f"(?P<{name}>{pattern})" for name, _, pattern in _TOKEN_FORMATS)
+        + r")(?![A-Za-z0-9_\-])"
+    )
+    max_chars = 11 + 251
+    terminator = regex.compile(r"[^A-Za-z0-9_\-]")
+
+    def match_at(self, text: str, position: int, end: int) -> Hit | None:
+        found = self.candidate.match(text, position, end)
+        if found is None or not _looks_random(found.group()):
+            return None
+        return Hit(position, found.end(), self.describe(found))
+
+    def describe(self, found: regex.Match[str]) -> str:
+        return _TOKEN_MESSAGES.get(found.lastgroup or "", self.message)
+
+
+class JwtDetector(Detector):
+    category = "secret"
+    message = "JSON Web Token"
+    candidate = regex.compile(
+        r"(?<![A-Za-z0-9_\-.])eyJ[A-Za-z0-9_\-]{5,2000}\.eyJ[A-Za-z0-9_\-]{5,6000}\.[A-Za-z0-9_\-]{0,1000}"
+        r"(?![A-Za-z0-9_\-]|\.[A-Za-z0-9_\-])"
+    )
+    max_chars = 3 + 2000 + 4 + 6000 + 1 + 1000
+    lookahead_chars = 2
+    terminator = regex.compile(r"[^A-Za-z0-9_\-.]")
+
+
+class BearerTokenDetector(Detector):
+    category = "secret"
+    message = "bearer token"
+    candidate = regex.compile(
+        r"(?<=(?<![A-Za-z0-9])(?i:bearer)[ \t]{1,3})"
+        r"[A-Za-z0-9\-._~+/]{15,1023}[A-Za-z0-9\-_~+/]=*(?![A-Za-z0-9\-_~+/=])"
+    )
+    max_chars = 1024 + 2
+    terminator = regex.compile(r"[^A-Za-z0-9\-._~+/=]")
+
+    def match_at(self, text: str, position: int, end: int) -> Hit | None:
+        found = self.candidate.match(text, position, end)
+        if found is None or not any(char.isdigit() for char in found.group()):
+            return None
+        return Hit(position, found.end(), self.message)
+
+
+class PrivateKeyDetector(Detector):
+    category = "secret"
+    message = "private key"
+    candidate = regex.compile(
+        r"-----BEGIN (?:[A-Z0-9]{1,20} ){0,3}PRIVATE KEY-----"
+        r"[A-Za-z0-9+/=\s:,.\-]{1,20000}?"
+        # A block cut short (no END line) is still a key: it ends where its characters do.
+        r"(?:-----END (?:[A-Z0-9]{1,20} ){0,3}PRIVATE KEY-----|(?=[^A-Za-z0-9+/=\s:,.\-])|\Z)"
+    )
+    max_chars = 20000 + 2 * 100
+    terminator = regex.compile(r"[^A-Za-z0-9+/=\s:,.\-]")
+    final_once_complete = True
+
+
+# ---------------------------------------------------------------- denylist
+
+
+class DenylistTermsDetector(Detector):
+    """Terms as whole words or phrases, any case; a space in a term matches 1 to 4 whitespace characters."""
+
+    category = "denylist"
+    message = "denylisted term"
+    skip_placeholders = True
+    lookahead_chars = _PLACEHOLDER_CHARS  # to tell a match inside a placeholder
+    _GAP = r"\s{1,4}"
+
+    def __init__(self, terms: Sequence[str]) -> None:
+        words = [term.split() for term in terms]
+        alternatives = sorted(
+            (self._GAP.join(regex.escape(word) for word in term) for term in words),
+            key=len,
+            reverse=True,
+        )
+        self.candidate = regex.compile(
+            r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)", regex.IGNORECASE
+        )
+        self.max_chars = max(sum(len(word) + 4 for word in term) for term in words)
+        alphabet = {regex.escape(char) for term in terms for char in term if not char.isspace()}
+        self.terminator = regex.compile("[^" + "".join(sorted(alphabet)) + r"\s]", regex.IGNORECASE)
+
+
+class DenylistPatternDetector(Detector):
+    category = "denylist"
+    message = "text matching a denylisted pattern"
+    skip_placeholders = True
+    lookahead_chars = _PLACEHOLDER_CHARS
+
+    def __init__(self, source: str) -> None:
+        compiled = compile_pattern(source)
+        self.candidate = compiled.pattern
+        self.max_chars = compiled.max_chars
+        self.terminator = compiled.terminator
+
+
+# ---------------------------------------------------------------- building
+
+PII_CATEGORIES: tuple[str, ...] = ("email", "phone", "credit_card", "iban", "secret")
+# Secrets first (a key may hold digits and an "@"), the most permissive (phone) last.
+_PII_ORDER: tuple[str, ...] = ("secret", "email", "iban", "credit_card", "phone")
+
+
+@functools.lru_cache(maxsize=256)
+def pii_detectors(
+    categories: tuple[str, ...], phone_regions: tuple[str, ...]
+) -> tuple[Detector, ...]:
+    detectors: list[Detector] = []
+    for category in _PII_ORDER:
+        if category not in categories:
+            continue
+        if category == "secret":
+            detectors += [
+                PrivateKeyDetector(),
+                JwtDetector(),
+                ApiKeyDetector(),
+                BearerTokenDetector(),
+            ]
+        elif category == "email":
+            detectors.append(EmailDetector())
+        elif category == "iban":
+            detectors.append(IbanDetector())
+        elif category == "credit_card":
+            detectors.append(CardDetector())
+        else:
+            detectors.append(PhoneDetector(phone_regions))
+    return tuple(detectors)
+
+
+@functools.lru_cache(maxsize=256)
+def denylist_detectors(terms: tuple[str, ...], patterns: tuple[str, ...]) -> tuple[Detector, ...]:
+    detectors: list[Detector] = []
+    if terms:
+        detectors.append(DenylistTermsDetector(terms))
+    detectors += [DenylistPatternDetector(source) for source in patterns]
+    return tuple(detectors)
