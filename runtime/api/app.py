@@ -19,6 +19,7 @@ from runtime.config import Settings, load_settings
 from runtime.endpoints import EndpointService, purge_expired_sessions
 from runtime.endpoints import router as endpoints_router
 from runtime.frontdoors import chat, messages, responses
+from runtime.frontdoors.mcp import McpFrontDoor
 from runtime.gateway import Gateway
 from runtime.plugin_host.manager import PluginHost
 
@@ -30,6 +31,8 @@ def create_app(
     plugins: PluginHost | None = None,
     run_worker: bool = False,
 ) -> FastAPI:
+    mcp_front_door = McpFrontDoor()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = gateway is None
@@ -45,7 +48,8 @@ def create_app(
             responses.purge_expired(app.state.gateway), purge_expired_sessions(app.state.endpoints)
         )
         try:
-            yield
+            async with mcp_front_door.serving(app.state.gateway):
+                yield
         finally:
             maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -72,6 +76,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(usage.router)
     app.include_router(routes_whatsapp.router)
+    app.router.routes.append(mcp_front_door.route())
     app.add_middleware(RequestIdMiddleware)
     return app
 
