@@ -63,6 +63,9 @@ class ModelConfig(_Strict):
     fallbacks: list[str] = Field(default_factory=list)
     price: Price | None = None
     max_tokens_default: int | None = None
+    # Serves POST /v1/embeddings (its provider must be OpenAI-compatible or the demo);
+    # GET /v1/models lists it with "embeddings": true.
+    embeddings: bool = False
 
     @property
     def upstream(self) -> str:
@@ -75,12 +78,31 @@ class McpConfig(_Strict):
     cwd: str | None = None
     url: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
+    # Seconds to start or reach the server, complete the handshake and list its tools
+    # (default 10); a server slower than that is retried in the background.
+    connect_timeout_s: float | None = Field(default=None, gt=0)
+    # Seconds to wait for an answer to the 2026 protocol's discovery probe before falling
+    # back to the older `initialize` handshake (default 3): some servers ignore it.
+    probe_timeout_s: float | None = Field(default=None, gt=0)
+    # Roots the server may ask for (MCP `roots/list`): absolute paths or URIs.
+    roots: list[str] | None = None
+    # The model that answers the server's sampling requests for calls made outside a
+    # request's loop (the /mcp front door); inside a loop the request's own model answers.
+    sampling_model: str | None = None
 
     @model_validator(mode="after")
     def _exactly_one_transport(self) -> McpConfig:
         if bool(self.command) == bool(self.url):
             raise ValueError("give exactly one of 'command' or 'url'")
         return self
+
+    @field_validator("roots")
+    @classmethod
+    def _roots_are_files(cls, roots: list[str] | None) -> list[str] | None:
+        for root in roots or ():
+            if not (root.startswith("file:///") or os.path.isabs(root)):
+                raise ValueError(f"root '{root}' is neither an absolute path nor a file:/// URI")
+        return roots
 
 
 class PluginRef(_Strict):
@@ -236,6 +258,41 @@ class WhatsAppConfig(_Strict):
     poll_interval_s: float = Field(default=0.5, gt=0)
 
 
+class MetricsConfig(_Strict):
+    # GET /metrics in Prometheus' text format.
+    enabled: bool = True
+    # When set, /metrics answers only `Authorization: Bearer <token>` (401 otherwise).
+    token: str | None = None
+
+
+class TracingConfig(_Strict):
+    # OpenTelemetry traces; off unless enabled.
+    enabled: bool = False
+    # otlp: OTLP over HTTP/protobuf to `endpoint`; console: spans on stdout; none: no exporter
+    # (a tracer provider installed by the host process, e.g. opentelemetry-instrument, still gets them).
+    exporter: Literal["otlp", "console", "none"] = "otlp"
+    # The collector's OTLP/HTTP traces URL; a bare http://host:4318 gets /v1/traces added.
+    # Default: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT, else http://localhost:4318.
+    endpoint: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    service_name: str = "plugway"
+    # Fraction of new traces recorded (an incoming traceparent's sampled flag is followed).
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+    # Put prompts, answers and tool arguments/results on spans (GenAI opt-in attributes).
+    capture_content: bool = False
+
+
+class LoggingConfig(_Strict):
+    format: Literal["text", "json"] = "text"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # One line per request (request id, organisation, key id, model, provider, status, rounds,
+    # tokens, latency); default: on with the json format, off with text.
+    requests: bool | None = None
+    # Put message content (the request's messages, the answer) in the per-request line. Never
+    # in production: logs then hold whatever users and tools wrote.
+    debug_content: bool = False
+
+
 class Settings(_Strict):
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
@@ -248,6 +305,9 @@ class Settings(_Strict):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     usage: UsageConfig = Field(default_factory=UsageConfig)
     whatsapp: WhatsAppConfig = Field(default_factory=WhatsAppConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
     max_body_bytes: int = 4 * 1024 * 1024
     # How long a looked-up key is trusted before the database is asked again (revocation delay).
     key_cache_ttl_s: float = Field(default=5.0, ge=0)
@@ -289,13 +349,8 @@ class Settings(_Strict):
                 if endpoint.slug in slugs:
                     raise _PathError(f"{where}.slug", f"duplicate endpoint '{endpoint.slug}'")
                 slugs.add(endpoint.slug)
-                if endpoint.model not in model_ids:
-                    raise _PathError(f"{where}.model", f"unknown model '{endpoint.model}'")
-                if org.models is not None and endpoint.model not in org.models:
-                    raise _PathError(f"{where}.model", f"model '{endpoint.model}' is not allowed for organisation '{org.id}'")
-                for k, plugin_id in enumerate(endpoint.plugins or []):
-                    if org.plugin(plugin_id) is None:
-                        raise _PathError(f"{where}.plugins[{k}]", f"plugin '{plugin_id}' is not configured for organisation '{org.id}'")
+                for path, message in endpoint_problems(org, endpoint, model_ids):
+                    raise _PathError(f"{where}.{path}", message)
             seen: set[str] = set()
             for j, plugin in enumerate(org.plugins):
                 if plugin.id in seen:
@@ -339,6 +394,19 @@ class Settings(_Strict):
             if provider.id == provider_id:
                 return provider
         return None
+
+
+def endpoint_problems(org: OrganisationConfig, endpoint: EndpointConfig, model_ids: set[str]) -> list[tuple[str, str]]:
+    """What in an endpoint does not fit its organisation: (field path, message) pairs."""
+    problems: list[tuple[str, str]] = []
+    if endpoint.model not in model_ids:
+        problems.append(("model", f"unknown model '{endpoint.model}'"))
+    elif org.models is not None and endpoint.model not in org.models:
+        problems.append(("model", f"model '{endpoint.model}' is not allowed for organisation '{org.id}'"))
+    for k, plugin_id in enumerate(endpoint.plugins or []):
+        if org.plugin(plugin_id) is None:
+            problems.append((f"plugins[{k}]", f"plugin '{plugin_id}' is not configured for organisation '{org.id}'"))
+    return problems
 
 
 class _PathError(ValueError):
@@ -465,7 +533,7 @@ def embedded_default_dict() -> dict[str, Any]:
     return {
         "database_url": DEFAULT_DATABASE_URL,
         "providers": [{"id": "demo", "kind": "demo"}],
-        "models": [{"id": DEMO_MODEL, "provider": "demo"}],
+        "models": [{"id": DEMO_MODEL, "provider": "demo", "embeddings": True}],
         "organisations": [
             {
                 "id": DEFAULT_ORGANISATION,

@@ -11,40 +11,77 @@ the connection stays usable.
 
 Reconnect policy: a connection that was up and drops is retried at once (a
 crash, a restart: the next call should just work); consecutive failures back
-off from ``backoff_initial_s`` doubling to ``backoff_max_s``, and a call that
-arrives during a backoff fails at once instead of hanging. A connection that
-stayed up ``stable_after_s`` forgets its earlier failures.
+off from ``backoff_initial_s`` doubling to ``backoff_max_s``. A connection that
+stayed up ``stable_after_s`` forgets its earlier failures. While a server that
+was up is coming back, its cached tool list is still offered (for at most
+``offline_grace_s``), and a call waits for the next connection attempt: it
+proceeds if the attempt succeeds and fails as a tool error if it does not (or
+when the orchestration's timeout cancels it first). A server that never came
+up offers nothing, and calls to it fail at once.
+
+Over streamable HTTP, a server that forgot our session (it restarted) answers
+404, or 400 naming the session: the connection starts a new session at once,
+and the call that met the refusal is sent again, once, on the new session.
+
+What a call carries: a progress token (every progress notification reaches
+``ctx.progress``, which moves the call's deadline and reaches streaming
+clients); its ``ToolContext`` for the server's sampling requests, which are
+answered through ``ctx.sample`` of the call they belong to.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import enum
 import json
 import logging
 import math
+import shlex
 import time
 from collections.abc import Awaitable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx2
 import mcp_types
 from mcp import Client, MCPError
+from mcp.client.session import ClientRequestContext
 from mcp.client.streamable_http import streamable_http_client
-from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
+from mcp_types import (
+    CONNECTION_CLOSED,
+    INTERNAL_ERROR,
+    INVALID_PARAMS,
+    INVALID_REQUEST,
+    REQUEST_TIMEOUT,
+)
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from runtime.config import McpConfig
+from runtime.mcp.http import HttpWatch, watched_http_client
 from runtime.mcp.process import ChildProcessTransport
-from runtime.mcp.results import render_result
-from runtime.plugin_host.tool import ToolError
+from runtime.mcp.results import render_result, result_text
+from runtime.mcp.sampling import SamplingRefused, sampling_request, sampling_result
+from runtime.plugin_host.tool import ToolContext, ToolError, ToolResult
+from runtime.text import mask_credentials
 
 logger = logging.getLogger("plugway.mcp")
 
 _MAX_LIST_PAGES = 100
 _CLIENT_INFO = mcp_types.Implementation(name="plugway", version="0.1.0")
+_ELICITATION_REFUSAL = (
+    "plugway runs this tool inside an automated loop with no person to ask: "
+    "elicitation is declined. Proceed without it or fail with a message the model can read."
+)
+NO_MODEL_FOR_SAMPLING = (
+    "No model is available to answer sampling requests for this call, so plugway declines it."
+)
+TASKS_UNSUPPORTED = (
+    "it must run as an MCP task (execution.taskSupport 'required'), which plugway does not support yet"
+)
 
 
 class State(enum.Enum):
@@ -59,6 +96,13 @@ def config_key(config: McpConfig) -> str:
     return json.dumps(config.model_dump(mode="json"), sort_keys=True)
 
 
+def describe_target(config: McpConfig) -> str:
+    """The command line or URL of a server, for operators (URL passwords masked)."""
+    if config.command:
+        return shlex.join(config.command)
+    return mask_credentials(config.url or "")
+
+
 def describe_error(exc: BaseException) -> str:
     """A one-line, operator-readable description of a (possibly grouped) exception."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
@@ -66,7 +110,7 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, MCPError):
         return f"MCP error {exc.code}: {exc.message}"
     if isinstance(exc, httpx2.HTTPStatusError):
-        return f"HTTP {exc.response.status_code} from {exc.request.url}"
+        return f"HTTP {exc.response.status_code} from {mask_credentials(str(exc.request.url))}"
     if isinstance(exc, httpx2.TransportError):
         return f"{type(exc).__name__}: {exc or 'connection failed'}"
     if isinstance(exc, FileNotFoundError):
@@ -91,6 +135,72 @@ def _is_transport_failure(exc: BaseException) -> bool:
     )
 
 
+def unsupported_reason(tool: mcp_types.Tool) -> str | None:
+    """Why a tool is never offered, or None when it can be called."""
+    execution = tool.execution
+    if execution is not None and execution.task_support == "required":
+        return TASKS_UNSUPPORTED
+    return None
+
+
+def tool_annotations(tool: mcp_types.Tool) -> dict[str, Any] | None:
+    """The tool's annotations in MCP's own spelling (``readOnlyHint``, ``destructiveHint``, ...)."""
+    if tool.annotations is None:
+        return None
+    return tool.annotations.model_dump(by_alias=True, exclude_none=True, mode="json") or None
+
+
+def _root_uri(root: str) -> str:
+    return root if "://" in root else Path(root).resolve().as_uri()
+
+
+@dataclass(eq=False)
+class _Call:
+    """A tool call in flight on a connection: what the server's requests during it are answered with."""
+
+    connection: McpConnection
+    ctx: ToolContext | None
+    sampling_refusal: str
+
+    async def progress(self, progress: float, total: float | None, message: str | None) -> None:
+        if self.ctx is not None:
+            self.ctx.progress(progress, total, message)
+
+
+# The call whose task is running. Over streamable HTTP and in 2026 input-required
+# rounds, the SDK runs the server's requests in the calling task's context, so
+# this names the call a sampling request belongs to exactly.
+_current_call: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("plugway_mcp_call", default=None)
+
+
+@dataclass
+class _Client(Client):
+    """The SDK client with a discovery probe of its own length.
+
+    Servers that ignore unknown requests never answer the 2026 ``server/discover``
+    probe; after ``probe_timeout_s`` it counts as unanswered and the SDK falls
+    back to ``initialize`` (its own probe waits 10 s, a whole connect timeout).
+    """
+
+    probe_timeout_s: float = field(default=3.0, kw_only=True)
+
+    async def _build_session(self, exit_stack: AsyncExitStack) -> Any:
+        session = await super()._build_session(exit_stack)
+        send_discover = session.send_discover
+        limit = self.probe_timeout_s
+
+        async def bounded_discover(version: str) -> dict[str, Any]:
+            try:
+                with anyio.fail_after(limit):
+                    result: dict[str, Any] = await send_discover(version)
+                    return result
+            except TimeoutError:
+                raise MCPError(code=REQUEST_TIMEOUT, message=f"no answer to server/discover within {limit:g} s") from None
+
+        session.send_discover = bounded_discover  # type: ignore[method-assign]  # this session only
+        return session
+
+
 class McpConnection:
     """A supervised connection to one MCP server configuration."""
 
@@ -102,30 +212,45 @@ class McpConnection:
         list_ttl_s: float = 300.0,
         max_result_chars: int = 20000,
         connect_timeout_s: float = 10.0,
+        probe_timeout_s: float = 3.0,
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
         stable_after_s: float = 30.0,
+        offline_grace_s: float = 60.0,
     ) -> None:
         self.config = config
         self.label = label
         self.transport_kind = "stdio" if config.command else "http"
+        self.target = describe_target(config)
         self.plugin_ids: list[str] = []
         self.list_ttl_s = list_ttl_s
         self.max_result_chars = max_result_chars
-        self.connect_timeout_s = connect_timeout_s
+        self.connect_timeout_s = config.connect_timeout_s or connect_timeout_s
+        self.probe_timeout_s = min(config.probe_timeout_s or probe_timeout_s, self.connect_timeout_s)
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.stable_after_s = stable_after_s
+        self.offline_grace_s = offline_grace_s
+        self.created_at = time.monotonic()
 
         self.state = State.CONNECTING
         self.error: str | None = None
         self.retry_at: float | None = None  # time.monotonic() of the next attempt, in BACKOFF
         self.ever_connected = False
+        self.failed_attempts = 0  # connection attempts that never got to READY
+        self.restarts = 0  # connections lost after being up
         self.tools: list[mcp_types.Tool] = []
-        self.tools_generation = 0  # bumped whenever the tool list changes
+        self.tools_generation = 0  # bumped whenever the tool list (or the resources) change
+        self.resources: list[mcp_types.Resource] = []
+        self.resource_templates: list[mcp_types.ResourceTemplate] = []
+        self.prompts: list[mcp_types.Prompt] = []
+        self.server_info: mcp_types.Implementation | None = None
+        self.capabilities: mcp_types.ServerCapabilities | None = None
+        self.protocol_version: str | None = None
         self._tools_by_name: dict[str, mcp_types.Tool] = {}
         self._listed_at = 0.0
         self._tools_stale = False
+        self._roots = [_root_uri(root) for root in config.roots or ()]
 
         self._client: Client | None = None
         self._process: ChildProcessTransport | None = None
@@ -139,16 +264,21 @@ class McpConnection:
         self._refresh_lock = asyncio.Lock()
         self._scope: anyio.CancelScope | None = None
         self._connected_at: float | None = None
-        self._quick_reconnect = False
-        self._last_http_error: str | None = None
-        self.protocol_version: str | None = None
+        self._down_since: float | None = None
+        self._http_error: str | None = None  # the last HTTP refusal while connecting
+        self._session_lost: tuple[int, str] | None = None  # (generation, reason)
+        self._calls: set[_Call] = set()
         self._task: asyncio.Task[None] | None = None
 
     # ----- lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(self._own(), name=f"mcp-connection:{self.label}")
+            # A fresh context: whatever task first needed this server (a tool call, say)
+            # must not lend its context variables to the connection's own work.
+            self._task = asyncio.create_task(
+                self._own(), name=f"mcp-connection:{self.label}", context=contextvars.Context()
+            )
 
     async def wait_first_attempt(self) -> None:
         """Returns once the first connection attempt has succeeded or failed."""
@@ -171,19 +301,81 @@ class McpConnection:
             return None
         return self._process.pid
 
+    @property
+    def starting(self) -> bool:
+        return self.state is State.CONNECTING and not self.ever_connected
+
+    def state_name(self) -> str:
+        """``starting``, ``ready``, ``reconnecting``, ``backoff`` or ``closed``."""
+        if self.state is State.CONNECTING:
+            return "reconnecting" if self.ever_connected else "starting"
+        return self.state.value
+
     def health(self) -> dict[str, Any]:
         retry_in = None
         if self.state is State.BACKOFF and self.retry_at is not None:
             retry_in = round(max(0.0, self.retry_at - time.monotonic()), 1)
         return {
             "healthy": self.state is State.READY,
+            "state": self.state_name(),
             "transport": self.transport_kind,
-            "state": self.state.value,
+            "target": self.target,
             "error": self.error,
-            "tools": [tool.name for tool in self.tools] if self.state is State.READY else [],
+            "tools": [tool.name for tool in self.offered_tools()],
+            "unsupported_tools": [
+                {"name": tool.name, "reason": reason}
+                for tool in self.tools
+                if (reason := unsupported_reason(tool)) is not None
+            ],
+            "resources": len(self.resources),
+            "resource_templates": [template.uri_template for template in self.resource_templates],
+            "prompts": [prompt.name for prompt in self.prompts],
             "pid": self.pid,
             "protocol": self.protocol_version if self.state is State.READY else None,
             "retry_in_s": retry_in,
+            "restarts": self.restarts,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """Everything an operator may want to know about the server (see ``McpManager.describe``)."""
+        server = None
+        if self.server_info is not None:
+            server = {"name": self.server_info.name, "version": self.server_info.version}
+        return {
+            **self.health(),
+            "server": server,
+            "tool_details": [
+                {
+                    "name": tool.name,
+                    "title": tool.title,
+                    "description": tool.description or "",
+                    "annotations": tool_annotations(tool),
+                    "task_support": tool.execution.task_support if tool.execution is not None else None,
+                    "offered": unsupported_reason(tool) is None,
+                }
+                for tool in self.tools
+            ],
+            "resource_list": [
+                {"uri": str(r.uri), "name": r.name, "description": r.description, "mime_type": r.mime_type}
+                for r in self.resources
+            ],
+            "resource_template_list": [
+                {"uri_template": t.uri_template, "name": t.name, "description": t.description}
+                for t in self.resource_templates
+            ],
+            "prompt_list": [
+                {
+                    "name": p.name,
+                    "description": p.description,
+                    "arguments": [
+                        {"name": a.name, "description": a.description, "required": bool(a.required)}
+                        for a in p.arguments or ()
+                    ],
+                }
+                for p in self.prompts
+            ],
+            "roots": list(self._roots),
+            "sampling_model": self.config.sampling_model,
         }
 
     def _set_state(self, state: State) -> None:
@@ -193,14 +385,24 @@ class McpConnection:
         changed.set()
 
     def _connection_lost(self, generation: int, reason: str) -> None:
-        """Called from request tasks that saw the connection die under them."""
+        """Called from request tasks (and the HTTP layer) that saw the connection die under them."""
         if generation == self._generation and self.state is State.READY:
             self.error = reason
             self._client = None
+            self._down_since = time.monotonic()
             # Calls arriving from now on wait for the reconnection instead of
             # reaching for the dead session.
             self._set_state(State.CONNECTING)
             self._broken.set()
+
+    def _session_gone(self, generation: int, reason: str) -> None:
+        if generation == self._generation:
+            self._session_lost = (generation, reason)
+        self._connection_lost(generation, f"the server no longer knows this session ({reason})")
+
+    def _record_http_error(self, status: str | None) -> None:
+        if self._connected_at is None:
+            self._http_error = status
 
     async def _own(self) -> None:
         failures = 0
@@ -209,34 +411,25 @@ class McpConnection:
             self._broken.clear()
             self._set_state(State.CONNECTING)
             self._connected_at = None
+            self._http_error = None
+            failure: str | None = None
             try:
                 await self._run_session()
             except Exception as exc:
                 if not self._closing:
-                    self.error = describe_error(exc)
-                    process = self._process
-                    if (
-                        process is not None
-                        and process.returncode is not None
-                        and not isinstance(exc, TimeoutError)
-                    ):
-                        # "Connection closed" says less than the exit code and last stderr line.
-                        self.error = process.exit_reason()
-                    if self._last_http_error and self._last_http_error not in self.error:
-                        self.error = f"{self._last_http_error} ({self.error})"
-                    if self._connected_at is None:
-                        logger.warning("MCP server %s: cannot connect: %s", self.label, self.error)
-                    else:
-                        logger.warning("MCP server %s: connection lost: %s", self.label, self.error)
+                    failure = self._failure_reason(exc)
             finally:
                 self._client = None
                 self._first_attempt_done.set()
-            connected_at = self._connected_at
             if self._closing:
                 break
+            connected_at = self._connected_at
             if connected_at is not None:
-                if self.error is None:
-                    self.error = "connection closed"
+                self.error = failure or self.error or "connection closed"
+                self.restarts += 1
+                if self._down_since is None:
+                    self._down_since = time.monotonic()
+                logger.warning("MCP server %s: connection lost: %s; reconnecting", self.label, self.error)
                 if time.monotonic() - connected_at >= self.stable_after_s:
                     failures = 0
                 failures += 1
@@ -244,9 +437,12 @@ class McpConnection:
                 # server should be back for the very next call.
                 delay = 0.0 if failures == 1 else self._backoff(failures - 1)
             else:
+                self.error = failure or "connection closed"
+                logger.warning("MCP server %s: cannot connect: %s", self.label, self.error)
                 failures += 1
+                # Before the state changes: calls waiting on this attempt learn it failed.
+                self.failed_attempts += 1
                 delay = self._backoff(failures)
-            self._quick_reconnect = delay == 0
             if delay > 0:
                 self.retry_at = time.monotonic() + delay
                 self._set_state(State.BACKOFF)
@@ -256,6 +452,19 @@ class McpConnection:
                     pass
                 self.retry_at = None
         self._set_state(State.CLOSED)
+
+    def _failure_reason(self, exc: Exception) -> str:
+        reason = describe_error(exc)
+        process = self._process
+        if process is not None and process.returncode is not None and not isinstance(exc, TimeoutError):
+            # "Connection closed" says less than the exit code and last stderr line.
+            reason = process.exit_reason()
+        elif self.state is not State.READY and self.error and self._connected_at is not None:
+            # The session was ended on purpose (process exit, forgotten session): that says why.
+            reason = self.error
+        if self._connected_at is None and self._http_error and self._http_error not in reason:
+            reason = f"{self._http_error} ({reason})"
+        return reason
 
     def _backoff(self, failures: int) -> float:
         return min(self.backoff_max_s, self.backoff_initial_s * 2 ** max(0, failures - 1))
@@ -274,14 +483,23 @@ class McpConnection:
                 scope.cancel()
             async with AsyncExitStack() as stack:
                 transport = await self._open_transport(stack)
-                client = Client(
+                client = _Client(
                     transport,
-                    cache=None,  # tool lists are cached here, with our own TTL and refresh rules
+                    cache=None,  # lists are cached here, with our own TTL and refresh rules
                     message_handler=self._on_message,  # type: ignore[arg-type]  # the SDK protocol names its parameter differently
                     client_info=_CLIENT_INFO,
+                    sampling_callback=self._on_sampling,
+                    list_roots_callback=self._on_list_roots if self._roots else None,
+                    probe_timeout_s=self.probe_timeout_s,
                 )
                 await stack.enter_async_context(client)
+                # The handshake succeeded: refusals before it (the probe's) explain nothing later.
+                self._http_error = None
+                _decline_elicitation(client)
                 tools = await self._list_all(client)
+                self.capabilities = client.server_capabilities
+                with anyio.move_on_after(max(0.5, self.connect_timeout_s / 2)):
+                    await self._list_extras(client)
                 scope.deadline = math.inf
                 connected = True
                 self._client = client
@@ -289,7 +507,10 @@ class McpConnection:
                 self.error = None
                 self.ever_connected = True
                 self._connected_at = time.monotonic()
+                self._down_since = None
+                self._session_lost = None
                 self.protocol_version = client.protocol_version
+                self.server_info = client.server_info
                 self._set_state(State.READY)
                 self._first_attempt_done.set()
                 logger.info(
@@ -301,12 +522,7 @@ class McpConnection:
                 )
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._refresh_on_request)
-                    tools_caps = client.server_capabilities.tools
-                    if (
-                        client.protocol_version in MODERN_PROTOCOL_VERSIONS
-                        and tools_caps is not None
-                        and tools_caps.list_changed
-                    ):
+                    if client.protocol_version in MODERN_PROTOCOL_VERSIONS and self._announces_changes():
                         tg.start_soon(self._listen_for_changes, client)
                     await self._broken.wait()
                     tg.cancel_scope.cancel()
@@ -316,8 +532,8 @@ class McpConnection:
             raise TimeoutError(f"no answer within {self.connect_timeout_s:g} s")
 
     async def _open_transport(self, stack: AsyncExitStack) -> AbstractAsyncContextManager[Any]:
+        generation = self._generation
         if self.config.command:
-            generation = self._generation
 
             def on_exit(reason: str) -> None:
                 self._connection_lost(generation, reason)
@@ -333,27 +549,19 @@ class McpConnection:
             )
             return self._process.open()
         assert self.config.url is not None
-        self._last_http_error = None
-
-        async def remember_http_error(response: httpx2.Response) -> None:
-            # The SDK turns an HTTP 401/403/404 into a generic MCP error; keep
-            # the status so the operator sees "HTTP 401" rather than a riddle.
-            if response.status_code >= 400:
-                self._last_http_error = (
-                    f"HTTP {response.status_code} {response.reason_phrase}".strip()
-                )
-
-        http_client = httpx2.AsyncClient(
-            headers=self.config.headers,
-            event_hooks={"response": [remember_http_error]},
-            # Reads stay long: a tool may legitimately stream for minutes; the
-            # per-call timeout is the orchestration's, enforced by cancellation.
-            timeout=httpx2.Timeout(30.0, connect=self.connect_timeout_s, read=300.0),
+        watch = HttpWatch(
+            session_gone=lambda reason: self._session_gone(generation, reason),
+            unreachable=lambda reason: self._connection_lost(generation, f"server unreachable ({reason})"),
+            http_error=self._record_http_error,
+            forgotten=lambda: self._session_lost is not None and self._session_lost[0] == generation,
+        )
+        http_client = watched_http_client(
+            headers=self.config.headers, connect_timeout_s=self.connect_timeout_s, watch=watch
         )
         await stack.enter_async_context(http_client)
         return streamable_http_client(self.config.url, http_client=http_client)
 
-    # ----- tool lists ------------------------------------------------------------
+    # ----- tool lists, resources, prompts ----------------------------------------
 
     async def _list_all(self, client: Client) -> list[mcp_types.Tool]:
         tools: list[mcp_types.Tool] = []
@@ -369,6 +577,31 @@ class McpConnection:
             seen_cursors.add(cursor)
         return tools
 
+    async def _list_extras(self, client: Client) -> None:
+        """Resources, resource templates and prompts; a server failing to list them keeps its tools."""
+        capabilities = client.server_capabilities
+        resources: list[mcp_types.Resource] = []
+        templates: list[mcp_types.ResourceTemplate] = []
+        prompts: list[mcp_types.Prompt] = []
+        try:
+            if capabilities.resources is not None:
+                cursor: str | None = None
+                for _ in range(_MAX_LIST_PAGES):
+                    page = await client.list_resources(cursor=cursor)
+                    resources.extend(page.resources)
+                    if page.next_cursor is None or page.next_cursor == cursor:
+                        break
+                    cursor = page.next_cursor
+                templates = list((await client.list_resource_templates()).resource_templates)
+            if capabilities.prompts is not None:
+                prompts = list((await client.list_prompts()).prompts)
+        except Exception as exc:
+            logger.info("MCP server %s: cannot list its resources or prompts: %s", self.label, describe_error(exc))
+        changed = (resources, templates) != (self.resources, self.resource_templates)
+        self.resources, self.resource_templates, self.prompts = resources, templates, prompts
+        if changed:
+            self.tools_generation += 1
+
     def _set_tools(self, tools: list[mcp_types.Tool]) -> None:
         if [t.model_dump() for t in tools] != [t.model_dump() for t in self.tools]:
             self.tools_generation += 1
@@ -376,6 +609,14 @@ class McpConnection:
         self._tools_by_name = {tool.name: tool for tool in tools}
         self._listed_at = time.monotonic()
         self._tools_stale = False
+
+    def offered_tools(self) -> list[mcp_types.Tool]:
+        """The cached tools that can be called (never those needing MCP tasks)."""
+        return [tool for tool in self.tools if unsupported_reason(tool) is None]
+
+    @property
+    def offers_resources(self) -> bool:
+        return self.capabilities is not None and self.capabilities.resources is not None
 
     def tools_fresh(self) -> bool:
         return not self._tools_stale and time.monotonic() - self._listed_at < self.list_ttl_s
@@ -391,6 +632,7 @@ class McpConnection:
             try:
                 with anyio.fail_after(self.connect_timeout_s):
                     tools = await self._list_all(client)
+                    await self._list_extras(client)
             except Exception as exc:
                 reason = describe_error(exc)
                 if _is_transport_failure(exc) or isinstance(exc, TimeoutError):
@@ -404,11 +646,16 @@ class McpConnection:
         return self._handle_message(message)
 
     async def _handle_message(self, message: Any) -> None:
-        # Legacy (pre-2026) servers announce tool changes with a notification.
+        # Legacy (pre-2026) servers announce list changes with a notification.
         # This runs inside the SDK's receive loop, which must not wait on a
         # request of its own: the refresh happens in the owner's task group.
         notification = getattr(message, "root", message)
-        if isinstance(notification, mcp_types.ToolListChangedNotification):
+        if isinstance(
+            notification,
+            mcp_types.ToolListChangedNotification
+            | mcp_types.ResourceListChangedNotification
+            | mcp_types.PromptListChangedNotification,
+        ):
             self._tools_stale = True
             self._refresh_requested.set()
         elif isinstance(message, Exception):
@@ -417,20 +664,38 @@ class McpConnection:
             )
         await anyio.lowlevel.checkpoint()
 
+    def _announces_changes(self) -> bool:
+        caps = self.capabilities
+        if caps is None:
+            return False
+        return any(
+            group is not None and bool(group.list_changed)
+            for group in (caps.tools, caps.resources, caps.prompts)
+        )
+
     async def _listen_for_changes(self, client: Client) -> None:
-        # 2026-07-28 servers announce changes on a subscriptions/listen stream.
-        try:
-            async with client.listen(tools_list_changed=True) as subscription:
-                if not subscription.honored.tools_list_changed:
-                    return
-                async for _event in subscription:
-                    self._tools_stale = True
-                    self._refresh_requested.set()
-        except Exception as exc:
-            # The TTL still catches changes; no reason to drop the connection.
-            logger.info(
-                "MCP server %s: change subscription ended: %s", self.label, describe_error(exc)
-            )
+        # 2026-07-28 servers announce changes on a subscriptions/listen stream; a
+        # stream that ends is opened again (the TTL still catches changes meanwhile).
+        caps = client.server_capabilities
+        pause = 1.0
+        while True:
+            try:
+                async with client.listen(
+                    tools_list_changed=bool(caps.tools and caps.tools.list_changed),
+                    resources_list_changed=bool(caps.resources and caps.resources.list_changed),
+                    prompts_list_changed=bool(caps.prompts and caps.prompts.list_changed),
+                ) as subscription:
+                    honored = subscription.honored
+                    if not (honored.tools_list_changed or honored.resources_list_changed or honored.prompts_list_changed):
+                        return
+                    pause = 1.0
+                    async for _event in subscription:
+                        self._tools_stale = True
+                        self._refresh_requested.set()
+            except Exception as exc:
+                logger.debug("MCP server %s: change subscription ended: %s", self.label, describe_error(exc))
+            await anyio.sleep(pause)
+            pause = min(pause * 2, 60.0)
 
     async def _refresh_on_request(self) -> None:
         while True:
@@ -440,6 +705,47 @@ class McpConnection:
                 await self.refresh_tools(force=True)
             except ToolError as exc:
                 logger.info("%s", exc)
+
+    # ----- server requests: sampling, roots, elicitation ---------------------------
+
+    def _call_for_server_request(self) -> _Call | None:
+        call = _current_call.get()
+        if call is not None and call.connection is self and call in self._calls:
+            return call
+        if len(self._calls) == 1:
+            # Only one call is running on this connection: the request is its.
+            return next(iter(self._calls))
+        return None
+
+    async def _on_sampling(
+        self, context: ClientRequestContext, params: mcp_types.CreateMessageRequestParams
+    ) -> mcp_types.CreateMessageResult | mcp_types.ErrorData:
+        call = self._call_for_server_request()
+        if call is None:
+            why = (
+                "several of this server's tool calls are running and plugway cannot tell which one asked"
+                if self._calls
+                else "plugway answers sampling requests only during a call of one of this server's tools"
+            )
+            return mcp_types.ErrorData(code=INVALID_REQUEST, message=f"Sampling declined: {why}.")
+        if call.ctx is None or call.ctx.sample is None:
+            return mcp_types.ErrorData(code=INVALID_REQUEST, message=call.sampling_refusal)
+        try:
+            request = sampling_request(params)
+        except SamplingRefused as exc:
+            return mcp_types.ErrorData(code=INVALID_PARAMS, message=f"Sampling declined: {exc}.")
+        try:
+            result = await call.ctx.sample(request)
+        except ToolError as exc:
+            return mcp_types.ErrorData(code=INVALID_REQUEST, message=f"Sampling declined: {exc}")
+        except Exception:
+            logger.exception("MCP server %s: answering a sampling request failed", self.label)
+            return mcp_types.ErrorData(code=INTERNAL_ERROR, message="The gateway failed to answer the sampling request.")
+        return sampling_result(result)
+
+    async def _on_list_roots(self, context: ClientRequestContext) -> mcp_types.ListRootsResult:
+        roots = [mcp_types.Root(uri=uri, name=Path(uri.removeprefix("file://")).name or None) for uri in self._roots]  # type: ignore[arg-type]  # pydantic validates the file:// URI
+        return mcp_types.ListRootsResult(roots=roots)
 
     # ----- calls -----------------------------------------------------------------
 
@@ -453,64 +759,114 @@ class McpConnection:
             return f"{base}; the gateway is shutting down."
         return f"{base}."
 
+    def offering_cached(self) -> bool:
+        """Is the cached tool list still offered (up, or coming back within the grace period)?"""
+        if not self.ever_connected or self.state is State.CLOSED:
+            return False
+        if self.state is State.READY:
+            return True
+        return self._down_since is not None and time.monotonic() - self._down_since < self.offline_grace_s
+
     async def _acquire(self) -> tuple[Client, int]:
-        """The live session, waiting out a connection attempt in progress."""
+        """The live session: waits for a connection attempt under way or due, fails if it fails."""
+        failed_before = self.failed_attempts
         while True:
             if self.state is State.READY and self._client is not None:
                 return self._client, self._generation
-            if self.state is not State.CONNECTING:
+            if self.state is State.CLOSED or self.failed_attempts > failed_before:
+                raise ToolError(self.unavailable_message())
+            if self.ever_connected:
+                if not self.offering_cached():
+                    raise ToolError(self.unavailable_message())
+            elif self.state is not State.CONNECTING:
+                # Never up and backing off: no reason to believe the next attempt does better.
                 raise ToolError(self.unavailable_message())
             changed = self._changed
             await changed.wait()
 
     async def tools_for_offer(self) -> list[mcp_types.Tool]:
-        """The tools to offer the model now: [] unless the server is (or is coming back) up."""
-        if self.state is State.READY:
-            if not self.tools_fresh():
-                try:
-                    await self.refresh_tools()
-                except ToolError:
-                    return self.tools if self.state is State.READY else []
-            return self.tools
-        if self.state is State.CONNECTING and self._quick_reconnect:
-            # The immediate reconnect after a drop: calls wait for it, so keep
-            # offering. Later attempts (after backoff) offer nothing.
-            return self.tools
-        return []
+        """The tools to offer the model now: the cached list while the server is (or is coming back) up."""
+        if self.state is State.READY and not self.tools_fresh():
+            try:
+                await self.refresh_tools()
+            except ToolError:
+                pass
+        return self.offered_tools() if self.offering_cached() else []
 
-    async def call_tool(self, name: str, arguments: dict[str, Any]) -> str:
-        client, generation = await self._acquire()
-        if name not in self._tools_by_name:
-            await self.refresh_tools(force=True)
-            if name not in self._tools_by_name:
-                raise ToolError(
-                    f"The MCP server for plugin '{self.label}' has no tool named '{name}'."
-                )
-            client, generation = await self._acquire()
+    async def call_tool(
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        ctx: ToolContext | None = None,
+        *,
+        sampling_refusal: str = NO_MODEL_FOR_SAMPLING,
+    ) -> str | ToolResult:
+        """Call a tool; the result as the model reads it. Raises ToolError for every failure."""
+        call = _Call(self, ctx, sampling_refusal)
+        token = _current_call.set(call)
+        self._calls.add(call)
         try:
-            result = await client.call_tool(name, arguments)
-        except MCPError as exc:
-            if exc.code == CONNECTION_CLOSED:
-                reason = await self._lost_reason(generation)
-                raise ToolError(
-                    f"The MCP server for plugin '{self.label}' failed during the call ({reason})."
-                ) from None
-            if exc.code == REQUEST_TIMEOUT:
-                raise ToolError(f"The tool '{name}' timed out.") from None
-            raise ToolError(f"The tool '{name}' failed: {exc.message}") from None
-        except Exception as exc:
-            reason = describe_error(exc)
-            if _is_transport_failure(exc):
-                self._connection_lost(generation, reason)
-                reason = await self._lost_reason(generation)
-                raise ToolError(
-                    f"The MCP server for plugin '{self.label}' failed during the call ({reason})."
-                ) from None
-            raise ToolError(f"The tool '{name}' failed: {reason}") from None
-        text = render_result(result, self.max_result_chars)
+            result = await self._call(name, arguments, call)
+        finally:
+            self._calls.discard(call)
+            _current_call.reset(token)
+        rendered = render_result(result, self.max_result_chars)
         if result.is_error:
-            raise ToolError(text)
-        return text
+            raise ToolError(result_text(rendered))
+        return rendered
+
+    async def _call(self, name: str, arguments: dict[str, Any], call: _Call) -> mcp_types.CallToolResult:
+        client, generation = await self._acquire()
+        tool = self._tools_by_name.get(name)
+        if tool is None:
+            await self.refresh_tools(force=True)
+            tool = self._tools_by_name.get(name)
+            if tool is None:
+                raise ToolError(f"The MCP server for plugin '{self.label}' has no tool named '{name}'.")
+            client, generation = await self._acquire()
+        reason = unsupported_reason(tool)
+        if reason is not None:
+            raise ToolError(f"The tool '{name}' cannot be called: {reason}.")
+        for attempt in (1, 2):
+            try:
+                return await client.call_tool(name, arguments, progress_callback=call.progress)
+            except Exception as exc:
+                if attempt == 1 and self._session_lost is not None and self._session_lost[0] == generation:
+                    # The server never saw this call: it refused the session, so send it again on a new one.
+                    logger.warning(
+                        "MCP server %s forgot its session (%s); calling %s again on a new session",
+                        self.label,
+                        self._session_lost[1],
+                        name,
+                    )
+                    client, generation = await self._acquire()
+                    continue
+                raise await self._call_failure(name, exc, generation) from None
+        raise AssertionError("unreachable")
+
+    async def _call_failure(self, name: str, exc: Exception, generation: int) -> ToolError:
+        if isinstance(exc, MCPError) and exc.code == REQUEST_TIMEOUT:
+            return ToolError(f"The tool '{name}' timed out.")
+        if _is_transport_failure(exc):
+            if not isinstance(exc, MCPError):
+                self._connection_lost(generation, describe_error(exc))
+            reason = await self._lost_reason(generation)
+            return ToolError(f"The MCP server for plugin '{self.label}' failed during the call ({reason}).")
+        if isinstance(exc, MCPError):
+            return ToolError(f"The tool '{name}' failed: {exc.message}")
+        return ToolError(f"The tool '{name}' failed: {describe_error(exc)}")
+
+    async def read_resource(self, uri: str) -> mcp_types.ReadResourceResult:
+        """Read one resource (raises ToolError)."""
+        client, generation = await self._acquire()
+        try:
+            return await client.read_resource(uri)
+        except MCPError as exc:
+            if exc.code != CONNECTION_CLOSED:
+                raise ToolError(f"Cannot read '{uri}': {exc.message}") from None
+            raise await self._call_failure("read_resource", exc, generation) from None
+        except Exception as exc:
+            raise await self._call_failure("read_resource", exc, generation) from None
 
     async def _lost_reason(self, generation: int) -> str:
         # A dead child tells us why (exit code, last stderr line) a moment after
@@ -526,3 +882,20 @@ class McpConnection:
                 return reason
         self._connection_lost(generation, "connection closed")
         return self.error or "connection closed"
+
+
+def _decline_elicitation(client: Client) -> None:
+    """Answer elicitation requests with a reason, without advertising the capability.
+
+    The SDK advertises elicitation as soon as a callback is given, and servers
+    then ask for it. Set after the handshake, the callback only serves servers
+    that ask anyway; if the SDK's internals move, its own refusal stays.
+    """
+    session = client.session
+    if not hasattr(session, "_elicitation_callback"):
+        return
+
+    async def decline(context: ClientRequestContext, params: Any) -> mcp_types.ErrorData:
+        return mcp_types.ErrorData(code=INVALID_REQUEST, message=_ELICITATION_REFUSAL)
+
+    session._elicitation_callback = decline

@@ -2,23 +2,49 @@
 
 One :class:`McpConnection` per distinct MCP configuration, however many
 organisations configure it (under whatever plugin ids): one child process, one
-tool-list cache. Start-up connects to every server concurrently and never fails
-because one of them does; a server that is down is reported unhealthy, its
-tools are not offered, and it is retried in the background.
+tool-list cache. Start-up connects to every server concurrently and waits for
+them at most ``startup_wait_s``: a slow server is reported ``starting`` and
+joins when it is up, a server that is down is reported unhealthy, its tools are
+not offered, and it is retried in the background. Neither stops the gateway.
+
+Besides the server's own tools, a server that offers resources gets a
+``read_resource`` tool (see :mod:`runtime.mcp.resources`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
-from runtime.config import PluginRef
-from runtime.mcp.connection import McpConnection, config_key
-from runtime.plugin_host.tool import ToolContext, ToolError, ToolSpec
+from runtime.config import McpConfig, PluginRef
+from runtime.mcp.connection import (
+    NO_MODEL_FOR_SAMPLING,
+    McpConnection,
+    config_key,
+    describe_target,
+    tool_annotations,
+)
+from runtime.mcp.resources import (
+    READ_RESOURCE_SCHEMA,
+    READ_RESOURCE_TOOL,
+    read_resource_description,
+    render_resource,
+)
+from runtime.orchestration.naming import public_name
+from runtime.plugin_host.tool import ToolContext, ToolError, ToolResult, ToolSpec
 
 logger = logging.getLogger("plugway.mcp")
+
+
+def _quiet_http_client_logs() -> None:
+    # httpx2 logs every request at INFO: one line per MCP message over HTTP. An
+    # application that set its own level for it keeps that.
+    http_logger = logging.getLogger("httpx2")
+    if http_logger.level == logging.NOTSET:
+        http_logger.setLevel(logging.WARNING)
 
 
 class McpManager:
@@ -30,18 +56,25 @@ class McpManager:
         list_ttl_s: float = 300.0,
         max_result_chars: int = 20000,
         connect_timeout_s: float = 10.0,
+        probe_timeout_s: float = 3.0,
+        startup_wait_s: float = 5.0,
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
+        offline_grace_s: float = 60.0,
     ) -> None:
         self.list_ttl_s = list_ttl_s
         self.max_result_chars = max_result_chars
         self.connect_timeout_s = connect_timeout_s
+        self.probe_timeout_s = probe_timeout_s
+        self.startup_wait_s = startup_wait_s
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
+        self.offline_grace_s = offline_grace_s
         self._connections: dict[str, McpConnection] = {}
         # ToolSpecs are rebuilt only when a connection's tool list changes.
-        self._specs: dict[tuple[str, str], tuple[int, list[ToolSpec]]] = {}
+        self._specs: dict[tuple[str, str], tuple[int, int, list[ToolSpec]]] = {}
         self._closed = False
+        _quiet_http_client_logs()
 
     def _connection(self, ref: PluginRef) -> McpConnection:
         if ref.mcp is None:
@@ -57,8 +90,10 @@ class McpManager:
                 list_ttl_s=self.list_ttl_s,
                 max_result_chars=self.max_result_chars,
                 connect_timeout_s=self.connect_timeout_s,
+                probe_timeout_s=self.probe_timeout_s,
                 backoff_initial_s=self.backoff_initial_s,
                 backoff_max_s=self.backoff_max_s,
+                offline_grace_s=self.offline_grace_s,
             )
             self._connections[key] = connection
             connection.start()
@@ -66,59 +101,81 @@ class McpManager:
             connection.plugin_ids.append(ref.id)
         return connection
 
-    async def start(self, refs: Iterable[PluginRef]) -> None:
-        """Connect to every MCP plugin among ``refs``; waits at most ``connect_timeout_s`` in all.
+    async def start(self, refs: Iterable[PluginRef], *, wait_s: float | None = None) -> None:
+        """Connect to every MCP plugin among ``refs``, all at once.
 
-        Never raises because a server fails: it is marked unhealthy and retried
-        in the background. May be called again with more refs.
+        Waits until each has connected or failed, but at most ``wait_s``
+        (default ``startup_wait_s``): servers still connecting then are
+        reported ``starting`` and offered once they are up. Never raises
+        because a server fails. May be called again with more refs.
         """
         connections = {
             id(c): c for c in (self._connection(ref) for ref in refs if ref.mcp is not None)
         }
         if not connections:
             return
+        if wait_s is None:
+            # Never longer than a connect timeout: past it, an attempt has failed anyway.
+            wait_s = min(self.startup_wait_s, max(c.connect_timeout_s for c in connections.values()))
+        limit = wait_s
         waits = [asyncio.ensure_future(c.wait_first_attempt()) for c in connections.values()]
-        _done, pending = await asyncio.wait(waits, timeout=self.connect_timeout_s)
+        _done, pending = await asyncio.wait(waits, timeout=limit)
         for future in pending:
             future.cancel()
         for connection in connections.values():
             if connection.health()["healthy"]:
                 continue
-            logger.warning(
-                "MCP plugin %s is not available yet (%s); its tools are not offered until it is",
-                "/".join(connection.plugin_ids),
-                connection.error or "still connecting",
-            )
+            plugins = "/".join(connection.plugin_ids)
+            if connection.starting:
+                logger.warning(
+                    "MCP plugin %s is still starting after %g s; its tools are offered once it is up",
+                    plugins,
+                    limit,
+                )
+            else:
+                logger.warning(
+                    "MCP plugin %s is not available (%s); its tools are not offered until it is",
+                    plugins,
+                    connection.error or "not connected",
+                )
 
     async def tools_for(self, ref: PluginRef) -> list[ToolSpec]:
         """The plugin's tools as ToolSpecs (original MCP names); [] while its server is down."""
         connection = self._connection(ref)
-        if not connection.ever_connected and connection.health()["state"] == "connecting":
-            # A plugin first seen here (not passed to start()): give it one attempt.
-            try:
-                await asyncio.wait_for(connection.wait_first_attempt(), self.connect_timeout_s)
-            except TimeoutError:
-                return []
+        if connection.starting:
+            # A plugin first seen now (not passed to start()) gets its start-up wait.
+            remaining = connection.created_at + self.startup_wait_s - time.monotonic()
+            if remaining > 0:
+                try:
+                    await asyncio.wait_for(connection.wait_first_attempt(), remaining)
+                except TimeoutError:
+                    return []
         tools = await connection.tools_for_offer()
+        # A server offering only resources still gets its read_resource tool.
+        with_resources = (
+            connection.offers_resources
+            and connection.offering_cached()
+            and not any(t.name == READ_RESOURCE_TOOL for t in connection.tools)
+        )
+        if not tools and not with_resources:
+            return []
         cache_key = (config_key(connection.config), ref.id)
+        generation = connection.tools_generation
         cached = self._specs.get(cache_key)
-        if (
-            cached is not None
-            and cached[0] == connection.tools_generation
-            and len(cached[1]) == len(tools)
-        ):
-            return list(cached[1])
+        if cached is not None and cached[:2] == (generation, len(tools)):
+            return list(cached[2])
         specs = [self._spec(ref.id, connection, tool) for tool in tools]
-        if tools is connection.tools:
-            self._specs[cache_key] = (connection.tools_generation, specs)
+        if with_resources:
+            specs.append(self._read_resource_spec(ref.id, connection))
+        self._specs[cache_key] = (generation, len(tools), specs)
         return list(specs)
 
     @staticmethod
     def _spec(plugin_id: str, connection: McpConnection, tool: Any) -> ToolSpec:
         name: str = tool.name
 
-        async def invoke(arguments: dict[str, Any], ctx: ToolContext) -> str:
-            return await connection.call_tool(name, arguments)
+        async def invoke(arguments: dict[str, Any], ctx: ToolContext) -> str | ToolResult:
+            return await connection.call_tool(name, arguments, ctx)
 
         return ToolSpec(
             plugin_id=plugin_id,
@@ -127,17 +184,59 @@ class McpManager:
             parameters=dict(tool.input_schema),
             invoke=invoke,
             source="mcp",
+            annotations=tool_annotations(tool),
         )
 
-    async def call(self, ref: PluginRef, tool: str, arguments: dict[str, Any]) -> str:
-        """Call one tool of an MCP plugin by its original name (raises ToolError)."""
+    @staticmethod
+    def _read_resource_spec(plugin_id: str, connection: McpConnection) -> ToolSpec:
+        async def invoke(arguments: dict[str, Any], ctx: ToolContext) -> str | ToolResult:
+            uri = arguments.get("uri")
+            if not isinstance(uri, str) or not uri.strip():
+                raise ToolError("Give 'uri': the URI of the resource to read.")
+            result = await connection.read_resource(uri.strip())
+            return render_resource(result, connection.max_result_chars)
+
+        return ToolSpec(
+            plugin_id=plugin_id,
+            name=READ_RESOURCE_TOOL,
+            description=read_resource_description(
+                plugin_id, connection.resources, connection.resource_templates
+            ),
+            parameters=READ_RESOURCE_SCHEMA,
+            invoke=invoke,
+            source="mcp",
+            annotations={"readOnlyHint": True},
+        )
+
+    async def call(
+        self,
+        ref: PluginRef,
+        tool: str,
+        arguments: dict[str, Any],
+        ctx: ToolContext | None = None,
+        *,
+        sampling_refusal: str = NO_MODEL_FOR_SAMPLING,
+    ) -> str | ToolResult:
+        """Call one tool of an MCP plugin by its original name (raises ToolError).
+
+        ``read_resource`` reads a resource of a server that offers resources
+        (unless the server has a tool of that name). The server's sampling
+        requests during the call go to ``ctx.sample``; without one they are
+        declined with ``sampling_refusal``.
+        """
         connection = self._connection(ref)
-        if connection.health()["state"] == "connecting":
+        if connection.starting:
             try:
-                await asyncio.wait_for(connection.wait_first_attempt(), self.connect_timeout_s)
+                await asyncio.wait_for(connection.wait_first_attempt(), connection.connect_timeout_s)
             except TimeoutError:
                 raise ToolError(connection.unavailable_message()) from None
-        return await connection.call_tool(tool, arguments)
+        if tool == READ_RESOURCE_TOOL and connection.offers_resources:
+            if not any(t.name == READ_RESOURCE_TOOL for t in connection.tools):
+                spec = self._read_resource_spec(ref.id, connection)
+                context = ctx or ToolContext(organisation_id="", plugin_id=ref.id, request_id="")
+                result: str | ToolResult = await spec.invoke(arguments, context)
+                return result
+        return await connection.call_tool(tool, arguments, ctx, sampling_refusal=sampling_refusal)
 
     def connection_health(self, ref: PluginRef) -> dict[str, Any]:
         """The health entry of the connection serving ``ref`` (see :meth:`health`)."""
@@ -145,20 +244,18 @@ class McpManager:
             raise ValueError(f"plugin '{ref.id}' is not an MCP plugin")
         connection = self._connections.get(config_key(ref.mcp))
         if connection is None:
-            return {
-                "healthy": False,
-                "transport": "stdio" if ref.mcp.command else "http",
-                "state": "closed",
-                "error": "not started",
-                "tools": [],
-                "pid": None,
-                "protocol": None,
-                "retry_in_s": None,
-            }
+            return _not_started(ref.mcp)
         return connection.health()
 
     def health(self) -> dict[str, dict[str, Any]]:
-        """plugin id -> {"healthy", "transport", "error", "tools", "pid", "state", "protocol", "retry_in_s"}.
+        """plugin id -> the state of its server, for authenticated surfaces and logs.
+
+        Each entry: ``healthy``, ``state`` (``starting``, ``ready``,
+        ``reconnecting``, ``backoff``, ``closed``), ``transport``, ``target``
+        (the command line or URL), ``error``, ``tools`` (the names offered),
+        ``unsupported_tools``, ``resources`` (how many), ``resource_templates``,
+        ``prompts``, ``pid``, ``protocol``, ``retry_in_s``, ``restarts``. The
+        public ``/readyz`` shows only ``healthy`` and ``state`` of it.
 
         When one plugin id names different MCP configurations in different
         organisations, the later ones are listed as ``<id>@2``, ``<id>@3``, ….
@@ -167,12 +264,34 @@ class McpManager:
         for connection in self._connections.values():
             entry = connection.health()
             for plugin_id in connection.plugin_ids:
-                key, n = plugin_id, 1
-                while key in report:
-                    n += 1
-                    key = f"{plugin_id}@{n}"
-                report[key] = dict(entry)
+                report[_unique(report, plugin_id)] = dict(entry)
         return report
+
+    def describe(self) -> dict[str, dict[str, Any]]:
+        """Like :meth:`health`, plus each tool's details and the names the model sees.
+
+        Adds ``server`` (name, version), ``tool_details`` (``name``,
+        ``public_name``, ``title``, ``description``, ``annotations``,
+        ``task_support``, ``offered``; the ``read_resource`` tool plugway adds
+        has ``added_by_plugway``), ``resource_list``, ``resource_template_list``,
+        ``prompt_list``, ``roots`` and ``sampling_model``.
+        """
+        report: dict[str, dict[str, Any]] = {}
+        for connection in self._connections.values():
+            for plugin_id in connection.plugin_ids:
+                report[_unique(report, plugin_id)] = _described(plugin_id, connection)
+        return report
+
+    def describe_plugin(self, ref: PluginRef) -> dict[str, Any]:
+        """The :meth:`describe` entry of one MCP plugin."""
+        if ref.mcp is None:
+            raise ValueError(f"plugin '{ref.id}' is not an MCP plugin")
+        connection = self._connections.get(config_key(ref.mcp))
+        if connection is None:
+            return {**_not_started(ref.mcp), "server": None, "tool_details": [], "resource_list": [],
+                    "resource_template_list": [], "prompt_list": [], "roots": ref.mcp.roots or [],
+                    "sampling_model": ref.mcp.sampling_model}
+        return _described(ref.id, connection)
 
     async def aclose(self) -> None:
         """Close every connection and reap every child process group."""
@@ -181,3 +300,53 @@ class McpManager:
         self._connections.clear()
         self._specs.clear()
         await asyncio.gather(*(c.aclose() for c in connections), return_exceptions=True)
+
+
+def _described(plugin_id: str, connection: McpConnection) -> dict[str, Any]:
+    described = connection.describe()
+    details = [
+        {**tool, "public_name": public_name(plugin_id, tool["name"])} for tool in described["tool_details"]
+    ]
+    if connection.offers_resources and not any(t["name"] == READ_RESOURCE_TOOL for t in details):
+        details.append(
+            {
+                "name": READ_RESOURCE_TOOL,
+                "public_name": public_name(plugin_id, READ_RESOURCE_TOOL),
+                "title": None,
+                "description": read_resource_description(
+                    plugin_id, connection.resources, connection.resource_templates
+                ),
+                "annotations": {"readOnlyHint": True},
+                "task_support": None,
+                "offered": True,
+                "added_by_plugway": True,
+            }
+        )
+    return {**described, "tool_details": details}
+
+
+def _unique(report: dict[str, Any], plugin_id: str) -> str:
+    key, n = plugin_id, 1
+    while key in report:
+        n += 1
+        key = f"{plugin_id}@{n}"
+    return key
+
+
+def _not_started(config: McpConfig) -> dict[str, Any]:
+    return {
+        "healthy": False,
+        "state": "closed",
+        "transport": "stdio" if config.command else "http",
+        "target": describe_target(config),
+        "error": "not started",
+        "tools": [],
+        "unsupported_tools": [],
+        "resources": 0,
+        "resource_templates": [],
+        "prompts": [],
+        "pid": None,
+        "protocol": None,
+        "retry_in_s": None,
+        "restarts": 0,
+    }

@@ -7,15 +7,28 @@ process groups so nothing is orphaned however the gateway stops. Framing and
 the shutdown order follow the SDK: newline-delimited JSON-RPC; on close, stdin
 is shut, the server gets a grace period, then its whole process group is sent
 SIGTERM and finally SIGKILL.
+
+Two things the SDK's transport does not do:
+
+- The process itself is watched, not only its stdout: a server that dies while
+  a child it started still holds the pipe open is noticed at once (a pidfd on
+  Linux, polling elsewhere), and the session ends instead of every call running
+  out its timeout.
+- Every live process group is registered with a reaper process
+  (:mod:`runtime.mcp.reaper`) that kills the groups if the gateway dies without
+  closing them, SIGKILL included.
 """
 
 from __future__ import annotations
 
 import atexit
+import errno
 import logging
 import os
+import shutil
 import signal
 import subprocess
+import sys
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
@@ -41,6 +54,90 @@ _POLL_S = 0.01
 
 # Process groups of every child still alive, for last-resort reaping at exit.
 _live_groups: set[int] = set()
+_REAPER_SCRIPT = Path(__file__).with_name("reaper.py")
+
+
+class _ReaperLink:
+    """This gateway process's pipe to its reaper (:mod:`runtime.mcp.reaper`).
+
+    Started with the first server; one per process (a forked child starts its
+    own). If the reaper cannot be started or has died, servers still run: only
+    the protection against the gateway dying outright is lost, and that is logged.
+    """
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen[bytes] | None = None
+        self._owner_pid: int | None = None
+
+    def _ensure(self) -> subprocess.Popen[bytes] | None:
+        if self._process is not None and self._owner_pid == os.getpid() and self._process.poll() is None:
+            return self._process
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-S", "-E", str(_REAPER_SCRIPT)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                # Its own session: a signal sent to the gateway's group leaves it alive to clean up.
+                start_new_session=True,
+            )
+        except OSError as exc:
+            logger.warning("cannot start the MCP reaper process (%s): servers may outlive a killed gateway", exc)
+            self._process = None
+            return None
+        self._owner_pid = os.getpid()
+        # Re-register what is already running (a reaper that died and was restarted).
+        for pgid in _live_groups:
+            self._send(self._process, f"+{pgid}")
+        return self._process
+
+    @staticmethod
+    def _send(process: subprocess.Popen[bytes], line: str) -> bool:
+        assert process.stdin is not None
+        try:
+            process.stdin.write(f"{line}\n".encode())
+            process.stdin.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            return False
+        return True
+
+    def register(self, pgid: int) -> None:
+        process = self._ensure()
+        if process is not None and not self._send(process, f"+{pgid}"):
+            # The reaper died: one more try with a fresh one.
+            process = self._ensure()
+            if process is not None:
+                self._send(process, f"+{pgid}")
+
+    def unregister(self, pgid: int) -> None:
+        process = self._process
+        if process is not None and self._owner_pid == os.getpid():
+            self._send(process, f"-{pgid}")
+
+    def close(self) -> None:
+        """End the reaper after a clean stop (it finds nothing left to kill)."""
+        process, self._process = self._process, None
+        if process is None or self._owner_pid != os.getpid():
+            return
+        assert process.stdin is not None
+        with suppress(OSError):
+            process.stdin.close()
+        with suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=3)
+
+
+_reaper = _ReaperLink()
+
+
+def _track_group(pgid: int) -> None:
+    _live_groups.add(pgid)
+    _reaper.register(pgid)
+
+
+def _untrack_group(pgid: int) -> None:
+    _live_groups.discard(pgid)
+    _reaper.unregister(pgid)
 
 
 def safe_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -69,14 +166,19 @@ def kill_all_process_groups() -> int:
         with suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
             killed += 1
-        _live_groups.discard(pgid)
+        _untrack_group(pgid)
     return killed
+
+
+def _at_exit() -> None:
+    kill_all_process_groups()
+    _reaper.close()
 
 
 # Runs when the interpreter exits without the manager having been closed (an
 # unhandled exception in the CLI, a test runner tearing down a loop): children
 # must not outlive the gateway.
-atexit.register(kill_all_process_groups)
+atexit.register(_at_exit)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -111,6 +213,22 @@ async def _wait_exit(process: anyio.abc.Process, within_s: float) -> bool:
         while process.returncode is None:  # noqa: ASYNC110
             await anyio.sleep(_POLL_S)
     return process.returncode is not None
+
+
+async def _exited(process: anyio.abc.Process) -> None:
+    """Returns once ``process`` has exited, whatever happens to its pipes."""
+    fd: int | None = None
+    with suppress(AttributeError, OSError):
+        # Readable once the process exits: no polling while it runs (Linux 5.3+).
+        fd = os.pidfd_open(process.pid)
+    if fd is not None:
+        try:
+            await anyio.wait_readable(fd)
+        finally:
+            os.close(fd)
+    # The event loop's child watcher records the exit status a moment later.
+    while process.returncode is None:  # noqa: ASYNC110
+        await anyio.sleep(_POLL_S if fd is not None else 0.1)
 
 
 async def _wait_group_gone(pgid: int, within_s: float) -> bool:
@@ -157,6 +275,7 @@ class ChildProcessTransport:
         self.exited = anyio.Event()  # set once the process is known to have ended
         self._stderr_done = anyio.Event()
         self._stopping = False
+        self._exit_reported = False
 
     def exit_reason(self) -> str:
         code = self.returncode
@@ -178,6 +297,9 @@ class ChildProcessTransport:
             anyio.streams.memory.MemoryObjectSendStream[SessionMessage],
         ]
     ]:
+        executable = self.command[0]
+        if os.sep not in executable and shutil.which(executable, path=self.env.get("PATH")) is None:
+            raise FileNotFoundError(errno.ENOENT, "command not found", executable)
         process = await anyio.open_process(
             self.command,
             env=self.env,
@@ -190,10 +312,20 @@ class ChildProcessTransport:
             start_new_session=True,
         )
         self.pid = process.pid
-        _live_groups.add(process.pid)
+        _track_group(process.pid)
         read_writer, read_stream = anyio.create_memory_object_stream[SessionMessage | Exception](0)
         write_stream, write_reader = anyio.create_memory_object_stream[SessionMessage](0)
         log = logging.getLogger(f"plugway.mcp.server.{self.label}")
+
+        def report_exit() -> None:
+            # Reached from the end of stdout or from the process watch, whichever comes first.
+            if self._stopping or self._exit_reported:
+                return
+            self._exit_reported = True
+            self.returncode = process.returncode
+            self.exited.set()
+            if self.on_exit is not None:
+                self.on_exit(self.exit_reason())
 
         async def read_stdout() -> None:
             assert process.stdout is not None
@@ -224,10 +356,19 @@ class ChildProcessTransport:
                 # The last stderr lines usually say why it died; let them arrive.
                 with anyio.move_on_after(0.5):
                     await self._stderr_done.wait()
-                self.returncode = process.returncode
-                self.exited.set()
-                if self.on_exit is not None:
-                    self.on_exit(self.exit_reason())
+                report_exit()
+
+        async def watch_process() -> None:
+            await _exited(process)
+            if self._stopping:
+                return
+            # Normally stdout ends too and read_stdout reports; a child of the server
+            # may still hold the pipes open, so do not wait on them for long.
+            with anyio.move_on_after(0.5):
+                await self._stderr_done.wait()
+            report_exit()
+            # Ends the session: pending requests fail now instead of at their timeout.
+            await read_writer.aclose()
 
         async def read_stderr() -> None:
             assert process.stderr is not None
@@ -261,6 +402,7 @@ class ChildProcessTransport:
                 tg.start_soon(read_stdout)
                 tg.start_soon(read_stderr)
                 tg.start_soon(write_stdin)
+                tg.start_soon(watch_process)
                 try:
                     yield read_stream, write_stream
                 finally:
@@ -292,7 +434,7 @@ class ChildProcessTransport:
                 os.killpg(pgid, signal.SIGKILL)
             await _wait_exit(process, 2.0)
             await _wait_group_gone(pgid, 1.0)
-        _live_groups.discard(pgid)
+        _untrack_group(pgid)
         self.returncode = process.returncode
         # Keep the last words of a server that died during start-up for the error.
         with anyio.move_on_after(0.2):

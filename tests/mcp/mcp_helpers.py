@@ -25,11 +25,11 @@ TEST_SERVER = ROOT / "tests" / "fixtures" / "mcp_test_server.py"
 TAG_ENV = "MCP_TEST_TAG"
 
 
-def server_ref(plugin_id: str, *args: str, env: dict[str, str] | None = None) -> PluginRef:
+def server_ref(plugin_id: str, *args: str, env: dict[str, str] | None = None, **mcp: Any) -> PluginRef:
     return PluginRef.model_validate(
         {
             "id": plugin_id,
-            "mcp": {"command": [sys.executable, str(TEST_SERVER), *args], "env": env or {}},
+            "mcp": {"command": [sys.executable, str(TEST_SERVER), *args], "env": env or {}, **mcp},
         }
     )
 
@@ -92,18 +92,19 @@ class HttpServer:
     marker_dir: Path
     process: subprocess.Popen[bytes]
     env: dict[str, str]
+    flags: tuple[str, ...] = ()
 
     def stop(self) -> None:
         self.process.kill()
         self.process.wait(timeout=10)
 
     def restart(self) -> None:
-        self.process = spawn_http_server(self.port, self.env)
+        self.process = spawn_http_server(self.port, self.env, *self.flags)
 
 
-def spawn_http_server(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def spawn_http_server(port: int, env: dict[str, str], *flags: str) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
-        [sys.executable, str(TEST_SERVER), "--transport", "streamable-http", "--port", str(port)],
+        [sys.executable, str(TEST_SERVER), "--transport", "streamable-http", "--port", str(port), *flags],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -121,9 +122,15 @@ def spawn_http_server(port: int, env: dict[str, str]) -> subprocess.Popen[bytes]
     raise RuntimeError("test HTTP MCP server did not start listening")
 
 
-def start_http_server(marker_dir: Path) -> HttpServer:
+def start_http_server(marker_dir: Path, *flags: str) -> HttpServer:
+    """The test server over streamable HTTP (``flags``: see the server's docstring)."""
     port = free_port()
     token = uuid.uuid4().hex
     env = dict(os.environ, MCP_SERVER_TOKEN=token, MCP_TEST_MARKER_DIR=str(marker_dir))
-    process = spawn_http_server(port, env)
-    return HttpServer(f"http://127.0.0.1:{port}/mcp", port, token, marker_dir, process, env)
+    process = spawn_http_server(port, env, *flags)
+    return HttpServer(f"http://127.0.0.1:{port}/mcp", port, token, marker_dir, process, env, flags)
+
+
+def http_ref(plugin_id: str, server: HttpServer, **mcp: Any) -> PluginRef:
+    headers = {"Authorization": f"Bearer {server.token}"}
+    return PluginRef.model_validate({"id": plugin_id, "mcp": {"url": server.url, "headers": headers, **mcp}})

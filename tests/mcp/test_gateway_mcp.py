@@ -159,8 +159,12 @@ def test_readyz_reports_mcp_health_and_shutdown_leaves_no_children(tmp_path: Pat
     try:
         ready = httpx.get(f"{server.url}/readyz").json()
         assert ready["status"] == "ready"
-        assert ready["checks"]["mcp"]["tk"]["healthy"] is True
-        assert ready["checks"]["mcp"]["gone"]["healthy"] is False and ready["checks"]["mcp"]["gone"]["error"]
+        assert ready["checks"]["mcp"]["tk"] == {"ok": True, "state": "ready"}
+        assert ready["checks"]["mcp"]["gone"]["ok"] is False
+        # The public probe names no command, URL or error: those are for authenticated surfaces.
+        assert str(TEST_SERVER) not in str(ready) and "ConnectError" not in str(ready)
+        health = server.gateway.mcp.health()
+        assert str(TEST_SERVER) in health["tk"]["target"] and "ConnectError" in health["gone"]["error"]
         assert len(tagged_processes(tag)) >= 1
     finally:
         server.stop()

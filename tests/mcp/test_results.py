@@ -12,7 +12,8 @@ from mcp_types import (
     TextResourceContents,
 )
 
-from runtime.mcp.results import cap_text, render_result
+from runtime.mcp.results import cap_text, render_result, result_text, scrub_binary
+from runtime.plugin_host.tool import ToolResult
 
 
 def _text(value: str) -> TextContent:
@@ -72,9 +73,12 @@ def test_binary_content_is_summarised_not_dropped() -> None:
             ),
         ]
     )
-    lines = render_result(result, 10_000).split("\n")
+    rendered = render_result(result, 10_000)
+    assert isinstance(rendered, ToolResult)
+    (image,) = rendered.images
+    assert (image.mime_type, image.size, image.data) == ("image/png", 1027, base64.b64encode(png).decode())
+    lines = rendered.text.split("\n")
     assert lines == [
-        "[image: image/png, 1027 bytes]",
         "[audio: audio/wav, 100 bytes]",
         "[resource: file:///notes.txt]",
         "note body",
@@ -98,3 +102,65 @@ def test_long_results_are_capped_with_a_notice() -> None:
     assert cap_text("short", 300) == "short"
     capped = render_result(CallToolResult(content=[_text("q" * 10_000)]), 1000)
     assert len(capped) <= 1000 and "truncated" in capped
+
+
+# A 150 KB PNG, as a filesystem server returns a picture: an image block, and the
+# same blob again in structuredContent.
+BIG_PNG = base64.b64encode(bytes(range(256)) * 600).decode()
+
+
+def test_an_image_repeated_in_structured_content_never_becomes_text() -> None:
+    result = CallToolResult(
+        content=[ImageContent(type="image", data=BIG_PNG, mime_type="image/png")],
+        structured_content={"content": [{"type": "image", "data": BIG_PNG, "mimeType": "image/png"}]},
+    )
+    rendered = render_result(result, 20_000)
+    assert isinstance(rendered, ToolResult)
+    assert rendered.images[0].data == BIG_PNG and rendered.images[0].size == 153_600
+    assert BIG_PNG[:100] not in rendered.text and len(rendered.text) < 100
+    # Where only text can go, the image is described: type and size, no base64.
+    assert result_text(rendered) == "[image: image/png, 153600 bytes]"
+
+
+def test_embedded_image_resources_are_images_with_their_name() -> None:
+    result = CallToolResult(
+        content=[
+            _text("the chart"),
+            EmbeddedResource(
+                type="resource",
+                resource=BlobResourceContents(uri="file:///reports/q3-chart.png", blob=BIG_PNG, mime_type="image/png"),
+            ),
+        ]
+    )
+    rendered = render_result(result, 1000)
+    assert isinstance(rendered, ToolResult) and rendered.text == "the chart"
+    assert rendered.images[0].name == "q3-chart.png"
+    assert rendered.images[0].describe() == "[image 'q3-chart.png': image/png, 153600 bytes]"
+
+
+def test_base64_left_in_structured_data_is_described() -> None:
+    structured = {"name": "scan", "pdf": base64.b64encode(bytes(range(256)) * 4).decode(), "note": "y" * 500}
+    text = render_result(CallToolResult(content=[_text("dup")], structured_content=structured), 10_000)
+    assert isinstance(text, str)
+    data = json.loads(text)
+    assert data["pdf"] == "[binary data, 1024 bytes, not shown]"
+    assert data["note"] == "y" * 500  # long text is not mistaken for an encoding
+    assert scrub_binary("data:image/png;base64," + BIG_PNG) == "[image/png, 153600 bytes, not shown]"
+
+
+def test_a_json_object_holding_one_content_string_is_that_string() -> None:
+    body = 'Line one\nLine "two"'
+    wrapped = json.dumps({"content": body})
+    assert render_result(CallToolResult(content=[_text(wrapped)]), 1000) == body
+    assert render_result(CallToolResult(content=[_text("{}")], structured_content={"content": body}), 1000) == body
+    # Anything else in the object keeps it JSON.
+    other = json.dumps({"content": body, "path": "a.txt"})
+    assert render_result(CallToolResult(content=[_text(other)]), 1000) == other
+
+
+def test_error_results_describe_their_images() -> None:
+    result = CallToolResult(
+        content=[_text("render failed"), ImageContent(type="image", data=BIG_PNG, mime_type="image/png")],
+        is_error=True,
+    )
+    assert render_result(result, 1000) == "render failed\n[image: image/png, 153600 bytes]"

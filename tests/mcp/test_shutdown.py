@@ -59,3 +59,18 @@ def test_servers_exit_when_the_gateway_is_killed_outright() -> None:
     host.wait(timeout=5)
     assert wait_gone(pids, within_s=5.0) == []
     assert tagged_processes(tag) == []
+
+
+def test_servers_that_ignore_eof_die_with_a_killed_gateway_and_so_do_their_children() -> None:
+    # These servers ignore stdin EOF and SIGTERM, and one of them started a grandchild: only
+    # the reaper, which outlives the gateway, can end them once the gateway is SIGKILLed.
+    tag = uuid.uuid4().hex
+    host, pids = start_host(tag, "--spawn-grandchild", "--linger")
+    try:
+        assert len(pids) == 3 and sorted(tagged_processes(tag)) == sorted(pids)
+        host.kill()
+        host.wait(timeout=5)
+        assert wait_gone(pids, within_s=8.0) == []
+        assert tagged_processes(tag) == []
+    finally:
+        host.kill()
