@@ -44,7 +44,7 @@ import phonenumbers
 import regex
 from phonenumbers import Leniency, PhoneNumberMatcher
 from stdnum import iban as stdnum_iban
-from stdnum import luhn
+from stdnum import luhn, numdb
 
 from runtime.guardrails.patterns import compile_pattern
 
@@ -160,33 +160,72 @@ class PhoneDetector(Detector):
     candidate = regex.compile(r"(?<![0-9A-Za-z+])(?:\+|\()?\d[0-9 ()\-./\u00a0]{0,45}")
     max_chars = 47
     terminator = regex.compile(r"[^0-9 ()\-./+\u00a0]")
-    _MIN_DIGITS = 6
 
     def __init__(self, regions: Sequence[str] = DEFAULT_PHONE_REGIONS) -> None:
         self.regions = tuple(regions)
+        self._lengths = {region: _national_lengths(region) for region in self.regions}
 
     def match_at(self, text: str, position: int, end: int) -> Hit | None:
         run = self.candidate.match(text, position, end)
         if run is None:
             return None
         window = run.group()
-        if sum(char.isdigit() for char in window) < self._MIN_DIGITS:
-            return None
-        length = _phone_at_start(window, self.regions)
+        # Where the number may end (after a group of digits) and how many digits it has there.
+        ends: list[tuple[int, int]] = []
+        digits = ""
+        for group in _DIGIT_GROUP.finditer(window):
+            digits += group.group()
+            if len(digits) > _MAX_PHONE_DIGITS:
+                break
+            ends.append((group.end(), len(digits)))
+        # Only a stretch of a possible length reaches phonenumbers (its matcher costs ~0.1 ms a
+        # call), and the matcher reads no further than the longest one: a table of digits costs little.
+        stretch: dict[str, int] = {}
+        for region in self.regions[:1] if window.startswith("+") else self.regions:
+            counts = (
+                _INTERNATIONAL_COUNTS
+                if window.startswith("+")
+                else _national_counts(digits, *self._lengths[region])
+            )
+            stop = max((stop for stop, count in ends if count in counts), default=0)
+            if stop:
+                stretch[region] = stop
+        length = max(
+            (_phone_at_start(window[:stop], region) for region, stop in stretch.items()), default=0
+        )
         return Hit(position, position + length, self.message) if length else None
 
 
+_MAX_PHONE_DIGITS = 17  # E.164's 15, a written trunk prefix, a "(0)"
+_INTERNATIONAL_COUNTS = frozenset(range(7, 17))
+_DIGIT_GROUP = regex.compile(r"\d+")
+
+
+def _national_lengths(region: str) -> tuple[str, frozenset[int]]:
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    if metadata is None or metadata.general_desc is None:
+        return "", frozenset()
+    return metadata.national_prefix or "", frozenset(metadata.general_desc.possible_length or ())
+
+
+def _national_counts(digits: str, prefix: str, lengths: frozenset[int]) -> frozenset[int]:
+    """How many digits a national number of the region starting with these digits may have,
+    as people write it there: where the trunk prefix is 0 (030… in Germany, 06… in France,
+    020… in the UK) it is written; elsewhere (the US's optional 1, none in Spain) it may not be."""
+    counts: set[int] = set()
+    if prefix and digits.startswith(prefix):
+        counts |= {length + len(prefix) for length in lengths}
+    if not prefix.startswith("0"):
+        counts |= lengths
+    return frozenset(counts)
+
+
 @functools.lru_cache(maxsize=4096)
-def _phone_at_start(window: str, regions: tuple[str, ...]) -> int:
-    """Length of the valid phone number starting the window, judged for each region (0: none)."""
-    longest = 0
-    # A "+" number carries its country: one region is enough to read it.
-    for region in regions[:1] if window.startswith("+") else regions:
-        for match in PhoneNumberMatcher(window, region, leniency=Leniency.VALID):
-            if match.start == 0:
-                longest = max(longest, match.end)
-            break
-    return longest
+def _phone_at_start(window: str, region: str) -> int:
+    """Length of the valid phone number (for the region) that starts the window; 0: none."""
+    for match in PhoneNumberMatcher(window, region, leniency=Leniency.VALID):
+        return int(match.end) if match.start == 0 else 0
+    return 0
 
 
 def valid_phone_region(region: str) -> bool:
@@ -223,27 +262,25 @@ def plausible_card(digits: str) -> bool:
     return False
 
 
-def _grouped_ends(
-    text: str, position: int, end: int, *, allowed: str, separators: str, most: int
-) -> list[tuple[int, str]]:
-    """Where a run of ``allowed`` characters with single separators may end: (end, compact form)."""
-    ends: list[tuple[int, str]] = []
-    compact: list[str] = []
-    index = position
-    while index < end and len(compact) < most:
-        char = text[index]
-        if char in allowed:
-            compact.append(char)
-            index += 1
-            after = text[index] if index < end else ""
-            if not (after.isascii() and after.isalnum()):
-                ends.append((index, "".join(compact)))
-            continue
-        if char in separators and index + 1 < end and text[index + 1] in allowed and compact:
-            index += 1
-            continue
-        break
-    return ends
+def _group_ends(
+    run: regex.Match[str], text: str, end: int, separators: str
+) -> list[tuple[int, int]]:
+    """Where a run of groups may end (before a separator, or at its end when no letter or
+    digit follows), with how many characters (separators left out) it holds then; longest first."""
+    value = run.group()
+    stops = [index for index, char in enumerate(value) if char in separators]
+    ends = [(run.start() + stop, stop - count) for count, stop in enumerate(stops)]
+    after = text[run.end()] if run.end() < end else ""
+    if not (after.isascii() and after.isalnum()):
+        ends.append((run.end(), len(value) - len(stops)))
+    return ends[::-1]
+
+
+_NO_SEPARATORS = str.maketrans("", "", " -")
+
+
+def _glued_to_word(text: str, position: int) -> bool:
+    return position > 0 and text[position - 1].isascii() and text[position - 1].isalnum()
 
 
 class CardDetector(Detector):
@@ -252,20 +289,30 @@ class CardDetector(Detector):
     candidate = regex.compile(r"(?<![0-9A-Za-z])\d(?:[ \-]?\d){12,18}(?![0-9A-Za-z])")
     max_chars = 19 + 18
     terminator = regex.compile(r"[^0-9 \-]")
-    _DIGITS = "0123456789"
+    _RUN = regex.compile(r"\d(?:[ \-]?\d){0,18}")
 
     def match_at(self, text: str, position: int, end: int) -> Hit | None:
-        if position > 0 and text[position - 1].isascii() and text[position - 1].isalnum():
+        run = self._RUN.match(text, position, end)
+        if run is None or _glued_to_word(text, position):
             return None
-        for stop, digits in reversed(
-            _grouped_ends(text, position, end, allowed=self._DIGITS, separators=" -", most=19)
-        ):
-            if len(digits) >= 13 and plausible_card(digits):
+        for stop, count in _group_ends(run, text, end, " -"):
+            if count >= 13 and plausible_card(text[position:stop].translate(_NO_SEPARATORS)):
                 return Hit(position, stop, self.message)
         return None
 
 
 # ---------------------------------------------------------------- IBAN
+
+
+@functools.lru_cache(maxsize=512)
+def _iban_length(country: str) -> int:
+    """The length of the country's IBANs (0: not an IBAN country), from stdnum's registry."""
+    found = _IBAN_REGISTRY.info(country)
+    structure = found[0][1].get("bban", "") if found and found[0][0] == country else ""
+    return 4 + sum(int(size) for size in regex.findall(r"(\d+)!", structure)) if structure else 0
+
+
+_IBAN_REGISTRY = numdb.get("iban")
 
 
 class IbanDetector(Detector):
@@ -274,16 +321,17 @@ class IbanDetector(Detector):
     candidate = regex.compile(r"(?<![0-9A-Za-z])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![0-9A-Za-z])")
     max_chars = 34 + 33
     terminator = regex.compile(r"[^A-Z0-9 ]")
-    _CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    _RUN = regex.compile(r"[A-Z0-9](?: ?[A-Z0-9]){0,33}")
 
     def match_at(self, text: str, position: int, end: int) -> Hit | None:
-        if position > 0 and text[position - 1].isascii() and text[position - 1].isalnum():
+        length = _iban_length(text[position : position + 2])
+        run = self._RUN.match(text, position, end)
+        if not length or run is None or _glued_to_word(text, position):
             return None
-        for stop, compact in reversed(
-            _grouped_ends(text, position, end, allowed=self._CHARS, separators=" ", most=34)
-        ):
-            if len(compact) >= 15 and stdnum_iban.is_valid(compact):
-                return Hit(position, stop, self.message)
+        for stop, count in _group_ends(run, text, end, " "):
+            if count == length:
+                valid = stdnum_iban.is_valid(text[position:stop].replace(" ", ""))
+                return Hit(position, stop, self.message) if valid else None
         return None
 
 
@@ -362,11 +410,11 @@ class PrivateKeyDetector(Detector):
     message = "private key"
     candidate = regex.compile(
         r"-----BEGIN (?:[A-Z0-9]{1,20} ){0,3}PRIVATE KEY-----"
-        r"[A-Za-z0-9+/=\s:,.\-]{1,20000}?"
+        r"[A-Za-z0-9+/=\s:,.\-]{1,10000}?"
         # A block cut short (no END line) is still a key: it ends where its characters do.
         r"(?:-----END (?:[A-Z0-9]{1,20} ){0,3}PRIVATE KEY-----|(?=[^A-Za-z0-9+/=\s:,.\-])|\Z)"
     )
-    max_chars = 20000 + 2 * 100
+    max_chars = 10000 + 2 * 100
     terminator = regex.compile(r"[^A-Za-z0-9+/=\s:,.\-]")
     final_once_complete = True
 
