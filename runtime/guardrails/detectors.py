@@ -17,10 +17,15 @@ can contain: once one is seen, everything before it is decided.
 What is detected
 ----------------
 - ``email``: ``local@domain.tld`` (local part up to 64 characters, up to 8 domain labels).
-- ``phone``: numbers the ``phonenumbers`` library (Google's libphonenumber) finds and
-  judges valid: international ``+`` numbers always, national numbers for the
-  configured regions (``DEFAULT_PHONE_REGIONS`` by default). A number is read from
-  digits, spaces, ``+()-./``; an extension written with letters (``x12``) is left.
+- ``phone``: numbers the ``phonenumbers`` library (Google's libphonenumber) finds with
+  its ``PhoneNumberMatcher`` and judges valid: international ``+`` numbers always,
+  national numbers for the configured regions (``DEFAULT_PHONE_REGIONS`` by default)
+  as people write them there, with the trunk prefix where the country has a 0 one
+  (``030 1234567`` in Germany, ``06 12 34 56 78`` in France, ``020 7946 0958`` in the
+  UK; US numbers with or without the leading 1). A number is read from digits,
+  spaces and ``+()-./``, 7 to 17 digits; an extension written with letters (``x12``)
+  is left in place. Only stretches of a possible length for a region reach the
+  matcher, so a table of digits stays cheap.
 - ``credit_card``: 13 to 19 digits, optionally grouped by single spaces or dashes,
   passing the Luhn checksum (``python-stdnum``) and starting with a card network's
   prefix (Visa, Mastercard, Amex, Discover, JCB, Diners, UnionPay, Maestro, Mir).

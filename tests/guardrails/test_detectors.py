@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+import time
+
 import pytest
 
 from tests.guardrails.support import found, guardrails, pii, redacted
@@ -71,10 +74,31 @@ def test_phone_regions_are_configurable() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["555-1234", "12345678", "+1 555", "2024-01-15", "15/01/2024", "1234-5678-90"]
+    "text",
+    [
+        "555-1234",
+        "12345678",
+        "+1 555",
+        "2024-01-15",
+        "15/01/2024",
+        "1234-5678-90",
+        "30 1234567",  # a German number is written with its trunk 0 (and is no US number)
+        "ID4155552671",  # glued to a word
+    ],
 )
 def test_not_a_phone(text: str) -> None:
     assert found(text, "phone") == []
+
+
+def test_a_table_of_digits_stays_cheap() -> None:
+    # Random digit groups: most stretches cannot be a number anywhere and never reach the matcher.
+    generator = random.Random(7)
+    table = " ".join(str(generator.randrange(10, 99999)) for _ in range(2000))
+    started = time.perf_counter()
+    found(table)
+    assert (
+        time.perf_counter() - started < 5.0
+    )  # under a second here; every group start through the matcher took 6.5 s
 
 
 @pytest.mark.parametrize(
