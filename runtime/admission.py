@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from runtime.config import ModelConfig, OrganisationConfig, PluginRef
 from runtime.errors import (
     GatewayError,
+    insufficient_permissions,
     invalid_request,
     rate_limit_exceeded,
     rate_limiter_unavailable,
@@ -134,6 +135,7 @@ async def admit(
     server_tools: bool = True,
     check: Callable[[RequestContext], None] | None = None,
     enforce_limits: bool = True,
+    scope: str = "chat",
 ) -> RequestContext:
     """Admit one request (see the module docstring for the order of the checks).
 
@@ -146,7 +148,9 @@ async def admit(
     organisation = gateway.organisation(org_id) if org_id else None
     if organisation is None:
         raise organisation_not_configured()
+    check_scope(key, scope)
     model_config = gateway.resolve_model(organisation, model)
+    check_model_access(key, model_config.id)
     grants = grants_for(organisation, plugins) if server_tools else ()
     context = RequestContext(
         request_id=request_id,
@@ -163,6 +167,18 @@ async def admit(
     if enforce_limits and key is not None:
         context.limits = await acquire_limits(gateway, key)
     return context
+
+
+def check_scope(key: KeyInfo | None, scope: str) -> None:
+    """403 when the key's scopes do not cover this kind of call."""
+    if key is not None and not key.allows_scope(scope):
+        raise insufficient_permissions(f"This key may not be used for {scope} (its scopes: {', '.join(sorted(key.scopes or ()))}).")
+
+
+def check_model_access(key: KeyInfo | None, model_id: str) -> None:
+    """403 when the key's model allow-list leaves this model out."""
+    if key is not None and not key.allows_model(model_id):
+        raise insufficient_permissions(f"This key may not use model '{model_id}'.")
 
 
 async def acquire_limits(gateway: Gateway, key: KeyInfo) -> LimitDecision:
@@ -200,12 +216,14 @@ async def admit_tools(
     organisation_id: str | None = None,
     plugins: Sequence[PluginRequest] | None = None,
     enforce_limits: bool = True,
+    scope: str = "mcp",
 ) -> ToolsContext:
-    """Admit a direct tool call: organisation (403), plugins (400), budget (402), limits (429/503)."""
+    """Admit a direct tool call: organisation and scope (403), plugins (400), budget (402), limits (429/503)."""
     org_id = organisation_id or (key.organisation_id if key is not None else None)
     organisation = gateway.organisation(org_id) if org_id else None
     if organisation is None:
         raise organisation_not_configured()
+    check_scope(key, scope)
     context = ToolsContext(
         request_id=request_id, organisation=organisation, key=key, source=source, plugins=grants_for(organisation, plugins)
     )

@@ -118,6 +118,27 @@ def limit_value(text: str) -> int | Unlimited:
     return value
 
 
+def scope_list(text: str) -> list[str] | Unlimited:
+    from runtime.storage.keys import SCOPES
+
+    if text.strip().lower() in ("all", *UNLIMITED_WORDS):
+        return UNLIMITED
+    scopes = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [scope for scope in scopes if scope not in SCOPES]
+    if unknown or not scopes:
+        raise argparse.ArgumentTypeError(f"scopes are a comma-separated choice of {', '.join(SCOPES)} (or 'all'), not '{text}'")
+    return scopes
+
+
+def model_list(text: str) -> list[str] | Unlimited:
+    if text.strip().lower() in ("all", *UNLIMITED_WORDS):
+        return UNLIMITED
+    models = [part.strip() for part in text.split(",") if part.strip()]
+    if not models:
+        raise argparse.ArgumentTypeError("give comma-separated model ids, or 'all'")
+    return models
+
+
 def key_name(text: str) -> str:
     if len(text) > KEY_NAME_MAX_CHARS:
         raise argparse.ArgumentTypeError(f"the name is {len(text)} characters long; at most {KEY_NAME_MAX_CHARS}")
@@ -175,8 +196,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         try:
             sync_organisations(engine, [o.id for o in settings.organisations])
             if settings.embedded_default:
+                from runtime.storage.keys import mint_admin_key
+
                 secret, _ = mint_key(engine, organisation_id="default", name="quickstart")
-                _print_quickstart(secret, args.host, port, _database_location(settings))
+                admin_secret, _ = mint_admin_key(engine, name="quickstart")
+                _print_quickstart(secret, args.host, port, _database_location(settings), admin_secret)
         finally:
             engine.dispose()
         configure_logging()
@@ -218,7 +242,8 @@ def _serve_one(settings: Settings, plugins: Any, listener: socket.socket, host: 
                 )
 
     app = create_app(settings, plugins=plugins, run_worker=run_worker)
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False)
+    # Long-lived streams (MCP sessions, SSE) must not hold a shutdown forever.
+    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False, timeout_graceful_shutdown=10)
     AnnouncingServer(config).run(sockets=[listener])
     return 0
 
@@ -239,6 +264,7 @@ def _serve_workers(args: argparse.Namespace, listener: socket.socket, port: int,
         workers=args.workers,
         log_level="info",
         access_log=False,
+        timeout_graceful_shutdown=10,
     )
     return 0
 
@@ -273,8 +299,9 @@ def _host_for_url(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _print_quickstart(secret: str, host: str, port: int, database: str) -> None:
+def _print_quickstart(secret: str, host: str, port: int, database: str, admin_secret: str) -> None:
     base = f"http://{_host_for_url(host)}:{port}/v1"
+    console = f"http://{_host_for_url(host)}:{port}/console"
     print(
         f"""
 plugway is starting on the embedded default: SQLite ({database}), in-process limits,
@@ -298,6 +325,9 @@ Or with the openai SDK (pip install openai):
   print(reply.choices[0].message.content)
 
 Or chat in this terminal:  plugway chat --base-url {base} --key {secret}
+
+The console: {console}
+Sign in with this admin key (shown once): {admin_secret}
 """,
         flush=True,
     )
@@ -318,7 +348,11 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     engine = _open_database(settings)
     assert engine is not None
     try:
-        secret, row = mint_key(engine, organisation_id=args.org, name=args.name, rpm=rpm, daily_tokens=daily_tokens)
+        secret, row = mint_key(
+            engine, organisation_id=args.org, name=args.name, rpm=rpm, daily_tokens=daily_tokens,
+            scopes=None if isinstance(args.scopes, Unlimited) else args.scopes,
+            models=None if isinstance(args.models, Unlimited) else args.models,
+        )
     finally:
         engine.dispose()
     print(
@@ -339,7 +373,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from runtime.storage.keys import list_keys
+    from runtime.storage.keys import list_keys, stored_list
 
     try:
         rows = list_keys(engine, args.org)
@@ -350,13 +384,15 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
         print(f"no keys{f' for organisation {args.org}' if args.org else ''} in {where}")
         return 0
     table = Table(
-        "id", "organisation", "name", "prefix", "rpm", "daily tokens", "created", "revoked",
+        "id", "organisation", "name", "prefix", "rpm", "daily tokens", "scopes", "models", "created", "revoked",
         caption=f"{where}; rpm 0 refuses every request",
     )
     for row in rows:
+        scopes, models = stored_list(row.scopes), stored_list(row.models)
         table.add_row(
             row.id, row.organisation_id, row.name or "", row.prefix + "…", _shown(row.rpm),
-            _shown(row.daily_tokens), row.created_at.strftime("%Y-%m-%d %H:%M"),
+            _shown(row.daily_tokens), ",".join(scopes) if scopes is not None else "all",
+            ",".join(models) if models is not None else "all", row.created_at.strftime("%Y-%m-%d %H:%M"),
             row.revoked_at.strftime("%Y-%m-%d %H:%M") if row.revoked_at else "",
         )
     Console().print(table)
@@ -386,14 +422,17 @@ def cmd_keys_update(args: argparse.Namespace) -> int:
     def change(value: int | Unlimited | None) -> int | None | Any:
         return KEEP if value is None else (None if isinstance(value, Unlimited) else value)
 
-    if args.rpm is None and args.daily_tokens is None and args.name is None:
-        return _fail("keys update: nothing to change: give --rpm, --daily-tokens or --name")
+    def listed(value: list[str] | Unlimited | None) -> list[str] | None | Any:
+        return KEEP if value is None else (None if isinstance(value, Unlimited) else value)
+
+    if all(getattr(args, name) is None for name in ("rpm", "daily_tokens", "name", "scopes", "models")):
+        return _fail("keys update: nothing to change: give --rpm, --daily-tokens, --name, --scopes or --models")
     settings = _settings(args)
     engine = _existing_database(settings, f"no key '{args.key_id}'")
     try:
         row = update_key(
             engine, args.key_id, rpm=change(args.rpm), daily_tokens=change(args.daily_tokens),
-            name=KEEP if args.name is None else args.name,
+            name=KEEP if args.name is None else args.name, scopes=listed(args.scopes), models=listed(args.models),
         )
     finally:
         engine.dispose()
@@ -554,6 +593,8 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", type=key_name)
     create.add_argument("--rpm", type=limit_value, help=f"requests per minute: {limit_help} (default: none)")
     create.add_argument("--daily-tokens", type=limit_value, help=f"tokens per UTC day: {limit_help} (default: none)")
+    create.add_argument("--scopes", type=scope_list, help="comma-separated: chat, embeddings, mcp (default: all)")
+    create.add_argument("--models", type=model_list, help="comma-separated model allow-list (default: every model of the organisation)")
     create.set_defaults(func=cmd_keys_create)
     listing = with_config(keys.add_parser("list", help="list keys (never creates a database)"))
     listing.add_argument("--org")
@@ -566,7 +607,13 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("--rpm", type=limit_value, help=f"requests per minute: {limit_help}")
     update.add_argument("--daily-tokens", type=limit_value, help=f"tokens per UTC day: {limit_help}")
     update.add_argument("--name", type=key_name)
+    update.add_argument("--scopes", type=scope_list, help="comma-separated: chat, embeddings, mcp; 'all' for every scope")
+    update.add_argument("--models", type=model_list, help="comma-separated model allow-list; 'all' for every model")
     update.set_defaults(func=cmd_keys_update)
+
+    from runtime.control.cli import add_commands as add_admin_commands
+
+    add_admin_commands(sub, with_config)
 
     plugins = sub.add_parser("plugins", help="installed plugins").add_subparsers(dest="plugins_command", required=True)
     with_config(plugins.add_parser("list", help="every plugin, its source and tools (MCP included)")).set_defaults(func=cmd_plugins_list)

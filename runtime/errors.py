@@ -61,6 +61,10 @@ def invalid_api_key(message: str = "Missing or invalid API key.") -> GatewayErro
     return GatewayError(401, message, code="invalid_api_key", type="authentication_error")
 
 
+def insufficient_permissions(message: str) -> GatewayError:
+    return GatewayError(403, message, code="insufficient_permissions", type="permission_error")
+
+
 def model_not_found(model: str) -> GatewayError:
     return GatewayError(
         404,

@@ -12,9 +12,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from runtime.errors import invalid_api_key
+from runtime.errors import insufficient_permissions, invalid_api_key
 from runtime.gateway import Gateway
-from runtime.storage.keys import KeyInfo
+from runtime.storage.keys import ADMIN_KEY_PREFIX, KeyInfo
 
 
 async def get_gateway(request: Request) -> Gateway:
@@ -26,7 +26,7 @@ async def get_request_id(request: Request) -> str:
     return str(request.scope.get("state", {}).get("request_id") or "")
 
 
-def _presented_key(request: Request) -> str | None:
+def presented_key(request: Request) -> str | None:
     header = request.headers.get("authorization")
     if not header:
         # Anthropic's SDKs send the key as x-api-key.
@@ -48,11 +48,13 @@ def _presented_key(request: Request) -> str | None:
 
 
 async def authenticate(request: Request, gateway: Annotated[Gateway, Depends(get_gateway)]) -> KeyInfo:
-    presented = _presented_key(request)
+    presented = presented_key(request)
     if presented is None:
         raise invalid_api_key(
             "You didn't provide an API key. Send 'Authorization: Bearer pw_...', 'x-api-key: pw_...' or HTTP Basic with the key as user name."
         )
+    if presented.startswith(ADMIN_KEY_PREFIX):
+        raise insufficient_permissions("Admin keys open only the management API and the console; call models with a gateway key (pw_...).")
     info = await gateway.keys.lookup(presented)
     if info is None:
         raise invalid_api_key(f"Incorrect API key provided: {presented[:6]}****{presented[-4:] if len(presented) > 10 else ''}.")

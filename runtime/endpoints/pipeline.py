@@ -28,15 +28,16 @@ import jsonschema
 import orjson
 from sqlalchemy.exc import IntegrityError
 
-from runtime.admission import PluginRequest, RequestContext, acquire_limits, grants_for
+from runtime.admission import PluginRequest, RequestContext, acquire_limits, check_scope, grants_for
 from runtime.api import sse
 from runtime.config import EndpointConfig, OrganisationConfig
 from runtime.endpoints import sessions
+from runtime.endpoints.store import EndpointRegistry
 from runtime.endpoints.template import MissingVariable, render
 from runtime.errors import GatewayError
 from runtime.frontdoors.chat.encoder import ChatStreamEncoder
 from runtime.gateway import Gateway, KeepAlive
-from runtime.orchestration.events import Completed
+from runtime.orchestration.events import Completed, Event
 from runtime.orchestration.loop import RunRequest
 from runtime.storage.keys import KeyInfo
 
@@ -117,6 +118,20 @@ class EndpointCall:
         return cls(turns, body.get("session_id"), variables, body.get("input"), bool(stream), body.get("request_id"), max_tokens)
 
 
+@dataclass(frozen=True)
+class StreamedOutcome:
+    """The end of a streamed endpoint run: its session, and the parsed output when there is a schema."""
+
+    session_id: str | None
+    output: Any = None
+
+
+@dataclass(frozen=True)
+class EndpointAnswer:
+    body: JSON
+    trace: JSON
+
+
 @dataclass
 class SessionHandle:
     id: str | None
@@ -151,17 +166,13 @@ def _parse_output(content: str) -> Any:
 class EndpointService:
     """Endpoints of every organisation, and the pipeline that serves them."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, registry: EndpointRegistry | None = None) -> None:
         self.gateway = gateway
+        self.registry = registry or EndpointRegistry(gateway.engine, gateway.settings.organisations)
         self.owner = f"{uuid.uuid4().hex[:12]}"
 
-    # -- lookups ------------------------------------------------------------------------------
-
-    def endpoint(self, organisation: OrganisationConfig, slug: str) -> EndpointConfig | None:
-        return organisation.endpoint(slug)
-
-    def endpoints(self, organisation: OrganisationConfig) -> list[EndpointConfig]:
-        return list(organisation.endpoints)
+    async def endpoint(self, organisation: OrganisationConfig, slug: str) -> EndpointConfig | None:
+        return await self.registry.get(organisation, slug)
 
     # -- the steps up to the provider call ------------------------------------------------------
 
@@ -182,9 +193,15 @@ class EndpointService:
             raise EndpointError(403, "forbidden", f"This key does not belong to organisation '{organisation_id}'.")
         if organisation is None:
             raise EndpointError(404, "endpoint_not_found", f"Organisation '{organisation_id}' is not configured.")
-        endpoint = self.endpoint(organisation, slug)
+        try:
+            check_scope(key, "chat")
+        except GatewayError as exc:
+            raise EndpointError.from_gateway(exc) from None
+        endpoint = await self.endpoint(organisation, slug)
         if endpoint is None or not endpoint.active:
             raise EndpointError(404, "endpoint_not_found", f"There is no active endpoint '{slug}' in organisation '{organisation_id}'.")
+        if key is not None and not key.allows_model(endpoint.model):
+            raise EndpointError(403, "insufficient_permissions", f"This key may not use model '{endpoint.model}' (endpoint '{slug}').")
         call = EndpointCall.parse(body)
         if call.stream and not endpoint.stream:
             raise EndpointError(422, "stream_not_allowed", f"Endpoint '{slug}' does not stream; call it without 'stream'.")
@@ -344,6 +361,11 @@ class EndpointService:
     # -- non-streamed -----------------------------------------------------------------------------
 
     async def complete(self, prepared: Prepared) -> JSON:
+        """The endpoint's JSON answer."""
+        return (await self.answer(prepared)).body
+
+    async def answer(self, prepared: Prepared) -> EndpointAnswer:
+        """The JSON answer, and the orchestration trace behind it."""
         gateway, ctx = self.gateway, prepared.ctx
         async with self._session(prepared) as session:
             session_id = session.id
@@ -384,35 +406,56 @@ class EndpointService:
                     "meta": {"request_id": ctx.request_id, "session_id": session_id},
                 }
             )
-            return answer
+            return EndpointAnswer(answer, completed.trace)
 
     # -- streamed -------------------------------------------------------------------------------
 
-    async def stream(self, prepared: Prepared) -> AsyncIterator[bytes]:
-        """OpenAI-style SSE chunks; the last data chunk carries usage, the trace and ``meta``."""
+    async def events(self, prepared: Prepared) -> AsyncIterator[Event | KeepAlive | StreamedOutcome]:
+        """The run's events as they happen (the session held throughout), then one StreamedOutcome.
+
+        Errors after the first event arrive as an ``EndpointError`` raised here.
+        """
         gateway, ctx = self.gateway, prepared.ctx
         async with self._session(prepared) as session:
-            session_id = session.id
             messages, max_tokens = self._conversation(prepared, session.history)
-            encoder = ChatStreamEncoder(model_id=prepared.endpoint.model, include_usage=False)
-            encoder.final_fields["meta"] = {"request_id": ctx.request_id, "session_id": session_id}
             completed: Completed | None = None
             try:
                 async for event in gateway.stream(ctx, RunRequest(self._body(prepared, messages, max_tokens), stream=True)):
                     if isinstance(event, Completed):
                         completed = event
-                        if prepared.endpoint.output_schema is not None:
-                            output, problem = self._check_output(prepared, str(event.message.get("content") or ""))
-                            if problem is not None:
-                                yield sse.data(EndpointError(502, "output_schema", f"The model's answer does not match the endpoint's output_schema {problem}.").body())
-                                return
-                            encoder.final_fields["output"] = output
-                    chunk = encoder.encode(event) if not isinstance(event, KeepAlive) else sse.KEEP_ALIVE_COMMENT
-                    if chunk:
-                        yield chunk
+                    yield event
             except GatewayError as exc:
-                yield sse.data(EndpointError.from_gateway(exc).body())
-                return
+                raise EndpointError.from_gateway(exc) from None
+            output = None
+            if completed is not None and prepared.endpoint.output_schema is not None:
+                output, problem = self._check_output(prepared, str(completed.message.get("content") or ""))
+                if problem is not None:
+                    raise EndpointError(502, "output_schema", f"The model's answer does not match the endpoint's output_schema {problem}.")
             if completed is not None:
                 session.conversation = self._stored(completed.messages[:-1], {"role": "assistant", "content": completed.message.get("content") or ""})
-            yield sse.DONE
+            yield StreamedOutcome(session.id, output)
+
+    async def stream(self, prepared: Prepared) -> AsyncIterator[bytes]:
+        """OpenAI-style SSE chunks; the last data chunk carries usage, the trace and ``meta`` (and ``output``)."""
+        encoder = ChatStreamEncoder(model_id=prepared.endpoint.model, include_usage=False)
+        held: Completed | None = None
+        try:
+            async for event in self.events(prepared):
+                if isinstance(event, KeepAlive):
+                    yield sse.KEEP_ALIVE_COMMENT
+                elif isinstance(event, Completed):
+                    held = event  # its chunk goes out once the output is checked and the session saved
+                elif isinstance(event, StreamedOutcome):
+                    encoder.final_fields["meta"] = {"request_id": prepared.ctx.request_id, "session_id": event.session_id}
+                    if event.output is not None:
+                        encoder.final_fields["output"] = event.output
+                    if held is not None:
+                        yield encoder.encode(held) or b""
+                else:
+                    chunk = encoder.encode(event)
+                    if chunk:
+                        yield chunk
+        except EndpointError as exc:
+            yield sse.data(exc.body())
+            return
+        yield sse.DONE

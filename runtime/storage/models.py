@@ -1,4 +1,4 @@
-"""Tables: organisations, gateway keys and usage records.
+"""Tables: organisations, gateway and admin keys, usage records, the audit log.
 
 Counters, limits and the usage id are 64-bit: an upstream may report billions
 of tokens, an operator may allow a trillion a day, and a busy gateway writes
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Integer
+from sqlalchemy import BigInteger, Column, Integer, Text
 from sqlmodel import Field, SQLModel
 
 # The largest value a 64-bit column holds; anything beyond is refused before it reaches the database.
@@ -42,8 +42,38 @@ class ApiKey(SQLModel, table=True):
     # None: no limit; 0 refuses every request.
     rpm: int | None = Field(default=None, sa_type=COUNTER)
     daily_tokens: int | None = Field(default=None, sa_type=COUNTER)
+    # JSON arrays; None: every scope / every model the organisation may use.
+    scopes: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    models: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
     revoked_at: datetime | None = None
+
+
+class AdminKey(SQLModel, table=True):
+    """A key for the management API and the console (``pwa_...``); only its hash is stored."""
+
+    __tablename__ = "admin_keys"
+
+    id: str = Field(primary_key=True, max_length=32)
+    name: str | None = Field(default=None, max_length=KEY_NAME_MAX_CHARS)
+    key_hash: str = Field(unique=True, index=True, max_length=64)
+    prefix: str = Field(max_length=16)
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+
+
+class AuditEvent(SQLModel, table=True):
+    """One admin action: who, what, on what, when, from where."""
+
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, primary_key=True, sa_type=COUNTER)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    actor: str = Field(max_length=300)
+    action: str = Field(max_length=64)
+    target: str = Field(max_length=300)
+    source_ip: str | None = Field(default=None, max_length=64)
+    details: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class UsageRecord(SQLModel, table=True):

@@ -175,9 +175,15 @@ def test_upgrading_a_0001_database_widens_it_in_place(database_url: str) -> None
     upgrade(database_url, "0001")
     engine = make_engine(database_url)
     try:
-        _, kept = mint_key(engine, organisation_id="legacy", rpm=60, daily_tokens=1000)
-        # Written with 0001's columns only: today's model has columns that revision lacks.
+        # Written with 0001's columns only: today's models have columns that revision lacks.
         with engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO api_keys (id, organisation_id, name, key_hash, prefix, rpm, daily_tokens, created_at)"
+                    " VALUES ('key_legacy', 'legacy', NULL, :hash, 'pw_legacy', 60, 1000, CURRENT_TIMESTAMP)"
+                ),
+                {"hash": "0" * 64},
+            )
             connection.execute(
                 text(
                     "INSERT INTO usage_records (request_id, organisation_id, source, model, prompt_tokens, completion_tokens,"
@@ -191,7 +197,7 @@ def test_upgrading_a_0001_database_widens_it_in_place(database_url: str) -> None
         _store_big_values(engine)
         assert len(_big_values(engine)) == 2
         with Session(engine) as session:
-            assert [(k.id, k.rpm, k.daily_tokens) for k in session.exec(select(ApiKey).where(ApiKey.organisation_id == "legacy"))] == [(kept.id, 60, 1000)]
+            assert [(k.id, k.rpm, k.daily_tokens) for k in session.exec(select(ApiKey).where(ApiKey.organisation_id == "legacy"))] == [("key_legacy", 60, 1000)]
             assert [r.prompt_tokens for r in session.exec(select(UsageRecord).where(UsageRecord.request_id == "old"))] == [5]
     finally:
         engine.dispose()

@@ -85,6 +85,8 @@ class WaInbound(SQLModel, table=True):
     reply_text: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     # Whether reply_text belongs in the conversation memory (canned replies do not).
     reply_in_history: bool = False
+    # The orchestration trace of the reply (rounds, tool calls with their outcomes), JSON.
+    reply_trace: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     finished_at: float | None = Field(default=None, sa_column=Column(Float, nullable=True))
     raw: str = Field(sa_column=Column(Text, nullable=False))  # the message object as received
 

@@ -20,6 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
@@ -268,10 +269,11 @@ class InboundStore:
         """Extend our lease; False means it was lost (expired and taken by another worker)."""
         return self._update_owned(message_id, owner, {"lease_until": time.time() + lease_s})
 
-    def save_reply(self, message_id: int, owner: str, text: str, *, in_history: bool) -> bool:
-        return self._update_owned(
-            message_id, owner, {"reply_text": text, "reply_in_history": in_history}
-        )
+    def save_reply(self, message_id: int, owner: str, text: str, *, in_history: bool, trace: dict[str, Any] | None = None) -> bool:
+        values: dict[str, Any] = {"reply_text": text, "reply_in_history": in_history}
+        if trace is not None:
+            values["reply_trace"] = orjson.dumps(trace).decode()
+        return self._update_owned(message_id, owner, values)
 
     def finish(
         self, message_id: int, owner: str, status: str, *, error: str | None = None
@@ -506,3 +508,102 @@ def _retry_locked(operation: Callable[[], T], *, attempts: int = 100) -> T:
                 raise
             time.sleep(min(0.01 * (attempt + 1), 0.2))
     raise AssertionError("unreachable")
+
+
+# --- the management API's view --------------------------------------------------------
+
+
+def _isotime(seconds: float | None) -> str | None:
+    return datetime.fromtimestamp(seconds, UTC).isoformat() if seconds else None
+
+
+class ConversationView:
+    """Read-only queries for the management API and the console (synchronous; run in a thread)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def conversations(self, *, app_id: str | None, offset: int, limit: int) -> list[dict[str, Any]]:
+        last = func.max(inbound.c.received_at)
+        query = (
+            select(inbound.c.conversation_key, inbound.c.app_id, inbound.c.sender, func.max(inbound.c.sender_name), func.count(), last)
+            .group_by(inbound.c.conversation_key, inbound.c.app_id, inbound.c.sender)
+            .order_by(last.desc(), inbound.c.conversation_key)
+            .offset(offset)
+            .limit(limit)
+        )
+        if app_id:
+            query = query.where(inbound.c.app_id == app_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            {"conversation": key, "app": app, "sender": sender, "sender_name": name, "messages": int(count), "last_message_at": _isotime(at)}
+            for key, app, sender, name, count, at in rows
+        ]
+
+    def messages(self, conversation: str, *, limit: int = 200) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(inbound).where(inbound.c.conversation_key == conversation).order_by(inbound.c.message_ts, inbound.c.id).limit(limit)
+            ).all()
+            ids = [row.id for row in rows]
+            parts = conn.execute(select(outbound).where(outbound.c.inbound_id.in_(ids)).order_by(outbound.c.inbound_id, outbound.c.part_index)).all() if ids else []
+        sent: dict[int, list[dict[str, Any]]] = {}
+        for part in parts:
+            sent.setdefault(part.inbound_id, []).append({"wamid": part.wamid, "text": part.body, "status": part.status, "error": part.last_error})
+        return [
+            {
+                "id": row.id,
+                "wamid": row.wamid,
+                "type": row.message_type,
+                "text": row.text,
+                "status": row.status,
+                "error": row.last_error,
+                "attempts": row.attempts,
+                "received_at": _isotime(row.received_at),
+                "reply": row.reply_text,
+                "trace": orjson.loads(row.reply_trace) if row.reply_trace else None,
+                "sent": sent.get(row.id, []),
+            }
+            for row in rows
+        ]
+
+    def dead_letters(self, *, offset: int, limit: int) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(inbound)
+                .where(inbound.c.status.in_([InboundStatus.failed, InboundStatus.rejected]))
+                .order_by(inbound.c.finished_at.desc(), inbound.c.id.desc())
+                .offset(offset)
+                .limit(limit)
+            ).all()
+        return [
+            {
+                "id": row.id,
+                "app": row.app_id,
+                "conversation": row.conversation_key,
+                "sender": row.sender,
+                "status": row.status,
+                "text": row.text,
+                "error": row.last_error,
+                "attempts": row.attempts,
+                "received_at": _isotime(row.received_at),
+                "finished_at": _isotime(row.finished_at),
+                "requeueable": row.status == InboundStatus.failed,
+            }
+            for row in rows
+        ]
+
+    def requeue(self, message_id: int) -> bool:
+        """Put a dead letter back in the queue, once: only a ``failed`` row moves, atomically.
+
+        Its saved reply and the parts already sent are kept, so the worker
+        resumes where it stopped and never answers twice.
+        """
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(inbound)
+                .where(inbound.c.id == message_id, inbound.c.status == InboundStatus.failed)
+                .values(status=InboundStatus.pending, attempts=0, next_attempt_at=time.time(), lease_owner=None, lease_until=None, finished_at=None)
+            )
+        return bool(result.rowcount)

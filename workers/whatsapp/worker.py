@@ -94,6 +94,7 @@ class WhatsAppWorker:
         self._stopping = False
         self._dispatcher: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        self._endpoints: Any = None  # the endpoint pipeline, for apps that name an endpoint
 
     @property
     def graph(self) -> GraphClient:
@@ -218,10 +219,11 @@ class WhatsAppWorker:
             if intent.action == "none" or not intent.text:
                 await self._finish(message, InboundStatus.ignored)
                 return
+            trace: dict[str, Any] | None = None
             if intent.action == "canned":
                 reply, in_history = intent.text, False
             else:
-                reply, in_history = await self._generate(app, message, lease), True
+                (reply, trace), in_history = await self._generate(app, message, lease), True
                 if not reply.strip():
                     await self._finish(
                         message, InboundStatus.ignored, error="the model returned an empty answer"
@@ -229,7 +231,7 @@ class WhatsAppWorker:
                     return
             lease.check()
             saved = await anyio.to_thread.run_sync(
-                lambda: self.store.save_reply(message.id, self.owner, reply, in_history=in_history)
+                lambda: self.store.save_reply(message.id, self.owner, reply, in_history=in_history, trace=trace)
             )
             if not saved:
                 raise _LeaseLost
@@ -256,7 +258,8 @@ class WhatsAppWorker:
             )
         await self._finish(message, InboundStatus.answered)
 
-    async def _generate(self, app: WhatsAppAppConfig, message: ClaimedMessage, lease: _Lease) -> str:
+    async def _generate(self, app: WhatsAppAppConfig, message: ClaimedMessage, lease: _Lease) -> tuple[str, dict[str, Any] | None]:
+        """The reply, and the orchestration trace that produced it."""
         lease.typing = True
         await lease.show_typing(app)
         request_id = f"wa-{message.id}-{message.attempts}"
@@ -275,15 +278,18 @@ class WhatsAppWorker:
             )
         finally:
             lease.typing = False
-        return str(result.text or "")
+        return str(result.text or ""), result.completed.trace
 
-    async def _through_endpoint(self, app: WhatsAppAppConfig, slug: str, message: ClaimedMessage, request_id: str) -> str:
+    async def _through_endpoint(self, app: WhatsAppAppConfig, slug: str, message: ClaimedMessage, request_id: str) -> tuple[str, dict[str, Any] | None]:
         """Answer with the app's endpoint: its model, prompt, plugins, guardrails, and its sessions as memory."""
         from runtime.endpoints import EndpointError, EndpointService
         from runtime.endpoints.sessions import whatsapp_session_id
 
+        if self._endpoints is None:
+            self._endpoints = EndpointService(self.gateway)  # type: ignore[arg-type]
+        service = self._endpoints
         organisation = self.gateway.organisation(app.organisation)  # type: ignore[attr-defined]
-        endpoint = organisation.endpoint(slug) if organisation is not None else None
+        endpoint = await service.endpoint(organisation, slug) if organisation is not None else None
         body: dict[str, Any] = {"message": message.text or ""}
         if endpoint is not None and endpoint.sessions.enabled:
             body["session_id"] = whatsapp_session_id(app.id, message.sender)
@@ -291,17 +297,16 @@ class WhatsAppWorker:
             # No sessions on the endpoint: the conversation memory comes from the queue, as without one.
             history = await self._conversation(app, message)
             body = {"messages": [m for m in history if m["role"] in ("user", "assistant")]}
-        service = EndpointService(self.gateway)  # type: ignore[arg-type]
         try:
             prepared = await service.prepare(
                 key=None, organisation_id=app.organisation, slug=slug, body=body, request_id=request_id, source="whatsapp", create_session=True
             )
-            answer = await service.complete(prepared)
+            answer = await service.answer(prepared)
         except EndpointError as exc:
             if exc.code == "guardrail_block":
-                return GUARDRAIL_REPLY
+                return GUARDRAIL_REPLY, None
             raise GatewayError(exc.status if exc.status >= 500 else 400, exc.message, code=exc.code) from None
-        return str(answer.get("content") or "")
+        return str(answer.body.get("content") or ""), answer.trace
 
     async def _conversation(self, app: WhatsAppAppConfig, message: ClaimedMessage) -> list[dict[str, Any]]:
         """System prompt, then the recent turns within the count and character bounds, then this message."""

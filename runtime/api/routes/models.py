@@ -22,7 +22,7 @@ def _model(model: ModelConfig) -> dict[str, Any]:
 @router.get("/v1/models")
 async def list_models(gateway: GatewayDep, key: KeyDep) -> Response:
     organisation = gateway.organisation(key.organisation_id)
-    models = gateway.models_for(organisation) if organisation else []
+    models = [m for m in gateway.models_for(organisation) if key.allows_model(m.id)] if organisation else []
     return Response(orjson.dumps({"object": "list", "data": [_model(m) for m in models]}), media_type="application/json")
 
 
@@ -31,4 +31,7 @@ async def get_model(model_id: str, gateway: GatewayDep, key: KeyDep) -> Response
     organisation = gateway.organisation(key.organisation_id)
     if organisation is None:
         raise model_not_found(model_id)
-    return Response(orjson.dumps(_model(gateway.resolve_model(organisation, model_id))), media_type="application/json")
+    model = gateway.resolve_model(organisation, model_id)
+    if not key.allows_model(model.id):
+        raise model_not_found(model_id)
+    return Response(orjson.dumps(_model(model)), media_type="application/json")

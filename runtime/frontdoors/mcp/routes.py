@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
+from runtime.admission import check_scope
 from runtime.api.deps import authenticate
 from runtime.api.errors import error_response
 from runtime.errors import GatewayError
@@ -26,11 +27,8 @@ SESSION_IDLE_S = 30 * 60.0
 
 
 def require_mcp_scope(key: KeyInfo) -> None:
-    """Refuse a key whose scopes leave out ``mcp`` (403 ``insufficient_permissions``).
-
-    Keys have no scopes yet (they arrive with the control plane): every key may
-    use ``/mcp`` until then, and this is where the check goes.
-    """
+    """Refuse a key whose scopes leave out ``mcp`` (403 ``insufficient_permissions``)."""
+    check_scope(key, "mcp")
 
 
 def refusal(error: GatewayError, *, credentials_sent: bool = False) -> Response:

@@ -39,6 +39,7 @@ FEATURE_TABLES = (
     "workers.whatsapp.models",
     "runtime.frontdoors.responses.store",
     "runtime.endpoints.sessions",
+    "runtime.endpoints.store",
     "runtime.guardrails.records",
 )
 

@@ -1,0 +1,90 @@
+"""Plugins: each organisation's tools with their JSON schemas, MCP health, and a call of one tool."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from runtime.admission import PluginGrant
+from runtime.api.deps import GatewayDep
+from runtime.control.audit import audit
+from runtime.control.auth import AdminDep
+from runtime.control.routes.organisations import plugin_summary
+from runtime.control.schemas import ToolCall
+from runtime.errors import GatewayError
+from runtime.gateway import Gateway
+from runtime.orchestration.tools import run_tool_call
+
+router = APIRouter(tags=["admin: plugins"])
+
+
+def _not_found(message: str) -> GatewayError:
+    return GatewayError(404, message, code="not_found", type="invalid_request_error")
+
+
+async def describe(gateway: Gateway, organisation_id: str | None) -> list[dict[str, Any]]:
+    out = []
+    for organisation in gateway.settings.organisations:
+        if organisation_id not in (None, organisation.id):
+            continue
+        toolset = await gateway.catalog.toolset(organisation, tuple(PluginGrant(ref) for ref in organisation.plugins))
+        for ref in organisation.plugins:
+            entry = plugin_summary(gateway, ref)
+            entry["organisation"] = organisation.id
+            entry["tools"] = [
+                {
+                    "name": bound.public_name,
+                    "tool": bound.spec.name,
+                    "description": bound.spec.description,
+                    "parameters": bound.spec.parameters,
+                    "annotations": bound.spec.annotations,
+                }
+                for bound in toolset.by_name.values()
+                if bound.ref.id == ref.id
+            ]
+            out.append(entry)
+    return out
+
+
+@router.get("/admin/v1/plugins")
+async def list_plugins(gateway: GatewayDep, admin: AdminDep, organisation: str | None = None) -> dict[str, Any]:
+    return {"data": await describe(gateway, organisation), "next_cursor": None}
+
+
+@router.post("/admin/v1/plugins/{organisation_id}/{plugin_id}/tools/{tool}/call")
+async def call_tool(organisation_id: str, plugin_id: str, tool: str, body: ToolCall, request: Request, gateway: GatewayDep, admin: AdminDep) -> dict[str, Any]:
+    """Run one tool with the given arguments, as the orchestration loop would (validation, timeout, cap)."""
+    organisation = gateway.organisation(organisation_id)
+    if organisation is None:
+        raise _not_found(f"Organisation '{organisation_id}' is not configured.")
+    ref = organisation.plugin(plugin_id)
+    if ref is None:
+        raise _not_found(f"Plugin '{plugin_id}' is not configured for organisation '{organisation_id}'.")
+    toolset = await gateway.catalog.toolset(organisation, (PluginGrant(ref),))
+    bound = next((b for b in toolset.by_name.values() if tool in (b.spec.name, b.public_name)), None)
+    if bound is None:
+        raise _not_found(f"Plugin '{plugin_id}' has no tool '{tool}'.")
+    request_id = f"admin-{uuid.uuid4().hex[:16]}"
+    call = {"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function", "function": {"name": bound.public_name, "arguments": _json(body.arguments)}}
+    outcome = await run_tool_call(
+        call, toolset, organisation_id=organisation_id, request_id=request_id, round_no=0, config=gateway.settings.orchestration
+    )
+    gateway.usage.record(
+        request_id=request_id,
+        organisation_id=organisation_id,
+        model=bound.public_name,
+        source="admin",
+        tool_calls=1,
+        latency_ms=outcome.duration_ms,
+        status="ok" if outcome.ok else "tool_error",
+    )
+    await audit(request, admin, "plugin.call", f"{organisation_id}/{bound.public_name}", {"ok": outcome.ok})
+    return {"tool": bound.public_name, "ok": outcome.ok, "content": outcome.content, "error": outcome.error, "duration_ms": round(outcome.duration_ms, 2)}
+
+
+def _json(value: Any) -> str:
+    import orjson
+
+    return orjson.dumps(value).decode()

@@ -1,0 +1,307 @@
+"""The management API end to end: httpx -> a real gateway (SQLite and PostgreSQL) -> fake upstreams."""
+
+from __future__ import annotations
+
+import csv
+import io
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import orjson
+import pytest
+
+from runtime.storage.keys import mint_admin_key
+from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.services import fresh_database
+from tests.support import GatewayServer, make_settings
+
+ORGS: list[dict[str, Any]] = [
+    {"id": "shop", "plugins": [{"id": "calculator"}], "endpoints": [{"slug": "yaml-helper", "model": "gpt-test", "plugins": []}]},
+]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    yield from fresh_database(request.param, tmp_path, prefix="control")
+
+
+@pytest.fixture
+def server(tmp_path: Path, upstream: FakeOpenAI, database_url: str) -> Iterator[GatewayServer]:
+    gateway = GatewayServer(make_settings(tmp_path, upstream.base_url, database_url=database_url, extra_orgs=ORGS, key_cache_ttl_s=0)).start()
+    yield gateway
+    gateway.stop()
+
+
+class Admin:
+    def __init__(self, server: GatewayServer) -> None:
+        self.server = server
+        self.key, self.row = mint_admin_key(server.gateway.engine, name="ops")
+        self.client = httpx.Client(base_url=f"{server.url}/admin/v1", headers={"Authorization": f"Bearer {self.key}"}, timeout=20)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+@pytest.fixture
+def admin(server: GatewayServer) -> Iterator[Admin]:
+    admin = Admin(server)
+    yield admin
+    admin.client.close()
+
+
+# -- who may use it --------------------------------------------------------------------------------
+
+
+def test_only_admin_keys_open_the_api(server: GatewayServer, admin: Admin) -> None:
+    url = f"{server.url}/admin/v1/organisations"
+    missing = httpx.get(url)
+    assert missing.status_code == 401 and missing.json()["error"]["code"] == "invalid_api_key"
+    gateway_key = httpx.get(url, headers={"Authorization": f"Bearer {server.mint('shop')}"})
+    assert gateway_key.status_code == 403 and gateway_key.json()["error"]["code"] == "insufficient_permissions"
+    assert httpx.get(url, headers={"Authorization": "Bearer pwa_not-a-key"}).status_code == 401
+    assert admin.get("/organisations").status_code == 200
+    # ...and an admin key opens no model route.
+    refused = httpx.post(f"{server.base_url}/chat/completions", json={"model": "gpt-test", "messages": [{"role": "user", "content": "x"}]}, headers={"Authorization": f"Bearer {admin.key}"})
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "insufficient_permissions"
+
+
+def test_organisations_show_models_plugins_endpoints_and_spend(admin: Admin) -> None:
+    orgs = {o["id"]: o for o in admin.get("/organisations").json()["data"]}
+    shop = orgs["shop"]
+    assert shop["models"] == ["gpt-test", "gpt-other"]
+    assert shop["plugins"] == [{"id": "calculator", "kind": "python", "origin": "builtin", "health": {"healthy": True, "state": "loaded", "error": None}}]
+    assert shop["endpoints"] == [{"slug": "yaml-helper", "model": "gpt-test", "active": True, "source": "config"}]
+    assert shop["spend_this_period_usd"] == 0
+    assert admin.get("/organisations/nope").status_code == 404
+
+
+# -- keys ------------------------------------------------------------------------------------------
+
+
+def test_mint_use_update_and_revoke_a_key(server: GatewayServer, admin: Admin, upstream: FakeOpenAI) -> None:
+    created = admin.post("/keys", json={"organisation": "shop", "name": "web", "rpm": 100, "scopes": ["chat"], "models": ["gpt-test"]})
+    assert created.status_code == 201, created.text
+    body = created.json()
+    secret, key_id = body["key"], body["id"]
+    assert secret.startswith("pw_") and (body["scopes"], body["models"], body["rpm"]) == (["chat"], ["gpt-test"], 100)
+    listed = admin.get("/keys", params={"organisation": "shop"}).json()["data"]
+    assert [k["id"] for k in listed] == [key_id] and all("key" not in k for k in listed)
+    client = openai.OpenAI(base_url=server.base_url, api_key=secret, max_retries=0)
+    upstream.enqueue(Reply(text="hello"))
+    assert client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}], tools=[{"type": "function", "function": {"name": "x"}}]).choices[0].message.content == "hello"
+    assert [m.id for m in client.models.list()] == ["gpt-test"]
+    with pytest.raises(openai.PermissionDeniedError) as other_model:
+        client.chat.completions.create(model="gpt-other", messages=[{"role": "user", "content": "hi"}])
+    assert other_model.value.body["code"] == "insufficient_permissions"  # type: ignore[index]
+    updated = admin.patch(f"/keys/{key_id}", json={"rpm": None, "models": None}).json()
+    assert (updated["rpm"], updated["models"], updated["scopes"]) == (None, None, ["chat"])
+    upstream.enqueue(Reply(text="now allowed"))
+    assert client.chat.completions.create(model="gpt-other", messages=[{"role": "user", "content": "hi"}], tools=[{"type": "function", "function": {"name": "x"}}]).choices[0].message.content == "now allowed"
+    revoked = admin.delete(f"/keys/{key_id}").json()
+    assert revoked["revoked"] is True and revoked["revoked_at"]
+    with pytest.raises(openai.AuthenticationError):
+        client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
+    assert admin.patch(f"/keys/{key_id}", json={"rpm": 5}).status_code == 409
+    assert admin.get("/keys", params={"organisation": "shop"}).json()["data"] == []
+    assert [k["id"] for k in admin.get("/keys", params={"organisation": "shop", "include_revoked": True}).json()["data"]] == [key_id]
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"organisation": "nope"}, "organisation"),
+        ({"organisation": "shop", "models": ["claude-unknown"]}, "models"),
+        ({"organisation": "shop", "scopes": ["everything"]}, None),
+        ({"organisation": "shop", "rpm": -1}, "rpm"),
+        ({"organisation": "shop", "surprise": 1}, "surprise"),
+    ],
+)
+def test_bad_key_requests_are_400(admin: Admin, body: dict[str, Any], param: str | None) -> None:
+    response = admin.post("/keys", json=body)
+    assert response.status_code == 400, response.text
+    if param:
+        assert param in (response.json()["error"]["param"] or "")
+
+
+def test_a_key_outside_its_scopes_is_refused(server: GatewayServer, admin: Admin) -> None:
+    embeddings_only = admin.post("/keys", json={"organisation": "shop", "scopes": ["embeddings"]}).json()["key"]
+    refused = httpx.post(f"{server.base_url}/chat/completions", json={"model": "gpt-test", "messages": [{"role": "user", "content": "x"}]}, headers={"Authorization": f"Bearer {embeddings_only}"})
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "insufficient_permissions"
+    endpoint = httpx.post(f"{server.url}/api/shop/yaml-helper", json={"message": "x"}, headers={"Authorization": f"Bearer {embeddings_only}"})
+    assert endpoint.status_code == 403 and endpoint.json()["code"] == "insufficient_permissions"
+    mcp = httpx.post(f"{server.url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, headers={"Authorization": f"Bearer {embeddings_only}", "Accept": "application/json, text/event-stream"})
+    assert mcp.status_code == 403
+
+
+def test_lists_are_paginated(admin: Admin) -> None:
+    made = [admin.post("/keys", json={"organisation": "shop", "name": f"k{i}"}).json()["id"] for i in range(5)]
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        params: dict[str, Any] = {"organisation": "shop", "limit": 2}
+        if cursor:
+            params["cursor"] = cursor
+        page = admin.get("/keys", params=params).json()
+        seen.extend(k["id"] for k in page["data"])
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(made) and len(seen) == 5 and pages == 3
+    assert admin.get("/keys", params={"cursor": "garbage!"}).status_code == 400
+
+
+# -- endpoints ------------------------------------------------------------------------------------
+
+
+def test_an_endpoint_made_here_answers_on_another_gateway(tmp_path: Path, server: GatewayServer, admin: Admin, upstream: FakeOpenAI, database_url: str) -> None:
+    (tmp_path / "second").mkdir()
+    other = GatewayServer(make_settings(tmp_path / "second", upstream.base_url, database_url=database_url, extra_orgs=ORGS)).start()
+    try:
+        key = server.mint("shop")
+        created = admin.post("/endpoints", json={"organisation": "shop", "slug": "faq", "model": "gpt-test", "system_prompt": "Answer FAQs.", "plugins": []})
+        assert created.status_code == 201, created.text
+        upstream.enqueue(Reply(text="From the FAQ."))
+        answer = httpx.post(f"{other.url}/api/shop/faq", json={"message": "hours?"}, headers={"Authorization": f"Bearer {key}"}, timeout=20)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["content"] == "From the FAQ." and upstream.requests[-1]["messages"][0]["content"] == "Answer FAQs."
+        assert admin.patch("/endpoints/shop/faq", json={"active": False}).json()["active"] is False
+        import time
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            gone = httpx.post(f"{other.url}/api/shop/faq", json={"message": "hours?"}, headers={"Authorization": f"Bearer {key}"}, timeout=20)
+            if gone.status_code == 404:
+                break
+            time.sleep(0.2)
+        assert gone.status_code == 404 and gone.json()["code"] == "endpoint_not_found"
+    finally:
+        other.stop()
+
+
+def test_endpoint_rules(admin: Admin) -> None:
+    assert admin.post("/endpoints", json={"organisation": "shop", "slug": "yaml-helper", "model": "gpt-test"}).status_code == 409
+    read_only = admin.patch("/endpoints/shop/yaml-helper", json={"active": False})
+    assert read_only.status_code == 409 and read_only.json()["error"]["code"] == "read_only"
+    assert admin.delete("/endpoints/shop/yaml-helper").status_code == 409
+    assert admin.post("/endpoints", json={"organisation": "shop", "slug": "x", "model": "no-model"}).status_code == 400
+    assert admin.post("/endpoints", json={"organisation": "shop", "slug": "x", "model": "gpt-test", "plugins": ["not-configured"]}).status_code == 400
+    assert admin.post("/endpoints", json={"organisation": "shop", "slug": "Bad Slug", "model": "gpt-test"}).status_code == 400
+    made = admin.post("/endpoints", json={"organisation": "shop", "slug": "temp", "model": "gpt-test", "plugins": []})
+    assert made.status_code == 201
+    assert admin.post("/endpoints", json={"organisation": "shop", "slug": "temp", "model": "gpt-test"}).status_code == 409
+    listed = {(e["slug"], e["source"], e["read_only"]) for e in admin.get("/endpoints", params={"organisation": "shop"}).json()["data"]}
+    assert listed == {("yaml-helper", "config", True), ("temp", "api", False)}
+    assert admin.delete("/endpoints/shop/temp").json()["deleted"] is True
+    assert admin.get("/endpoints/shop/temp").status_code == 404
+
+
+# -- usage, plugins, audit, health -------------------------------------------------------------------
+
+
+def test_usage_by_model_key_day_and_csv(server: GatewayServer, admin: Admin, upstream: FakeOpenAI) -> None:
+    keys = [admin.post("/keys", json={"organisation": "shop", "name": n}).json() for n in ("a", "b")]
+    for key, model in ((keys[0], "gpt-test"), (keys[0], "gpt-other"), (keys[1], "gpt-test")):
+        upstream.enqueue(Reply(text="ok", prompt_tokens=10, completion_tokens=5))
+        openai.OpenAI(base_url=server.base_url, api_key=key["key"], max_retries=0).chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], tools=[{"type": "function", "function": {"name": "x"}}])
+    by_model = {row["group"]: row for row in admin.get("/usage", params={"organisation": "shop", "group_by": "model"}).json()["data"]}
+    assert (by_model["gpt-test"]["requests"], by_model["gpt-test"]["prompt_tokens"], by_model["gpt-other"]["completion_tokens"]) == (2, 20, 5)
+    by_key = {row["group"]: row["requests"] for row in admin.get("/usage", params={"organisation": "shop", "group_by": "key"}).json()["data"]}
+    assert by_key == {keys[0]["id"]: 2, keys[1]["id"]: 1}
+    by_day = admin.get("/usage", params={"organisation": "shop", "group_by": "day"}).json()
+    assert len(by_day["data"]) == 1 and by_day["totals"]["requests"] == 3 and len(by_day["data"][0]["group"]) == 10
+    exported = admin.get("/usage", params={"organisation": "shop", "group_by": "model", "format": "csv"})
+    assert exported.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert {r["group"]: int(r["requests"]) for r in rows} == {"gpt-other": 1, "gpt-test": 2}
+    assert admin.get("/usage", params={"group_by": "planet"}).status_code == 400
+
+
+def test_plugins_and_a_tool_call(admin: Admin) -> None:
+    plugins = admin.get("/plugins", params={"organisation": "shop"}).json()["data"]
+    (calculator,) = plugins
+    (tool,) = calculator["tools"]
+    assert tool["name"] == "calculator__evaluate" and tool["parameters"]["required"] == ["expression"]
+    done = admin.post("/plugins/shop/calculator/tools/evaluate/call", json={"arguments": {"expression": "6*7"}}).json()
+    assert done["ok"] is True and orjson.loads(done["content"])["result"] == 42
+    bad = admin.post("/plugins/shop/calculator/tools/evaluate/call", json={"arguments": {"expr": 1}}).json()
+    assert bad["ok"] is False and "schema" in bad["content"]
+    assert admin.post("/plugins/shop/calculator/tools/nothing/call", json={}).status_code == 404
+
+
+def test_every_admin_action_is_audited(admin: Admin) -> None:
+    key = admin.post("/keys", json={"organisation": "shop"}).json()
+    admin.patch(f"/keys/{key['id']}", json={"rpm": 10})
+    admin.delete(f"/keys/{key['id']}")
+    admin.post("/plugins/shop/calculator/tools/evaluate/call", json={"arguments": {"expression": "1+1"}})
+    events = admin.get("/audit").json()["data"]
+    assert [e["action"] for e in events] == ["plugin.call", "key.revoke", "key.update", "key.create"]
+    assert all(e["actor"].startswith(admin.row.id) and e["source_ip"] == "127.0.0.1" and e["at"] for e in events)
+    assert events[1]["target"] == key["id"] and events[2]["details"] == {"rpm": 10}
+    first = admin.get("/audit", params={"limit": 2}).json()
+    second = admin.get("/audit", params={"limit": 2, "cursor": first["next_cursor"]}).json()
+    assert [e["action"] for e in first["data"] + second["data"]] == [e["action"] for e in events]
+
+
+def test_the_health_view_has_the_details_readyz_leaves_out(admin: Admin) -> None:
+    health = admin.get("/health").json()
+    assert health["status"] == "ready" and health["checks"]["database"] == {"ok": True}
+
+
+# -- the playground --------------------------------------------------------------------------------
+
+
+def test_the_playground_streams_tool_cards_before_the_answer(admin: Admin, upstream: FakeOpenAI) -> None:
+    upstream.enqueue(Reply(tool_calls=[("calculator__evaluate", {"expression": "6*7"})]), Reply(text="It is 42."))
+    events: list[tuple[str, Any]] = []
+    with admin.stream("POST", "/playground", json={"organisation": "shop", "model": "gpt-test", "messages": [{"role": "user", "content": "6*7?"}]}) as response:
+        name = None
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: ") and name:
+                events.append((name, orjson.loads(line[6:])))
+    names = [n for n, _ in events]
+    assert names.index("tool_call") < names.index("tool_result") < names.index("text") < names.index("done")
+    call = dict(events)["tool_call"]
+    assert (call["plugin"], call["tool"]) == ("calculator", "evaluate")
+    assert dict(events)["done"]["content"] == "It is 42."
+
+
+# -- WhatsApp dead letters: requeued exactly once -----------------------------------------------------
+
+
+def test_a_dead_letter_is_requeued_once(server: GatewayServer, admin: Admin) -> None:
+    from sqlalchemy import insert
+
+    from workers.whatsapp.models import WHATSAPP_TABLES, InboundStatus
+
+    inbound = WHATSAPP_TABLES[0]
+    with server.gateway.engine.begin() as conn:
+        conn.execute(
+            insert(inbound),
+            {
+                "app_id": "acme-support", "wamid": "wamid.dead1", "conversation_key": "acme-support:1555", "sender": "1555",
+                "message_type": "text", "text": "help", "message_ts": 1, "received_at": 1.0, "status": InboundStatus.failed,
+                "next_attempt_at": 0.0, "attempts": 5, "last_error": "graph: 131000", "reply_in_history": False, "raw": "{}",
+            },
+        )
+    (letter,) = admin.get("/whatsapp/dead-letters").json()["data"]
+    assert letter["requeueable"] is True and letter["error"] == "graph: 131000"
+    results: list[int] = []
+
+    def requeue() -> None:
+        results.append(admin.client.post(f"/whatsapp/dead-letters/{letter['id']}/requeue").status_code)
+
+    threads = [threading.Thread(target=requeue) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [200, 409, 409, 409]
+    assert admin.get("/whatsapp/dead-letters").json()["data"] == []
