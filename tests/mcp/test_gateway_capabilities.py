@@ -1,0 +1,394 @@
+"""MCP servers as their authors intend, through the whole gateway (issue 10).
+
+openai SDK (or httpx) -> plugway under uvicorn -> fake upstream, with the tools on a real
+MCP server we wrote with the SDK, over stdio and over streamable HTTP: progress that keeps
+a long call alive, sampling answered by the request's own model and billed, images,
+resource links followed, tool search over a 150-tool server, client disconnects, crashes
+in the backoff window, and a slow server that does not hold start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import orjson
+import pytest
+from sqlmodel import Session, select
+
+from runtime.orchestration.tools import TOOL_SEARCH_NAME, estimated_tokens
+from runtime.storage.models import UsageRecord
+from tests.fakes.anthropic_server import (
+    FakeAnthropic,
+    fake_anthropic,  # noqa: F401  # fixture
+    fake_anthropic_server,  # noqa: F401  # fixture
+)
+from tests.fakes.anthropic_server import Reply as ClaudeReply
+from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.mcp.mcp_helpers import (
+    TAG_ENV,
+    TEST_SERVER,
+    HttpServer,
+    start_http_server,
+    tagged_processes,
+)
+from tests.support import GatewayServer, make_settings
+
+USER = [{"role": "user", "content": "go"}]
+JSON = dict[str, Any]
+
+
+def tool_contents(request: JSON) -> list[Any]:
+    return [m["content"] for m in request["messages"] if m["role"] == "tool"]
+
+
+class Servers:
+    """HTTP test servers, started once per module as they are first needed."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._started: dict[tuple[str, ...], HttpServer] = {}
+
+    def http(self, *flags: str) -> HttpServer:
+        if flags not in self._started:
+            directory = self.root / f"http{len(self._started)}"
+            directory.mkdir()
+            self._started[flags] = start_http_server(directory, *flags)
+        return self._started[flags]
+
+    def stop(self) -> None:
+        for server in self._started.values():
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    found = Servers(tmp_path_factory.mktemp("mcp-http"))
+    yield found
+    found.stop()
+
+
+class Tk:
+    """The test server as plugin ``tk`` of organisation acme, over one transport."""
+
+    def __init__(self, transport: str, servers: Servers, tmp_path: Path, *flags: str, **mcp: Any) -> None:
+        self.tag = uuid.uuid4().hex
+        if transport == "http":
+            server = servers.http(*flags)
+            self.markers = server.marker_dir
+            self.plugin = {"id": "tk", "mcp": {"url": server.url, "headers": {"Authorization": f"Bearer {server.token}"}, **mcp}}
+        else:
+            self.markers = tmp_path / "markers"
+            self.markers.mkdir(exist_ok=True)
+            env = {"MCP_TEST_MARKER_DIR": str(self.markers), TAG_ENV: self.tag}
+            self.plugin = {"id": "tk", "mcp": {"command": [sys.executable, str(TEST_SERVER), *flags], "env": env, **mcp}}
+
+
+def gateway_with(tmp_path: Path, upstream_url: str, *plugins: JSON, **options: Any) -> GatewayServer:
+    return GatewayServer(make_settings(tmp_path, upstream_url, plugins=list(plugins), **options)).start()
+
+
+@pytest.fixture(params=["stdio", "http"])
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def tk(transport: str, servers: Servers, tmp_path: Path) -> Tk:
+    return Tk(transport, servers, tmp_path)
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, upstream: FakeOpenAI, tk: Tk) -> Iterator[GatewayServer]:
+    server = gateway_with(tmp_path, upstream.base_url, tk.plugin)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def client(gateway: GatewayServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gateway.base_url, api_key=gateway.mint(), max_retries=0, timeout=30)
+
+
+# -- progress ----------------------------------------------------------------------------------------------
+
+
+def test_progress_keeps_a_long_mcp_call_alive(client: openai.OpenAI, upstream: FakeOpenAI) -> None:
+    # tool_timeout_s is 2 in tests: six 0.5 s steps take 3 s, and each report moves the deadline.
+    upstream.enqueue(Reply(tool_calls=[("tk__steps", {"count": 6, "seconds": 0.5})]), Reply(text="done"))
+    reply = client.chat.completions.create(model="gpt-test", messages=USER)
+    assert tool_contents(upstream.requests[1]) == ["finished 6 steps"]
+    assert reply.model_extra["plugway"]["tool_calls"][0]["ok"] is True
+
+
+def test_without_progress_the_same_call_times_out(client: openai.OpenAI, upstream: FakeOpenAI) -> None:
+    upstream.enqueue(Reply(tool_calls=[("tk__sleep", {"seconds": 3})]), Reply(text="too slow"))
+    client.chat.completions.create(model="gpt-test", messages=USER)
+    assert orjson.loads(tool_contents(upstream.requests[1])[0])["error"]["type"] == "timeout"
+
+
+def test_mcp_progress_reaches_the_stream(gateway: GatewayServer, upstream: FakeOpenAI) -> None:
+    upstream.enqueue(Reply(tool_calls=[("tk__steps", {"count": 3, "seconds": 0.05})]), Reply(text="done"))
+    body = {"model": "gpt-test", "messages": USER, "stream": True}
+    headers = {"Authorization": f"Bearer {gateway.mint()}"}
+    with httpx.stream("POST", f"{gateway.base_url}/chat/completions", json=body, headers=headers, timeout=20) as response:
+        progress = [line for line in response.iter_lines() if line.startswith(": plugway tool_progress")]
+    reports = [orjson.loads(line.split(" ", 3)[3]) for line in progress]
+    assert [r["progress"] for r in reports] == [1, 2, 3]
+    assert reports[-1]["total"] == 3 and reports[-1]["message"] == "step 3 of 3"
+
+
+# -- sampling -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("era", ["modern", "legacy"])
+def test_a_server_asking_for_sampling_is_answered_by_the_requests_model_and_billed(
+    transport: str, era: str, servers: Servers, tmp_path: Path, upstream: FakeOpenAI
+) -> None:
+    # 2026 servers ask inside the call's result (input-required rounds); older ones send a
+    # sampling/createMessage request of their own. Both reach the request's model.
+    tk = Tk(transport, servers, tmp_path, *(("--legacy",) if era == "legacy" else ()))
+    gateway = gateway_with(tmp_path, upstream.base_url, tk.plugin)
+    try:
+        client = openai.OpenAI(base_url=gateway.base_url, api_key=gateway.mint(), max_retries=0, timeout=30)
+        upstream.enqueue(
+            Reply(tool_calls=[("tk__ask_model", {"question": "What is the capital of Portugal?"})], prompt_tokens=100, completion_tokens=10),
+            Reply(text="Lisbon", prompt_tokens=30, completion_tokens=2),
+            Reply(text="It is Lisbon.", prompt_tokens=150, completion_tokens=5),
+        )
+        reply = client.chat.completions.create(model="gpt-test", messages=USER)
+        assert reply.choices[0].message.content == "It is Lisbon."
+        sampling = upstream.requests[1]
+        assert "tools" not in sampling and sampling["max_tokens"] == 50
+        assert sampling["messages"] == [
+            {"role": "system", "content": "Answer briefly."},
+            {"role": "user", "content": "What is the capital of Portugal?"},
+        ]
+        (content,) = tool_contents(upstream.requests[2])
+        assert content.startswith("the model said: Lisbon (endTurn, model ")
+        gateway.flush_usage()
+        with Session(gateway.gateway.engine) as session:
+            rows = {r.source: r for r in session.exec(select(UsageRecord).where(UsageRecord.organisation_id == "acme"))}
+        assert (rows["mcp-sampling"].prompt_tokens, rows["mcp-sampling"].completion_tokens) == (30, 2)
+        assert rows["api"].total_tokens == 100 + 10 + 150 + 5
+    finally:
+        gateway.stop()
+
+
+def test_sampling_beyond_the_budget_is_declined_to_the_server(tmp_path: Path, upstream: FakeOpenAI, servers: Servers) -> None:
+    tk = Tk("stdio", servers, tmp_path)
+    gateway = gateway_with(tmp_path, upstream.base_url, tk.plugin, orchestration={"sampling": {"max_calls_per_tool_call": 0}})
+    try:
+        client = openai.OpenAI(base_url=gateway.base_url, api_key=gateway.mint(), max_retries=0, timeout=30)
+        upstream.enqueue(Reply(tool_calls=[("tk__ask_model", {"question": "hi"})]), Reply(text="ok"))
+        client.chat.completions.create(model="gpt-test", messages=USER)
+        (content,) = tool_contents(upstream.requests[1])
+        assert "sampling budget" in orjson.loads(content)["error"]["message"]
+        assert len(upstream.requests) == 2  # the model was not asked
+    finally:
+        gateway.stop()
+
+
+# -- images -----------------------------------------------------------------------------------------------------
+
+
+def test_an_mcp_image_reaches_an_openai_model_as_a_description(client: openai.OpenAI, upstream: FakeOpenAI) -> None:
+    upstream.enqueue(Reply(tool_calls=[("tk__screenshot", {})]), Reply(text="a screenshot"))
+    client.chat.completions.create(model="gpt-test", messages=USER)
+    (content,) = tool_contents(upstream.requests[1])
+    # 150 KB of PNG, repeated in structuredContent: the model reads one short line.
+    assert content == "[image: image/png, 153667 bytes]"
+
+
+def test_an_mcp_image_reaches_a_claude_model_as_an_image(
+    tmp_path: Path, servers: Servers, fake_anthropic: FakeAnthropic  # noqa: F811  # fixture
+) -> None:
+    tk = Tk("stdio", servers, tmp_path)
+    settings = make_settings(
+        tmp_path,
+        "http://127.0.0.1:9/unused",
+        providers=[{"id": "claude", "kind": "anthropic", "base_url": fake_anthropic.base_url, "api_key": "sk-ant-test-key", "timeout_s": 10, "max_retries": 0}],
+        models=[{"id": "claude-test", "provider": "claude", "upstream_model": "claude-haiku-4-5"}],
+        organisations=[{"id": "acme", "plugins": [tk.plugin]}],
+    )
+    gateway = GatewayServer(settings).start()
+    try:
+        fake_anthropic.script([ClaudeReply(tool_use=[("tk__screenshot", {})]), ClaudeReply(text="I see it.")])
+        client = openai.OpenAI(base_url=gateway.base_url, api_key=gateway.mint(), max_retries=0, timeout=30)
+        reply = client.chat.completions.create(model="claude-test", messages=USER)
+        assert reply.choices[0].message.content == "I see it."
+        second = fake_anthropic.requests[1].body
+        results = [b for m in second["messages"] for b in (m["content"] if isinstance(m["content"], list) else []) if b.get("type") == "tool_result"]
+        (result,) = results
+        images = [b for b in result["content"] if b["type"] == "image"]
+        assert images[0]["source"]["media_type"] == "image/png"
+        assert len(images[0]["source"]["data"]) > 200_000  # the picture itself, not its description
+        texts = [b["text"] for b in result["content"] if b["type"] == "text"]
+        assert all(len(text) < 200 for text in texts)  # no base64 in the text
+    finally:
+        gateway.stop()
+
+
+# -- resources ---------------------------------------------------------------------------------------------------
+
+
+def test_the_model_follows_a_resource_link(client: openai.OpenAI, upstream: FakeOpenAI) -> None:
+    upstream.enqueue(
+        Reply(tool_calls=[("tk__find_note", {"topic": "cats"})]),
+        Reply(tool_calls=[("tk__read_resource", {"uri": "notes://cats"})]),
+        Reply(text="Cats are covered."),
+    )
+    client.chat.completions.create(model="gpt-test", messages=USER)
+    offered = {t["function"]["name"]: t["function"] for t in upstream.requests[0]["tools"]}
+    assert "notes://welcome (welcome)" in offered["tk__read_resource"]["description"]
+    assert "<notes://cats>" in tool_contents(upstream.requests[1])[0]
+    assert tool_contents(upstream.requests[2])[1] == "Everything about cats."
+
+
+# -- tool search -------------------------------------------------------------------------------------------------
+
+
+def test_a_150_tool_server_is_answered_through_tool_search(
+    transport: str, servers: Servers, tmp_path: Path, upstream: FakeOpenAI
+) -> None:
+    catalogue = Tk(transport, servers, tmp_path, "--many", "150")
+    gateway = gateway_with(tmp_path, upstream.base_url, catalogue.plugin)
+    try:
+        client = openai.OpenAI(base_url=gateway.base_url, api_key=gateway.mint(), max_retries=0, timeout=30)
+        upstream.enqueue(
+            Reply(tool_calls=[(TOOL_SEARCH_NAME, {"query": "list refund"})]),
+            Reply(tool_calls=[("tk__list_refund_4", {"query": "March"})]),
+            Reply(text="Here are the refunds."),
+        )
+        reply = client.chat.completions.create(model="gpt-test", messages=USER)
+        assert reply.choices[0].message.content == "Here are the refunds."
+        first, second, third = upstream.requests
+        # More than OpenAI's 128: the request does not fail, the model gets the search tool.
+        assert [t["function"]["name"] for t in first["tools"]] == [TOOL_SEARCH_NAME]
+        found = orjson.loads(tool_contents(second)[0])["tools"]
+        assert found[0]["name"] == "tk__list_refund_4"
+        assert "tk__list_refund_4" in [t["function"]["name"] for t in second["tools"]]
+        assert tool_contents(third)[1] == "list_refund_4: March"
+        assert "tk__list_refund_4" in reply.model_extra["plugway"]["loaded_tools"]
+    finally:
+        gateway.stop()
+
+
+def test_tool_search_saves_prompt_tokens_on_a_100_tool_catalogue(
+    servers: Servers, tmp_path: Path, upstream: FakeOpenAI, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 22 tools of the test server + 78 catalogue entries = 100 (read_resource left out).
+    catalogue = Tk("stdio", servers, tmp_path, "--many", "78")
+    catalogue.plugin["exclude_tools"] = ["read_resource"]
+    measured: dict[str, int] = {}
+    for label, budget in (("whole catalogue", None), ("tool search", 1000)):
+        directory = tmp_path / label.replace(" ", "-")
+        directory.mkdir()
+        gateway = gateway_with(directory, upstream.base_url, catalogue.plugin, orchestration={"tool_prompt_budget_tokens": budget})
+        try:
+            client = openai.OpenAI(base_url=gateway.base_url, api_key=gateway.mint(), max_retries=0, timeout=30)
+            upstream.reset()
+            upstream.enqueue(Reply(text="hello"))
+            client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hello"}])
+            tools = upstream.requests[0]["tools"]
+            if budget is None:
+                assert len(tools) == 100
+            measured[label] = sum(estimated_tokens(tool) for tool in tools)
+        finally:
+            gateway.stop()
+    saved = measured["whole catalogue"] - measured["tool search"]
+    with capsys.disabled():
+        print(f"\n100-tool catalogue: {measured['whole catalogue']} prompt tokens of tool definitions on every "
+              f"request; with tool search {measured['tool search']} (saves {saved}, "
+              f"{100 * saved / measured['whole catalogue']:.0f}%)")
+    assert measured["tool search"] * 20 < measured["whole catalogue"]
+
+
+# -- disconnects ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_hanging_up_cancels_the_mcp_call_at_once(
+    gateway: GatewayServer, upstream: FakeOpenAI, tk: Tk, stream: bool
+) -> None:
+    tag = f"hangup-{uuid.uuid4().hex[:8]}"
+    upstream.enqueue(Reply(tool_calls=[("tk__sleep", {"seconds": 30, "tag": tag})], prompt_tokens=20, completion_tokens=3), Reply(text="never asked"))
+    key = gateway.mint()
+    started = tk.markers / f"{tag}.started"
+    cancelled = tk.markers / f"{tag}.cancelled"
+    left_at: list[float] = []
+
+    async def hang_up() -> None:
+        body = {"model": "gpt-test", "messages": USER, "stream": stream}
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(timeout=20) as http:
+            request = asyncio.ensure_future(http.post(f"{gateway.base_url}/chat/completions", json=body, headers=headers))
+            deadline = time.monotonic() + 10
+            while not started.exists() and time.monotonic() < deadline:  # noqa: ASYNC110  # another process writes it
+                await asyncio.sleep(0.01)
+            # The server has the call: now the client goes away (its connection closes).
+            request.cancel()
+            left_at.append(time.monotonic())
+            with contextlib.suppress(asyncio.CancelledError):
+                await request
+
+    asyncio.run(hang_up())
+    assert left_at, "the call never reached the server"
+    while not cancelled.exists() and time.monotonic() < left_at[0] + 3:
+        time.sleep(0.01)
+    assert cancelled.exists(), "the server was not told"
+    assert time.monotonic() - left_at[0] < 1.0, "the server was told late"
+    time.sleep(1.0)
+    assert len(upstream.requests) == 1, "the loop went on after the client left"
+    assert not (tk.markers / f"{tag}.done").exists()
+
+
+# -- crashes and slow servers --------------------------------------------------------------------------------------
+
+
+def test_two_crashes_in_the_backoff_window_then_a_request_still_has_the_tools(
+    tmp_path: Path, upstream: FakeOpenAI, servers: Servers
+) -> None:
+    tk = Tk("stdio", servers, tmp_path)
+    gateway = gateway_with(tmp_path, upstream.base_url, tk.plugin)
+    try:
+        client = openai.OpenAI(base_url=gateway.base_url, api_key=gateway.mint(), max_retries=0, timeout=30)
+        for _ in range(2):
+            upstream.reset()
+            upstream.enqueue(Reply(tool_calls=[("tk__crash", {})]), Reply(text="it crashed"))
+            client.chat.completions.create(model="gpt-test", messages=USER)
+            assert "exited with code 3" in tool_contents(upstream.requests[1])[0]
+        assert gateway.gateway.mcp.health()["tk"]["state"] in ("backoff", "reconnecting")
+        upstream.reset()
+        upstream.enqueue(Reply(tool_calls=[("tk__pid", {})]), Reply(text="back"))
+        client.chat.completions.create(model="gpt-test", messages=USER)
+        assert "tk__pid" in {t["function"]["name"] for t in upstream.requests[0]["tools"]}
+        assert tool_contents(upstream.requests[1])[0].isdigit()
+    finally:
+        gateway.stop()
+    assert tagged_processes(tk.tag) == []
+
+
+def test_a_server_that_never_answers_does_not_hold_up_readiness(
+    tmp_path: Path, upstream: FakeOpenAI, servers: Servers
+) -> None:
+    tk = Tk("stdio", servers, tmp_path)
+    silent = {"id": "silent", "mcp": {"command": [sys.executable, "-c", "import time; time.sleep(60)"]}}
+    started = time.monotonic()
+    gateway = gateway_with(tmp_path, upstream.base_url, tk.plugin, silent)
+    try:
+        assert time.monotonic() - started < 8  # its connect timeout is 10 s
+        ready = httpx.get(f"{gateway.url}/readyz").json()
+        assert ready["status"] == "ready"
+        assert ready["checks"]["mcp"]["silent"] == {"ok": False, "state": "starting"}
+        assert ready["checks"]["mcp"]["tk"] == {"ok": True, "state": "ready"}
+    finally:
+        gateway.stop()
