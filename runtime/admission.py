@@ -25,6 +25,7 @@ from runtime.errors import (
 from runtime.limits import LimitDecision, LimiterUnavailable
 from runtime.limits.decision import UNLIMITED
 from runtime.storage.keys import KeyInfo
+from runtime.telemetry import current as telemetry
 
 if TYPE_CHECKING:
     from runtime.gateway import Gateway
@@ -160,6 +161,7 @@ async def admit(
         source=source,
         plugins=grants,
     )
+    telemetry().admitted(context)
     if check is not None:
         check(context)
     # Budget before limits: a refused request must not use up the key's RPM.
@@ -185,7 +187,9 @@ async def acquire_limits(gateway: Gateway, key: KeyInfo) -> LimitDecision:
     try:
         decision = await gateway.limiter.acquire(key.id, rpm=key.rpm, daily_tokens=key.daily_tokens)
     except LimiterUnavailable:
+        telemetry().limiter_unavailable("acquire")
         raise rate_limiter_unavailable() from None
+    telemetry().limiter_decision(key.organisation_id, decision)
     if not decision.allowed:
         raise rate_limit_exceeded(
             decision.message(),

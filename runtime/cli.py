@@ -79,11 +79,20 @@ def _existing_database(settings: Settings, missing: str) -> Engine:
     return engine
 
 
-def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Client libraries log every request at INFO: a write per upstream call on the hot path.
-    for noisy in ("httpx", "httpcore", "aiohttp.access", "mcp"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def configure_logging(settings: Settings | None = None, *, processes: int = 1) -> None:
+    """The process's logging (``logging.format``: text or JSON lines), and what several processes share.
+
+    With ``processes`` > 1 (``serve --workers N``) the Prometheus metric files'
+    directory is prepared here, before the workers start, since they must
+    inherit it (see ``runtime.telemetry.metrics``).
+    """
+    from runtime.telemetry.logs import configure
+
+    configure(settings.logging if settings is not None else None)
+    if processes > 1 and settings is not None and settings.metrics.enabled:
+        from runtime.telemetry.metrics import prepare_multiprocess_directory
+
+        prepare_multiprocess_directory()
 
 
 # -- argument types: each refusal becomes one line through _Parser.error ------------------
@@ -203,7 +212,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 _print_quickstart(secret, args.host, port, _database_location(settings), admin_secret)
         finally:
             engine.dispose()
-        configure_logging()
+        configure_logging(settings, processes=args.workers)
         run_worker = not args.no_worker
         if args.workers > 1:
             return _serve_workers(args, listener, port, run_worker)
@@ -542,7 +551,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     engine = _open_database(settings)  # a clear line now, rather than a traceback from the worker
     assert engine is not None
     engine.dispose()
-    configure_logging()
+    configure_logging(settings)
     asyncio.run(run_worker(settings))
     return 0
 

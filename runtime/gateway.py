@@ -35,6 +35,7 @@ from runtime.providers.router import ModelRouter
 from runtime.storage.db import DatabaseUnavailable, open_database
 from runtime.storage.keys import KeyCache, sync_organisations
 from runtime.storage.usage import UsageWriter, cost_usd
+from runtime.telemetry import Telemetry, install, uninstall
 
 log = logging.getLogger("plugway")
 T = TypeVar("T")
@@ -115,6 +116,7 @@ class Gateway:
         )
         self.limiter: Limiter = create_limiter(settings.redis_url, timeout_s=settings.limits.redis_timeout_s)
         self.budget = BudgetGuard(engine, self.usage)
+        self.telemetry: Telemetry = install(settings)
         self._organisations = {org.id: org for org in settings.organisations}
         self._background: set[asyncio.Task[None]] = set()
         self._streams: set[asyncio.Task[None]] = set()
@@ -143,6 +145,7 @@ class Gateway:
             settings=settings, engine=engine, plugins=plugins, router=ModelRouter.from_settings(settings), mcp=mcp
         )
         gateway.usage.start()
+        gateway.telemetry.start(gateway)
         return gateway
 
     async def aclose(self) -> None:
@@ -155,6 +158,7 @@ class Gateway:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         closers: list[tuple[str, Any]] = [
+            ("telemetry", self.telemetry.aclose),
             ("rate limiter", self.limiter.aclose),
             ("usage writer", self.usage.aclose),
             ("MCP connections", self.mcp.aclose if self.mcp is not None else None),
@@ -172,6 +176,7 @@ class Gateway:
             self.engine.dispose()
         except Exception:
             log.exception("closing the database engine failed")
+        uninstall(self.telemetry)
 
     # -- lookups ----------------------------------------------------------------------
 
@@ -389,6 +394,7 @@ class Gateway:
             latency_ms=(time.perf_counter() - started) * 1000,
             status=status,
         )
+        self.telemetry.usage_recorded(ctx, state, cost, status)
         if ctx.track_tokens and usage["total_tokens"]:
             assert ctx.key is not None
             task = asyncio.get_running_loop().create_task(self._count_tokens(ctx.key.id, usage["total_tokens"]))
@@ -400,4 +406,5 @@ class Gateway:
             await self.limiter.record_tokens(key_id, tokens)
         except LimiterUnavailable:
             # The usage record is still written; the daily counter misses these tokens.
+            self.telemetry.limiter_unavailable("record_tokens")
             log.error("could not count %d tokens for key %s: rate limiter unavailable", tokens, key_id)

@@ -19,10 +19,13 @@ from runtime.config import Settings, load_settings
 from runtime.control import router as control_router
 from runtime.endpoints import EndpointService, purge_expired_sessions
 from runtime.endpoints import router as endpoints_router
-from runtime.frontdoors import chat, messages, responses
+from runtime.frontdoors import chat, embeddings, messages, responses
 from runtime.frontdoors.mcp import McpFrontDoor
 from runtime.gateway import Gateway
 from runtime.plugin_host.manager import PluginHost
+from runtime.telemetry import TelemetryMiddleware, fastapi_options
+from runtime.telemetry import routes as telemetry_routes
+from runtime.telemetry.logs import configure as configure_logging
 
 
 def create_app(
@@ -66,6 +69,8 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # FastAPI's own HTTP server span (incoming traceparent honoured) is each request's span.
+        **fastapi_options(settings.tracing.enabled),  # type: ignore[arg-type]
     )
     install_error_handlers(app)
     install_openapi(app)
@@ -78,7 +83,11 @@ def create_app(
     app.include_router(health.router)
     app.include_router(usage.router)
     app.include_router(routes_whatsapp.router)
+    app.include_router(embeddings.router)
+    app.include_router(telemetry_routes.router)
     app.router.routes.append(mcp_front_door.route())
+    # Inside RequestIdMiddleware: the request id is known, and final, when the request ends.
+    app.add_middleware(TelemetryMiddleware)
     app.add_middleware(RequestIdMiddleware)
     return app
 
@@ -86,4 +95,6 @@ def create_app(
 def app_from_environment() -> FastAPI:
     """Factory for ``uvicorn --factory`` and multi-worker serving: config from PLUGWAY_CONFIG."""
     settings = load_settings(os.environ.get("PLUGWAY_CONFIG") or None)
+    # A spawned worker process inherits no logging set-up from `plugway serve`.
+    configure_logging(settings.logging)
     return create_app(settings, run_worker=os.environ.get("PLUGWAY_RUN_WORKER") == "1")

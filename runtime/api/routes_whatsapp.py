@@ -50,6 +50,7 @@ from runtime.api.body import read_body
 from runtime.api.errors import error_response
 from runtime.config import Settings, WhatsAppAppConfig
 from runtime.errors import GatewayError
+from runtime.telemetry import current as telemetry
 from workers.whatsapp.payloads import (
     SIGNATURE_HEADER,
     InboundMessage,
@@ -139,12 +140,20 @@ async def receive_webhook(request: Request) -> Response:
             "; ".join(f"{e.kind} {e.event_id[:80]}: {e.reason}" for e in delivery.rejected[:5]),
         )
 
+    # The worker's processing continues this request's trace (see runtime.telemetry.tracing).
+    telemetry().stamp_queued(message.raw for _, message in messages)
     store = InboundStore(gateway.engine)
     max_age_s = settings.whatsapp.max_message_age_s
     stored: StoredDelivery = await anyio.to_thread.run_sync(
         lambda: store.store_delivery(messages, statuses, rejected, max_age_s=max_age_s)
     )
     # A database error above propagates as a 500: Meta keeps the delivery and retries it.
+    telemetry().webhook_events(
+        {
+            "stored": stored.stored, "duplicate": stored.duplicates, "stale": stored.stale, "ignored": stored.ignored,
+            "status": stored.statuses, "rejected": len(delivery.rejected), "unrouted": len(unrouted),
+        }
+    )
     worker = getattr(request.app.state, "whatsapp_worker", None)
     if worker is not None and stored.stored:
         worker.notify()

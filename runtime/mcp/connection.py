@@ -66,6 +66,7 @@ from runtime.mcp.process import ChildProcessTransport
 from runtime.mcp.results import render_result, result_text
 from runtime.mcp.sampling import SamplingRefused, sampling_request, sampling_result
 from runtime.plugin_host.tool import ToolContext, ToolError, ToolResult
+from runtime.telemetry.mcp import traceparent_header
 from runtime.text import mask_credentials
 
 logger = logging.getLogger("plugway.mcp")
@@ -558,6 +559,7 @@ class McpConnection:
         http_client = watched_http_client(
             headers=self.config.headers, connect_timeout_s=self.connect_timeout_s, watch=watch
         )
+        http_client.event_hooks["request"].append(traceparent_header)  # the caller's trace, for the server
         await stack.enter_async_context(http_client)
         return streamable_http_client(self.config.url, http_client=http_client)
 

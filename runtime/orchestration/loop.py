@@ -41,6 +41,7 @@ from runtime.orchestration.tools import (
 from runtime.plugin_host.tool import Sampler
 from runtime.providers.router import ModelRouter, RouteLog
 from runtime.providers.streaming import StreamAccumulator
+from runtime.telemetry import current as telemetry
 
 if TYPE_CHECKING:
     from runtime.admission import RequestContext
@@ -270,37 +271,42 @@ class Orchestrator:
         drop_tool_calls: bool = False,
     ) -> AsyncGenerator[ModelChunk | ModelTurn, None]:
         state.phase = "model"
-        if stream:
-            accumulator = StreamAccumulator()
-            async for chunk in self.router.stream(ctx.model, request, state.route):
-                accumulator.add(chunk)
-                if chunk.get("usage"):
-                    state.add_usage(chunk["usage"])
+        with telemetry().model_round(ctx, request, round_no, stream) as observed:
+            if stream:
+                accumulator = StreamAccumulator()
+                async for chunk in self.router.stream(ctx.model, request, state.route):
+                    accumulator.add(chunk)
+                    if chunk.get("usage"):
+                        state.add_usage(chunk["usage"])
+                    if drop_tool_calls:
+                        kept = _without_tool_call_deltas(chunk)
+                        if kept is None:
+                            continue
+                        chunk = kept
+                    event = ModelChunk(round_no, chunk)
+                    state.unbilled_chars += len(event.text)
+                    yield event
+                state.rounds += 1
+                state.phase = "idle"
+                message = accumulator.message()
+                finish = accumulator.finish_reason
                 if drop_tool_calls:
-                    kept = _without_tool_call_deltas(chunk)
-                    if kept is None:
-                        continue
-                    chunk = kept
-                event = ModelChunk(round_no, chunk)
-                state.unbilled_chars += len(event.text)
-                yield event
+                    message.pop("tool_calls", None)
+                    finish = "stop" if finish in (None, "tool_calls") else finish
+                turn = ModelTurn(round_no, message, finish, accumulator.usage)
+                observed.finished(state.route, turn)
+                yield turn
+                return
+            response = await self.router.chat(ctx.model, request, state.route)
             state.rounds += 1
             state.phase = "idle"
-            message = accumulator.message()
-            finish = accumulator.finish_reason
+            state.add_usage(response.get("usage"))
             if drop_tool_calls:
-                message.pop("tool_calls", None)
-                finish = "stop" if finish in (None, "tool_calls") else finish
-            yield ModelTurn(round_no, message, finish, accumulator.usage)
-            return
-        response = await self.router.chat(ctx.model, request, state.route)
-        state.rounds += 1
-        state.phase = "idle"
-        state.add_usage(response.get("usage"))
-        if drop_tool_calls:
-            _drop_tool_calls(response)
-        choice = (response.get("choices") or [{}])[0]
-        yield ModelTurn(round_no, choice.get("message") or {"role": "assistant", "content": None}, choice.get("finish_reason"), response.get("usage"), response)
+                _drop_tool_calls(response)
+            choice = (response.get("choices") or [{}])[0]
+            turn = ModelTurn(round_no, choice.get("message") or {"role": "assistant", "content": None}, choice.get("finish_reason"), response.get("usage"), response)
+            observed.finished(state.route, turn)
+            yield turn
 
     # -- tools ----------------------------------------------------------------------
 

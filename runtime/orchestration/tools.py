@@ -27,6 +27,7 @@ from runtime.orchestration.events import OfferedTool, ToolCallFinished, ToolCall
 from runtime.orchestration.naming import public_name
 from runtime.plugin_host.manager import PluginHost
 from runtime.plugin_host.tool import Sampler, ToolContext, ToolError, ToolResult, ToolSpec
+from runtime.telemetry import current as telemetry
 from runtime.text import truncate
 
 if TYPE_CHECKING:
@@ -292,6 +293,31 @@ def _result_content(result: Any, limit: int) -> tuple[str, list[tuple[str, str]]
 
 
 async def run_tool_call(
+    call: JSON,
+    toolset: Toolset,
+    *,
+    organisation_id: str,
+    request_id: str,
+    round_no: int,
+    config: OrchestrationConfig,
+    on_progress: ProgressCallback | None = None,
+    sampler: Sampler | None = None,
+) -> ToolCallFinished:
+    """Run one call the model made (see :func:`_execute_tool_call`), under its span, counted in the metrics."""
+    execution = _execute_tool_call(
+        call,
+        toolset,
+        organisation_id=organisation_id,
+        request_id=request_id,
+        round_no=round_no,
+        config=config,
+        on_progress=on_progress,
+        sampler=sampler,
+    )
+    return await telemetry().observe_tool(execution, call, toolset, organisation_id)
+
+
+async def _execute_tool_call(
     call: JSON,
     toolset: Toolset,
     *,

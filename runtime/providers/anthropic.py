@@ -26,6 +26,7 @@ from runtime.providers.anthropic_translate import (
 from runtime.providers.base import encode_body
 from runtime.providers.http import pooled_client
 from runtime.providers.streaming import iter_sse_json
+from runtime.telemetry import current as telemetry
 
 JSON = dict[str, Any]
 
@@ -75,7 +76,8 @@ class AnthropicProvider:
         self._client = pooled_client(timeout_s=config.timeout_s, connect_timeout_s=config.connect_timeout_s)
 
     def _request_headers(self, request_id: str | None) -> dict[str, str]:
-        return {**self._headers, "X-Request-Id": request_id} if request_id else self._headers
+        headers = {**self._headers, "X-Request-Id": request_id} if request_id else self._headers
+        return telemetry().trace_headers(headers) or headers
 
     async def chat(self, body: JSON, *, request_id: str | None = None) -> JSON:
         request = to_anthropic_request(body, default_max_tokens=self.default_max_tokens)

@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 import orjson
 
 from runtime.errors import UpstreamError
+from runtime.telemetry import current as telemetry
 
 JSON = dict[str, Any]
 
@@ -49,6 +50,18 @@ class Provider(Protocol):
         ...
 
 
+@runtime_checkable
+class EmbeddingProvider(Protocol):
+    """A provider that also serves OpenAI's ``POST /embeddings`` (the openai and demo kinds)."""
+
+    id: str
+    kind: str
+
+    async def embeddings(self, body: JSON, *, request_id: str | None = None) -> JSON:
+        """One embeddings call: an OpenAI request body in (``model`` already upstream), OpenAI's response out."""
+        ...
+
+
 def encode_body(body: JSON) -> bytes:
     """The request as JSON bytes; a body the encoder refuses is a request error, not ours."""
     try:
@@ -63,4 +76,5 @@ def encode_body(body: JSON) -> bytes:
 
 
 def request_headers(request_id: str | None) -> dict[str, str] | None:
-    return {"X-Request-Id": request_id} if request_id else None
+    """Per-request headers: ``X-Request-Id``, and the current span's ``traceparent`` when tracing is on."""
+    return telemetry().trace_headers({"X-Request-Id": request_id} if request_id else None)

@@ -11,7 +11,10 @@ and otherwise answers plainly. Every text answer starts with ``[demo model]``.
 
 from __future__ import annotations
 
+import hashlib
+import math
 import re
+import struct
 import time
 import uuid
 from collections.abc import AsyncGenerator
@@ -24,6 +27,9 @@ from runtime.providers.demo_schema import example_instance
 
 JSON = dict[str, Any]
 LABEL = "[demo model]"
+# Embeddings: vector length when the request gives no `dimensions`, and the note every answer carries.
+DEMO_EMBEDDING_DIMENSIONS = 256
+EMBEDDING_NOTE = f"{LABEL} deterministic vectors from a hash of each input: equal inputs embed equally; nothing semantic."
 
 _ARITHMETIC = re.compile(r"(?<![\w.])(?:\(?\s*-?\d+(?:\.\d+)?\s*\)?\s*(?:[-+*/^%×÷]|\*\*)\s*)+\(?\s*-?\d+(?:\.\d+)?\s*\)?")
 _SQRT = re.compile(r"(?:square root of|sqrt\s*\(?)\s*(\d+(?:\.\d+)?)\)?", re.I)
@@ -336,5 +342,36 @@ class DemoProvider:
         if (body.get("stream_options") or {}).get("include_usage"):
             yield {**base, "choices": [], "usage": self._usage(body, text, calls)}
 
+    async def embeddings(self, body: JSON, *, request_id: str | None = None) -> JSON:
+        """OpenAI's embeddings response with :func:`demo_vector` vectors (as floats; the front door encodes base64)."""
+        inputs = body["input"] if isinstance(body.get("input"), list) and not _is_tokens(body["input"]) else [body.get("input")]
+        dimensions = int(body.get("dimensions") or DEMO_EMBEDDING_DIMENSIONS)
+        data = []
+        tokens = 0
+        for index, item in enumerate(inputs):
+            text = item if isinstance(item, str) else " ".join(str(token) for token in item or ())
+            tokens += len(item) if isinstance(item, list) else _estimate_tokens(text)
+            data.append({"object": "embedding", "index": index, "embedding": demo_vector(text, dimensions)})
+        return {
+            "object": "list",
+            "data": data,
+            "model": body.get("model", "demo"),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            "plugway_demo": EMBEDDING_NOTE,
+        }
+
     async def aclose(self) -> None:
         return None
+
+
+def _is_tokens(value: list[Any]) -> bool:
+    """One input given as token ids (``[1, 2, 3]``), as opposed to a list of inputs."""
+    return bool(value) and all(isinstance(token, int) and not isinstance(token, bool) for token in value)
+
+
+def demo_vector(text: str, dimensions: int) -> list[float]:
+    """A unit vector seeded by the text's SHA-3 hash (SHAKE-256 stretched to ``dimensions`` numbers)."""
+    raw = hashlib.shake_256(text.encode("utf-8")).digest(4 * dimensions)
+    values = [value / 2**31 - 1.0 for value in struct.unpack(f"<{dimensions}I", raw)]
+    norm = math.sqrt(sum(value * value for value in values)) or 1.0
+    return [value / norm for value in values]

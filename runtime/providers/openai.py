@@ -98,6 +98,7 @@ class OpenAIProvider:
         self.id = config.id
         self.config = config
         self._url = config.base_url.rstrip("/") + "/chat/completions"
+        self._embeddings_url = config.base_url.rstrip("/") + "/embeddings"
         self._headers = {"Content-Type": "application/json", **config.headers}
         if config.api_key:
             self._headers["Authorization"] = f"Bearer {config.api_key}"
@@ -121,9 +122,12 @@ class OpenAIProvider:
         return UpstreamError(f"provider '{self.id}' unreachable ({type(exc).__name__})", detail=str(exc))
 
     async def chat(self, body: JSON, *, request_id: str | None = None) -> JSON:
+        return await self._post_json(self._url, body, request_id)
+
+    async def _post_json(self, url: str, body: JSON, request_id: str | None) -> JSON:
         payload = encode_body(body)
         try:
-            async with self._client().post(self._url, data=payload, headers=request_headers(request_id)) as response:
+            async with self._client().post(url, data=payload, headers=request_headers(request_id)) as response:
                 raw = await response.read()
                 status, headers = response.status, response.headers
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -169,6 +173,13 @@ class OpenAIProvider:
             else:
                 # Abandoned or broken mid-stream: the connection cannot be reused.
                 response.close()
+
+    async def embeddings(self, body: JSON, *, request_id: str | None = None) -> JSON:
+        """``POST {base_url}/embeddings``: OpenAI's request and response, as they are."""
+        data = await self._post_json(self._embeddings_url, body, request_id)
+        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+            raise UpstreamError(f"provider '{self.id}' sent an embeddings response without 'data'")
+        return data
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,7 @@ from runtime.providers.base import Provider
 from runtime.providers.demo import DemoProvider
 from runtime.providers.openai import OpenAIProvider
 from runtime.providers.resilience import CircuitBreaker, call_with_retries, open_stream_with_retries
+from runtime.telemetry import current as telemetry
 
 log = logging.getLogger("plugway.router")
 # OpenAI refuses more than 128 tools ("array too long"); the other kinds are held to the same.
@@ -44,6 +46,12 @@ TOOL_LIMITS: dict[str, int] = {"openai": 128, "anthropic": 128, "demo": 128}
 # Provider kinds whose tool results can carry images to the model.
 TOOL_IMAGE_KINDS = frozenset({"anthropic"})
 JSON = dict[str, Any]
+# Provider kinds that serve POST /v1/embeddings.
+EMBEDDING_KINDS = frozenset({"openai", "demo"})
+
+
+async def _cannot_embed(provider: Provider) -> JSON:
+    raise UpstreamError(f"provider '{provider.id}' ({provider.kind}) has no embeddings", retryable=False)
 
 
 @dataclass
@@ -102,6 +110,7 @@ class ModelRouter:
         def on_retry(number: int, error: UpstreamError, delay: float) -> None:
             budget.left -= 1
             budget.retried = True
+            telemetry().upstream_retry(provider_id)
             route.attempts.append(
                 {"provider": provider_id, "model": candidate.id, "error": error.message, "retry_in_s": round(delay, 3)}
             )
@@ -224,6 +233,24 @@ class ModelRouter:
 
         return self._stream(model, route, start)
 
+    def embedding_kind(self, model: ModelConfig) -> str | None:
+        """The provider kind serving ``model`` if that kind cannot embed (anthropic), else None."""
+        config = self._configs.get(model.provider)
+        kind = config.kind if config is not None else None
+        return None if kind in EMBEDDING_KINDS else kind
+
+    async def embeddings(self, model: ModelConfig, body: JSON, route: RouteLog | None = None) -> JSON:
+        """One OpenAI-format embeddings call, with retries and fallbacks (a fallback that cannot embed fails over)."""
+        route = route if route is not None else RouteLog()
+
+        def call(provider: Provider, candidate: ModelConfig) -> Callable[[], Awaitable[JSON]]:
+            embed = getattr(provider, "embeddings", None)
+            if embed is None:
+                return functools.partial(_cannot_embed, provider)
+            return functools.partial(embed, {**body, "model": candidate.upstream}, request_id=route.request_id)
+
+        return await self._call(model, route, call)
+
     async def _call(
         self, model: ModelConfig, route: RouteLog, call: Callable[[Provider, ModelConfig], Callable[[], Awaitable[JSON]]]
     ) -> JSON:
@@ -234,14 +261,17 @@ class ModelRouter:
                 break
             provider = self.providers[candidate.provider]
             budget.left -= 1
+            started = time.perf_counter()
             try:
                 response = await call_with_retries(call(provider, candidate), **self._policy(provider.id, candidate, route, budget))
             except UpstreamError as exc:
+                telemetry().upstream_finished(provider.id, candidate.id, started, exc)
                 if exc.client_error:
                     raise self._client_error(exc) from exc
                 self._failed(route, provider.id, candidate, exc)
                 failures.append(exc)
                 continue
+            telemetry().upstream_finished(provider.id, candidate.id, started, None)
             route.provider, route.model = provider.id, candidate.id
             return response
         raise self._give_up(failures, budget)
@@ -256,28 +286,37 @@ class ModelRouter:
                 break
             provider = self.providers[candidate.provider]
             budget.left -= 1
+            started = time.perf_counter()
             stream: AsyncGenerator[JSON, None] = open_stream_with_retries(start(provider, candidate), **self._policy(provider.id, candidate, route, budget))  # type: ignore[assignment]
             try:
                 first = await anext(stream)
             except StopAsyncIteration:
                 empty = UpstreamError(f"provider '{provider.id}' sent an empty stream")
+                telemetry().upstream_finished(provider.id, candidate.id, started, empty)
                 self._failed(route, provider.id, candidate, empty)
                 failures.append(empty)
                 continue
             except UpstreamError as exc:
                 await stream.aclose()
+                telemetry().upstream_finished(provider.id, candidate.id, started, exc)
                 if exc.client_error:
                     raise self._client_error(exc) from exc
                 self._failed(route, provider.id, candidate, exc)
                 failures.append(exc)
                 continue
             route.provider, route.model = provider.id, candidate.id
+            telemetry().upstream_first_chunk(provider.id, candidate.id, started)
+            broke: UpstreamError | None = None
             try:
                 yield first
                 async for chunk in stream:
                     yield chunk
+            except UpstreamError as exc:
+                broke = exc
+                raise
             finally:
                 await stream.aclose()
+                telemetry().upstream_finished(provider.id, candidate.id, started, broke)
             return
         raise self._give_up(failures, budget)
 

@@ -7,13 +7,22 @@ with empty ``choices`` when ``stream_options.include_usage`` is set, then
 ``data: [DONE]``. It validates requests as OpenAI does (tool messages answer
 every ``tool_call_id``, function names, ``tool_choice`` needs ``tools``) and
 records every request it received.
+
+``POST /v1/embeddings`` answers in OpenAI's exact shape (``data`` of
+``embedding`` objects, float lists or base64 float32 as ``encoding_format``
+asks, ``usage`` with ``prompt_tokens`` and ``total_tokens``): deterministic
+vectors, one word or one token id a token; ``embedding_errors`` scripts
+failures.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import re
 import socket
+import struct
 import time
 import uuid
 from collections import deque
@@ -110,6 +119,8 @@ class FakeOpenAI:
         self._runner: ThreadedServer | None = None
         self.in_flight = 0
         self.max_in_flight = 0
+        # Each scripted Reply here answers one embeddings request with its status (an error).
+        self.embedding_errors: deque[Reply] = deque()
 
     @property
     def base_url(self) -> str:
@@ -126,6 +137,7 @@ class FakeOpenAI:
         self.requests.clear()
         self.headers.clear()
         self.max_in_flight = 0
+        self.embedding_errors.clear()
 
     def _next(self, body: JSON) -> Reply:
         if self.script:
@@ -243,10 +255,51 @@ class FakeOpenAI:
             yield b"data: " + orjson.dumps(payload) + b"\n\n"
         yield b"data: [DONE]\n\n"
 
+    async def _embeddings(self, request: Request) -> Response:
+        if request.headers.get("authorization") != f"Bearer {self.api_key}":
+            return _error(401, "Incorrect API key provided.", code="invalid_api_key")
+        body = orjson.loads(await request.body())
+        self.requests.append(body)
+        self.headers.append(dict(request.headers))
+        if not isinstance(body.get("model"), str):
+            return _error(400, "you must provide a model parameter", param="model")
+        raw_input = body.get("input")
+        if isinstance(raw_input, str) or (isinstance(raw_input, list) and raw_input and all(isinstance(t, int) for t in raw_input)):
+            inputs = [raw_input]
+        elif isinstance(raw_input, list) and raw_input:
+            inputs = raw_input
+        else:
+            return _error(400, "'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference.", param="input")
+        if self.embedding_errors:
+            reply = self.embedding_errors.popleft()
+            error = _error(reply.status, reply.error_message, type_="server_error" if reply.status >= 500 else "invalid_request_error")
+            error.headers.update(reply.headers)
+            return error
+        dimensions = int(body.get("dimensions") or 16)
+        tokens = 0
+        data = []
+        for index, item in enumerate(inputs):
+            text = item if isinstance(item, str) else " ".join(map(str, item))
+            tokens += len(item) if isinstance(item, list) else max(1, len(text.split()))
+            digest = hashlib.shake_128(text.encode()).digest(dimensions)
+            vector = [round(byte / 255 - 0.5, 6) for byte in digest]
+            encoded: Any = vector
+            if body.get("encoding_format") == "base64":
+                encoded = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": encoded})
+        payload = {"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        return Response(orjson.dumps(payload), media_type="application/json")
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v1/chat/completions", self._handle, methods=["POST"]),
+            Route("/v1/embeddings", self._embeddings, methods=["POST"]),
+        ]
+
     # -- lifecycle -------------------------------------------------------------------
 
     def start(self) -> FakeOpenAI:
-        app = Starlette(routes=[Route("/v1/chat/completions", self._handle, methods=["POST"])])
+        app = Starlette(routes=self.routes())
         self._runner = ThreadedServer(app, name="fake OpenAI server")
         self.port = self._runner.start()
         return self
@@ -280,7 +333,7 @@ def main() -> None:
     # Keep memory flat under load: the standalone fake does not record requests.
     fake.requests = _Discard()  # type: ignore[assignment]
     fake.headers = _Discard()  # type: ignore[assignment]
-    app = Starlette(routes=[Route("/v1/chat/completions", fake._handle, methods=["POST"])])
+    app = Starlette(routes=fake.routes())
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 

@@ -28,10 +28,12 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import anyio
+from opentelemetry.trace import SpanKind
 from sqlalchemy import Engine
 
 from runtime.config import Settings, WhatsAppAppConfig
 from runtime.errors import GatewayError
+from runtime.telemetry import current as telemetry
 from workers.whatsapp.graph import GraphClient, GraphError
 from workers.whatsapp.models import InboundStatus
 from workers.whatsapp.payloads import intent_for
@@ -184,7 +186,8 @@ class WhatsAppWorker:
         lease = _Lease(self, message)
         heartbeat = asyncio.create_task(lease.keep_alive())
         try:
-            await self._answer(message, lease)
+            async with telemetry().whatsapp_processing(message.app_id, message.id, message.wamid, message.attempts, message.raw):
+                await self._answer(message, lease)
         except _LeaseLost:
             log.warning("whatsapp #%s: lease lost to another worker; leaving it", message.id)
         except asyncio.CancelledError:
@@ -239,12 +242,13 @@ class WhatsAppWorker:
         already_sent = await anyio.to_thread.run_sync(self.store.sent_parts, message.id)
         for index in range(already_sent, len(parts)):
             lease.check()
-            wamid = await self.graph.send_text(
-                app,
-                to=message.sender,
-                body=parts[index],
-                reply_to=message.wamid if index == 0 else None,
-            )
+            with telemetry().span("send whatsapp", kind=SpanKind.CLIENT, attributes={"plugway.whatsapp.app_id": app.id, "plugway.whatsapp.part": index}):
+                wamid = await self.graph.send_text(
+                    app,
+                    to=message.sender,
+                    body=parts[index],
+                    reply_to=message.wamid if index == 0 else None,
+                )
             await anyio.to_thread.run_sync(
                 functools.partial(
                     self.store.record_outbound,
@@ -337,6 +341,7 @@ class WhatsAppWorker:
         )
         if not done:
             raise _LeaseLost
+        telemetry().whatsapp_outcome(message.app_id, status)
         log.info("whatsapp #%s %s: %s", message.id, message.wamid, status)
 
     async def _failed_attempt(self, message: ClaimedMessage, error: str, *, retryable: bool) -> None:
@@ -349,9 +354,11 @@ class WhatsAppWorker:
             await anyio.to_thread.run_sync(
                 lambda: self.store.retry_later(message.id, self.owner, delay_s=delay, error=error)
             )
+            telemetry().whatsapp_outcome(message.app_id, "retried")
             return
         reason = error if not retryable else f"{error} (gave up after {message.attempts} attempts)"
         log.error("whatsapp #%s failed: %s", message.id, reason)
+        telemetry().whatsapp_outcome(message.app_id, InboundStatus.failed)
         await anyio.to_thread.run_sync(
             lambda: self.store.finish(message.id, self.owner, InboundStatus.failed, error=reason)
         )

@@ -1,0 +1,387 @@
+"""The one object the rest of the code reports to: metrics, spans and request lines behind small hooks.
+
+Each gateway process has one :class:`Telemetry`, made current by
+:func:`install` when the gateway is built; code that runs without a gateway
+(unit tests of the loop, say) reports to a disabled one. Hooks are plain
+method calls that cost a few dict lookups with metrics on and nothing but an
+attribute test with tracing off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.trace import SpanKind
+
+from runtime.telemetry import logs
+from runtime.telemetry.metrics import Metrics
+from runtime.telemetry.record import RequestRecord, close_record, current_record, open_record
+from runtime.telemetry.tracing import NO_SPAN, TRACE_KEY, Tracing, tool_outcome
+
+if TYPE_CHECKING:
+    from runtime.admission import RequestContext
+    from runtime.config import Settings
+    from runtime.limits import LimitDecision
+    from runtime.orchestration.events import ToolCallFinished
+    from runtime.orchestration.tools import Toolset
+
+log = logging.getLogger("plugway.telemetry")
+JSON = dict[str, Any]
+# Route label of messages the WhatsApp worker answers (no HTTP request of their own).
+WHATSAPP_WORKER_ROUTE = "whatsapp_worker"
+# How often, in --workers N mode, each process refreshes the gauges only it knows (MCP, usage backlog).
+SAMPLE_INTERVAL_S = 5.0
+_STATUS_TEXT: dict[int, str] = {}
+
+
+def _status_text(status: int) -> str:
+    text = _STATUS_TEXT.get(status)
+    if text is None:
+        text = _STATUS_TEXT[status] = str(status)
+    return text
+
+
+class Telemetry:
+    def __init__(self, settings: Settings | None = None) -> None:
+        from runtime.config import LoggingConfig, MetricsConfig, TracingConfig
+
+        metrics_config = settings.metrics if settings is not None else MetricsConfig(enabled=False)
+        tracing_config = settings.tracing if settings is not None else TracingConfig()
+        logging_config = settings.logging if settings is not None else LoggingConfig()
+        self.settings = settings
+        self.metrics: Metrics | None = Metrics() if metrics_config.enabled else None
+        self.metrics_token = metrics_config.token
+        self.tracing = Tracing(tracing_config, {p.id: p.kind for p in settings.providers} if settings is not None else {})
+        self.log_requests = logging_config.requests if logging_config.requests is not None else logging_config.format == "json"
+        self.log_content = logging_config.debug_content
+        # Request records are worth keeping only if something reads them at the end.
+        self.records = self.metrics is not None or self.log_requests or self.tracing.enabled
+        if self.tracing.enabled:
+            logs._trace_ids = self.tracing.trace_ids
+        self._mcp_seen: dict[str, int] = {}
+        self._sampler: asyncio.Task[None] | None = None
+
+    # -- requests -------------------------------------------------------------------------
+
+    def request_started(self, method: str, route: str = "") -> RequestRecord | None:
+        if not self.records:
+            return None
+        return RequestRecord(route=route, method=method, started=time.perf_counter())
+
+    def request_finished(self, record: RequestRecord) -> None:
+        latency = time.perf_counter() - record.started
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.requests.labels(record.route, record.organisation, record.model, record.provider, _status_text(record.status)).inc()
+            metrics.request_duration.labels(record.route, record.model).observe(latency)
+        if self.log_requests:
+            logs.log_request(record, latency, with_content=self.log_content)
+
+    @contextmanager
+    def work(self, route: str, request_id: str) -> Iterator[RequestRecord | None]:
+        """A request that did not come over HTTP (the WhatsApp worker's): counted and logged like one."""
+        record = self.request_started("-", route)
+        if record is None:
+            yield None
+            return
+        record.request_id = request_id
+        token = open_record(record)
+        try:
+            yield record
+            record.status = record.status or 200
+        except BaseException as exc:
+            status = getattr(exc, "status", None)
+            record.status = status if isinstance(status, int) else (499 if isinstance(exc, asyncio.CancelledError) else 500)
+            raise
+        finally:
+            close_record(token)
+            self.request_finished(record)
+
+    def admitted(self, ctx: RequestContext) -> None:
+        """Admission resolved who asks for which model (before budget and limits can refuse it)."""
+        record = current_record()
+        if record is not None:
+            record.organisation = ctx.organisation.id
+            record.model = ctx.model.id
+            record.key_id = ctx.key_id
+            record.source = ctx.source
+            if not record.request_id:
+                record.request_id = ctx.request_id
+        if self.tracing.enabled:
+            attributes: JSON = {
+                "plugway.request_id": ctx.request_id,
+                "plugway.organisation": ctx.organisation.id,
+                "plugway.model": ctx.model.id,
+                "plugway.source": ctx.source,
+            }
+            if ctx.key_id:
+                attributes["plugway.key_id"] = ctx.key_id
+            self.tracing.annotate_current(attributes)
+            if record is not None:
+                ids = self.tracing.trace_ids()
+                record.trace_id = ids[0] if ids else None
+
+    def usage_recorded(self, ctx: RequestContext, state: Any, cost_usd: float, status: str) -> None:
+        """Usage accounting wrote a record: tokens, cost and rounds (every run and sampling call passes here)."""
+        usage = state.usage
+        provider = state.route.provider or ""
+        metrics = self.metrics
+        organisation = ctx.organisation.id
+        model = ctx.model.id
+        if metrics is not None:
+            if usage["prompt_tokens"]:
+                metrics.tokens.labels(organisation, model, provider, "input").inc(usage["prompt_tokens"])
+            if usage["completion_tokens"]:
+                metrics.tokens.labels(organisation, model, provider, "output").inc(usage["completion_tokens"])
+            if cost_usd:
+                metrics.cost.labels(organisation, model).inc(cost_usd)
+            if state.orchestrated:
+                metrics.rounds.labels(ctx.source, model).observe(state.rounds)
+        record = current_record()
+        if record is not None:
+            if not record.organisation:  # admitted without admit() (the endpoints pipeline)
+                record.organisation, record.model, record.key_id, record.source = organisation, model, ctx.key_id, ctx.source
+            record.prompt_tokens += usage["prompt_tokens"]
+            record.completion_tokens += usage["completion_tokens"]
+            record.cost_usd += cost_usd
+            record.rounds += state.rounds
+            record.tool_calls += state.tools_started
+            record.tool_failures += sum(1 for call in state.tool_calls if not call.get("ok", True))
+            record.provider = provider or record.provider
+            record.outcome = status
+        if self.tracing.enabled:
+            self.tracing.annotate_current(
+                {"gen_ai.usage.input_tokens": record.prompt_tokens if record else usage["prompt_tokens"],
+                 "gen_ai.usage.output_tokens": record.completion_tokens if record else usage["completion_tokens"],
+                 "plugway.rounds": record.rounds if record else state.rounds}
+            )
+
+    # -- limits ---------------------------------------------------------------------------
+
+    def limiter_decision(self, organisation_id: str, decision: LimitDecision) -> None:
+        metrics = self.metrics
+        if metrics is None:
+            return
+        metrics.limiter_decisions.labels(organisation_id, decision.reason or "allowed").inc()
+        if decision.allowed:
+            if decision.limit_requests:
+                metrics.limiter_remaining.labels(organisation_id, "requests").observe((decision.remaining_requests or 0) / decision.limit_requests)
+            if decision.limit_tokens:
+                metrics.limiter_remaining.labels(organisation_id, "tokens").observe((decision.remaining_tokens or 0) / decision.limit_tokens)
+
+    def limiter_unavailable(self, operation: str) -> None:
+        if self.metrics is not None:
+            self.metrics.limiter_unavailable.labels(operation).inc()
+
+    # -- upstream -------------------------------------------------------------------------
+
+    def model_round(self, ctx: RequestContext, body: Mapping[str, Any], round_no: int, stream: bool) -> Any:
+        """A span for one upstream round (use with ``with``; call ``.finished(route, turn)`` on its answer)."""
+        observed = self.tracing.model_round(ctx.model.upstream, ctx.model.provider, body, round_no, stream) if self.tracing.enabled else NO_SPAN
+        return _ContentCapture(observed, body) if self.log_content else observed
+
+    def upstream_finished(self, provider_id: str, model_id: str, started: float, error: Any) -> None:
+        """One provider's share of a model call ended (``error``: the UpstreamError, or None)."""
+        if self.metrics is None:
+            return
+        if error is None:
+            outcome = "ok"
+        elif error.throttled:
+            outcome = "throttled"
+        elif error.client_error:
+            outcome = "client_error"
+        else:
+            outcome = "error"
+        self.metrics.upstream_duration.labels(provider_id, model_id, outcome).observe(time.perf_counter() - started)
+
+    def upstream_first_chunk(self, provider_id: str, model_id: str, started: float) -> None:
+        if self.metrics is not None:
+            self.metrics.first_token.labels(provider_id, model_id).observe(time.perf_counter() - started)
+
+    def upstream_retry(self, provider_id: str) -> None:
+        if self.metrics is not None:
+            self.metrics.upstream_retries.labels(provider_id).inc()
+
+    def trace_headers(self, headers: dict[str, str] | None) -> dict[str, str] | None:
+        """Outgoing request headers with the current ``traceparent`` (unchanged while tracing is off)."""
+        if not self.tracing.enabled:
+            return headers
+        return self.tracing.inject(headers)
+
+    # -- tools ----------------------------------------------------------------------------
+
+    async def observe_tool(self, run: Awaitable[ToolCallFinished], call: JSON, toolset: Toolset, organisation_id: str) -> ToolCallFinished:
+        """Run one tool execution under its span, and count it when it is done."""
+        function = call.get("function") or {}
+        name = function.get("name") or ""
+        bound = toolset.by_name.get(name)
+        # A name the model made up is free text: never a label.
+        tool_label = name if bound is not None else "unknown"
+        plugin_label = bound.ref.id if bound is not None else "unknown"
+        with self.tracing.tool_call(tool_label, call.get("id") or "", plugin_label, function.get("arguments") or "{}") as span:
+            finished = await run
+            outcome = tool_outcome(finished.ok, finished.content)
+            span.finished(outcome, finished.content)
+        if self.metrics is not None:
+            self.metrics.tool_calls.labels(organisation_id, plugin_label, tool_label, outcome).inc()
+            self.metrics.tool_duration.labels(plugin_label, tool_label, outcome).observe(finished.duration_ms / 1000)
+        return finished
+
+    def span(self, name: str, *, kind: SpanKind = SpanKind.INTERNAL, attributes: Mapping[str, Any] | None = None) -> Any:
+        """Any other span (embeddings, WhatsApp sends): a no-op while tracing is off."""
+        if not self.tracing.enabled:
+            return NO_SPAN
+        return self.tracing.span(name, kind=kind, attributes=attributes)
+
+    # -- WhatsApp ---------------------------------------------------------------------------
+
+    def stamp_queued(self, raws: Iterable[JSON]) -> None:
+        """Store the webhook's trace context with each message about to be queued (``raw["plugway_trace"]``)."""
+        carrier = self.tracing.current_carrier() if self.tracing.enabled else None
+        if carrier is None:
+            return
+        for raw in raws:
+            raw[TRACE_KEY] = carrier
+
+    def webhook_events(self, counts: Mapping[str, int]) -> None:
+        if self.metrics is None:
+            return
+        for result, count in counts.items():
+            if count:
+                self.metrics.whatsapp_webhook_events.labels(result).inc(count)
+
+    @asynccontextmanager
+    async def whatsapp_processing(self, app_id: str, message_id: int, wamid: str, attempts: int, raw: Mapping[str, Any]) -> AsyncIterator[None]:
+        """One attempt at answering a queued message: its request metrics, log line and span (continuing the webhook's trace)."""
+        with self.work(WHATSAPP_WORKER_ROUTE, f"wa-{message_id}-{attempts}"):
+            if not self.tracing.enabled:
+                yield
+                return
+            stored = raw.get(TRACE_KEY)
+            parent = self.tracing.extract(stored if isinstance(stored, dict) else None)
+            attributes = {
+                "messaging.system": "plugway",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": "wa_inbound",
+                "messaging.message.id": wamid,
+                "plugway.whatsapp.app_id": app_id,
+                "plugway.whatsapp.inbound_id": message_id,
+                "plugway.whatsapp.attempt": attempts,
+            }
+            with self.tracing.span("process whatsapp", kind=SpanKind.CONSUMER, attributes=attributes, parent=parent):
+                yield
+
+    def whatsapp_outcome(self, app_id: str, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.whatsapp_messages.labels(app_id, outcome).inc()
+
+    # -- state sampled rather than counted -------------------------------------------------------
+
+    async def refresh(self, gateway: Any) -> None:
+        """Set the gauges that describe state: MCP servers, the usage writer, the WhatsApp queue."""
+        metrics = self.metrics
+        if metrics is None:
+            return
+        self._sample_process(gateway)
+        if gateway.settings.whatsapp.apps:
+            import anyio.to_thread
+
+            from runtime.telemetry.whatsapp import queue_state
+
+            try:
+                state = await anyio.to_thread.run_sync(queue_state, gateway.engine, [app.id for app in gateway.settings.whatsapp.apps])
+            except Exception as exc:  # the database is down: /readyz says so; metrics still answer
+                log.warning("metrics: cannot read the WhatsApp queue: %s", type(exc).__name__)
+                return
+            for app_id, app_state in state.items():
+                metrics.whatsapp_queue.labels(app_id, "pending").set(app_state.pending)
+                metrics.whatsapp_queue.labels(app_id, "processing").set(app_state.processing)
+                metrics.whatsapp_oldest_pending.labels(app_id).set(app_state.oldest_pending_age_s)
+                metrics.whatsapp_dead_letters.labels(app_id).set(app_state.failed)
+
+    def _sample_process(self, gateway: Any) -> None:
+        metrics = self.metrics
+        assert metrics is not None
+        metrics.usage_backlog.metric.set(len(gateway.usage.unwritten()))
+        if gateway.mcp is None:
+            return
+        for server, health in gateway.mcp.health().items():
+            metrics.mcp_up.labels(server).set(1 if health.get("healthy") else 0)
+            # health() reports a running count per connection: the counter grows by what is new.
+            restarts = int(health.get("restarts") or 0)
+            seen = self._mcp_seen.get(server, 0)
+            if restarts > seen:
+                metrics.mcp_reconnects.labels(server).inc(restarts - seen)
+                self._mcp_seen[server] = restarts
+
+    def start(self, gateway: Any) -> None:
+        """In --workers N mode each process refreshes its own gauges in the background."""
+        if self.metrics is not None and self.metrics.multiprocess and self._sampler is None:
+            self._sampler = asyncio.get_running_loop().create_task(self._sample_forever(gateway), name="plugway-metrics-sampler")
+
+    async def _sample_forever(self, gateway: Any) -> None:
+        while True:
+            try:
+                self._sample_process(gateway)
+            except Exception:
+                log.exception("metrics sampling failed")
+            await asyncio.sleep(SAMPLE_INTERVAL_S)
+
+    async def aclose(self) -> None:
+        if self._sampler is not None:
+            self._sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampler
+            self._sampler = None
+        if self.metrics is not None:
+            self.metrics.process_exited()
+
+
+class _ContentCapture:
+    """``logging.debug_content``: the round's messages and answer go to the request's log line."""
+
+    __slots__ = ("inner", "body")
+
+    def __init__(self, inner: Any, body: Mapping[str, Any]) -> None:
+        self.inner = inner
+        self.body = body
+
+    def __enter__(self) -> _ContentCapture:
+        self.inner.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.inner.__exit__(*exc)
+
+    def finished(self, route: Any, turn: Any) -> None:
+        self.inner.finished(route, turn)
+        record = current_record()
+        if record is not None:
+            record.content = {"messages": self.body.get("messages"), "answer": turn.message}
+
+
+_current = Telemetry()
+
+
+def current() -> Telemetry:
+    return _current
+
+
+def install(settings: Settings) -> Telemetry:
+    """Build the process's telemetry from ``settings`` and make it current."""
+    global _current
+    _current = Telemetry(settings)
+    return _current
+
+
+def uninstall(telemetry: Telemetry) -> None:
+    """Back to a disabled telemetry, unless another gateway has installed its own since."""
+    global _current
+    if _current is telemetry:
+        _current = Telemetry()

@@ -1,0 +1,58 @@
+"""The HTTP side of request telemetry: one record per request, read when the answer is sent."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from runtime.telemetry.core import current
+from runtime.telemetry.record import close_record, open_record
+
+# Route label of a request no route matched (a random path must not become a label).
+UNMATCHED_ROUTE = "unmatched"
+
+
+def route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    return str(template) if template else UNMATCHED_ROUTE
+
+
+class TelemetryMiddleware:
+    """Counts, times and logs every HTTP request by its route template (pure ASGI: streams pass untouched)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        telemetry = current()
+        record = telemetry.request_started(scope["method"])
+        if record is None:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_observed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                record.status = message["status"]
+            await send(message)
+
+        token = open_record(record)
+        try:
+            await self.app(scope, receive, send_observed)
+        except asyncio.CancelledError:
+            record.status = record.status or 499  # the client went away before an answer
+            raise
+        except Exception:
+            record.status = record.status or 500
+            raise
+        finally:
+            close_record(token)
+            record.route = route_template(scope)
+            state: dict[str, Any] = scope.get("state") or {}
+            record.request_id = str(state.get("request_id") or record.request_id)
+            telemetry.request_finished(record)
