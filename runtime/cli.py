@@ -457,28 +457,15 @@ def cmd_keys_update(args: argparse.Namespace) -> int:
 
 def cmd_plugins_list(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.table import Table
 
+    from runtime.mcp.cli import list_plugins, plugins_table
     from runtime.plugin_host.manager import load_plugins
 
-    settings = _settings(args)
-    host = load_plugins()
-    console = Console()
-    table = Table("plugin", "source", "tools", "organisations", "health")
-    for plugin in host.plugins.values():
-        orgs = [o.id for o in settings.organisations if o.plugin(plugin.id) and not o.plugin(plugin.id).mcp]  # type: ignore[union-attr]
-        tools = "\n".join(f"{t.name}: {t.description.splitlines()[0][:70]}" for t in plugin.tools.values())
-        table.add_row(plugin.id, plugin.origin, tools, ", ".join(orgs) or "-", "ok")
-    for plugin_id, failure in host.failures.items():
-        table.add_row(plugin_id, "entrypoint", "", "-", f"[red]failed: {failure}[/red]")
-    if any(ref.mcp for org in settings.organisations for ref in org.plugins):
-        from runtime.mcp.cli import describe_mcp_plugins
-
-        for row in asyncio.run(describe_mcp_plugins(settings)):
-            tools = "\n".join(f"{t['name']}: {(t.get('description') or '').splitlines()[0][:70] if t.get('description') else ''}" for t in row.get("tools", []))
-            health = "ok" if row.get("healthy") else f"[red]unhealthy: {row.get('error')}[/red]"
-            table.add_row(row["plugin_id"], f"mcp ({row.get('transport')})", tools, ", ".join(row.get("organisations", [])), health)
-    console.print(table)
+    rows = list_plugins(_settings(args), load_plugins())
+    if args.json:
+        print(json.dumps({"plugins": rows}, indent=2, ensure_ascii=False))
+    else:
+        Console().print(plugins_table(rows))
     return 0
 
 
@@ -625,7 +612,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_admin_commands(sub, with_config)
 
     plugins = sub.add_parser("plugins", help="installed plugins").add_subparsers(dest="plugins_command", required=True)
-    with_config(plugins.add_parser("list", help="every plugin, its source and tools (MCP included)")).set_defaults(func=cmd_plugins_list)
+    listing_plugins = with_config(plugins.add_parser("list", help="every plugin, its source and tools (MCP included)"))
+    listing_plugins.add_argument("--json", action="store_true", help="print JSON: tool names as the model sees them, annotations, resources, prompts")
+    listing_plugins.set_defaults(func=cmd_plugins_list)
 
     mcp = sub.add_parser("mcp", help="MCP debugging").add_subparsers(dest="mcp_command", required=True)
     call = with_config(mcp.add_parser("call", help="call one MCP tool by hand"))

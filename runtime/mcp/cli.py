@@ -1,14 +1,19 @@
-"""What ``plugway plugins list`` and ``plugway mcp call`` need from the MCP layer."""
+"""What ``plugway plugins list`` and ``plugway mcp call`` need: rows, a table, a call by hand."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+from rich.markup import escape
+from rich.table import Table
+
 from runtime.config import PluginRef, Settings
 from runtime.mcp.connection import config_key
 from runtime.mcp.manager import McpManager
 from runtime.mcp.results import result_text
+from runtime.orchestration.naming import public_name
+from runtime.plugin_host.manager import PluginHost
 from runtime.plugin_host.tool import ToolContext, ToolError
 
 CLI_SAMPLING_REFUSAL = (
@@ -155,3 +160,91 @@ async def call_tool(
         return True, result_text(result)
     finally:
         await manager.aclose()
+
+
+# -- plugway plugins list ---------------------------------------------------------------------
+
+
+def _python_rows(settings: Settings, host: PluginHost) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for plugin in host.plugins.values():
+        orgs = [
+            org.id
+            for org in settings.organisations
+            if (ref := org.plugin(plugin.id)) is not None and ref.mcp is None
+        ]
+        tools = [
+            {"name": tool.name, "public_name": public_name(plugin.id, tool.name), "description": tool.description}
+            for tool in plugin.tools.values()
+        ]
+        rows.append(
+            {"plugin_id": plugin.id, "source": plugin.origin, "organisations": orgs, "healthy": True, "tools": tools}
+        )
+    for plugin_id, failure in host.failures.items():
+        rows.append(
+            {"plugin_id": plugin_id, "source": "entrypoint", "organisations": [], "healthy": False, "error": failure, "tools": []}
+        )
+    return rows
+
+
+def list_plugins(settings: Settings, host: PluginHost, *, connect_timeout_s: float = 10.0) -> list[dict[str, Any]]:
+    """Every plugin, Python and MCP, as ``plugway plugins list`` shows it (and ``--json`` prints it).
+
+    Python rows: ``plugin_id``, ``source``, ``organisations``, ``healthy``
+    (``error`` when it failed to load), ``tools`` (``name``, ``public_name``,
+    ``description``). MCP rows: those of :func:`describe_mcp_plugins`, with
+    ``source`` ``mcp``.
+    """
+    rows = _python_rows(settings, host)
+    if any(ref.mcp for org in settings.organisations for ref in org.plugins):
+        described = asyncio.run(describe_mcp_plugins(settings, connect_timeout_s=connect_timeout_s))
+        rows += [{"source": "mcp", **row} for row in described]
+    return rows
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+
+
+def _tool_line(plugin_id: str, tool: dict[str, Any]) -> str:
+    line = escape(tool["public_name"])
+    if tool["public_name"] != f"{plugin_id}__{tool['name']}":
+        # A sanitised or hashed name: say which tool of the server it is.
+        line += f" ({escape(tool['name'])})"
+    hints = tool.get("annotations") or {}
+    badges = [label for key, label in (("readOnlyHint", "read-only"), ("destructiveHint", "destructive")) if hints.get(key)]
+    if badges:
+        line += " " + escape(f"[{', '.join(badges)}]")
+    description = _first_line(tool.get("description"))
+    return f"{line}: {escape(description)}" if description else line
+
+
+def plugins_table(rows: list[dict[str, Any]]) -> Table:
+    """The rows as a table that folds long names and errors instead of cutting them."""
+    table = Table(show_lines=True)
+    for column in ("plugin", "source", "tools (as the model sees them)", "organisations", "health"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        plugin_id = row["plugin_id"]
+        lines = [_tool_line(plugin_id, tool) for tool in row.get("tools", [])]
+        lines += [f"not offered: {escape(t['name'])} ({escape(t['reason'])})" for t in row.get("not_offered", [])]
+        extras = []
+        if row.get("resources"):
+            extras.append(f"resources: {len(row['resources'])}")
+        if row.get("resource_templates"):
+            extras.append("templates: " + ", ".join(escape(t["uri_template"]) for t in row["resource_templates"]))
+        if row.get("prompts"):
+            extras.append("prompts: " + ", ".join(escape(p["name"]) for p in row["prompts"]))
+        lines += extras
+        mcp = row["source"] == "mcp"
+        source = f"mcp ({row['transport']})\n{escape(row['target'] or '')}" if mcp else escape(row["source"])
+        if row.get("healthy"):
+            health = "ok"
+            if mcp:
+                health += f" ({row['state']}, pid {row['pid']})" if row.get("pid") else f" ({row['state']})"
+        else:
+            state = f" ({row['state']})" if row.get("state") else ""
+            health = f"[red]unhealthy{state}: {escape(str(row.get('error') or 'not connected'))}[/red]"
+        organisations = ", ".join(row.get("organisations", [])) or "-"
+        table.add_row(escape(plugin_id), source, "\n".join(lines) or "-", organisations, health)
+    return table
