@@ -20,6 +20,7 @@ import anyio.to_thread
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import ToolAnnotations
 from pydantic import BaseModel
 
 from mcp_servers.knowledge_base.demo_articles import DEMO_ARTICLES
@@ -27,6 +28,8 @@ from mcp_servers.knowledge_base.store import KnowledgeStore, parse_markdown, rea
 
 DEFAULT_DB = Path("plugway-data") / "knowledge_base.db"
 T = TypeVar("T")
+# Tool annotations: clients (plugway among them) show them, and may ask before running writes.
+READS = ToolAnnotations(read_only_hint=True)
 
 
 class SearchHit(BaseModel):
@@ -101,7 +104,7 @@ def build_server(
         state = cast(KnowledgeState, ctx.request_context.lifespan_context)
         return await anyio.to_thread.run_sync(functools.partial(fn, state.store, *args))
 
-    @server.tool()
+    @server.tool(annotations=READS)
     async def search_articles(query: str, ctx: Context, limit: int = 5) -> SearchResults:
         """Full-text search of the help-centre articles; best matches first, with snippets."""
         rows = await run(ctx, KnowledgeStore.search, query, max(1, min(limit, 20)))
@@ -111,7 +114,7 @@ def build_server(
         ]
         return SearchResults(query=query, results=hits)
 
-    @server.tool()
+    @server.tool(annotations=READS)
     async def get_article(slug: str, ctx: Context) -> Article:
         """The full text of one article, by the slug search_articles returned."""
         row = await run(ctx, KnowledgeStore.get, slug)
@@ -121,7 +124,7 @@ def build_server(
             slug=row["slug"], title=row["title"], tags=_tags(row["tags"]), body=row["body"]
         )
 
-    @server.tool()
+    @server.tool(annotations=READS)
     async def list_articles(ctx: Context) -> ArticleIndex:
         """Every article's slug, title and tags."""
         rows = await run(ctx, KnowledgeStore.list)

@@ -20,6 +20,7 @@ import anyio.to_thread
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from mcp_servers.support_crm.store import CrmStore, ticket_number
@@ -30,6 +31,9 @@ TicketStatus = Literal["open", "pending", "resolved", "closed"]
 Priority = Literal["low", "normal", "high", "urgent"]
 OrderStatus = Literal["processing", "shipped", "delivered", "cancelled", "returned"]
 T = TypeVar("T")
+# Tool annotations: clients (plugway among them) show them, and may ask before running writes.
+READS = ToolAnnotations(read_only_hint=True)
+WRITES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False)
 
 
 class Customer(BaseModel):
@@ -123,7 +127,7 @@ def build_server(
             )
         return customer
 
-    @server.tool()
+    @server.tool(annotations=READS)
     async def lookup_customer(query: str, ctx: Context) -> CustomerMatches:
         """Find customers by customer id, email, phone number, name or company."""
         rows = await run(ctx, CrmStore.find_customers, query)
@@ -131,7 +135,7 @@ def build_server(
             query=query, customers=[Customer.model_validate(row) for row in rows]
         )
 
-    @server.tool()
+    @server.tool(annotations=READS)
     async def list_orders(
         customer_id: str, ctx: Context, status: OrderStatus | None = None, limit: int = 20
     ) -> OrderList:
@@ -140,7 +144,7 @@ def build_server(
         rows = await run(ctx, CrmStore.orders, customer["id"], status, max(1, min(limit, 100)))
         return OrderList(customer_id=customer["id"], orders=[_order(row) for row in rows])
 
-    @server.tool()
+    @server.tool(annotations=WRITES)
     async def create_ticket(
         customer_id: str,
         subject: str,
@@ -171,7 +175,7 @@ def build_server(
         )
         return Ticket.model_validate(row)
 
-    @server.tool()
+    @server.tool(annotations=WRITES)
     async def update_ticket(
         ticket_id: str,
         ctx: Context,
@@ -194,7 +198,7 @@ def build_server(
             raise ToolError(f"No ticket with id '{ticket_id}'.")
         return Ticket.model_validate(row)
 
-    @server.tool()
+    @server.tool(annotations=READS)
     async def get_ticket(ticket_id: str, ctx: Context) -> Ticket:
         """One support ticket with its notes."""
         number = ticket_number(ticket_id)

@@ -175,6 +175,9 @@ async def test_embedded_default_entries_start_and_serve(tmp_path: Path) -> None:
         health = manager.health()
         assert health["crm"]["healthy"] and health["kb"]["healthy"], health
         crm = {spec.name: spec for spec in await manager.tools_for(refs[0])}
+        # What each tool may do reaches the gateway (and plugins list, and approvals).
+        assert crm["lookup_customer"].annotations == {"readOnlyHint": True}
+        assert crm["create_ticket"].annotations == {"readOnlyHint": False, "destructiveHint": False, "idempotentHint": False}
         text = await crm["lookup_customer"].invoke({"query": "Mei"}, ctx("crm"))
         assert '"C-1003"' in text
         kb = {spec.name: spec for spec in await manager.tools_for(refs[1])}
