@@ -29,6 +29,7 @@ from runtime.telemetry import current as telemetry
 
 if TYPE_CHECKING:
     from runtime.gateway import Gateway
+    from runtime.guardrails import Guardrails
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +91,9 @@ class RequestContext:
     limits: LimitDecision = UNLIMITED
     endpoint: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # The guardrails in force (None: none); the input stage may already be done (endpoints).
+    guardrails: Guardrails | None = None
+    guard_input: bool = True
 
     @property
     def key_id(self) -> str | None:
@@ -99,6 +103,10 @@ class RequestContext:
     def track_tokens(self) -> bool:
         """Whether the key's daily-token counter must learn what this request used."""
         return self.key is not None and self.key.daily_tokens is not None
+
+
+# Where an organisation's guardrails_default apply: the OpenAI- and Anthropic-compatible routes.
+GUARDED_SOURCES = frozenset({"api", "responses", "messages"})
 
 
 def organisation_not_configured() -> GatewayError:
@@ -160,6 +168,7 @@ async def admit(
         key=key,
         source=source,
         plugins=grants,
+        guardrails=gateway.guardrails_for(organisation, organisation.guardrails_default) if source in GUARDED_SOURCES else None,
     )
     telemetry().admitted(context)
     if check is not None:

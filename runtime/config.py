@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from runtime.guardrails.config import GuardrailConfig
+
 DEFAULT_DATABASE_URL = "sqlite:///plugway.db"
 DEMO_MODEL = "demo"
 DEFAULT_ORGANISATION = "default"
@@ -162,6 +164,9 @@ class OrganisationConfig(_Strict):
     plugins: list[PluginRef] = Field(default_factory=list)
     monthly_budget_usd: float | None = None
     endpoints: list[EndpointConfig] = Field(default_factory=list)
+    guardrails: list[GuardrailConfig] = Field(default_factory=list)
+    # The guardrails in force on /v1/chat/completions, /v1/responses and /v1/messages.
+    guardrails_default: list[str] = Field(default_factory=list)
 
     def endpoint(self, slug: str) -> EndpointConfig | None:
         for endpoint in self.endpoints:
@@ -343,6 +348,14 @@ class Settings(_Strict):
             for j, allowed in enumerate(org.models or []):
                 if allowed not in model_ids:
                     raise _PathError(f"organisations[{i}].models[{j}]", f"unknown model '{allowed}'")
+            guardrail_keys: set[str] = set()
+            for j, guardrail in enumerate(org.guardrails):
+                if guardrail.key in guardrail_keys:
+                    raise _PathError(f"organisations[{i}].guardrails[{j}].key", f"duplicate guardrail '{guardrail.key}'")
+                guardrail_keys.add(guardrail.key)
+            for j, key in enumerate(org.guardrails_default):
+                if key not in guardrail_keys:
+                    raise _PathError(f"organisations[{i}].guardrails_default[{j}]", f"no guardrail '{key}' in this organisation")
             slugs: set[str] = set()
             for j, endpoint in enumerate(org.endpoints):
                 where = f"organisations[{i}].endpoints[{j}]"
@@ -406,6 +419,10 @@ def endpoint_problems(org: OrganisationConfig, endpoint: EndpointConfig, model_i
     for k, plugin_id in enumerate(endpoint.plugins or []):
         if org.plugin(plugin_id) is None:
             problems.append((f"plugins[{k}]", f"plugin '{plugin_id}' is not configured for organisation '{org.id}'"))
+    known = {g.key for g in org.guardrails}
+    for k, key in enumerate(endpoint.guardrails):
+        if key not in known:
+            problems.append((f"guardrails[{k}]", f"no guardrail '{key}' in organisation '{org.id}'"))
     return problems
 
 

@@ -23,6 +23,7 @@ class GatewayError(Exception):
         type: str | None = None,
         param: str | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -31,6 +32,8 @@ class GatewayError(Exception):
         self.type = type or code
         self.param = param
         self.headers = headers or {}
+        # Fields beside message/type/param/code in the envelope (a guardrail's findings).
+        self.extra = extra or {}
 
     def envelope(self) -> dict[str, Any]:
         return {
@@ -39,6 +42,7 @@ class GatewayError(Exception):
                 "type": self.type,
                 "param": self.param,
                 "code": self.code,
+                **self.extra,
             }
         }
 
@@ -151,4 +155,21 @@ def rate_limiter_unavailable() -> GatewayError:
         code="rate_limiter_unavailable",
         type="api_error",
         headers={"Retry-After": "1"},
+    )
+
+
+def guardrail_blocked(guardrail_key: str, findings: list[Any]) -> GatewayError:
+    """A guardrail refused the content: 400 with the guardrail and what kind of thing it found, never the text."""
+    kinds = ", ".join(dict.fromkeys(str(f.message) for f in findings)) or "refused content"
+    return GatewayError(
+        400,
+        "Content blocked by guardrail",
+        code="guardrail_block",
+        type="guardrail_block",
+        extra={
+            "guardrail_key": guardrail_key,
+            "action": "block",
+            "findings": [{"category": f.category, "message": f.message} for f in findings],
+            "detail": f"guardrail '{guardrail_key}' found: {kinds}",
+        },
     )

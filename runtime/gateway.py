@@ -24,6 +24,7 @@ from runtime.admission import PluginRequest, RequestContext, admit
 from runtime.billing import BudgetGuard
 from runtime.config import ConfigError, ModelConfig, OrganisationConfig, Settings
 from runtime.errors import GatewayError, UpstreamError, model_not_found
+from runtime.guardrails import Finding, Guardrails, hit_rows, record_hits
 from runtime.limits import Limiter, LimiterUnavailable, create_limiter
 from runtime.orchestration.events import Completed, Event
 from runtime.orchestration.loop import Orchestrator, RunRequest, RunState
@@ -118,6 +119,7 @@ class Gateway:
         self.budget = BudgetGuard(engine, self.usage)
         self.telemetry: Telemetry = install(settings)
         self._organisations = {org.id: org for org in settings.organisations}
+        self._guardrails: dict[tuple[str, tuple[str, ...]], Guardrails] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._streams: set[asyncio.Task[None]] = set()
 
@@ -188,6 +190,38 @@ class Gateway:
             return list(self.settings.models)
         allowed = set(organisation.models)
         return [m for m in self.settings.models if m.id in allowed]
+
+    def guardrails_for(self, organisation: OrganisationConfig, keys: Sequence[str]) -> Guardrails | None:
+        """The organisation's guardrails named by ``keys``, compiled once and shared; None for none."""
+        if not keys:
+            return None
+        cache_key = (organisation.id, tuple(keys))
+        guardrails = self._guardrails.get(cache_key)
+        if guardrails is None:
+            guardrails = self._guardrails[cache_key] = Guardrails.from_config(organisation.guardrails, keys)
+        return guardrails
+
+    def record_guardrail_hits(
+        self, hits: list[tuple[str, list[Finding]]], *, organisation_id: str, endpoint: str | None, key_id: str | None, request_id: str
+    ) -> None:
+        """Store what the guardrails found (never the content), off the event loop."""
+        rows = [
+            row
+            for stage, findings in hits
+            for row in hit_rows(findings, organisation_id=organisation_id, stage=stage, endpoint=endpoint, key_id=key_id, request_id=request_id)
+        ]
+        if not rows:
+            return
+
+        async def write() -> None:
+            try:
+                await anyio.to_thread.run_sync(record_hits, self.engine, rows)
+            except Exception:
+                log.exception("recording %d guardrail hits failed", len(rows))
+
+        task = asyncio.get_running_loop().create_task(write())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def resolve_model(self, organisation: OrganisationConfig, model_id: str) -> ModelConfig:
         model = self.router.model(model_id)
@@ -366,6 +400,10 @@ class Gateway:
                     queue.get_nowait()
 
     def record_usage(self, ctx: RequestContext, state: RunState, started: float, status: str) -> None:
+        if state.guardrail_hits:
+            self.record_guardrail_hits(
+                state.guardrail_hits, organisation_id=ctx.organisation.id, endpoint=ctx.endpoint, key_id=ctx.key_id, request_id=ctx.request_id
+            )
         usage = state.usage
         if state.unbilled_chars:
             # The upstream's usage chunk never arrived: count what was streamed (about 4 characters a token).

@@ -34,9 +34,10 @@ from runtime.config import EndpointConfig, OrganisationConfig
 from runtime.endpoints import sessions
 from runtime.endpoints.store import EndpointRegistry
 from runtime.endpoints.template import MissingVariable, render
-from runtime.errors import GatewayError
+from runtime.errors import GatewayError, guardrail_blocked
 from runtime.frontdoors.chat.encoder import ChatStreamEncoder
 from runtime.gateway import Gateway, KeepAlive
+from runtime.guardrails import Finding, GuardrailBlocked
 from runtime.orchestration.events import Completed, Event
 from runtime.orchestration.loop import RunRequest
 from runtime.storage.keys import KeyInfo
@@ -63,6 +64,9 @@ class EndpointError(Exception):
 
     @classmethod
     def from_gateway(cls, error: GatewayError) -> EndpointError:
+        if error.code == "guardrail_block":
+            # Endpoints answer a guardrail's block with 422, naming the guardrail and what it found.
+            return cls(422, "guardrail_block", f"{error.message}: {error.extra.get('detail', '')}".rstrip(": "), error.headers)
         return cls(error.status, error.code, error.message, error.headers)
 
 
@@ -231,6 +235,18 @@ class EndpointService:
                 raise EndpointError(
                     422, "token_cap_exceeded", f"The request needs about {needed} tokens; endpoint '{slug}' allows {cap} per request (max_tokens_per_request)."
                 )
+        guardrails = self.gateway.guardrails_for(organisation, endpoint.guardrails)
+        if guardrails is not None and guardrails.applies_to("input"):
+            try:
+                new_messages, findings = guardrails.check_messages(new_messages, "input")
+            except GuardrailBlocked as blocked:
+                self.gateway.record_guardrail_hits(
+                    [("input", blocked.findings)], organisation_id=organisation.id, endpoint=slug, key_id=key.id if key else None, request_id=request_id
+                )
+                raise EndpointError.from_gateway(guardrail_blocked(blocked.guardrail_key, blocked.findings)) from None
+            input_hits: list[tuple[str, list[Finding]]] = [("input", findings)] if findings else []
+        else:
+            input_hits = []
         if endpoint.input_schema is not None:
             validator = jsonschema.validators.validator_for(endpoint.input_schema, default=jsonschema.Draft202012Validator)(endpoint.input_schema)
             error = jsonschema.exceptions.best_match(validator.iter_errors(call.input))
@@ -250,9 +266,14 @@ class EndpointService:
             source=source,
             plugins=grants_for(organisation, plugins),
             endpoint=slug,
+            # The caller's input was checked above, before the prompt; output and tool results in the loop.
+            guardrails=guardrails,
+            guard_input=False,
         )
         if limits is not None:
             ctx.limits = limits
+        if input_hits:
+            self.gateway.record_guardrail_hits(input_hits, organisation_id=organisation.id, endpoint=slug, key_id=ctx.key_id, request_id=request_id)
         return Prepared(ctx, endpoint, call, system, new_messages, create_session)
 
     # -- sessions -------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from runtime.config import OrchestrationConfig
+from runtime.errors import guardrail_blocked
+from runtime.guardrails import Finding, GuardrailBlocked, Guardrails, StreamRedactor
 from runtime.orchestration.events import (
     ApprovalRequired,
     Completed,
@@ -35,6 +37,7 @@ from runtime.orchestration.tools import (
     TOOL_SEARCH_NAME,
     ToolCatalog,
     Toolset,
+    error_content,
     run_tool_call,
     run_tool_search,
 )
@@ -88,6 +91,8 @@ class RunState:
     phase: str = "idle"
     # Tools the model found with the tool search, offered from the next round on.
     loaded_tools: list[str] = field(default_factory=list)
+    # What the guardrails found, by stage (recorded with the usage, never the content).
+    guardrail_hits: list[tuple[str, list[Finding]]] = field(default_factory=list)
     tool_search: bool = False
 
     def __post_init__(self) -> None:
@@ -166,6 +171,9 @@ class Orchestrator:
 
     async def run(self, ctx: RequestContext, request: RunRequest, state: RunState) -> AsyncGenerator[Event, None]:
         body = request.body
+        guard = ctx.guardrails
+        if guard is not None and ctx.guard_input and guard.applies_to("input"):
+            body = {**body, "messages": _guard_messages(guard, state, body["messages"])}
         base = upstream_base(body)
         if request.stream:
             base["stream"] = True
@@ -174,7 +182,7 @@ class Orchestrator:
 
         if not toolset:
             turn = None
-            async for event in self._model_round(ctx, state, base, 1, request.stream):
+            async for event in self._guarded_round(ctx, state, base, 1, request.stream):
                 if isinstance(event, ModelTurn):
                     turn = event
                 yield event
@@ -207,7 +215,7 @@ class Orchestrator:
         for round_no in range(first_round, self.config.max_tool_rounds + first_round):
             upstream = {**base, "messages": messages, "tools": client_tools + toolset.openai_tools(state.loaded_tools)}
             upstream["tool_choice"] = client_choice if (round_no == 1 and client_choice) else "auto"
-            async for event in self._model_round(ctx, state, upstream, round_no, request.stream):
+            async for event in self._guarded_round(ctx, state, upstream, round_no, request.stream):
                 if isinstance(event, ModelTurn):
                     last = event
                 yield event
@@ -251,7 +259,7 @@ class Orchestrator:
         if final_round:
             upstream = {**base, "messages": messages, "tools": client_tools + toolset.openai_tools(state.loaded_tools), "tool_choice": "none"}
             round_no = (last.round + 1) if last else first_round
-            async for event in self._model_round(ctx, state, upstream, round_no, request.stream, drop_tool_calls=True):
+            async for event in self._guarded_round(ctx, state, upstream, round_no, request.stream, drop_tool_calls=True):
                 if isinstance(event, ModelTurn):
                     last = event
                 yield event
@@ -308,6 +316,55 @@ class Orchestrator:
             observed.finished(state.route, turn)
             yield turn
 
+    async def _guarded_round(
+        self,
+        ctx: RequestContext,
+        state: RunState,
+        request: JSON,
+        round_no: int,
+        stream: bool,
+        *,
+        drop_tool_calls: bool = False,
+    ) -> AsyncGenerator[ModelChunk | ModelTurn, None]:
+        """One upstream round with the output guardrails applied before anyone sees the text.
+
+        Streamed text goes through a redactor per choice, which holds back only what
+        could still become a match; a choice's ``finish_reason`` chunk carries what
+        was held. The round's message then holds exactly the text that was sent.
+        """
+        rounds = self._model_round(ctx, state, request, round_no, stream, drop_tool_calls=drop_tool_calls)
+        guard = ctx.guardrails
+        if guard is None or not guard.applies_to("output"):
+            async for event in rounds:
+                yield event
+            return
+        redactors: dict[int, StreamRedactor] = {}
+        sent: dict[int, str] = {}
+        findings: list[Finding] = []
+        try:
+            async for event in rounds:
+                if isinstance(event, ModelChunk):
+                    yield ModelChunk(event.round, _redact_chunk(event.chunk, guard, redactors, sent))
+                    continue
+                content = event.message.get("content")
+                if redactors:
+                    event.message["content"] = sent.get(0) or None
+                elif isinstance(content, str) and content:
+                    checked = guard.check_text(content, "output")
+                    findings.extend(checked.findings)
+                    if checked.blocked is not None:
+                        raise checked.blocked
+                    event.message["content"] = checked.text
+                yield event
+        except GuardrailBlocked as blocked:
+            findings.extend(blocked.findings)
+            raise guardrail_blocked(blocked.guardrail_key, blocked.findings) from None
+        finally:
+            for redactor in redactors.values():
+                findings.extend(redactor.findings)
+            if findings:
+                state.guardrail_hits.append(("output", list(dict.fromkeys(findings))))
+
     # -- tools ----------------------------------------------------------------------
 
     async def _run_tools(
@@ -354,6 +411,9 @@ class Orchestrator:
                     on_progress=progress,
                     sampler=sampler,
                 )
+            guard = ctx.guardrails
+            if guard is not None and not outcome.builtin and guard.applies_to("tool_results"):
+                _guard_tool_result(guard, state, outcome)
             queue.put_nowait(outcome)
 
         started: list[tuple[str, JSON]] = []
@@ -414,6 +474,55 @@ def _tool_message(call_id: str, outcome: ToolCallFinished, with_images: bool) ->
     parts: list[JSON] = [{"type": "text", "text": outcome.content}]
     parts.extend({"type": "image_url", "image_url": {"url": f"data:{mime};base64,{data}"}} for mime, data in outcome.images)
     return {"role": "tool", "tool_call_id": call_id, "content": parts}
+
+
+def _guard_messages(guard: Guardrails, state: RunState, messages: list[JSON]) -> list[JSON]:
+    try:
+        checked, findings = guard.check_messages(messages, "input")
+    except GuardrailBlocked as blocked:
+        state.guardrail_hits.append(("input", blocked.findings))
+        raise guardrail_blocked(blocked.guardrail_key, blocked.findings) from None
+    if findings:
+        state.guardrail_hits.append(("input", findings))
+    return checked
+
+
+def _guard_tool_result(guard: Guardrails, state: RunState, outcome: ToolCallFinished) -> None:
+    """Redact a tool's result before the model reads it; a blocked result is withheld from it."""
+    checked = guard.check_text(outcome.content, "tool_results")
+    if checked.findings:
+        state.guardrail_hits.append(("tool_results", checked.findings))
+    if checked.blocked is not None:
+        kinds = ", ".join(dict.fromkeys(f.message for f in checked.blocked.findings))
+        outcome.content = error_content("guardrail_block", f"The result was withheld by guardrail '{checked.blocked.guardrail_key}' ({kinds}).")
+        outcome.error = "withheld by guardrail"
+        outcome.images = []
+    else:
+        outcome.content = checked.text
+
+
+def _redact_chunk(chunk: JSON, guard: Guardrails, redactors: dict[int, StreamRedactor], sent: dict[int, str]) -> JSON:
+    choices = chunk.get("choices")
+    if not choices:
+        return chunk
+    out = []
+    for choice in choices:
+        delta = choice.get("delta") or {}
+        text = delta.get("content")
+        finish = choice.get("finish_reason")
+        if text or finish:
+            index = choice.get("index", 0)
+            redactor = redactors.get(index)
+            if redactor is None:
+                redactor = redactors[index] = guard.stream_redactor("output")
+            safe = redactor.feed(text) if text else ""
+            if finish:
+                safe += redactor.finish()
+            sent[index] = sent.get(index, "") + safe
+            if text is not None or safe:
+                choice = {**choice, "delta": {**delta, "content": safe}}
+        out.append(choice)
+    return {**chunk, "choices": out}
 
 
 def _assistant_turn(content: str | None, calls: Sequence[JSON]) -> JSON:

@@ -16,7 +16,7 @@ from tests.fakes.graph_api import FakeGraphAPI
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.whatsapp.conftest import SUPPORT_NUMBER, Served, settings_dict
 from workers.whatsapp.payloads import change, delivery, text_message
-from workers.whatsapp.worker import WhatsAppWorker
+from workers.whatsapp.worker import GUARDRAIL_REPLY, WhatsAppWorker
 
 Serve = Callable[[Settings], Awaitable[Served]]
 
@@ -71,3 +71,27 @@ async def test_an_app_answers_through_its_endpoint(
         records = list(db.exec(select(UsageRecord)))
     assert session is not None and session.endpoint == "support"
     assert [(r.source, r.endpoint) for r in records] == [("whatsapp", "support")] * 2
+
+
+async def test_the_endpoints_guardrails_apply_to_whatsapp(
+    database_url: str, graph: FakeGraphAPI, upstream: FakeOpenAI, serve: Serve, worker_pool: list[WhatsAppWorker]
+) -> None:
+    raw: dict[str, Any] = settings_dict(database_url, graph.base_url, upstream.base_url)
+    raw["organisations"][0]["guardrails"] = [
+        {"key": "pii", "kind": "pii", "action": "redact"},
+        {"key": "words", "kind": "denylist", "terms": ["project falcon"], "action": "block"},
+    ]
+    raw["organisations"][0]["endpoints"] = [{"slug": "support", "model": "gpt-test", "plugins": [], "guardrails": ["words", "pii"]}]
+    app = raw["whatsapp"]["apps"][0]
+    for name in ("model", "system_prompt", "enabled_plugin_ids"):
+        app.pop(name, None)
+    app["endpoint"] = "support"
+    served = await serve(settings_from_dict(raw))
+    worker = WhatsAppWorker(served.gateway, retry_backoff_s=0.01, graph_timeout_s=2.0)
+    worker_pool.append(worker)
+    upstream.enqueue(Reply(text="Thanks, we will write to [EMAIL]."))
+    await served.post_delivery(delivery(change(SUPPORT_NUMBER, messages=[text_message("447700900555", "my mail is bo@example.com")])))
+    await served.post_delivery(delivery(change(SUPPORT_NUMBER, messages=[text_message("447700900666", "tell me about project falcon")])))
+    assert await worker.run_until_idle() == 2
+    assert len(upstream.requests) == 1 and upstream.requests[0]["messages"][-1]["content"] == "my mail is [EMAIL]"
+    assert [s["text"]["body"] for s in graph.sent_to("447700900666")] == [GUARDRAIL_REPLY]
