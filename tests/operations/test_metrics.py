@@ -154,3 +154,19 @@ def test_metrics_token_and_switch(tmp_path: Path, upstream: FakeOpenAI) -> None:
         assert httpx.get(f"{off.url}/metrics").status_code == 404
     finally:
         off.stop()
+
+
+def test_the_grafana_dashboard_reads_only_metrics_that_exist() -> None:
+    import json
+    import re
+
+    from runtime.telemetry.metrics import Metrics
+
+    dashboard = json.loads((Path(__file__).parents[2] / "examples" / "grafana" / "plugway-dashboard.json").read_text())
+    used = {name for panel in dashboard["panels"] for target in panel["targets"] for name in re.findall(r"plugway_[a-z_]+", target["expr"])}
+    registry = Metrics().registry
+    assert registry is not None
+    exported = {sample.name for family in registry.collect() for sample in family.samples} | {
+        family.name + suffix for family in registry.collect() for suffix in ("", "_total", "_bucket", "_count", "_sum")
+    }
+    assert used and used <= exported, used - exported
