@@ -232,7 +232,7 @@ async def test_two_crashes_in_the_backoff_window_keep_the_tools_offered(caplog: 
         # ...and a call made now waits for the reconnection instead of failing.
         started = time.monotonic()
         assert await manager.call(ref, "echo", {"text": "waited"}) == "waited"
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 10
         crashes = [r for r in caplog.records if r.levelno == logging.WARNING and "exited with code 3" in r.getMessage()]
         assert len(crashes) >= 2
     finally:

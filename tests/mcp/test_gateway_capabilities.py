@@ -358,7 +358,8 @@ def test_two_crashes_in_the_backoff_window_then_a_request_still_has_the_tools(
     tmp_path: Path, upstream: FakeOpenAI, servers: Servers
 ) -> None:
     tk = Tk("stdio", servers, tmp_path)
-    gateway = gateway_with(tmp_path, upstream.base_url, tk.plugin)
+    # Time enough for the server to come back on a busy machine: the call waits for it.
+    gateway = gateway_with(tmp_path, upstream.base_url, tk.plugin, orchestration={"tool_timeout_s": 15})
     try:
         client = openai.OpenAI(base_url=gateway.base_url, api_key=gateway.mint(), max_retries=0, timeout=30)
         for _ in range(2):
