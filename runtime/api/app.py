@@ -16,6 +16,7 @@ from runtime.api.middleware import RequestIdMiddleware
 from runtime.api.openapi import install_openapi
 from runtime.api.routes import health, models, usage
 from runtime.config import Settings, load_settings
+from runtime.console import router as console_router
 from runtime.control import router as control_router
 from runtime.endpoints import EndpointService, purge_expired_sessions
 from runtime.endpoints import router as endpoints_router
@@ -79,6 +80,7 @@ def create_app(
     app.include_router(messages.router)
     app.include_router(endpoints_router)
     app.include_router(control_router)
+    app.include_router(console_router)
     app.include_router(models.router)
     app.include_router(health.router)
     app.include_router(usage.router)
