@@ -65,7 +65,9 @@ async def playground(body: PlaygroundRequest, request: Request, gateway: Gateway
     request_id = f"console-{uuid.uuid4().hex[:16]}"
     if body.endpoint is not None:
         service: EndpointService = request.app.state.endpoints
-        payload: dict[str, Any] = {"messages": body.messages, "stream": True, "variables": body.variables or {}}
+        # No "stream": the run's events are read here whatever the endpoint lets its callers do,
+        # so an endpoint with `stream: false` can be tried too.
+        payload: dict[str, Any] = {"messages": body.messages, "variables": body.variables or {}}
         if body.session_id:
             payload["session_id"] = body.session_id
         try:
