@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test install lint bench
+.PHONY: serve test install lint bench browser
 
 $(STAMP): pyproject.toml examples/forecast_plugin/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +19,21 @@ install: $(STAMP)
 serve: $(STAMP)
 	$(VENV)/bin/plugway serve
 
-test: lint
+test: lint browser
 	$(PY) -m pytest -q
+
+# The console's browser tests drive Debian's Chromium through Playwright (never a browser
+# download of Playwright's own). Installed here when missing, as root: CI runs as root.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "make: installing Debian's chromium for the console's browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "make: no $(CHROMIUM) and not root: the console's browser tests will be skipped (sudo apt-get install chromium)"; \
+	  fi; \
+	fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check runtime plugins mcp_servers workers tests examples benchmarks
