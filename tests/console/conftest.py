@@ -27,7 +27,9 @@ CONSOLE_ORGS: list[dict[str, Any]] = [
 ]
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API runs an event loop in the main thread while
+# it is open, and every later test calling asyncio.run() would find it running.
+@pytest.fixture(scope="module")
 def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
     if not Path(CHROMIUM).is_file():
         missing(f"no Chromium at {CHROMIUM}: `make test` installs Debian's (apt-get install chromium, as root); PLUGWAY_CHROMIUM names another")
