@@ -8,22 +8,39 @@ errors use the OpenAI envelope.
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import TYPE_CHECKING, Any
 
-from runtime.control.routes import (
-    audit,
-    endpoints,
-    health,
-    keys,
-    organisations,
-    playground,
-    plugins,
-    usage,
-    whatsapp,
-)
-
-router = APIRouter()
-for module in (organisations, keys, endpoints, usage, plugins, whatsapp, audit, health, playground):
-    router.include_router(module.router)
+if TYPE_CHECKING:
+    from fastapi import APIRouter
 
 __all__ = ["router"]
+
+
+def _build_router() -> APIRouter:
+    from fastapi import APIRouter
+
+    from runtime.control.routes import (
+        audit,
+        endpoints,
+        health,
+        keys,
+        organisations,
+        playground,
+        plugins,
+        usage,
+        whatsapp,
+    )
+
+    router = APIRouter()
+    for module in (organisations, keys, endpoints, usage, plugins, whatsapp, audit, health, playground):
+        router.include_router(module.router)
+    return router
+
+
+def __getattr__(name: str) -> Any:
+    # Built on first use: `plugway admin keys ...` imports runtime.control.cli without the web stack.
+    if name == "router":
+        router = _build_router()
+        globals()["router"] = router
+        return router
+    raise AttributeError(name)
