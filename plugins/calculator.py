@@ -147,4 +147,4 @@ async def evaluate(expression: str) -> dict[str, Any]:
 
 @hookimpl
 def register_tools(register):  # type: ignore[no-untyped-def]
-    register(evaluate)
+    register(evaluate, annotations={"readOnlyHint": True, "openWorldHint": False})

@@ -75,4 +75,4 @@ def days_between(start_date: str, end_date: str) -> dict[str, int]:
 @hookimpl
 def register_tools(register):  # type: ignore[no-untyped-def]
     for tool in (now, convert_time, date_add, days_between):
-        register(tool)
+        register(tool, annotations={"readOnlyHint": True, "openWorldHint": False})

@@ -197,7 +197,7 @@ async def _result(url: str, response: httpx.Response, body: bytearray, truncated
 
 @hookimpl
 def register_tools(register):  # type: ignore[no-untyped-def]
-    register(fetch)
+    register(fetch, annotations={"readOnlyHint": True, "openWorldHint": True})
 
 
 @hookimpl

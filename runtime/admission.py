@@ -100,6 +100,11 @@ class RequestContext:
         return self.key.id if self.key is not None else None
 
     @property
+    def can_ask_approval(self) -> bool:
+        """Whether the front door can stop a run for a person's approval (OpenAI's mcp_approval_request)."""
+        return self.source == "responses"
+
+    @property
     def track_tokens(self) -> bool:
         """Whether the key's daily-token counter must learn what this request used."""
         return self.key is not None and self.key.daily_tokens is not None

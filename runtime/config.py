@@ -114,6 +114,11 @@ class PluginRef(_Strict):
     # Narrow the tools offered, by the tool's own name (an MCP server's name for its tool).
     allowed_tools: list[str] | None = None
     exclude_tools: list[str] = Field(default_factory=list)
+    # Tools a person must approve before they run: "destructive" ones (MCP annotations,
+    # read as the spec defaults them: destructive unless readOnlyHint or destructiveHint
+    # false), "always" every tool, "never" none. Front doors that cannot ask (all but
+    # /v1/responses) are not offered these tools at all.
+    require_approval: Literal["never", "destructive", "always"] = "never"
 
 
 class SessionsConfig(_Strict):
@@ -371,6 +376,14 @@ class Settings(_Strict):
                         f"organisations[{i}].plugins[{j}].id", f"duplicate plugin id '{plugin.id}'"
                     )
                 seen.add(plugin.id)
+                sampling_model = plugin.mcp.sampling_model if plugin.mcp is not None else None
+                if sampling_model is not None and (
+                    sampling_model not in model_ids or (org.models is not None and sampling_model not in org.models)
+                ):
+                    raise _PathError(
+                        f"organisations[{i}].plugins[{j}].mcp.sampling_model",
+                        f"unknown model '{sampling_model}' (it must be one of the organisation's models)",
+                    )
         for i, app in enumerate(self.whatsapp.apps):
             if app.organisation not in org_ids:
                 raise _PathError(

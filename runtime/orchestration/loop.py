@@ -167,6 +167,7 @@ class Orchestrator:
             ctx.plugins,
             max_tools=self.router.tool_limit(ctx.model),
             max_tokens=self.config.tool_prompt_budget_tokens,
+            can_ask_approval=ctx.can_ask_approval,
         )
 
     async def run(self, ctx: RequestContext, request: RunRequest, state: RunState) -> AsyncGenerator[Event, None]:

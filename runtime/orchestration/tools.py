@@ -26,7 +26,15 @@ from runtime.config import OrchestrationConfig, OrganisationConfig, PluginRef
 from runtime.orchestration.events import OfferedTool, ToolCallFinished, ToolCallStarted
 from runtime.orchestration.naming import public_name
 from runtime.plugin_host.manager import PluginHost
-from runtime.plugin_host.tool import Sampler, ToolContext, ToolError, ToolResult, ToolSpec
+from runtime.plugin_host.tool import (
+    Sampler,
+    SamplingRequest,
+    SamplingResult,
+    ToolContext,
+    ToolError,
+    ToolResult,
+    ToolSpec,
+)
 from runtime.telemetry import current as telemetry
 from runtime.text import truncate
 
@@ -46,6 +54,26 @@ class BoundTool:
     ref: PluginRef
     validator: Any
     grant: PluginGrant
+    # The organisation requires a person's approval before this tool runs.
+    needs_approval: bool = False
+
+
+def is_destructive(spec: ToolSpec) -> bool:
+    """Whether a tool may change or delete things, read as MCP's annotation defaults say.
+
+    Without annotations a tool counts as destructive: ``readOnlyHint`` defaults to
+    false and ``destructiveHint`` to true.
+    """
+    annotations = spec.annotations or {}
+    if annotations.get("readOnlyHint") is True:
+        return False
+    return annotations.get("destructiveHint") is not False
+
+
+def organisation_requires_approval(ref: PluginRef, spec: ToolSpec) -> bool:
+    if ref.require_approval == "always":
+        return True
+    return ref.require_approval == "destructive" and is_destructive(spec)
 
 
 TOOL_SEARCH_NAME = "plugway__find_tools"
@@ -129,7 +157,7 @@ class Toolset:
 
     def requires_approval(self, name: str) -> bool:
         bound = self.by_name.get(name)
-        return bound is not None and bound.grant.approval.required(bound.spec.name)
+        return bound is not None and (bound.needs_approval or bound.grant.approval.required(bound.spec.name))
 
     def started(self, call: JSON, call_id: str, round_no: int) -> ToolCallStarted:
         function = call.get("function") or {}
@@ -220,14 +248,22 @@ class ToolCatalog:
         *,
         max_tools: int | None = None,
         max_tokens: int | None = None,
+        can_ask_approval: bool = True,
     ) -> Toolset:
-        """The grants' tools; searchable when more than ``max_tools`` or ``max_tokens`` of definitions."""
+        """The grants' tools; searchable when more than ``max_tools`` or ``max_tokens`` of definitions.
+
+        Without ``can_ask_approval`` (a front door with no way to ask a person), the tools
+        the organisation wants approved before they run are left out.
+        """
         specs: list[tuple[PluginGrant, ToolSpec]] = []
         for grant in grants:
             for spec in await self.specs(grant.ref):
-                if _tool_allowed(grant.ref, grant, spec.name):
-                    specs.append((grant, spec))
-        key = (organisation.id, tuple(grant.cache_key for grant in grants), max_tools, max_tokens)
+                if not _tool_allowed(grant.ref, grant, spec.name):
+                    continue
+                if not can_ask_approval and organisation_requires_approval(grant.ref, spec):
+                    continue
+                specs.append((grant, spec))
+        key = (organisation.id, tuple(grant.cache_key for grant in grants), max_tools, max_tokens, can_ask_approval)
         identity = tuple(id(spec) for _, spec in specs)
         cached = self._cache.get(key)
         if cached is not None and cached[0] == identity:
@@ -235,7 +271,8 @@ class ToolCatalog:
         toolset = Toolset()
         for grant, spec in specs:
             name = public_name(grant.ref.id, spec.name)
-            toolset.add(BoundTool(name, spec, grant.ref, self._validator(spec), grant))
+            needs_approval = organisation_requires_approval(grant.ref, spec)
+            toolset.add(BoundTool(name, spec, grant.ref, self._validator(spec), grant, needs_approval))
         too_many = max_tools is not None and len(toolset.by_name) > max_tools
         too_long = max_tokens is not None and toolset.catalogue_tokens() > max_tokens
         toolset.searchable = too_many or too_long
@@ -384,6 +421,19 @@ async def _execute_tool_call(
                 if on_progress is not None:
                     on_progress(done, total, message)
 
+            sample: Sampler | None = None
+            if sampler is not None:
+                model_sampler = sampler
+
+                async def sample(request: SamplingRequest) -> SamplingResult:
+                    # The model's time is not the tool's: it may run to tool_max_s, and the
+                    # tool gets tool_timeout_s again from the answer.
+                    deadline.reschedule(ceiling)
+                    try:
+                        return await model_sampler(request)
+                    finally:
+                        deadline.reschedule(min(loop.time() + limit, ceiling))
+
             tool_ctx = ToolContext(
                 organisation_id=organisation_id,
                 plugin_id=bound.ref.id,
@@ -391,7 +441,7 @@ async def _execute_tool_call(
                 config=bound.ref.config,
                 logger=logging.getLogger(f"plugway.plugin.{bound.ref.id}"),
                 progress=progress,
-                sample=sampler,
+                sample=sample,
             )
             result = await bound.spec.invoke(arguments, tool_ctx)
     except TimeoutError as exc:

@@ -20,7 +20,13 @@ Register = Callable[..., None]
 
 @hookspec
 def register_tools(register: Register) -> None:
-    """Call ``register(fn)`` (optionally ``register(fn, name="...")``) for each tool function this plugin offers."""
+    """Call ``register(fn)`` for each tool function this plugin offers.
+
+    Optional: ``name="..."`` (default: the function's name) and ``annotations={...}``
+    with MCP's tool hints (``readOnlyHint``, ``destructiveHint``, ``idempotentHint``,
+    ``openWorldHint``); organisations may require approval for destructive tools, and
+    a tool without hints counts as destructive.
+    """
 
 
 @hookspec

@@ -134,8 +134,14 @@ def _collect_tools(host: PluginHost, origins: dict[str, tuple[str, str]]) -> Non
         origin, module_name = origins[plugin_id]
         loaded = LoadedPlugin(id=plugin_id, origin=origin, module=module_name)
 
-        def register(fn: Callable[..., Any], name: str | None = None, *, _loaded: LoadedPlugin = loaded) -> None:
-            spec = tool_from_function(_loaded.id, fn, name=name)
+        def register(
+            fn: Callable[..., Any],
+            name: str | None = None,
+            *,
+            annotations: dict[str, Any] | None = None,
+            _loaded: LoadedPlugin = loaded,
+        ) -> None:
+            spec = tool_from_function(_loaded.id, fn, name=name, annotations=annotations)
             if spec.name in _loaded.tools:
                 raise ValueError(f"tool {spec.name} registered twice")
             _loaded.tools[spec.name] = spec

@@ -112,11 +112,14 @@ class ToolSpec:
     parameters: dict[str, Any]
     invoke: Invoke
     source: str = "python"  # "python" or "mcp"
-    # MCP tool annotations (readOnlyHint, destructiveHint, ...), when the server gave any.
+    # MCP tool annotations (readOnlyHint, destructiveHint, ...): an MCP server's, or a
+    # Python plugin's ``register(fn, annotations={...})``.
     annotations: dict[str, Any] | None = None
 
 
-def tool_from_function(plugin_id: str, fn: Callable[..., Any], *, name: str | None = None) -> ToolSpec:
+def tool_from_function(
+    plugin_id: str, fn: Callable[..., Any], *, name: str | None = None, annotations: dict[str, Any] | None = None
+) -> ToolSpec:
     """Build a ToolSpec from a plain typed function.
 
     The name is ``fn.__name__``, the description its docstring, the schema comes
@@ -164,4 +167,5 @@ def tool_from_function(plugin_id: str, fn: Callable[..., Any], *, name: str | No
         description=description,
         parameters=schema,
         invoke=invoke,
+        annotations=annotations,
     )
