@@ -4,13 +4,22 @@ The public plugin API is exactly what this module exports::
 
     from runtime import hookimpl, ToolContext, ToolError
 
-and, for tools that return images, ``ToolResult`` and ``ToolImage``; for CPU-bound work
-that must stop at the tool's timeout, ``run_isolated`` (a killable worker process).
+and, for tools that return images, ``ToolResult`` and ``ToolImage``; for tools that ask
+the request's model (``ctx.sample``), ``SamplingRequest`` and ``SamplingResult``; for
+CPU-bound work that must stop at the tool's timeout, ``run_isolated`` (a killable
+worker process).
 """
 
 from runtime.plugin_host.hookspecs import hookimpl
 from runtime.plugin_host.isolation import run_isolated
-from runtime.plugin_host.tool import ToolContext, ToolError, ToolImage, ToolResult
+from runtime.plugin_host.tool import (
+    SamplingRequest,
+    SamplingResult,
+    ToolContext,
+    ToolError,
+    ToolImage,
+    ToolResult,
+)
 
-__all__ = ["ToolContext", "ToolError", "ToolImage", "ToolResult", "hookimpl", "run_isolated"]
+__all__ = ["SamplingRequest", "SamplingResult", "ToolContext", "ToolError", "ToolImage", "ToolResult", "hookimpl", "run_isolated"]
 __version__ = "0.1.0"

@@ -409,3 +409,25 @@ async def test_a_backing_servers_new_tool_reaches_listeners_of_that_organisation
             await asyncio.wait_for(anext(other_subscription), timeout=2.5)
         assert {org: state["listeners"] for org, state in watch_status(changing_gateway).items()} == {"acme": 1, "beta": 1}
     await until_nobody_is_watched(changing_gateway)
+
+
+async def test_a_backing_servers_sampling_is_answered_by_its_sampling_model_and_billed(tmp_path: Path, upstream: FakeOpenAI) -> None:
+    plugins = [{"id": "tk", "mcp": {"command": [sys.executable, str(TEST_SERVER)], "sampling_model": "gpt-test"}}]
+    server = GatewayServer(make_settings(tmp_path, upstream.base_url, plugins=plugins)).start()
+    try:
+        upstream.enqueue(Reply(text="Lisbon", prompt_tokens=30, completion_tokens=2))
+        async with connected(server, server.mint()) as client:
+            result = await client.call_tool("tk__ask_model", {"question": "Capital of Portugal?"})
+        assert not result.is_error and text_of(result).startswith("the model said: Lisbon")
+        assert upstream.requests[0]["messages"][-1] == {"role": "user", "content": "Capital of Portugal?"}
+        assert [(row.prompt_tokens, row.completion_tokens) for row in usage_rows(server, "mcp-sampling")] == [(30, 2)]
+    finally:
+        server.stop()
+
+
+def test_a_sampling_model_must_be_one_of_the_organisations_models(tmp_path: Path, upstream: FakeOpenAI) -> None:
+    from runtime.config import ConfigError
+
+    plugins = [{"id": "tk", "mcp": {"command": [sys.executable, str(TEST_SERVER)], "sampling_model": "gpt-nope"}}]
+    with pytest.raises(ConfigError, match=r"plugins\[0\]\.mcp\.sampling_model.*gpt-nope"):
+        make_settings(tmp_path, upstream.base_url, plugins=plugins)

@@ -31,6 +31,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 import runtime
 from runtime.admission import (
     PluginGrant,
+    RequestContext,
     ToolsContext,
     admit_tools,
     grants_for,
@@ -42,6 +43,7 @@ from runtime.frontdoors.mcp.changes import ToolListChanges
 from runtime.gateway import Gateway
 from runtime.orchestration.events import ToolCallFinished
 from runtime.orchestration.tools import BoundTool, Toolset, run_tool_call
+from runtime.plugin_host.tool import Sampler
 from runtime.storage.keys import KeyInfo
 
 log = logging.getLogger("plugway.mcp_server")
@@ -336,6 +338,7 @@ class PluginToolServer:
                     round_no=0,
                     config=self.gateway.settings.orchestration,
                     on_progress=progress.report,
+                    sampler=self._sampler(caller, organisation, toolset.by_name[params.name]),
                 )
             status = outcome_status(finished)
             return finished
@@ -350,6 +353,18 @@ class PluginToolServer:
                 latency_ms=(time.perf_counter() - started) * 1000,
                 status=status,
             )
+
+    def _sampler(self, caller: Caller, organisation: OrganisationConfig, bound: BoundTool) -> Sampler | None:
+        """No loop, so no request model here: an MCP server's sampling goes to its ``sampling_model``, if set."""
+        model_id = bound.ref.mcp.sampling_model if bound.ref.mcp is not None else None
+        model = self.gateway.router.model(model_id) if model_id else None
+        if model is None:
+            return None
+        ctx = RequestContext(
+            request_id=caller.request_id, organisation=organisation, model=model, key=caller.key, source="mcp", plugins=()
+        )
+        factory = self.gateway.orchestrator.sampling
+        return factory(ctx, caller.request_id) if factory is not None else None
 
     async def listen(
         self, ctx: ServerRequestContext[Any, Any], params: types.SubscriptionsListenRequestParams
