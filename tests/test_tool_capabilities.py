@@ -112,6 +112,17 @@ def test_a_tool_can_ask_the_requests_model_and_it_is_billed(gateway: GatewayServ
     assert rows["api"].total_tokens == 100 + 10 + 150 + 5
 
 
+def test_the_models_time_answering_a_tool_does_not_count_against_the_tool(client: openai.OpenAI, upstream: FakeOpenAI) -> None:
+    # tool_timeout_s is 2 in tests; the model takes 2.5 s to answer the tool's question.
+    upstream.enqueue(
+        Reply(tool_calls=[("testkit__ask_model", {"question": "slow?"})]),
+        Reply(text="yes", delay_s=2.5),
+        Reply(text="It said yes."),
+    )
+    client.chat.completions.create(model="gpt-test", messages=USER)
+    assert tool_contents(upstream.requests[2]) == ["the model said: yes (endTurn, 7 tokens)"]
+
+
 @pytest.mark.gateway(orchestration={"sampling": {"max_calls_per_tool_call": 0}})
 def test_sampling_beyond_the_calls_budget_is_refused_to_the_tool(client: openai.OpenAI, upstream: FakeOpenAI) -> None:
     upstream.enqueue(Reply(tool_calls=[("testkit__ask_model", {"question": "hi"})]), Reply(text="ok"))

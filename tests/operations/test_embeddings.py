@@ -139,3 +139,10 @@ def test_daily_tokens_count_embeddings(server: GatewayServer) -> None:
             break
         assert time.monotonic() < deadline, "the day's tokens were never counted"
         time.sleep(0.05)
+
+
+def test_models_that_embed_say_so(server: GatewayServer) -> None:
+    client = openai.OpenAI(base_url=server.base_url, api_key=server.mint("acme"), max_retries=0)
+    listed = {model.id: (model.model_extra or {}).get("embeddings", False) for model in client.models.list()}
+    assert listed["embed-small"] is True and listed["gpt-test"] is False
+    assert (client.models.retrieve("demo-embed").model_extra or {})["embeddings"] is True

@@ -16,7 +16,10 @@ router = APIRouter(tags=["models"])
 
 
 def _model(model: ModelConfig) -> dict[str, Any]:
-    return {"id": model.id, "object": "model", "created": 0, "owned_by": model.provider}
+    listed: dict[str, Any] = {"id": model.id, "object": "model", "created": 0, "owned_by": model.provider}
+    if model.embeddings:
+        listed["embeddings"] = True  # serves POST /v1/embeddings
+    return listed
 
 
 @router.get("/v1/models")
