@@ -26,7 +26,7 @@ import yaml
 from pydantic import BaseModel
 
 from runtime.cli import build_parser
-from runtime.config import ConfigError, PluginRef, Settings, interpolate, settings_from_dict
+from runtime.config import ConfigError, Settings, interpolate, settings_from_dict
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 REFERENCE_HEADING = "Configuration reference"
@@ -103,11 +103,6 @@ def as_configuration(block: str) -> dict[str, Any]:
     raw = yaml.safe_load(block)
     names = set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", block))
     filled: dict[str, Any] = interpolate(raw, env={name: "readme-value" for name in names})
-    if "require_approval" not in PluginRef.model_fields:
-        # Documented ahead of the branch that brings it; drop this once PluginRef has it.
-        for organisation in filled.get("organisations") or ():
-            for plugin in organisation.get("plugins") or ():
-                plugin.pop("require_approval", None)
     return filled
 
 
