@@ -19,8 +19,9 @@ install: $(STAMP)
 serve: $(STAMP)
 	$(VENV)/bin/plugway serve
 
+# Three test processes on two cores: most tests wait on sockets, servers and subprocesses.
 test: lint browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 3
 
 # The console's browser tests drive Debian's Chromium through Playwright (never a browser
 # download of Playwright's own). Installed here when missing, as root: CI runs as root.
@@ -40,4 +41,4 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)
-	$(PY) benchmarks/gateway_overhead.py
+	$(PY) benchmarks/side_by_side.py
