@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import shlex
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -210,6 +211,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 secret, _ = mint_key(engine, organisation_id="default", name="quickstart")
                 admin_secret, _ = mint_admin_key(engine, name="quickstart")
                 _print_quickstart(secret, args.host, port, _database_location(settings), admin_secret)
+            else:
+                _print_console(args.host, port, args.config)
         finally:
             engine.dispose()
         configure_logging(settings, processes=args.workers)
@@ -340,6 +343,11 @@ Sign in with this admin key (shown once): {admin_secret}
 """,
         flush=True,
     )
+
+
+def _print_console(host: str, port: int, config: str | None) -> None:
+    mint = "plugway admin keys create" + (f" --config {shlex.quote(config)}" if config else "")
+    print(f"The console: http://{_host_for_url(host)}:{port}/console (sign in with an admin key; mint one with: {mint})", flush=True)
 
 
 # -- keys ---------------------------------------------------------------------------------

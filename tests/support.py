@@ -59,9 +59,9 @@ def make_settings(
 class GatewayServer:
     """The real app in a real uvicorn, in a background thread with its own event loop."""
 
-    def __init__(self, settings: Settings, plugins: PluginHost | None = None) -> None:
+    def __init__(self, settings: Settings, plugins: PluginHost | None = None, *, run_worker: bool = False) -> None:
         self.settings = settings
-        self.app = create_app(settings, plugins=plugins or test_plugins())
+        self.app = create_app(settings, plugins=plugins or test_plugins(), run_worker=run_worker)
         self._runner = ThreadedServer(self.app, name="gateway", lifespan="on")
         self.port = 0
 

@@ -149,3 +149,15 @@ def test_mcp_tools_by_hand_and_in_the_plugin_list(embedded: tuple[str, str, Path
     assert listed.returncode == 0, listed.stderr
     for expected in ("crm", "mcp (stdio)", "lookup_customer", "kb", "search_articles", "ok"):
         assert expected in listed.stdout
+
+
+def test_the_banner_gives_the_console_and_an_admin_key_that_opens_it(embedded: tuple[str, str, Path, str]) -> None:
+    base, _, _, banner = embedded
+    console = re.search(r"The console: (\S+)", banner)
+    admin_key = re.search(r"(pwa_[A-Za-z0-9_-]{20,})", banner)
+    assert console and admin_key, banner
+    assert console.group(1) == f"{base}/console"
+    assert httpx.get(console.group(1), timeout=10).status_code == 200
+    organisations = httpx.get(f"{base}/admin/v1/organisations", headers={"Authorization": f"Bearer {admin_key.group(1)}"}, timeout=10)
+    assert organisations.status_code == 200, organisations.text
+    assert [o["id"] for o in organisations.json()["data"]] == ["default"]
