@@ -41,6 +41,7 @@ from runtime.guardrails import Finding, GuardrailBlocked
 from runtime.orchestration.events import Completed, Event
 from runtime.orchestration.loop import RunRequest
 from runtime.storage.keys import KeyInfo
+from runtime.telemetry import current as telemetry
 
 JSON = dict[str, Any]
 # How long one request may hold its session (a crashed holder's lease expires after this).
@@ -272,6 +273,8 @@ class EndpointService:
         )
         if limits is not None:
             ctx.limits = limits
+        # The request's metrics, log line and span say whose call this is, as admission does for the other routes.
+        telemetry().admitted(ctx)
         if input_hits:
             self.gateway.record_guardrail_hits(input_hits, organisation_id=organisation.id, endpoint=slug, key_id=ctx.key_id, request_id=request_id)
         return Prepared(ctx, endpoint, call, system, new_messages, create_session)

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime.admission import RequestContext
+from runtime.orchestration.events import ModelTurn
 from runtime.orchestration.loop import RunState
 from runtime.providers.anthropic_translate import openai_usage
 from runtime.providers.router import ModelRouter
+from runtime.telemetry import current as telemetry
 
 JSON = dict[str, Any]
 
@@ -34,32 +36,41 @@ class NativeEvent:
 
 async def native_message(router: ModelRouter, ctx: RequestContext, body: JSON, state: RunState) -> JSON:
     state.phase = "model"
-    message = await router.messages(ctx.model, body, state.route)
-    state.phase = "idle"
-    state.rounds = 1
-    state.stopped_by = "answer"
-    state.add_usage(openai_usage(message.get("usage") or {}))
+    # The one upstream round gets its span, as the loop's rounds do.
+    with telemetry().model_round(ctx, body, 1, False) as observed:
+        message = await router.messages(ctx.model, body, state.route)
+        state.phase = "idle"
+        state.rounds = 1
+        state.stopped_by = "answer"
+        usage = openai_usage(message.get("usage") or {})
+        state.add_usage(usage)
+        observed.finished(state.route, ModelTurn(1, message, message.get("stop_reason"), usage, message))
     message["model"] = ctx.model.id
     return message
 
 
 async def native_stream(router: ModelRouter, ctx: RequestContext, body: JSON, state: RunState) -> AsyncGenerator[NativeEvent, None]:
     usage: JSON = {}
+    answered: JSON = {}  # the upstream's message id and model, and why it stopped: for the round's span
     state.phase = "model"
-    async for event in router.stream_messages(ctx.model, body, state.route):
-        kind = event.get("type")
-        if kind == "message_start":
-            message = event.get("message") or {}
-            usage.update(message.get("usage") or {})
-            event = {**event, "message": {**message, "model": ctx.model.id}}
-        elif kind == "content_block_delta":
-            delta = event.get("delta") or {}
-            state.unbilled_chars += len(delta.get("text") or delta.get("partial_json") or delta.get("thinking") or "")
-        elif kind == "message_delta":
-            # Anthropic's counts here are cumulative totals: they replace, never add.
-            usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
-            state.add_usage(openai_usage(usage))
-        yield NativeEvent(event)
-    state.rounds = 1
-    state.stopped_by = "answer"
-    state.phase = "idle"
+    with telemetry().model_round(ctx, body, 1, True) as observed:
+        async for event in router.stream_messages(ctx.model, body, state.route):
+            kind = event.get("type")
+            if kind == "message_start":
+                message = event.get("message") or {}
+                usage.update(message.get("usage") or {})
+                answered.update(id=message.get("id"), model=message.get("model"))
+                event = {**event, "message": {**message, "model": ctx.model.id}}
+            elif kind == "content_block_delta":
+                delta = event.get("delta") or {}
+                state.unbilled_chars += len(delta.get("text") or delta.get("partial_json") or delta.get("thinking") or "")
+            elif kind == "message_delta":
+                # Anthropic's counts here are cumulative totals: they replace, never add.
+                usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
+                state.add_usage(openai_usage(usage))
+                answered["stop_reason"] = (event.get("delta") or {}).get("stop_reason") or answered.get("stop_reason")
+            yield NativeEvent(event)
+        state.rounds = 1
+        state.stopped_by = "answer"
+        state.phase = "idle"
+        observed.finished(state.route, ModelTurn(1, {}, answered.get("stop_reason"), openai_usage(usage), answered))
