@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from runtime.api import routes_whatsapp
-from runtime.api.errors import install_error_handlers
+from runtime.api.direct import DirectRoute, DirectRoutes
+from runtime.api.errors import error_response, install_error_handlers
 from runtime.api.middleware import RequestIdMiddleware
 from runtime.api.openapi import install_openapi
 from runtime.api.routes import health, models, usage
@@ -22,11 +25,21 @@ from runtime.endpoints import EndpointService, purge_expired_sessions
 from runtime.endpoints import router as endpoints_router
 from runtime.frontdoors import chat, embeddings, messages, responses
 from runtime.frontdoors.mcp import McpFrontDoor
+from runtime.frontdoors.messages.routes import error_response as anthropic_error_response
 from runtime.gateway import Gateway
 from runtime.plugin_host.manager import PluginHost
 from runtime.telemetry import TelemetryMiddleware, fastapi_options
 from runtime.telemetry import routes as telemetry_routes
 from runtime.telemetry.logs import configure as configure_logging
+
+
+class PlugwayApp(FastAPI):
+    """FastAPI with the model routes served in front of its middleware stack (see runtime.api.direct)."""
+
+    direct_routes: list[DirectRoute] = []
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return DirectRoutes(super().build_middleware_stack(), self.direct_routes)
 
 
 def create_app(
@@ -54,6 +67,11 @@ def create_app(
         )
         try:
             async with mcp_front_door.serving(app.state.gateway):
+                # Everything built so far lives as long as the process: keep it out of the
+                # cyclic collector's full passes (they scanned it all, every few thousand requests).
+                gc.collect()
+                gc.freeze()
+                gc.set_threshold(10_000, 20, 20)
                 yield
         finally:
             maintenance.cancel()
@@ -64,7 +82,7 @@ def create_app(
             if owned:
                 await app.state.gateway.aclose()
 
-    app = FastAPI(
+    app = PlugwayApp(
         title="plugway",
         version="0.1.0",
         lifespan=lifespan,
@@ -88,6 +106,13 @@ def create_app(
     app.include_router(embeddings.router)
     app.include_router(telemetry_routes.router)
     app.router.routes.append(mcp_front_door.route())
+    # With tracing on, FastAPI's native server span (named by the route it matched) is each
+    # request's span, so every request takes FastAPI's own path.
+    app.direct_routes = [] if settings.tracing.enabled else [
+        DirectRoute.post(chat.router, "/v1/chat/completions", error_response),
+        DirectRoute.post(responses.router, "/v1/responses", error_response),
+        DirectRoute.post(messages.router, "/v1/messages", anthropic_error_response),
+    ]
     # Inside RequestIdMiddleware: the request id is known, and final, when the request ends.
     app.add_middleware(TelemetryMiddleware)
     app.add_middleware(RequestIdMiddleware)
