@@ -120,6 +120,18 @@ return used
 """
 
 
+class _TokenBatch:
+    """Token counts gathered per key while the previous batch is on its way."""
+
+    __slots__ = ("done", "tokens")
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, int] = {}
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # A batch nobody awaits any more (every caller cancelled) must not log "never retrieved".
+        self.done.add_done_callback(lambda future: future.cancelled() or future.exception())
+
+
 class _Script:
     def __init__(self, source: str) -> None:
         self.source = source
@@ -161,6 +173,8 @@ class RedisLimiter:
             health_check_interval=0,
         )
         self._redis = Redis.from_pool(pool)
+        self._tally: _TokenBatch | None = None  # token counts waiting to be sent
+        self._in_flight: asyncio.Future[None] | None = None  # the batch on its way
 
     def _keys(self, key_id: str) -> tuple[str, str]:
         tagged = f"{self._prefix}rl:{{{key_id}}}"
@@ -197,10 +211,50 @@ class RedisLimiter:
         )
 
     async def record_tokens(self, key_id: str, tokens: int) -> None:
+        """Add tokens to the key's counter; returns once Redis has counted them.
+
+        Calls that arrive while a count is on its way join the next one: their
+        tokens are summed per key and sent together, one script call per key in
+        one pipeline, so under load the gateway pays one round trip for many
+        finished requests instead of one each. A failed batch fails every call
+        in it (each caller logs what it could not count).
+        """
         if tokens <= 0:
             return
-        _, tokens_key = self._keys(key_id)
-        await self._run(_RECORD_TOKENS, (tokens_key,), (int(tokens), self._period_s))
+        batch = self._tally
+        if batch is None:
+            batch = self._tally = _TokenBatch()
+            asyncio.get_running_loop().create_task(self._send_after(self._in_flight, batch))
+        batch.tokens[key_id] = batch.tokens.get(key_id, 0) + int(tokens)
+        await asyncio.shield(batch.done)
+
+    async def _send_after(self, previous: asyncio.Future[None] | None, batch: _TokenBatch) -> None:
+        # One batch on the wire at a time: the next collects every call made meanwhile.
+        if previous is not None:
+            await asyncio.wait((previous,))
+        self._tally = None
+        self._in_flight = batch.done
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for key_id, tokens in batch.tokens.items():
+                        pipe.evalsha(_RECORD_TOKENS.sha, 1, self._keys(key_id)[1], tokens, self._period_s)
+                    try:
+                        await pipe.execute()
+                    except NoScriptError:
+                        await self._redis.script_load(_RECORD_TOKENS.source)
+                        for key_id, tokens in batch.tokens.items():
+                            pipe.evalsha(_RECORD_TOKENS.sha, 1, self._keys(key_id)[1], tokens, self._period_s)
+                        await pipe.execute()
+        except TimeoutError:
+            batch.done.set_exception(LimiterUnavailable(f"Redis did not answer within {self._timeout_s:g}s"))
+        except (RedisError, OSError) as exc:
+            batch.done.set_exception(LimiterUnavailable(f"Redis error: {exc}"))
+        except BaseException as exc:
+            batch.done.set_exception(LimiterUnavailable(f"token count interrupted: {exc!r}"))
+            raise
+        else:
+            batch.done.set_result(None)
 
     async def ping(self) -> bool:
         try:

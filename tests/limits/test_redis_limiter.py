@@ -166,3 +166,30 @@ async def test_unreachable_redis_at_startup_fails_closed() -> None:
         assert not await limiter.ping()
     finally:
         await limiter.aclose()
+
+
+async def test_concurrent_token_counts_share_round_trips_and_stay_exact(own_redis: RedisServer) -> None:
+    limiter = create_limiter(own_redis.url, timeout_s=2.0)
+    stats = Redis.from_url(own_redis.url)
+    try:
+        await stats.config_resetstat()
+        amounts = [(f"key-{i % 3}", 1 + i % 7) for i in range(300)]
+        await asyncio.gather(*(limiter.record_tokens(key, tokens) for key, tokens in amounts))
+        for key in ("key-0", "key-1", "key-2"):
+            expected = sum(tokens for k, tokens in amounts if k == key)
+            decision = await limiter.acquire(key, rpm=None, daily_tokens=10_000)
+            assert decision.remaining_tokens == 10_000 - expected
+        # Three acquires plus the token counts: far fewer script calls than 300 counts.
+        calls = (await stats.info("commandstats"))["cmdstat_evalsha"]["calls"]
+        assert calls <= 3 + 2 * 3
+
+        # A count made while Redis is gone fails every caller waiting on it, and counts nothing later.
+        own_redis.kill()
+        outcomes = await asyncio.gather(*(limiter.record_tokens("key-0", 5) for _ in range(10)), return_exceptions=True)
+        assert all(isinstance(outcome, LimiterUnavailable) for outcome in outcomes)
+        own_redis.start()
+        await limiter.record_tokens("key-0", 5)
+        assert (await limiter.acquire("key-0", rpm=None, daily_tokens=10_000)).remaining_tokens == 10_000 - 5
+    finally:
+        await stats.aclose()
+        await limiter.aclose()
