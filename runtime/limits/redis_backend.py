@@ -120,18 +120,6 @@ return used
 """
 
 
-class _TokenBatch:
-    """Token counts gathered per key while the previous batch is on its way."""
-
-    __slots__ = ("done", "tokens")
-
-    def __init__(self) -> None:
-        self.tokens: dict[str, int] = {}
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        # A batch nobody awaits any more (every caller cancelled) must not log "never retrieved".
-        self.done.add_done_callback(lambda future: future.cancelled() or future.exception())
-
-
 class _Script:
     def __init__(self, source: str) -> None:
         self.source = source
@@ -173,8 +161,8 @@ class RedisLimiter:
             health_check_interval=0,
         )
         self._redis = Redis.from_pool(pool)
-        self._tally: _TokenBatch | None = None  # token counts waiting to be sent
-        self._in_flight: asyncio.Future[None] | None = None  # the batch on its way
+        self._batch: _Batch | None = None  # calls waiting for the batch on its way
+        self._in_flight: asyncio.Future[None] | None = None  # set once that batch is answered
 
     def _keys(self, key_id: str) -> tuple[str, str]:
         tagged = f"{self._prefix}rl:{{{key_id}}}"
@@ -213,48 +201,14 @@ class RedisLimiter:
     async def record_tokens(self, key_id: str, tokens: int) -> None:
         """Add tokens to the key's counter; returns once Redis has counted them.
 
-        Calls that arrive while a count is on its way join the next one: their
-        tokens are summed per key and sent together, one script call per key in
-        one pipeline, so under load the gateway pays one round trip for many
-        finished requests instead of one each. A failed batch fails every call
-        in it (each caller logs what it could not count).
+        Counts made while a batch is on its way are summed per key and ride
+        along with the next batch (see :meth:`_submit`).
         """
         if tokens <= 0:
             return
-        batch = self._tally
-        if batch is None:
-            batch = self._tally = _TokenBatch()
-            asyncio.get_running_loop().create_task(self._send_after(self._in_flight, batch))
+        batch = self._next_batch()
         batch.tokens[key_id] = batch.tokens.get(key_id, 0) + int(tokens)
-        await asyncio.shield(batch.done)
-
-    async def _send_after(self, previous: asyncio.Future[None] | None, batch: _TokenBatch) -> None:
-        # One batch on the wire at a time: the next collects every call made meanwhile.
-        if previous is not None:
-            await asyncio.wait((previous,))
-        self._tally = None
-        self._in_flight = batch.done
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for key_id, tokens in batch.tokens.items():
-                        pipe.evalsha(_RECORD_TOKENS.sha, 1, self._keys(key_id)[1], tokens, self._period_s)
-                    try:
-                        await pipe.execute()
-                    except NoScriptError:
-                        await self._redis.script_load(_RECORD_TOKENS.source)
-                        for key_id, tokens in batch.tokens.items():
-                            pipe.evalsha(_RECORD_TOKENS.sha, 1, self._keys(key_id)[1], tokens, self._period_s)
-                        await pipe.execute()
-        except TimeoutError:
-            batch.done.set_exception(LimiterUnavailable(f"Redis did not answer within {self._timeout_s:g}s"))
-        except (RedisError, OSError) as exc:
-            batch.done.set_exception(LimiterUnavailable(f"Redis error: {exc}"))
-        except BaseException as exc:
-            batch.done.set_exception(LimiterUnavailable(f"token count interrupted: {exc!r}"))
-            raise
-        else:
-            batch.done.set_result(None)
+        await self._wait(batch.tokens_done)
 
     async def ping(self) -> bool:
         try:
@@ -267,16 +221,110 @@ class RedisLimiter:
         await self._redis.aclose()
 
     async def _run(self, script: _Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run one script call in the next batch and return its reply."""
+        batch = self._next_batch()
+        reply = asyncio.get_running_loop().create_future()
+        reply.add_done_callback(_retrieve)
+        batch.calls.append((script, keys, args, reply))
+        return await self._wait(reply)
+
+    # -- batching -----------------------------------------------------------------------
+    #
+    # One batch is on the wire at a time, as one pipeline (no MULTI: each script is atomic
+    # on its own, and runs in the order it was asked for). Every call made meanwhile
+    # joins the next batch, so under load a process pays one round trip, one pooled
+    # connection and one reply parse per batch rather than per request; an idle process
+    # sends a lone call at once. Each caller still waits at most ``timeout_s``: a batch
+    # that answers later can only over-count (a refused caller's slot), never let extra
+    # requests through.
+
+    def _next_batch(self) -> _Batch:
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = _Batch()
+            asyncio.get_running_loop().create_task(self._send_after(self._in_flight, batch))
+        return batch
+
+    async def _wait(self, future: asyncio.Future[Any]) -> Any:
         try:
-            # One deadline for the whole call: pool wait, connect, and the
-            # NOSCRIPT fallback all count against it.
             async with asyncio.timeout(self._timeout_s):
-                try:
-                    return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
-                except NoScriptError:
-                    # Script cache flushed (restart, SCRIPT FLUSH): EVAL re-caches it.
-                    return await self._redis.eval(script.source, len(keys), *keys, *args)
+                return await asyncio.shield(future)
         except TimeoutError as exc:
             raise LimiterUnavailable(f"Redis did not answer within {self._timeout_s:g}s") from exc
+
+    async def _send_after(self, previous: asyncio.Future[None] | None, batch: _Batch) -> None:
+        if previous is not None:
+            await asyncio.wait((previous,))
+        self._batch = None
+        self._in_flight = batch.sent
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                replies = await self._execute(batch.commands(self._keys, self._period_s))
+        except TimeoutError:
+            batch.fail(LimiterUnavailable(f"Redis did not answer within {self._timeout_s:g}s"))
         except (RedisError, OSError) as exc:
-            raise LimiterUnavailable(f"Redis error: {exc}") from exc
+            batch.fail(LimiterUnavailable(f"Redis error: {exc}"))
+        except BaseException as exc:
+            batch.fail(LimiterUnavailable(f"Redis call interrupted: {exc!r}"))
+            raise
+        else:
+            batch.answer(replies)
+        finally:
+            batch.sent.set_result(None)
+
+    async def _execute(self, commands: list[tuple[_Script, Sequence[str], Sequence[Any]]]) -> list[Any]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for script, keys, args in commands:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+            missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+            if missing:
+                # Script cache flushed (restart, SCRIPT FLUSH): EVAL runs and re-caches them.
+                for i in missing:
+                    script, keys, args = commands[i]
+                    pipe.eval(script.source, len(keys), *keys, *args)
+                for i, reply in zip(missing, await pipe.execute(raise_on_error=False), strict=True):
+                    replies[i] = reply
+        return replies
+
+
+class _Batch:
+    """Script calls and per-key token counts gathered while the previous batch is on its way."""
+
+    __slots__ = ("calls", "sent", "tokens", "tokens_done")
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.calls: list[tuple[_Script, Sequence[str], Sequence[Any], asyncio.Future[Any]]] = []
+        self.tokens: dict[str, int] = {}
+        self.tokens_done: asyncio.Future[None] = loop.create_future()
+        self.sent: asyncio.Future[None] = loop.create_future()
+        # A caller that timed out no longer awaits its future: never "exception was never retrieved".
+        self.tokens_done.add_done_callback(_retrieve)
+
+    def commands(self, keys_of: Any, period_s: int) -> list[tuple[_Script, Sequence[str], Sequence[Any]]]:
+        commands = [(script, keys, args) for script, keys, args, _ in self.calls]
+        commands += [(_RECORD_TOKENS, (keys_of(key_id)[1],), (tokens, period_s)) for key_id, tokens in self.tokens.items()]
+        return commands
+
+    def answer(self, replies: list[Any]) -> None:
+        for (_, _, _, future), reply in zip(self.calls, replies, strict=False):
+            if isinstance(reply, Exception):
+                future.set_exception(LimiterUnavailable(f"Redis error: {reply}"))
+            else:
+                future.set_result(reply)
+        failed = [reply for reply in replies[len(self.calls):] if isinstance(reply, Exception)]
+        if failed:
+            self.tokens_done.set_exception(LimiterUnavailable(f"Redis error: {failed[0]}"))
+        else:
+            self.tokens_done.set_result(None)
+
+    def fail(self, error: LimiterUnavailable) -> None:
+        for *_, future in self.calls:
+            future.set_exception(error)
+        self.tokens_done.set_exception(error)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
