@@ -206,7 +206,7 @@ class RedisLimiter:
         """
         if tokens <= 0:
             return
-        batch = self._next_batch()
+        batch = self._next_batch(urgent=False)
         batch.tokens[key_id] = batch.tokens.get(key_id, 0) + int(tokens)
         await self._wait(batch.tokens_done)
 
@@ -222,7 +222,7 @@ class RedisLimiter:
 
     async def _run(self, script: _Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """Run one script call in the next batch and return its reply."""
-        batch = self._next_batch()
+        batch = self._next_batch(urgent=True)
         reply = asyncio.get_running_loop().create_future()
         reply.add_done_callback(_retrieve)
         batch.calls.append((script, keys, args, reply))
@@ -238,12 +238,25 @@ class RedisLimiter:
     # that answers later can only over-count (a refused caller's slot), never let extra
     # requests through.
 
-    def _next_batch(self) -> _Batch:
+    def _next_batch(self, *, urgent: bool) -> _Batch:
+        """The batch a call joins. Limit checks go out at once; a batch of token counts alone
+        waits ``TOKEN_COUNT_DELAY_S`` for a limit check to ride along with (a request that
+        follows another pays one round trip, not a second one behind the previous count)."""
         batch = self._batch
         if batch is None:
             batch = self._batch = _Batch()
-            asyncio.get_running_loop().create_task(self._send_after(self._in_flight, batch))
+            if not urgent:
+                batch.timer = asyncio.get_running_loop().call_later(TOKEN_COUNT_DELAY_S, self._start, batch)
+                return batch
+        if urgent and not batch.started:
+            self._start(batch)
         return batch
+
+    def _start(self, batch: _Batch) -> None:
+        if batch.timer is not None:
+            batch.timer.cancel()
+        batch.started = True
+        asyncio.get_running_loop().create_task(self._send_after(self._in_flight, batch))
 
     async def _wait(self, future: asyncio.Future[Any]) -> Any:
         try:
@@ -288,13 +301,19 @@ class RedisLimiter:
         return replies
 
 
+# How long a batch of token counts alone waits for a limit check to share its round trip.
+TOKEN_COUNT_DELAY_S = 0.01
+
+
 class _Batch:
     """Script calls and per-key token counts gathered while the previous batch is on its way."""
 
-    __slots__ = ("calls", "sent", "tokens", "tokens_done")
+    __slots__ = ("calls", "sent", "started", "timer", "tokens", "tokens_done")
 
     def __init__(self) -> None:
         loop = asyncio.get_running_loop()
+        self.started = False
+        self.timer: asyncio.TimerHandle | None = None
         self.calls: list[tuple[_Script, Sequence[str], Sequence[Any], asyncio.Future[Any]]] = []
         self.tokens: dict[str, int] = {}
         self.tokens_done: asyncio.Future[None] = loop.create_future()
