@@ -43,6 +43,8 @@ from anyio.streams.text import TextReceiveStream
 from mcp.client.stdio import get_default_environment
 from mcp.shared.message import SessionMessage
 
+from runtime.text import mask_credentials
+
 logger = logging.getLogger("plugway.mcp.process")
 
 # Beyond the SDK's allow-list (HOME, LOGNAME, PATH, SHELL, TERM, USER): locale and
@@ -286,7 +288,8 @@ class ChildProcessTransport:
         else:
             reason = f"server process exited with code {code}"
         last = next((line for line in reversed(self.stderr_tail) if line.strip()), None)
-        return f"{reason} (last stderr line: {last.strip()[:300]})" if last else reason
+        # Whatever a server prints may hold a connection string: the reason reaches logs, health and the model.
+        return f"{reason} (last stderr line: {mask_credentials(last.strip())[:300]})" if last else reason
 
     @asynccontextmanager
     async def open(
@@ -379,7 +382,7 @@ class ChildProcessTransport:
                     buffer = lines.pop()
                     for line in lines:
                         self.stderr_tail.append(line)
-                        log.debug("%s", line)
+                        log.debug("%s", mask_credentials(line))
                 if buffer:
                     self.stderr_tail.append(buffer)
             self._stderr_done.set()

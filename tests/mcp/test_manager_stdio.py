@@ -246,7 +246,7 @@ async def test_servers_that_cannot_start_do_not_block_start_up() -> None:
                 "command": [
                     sys.executable,
                     "-c",
-                    "import sys; sys.stderr.write('missing CRM_URL setting\\n'); sys.exit(2)",
+                    "import sys; sys.stderr.write('missing CRM_URL setting, tried postgresql://app:hunter2@db.internal/crm\\n'); sys.exit(2)",
                 ]
             },
         }
@@ -269,6 +269,9 @@ async def test_servers_that_cannot_start_do_not_block_start_up() -> None:
         assert not health["broken"]["healthy"]
         assert "exited with code 2" in health["broken"]["error"]
         assert "missing CRM_URL setting" in health["broken"]["error"]
+        # The server's own words reach health, logs and the model, but never a password in them.
+        assert "postgresql://app:****@db.internal/crm" in health["broken"]["error"]
+        assert "hunter2" not in health["broken"]["error"]
         assert not health["missing"]["healthy"]
         assert "not found" in health["missing"]["error"]
         assert not health["silent"]["healthy"]
