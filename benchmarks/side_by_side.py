@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
 import re
 import resource
+import secrets
 import shutil
 import signal
 import socket
@@ -217,7 +219,8 @@ def running(name: str, argv: list[str], port: int, *, ready_path: str, cwd: Path
         time.sleep(0.5)
         yield Server(name, port, process, key)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # it may have exited by itself
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
@@ -388,11 +391,11 @@ class SlowStreams:
     streams_receiving: int
     rss_idle_mb: float
     rss_mb: float
-    other_request_p50_ms: float
-    other_request_max_ms: float
+    other_request_p50_ms: float | None  # None: not measured (the bare proxy)
+    other_request_max_ms: float | None
 
 
-async def _slow_streams(server: Server, streams: int) -> SlowStreams:
+async def _slow_streams(server: Server, streams: int, *, probe: bool) -> SlowStreams:
     body = json.dumps({"model": "gpt-bench-slow", "stream": True, "messages": CHAT_REQUEST["messages"]}).encode()
     headers = f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n"
     if server.key:
@@ -414,7 +417,8 @@ async def _slow_streams(server: Server, streams: int) -> SlowStreams:
     timings = []
     auth = {"Authorization": f"Bearer {server.key}"} if server.key else {}
     async with httpx.AsyncClient(timeout=30) as client:
-        for _ in range(20):
+        # The bare proxy has one upstream (the slow one here), so it has nothing fast to ask.
+        for _ in range(20 if probe else 0):
             started = time.perf_counter()
             response = await client.post(server.url("/v1/chat/completions"), json=CHAT_REQUEST, headers=auth)
             response.raise_for_status()
@@ -424,12 +428,12 @@ async def _slow_streams(server: Server, streams: int) -> SlowStreams:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    return SlowStreams(streams, receiving, idle, rss, statistics.median(timings), max(timings))
+    return SlowStreams(streams, receiving, idle, rss, statistics.median(timings) if timings else None, max(timings) if timings else None)
 
 
-def slow_streams(server: Server, streams: int) -> SlowStreams:
+def slow_streams(server: Server, streams: int, *, probe: bool = True) -> SlowStreams:
     raise_open_files()
-    return asyncio.run(_slow_streams(server, streams))
+    return asyncio.run(_slow_streams(server, streams, probe=probe))
 
 
 def cpu_per_request(server: Server, body: dict, key: str, requests: int, workdir: Path) -> float:
@@ -492,8 +496,12 @@ def litellm_peer(workdir: Path, upstream: Upstream) -> contextmanager:
         subprocess.run([PYTHON, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "litellm[proxy]"], check=True)
     config = workdir / "litellm.yaml"
+    # LiteLLM refuses to start without a master key (and then asks for it on every request).
+    master_key = "sk-litellm-bench-" + secrets.token_hex(16)
     config.write_text(
         f"""
+general_settings:
+  master_key: {master_key}
 model_list:
   - model_name: gpt-bench
     litellm_params: {{model: openai/gpt-bench, api_base: "http://127.0.0.1:{upstream.fixed}/v1", api_key: sk-bench}}
@@ -501,7 +509,7 @@ model_list:
     )
     port = free_port()
     argv = [str(litellm), "--config", str(config), "--port", str(port), "--num_workers", "1"]
-    return running("litellm", argv, port, ready_path="/health/liveliness", cwd=workdir)
+    return running("litellm", argv, port, ready_path="/health/liveliness", cwd=workdir, key=master_key)
 
 
 def run(args: argparse.Namespace) -> Report:
@@ -518,7 +526,7 @@ def run(args: argparse.Namespace) -> Report:
             measure_pair(report, "bare proxy (Starlette + aiohttp)", bare.url("/v1/chat/completions"), CHAT_REQUEST, "", args, workdir)
         if args.peer == "litellm":
             with litellm_peer(workdir, upstream) as peer:
-                measure_pair(report, "LiteLLM proxy, one worker, no database", peer.url("/v1/chat/completions"), CHAT_REQUEST, "sk-anything", args, workdir)
+                measure_pair(report, "LiteLLM proxy, one worker, no database", peer.url("/v1/chat/completions"), CHAT_REQUEST, peer.key, args, workdir)
 
         embedded = plugway_config(workdir, upstream, full=False)
         embedded_key = create_key(embedded, "bench")
@@ -544,13 +552,14 @@ def run(args: argparse.Namespace) -> Report:
             report.streaming["plugway_ttfb_ms"] = time_to_first_byte(server.url("/v1/chat/completions"), stream_request, embedded_key, args.samples)
         print(f"  time to first byte, p50: bare {report.streaming['bare_ttfb_ms']:.2f} ms, plugway {report.streaming['plugway_ttfb_ms']:.2f} ms", flush=True)
         with bare_proxy(upstream.slow, workdir) as bare:
-            bare_slow = slow_streams(bare, args.streams)
+            bare_slow = slow_streams(bare, args.streams, probe=False)
         report.slow_streams["bare proxy"] = asdict(bare_slow)
         with plugway("plugway embedded", embedded, workdir, embedded_key) as server:
             slow = slow_streams(server, args.streams)
         report.slow_streams["plugway embedded"] = asdict(slow)
         for name, result in (("bare proxy", bare_slow), ("plugway", slow)):
-            print(f"  {name}: {result.streams_receiving}/{result.streams} slow streams open, RSS {result.rss_idle_mb:.0f} -> {result.rss_mb:.0f} MB, a non-streamed request meanwhile p50 {result.other_request_p50_ms:.1f} ms, max {result.other_request_max_ms:.1f} ms", flush=True)
+            meanwhile = "" if result.other_request_max_ms is None else f", a non-streamed request meanwhile p50 {result.other_request_p50_ms:.1f} ms, max {result.other_request_max_ms:.1f} ms"
+            print(f"  {name}: {result.streams_receiving}/{result.streams} slow streams open, RSS {result.rss_idle_mb:.0f} -> {result.rss_mb:.0f} MB{meanwhile}", flush=True)
 
         print("orchestration (gateway CPU per request):", flush=True)
         tool_port = free_port()

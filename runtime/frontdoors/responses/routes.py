@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
@@ -41,11 +42,19 @@ def _encode(events: list[JSON]) -> bytes:
     return b"".join(sse.named(event["type"], event) for event in events)
 
 
+_savers: weakref.WeakKeyDictionary[Gateway, store.ResponseSaver] = weakref.WeakKeyDictionary()
+
+
+def _saver(gateway: Gateway) -> store.ResponseSaver:
+    saver = _savers.get(gateway)
+    if saver is None:
+        saver = _savers[gateway] = store.ResponseSaver(gateway.engine)
+    return saver
+
+
 async def _save(gateway: Gateway, ctx: RequestContext, encoder: ResponsesEncoder, completed: Completed | None) -> None:
-    await anyio.to_thread.run_sync(
-        partial(
-            store.save,
-            gateway.engine,
+    await _saver(gateway).save(
+        store.row_for(
             response=encoder.response,
             organisation_id=ctx.organisation.id,
             state=encoder.state(completed),

@@ -10,10 +10,12 @@ synchronous: run it in a worker thread.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio.to_thread
 import orjson
 from sqlalchemy import Column, DateTime, Engine, Text, delete, insert, select
 from sqlmodel import Field, SQLModel
@@ -43,8 +45,19 @@ class Saved:
 
 
 def save(engine: Engine, *, response: JSON, organisation_id: str, state: JSON, retention_days: float | None) -> None:
+    with engine.begin() as connection:
+        connection.execute(insert(_TABLE), row_for(response=response, organisation_id=organisation_id, state=state, retention_days=retention_days))
+
+
+def save_many(engine: Engine, rows: list[JSON]) -> None:
+    """Insert rows in one transaction (one commit for many responses)."""
+    with engine.begin() as connection:
+        connection.execute(insert(_TABLE), rows)
+
+
+def row_for(*, response: JSON, organisation_id: str, state: JSON, retention_days: float | None) -> JSON:
     now = datetime.now(UTC)
-    row = {
+    return {
         "id": response["id"],
         "organisation_id": organisation_id,
         "model": response.get("model") or "",
@@ -53,8 +66,59 @@ def save(engine: Engine, *, response: JSON, organisation_id: str, state: JSON, r
         "response": orjson.dumps(response).decode(),
         "state": orjson.dumps(state).decode(),
     }
-    with engine.begin() as connection:
-        connection.execute(insert(_TABLE), row)
+
+
+class ResponseSaver:
+    """Saves responses with group commit: every save asked for while a write is under way
+    goes into the next one, one transaction in one worker thread. Each caller returns once
+    its row is committed, so a response is readable (``previous_response_id``, ``GET``)
+    from every process as soon as its client has it. One write at a time also spares
+    SQLite's single writer lock the pile-up of one thread per request (p99 at 32
+    concurrent requests went from 600 ms to that of chat completions). A batch the
+    database refuses is written again row by row, so one bad row fails only its caller."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._pending: list[tuple[JSON, asyncio.Future[None]]] = []
+        self._writing: asyncio.Task[None] | None = None
+
+    async def save(self, row: JSON) -> None:
+        loop = asyncio.get_running_loop()
+        committed: asyncio.Future[None] = loop.create_future()
+        committed.add_done_callback(_retrieve)  # a caller that went away must not log "never retrieved"
+        self._pending.append((row, committed))
+        if self._writing is None or self._writing.done():
+            self._writing = loop.create_task(self._write())
+        await asyncio.shield(committed)
+
+    async def _write(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await anyio.to_thread.run_sync(save_many, self.engine, [row for row, _ in batch])
+            except Exception as exc:
+                if len(batch) == 1:
+                    batch[0][1].set_exception(exc)
+                    continue
+                for row, committed in batch:
+                    try:
+                        await anyio.to_thread.run_sync(save_many, self.engine, [row])
+                    except Exception as alone:
+                        committed.set_exception(alone)
+                    else:
+                        committed.set_result(None)
+            except BaseException as exc:
+                for _, committed in batch:
+                    committed.set_exception(exc)
+                raise
+            else:
+                for _, committed in batch:
+                    committed.set_result(None)
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def load(engine: Engine, *, organisation_id: str, response_id: str) -> Saved | None:
