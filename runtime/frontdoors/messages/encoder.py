@@ -5,7 +5,7 @@ produced text; for each server-side tool call an ``mcp_tool_use`` block
 (``server_name`` = plugin id, ``name`` = the tool's own name) and, when it
 finishes, an ``mcp_tool_result`` block, as Anthropic's MCP connector shapes
 them; then ``tool_use`` blocks when the model called the client's own tools.
-Usage is summed over every round; ``message_start`` can only say 0, so the
+A tool's progress reports go out as SSE comments (``PROGRESS``). Usage is summed over every round; ``message_start`` can only say 0, so the
 totals arrive in ``message_delta`` (Anthropic's own cumulative counts).
 """
 
@@ -24,11 +24,15 @@ from runtime.orchestration.events import (
     ModelTurn,
     ToolCallFinished,
     ToolCallStarted,
+    ToolProgress,
 )
 from runtime.providers.anthropic_translate import anthropic_stop_reason, anthropic_usage
 
 JSON = dict[str, Any]
 Out = list[tuple[str, JSON]]  # (event name, data)
+# Not an event: an SSE comment line ``: plugway tool_progress {...}``, as on chat streams
+# (Anthropic has no progress event; SSE clients, the anthropic SDK among them, skip comments).
+PROGRESS = ""
 
 
 def _input(arguments: str) -> JSON:
@@ -76,6 +80,8 @@ class MessagesEncoder:
         if isinstance(event, ToolCallFinished) and not event.builtin:
             result: JSON = {"type": "mcp_tool_result", "tool_use_id": event.call_id, "is_error": not event.ok, "content": [{"type": "text", "text": event.content}]}
             return self._whole_block(result)
+        if isinstance(event, ToolProgress):
+            return [(PROGRESS, {"round": event.round, "call_id": event.call_id, "progress": event.progress, "total": event.total, "message": event.message})]
         if isinstance(event, Completed):
             return self._completed(event)
         return []

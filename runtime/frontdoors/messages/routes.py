@@ -23,7 +23,7 @@ from runtime.api.disconnect import run_until_disconnected
 from runtime.api.openapi import documented_body
 from runtime.errors import GatewayError, UpstreamError
 from runtime.frontdoors.chat.routes import parse_json_body
-from runtime.frontdoors.messages.encoder import MessagesEncoder, Out
+from runtime.frontdoors.messages.encoder import PROGRESS, MessagesEncoder, Out
 from runtime.frontdoors.messages.native import NativeEvent, native_message, native_stream
 from runtime.frontdoors.messages.schema import CountTokensRequest, MessagesRequestBody
 from runtime.frontdoors.messages.translate import (
@@ -68,7 +68,9 @@ router = APIRouter(tags=["messages"], route_class=AnthropicErrorRoute)
 
 
 def _encode(out: Out) -> bytes:
-    return b"".join(sse.named(name, data) for name, data in out)
+    return b"".join(
+        sse.comment("plugway tool_progress " + orjson.dumps(data).decode()) if name == PROGRESS else sse.named(name, data) for name, data in out
+    )
 
 
 async def _stream(head: bytes, events: AsyncIterator[Any], encode: Callable[[Any], Out]) -> AsyncIterator[bytes]:
