@@ -26,6 +26,7 @@ from runtime.orchestration.events import (
     ModelTurn,
     ToolCallFinished,
     ToolCallStarted,
+    ToolProgress,
     ToolsOffered,
 )
 
@@ -118,6 +119,20 @@ class ResponsesEncoder:
         if isinstance(event, Completed):
             return self._completed(event)
         return []
+
+    def progress(self, event: ToolProgress) -> JSON:
+        """A tool's progress report, as chat completions' ``plugway tool_progress`` comment
+        carries it, plus the ``mcp_call`` item it belongs to. The Responses API has no
+        progress event, so the stream sends it as an SSE comment, which SDKs skip."""
+        item = self._mcp.get(event.call_id)
+        return {
+            "round": event.round,
+            "call_id": event.call_id,
+            "item_id": item["id"] if item is not None else None,
+            "progress": event.progress,
+            "total": event.total,
+            "message": event.message,
+        }
 
     def _add(self, item: JSON) -> int:
         self.output.append(item)

@@ -25,7 +25,7 @@ from runtime.frontdoors.responses.encoder import ResponsesEncoder
 from runtime.frontdoors.responses.schema import CreateResponseRequest
 from runtime.frontdoors.responses.translate import check_server_urls, parse_request
 from runtime.gateway import Gateway, KeepAlive
-from runtime.orchestration.events import Completed, Event, ToolsOffered
+from runtime.orchestration.events import Completed, Event, ToolProgress, ToolsOffered
 from runtime.orchestration.loop import RunRequest
 
 router = APIRouter(tags=["responses"])
@@ -77,6 +77,9 @@ async def _stream(
         async for event in events:
             if isinstance(event, KeepAlive):
                 yield sse.KEEP_ALIVE_COMMENT
+                continue
+            if isinstance(event, ToolProgress):
+                yield sse.comment("plugway tool_progress " + orjson.dumps(encoder.progress(event)).decode())
                 continue
             if isinstance(event, Completed):
                 completed = event
