@@ -45,6 +45,9 @@ class ProviderConfig(_Strict):
     headers: dict[str, str] = Field(default_factory=dict)
     # Most tools one request may offer the model (default: the provider kind's limit, 128).
     max_tools: int | None = Field(default=None, ge=1)
+    # Most connections open to this provider at once, per gateway process (a stream holds one
+    # for its whole length); requests beyond it wait for a free one.
+    max_connections: int = Field(default=1024, ge=1)
 
     @model_validator(mode="after")
     def _needs_base_url(self) -> ProviderConfig:

@@ -73,7 +73,7 @@ class AnthropicProvider:
         }
         if config.api_key:
             self._headers["x-api-key"] = config.api_key
-        self._client = pooled_client(timeout_s=config.timeout_s, connect_timeout_s=config.connect_timeout_s)
+        self._client = pooled_client(timeout_s=config.timeout_s, connect_timeout_s=config.connect_timeout_s, max_connections=config.max_connections)
 
     def _request_headers(self, request_id: str | None) -> dict[str, str]:
         headers = {**self._headers, "X-Request-Id": request_id} if request_id else self._headers

@@ -93,7 +93,7 @@ async def _lines(content: aiohttp.StreamReader) -> AsyncIterator[str]:
 class OpenAIProvider:
     kind = "openai"
 
-    def __init__(self, config: ProviderConfig, *, max_connections: int = 256) -> None:
+    def __init__(self, config: ProviderConfig) -> None:
         assert config.base_url
         self.id = config.id
         self.config = config
@@ -104,7 +104,7 @@ class OpenAIProvider:
             self._headers["Authorization"] = f"Bearer {config.api_key}"
         # sock_read is the time allowed between two reads, as httpx's read timeout.
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=config.connect_timeout_s, sock_read=config.timeout_s)
-        self._max_connections = max_connections
+        self._max_connections = config.max_connections
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
