@@ -19,7 +19,7 @@ costs above a passthrough request. ``--peer litellm`` installs LiteLLM into
 its own virtualenv and measures it too. nginx and wrk are installed with
 apt-get when missing (as root).
 
-    .venv/bin/python benchmarks/side_by_side.py [--duration 10] [--peer litellm] [--json out.json]
+    .venv/bin/python benchmarks/side_by_side.py [--duration 6] [--rounds 3] [--peer litellm] [--json out.json]
 """
 
 from __future__ import annotations
@@ -480,12 +480,12 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {memory_gib:.0f} GiB, {platform.system()} {platform.release()}, Python {platform.python_version()}"
 
 
-def measure_pair(report: Report, label: str, url: str, body: dict, key: str, args: argparse.Namespace, workdir: Path) -> None:
+def measure_pair(report: Report, label: str, url: str, body: dict, key: str, args: argparse.Namespace, workdir: Path) -> dict:
     loaded = wrk(url, body, key=key, connections=32, duration=args.duration, workdir=workdir)
     single = wrk(url, body, key=key, connections=1, duration=max(3, args.duration // 2), workdir=workdir)
     row = {"rps_32": loaded.requests_per_s, "p50_32_ms": loaded.p50_ms, "p99_32_ms": loaded.p99_ms, "p50_1_ms": single.p50_ms, "errors": loaded.errors + single.errors}
-    report.rows[label] = row
     print(f"  {label:<44}{loaded.requests_per_s:>9.0f} req/s  p50@1 {single.p50_ms:6.2f} ms  p99@32 {loaded.p99_ms:6.2f} ms" + (f"  ERRORS {row['errors']}" if row["errors"] else ""), flush=True)
+    return row
 
 
 def litellm_peer(workdir: Path, upstream: Upstream) -> contextmanager:
@@ -520,29 +520,43 @@ def run(args: argparse.Namespace) -> Report:
     print(f"{report.date} on {report.machine}", flush=True)
     with nginx(workdir) as upstream:
         fixed = f"http://127.0.0.1:{upstream.fixed}/v1/chat/completions"
-        print("throughput (wrk, 1 thread, 32 connections) and latency (1 connection):", flush=True)
-        measure_pair(report, "upstream direct (nginx)", fixed, CHAT_REQUEST, "", args, workdir)
-        with bare_proxy(upstream.fixed, workdir) as bare:
-            measure_pair(report, "bare proxy (Starlette + aiohttp)", bare.url("/v1/chat/completions"), CHAT_REQUEST, "", args, workdir)
-        if args.peer == "litellm":
-            with litellm_peer(workdir, upstream) as peer:
-                measure_pair(report, "LiteLLM proxy, one worker, no database", peer.url("/v1/chat/completions"), CHAT_REQUEST, peer.key, args, workdir)
-
+        print(f"throughput (wrk, 1 thread, 32 connections) and latency (1 connection), median of {args.rounds} rounds:", flush=True)
         embedded = plugway_config(workdir, upstream, full=False)
         embedded_key = create_key(embedded, "bench")
-        with plugway("plugway embedded", embedded, workdir, embedded_key) as server:
-            measure_pair(report, "plugway embedded: chat completions", server.url("/v1/chat/completions"), CHAT_REQUEST, embedded_key, args, workdir)
-            measure_pair(report, "plugway embedded: Responses", server.url("/v1/responses"), RESPONSES_REQUEST, embedded_key, args, workdir)
-            measure_pair(report, "plugway embedded: Messages", server.url("/v1/messages"), MESSAGES_REQUEST, embedded_key, args, workdir)
-
         fresh_postgres_and_redis()
         full = plugway_config(workdir, upstream, full=True)
         full_key = create_key(full, "bench", "--rpm", "100000000", "--daily-tokens", "1000000000000")
-        with plugway("plugway full path", full, workdir, full_key) as server:
-            measure_pair(report, "plugway full path (PostgreSQL + Redis limits)", server.url("/v1/chat/completions"), CHAT_REQUEST, full_key, args, workdir)
-
-        with plugway("plugway embedded, 2 workers", embedded, workdir, embedded_key, workers=2) as server:
-            measure_pair(report, "plugway embedded, --workers 2", server.url("/v1/chat/completions"), CHAT_REQUEST, embedded_key, args, workdir)
+        with contextlib.ExitStack() as servers:
+            # Every server is up for the whole measurement and they take turns, round after round:
+            # a shared machine's speed drifts over minutes, and each ratio must compare like with like.
+            bare = servers.enter_context(bare_proxy(upstream.fixed, workdir))
+            one = servers.enter_context(plugway("plugway embedded", embedded, workdir, embedded_key))
+            full_path = servers.enter_context(plugway("plugway full path", full, workdir, full_key))
+            two = servers.enter_context(plugway("plugway embedded, 2 workers", embedded, workdir, embedded_key, workers=2))
+            targets = [
+                ("upstream direct (nginx)", fixed, CHAT_REQUEST, ""),
+                ("bare proxy (Starlette + aiohttp)", bare.url("/v1/chat/completions"), CHAT_REQUEST, ""),
+            ]
+            if args.peer == "litellm":
+                peer = servers.enter_context(litellm_peer(workdir, upstream))
+                targets.append(("LiteLLM proxy, one worker, no database", peer.url("/v1/chat/completions"), CHAT_REQUEST, peer.key))
+            targets += [
+                ("plugway embedded: chat completions", one.url("/v1/chat/completions"), CHAT_REQUEST, embedded_key),
+                ("plugway embedded: Responses", one.url("/v1/responses"), RESPONSES_REQUEST, embedded_key),
+                ("plugway embedded: Messages", one.url("/v1/messages"), MESSAGES_REQUEST, embedded_key),
+                ("plugway full path (PostgreSQL + Redis limits)", full_path.url("/v1/chat/completions"), CHAT_REQUEST, full_key),
+                ("plugway embedded, --workers 2", two.url("/v1/chat/completions"), CHAT_REQUEST, embedded_key),
+            ]
+            runs: dict[str, list[dict]] = {label: [] for label, *_ in targets}
+            for round_no in range(1, args.rounds + 1):
+                print(f" round {round_no}", flush=True)
+                for label, url, body, key in targets:
+                    runs[label].append(measure_pair(report, label, url, body, key, args, workdir))
+        for label, rows in runs.items():
+            report.rows[label] = {name: statistics.median(row[name] for row in rows) for name in rows[0]}
+        print(" medians:", flush=True)
+        for label, row in report.rows.items():
+            print(f"  {label:<44}{row['rps_32']:>9.0f} req/s  p50@1 {row['p50_1_ms']:6.2f} ms  p99@32 {row['p99_32_ms']:6.2f} ms", flush=True)
 
         print("streaming:", flush=True)
         stream_request = {"model": "gpt-bench-stream", "stream": True, "messages": CHAT_REQUEST["messages"]}
@@ -610,7 +624,7 @@ def print_table(report: Report) -> None:
     rows = report.rows
     bare = rows["bare proxy (Starlette + aiohttp)"]["rps_32"]
     print()
-    print(f"Measured {report.date} on {report.machine}; wrk -t1, {report.duration_s:.0f} s a run.")
+    print(f"Measured {report.date} on {report.machine}; wrk -t1, {report.duration_s:.0f} s a run, every server up at once and measured in turn, median of the rounds.")
     print()
     print("| path (same run) | req/s at 32 connections | ratio to bare | p50 at 1 connection | p99 at 32 |")
     print("| --- | ---: | ---: | ---: | ---: |")
@@ -628,7 +642,8 @@ def print_table(report: Report) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=10, help="seconds per 32-connection run (1-connection runs take half)")
+    parser.add_argument("--duration", type=int, default=6, help="seconds per 32-connection run (1-connection runs take half, at least 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over every server; each figure is the median")
     parser.add_argument("--samples", type=int, default=300, help="streamed requests for time to first byte")
     parser.add_argument("--streams", type=int, default=1000, help="concurrent slow streams")
     parser.add_argument("--cpu-requests", type=int, default=2000, help="requests per CPU measurement")
