@@ -21,7 +21,15 @@ from tests.fakes.graph_api import FakeGraphAPI
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.services import fresh_database
 from tests.support import UPSTREAM_KEY, GatewayServer, make_settings
-from tests.whatsapp.conftest import SUPPORT_NUMBER, Served, graph, graph_api, serve, settings_dict  # noqa: F401 (fixtures)
+from tests.whatsapp.conftest import (  # noqa: F401 (fixtures)
+    SUPPORT_NUMBER,
+    Served,
+    answer_through_endpoint,
+    graph,
+    graph_api,
+    serve,
+    settings_dict,
+)
 from workers.whatsapp.payloads import change, delivery, text_message
 from workers.whatsapp.worker import WhatsAppWorker
 
@@ -136,10 +144,7 @@ async def test_a_whatsapp_reply_is_redacted_before_it_is_sent(
     raw["providers"][0]["api_key"] = UPSTREAM_KEY
     raw["organisations"][0]["guardrails"] = [{"key": "pii", "kind": "pii", "action": "redact", "apply_to": ["output"]}]
     raw["organisations"][0]["endpoints"] = [{"slug": "support", "model": "gpt-test", "plugins": [], "guardrails": ["pii"]}]
-    app = raw["whatsapp"]["apps"][0]
-    for name in ("model", "system_prompt", "enabled_plugin_ids"):
-        app.pop(name, None)
-    app["endpoint"] = "support"
+    answer_through_endpoint(raw, "support")
     served = await serve(settings_from_dict(raw))
     worker = WhatsAppWorker(served.gateway, retry_backoff_s=0.01, graph_timeout_s=2.0)
     try:

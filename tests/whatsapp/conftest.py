@@ -113,6 +113,14 @@ def settings_dict(
     }
 
 
+def answer_through_endpoint(raw: dict[str, Any], slug: str) -> None:
+    """Point the first WhatsApp app of ``settings_dict``'s configuration at an endpoint instead of its own model."""
+    app = raw["whatsapp"]["apps"][0]
+    for name in ("model", "system_prompt", "enabled_plugin_ids"):
+        app.pop(name, None)
+    app["endpoint"] = slug
+
+
 @pytest.fixture
 def make_settings(database_url: str, graph: FakeGraphAPI) -> Callable[..., Settings]:
     def build(upstream_base: str = "http://127.0.0.1:9/v1", **whatsapp: Any) -> Settings:

@@ -14,7 +14,7 @@ from runtime.endpoints.sessions import EndpointSession, whatsapp_session_id
 from runtime.storage.models import UsageRecord
 from tests.fakes.graph_api import FakeGraphAPI
 from tests.fakes.openai_server import FakeOpenAI, Reply
-from tests.whatsapp.conftest import SUPPORT_NUMBER, Served, settings_dict
+from tests.whatsapp.conftest import SUPPORT_NUMBER, Served, answer_through_endpoint, settings_dict
 from workers.whatsapp.payloads import change, delivery, text_message
 from workers.whatsapp.worker import GUARDRAIL_REPLY, WhatsAppWorker
 
@@ -32,10 +32,7 @@ def endpoint_settings(database_url: str, graph: FakeGraphAPI, upstream: FakeOpen
             "sessions": {"enabled": True, "max_messages": 10},
         }
     ]
-    app = raw["whatsapp"]["apps"][0]
-    for name in ("model", "system_prompt", "enabled_plugin_ids"):
-        app.pop(name, None)
-    app["endpoint"] = "support"
+    answer_through_endpoint(raw, "support")
     return settings_from_dict(raw)
 
 
@@ -82,10 +79,7 @@ async def test_the_endpoints_guardrails_apply_to_whatsapp(
         {"key": "words", "kind": "denylist", "terms": ["project falcon"], "action": "block"},
     ]
     raw["organisations"][0]["endpoints"] = [{"slug": "support", "model": "gpt-test", "plugins": [], "guardrails": ["words", "pii"]}]
-    app = raw["whatsapp"]["apps"][0]
-    for name in ("model", "system_prompt", "enabled_plugin_ids"):
-        app.pop(name, None)
-    app["endpoint"] = "support"
+    answer_through_endpoint(raw, "support")
     served = await serve(settings_from_dict(raw))
     worker = WhatsAppWorker(served.gateway, retry_backoff_s=0.01, graph_timeout_s=2.0)
     worker_pool.append(worker)
