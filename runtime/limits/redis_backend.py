@@ -202,7 +202,7 @@ class RedisLimiter:
         """Add tokens to the key's counter; returns once Redis has counted them.
 
         Counts made while a batch is on its way are summed per key and ride
-        along with the next batch (see :meth:`_submit`).
+        along with the next batch (see :meth:`_next_batch`).
         """
         if tokens <= 0:
             return

@@ -5,7 +5,7 @@ and the run's state: the conversation as the model saw it (OpenAI chat
 messages), the calls waiting for approval, and which plugins' tools were
 already listed in the chain. Rows expire after ``responses.retention_days``;
 reads ignore expired rows and a periodic purge deletes them. Every function is
-synchronous: run it in a worker thread.
+synchronous: run it in a worker thread (:class:`ResponseSaver` does so for saves).
 """
 
 from __future__ import annotations
@@ -42,11 +42,6 @@ _TABLE = SQLModel.metadata.tables["stored_responses"]
 class Saved:
     response: JSON
     state: JSON
-
-
-def save(engine: Engine, *, response: JSON, organisation_id: str, state: JSON, retention_days: float | None) -> None:
-    with engine.begin() as connection:
-        connection.execute(insert(_TABLE), row_for(response=response, organisation_id=organisation_id, state=state, retention_days=retention_days))
 
 
 def save_many(engine: Engine, rows: list[JSON]) -> None:
