@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from mcp import Client, StdioServerParameters
-from mcp_helpers import ctx
+from mcp_helpers import ctx, eventually
 
 from mcp_servers.knowledge_base import build_server as build_kb
 from mcp_servers.support_crm import build_server as build_crm
@@ -172,8 +172,8 @@ async def test_embedded_default_entries_start_and_serve(tmp_path: Path) -> None:
     manager = McpManager()
     try:
         await manager.start(refs)
-        health = manager.health()
-        assert health["crm"]["healthy"] and health["kb"]["healthy"], health
+        # start() waits at most startup_wait_s (5 s); on a busy machine a server may still be starting then.
+        await eventually(lambda: all(h["healthy"] for h in manager.health().values()), within_s=30)
         crm = {spec.name: spec for spec in await manager.tools_for(refs[0])}
         # What each tool may do reaches the gateway (and plugins list, and approvals).
         assert crm["lookup_customer"].annotations == {"readOnlyHint": True}
