@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -78,8 +80,28 @@ class GatewayServer:
         gateway: Gateway = self.app.state.gateway
         return gateway
 
-    def start(self) -> GatewayServer:
+    def start(self, *, settle_mcp: Iterable[str] | None = None, settle_s: float = 60.0) -> GatewayServer:
+        """Serve, then wait until MCP servers have finished their first connection attempt.
+
+        The gateway itself waits at most 5 s for MCP servers at start-up (a slow
+        server is offered once it is up); on a loaded CI machine a test server can
+        take longer, and a test sending its request then would see no tools.
+        ``settle_mcp`` names the plugin ids to wait for (default: all of them).
+        """
         self.port = self._runner.start()
+        mcp = self.gateway.mcp
+        if mcp is not None:
+            deadline = time.monotonic() + settle_s
+            while True:
+                health = mcp.health()
+                waiting = [
+                    plugin_id
+                    for plugin_id in (health if settle_mcp is None else settle_mcp)
+                    if health.get(plugin_id, {}).get("state") == "starting"
+                ]
+                if not waiting or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
         return self
 
     def mint(self, org: str = "acme", **limits: Any) -> str:

@@ -92,8 +92,11 @@ class Tk:
             self.plugin = {"id": "tk", "mcp": {"command": [sys.executable, str(TEST_SERVER), *flags], "env": env, **mcp}}
 
 
-def gateway_with(tmp_path: Path, upstream_url: str, *plugins: JSON, **options: Any) -> GatewayServer:
-    return GatewayServer(make_settings(tmp_path, upstream_url, plugins=list(plugins), **options)).start()
+def gateway_with(
+    tmp_path: Path, upstream_url: str, *plugins: JSON, settle_mcp: list[str] | None = None, **options: Any
+) -> GatewayServer:
+    settings = make_settings(tmp_path, upstream_url, plugins=list(plugins), **options)
+    return GatewayServer(settings).start(settle_mcp=settle_mcp)
 
 
 @pytest.fixture(params=["stdio", "http"])
@@ -384,7 +387,7 @@ def test_a_server_that_never_answers_does_not_hold_up_readiness(
     tk = Tk("stdio", servers, tmp_path)
     silent = {"id": "silent", "mcp": {"command": [sys.executable, "-c", "import time; time.sleep(60)"]}}
     started = time.monotonic()
-    gateway = gateway_with(tmp_path, upstream.base_url, tk.plugin, silent)
+    gateway = gateway_with(tmp_path, upstream.base_url, tk.plugin, silent, settle_mcp=["tk"])
     try:
         assert time.monotonic() - started < 8  # its connect timeout is 10 s
         ready = httpx.get(f"{gateway.url}/readyz").json()
