@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from runtime.endpoints.template import slots
 from runtime.guardrails.config import GuardrailConfig
 
 DEFAULT_DATABASE_URL = "sqlite:///plugway.db"
@@ -238,6 +239,10 @@ class UsageConfig(_Strict):
     spill_file: str | None = None
 
 
+# The endpoint variables every WhatsApp message brings (see WhatsAppAppConfig.variables).
+WHATSAPP_VARIABLES = ("contact_name", "contact_phone")
+
+
 class WhatsAppAppConfig(_Strict):
     id: str
     organisation: str
@@ -248,6 +253,9 @@ class WhatsAppAppConfig(_Strict):
     # Either an endpoint of the organisation (model, prompt, plugins, guardrails and the
     # conversation memory as its sessions), or model / system_prompt / enabled_plugin_ids.
     endpoint: str | None = None
+    # Values for the endpoint's {{slots}}, next to the ones every message brings:
+    # contact_name (the sender's WhatsApp profile name, else the number) and contact_phone.
+    variables: dict[str, str] = Field(default_factory=dict)
     model: str | None = None
     system_prompt: str | None = None
     enabled_plugin_ids: list[str] = Field(default_factory=list)
@@ -256,6 +264,8 @@ class WhatsAppAppConfig(_Strict):
     def _endpoint_or_model(self) -> WhatsAppAppConfig:
         if (self.endpoint is None) == (self.model is None):
             raise ValueError("give exactly one of 'endpoint' or 'model'")
+        if self.variables and self.endpoint is None:
+            raise ValueError("'variables' fill an endpoint's system prompt: name an 'endpoint'")
         return self
 
 
@@ -394,8 +404,18 @@ class Settings(_Strict):
                 )
             app_org = self.organisation(app.organisation)
             assert app_org is not None
-            if app.endpoint is not None and app_org.endpoint(app.endpoint) is None:
-                raise _PathError(f"whatsapp.apps[{i}].endpoint", f"organisation '{app_org.id}' has no endpoint '{app.endpoint}'")
+            if app.endpoint is not None:
+                named = app_org.endpoint(app.endpoint)
+                if named is None:
+                    raise _PathError(f"whatsapp.apps[{i}].endpoint", f"organisation '{app_org.id}' has no endpoint '{app.endpoint}'")
+                known = {*WHATSAPP_VARIABLES, *app.variables}
+                missing = [name for name in slots(named.system_prompt or "") if name not in known]
+                if missing:
+                    raise _PathError(
+                        f"whatsapp.apps[{i}].variables",
+                        f"endpoint '{app.endpoint}' needs {', '.join(repr(m) for m in missing)} in its system prompt; "
+                        f"give {'them' if len(missing) > 1 else 'it'} here",
+                    )
             if app.model is not None and app.model not in model_ids:
                 raise _PathError(f"whatsapp.apps[{i}].model", f"unknown model '{app.model}'")
             for j, plugin_id in enumerate(app.enabled_plugin_ids):

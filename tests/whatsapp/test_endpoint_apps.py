@@ -3,13 +3,14 @@ customer's conversation is a session of that endpoint."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 from sqlmodel import Session, select
 
-from runtime.config import Settings, settings_from_dict
+from runtime.config import ConfigError, Settings, settings_from_dict
 from runtime.endpoints.sessions import EndpointSession, whatsapp_session_id
 from runtime.storage.models import UsageRecord
 from tests.fakes.graph_api import FakeGraphAPI
@@ -89,3 +90,54 @@ async def test_the_endpoints_guardrails_apply_to_whatsapp(
     assert await worker.run_until_idle() == 2
     assert len(upstream.requests) == 1 and upstream.requests[0]["messages"][-1]["content"] == "my mail is [EMAIL]"
     assert [s["text"]["body"] for s in graph.sent_to("447700900666")] == [GUARDRAIL_REPLY]
+
+
+async def test_the_endpoints_prompt_gets_the_apps_and_the_contacts_variables(
+    database_url: str, graph: FakeGraphAPI, upstream: FakeOpenAI, serve: Serve, worker_pool: list[WhatsAppWorker]
+) -> None:
+    raw: dict[str, Any] = settings_dict(database_url, graph.base_url, upstream.base_url)
+    raw["organisations"][0]["endpoints"] = [
+        {"slug": "support", "model": "gpt-test", "plugins": [], "system_prompt": "{{company}} helps {{contact_name}} ({{contact_phone}})."}
+    ]
+    answer_through_endpoint(raw, "support")
+    raw["whatsapp"]["apps"][0]["variables"] = {"company": "Acme"}
+    served = await serve(settings_from_dict(raw))
+    worker = WhatsAppWorker(served.gateway, retry_backoff_s=0.01, graph_timeout_s=2.0)
+    worker_pool.append(worker)
+    upstream.enqueue(Reply(text="Hi Ana."), Reply(text="Hello."))
+    named = delivery(change(SUPPORT_NUMBER, messages=[text_message("447700900201", "hi")], contact_name="Ana Lima"))
+    await served.post_delivery(named)
+    nameless = change(SUPPORT_NUMBER, messages=[text_message("447700900202", "hello")])
+    nameless["value"].pop("contacts")
+    await served.post_delivery(delivery(nameless))
+    assert await worker.run_until_idle() == 2
+    prompts = sorted(request["messages"][0]["content"] for request in upstream.requests)
+    assert prompts == ["Acme helps 447700900202 (447700900202).", "Acme helps Ana Lima (447700900201)."]
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({}, "whatsapp.apps[0].variables: endpoint 'support' needs 'company' in its system prompt; give it here"),
+        ({"company": "Acme"}, None),
+    ],
+)
+def test_an_apps_endpoint_must_get_every_variable_its_prompt_needs(
+    database_url: str, variables: dict[str, str], message: str | None
+) -> None:
+    raw: dict[str, Any] = settings_dict(database_url, "http://127.0.0.1:9", "http://127.0.0.1:9/v1")
+    raw["organisations"][0]["endpoints"] = [{"slug": "support", "model": "gpt-test", "system_prompt": "{{company}} helps {{contact_name}}."}]
+    answer_through_endpoint(raw, "support")
+    raw["whatsapp"]["apps"][0]["variables"] = variables
+    if message is None:
+        assert settings_from_dict(raw).whatsapp.apps[0].variables == variables
+    else:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            settings_from_dict(raw)
+
+
+def test_variables_need_an_endpoint(database_url: str) -> None:
+    raw: dict[str, Any] = settings_dict(database_url, "http://127.0.0.1:9", "http://127.0.0.1:9/v1")
+    raw["whatsapp"]["apps"][0]["variables"] = {"company": "Acme"}
+    with pytest.raises(ConfigError, match="'variables' fill an endpoint's system prompt: name an 'endpoint'"):
+        settings_from_dict(raw)

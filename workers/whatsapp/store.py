@@ -76,6 +76,7 @@ class ClaimedMessage:
     attempts: int
     reply_text: str | None
     raw: dict[str, Any]
+    sender_name: str | None = None  # the WhatsApp profile name the delivery carried, if any
 
 
 def conversation_key(app_id: str, sender: str) -> str:
@@ -243,6 +244,7 @@ class InboundStore:
                     attempts=r.attempts,
                     reply_text=r.reply_text,
                     raw=orjson.loads(r.raw),
+                    sender_name=r.sender_name,
                 )
                 for r in sorted(rows, key=lambda r: (r.message_ts, r.id))
             ]

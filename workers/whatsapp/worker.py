@@ -301,6 +301,11 @@ class WhatsAppWorker:
             # No sessions on the endpoint: the conversation memory comes from the queue, as without one.
             history = await self._conversation(app, message)
             body = {"messages": [m for m in history if m["role"] in ("user", "assistant")]}
+        body["variables"] = {
+            "contact_name": message.sender_name or message.sender,
+            "contact_phone": message.sender,
+            **app.variables,
+        }
         try:
             prepared = await service.prepare(
                 key=None, organisation_id=app.organisation, slug=slug, body=body, request_id=request_id, source="whatsapp", create_session=True
