@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from runtime.config import Settings, load_settings
+from runtime.config import EndpointConfig, OrganisationConfig, Settings, load_settings
 
 
 def add_commands(sub: Any, with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser]) -> None:
@@ -30,25 +30,38 @@ def add_commands(sub: Any, with_config: Callable[[argparse.ArgumentParser], argp
 
 
 def _rows(settings: Settings, org: str | None) -> list[dict[str, Any]]:
-    rows = []
-    for organisation in settings.organisations:
-        if org and organisation.id != org:
-            continue
-        for endpoint in organisation.endpoints:
-            rows.append(
-                {
-                    "organisation": organisation.id,
-                    "slug": endpoint.slug,
-                    "model": endpoint.model,
-                    "plugins": organisation.plugin_ids if endpoint.plugins is None else endpoint.plugins,
-                    "guardrails": endpoint.guardrails,
-                    "sessions": endpoint.sessions.enabled,
-                    "stream": endpoint.stream,
-                    "active": endpoint.active,
-                    "source": "config",
-                }
-            )
-    return rows
+    """YAML endpoints, then those stored through the management API (when the database exists)."""
+    from runtime.endpoints.store import stored_endpoints
+    from runtime.storage.db import open_database
+
+    listed: list[tuple[OrganisationConfig, EndpointConfig, str]] = [
+        (organisation, endpoint, "config") for organisation in settings.organisations for endpoint in organisation.endpoints
+    ]
+    engine = open_database(settings.database_url, create=False)
+    if engine is not None:
+        try:
+            stored = stored_endpoints(engine)
+        finally:
+            engine.dispose()
+        for (organisation_id, _slug), endpoint in sorted(stored.items()):
+            organisation = settings.organisation(organisation_id)
+            if organisation is not None:  # an organisation since removed from the configuration serves nothing
+                listed.append((organisation, endpoint, "api"))
+    return [
+        {
+            "organisation": organisation.id,
+            "slug": endpoint.slug,
+            "model": endpoint.model,
+            "plugins": organisation.plugin_ids if endpoint.plugins is None else endpoint.plugins,
+            "guardrails": endpoint.guardrails,
+            "sessions": endpoint.sessions.enabled,
+            "stream": endpoint.stream,
+            "active": endpoint.active,
+            "source": source,
+        }
+        for organisation, endpoint, source in listed
+        if not org or organisation.id == org
+    ]
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -60,11 +73,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("organisation", "endpoint", "model", "plugins", "guardrails", "sessions", "active")
+    table = Table("organisation", "endpoint", "model", "plugins", "guardrails", "sessions", "active", "source")
     for row in rows:
         table.add_row(
             row["organisation"], row["slug"], row["model"], ", ".join(row["plugins"]) or "none",
             ", ".join(row["guardrails"]) or "-", "yes" if row["sessions"] else "no", "yes" if row["active"] else "no",
+            "YAML" if row["source"] == "config" else "management API",
         )
     Console(width=200).print(table)
     if not rows:

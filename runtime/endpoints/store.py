@@ -61,6 +61,11 @@ def _load(engine: Engine) -> tuple[Any, dict[tuple[str, str], EndpointConfig]]:
     return tuple(marker), stored
 
 
+def stored_endpoints(engine: Engine) -> dict[tuple[str, str], EndpointConfig]:
+    """(organisation id, slug) -> every endpoint stored through the management API."""
+    return _load(engine)[1]
+
+
 def insert_endpoint(engine: Engine, organisation_id: str, endpoint: EndpointConfig) -> None:
     now = datetime.now(UTC)
     with engine.begin() as connection:

@@ -45,3 +45,27 @@ def test_call_refusals_are_one_line(tmp_path: Path) -> None:
     config = write_config(tmp_path, CONFIG.format(db=tmp_path / "p.db"))
     assert_clear_failure(plugway("endpoints", "call", "acme", "quiet", "hi", "--config", str(config), cwd=tmp_path), "endpoint_not_found")
     assert_clear_failure(plugway("endpoints", "call", "acme", "helper", "hi", "--config", str(config), cwd=tmp_path), "missing_variable", "company")
+
+
+def test_list_shows_endpoints_stored_through_the_management_api(tmp_path: Path) -> None:
+    from runtime.config import EndpointConfig
+    from runtime.endpoints.store import insert_endpoint
+    from runtime.storage.db import open_database
+
+    config = write_config(tmp_path, CONFIG.format(db=tmp_path / "p.db"))
+    before = plugway("endpoints", "list", "--json", "--config", str(config), cwd=tmp_path)
+    assert [r["source"] for r in json.loads(before.stdout)] == ["config", "config"]  # no database yet: YAML only
+    engine = open_database(f"sqlite:///{tmp_path / 'p.db'}")
+    assert engine is not None
+    try:
+        insert_endpoint(engine, "acme", EndpointConfig.model_validate({"slug": "drafts", "model": "demo", "plugins": []}))
+    finally:
+        engine.dispose()
+    listed = plugway("endpoints", "list", "--json", "--config", str(config), cwd=tmp_path)
+    rows = json.loads(listed.stdout)
+    assert [(r["slug"], r["source"]) for r in rows] == [("helper", "config"), ("quiet", "config"), ("drafts", "api")]
+    table = plugway("endpoints", "list", "--org", "acme", "--config", str(config), cwd=tmp_path)
+    assert "drafts" in table.stdout and "management API" in table.stdout
+    called = plugway("endpoints", "call", "acme", "drafts", "hello", "--config", str(config), cwd=tmp_path)
+    assert called.returncode == 0, called.stderr
+    assert called.stdout.startswith("[demo model]")
