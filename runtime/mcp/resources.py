@@ -18,7 +18,7 @@ from mcp_types import (
     TextResourceContents,
 )
 
-from runtime.mcp.results import cap_text, decoded_size, resource_name
+from runtime.mcp.results import blob_text, cap_text, decoded_size, resource_name
 from runtime.plugin_host.tool import ToolImage, ToolResult
 
 READ_RESOURCE_TOOL = "read_resource"
@@ -72,8 +72,11 @@ def render_resource(result: ReadResourceResult, max_chars: int) -> str | ToolRes
             parts.append(f"[resource: {uri}]\n{contents.text}" if several else contents.text)
         elif isinstance(contents, BlobResourceContents):
             mime = contents.mime_type or "application/octet-stream"
+            text = blob_text(contents.blob, mime)
             if mime.startswith("image/"):
                 images.append(ToolImage(mime_type=mime, data=contents.blob, name=resource_name(uri)))
+            elif text is not None:
+                parts.append(f"[resource: {uri}]\n{text}" if several else text)
             else:
                 parts.append(f"[resource: {uri}, {mime}, {decoded_size(contents.blob)} bytes]")
     text = "\n".join(parts)

@@ -6,7 +6,9 @@
 - Images (and embedded image resources) become :class:`ToolImage` objects on a
   :class:`ToolResult`: the loop passes them as images to models that can see
   them and as a short description elsewhere. Binary data never reaches the
-  model as text: audio and other blobs are described (type, size, name).
+  model as text: audio and other blobs are described (type, size, name). A
+  blob whose MIME type is textual (``text/*``, JSON, XML, YAML, CSV…) is text
+  sent base64-encoded, and reaches the model decoded.
 - ``structuredContent`` is preferred when the result carries no binary content
   (servers also send the same data as a text block, which would only repeat
   it). With binary content the blocks win, since servers repeat the blob in
@@ -16,6 +18,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from collections.abc import Iterable
@@ -40,12 +44,36 @@ from runtime.plugin_host.tool import ToolImage, ToolResult
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/\r\n]{200,}={0,2}")
 _DATA_URL = re.compile(r"data:([\w.+-]+/[\w.+-]+)?(;[\w=.+-]*)*;base64,", re.IGNORECASE)
 _WRAPPER_KEYS = ("content", "text")
+# Blobs of these types are text in base64 (servers send files they read as blobs).
+_TEXTUAL_MIME = re.compile(
+    r"(text/[\w.+-]+|application/(json|ld\+json|xml|yaml|x-yaml|toml|javascript|x-sh|sql|x-ndjson|csv)"
+    r"|[\w.-]+/[\w.-]+\+(json|xml|yaml))\s*(;.*)?",
+    re.IGNORECASE,
+)
+# A textual blob is decoded up to this many bytes; the result cap cuts the text later anyway.
+TEXT_BLOB_BYTES = 1_000_000
 
 
 def decoded_size(b64: str) -> int:
     """Bytes encoded by a base64 string, without decoding it."""
     stripped = b64.strip().rstrip("=")
     return len(stripped) * 3 // 4
+
+
+def blob_text(blob: str, mime: str) -> str | None:
+    """A textual blob's text (UTF-8, undecodable bytes replaced); None for binary or bad base64."""
+    if not _TEXTUAL_MIME.fullmatch(mime):
+        return None
+    encoded = "".join(blob.split())
+    kept = encoded[: TEXT_BLOB_BYTES // 3 * 4]
+    try:
+        raw = base64.b64decode(kept, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    text = raw.decode("utf-8", errors="replace")
+    if len(kept) < len(encoded):
+        text += f"\n[… {decoded_size(encoded) - len(raw)} more bytes not shown]"
+    return text
 
 
 def resource_name(uri: str) -> str | None:
@@ -95,6 +123,9 @@ def summarise_block(block: Any) -> str:
             return f"[resource: {resource.uri}]\n{resource.text}"
         if isinstance(resource, BlobResourceContents):
             mime = resource.mime_type or "application/octet-stream"
+            text = blob_text(resource.blob, mime)
+            if text is not None:
+                return f"[resource: {resource.uri}]\n{text}"
             return f"[resource: {resource.uri}, {mime}, {decoded_size(resource.blob)} bytes]"
         return f"[resource: {getattr(resource, 'uri', '?')}]"
     if isinstance(block, ResourceLink):

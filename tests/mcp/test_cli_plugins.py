@@ -72,7 +72,7 @@ def test_plugins_list_json_shows_what_the_model_sees(tmp_path: Path) -> None:
     assert "MCP task" in not_offered["long_job"]
     assert "exclude_tools" in not_offered["explode"] and "explode" not in tools
     assert [t["uri_template"] for t in tk["resource_templates"]] == ["notes://{topic}"]
-    assert {r["uri"] for r in tk["resources"]} == {"notes://welcome", "images://pixel.png"}
+    assert {r["uri"] for r in tk["resources"]} == {"notes://welcome", "images://pixel.png", "files://report.csv"}
     assert [p["name"] for p in tk["prompts"]] == ["summarise"]
     assert tk["roots"] == [tmp_path.as_uri()]
 

@@ -44,6 +44,7 @@ from tests.support import GatewayServer, make_settings
 
 USER = [{"role": "user", "content": "go"}]
 JSON = dict[str, Any]
+REPORT_CSV = "month,refunds\nMarch,12\nApril,7 — fewer\n"  # the test server's files://report.csv
 
 
 def tool_contents(request: JSON) -> list[Any]:
@@ -256,6 +257,18 @@ def test_the_model_follows_a_resource_link(client: openai.OpenAI, upstream: Fake
     assert tool_contents(upstream.requests[2])[1] == "Everything about cats."
 
 
+def test_a_text_file_sent_as_a_blob_reaches_the_model_as_text(client: openai.OpenAI, upstream: FakeOpenAI) -> None:
+    # Servers that read files send them as base64 blobs; a textual type is decoded, never shown as base64.
+    upstream.enqueue(
+        Reply(tool_calls=[("tk__export_report", {})]),
+        Reply(tool_calls=[("tk__read_resource", {"uri": "files://report.csv"})]),
+        Reply(text="12 in March."),
+    )
+    client.chat.completions.create(model="gpt-test", messages=USER)
+    assert tool_contents(upstream.requests[1]) == [f"[resource: files://report.csv]\n{REPORT_CSV}"]
+    assert tool_contents(upstream.requests[2])[1] == REPORT_CSV
+
+
 # -- tool search -------------------------------------------------------------------------------------------------
 
 
@@ -288,8 +301,8 @@ def test_a_150_tool_server_is_answered_through_tool_search(
 def test_tool_search_saves_prompt_tokens_on_a_100_tool_catalogue(
     servers: Servers, tmp_path: Path, upstream: FakeOpenAI, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # 22 tools of the test server + 78 catalogue entries = 100 (read_resource left out).
-    catalogue = Tk("stdio", servers, tmp_path, "--many", "78")
+    # 23 tools of the test server + 77 catalogue entries = 100 (read_resource left out).
+    catalogue = Tk("stdio", servers, tmp_path, "--many", "77")
     catalogue.plugin["exclude_tools"] = ["read_resource"]
     measured: dict[str, int] = {}
     for label, budget in (("whole catalogue", None), ("tool search", 1000)):
