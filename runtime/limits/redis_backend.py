@@ -40,6 +40,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
+from runtime.futures import retrieve_quietly
 from runtime.limits.base import LimiterUnavailable
 from runtime.limits.decision import UNLIMITED, LimitDecision, build_decision
 
@@ -224,7 +225,7 @@ class RedisLimiter:
         """Run one script call in the next batch and return its reply."""
         batch = self._next_batch(urgent=True)
         reply = asyncio.get_running_loop().create_future()
-        reply.add_done_callback(_retrieve)
+        reply.add_done_callback(retrieve_quietly)
         batch.calls.append((script, keys, args, reply))
         return await self._wait(reply)
 
@@ -319,7 +320,7 @@ class _Batch:
         self.tokens_done: asyncio.Future[None] = loop.create_future()
         self.sent: asyncio.Future[None] = loop.create_future()
         # A caller that timed out no longer awaits its future: never "exception was never retrieved".
-        self.tokens_done.add_done_callback(_retrieve)
+        self.tokens_done.add_done_callback(retrieve_quietly)
 
     def commands(self, keys_of: Any, period_s: int) -> list[tuple[_Script, Sequence[str], Sequence[Any]]]:
         commands = [(script, keys, args) for script, keys, args, _ in self.calls]
@@ -342,8 +343,3 @@ class _Batch:
         for *_, future in self.calls:
             future.set_exception(error)
         self.tokens_done.set_exception(error)
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()

@@ -20,6 +20,8 @@ import orjson
 from sqlalchemy import Column, DateTime, Engine, Text, delete, insert, select
 from sqlmodel import Field, SQLModel
 
+from runtime.futures import retrieve_quietly
+
 JSON = dict[str, Any]
 
 
@@ -80,7 +82,7 @@ class ResponseSaver:
     async def save(self, row: JSON) -> None:
         loop = asyncio.get_running_loop()
         committed: asyncio.Future[None] = loop.create_future()
-        committed.add_done_callback(_retrieve)  # a caller that went away must not log "never retrieved"
+        committed.add_done_callback(retrieve_quietly)  # a caller that went away must not log "never retrieved"
         self._pending.append((row, committed))
         if self._writing is None or self._writing.done():
             self._writing = loop.create_task(self._write())
@@ -110,10 +112,6 @@ class ResponseSaver:
                 for _, committed in batch:
                     committed.set_result(None)
 
-
-def _retrieve(future: asyncio.Future[None]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 def load(engine: Engine, *, organisation_id: str, response_id: str) -> Saved | None:
