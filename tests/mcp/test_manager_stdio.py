@@ -264,8 +264,9 @@ async def test_servers_that_cannot_start_do_not_block_start_up() -> None:
         await manager.start([failing, missing, silent, good])
         # Concurrent connects: bounded by one connect timeout, not four.
         assert time.monotonic() - started < 4.5
+        # On a loaded machine even the good server may need longer than 3 s; it is retried.
+        await eventually(lambda: manager.health()["good"]["healthy"], within_s=30)
         health = manager.health()
-        assert health["good"]["healthy"]
         assert not health["broken"]["healthy"]
         assert "exited with code 2" in health["broken"]["error"]
         assert "missing CRM_URL setting" in health["broken"]["error"]
