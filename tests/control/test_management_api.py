@@ -269,3 +269,20 @@ def test_a_dead_letter_is_requeued_once(server: GatewayServer, admin: Admin) -> 
         thread.join()
     assert sorted(results) == [200, 409, 409, 409]
     assert admin.get("/whatsapp/dead-letters").json()["data"] == []
+
+
+def test_usage_filters_give_one_keys_daily_series_and_one_models_keys(server: GatewayServer, admin: Admin, upstream: FakeOpenAI) -> None:
+    keys = [admin.post("/keys", json={"organisation": "shop", "name": n}).json() for n in ("a", "b")]
+    for key, model, tokens in ((keys[0], "gpt-test", 10), (keys[0], "gpt-other", 20), (keys[1], "gpt-test", 40)):
+        upstream.enqueue(Reply(text="ok", prompt_tokens=tokens, completion_tokens=1))
+        client = openai.OpenAI(base_url=server.base_url, api_key=key["key"], max_retries=0)
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], tools=[{"type": "function", "function": {"name": "x"}}])
+    one_key = admin.get("/usage", params={"group_by": "day", "key": keys[0]["id"]}).json()
+    assert [(row["requests"], row["prompt_tokens"]) for row in one_key["data"]] == [(2, 30)]
+    assert one_key["filters"] == {"key": keys[0]["id"]}
+    by_key = admin.get("/usage", params={"group_by": "key", "model": "gpt-test", "organisation": "shop"}).json()
+    assert {row["group"]: row["prompt_tokens"] for row in by_key["data"]} == {keys[0]["id"]: 10, keys[1]["id"]: 40}
+    both = admin.get("/usage", params={"group_by": "model", "key": keys[1]["id"], "model": "gpt-other"}).json()
+    assert both["data"] == [] and both["totals"]["requests"] == 0
+    exported = admin.get("/usage", params={"group_by": "model", "key": keys[0]["id"], "format": "csv"})
+    assert {r["group"]: int(r["prompt_tokens"]) for r in csv.DictReader(io.StringIO(exported.text))} == {"gpt-other": 20, "gpt-test": 10}

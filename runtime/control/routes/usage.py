@@ -1,4 +1,9 @@
-"""Usage: totals and series by organisation, key, model, endpoint or day, as JSON or CSV."""
+"""Usage: totals and series by organisation, key, model, endpoint or day, as JSON or CSV.
+
+Filters combine with any grouping: ``group_by=day&key=key_…`` is one key's
+daily series, ``group_by=model&endpoint=support`` what one endpoint spent on
+each model.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,11 @@ import csv
 import io
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import anyio.to_thread
 import orjson
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from sqlalchemy import Engine, case, func, select
 from sqlmodel import col
 from starlette.responses import Response
@@ -40,7 +45,25 @@ def _group(engine: Engine, group_by: str) -> Any:
     }[group_by]
 
 
-def summarise(engine: Engine, *, organisation: str | None, group_by: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+# Query parameter -> the column it filters.
+FILTERS = {
+    "organisation": col(UsageRecord.organisation_id),
+    "key": col(UsageRecord.key_id),
+    "model": col(UsageRecord.model),
+    "endpoint": col(UsageRecord.endpoint),
+    "source": col(UsageRecord.source),
+}
+
+
+def summarise(
+    engine: Engine,
+    *,
+    organisation: str | None,
+    group_by: str,
+    start: datetime,
+    end: datetime,
+    filters: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
     group = _group(engine, group_by).label("grp")
     query = (
         select(
@@ -56,8 +79,10 @@ def summarise(engine: Engine, *, organisation: str | None, group_by: str, start:
         .group_by(group)
         .order_by(group)
     )
-    if organisation:
-        query = query.where(col(UsageRecord.organisation_id) == organisation)
+    wanted = {**(filters or {}), "organisation": organisation}
+    for name, value in wanted.items():
+        if value:
+            query = query.where(FILTERS[name] == value)
     with engine.connect() as connection:
         rows = connection.execute(query).all()
     return [
@@ -83,15 +108,28 @@ async def usage(
     start: str | None = None,
     end: str | None = None,
     format: Literal["json", "csv"] = "json",
+    key: Annotated[str | None, Query(description="Only this gateway key's requests (its id).")] = None,
+    model: Annotated[str | None, Query(description="Only requests for this model.")] = None,
+    endpoint: Annotated[str | None, Query(description="Only this endpoint's requests (its slug).")] = None,
+    source: Annotated[str | None, Query(description="Only requests from this source (api, responses, messages, whatsapp, mcp, mcp-sampling, …).")] = None,
 ) -> Response:
     period_start, period_end = usage_period(start, end, now=datetime.now(UTC))
+    filters = {name: value for name, value in (("key", key), ("model", model), ("endpoint", endpoint), ("source", source)) if value}
     try:
         # This process's own requests count at once, not after the next periodic flush.
         await gateway.usage.flush()
     except Exception:  # the database may be down: the figures then lag, they do not fail
         pass
     data = await anyio.to_thread.run_sync(
-        partial(summarise, gateway.engine, organisation=organisation, group_by=group_by, start=period_start, end=period_end)
+        partial(
+            summarise,
+            gateway.engine,
+            organisation=organisation,
+            group_by=group_by,
+            start=period_start,
+            end=period_end,
+            filters=filters,
+        )
     )
     if format == "csv":
         buffer = io.StringIO()
@@ -108,6 +146,7 @@ async def usage(
         "totals": totals,
         "group_by": group_by,
         "organisation": organisation,
+        "filters": filters,
         "period_start": period_start.isoformat(),
         "period_end": period_end.isoformat(),
     }
