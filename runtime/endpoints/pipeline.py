@@ -399,6 +399,7 @@ class EndpointService:
             except GatewayError as exc:
                 raise EndpointError.from_gateway(exc) from None
             completed = result.completed
+            trace = completed.trace
             usage = dict(completed.usage)
             content = str(completed.message.get("content") or "")
             answer: JSON = {"ok": True}
@@ -412,6 +413,7 @@ class EndpointService:
                     except GatewayError as exc:
                         raise EndpointError.from_gateway(exc) from None
                     completed = again.completed
+                    trace = _with_repair(trace, completed.trace)
                     for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
                         usage[name] = usage.get(name, 0) + completed.usage.get(name, 0)
                     content = str(completed.message.get("content") or "")
@@ -428,9 +430,10 @@ class EndpointService:
                     "finish_reason": completed.finish_reason,
                     "usage": {k: usage.get(k, 0) for k in ("prompt_tokens", "completion_tokens", "total_tokens")},
                     "meta": {"request_id": ctx.request_id, "session_id": session_id},
+                    "plugway": trace,  # as on chat completions: rounds, tool calls, provider
                 }
             )
-            return EndpointAnswer(answer, completed.trace)
+            return EndpointAnswer(answer, trace)
 
     # -- streamed -------------------------------------------------------------------------------
 
@@ -483,3 +486,13 @@ class EndpointService:
             yield sse.data(exc.body())
             return
         yield sse.DONE
+
+
+def _with_repair(first: JSON, repair: JSON) -> JSON:
+    """One trace for an answer and its repair attempt: the repair's, with both runs' rounds and tool calls."""
+    return {
+        **repair,
+        "rounds": int(first.get("rounds") or 0) + int(repair.get("rounds") or 0),
+        "tool_calls": [*(first.get("tool_calls") or []), *(repair.get("tool_calls") or [])],
+        "output_repaired": True,
+    }

@@ -165,6 +165,7 @@ def test_one_repair_attempt_tells_the_model_what_failed(server: GatewayServer, u
     repair = upstream.requests[1]["messages"][-1]
     assert repair["role"] == "user" and "sentiment" in repair["content"] and "great" in repair["content"]
     assert body["usage"]["total_tokens"] == 51
+    assert body["plugway"]["rounds"] == 2 and body["plugway"]["output_repaired"] is True
 
 
 def test_output_that_stays_wrong_is_502(server: GatewayServer, upstream: FakeOpenAI) -> None:
@@ -182,6 +183,9 @@ def test_a_session_is_resumed_with_its_tool_rounds(server: GatewayServer, upstre
     key = server.mint("shop")
     upstream.enqueue(Reply(tool_calls=[("calculator__evaluate", {"expression": "21*2"})]), Reply(text="It is 42."), Reply(text="You asked about 21*2."))
     first = call(server, key, "shop/support", {"message": "21*2?", "variables": {"company": "Acme"}}).json()
+    # The orchestration trace, as on chat completions.
+    assert [(c["name"], c["ok"]) for c in first["plugway"]["tool_calls"]] == [("calculator__evaluate", True)]
+    assert first["plugway"]["rounds"] == 2
     session = first["meta"]["session_id"]
     second = call(server, key, "shop/support", {"message": "What did I ask?", "variables": {"company": "Acme"}, "session_id": session}).json()
     assert second["content"] == "You asked about 21*2." and second["meta"]["session_id"] == session
