@@ -256,6 +256,9 @@ class WhatsAppAppConfig(_Strict):
     # Values for the endpoint's {{slots}}, next to the ones every message brings:
     # contact_name (the sender's WhatsApp profile name, else the number) and contact_phone.
     variables: dict[str, str] = Field(default_factory=dict)
+    # For an endpoint with an output_schema: the string field of its JSON answer sent to the
+    # customer (without it, the JSON text itself is sent).
+    reply_field: str | None = None
     model: str | None = None
     system_prompt: str | None = None
     enabled_plugin_ids: list[str] = Field(default_factory=list)
@@ -266,6 +269,8 @@ class WhatsAppAppConfig(_Strict):
             raise ValueError("give exactly one of 'endpoint' or 'model'")
         if self.variables and self.endpoint is None:
             raise ValueError("'variables' fill an endpoint's system prompt: name an 'endpoint'")
+        if self.reply_field is not None and self.endpoint is None:
+            raise ValueError("'reply_field' picks a field of an endpoint's JSON answer: name an 'endpoint'")
         return self
 
 
@@ -410,6 +415,13 @@ class Settings(_Strict):
                     raise _PathError(f"whatsapp.apps[{i}].endpoint", f"organisation '{app_org.id}' has no endpoint '{app.endpoint}'")
                 known = {*WHATSAPP_VARIABLES, *app.variables}
                 missing = [name for name in slots(named.system_prompt or "") if name not in known]
+                if app.reply_field is not None:
+                    properties = (named.output_schema or {}).get("properties")
+                    if not isinstance(properties, dict) or app.reply_field not in properties:
+                        raise _PathError(
+                            f"whatsapp.apps[{i}].reply_field",
+                            f"endpoint '{app.endpoint}' has no output_schema property '{app.reply_field}'",
+                        )
                 if missing:
                     raise _PathError(
                         f"whatsapp.apps[{i}].variables",

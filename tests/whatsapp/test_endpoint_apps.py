@@ -7,11 +7,13 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import orjson
 import pytest
 from sqlmodel import Session, select
 
 from runtime.config import ConfigError, Settings, settings_from_dict
 from runtime.endpoints.sessions import EndpointSession, whatsapp_session_id
+from runtime.storage.keys import mint_key
 from runtime.storage.models import UsageRecord
 from tests.fakes.graph_api import FakeGraphAPI
 from tests.fakes.openai_server import FakeOpenAI, Reply
@@ -141,3 +143,86 @@ def test_variables_need_an_endpoint(database_url: str) -> None:
     raw["whatsapp"]["apps"][0]["variables"] = {"company": "Acme"}
     with pytest.raises(ConfigError, match="'variables' fill an endpoint's system prompt: name an 'endpoint'"):
         settings_from_dict(raw)
+
+
+SUPPORT_ANSWER_SCHEMA = {
+    "type": "object",
+    "properties": {"answer": {"type": "string"}, "escalate": {"type": "boolean"}},
+    "required": ["answer", "escalate"],
+    "additionalProperties": False,
+}
+
+
+async def test_one_support_endpoint_serves_a_frontend_and_whatsapp(
+    database_url: str, graph: FakeGraphAPI, upstream: FakeOpenAI, serve: Serve, worker_pool: list[WhatsAppWorker]
+) -> None:
+    """Issue 12's scenario in one piece: a YAML ``support`` endpoint holds a multi-turn conversation
+    with a frontend by session_id, with server-side tools, personal data redacted before the model
+    sees it and JSON answers matching its schema; the same endpoint answers WhatsApp customers."""
+    raw: dict[str, Any] = settings_dict(database_url, graph.base_url, upstream.base_url)
+    organisation = raw["organisations"][0]
+    organisation["guardrails"] = [{"key": "pii", "kind": "pii", "action": "redact"}]
+    organisation["endpoints"] = [
+        {
+            "slug": "support",
+            "model": "gpt-test",
+            "system_prompt": "You are {{company}}'s support assistant.",
+            "plugins": ["calculator"],
+            "sessions": {"enabled": True},
+            "output_schema": SUPPORT_ANSWER_SCHEMA,
+            "guardrails": ["pii"],
+        }
+    ]
+    answer_through_endpoint(raw, "support")
+    raw["whatsapp"]["apps"][0].update({"variables": {"company": "Acme"}, "reply_field": "answer"})
+    served = await serve(settings_from_dict(raw))
+    key, _ = mint_key(served.gateway.engine, organisation_id="acme")
+    headers = {"Authorization": f"Bearer {key}"}
+
+    # The frontend: two turns of one session, a tool round in the first.
+    upstream.enqueue(
+        Reply(tool_calls=[("calculator__evaluate", {"expression": "6*7"})]),
+        Reply(text='{"answer": "6 times 7 is 42.", "escalate": false}'),
+        Reply(text='{"answer": "You asked about 6 times 7.", "escalate": false}'),
+    )
+    first = await served.client.post(
+        "/api/acme/support", headers=headers, json={"message": "I am bo@example.com. What is 6*7?", "variables": {"company": "Acme"}}
+    )
+    assert first.status_code == 200, first.text
+    body = first.json()
+    assert body["output"] == {"answer": "6 times 7 is 42.", "escalate": False}
+    session_id = body["meta"]["session_id"]
+    second = await served.client.post(
+        "/api/acme/support", headers=headers, json={"message": "What did I ask?", "variables": {"company": "Acme"}, "session_id": session_id}
+    )
+    assert second.json()["output"]["answer"] == "You asked about 6 times 7."
+    asked, tool_round, follow_up = upstream.requests
+    assert asked["messages"][0] == {"role": "system", "content": "You are Acme's support assistant."}
+    assert asked["messages"][-1]["content"] == "I am [EMAIL]. What is 6*7?"  # redacted before the model saw it
+    assert asked["response_format"]["json_schema"]["schema"] == SUPPORT_ANSWER_SCHEMA
+    assert orjson.loads(tool_round["messages"][-1]["content"])["result"] == 42
+    assert [m["role"] for m in follow_up["messages"]] == ["system", "user", "assistant", "tool", "assistant", "user"]
+    assert "bo@example.com" not in orjson.dumps(follow_up["messages"]).decode()
+
+    # WhatsApp: the same endpoint answers a customer; the customer reads the answer field.
+    upstream.reset()
+    upstream.enqueue(Reply(text='{"answer": "Hello Kerry, how can Acme help?", "escalate": false}'))
+    worker = WhatsAppWorker(served.gateway, retry_backoff_s=0.01, graph_timeout_s=2.0)
+    worker_pool.append(worker)
+    await served.post_delivery(delivery(change(SUPPORT_NUMBER, messages=[text_message("447700900777", "hi, mail me at kerry@example.org")])))
+    assert await worker.run_until_idle() == 1
+    assert [s["text"]["body"] for s in graph.sent_to("447700900777")] == ["Hello Kerry, how can Acme help?"]
+    (request,) = upstream.requests
+    assert request["messages"][0]["content"] == "You are Acme's support assistant."
+    assert request["messages"][-1]["content"] == "hi, mail me at [EMAIL]"
+
+
+def test_reply_field_must_be_a_property_of_the_endpoints_output_schema(database_url: str) -> None:
+    raw: dict[str, Any] = settings_dict(database_url, "http://127.0.0.1:9", "http://127.0.0.1:9/v1")
+    raw["organisations"][0]["endpoints"] = [{"slug": "support", "model": "gpt-test", "output_schema": SUPPORT_ANSWER_SCHEMA}]
+    answer_through_endpoint(raw, "support")
+    raw["whatsapp"]["apps"][0]["reply_field"] = "reply"
+    with pytest.raises(ConfigError, match=re.escape("whatsapp.apps[0].reply_field: endpoint 'support' has no output_schema property 'reply'")):
+        settings_from_dict(raw)
+    raw["whatsapp"]["apps"][0]["reply_field"] = "answer"
+    assert settings_from_dict(raw).whatsapp.apps[0].reply_field == "answer"

@@ -315,6 +315,9 @@ class WhatsAppWorker:
             if exc.code == "guardrail_block":
                 return GUARDRAIL_REPLY, None
             raise GatewayError(exc.status if exc.status >= 500 else 400, exc.message, code=exc.code) from None
+        output = answer.body.get("output")
+        if app.reply_field is not None and isinstance(output, dict) and isinstance(output.get(app.reply_field), str):
+            return output[app.reply_field], answer.trace
         return str(answer.body.get("content") or ""), answer.trace
 
     async def _conversation(self, app: WhatsAppAppConfig, message: ClaimedMessage) -> list[dict[str, Any]]:
