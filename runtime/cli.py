@@ -358,6 +358,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     if settings.organisation(args.org) is None:
         known = ", ".join(o.id for o in settings.organisations) or "none"
         return _fail(f"organisation '{args.org}' is not in the configuration (known: {known})")
+    from runtime.control.audit import record_cli
     from runtime.storage.keys import mint_key
 
     rpm = None if isinstance(args.rpm, Unlimited) else args.rpm
@@ -370,6 +371,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
             scopes=None if isinstance(args.scopes, Unlimited) else args.scopes,
             models=None if isinstance(args.models, Unlimited) else args.models,
         )
+        record_cli(engine, "key.create", row.id, {"organisation": row.organisation_id, "name": row.name, "rpm": row.rpm, "daily_tokens": row.daily_tokens})
     finally:
         engine.dispose()
     print(
@@ -417,6 +419,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from runtime.control.audit import record_cli
     from runtime.storage.keys import find_key, revoke_key
 
     settings = _settings(args)
@@ -427,6 +430,7 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
             raise CommandFailed(f"no key '{args.key_id}' in {_database_location(settings)}")
         if not revoke_key(engine, args.key_id):
             raise CommandFailed(f"key '{args.key_id}' is already revoked")
+        record_cli(engine, "key.revoke", args.key_id)
     finally:
         engine.dispose()
     print(f"revoked {args.key_id}; running gateways stop accepting it {_seconds(settings.key_cache_ttl_s)}")
@@ -434,6 +438,7 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_update(args: argparse.Namespace) -> int:
+    from runtime.control.audit import record_cli
     from runtime.storage.keys import KEEP, update_key
 
     def change(value: int | Unlimited | None) -> int | None | Any:
@@ -451,6 +456,8 @@ def cmd_keys_update(args: argparse.Namespace) -> int:
             engine, args.key_id, rpm=change(args.rpm), daily_tokens=change(args.daily_tokens),
             name=KEEP if args.name is None else args.name, scopes=listed(args.scopes), models=listed(args.models),
         )
+        changed = {name: getattr(args, name) for name in ("rpm", "daily_tokens", "name", "scopes", "models") if getattr(args, name) is not None}
+        record_cli(engine, "key.update", row.id, {name: None if isinstance(value, Unlimited) else value for name, value in changed.items()})
     finally:
         engine.dispose()
     print(

@@ -1,7 +1,14 @@
-"""The audit log: every admin action (who, what, on what, when, from where), readable through the API."""
+"""The audit log: every admin action (who, what, on what, when, from where), readable through the API.
+
+Actions through the management API name the admin key; key commands run from
+the CLI (``plugway keys …``, ``plugway admin keys …``) name ``cli`` with the
+operating-system user and host, and no address.
+"""
 
 from __future__ import annotations
 
+import getpass
+import socket
 from functools import partial
 from typing import Any
 
@@ -33,6 +40,27 @@ async def audit(request: Request, admin: AdminInfo, action: str, target: str, de
         "details": orjson.dumps(details).decode() if details else None,
     }
     await anyio.to_thread.run_sync(partial(_write, request.app.state.gateway.engine, row))
+
+
+def cli_actor() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (containers)
+        user = "unknown"
+    return f"cli ({user}@{socket.gethostname()})"
+
+
+def record_cli(engine: Engine, action: str, target: str, details: dict[str, Any] | None = None) -> None:
+    """An audit row for a key command run from the CLI."""
+    row = {
+        "at": utcnow(),
+        "actor": cli_actor()[:300],
+        "action": action,
+        "target": target[:300],
+        "source_ip": None,
+        "details": orjson.dumps(details).decode() if details else None,
+    }
+    _write(engine, row)
 
 
 def read(engine: Engine, *, before_id: int | None, limit: int, action: str | None = None) -> list[dict[str, Any]]:

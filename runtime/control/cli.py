@@ -30,11 +30,13 @@ def _engine(args: argparse.Namespace, *, create: bool = True) -> Any:
 
 
 def cmd_create(args: argparse.Namespace) -> int:
+    from runtime.control.audit import record_cli
     from runtime.storage.keys import mint_admin_key
 
     engine = _engine(args)
     try:
         secret, row = mint_admin_key(engine, name=args.name)
+        record_cli(engine, "admin_key.create", row.id, {"name": args.name} if args.name else None)
     finally:
         engine.dispose()
     print(f"created admin key {row.id}: it opens /admin/v1 and /console", file=sys.stderr)
@@ -62,12 +64,16 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
+    from runtime.control.audit import record_cli
     from runtime.storage.keys import revoke_admin_key
 
     engine = _engine(args, create=False)
     if engine is None or not revoke_admin_key(engine, args.key_id):
         print(f"plugway: no active admin key '{args.key_id}'", file=sys.stderr)
         return 1
-    engine.dispose()
+    try:
+        record_cli(engine, "admin_key.revoke", args.key_id)
+    finally:
+        engine.dispose()
     print(f"revoked {args.key_id}")
     return 0
