@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -225,7 +225,7 @@ def test_concurrent_requests_on_one_session_are_serialised(server: GatewayServer
 
     threads = [threading.Thread(target=ask, args=(text,)) for text in ("one", "two")]
     threads[0].start()
-    time.sleep(0.2)
+    wait_until(lambda: len(upstream.requests) == 2)  # the first holds the session and waits for its answer
     threads[1].start()
     for thread in threads:
         thread.join()
@@ -280,3 +280,41 @@ def test_a_session_continues_on_another_gateway(tmp_path: Path, upstream: FakeOp
     finally:
         for server in servers:
             server.stop()
+
+
+def test_two_gateways_racing_on_one_session_take_turns(tmp_path: Path, upstream: FakeOpenAI, postgres_url: str) -> None:
+    # The lease lives in the session's row: a request on another process waits for it, never interleaves.
+    servers = []
+    for name in ("one", "two"):
+        directory = tmp_path / name
+        directory.mkdir()
+        servers.append(GatewayServer(settings_for(directory, upstream, database_url=postgres_url)).start())
+    try:
+        key = servers[0].mint("shop")
+        upstream.enqueue(Reply(text="first"))
+        session = call(servers[0], key, "shop/support", {"message": "start", "variables": {"company": "A"}}).json()["meta"]["session_id"]
+        upstream.enqueue(Reply(text="slow answer", delay_s=0.8), Reply(text="second answer"))
+        results: dict[str, httpx.Response] = {}
+
+        def ask(server: GatewayServer, text: str) -> None:
+            results[text] = call(server, key, "shop/support", {"message": text, "variables": {"company": "A"}, "session_id": session})
+
+        threads = [threading.Thread(target=ask, args=(server, text)) for server, text in zip(servers, ("one", "two"), strict=True)]
+        threads[0].start()
+        wait_until(lambda: len(upstream.requests) == 2)  # "one" holds the session on gateway one
+        threads[1].start()
+        for thread in threads:
+            thread.join()
+        assert (results["one"].json()["content"], results["two"].json()["content"]) == ("slow answer", "second answer")
+        later = upstream.requests[2]["messages"]
+        assert [m["content"] for m in later if m["role"] != "system"] == ["start", "first", "one", "slow answer", "two"]
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def wait_until(condition: Callable[[], bool], within_s: float = 20.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
