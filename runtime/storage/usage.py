@@ -250,6 +250,7 @@ class UsageWriter:
         self._rows = UsageRows(engine, self.spill_path)
         self._buffer: list[Row] = []
         self._set_aside: list[Row] = []
+        self._writing = 0  # rows of the batch on its way to the database
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -277,6 +278,10 @@ class UsageWriter:
     def unwritten(self) -> list[Row]:
         """Rows recorded here that the database does not hold: still buffered, or refused and set aside."""
         return [*self._buffer, *self._set_aside]
+
+    def backlog(self) -> int:
+        """Rows recorded here that the database does not hold yet, the batch being written included."""
+        return len(self._buffer) + len(self._set_aside) + self._writing
 
     async def flush(self) -> None:
         """Write everything buffered; raises :class:`UsageNotWritten` when the database cannot be written."""
@@ -308,6 +313,7 @@ class UsageWriter:
         while self._buffer:
             batch = self._buffer[: self.max_batch]
             del self._buffer[: len(batch)]
+            self._writing = len(batch)
             try:
                 refused = await anyio.to_thread.run_sync(self._rows.store, batch)
             except _StoppedWriting as stopped:
@@ -321,6 +327,8 @@ class UsageWriter:
             except BaseException:
                 self._buffer[:0] = batch
                 raise
+            finally:
+                self._writing = 0
             self._set_rows_aside(refused)
         self._writes_resumed()
 

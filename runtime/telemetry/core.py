@@ -308,7 +308,7 @@ class Telemetry:
     def _sample_process(self, gateway: Any) -> None:
         metrics = self.metrics
         assert metrics is not None
-        metrics.usage_backlog.metric.set(len(gateway.usage.unwritten()))
+        metrics.usage_backlog.metric.set(gateway.usage.backlog())
         if gateway.mcp is None:
             return
         for server, health in gateway.mcp.health().items():

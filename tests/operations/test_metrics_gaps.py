@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -118,6 +119,27 @@ def test_usage_backlog_grows_while_the_database_refuses_and_drains_after(ops_gat
     wait_until(lambda: value(scrape(ops_gateway.url), backlog) == 0)
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM usage_records WHERE organisation_id = 'bare'")).scalar() == 2
+
+
+def test_usage_backlog_counts_the_batch_being_written(ops_gateway: WorkerGatewayServer, upstream: FakeOpenAI) -> None:
+    # Another connection holds SQLite's write lock: the writer's insert waits (up to 30 s) with its
+    # batch out of the buffer, and those rows are still not in the database.
+    backlog = "plugway_usage_writer_backlog_rows"
+    client = openai.OpenAI(base_url=ops_gateway.base_url, api_key=ops_gateway.mint("bare"), max_retries=0)
+    wait_until(lambda: value(scrape(ops_gateway.url), backlog) == 0)
+    database = ops_gateway.gateway.engine.url.database
+    assert database is not None
+    blocker = sqlite3.connect(database, isolation_level=None)
+    try:
+        blocker.execute("BEGIN IMMEDIATE")
+        upstream.enqueue(Reply(text="one"), Reply(text="two"))
+        for _ in range(2):
+            client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
+        wait_until(lambda: value(scrape(ops_gateway.url), backlog) == 2, timeout_s=10)
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    wait_until(lambda: value(scrape(ops_gateway.url), backlog) == 0)
 
 
 def test_an_upstream_retry_is_counted(ops_gateway: WorkerGatewayServer, upstream: FakeOpenAI) -> None:
