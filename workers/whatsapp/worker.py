@@ -63,6 +63,19 @@ class CompletionGateway(Protocol):
     ) -> Any: ...
 
 
+# A profile name is the customer's own text and lands in a system prompt: one line, briefly.
+CONTACT_NAME_CHARS = 80
+
+
+def prompt_safe_name(name: str | None) -> str:
+    """A WhatsApp profile name fit for a system prompt: control characters and line breaks
+    collapsed to single spaces, at most ``CONTACT_NAME_CHARS`` characters."""
+    if not name:
+        return ""
+    printable = "".join(ch if ch.isprintable() else " " for ch in name)
+    return " ".join(printable.split())[:CONTACT_NAME_CHARS].strip()
+
+
 class _LeaseLost(Exception):
     """Another worker took the message over (our lease expired): stop touching it."""
 
@@ -302,7 +315,7 @@ class WhatsAppWorker:
             history = await self._conversation(app, message)
             body = {"messages": [m for m in history if m["role"] in ("user", "assistant")]}
         body["variables"] = {
-            "contact_name": message.sender_name or message.sender,
+            "contact_name": prompt_safe_name(message.sender_name) or message.sender,
             "contact_phone": message.sender,
             **app.variables,
         }
