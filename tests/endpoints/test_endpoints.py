@@ -264,53 +264,51 @@ def postgres_url(tmp_path: Path) -> Iterator[str]:
     yield from fresh_database("postgresql", tmp_path, prefix="endpoints")
 
 
-def test_a_session_continues_on_another_gateway(tmp_path: Path, upstream: FakeOpenAI, postgres_url: str) -> None:
+@pytest.fixture
+def two_gateways(tmp_path: Path, upstream: FakeOpenAI, postgres_url: str) -> Iterator[list[GatewayServer]]:
+    """Two gateway processes' worth of app on one PostgreSQL database."""
     servers = []
-    for name in ("one", "two"):
-        directory = tmp_path / name
-        directory.mkdir()
-        servers.append(GatewayServer(settings_for(directory, upstream, database_url=postgres_url)).start())
     try:
-        key = servers[0].mint("shop")
-        upstream.enqueue(Reply(text="Noted: Ada."), Reply(text="Your name is Ada."))
-        session = call(servers[0], key, "shop/support", {"message": "I am Ada", "variables": {"company": "A"}}).json()["meta"]["session_id"]
-        answer = call(servers[1], key, "shop/support", {"message": "Who am I?", "variables": {"company": "A"}, "session_id": session}).json()
-        assert answer["content"] == "Your name is Ada."
-        assert [m["content"] for m in upstream.requests[1]["messages"]][1:] == ["I am Ada", "Noted: Ada.", "Who am I?"]
+        for name in ("one", "two"):
+            directory = tmp_path / name
+            directory.mkdir()
+            servers.append(GatewayServer(settings_for(directory, upstream, database_url=postgres_url)).start())
+        yield servers
     finally:
         for server in servers:
             server.stop()
 
 
-def test_two_gateways_racing_on_one_session_take_turns(tmp_path: Path, upstream: FakeOpenAI, postgres_url: str) -> None:
+def test_a_session_continues_on_another_gateway(two_gateways: list[GatewayServer], upstream: FakeOpenAI) -> None:
+    one, two = two_gateways
+    key = one.mint("shop")
+    upstream.enqueue(Reply(text="Noted: Ada."), Reply(text="Your name is Ada."))
+    session = call(one, key, "shop/support", {"message": "I am Ada", "variables": {"company": "A"}}).json()["meta"]["session_id"]
+    answer = call(two, key, "shop/support", {"message": "Who am I?", "variables": {"company": "A"}, "session_id": session}).json()
+    assert answer["content"] == "Your name is Ada."
+    assert [m["content"] for m in upstream.requests[1]["messages"]][1:] == ["I am Ada", "Noted: Ada.", "Who am I?"]
+
+
+def test_two_gateways_racing_on_one_session_take_turns(two_gateways: list[GatewayServer], upstream: FakeOpenAI) -> None:
     # The lease lives in the session's row: a request on another process waits for it, never interleaves.
-    servers = []
-    for name in ("one", "two"):
-        directory = tmp_path / name
-        directory.mkdir()
-        servers.append(GatewayServer(settings_for(directory, upstream, database_url=postgres_url)).start())
-    try:
-        key = servers[0].mint("shop")
-        upstream.enqueue(Reply(text="first"))
-        session = call(servers[0], key, "shop/support", {"message": "start", "variables": {"company": "A"}}).json()["meta"]["session_id"]
-        upstream.enqueue(Reply(text="slow answer", delay_s=0.8), Reply(text="second answer"))
-        results: dict[str, httpx.Response] = {}
+    key = two_gateways[0].mint("shop")
+    upstream.enqueue(Reply(text="first"))
+    session = call(two_gateways[0], key, "shop/support", {"message": "start", "variables": {"company": "A"}}).json()["meta"]["session_id"]
+    upstream.enqueue(Reply(text="slow answer", delay_s=0.8), Reply(text="second answer"))
+    results: dict[str, httpx.Response] = {}
 
-        def ask(server: GatewayServer, text: str) -> None:
-            results[text] = call(server, key, "shop/support", {"message": text, "variables": {"company": "A"}, "session_id": session})
+    def ask(server: GatewayServer, text: str) -> None:
+        results[text] = call(server, key, "shop/support", {"message": text, "variables": {"company": "A"}, "session_id": session})
 
-        threads = [threading.Thread(target=ask, args=(server, text)) for server, text in zip(servers, ("one", "two"), strict=True)]
-        threads[0].start()
-        wait_until(lambda: len(upstream.requests) == 2)  # "one" holds the session on gateway one
-        threads[1].start()
-        for thread in threads:
-            thread.join()
-        assert (results["one"].json()["content"], results["two"].json()["content"]) == ("slow answer", "second answer")
-        later = upstream.requests[2]["messages"]
-        assert [m["content"] for m in later if m["role"] != "system"] == ["start", "first", "one", "slow answer", "two"]
-    finally:
-        for server in servers:
-            server.stop()
+    threads = [threading.Thread(target=ask, args=(server, text)) for server, text in zip(two_gateways, ("one", "two"), strict=True)]
+    threads[0].start()
+    wait_until(lambda: len(upstream.requests) == 2)  # "one" holds the session on gateway one
+    threads[1].start()
+    for thread in threads:
+        thread.join()
+    assert (results["one"].json()["content"], results["two"].json()["content"]) == ("slow answer", "second answer")
+    later = upstream.requests[2]["messages"]
+    assert [m["content"] for m in later if m["role"] != "system"] == ["start", "first", "one", "slow answer", "two"]
 
 
 def wait_until(condition: Callable[[], bool], within_s: float = 20.0) -> None:
