@@ -32,12 +32,17 @@ def add_commands(sub: Any, with_config: Callable[[argparse.ArgumentParser], argp
 def _rows(settings: Settings, org: str | None) -> list[dict[str, Any]]:
     """YAML endpoints, then those stored through the management API (when the database exists)."""
     from runtime.endpoints.store import stored_endpoints
-    from runtime.storage.db import open_database
+    from runtime.storage.db import DatabaseUnavailable, open_database
 
     listed: list[tuple[OrganisationConfig, EndpointConfig, str]] = [
         (organisation, endpoint, "config") for organisation in settings.organisations for endpoint in organisation.endpoints
     ]
-    engine = open_database(settings.database_url, create=False)
+    try:
+        engine = open_database(settings.database_url, create=False)
+    except DatabaseUnavailable as exc:
+        # The YAML ones are still worth listing.
+        print(f"plugway: endpoints stored through the management API are not listed: {exc}", file=sys.stderr)
+        engine = None
     if engine is not None:
         try:
             stored = stored_endpoints(engine)

@@ -69,3 +69,15 @@ def test_list_shows_endpoints_stored_through_the_management_api(tmp_path: Path) 
     called = plugway("endpoints", "call", "acme", "drafts", "hello", "--config", str(config), cwd=tmp_path)
     assert called.returncode == 0, called.stderr
     assert called.stdout.startswith("[demo model]")
+
+
+def test_list_still_shows_the_yaml_endpoints_when_the_database_is_down(tmp_path: Path) -> None:
+    from tests.fakes.anthropic_server import closed_port_url
+
+    port = closed_port_url().rsplit(":", 1)[1]
+    config = write_config(tmp_path, CONFIG.replace("sqlite:///{db}", f"postgresql://postgres@127.0.0.1:{port}/nothing").format())
+    listed = plugway("endpoints", "list", "--json", "--config", str(config), cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert [r["slug"] for r in json.loads(listed.stdout)] == ["helper", "quiet"]
+    assert "endpoints stored through the management API are not listed" in listed.stderr
+    assert "Traceback" not in listed.stderr
