@@ -72,10 +72,9 @@ def render_resource(result: ReadResourceResult, max_chars: int) -> str | ToolRes
             parts.append(f"[resource: {uri}]\n{contents.text}" if several else contents.text)
         elif isinstance(contents, BlobResourceContents):
             mime = contents.mime_type or "application/octet-stream"
-            text = blob_text(contents.blob, mime)
             if mime.startswith("image/"):
                 images.append(ToolImage(mime_type=mime, data=contents.blob, name=resource_name(uri)))
-            elif text is not None:
+            elif (text := blob_text(contents.blob, mime)) is not None:
                 parts.append(f"[resource: {uri}]\n{text}" if several else text)
             else:
                 parts.append(f"[resource: {uri}, {mime}, {decoded_size(contents.blob)} bytes]")
