@@ -455,3 +455,15 @@ def test_the_overview_charts_usage_per_day_and_the_busiest_keys(page: Page, cons
     page.mouse.move(0, 0)  # no hover or focus ring in the picture
     page.evaluate("document.activeElement.blur()")
     screenshot(page, "overview")
+
+    # One key's figures: totals and charts narrow to it, the busiest keys stay a ranking of all.
+    busy = seeded["busy"]
+    with admin_api(console_server, admin_key) as api:
+        start = (datetime.now(UTC) - timedelta(days=13)).date().isoformat()
+        only_busy = api.get("/usage", params={"organisation": "shop", "start": start, "key": busy.id}).json()["totals"]["requests"]
+    assert 0 < only_busy < before
+    page.get_by_label("Key").select_option(busy.id)
+    expect(page.locator("#total-requests")).to_have_text(f"{only_busy:,}")
+    expect(page.locator("#busiest-keys tbody")).to_contain_text("batch-jobs")
+    page.get_by_label("Key").select_option("")
+    expect(page.locator("#total-requests")).to_have_text(f"{before + 1:,}")

@@ -85,18 +85,32 @@ function organisationRows(organisations) {
   });
 }
 
+// The key picker lists the organisation's keys (revoked ones too: their usage stays); a choice
+// no longer listed falls back to all keys.
+function fillKeyFilter(keys) {
+  const picker = byId("key-filter");
+  const chosen = picker.value;
+  const options = keys.map((key) => h("option", { value: key.id }, `${key.name || "unnamed"} (${key.prefix}…)${key.revoked_at ? " · revoked" : ""}`));
+  picker.replaceChildren(h("option", { value: "" }, "All keys"), ...options);
+  picker.value = keys.some((key) => key.id === chosen) ? chosen : "";
+}
+
 async function load() {
   const { start, end, days } = period();
   const organisation = byId("organisation").value;
+  const key = byId("key-filter").value;
   const query = { organisation, start, end };
+  // The key filter narrows the totals, the charts and the models; the busiest keys stay a ranking of all.
+  const narrowed = key ? { ...query, key } : query;
   const [byDay, byKey, byModel, organisations, keys] = await Promise.all([
-    api("/usage", { query: { ...query, group_by: "day" } }),
+    api("/usage", { query: { ...narrowed, group_by: "day" } }),
     api("/usage", { query: { ...query, group_by: "key" } }),
-    api("/usage", { query: { ...query, group_by: "model" } }),
+    api("/usage", { query: { ...narrowed, group_by: "model" } }),
     api("/organisations"),
     api("/keys", { query: { organisation, include_revoked: true, limit: 200 } }),
   ]);
   showError("page-error", null);
+  fillKeyFilter(keys.data);
   const totals = byDay.totals;
   byId("total-requests").textContent = format.integer(totals.requests);
   byId("total-requests-sub").textContent = `${days.length} days from ${start}`;
@@ -138,7 +152,9 @@ async function load() {
 
 async function exportCsv() {
   const { start, end } = period();
-  const response = await request("/usage", { query: { organisation: byId("organisation").value, start, end, group_by: "day", format: "csv" } });
+  const key = byId("key-filter").value;
+  const query = { organisation: byId("organisation").value, start, end, group_by: "day", format: "csv", ...(key ? { key } : {}) };
+  const response = await request("/usage", { query });
   const address = URL.createObjectURL(await response.blob());
   const link = h("a", { href: address, download: `plugway-usage-${start}-${end}.csv` });
   document.body.append(link);
@@ -149,7 +165,13 @@ async function exportCsv() {
 
 startPage(async () => {
   const reload = () => load().catch((error) => showError("page-error", error));
-  await organisationPicker(byId("organisation"), { onChange: reload });
+  await organisationPicker(byId("organisation"), {
+    onChange: () => {
+      byId("key-filter").value = "";  // another organisation's keys
+      return reload();
+    },
+  });
+  byId("key-filter").addEventListener("change", reload);
   byId("period").addEventListener("change", reload);
   byId("refresh").addEventListener("click", (event) => busy(event.currentTarget, load).catch((error) => showError("page-error", error)));
   byId("export-csv").addEventListener("click", (event) => busy(event.currentTarget, exportCsv).catch((error) => showError("page-error", error)));
