@@ -21,3 +21,8 @@ def named(event: str, payload: Any) -> bytes:
 
 def comment(text: str) -> bytes:
     return b": " + text.encode() + b"\n\n"
+
+
+def tool_progress(report: Any) -> bytes:
+    """A tool's progress as the SSE comment every front door's stream carries (clients and SDKs skip comments)."""
+    return b": plugway tool_progress " + orjson.dumps(report) + b"\n\n"

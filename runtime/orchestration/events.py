@@ -85,6 +85,10 @@ class ToolProgress:
     total: float | None = None
     message: str | None = None
 
+    def report(self) -> dict[str, Any]:
+        """What every front door's stream says of it (``: plugway tool_progress {...}``)."""
+        return {"round": self.round, "call_id": self.call_id, "progress": self.progress, "total": self.total, "message": self.message}
+
 
 @dataclass(slots=True)
 class ToolCallFinished:

@@ -74,8 +74,7 @@ class ChatStreamEncoder:
         if isinstance(event, ToolCallFinished):
             return sse.comment("plugway tool_result " + orjson.dumps(event.trace()).decode())
         if isinstance(event, ToolProgress):
-            progress = {"round": event.round, "call_id": event.call_id, "progress": event.progress, "total": event.total, "message": event.message}
-            return sse.comment("plugway tool_progress " + orjson.dumps(progress).decode())
+            return sse.tool_progress(event.report())
         if isinstance(event, Completed):
             return self._completed(event)
         return None

@@ -5,8 +5,9 @@ produced text; for each server-side tool call an ``mcp_tool_use`` block
 (``server_name`` = plugin id, ``name`` = the tool's own name) and, when it
 finishes, an ``mcp_tool_result`` block, as Anthropic's MCP connector shapes
 them; then ``tool_use`` blocks when the model called the client's own tools.
-A tool's progress reports go out as SSE comments (``PROGRESS``). Usage is summed over every round; ``message_start`` can only say 0, so the
-totals arrive in ``message_delta`` (Anthropic's own cumulative counts).
+A tool's progress reports go out as SSE comments (``PROGRESS``). Usage is
+summed over every round; ``message_start`` can only say 0, so the totals
+arrive in ``message_delta`` (Anthropic's own cumulative counts).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ class MessagesEncoder:
             result: JSON = {"type": "mcp_tool_result", "tool_use_id": event.call_id, "is_error": not event.ok, "content": [{"type": "text", "text": event.content}]}
             return self._whole_block(result)
         if isinstance(event, ToolProgress):
-            return [(PROGRESS, {"round": event.round, "call_id": event.call_id, "progress": event.progress, "total": event.total, "message": event.message})]
+            return [(PROGRESS, event.report())]
         if isinstance(event, Completed):
             return self._completed(event)
         return []

@@ -68,9 +68,7 @@ router = APIRouter(tags=["messages"], route_class=AnthropicErrorRoute)
 
 
 def _encode(out: Out) -> bytes:
-    return b"".join(
-        sse.comment("plugway tool_progress " + orjson.dumps(data).decode()) if name == PROGRESS else sse.named(name, data) for name, data in out
-    )
+    return b"".join(sse.tool_progress(data) if name == PROGRESS else sse.named(name, data) for name, data in out)
 
 
 async def _stream(head: bytes, events: AsyncIterator[Any], encode: Callable[[Any], Out]) -> AsyncIterator[bytes]:

@@ -125,14 +125,7 @@ class ResponsesEncoder:
         carries it, plus the ``mcp_call`` item it belongs to. The Responses API has no
         progress event, so the stream sends it as an SSE comment, which SDKs skip."""
         item = self._mcp.get(event.call_id)
-        return {
-            "round": event.round,
-            "call_id": event.call_id,
-            "item_id": item["id"] if item is not None else None,
-            "progress": event.progress,
-            "total": event.total,
-            "message": event.message,
-        }
+        return {**event.report(), "item_id": item["id"] if item is not None else None}
 
     def _add(self, item: JSON) -> int:
         self.output.append(item)

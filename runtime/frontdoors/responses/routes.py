@@ -79,7 +79,7 @@ async def _stream(
                 yield sse.KEEP_ALIVE_COMMENT
                 continue
             if isinstance(event, ToolProgress):
-                yield sse.comment("plugway tool_progress " + orjson.dumps(encoder.progress(event)).decode())
+                yield sse.tool_progress(encoder.progress(event))
                 continue
             if isinstance(event, Completed):
                 completed = event

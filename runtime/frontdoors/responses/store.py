@@ -113,7 +113,6 @@ class ResponseSaver:
                     committed.set_result(None)
 
 
-
 def load(engine: Engine, *, organisation_id: str, response_id: str) -> Saved | None:
     """The organisation's stored response, unless it is another organisation's or expired."""
     with engine.connect() as connection:
