@@ -447,7 +447,8 @@ def cmd_keys_update(args: argparse.Namespace) -> int:
     def listed(value: list[str] | Unlimited | None) -> list[str] | None | Any:
         return KEEP if value is None else (None if isinstance(value, Unlimited) else value)
 
-    if all(getattr(args, name) is None for name in ("rpm", "daily_tokens", "name", "scopes", "models")):
+    changed = {name: getattr(args, name) for name in ("rpm", "daily_tokens", "name", "scopes", "models") if getattr(args, name) is not None}
+    if not changed:
         return _fail("keys update: nothing to change: give --rpm, --daily-tokens, --name, --scopes or --models")
     settings = _settings(args)
     engine = _existing_database(settings, f"no key '{args.key_id}'")
@@ -456,7 +457,6 @@ def cmd_keys_update(args: argparse.Namespace) -> int:
             engine, args.key_id, rpm=change(args.rpm), daily_tokens=change(args.daily_tokens),
             name=KEEP if args.name is None else args.name, scopes=listed(args.scopes), models=listed(args.models),
         )
-        changed = {name: getattr(args, name) for name in ("rpm", "daily_tokens", "name", "scopes", "models") if getattr(args, name) is not None}
         record_cli(engine, "key.update", row.id, {name: None if isinstance(value, Unlimited) else value for name, value in changed.items()})
     finally:
         engine.dispose()

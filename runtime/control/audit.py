@@ -30,15 +30,19 @@ def _write(engine: Engine, row: dict[str, Any]) -> None:
         connection.execute(insert(_TABLE), row)
 
 
-async def audit(request: Request, admin: AdminInfo, action: str, target: str, details: dict[str, Any] | None = None) -> None:
-    row = {
+def _row(actor: str, action: str, target: str, source_ip: str | None, details: dict[str, Any] | None) -> dict[str, Any]:
+    return {
         "at": utcnow(),
-        "actor": admin.actor[:300],
+        "actor": actor[:300],
         "action": action,
         "target": target[:300],
-        "source_ip": client_address(request),
+        "source_ip": source_ip,
         "details": orjson.dumps(details).decode() if details else None,
     }
+
+
+async def audit(request: Request, admin: AdminInfo, action: str, target: str, details: dict[str, Any] | None = None) -> None:
+    row = _row(admin.actor, action, target, client_address(request), details)
     await anyio.to_thread.run_sync(partial(_write, request.app.state.gateway.engine, row))
 
 
@@ -52,15 +56,7 @@ def cli_actor() -> str:
 
 def record_cli(engine: Engine, action: str, target: str, details: dict[str, Any] | None = None) -> None:
     """An audit row for a key command run from the CLI."""
-    row = {
-        "at": utcnow(),
-        "actor": cli_actor()[:300],
-        "action": action,
-        "target": target[:300],
-        "source_ip": None,
-        "details": orjson.dumps(details).decode() if details else None,
-    }
-    _write(engine, row)
+    _write(engine, _row(cli_actor(), action, target, None, details))
 
 
 def read(engine: Engine, *, before_id: int | None, limit: int, action: str | None = None) -> list[dict[str, Any]]:

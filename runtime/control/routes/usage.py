@@ -56,14 +56,9 @@ FILTERS = {
 
 
 def summarise(
-    engine: Engine,
-    *,
-    organisation: str | None,
-    group_by: str,
-    start: datetime,
-    end: datetime,
-    filters: dict[str, str] | None = None,
+    engine: Engine, *, group_by: str, start: datetime, end: datetime, filters: dict[str, str | None]
 ) -> list[dict[str, Any]]:
+    """Usage in [start, end) grouped by ``group_by``, narrowed by each filter given (see FILTERS)."""
     group = _group(engine, group_by).label("grp")
     query = (
         select(
@@ -79,8 +74,7 @@ def summarise(
         .group_by(group)
         .order_by(group)
     )
-    wanted = {**(filters or {}), "organisation": organisation}
-    for name, value in wanted.items():
+    for name, value in filters.items():
         if value:
             query = query.where(FILTERS[name] == value)
     with engine.connect() as connection:
@@ -124,11 +118,10 @@ async def usage(
         partial(
             summarise,
             gateway.engine,
-            organisation=organisation,
             group_by=group_by,
             start=period_start,
             end=period_end,
-            filters=filters,
+            filters={**filters, "organisation": organisation},
         )
     )
     if format == "csv":
