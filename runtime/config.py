@@ -413,8 +413,6 @@ class Settings(_Strict):
                 named = app_org.endpoint(app.endpoint)
                 if named is None:
                     raise _PathError(f"whatsapp.apps[{i}].endpoint", f"organisation '{app_org.id}' has no endpoint '{app.endpoint}'")
-                known = {*WHATSAPP_VARIABLES, *app.variables}
-                missing = [name for name in slots(named.system_prompt or "") if name not in known]
                 if app.reply_field is not None:
                     properties = (named.output_schema or {}).get("properties")
                     if not isinstance(properties, dict) or app.reply_field not in properties:
@@ -422,6 +420,8 @@ class Settings(_Strict):
                             f"whatsapp.apps[{i}].reply_field",
                             f"endpoint '{app.endpoint}' has no output_schema property '{app.reply_field}'",
                         )
+                known = {*WHATSAPP_VARIABLES, *app.variables}
+                missing = [name for name in slots(named.system_prompt or "") if name not in known]
                 if missing:
                     raise _PathError(
                         f"whatsapp.apps[{i}].variables",
