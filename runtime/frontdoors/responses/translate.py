@@ -27,6 +27,7 @@ from typing import Any
 from runtime.admission import ApprovalPolicy, PluginRequest
 from runtime.config import OrganisationConfig
 from runtime.errors import invalid_request, unsupported_parameter
+from runtime.orchestration.code_mode import requested_mode
 from runtime.orchestration.loop import Resume
 from runtime.orchestration.naming import public_name
 
@@ -37,6 +38,7 @@ HANDLED = frozenset(
         "model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls", "max_output_tokens",
         "temperature", "top_p", "text", "metadata", "store", "previous_response_id", "stream", "user",
         "safety_identifier", "truncation", "include", "background", "reasoning", "stream_options",
+        "orchestration_mode",
     }
 )
 # Leaving these out cannot change the answer.
@@ -123,6 +125,9 @@ def parse_request(body: Any) -> ResponsesRequest:
     previous = _string(body, "previous_response_id")
 
     chat: JSON = {"model": model}
+    mode = requested_mode(body)
+    if mode is not None:
+        chat["orchestration_mode"] = mode
     max_tokens = body.get("max_output_tokens")
     if max_tokens is not None:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= MAX_OUTPUT_TOKENS:
