@@ -241,7 +241,7 @@ class CodeTools:
     def openai_tools(self) -> list[JSON]:
         return self._definitions
 
-    def mark(self, event: ToolCallStarted, call: JSON) -> None:
+    def mark(self, event: ToolCallStarted | ToolCallFinished, call: JSON) -> None:
         """A model's call as code mode shows it: the searches are the gateway's own, a script run carries its script."""
         if event.name in (FIND_TOOLS, TOOL_SIGNATURES):
             event.builtin = True

@@ -461,6 +461,8 @@ class Orchestrator:
             name = (call.get("function") or {}).get("name")
             if refused is not None and refused.get(call_id) is False:
                 outcome = toolset.refusal(call, round_no, REFUSED_BY_CLIENT)
+                if code is not None:
+                    code.mark(outcome, call)
             elif code is not None and name == TOOL_SEARCH_NAME:
                 outcome = code.find(call, round_no)
             elif code is not None and code.is_builtin(name or ""):

@@ -292,3 +292,31 @@ def test_the_request_overrides_the_organisations_mode(shop: openai.OpenAI, upstr
     shop.chat.completions.create(model="gpt-test", messages=USER, extra_body={"orchestration_mode": "classic"})
     assert "shop__find_customer" in offered(upstream)
     assert "orchestration_mode" not in upstream.requests[-1]
+
+
+# -- sampling and progress inside a script ----------------------------------------------------------
+
+
+@pytest.mark.gateway(orchestration=CODE)
+def test_a_tool_in_a_script_samples_through_the_requests_model(shop: openai.OpenAI, upstream: FakeOpenAI) -> None:
+    upstream.enqueue(
+        Reply(tool_calls=[("plugway__run_script", {"code": "await testkit__ask_model(question='ping?')"})]),
+        Reply(text="pong", completion_tokens=1),
+        Reply(text="done"),
+    )
+    shop.chat.completions.create(model="gpt-test", messages=USER)
+    assert upstream.requests[1]["messages"][-1]["content"] == "ping?"
+    assert upstream.requests[2]["messages"][-1]["content"] == "the model said: pong (endTurn, 1 tokens)"
+
+
+@pytest.mark.gateway(orchestration=CODE)
+def test_progress_of_a_tool_in_a_script_reaches_the_stream(shop_gateway: GatewayServer, upstream: FakeOpenAI) -> None:
+    upstream.enqueue(Reply(tool_calls=[("plugway__run_script", {"code": "await testkit__steps(count=3, seconds=0.05)"})]), Reply(text="done"))
+    body = {"model": "gpt-test", "messages": USER, "stream": True}
+    with httpx.stream("POST", f"{shop_gateway.base_url}/chat/completions", json=body, headers={"Authorization": f"Bearer {shop_gateway.mint()}"}, timeout=30) as response:
+        lines = list(response.iter_lines())
+    nested = [orjson.loads(line.split(" ", 3)[3]) for line in lines if line.startswith(": plugway tool_call ") and "parent_call_id" in line]
+    progress = [orjson.loads(line.split(" ", 3)[3]) for line in lines if line.startswith(": plugway tool_progress ")]
+    (call,) = nested
+    assert [(p["call_id"], p["progress"], p["message"]) for p in progress] == [(call["call_id"], n, f"step {n} of 3") for n in (1, 2, 3)]
+    assert upstream.requests[1]["messages"][-1]["content"] == "finished 3 steps"
