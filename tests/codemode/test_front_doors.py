@@ -264,3 +264,23 @@ def test_the_demo_model_writes_a_script_offline(demo_gateway: GatewayServer) -> 
     assert "6 * 7 = 42" in text and "Asia/Tokyo" in text
     (script,) = both.model_extra["plugway"]["tool_calls"]  # type: ignore[index]
     assert sorted(c["name"] for c in script["calls"]) == ["calculator__evaluate", "clock__now"]
+
+
+@pytest.mark.gateway(plugins=[{"id": "shop"}], orchestration=CODE)
+def test_messages_take_a_code_mode_answer_back_as_history(shop_gateway: GatewayServer, upstream: FakeOpenAI) -> None:
+    script_round(upstream)
+    client = claude_client(shop_gateway)
+    first = client.messages.create(model="gpt-test", max_tokens=200, messages=[{"role": "user", "content": "spend?"}])
+    upstream.enqueue(Reply(text="You are welcome."))
+    history: list[Any] = [
+        {"role": "user", "content": "spend?"},
+        {"role": "assistant", "content": [block.model_dump(exclude_none=True) for block in first.content]},
+        {"role": "user", "content": "thanks"},
+    ]
+    second = client.messages.create(model="gpt-test", max_tokens=200, messages=history)
+    assert second.content[0].text == "You are welcome."  # type: ignore[union-attr]
+    sent = upstream.requests[-1]["messages"]
+    # The model sees its own script call and the script's result; not the calls the script made.
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool", "assistant", "user"]
+    assert sent[1]["tool_calls"][0]["function"] == {"name": "plugway__run_script", "arguments": orjson.dumps({"code": SCRIPT}).decode()}
+    assert sent[2]["content"] == RESULT
