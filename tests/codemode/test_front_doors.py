@@ -284,3 +284,19 @@ def test_messages_take_a_code_mode_answer_back_as_history(shop_gateway: GatewayS
     assert [m["role"] for m in sent] == ["user", "assistant", "tool", "assistant", "user"]
     assert sent[1]["tool_calls"][0]["function"] == {"name": "plugway__run_script", "arguments": orjson.dumps({"code": SCRIPT}).decode()}
     assert sent[2]["content"] == RESULT
+
+
+@pytest.mark.gateway(plugins=[{"id": "shop"}], orchestration=CODE)
+def test_responses_take_a_code_mode_output_back_as_input(shop_gateway: GatewayServer, upstream: FakeOpenAI) -> None:
+    script_round(upstream)
+    client = openai_client(shop_gateway)
+    first = client.responses.create(model="gpt-test", input="spend?", store=False)
+    upstream.enqueue(Reply(text="You are welcome."))
+    replay: list[Any] = [{"role": "user", "content": "spend?"}, *(item.model_dump(exclude_none=True) for item in first.output), {"role": "user", "content": "thanks"}]
+    second = client.responses.create(model="gpt-test", input=replay, store=False)
+    assert second.output_text == "You are welcome."
+    sent = upstream.requests[-1]["messages"]
+    # The model sees its own script call and the script's result; not the calls the script made.
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool", "assistant", "user"]
+    assert sent[1]["tool_calls"][0]["function"] == {"name": "plugway__run_script", "arguments": orjson.dumps({"code": SCRIPT}).decode()}
+    assert sent[2]["content"] == RESULT
