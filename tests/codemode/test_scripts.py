@@ -320,3 +320,20 @@ def test_progress_of_a_tool_in_a_script_reaches_the_stream(shop_gateway: Gateway
     (call,) = nested
     assert [(p["call_id"], p["progress"], p["message"]) for p in progress] == [(call["call_id"], n, f"step {n} of 3") for n in (1, 2, 3)]
     assert upstream.requests[1]["messages"][-1]["content"] == "finished 3 steps"
+
+
+BLOCKING = [{"id": "acme", "plugins": [{"id": "shop"}], "guardrails": [{**PII[0], "action": "block"}], "guardrails_default": ["pii"]}]
+
+
+@pytest.mark.gateway(organisations=BLOCKING)
+def test_a_result_a_guardrail_withholds_is_withheld_from_the_script_as_from_the_model(shop: openai.OpenAI, upstream: FakeOpenAI) -> None:
+    upstream.enqueue(Reply(tool_calls=[("shop__contact_card", {"customer_id": "C-100"})]), Reply(text="done"))
+    shop.chat.completions.create(model="gpt-test", messages=USER)
+    classic = orjson.loads(upstream.requests[1]["messages"][-1]["content"])["error"]
+    upstream.reset()
+    code = "try:\n    await shop__contact_card(customer_id='C-100')\nexcept PermissionError as e:\n    print(e)\n"
+    completion, content = run(shop, upstream, code, orchestration_mode="code")
+    assert classic["type"] == "guardrail_block"
+    assert content == f"shop__contact_card: {classic['message']}\n"
+    (call,) = script_entry(completion)["calls"]
+    assert call["error"] == "withheld by guardrail"
