@@ -379,6 +379,8 @@ class Sandbox:
             "max_feed_duration_secs": self.config.timeout_s,
             "max_memory": self.config.max_memory_mb * 1024 * 1024,
             "max_recursion_depth": self.config.max_recursion_depth,
+            # Sleeping does not count as computing: without this a script could sleep for tool_max_s.
+            "max_total_sleep_secs": self.config.timeout_s,
             # Every tool call, future and name lookup is a suspension: room for the calls and their lookups.
             "max_suspensions": 4 * self.config.max_tool_calls + 100,
         }

@@ -133,6 +133,12 @@ def test_a_loop_that_never_ends_hits_the_time_limit(shop: openai.OpenAI, upstrea
     assert "time limit" in error_message(content)
 
 
+@pytest.mark.gateway(orchestration={**CODE, "code_mode": {"timeout_s": 0.5}})
+def test_a_script_that_sleeps_in_a_loop_hits_the_time_limit(shop: openai.OpenAI, upstream: FakeOpenAI) -> None:
+    _, content = run(shop, upstream, "import asyncio\nwhile True:\n    await asyncio.sleep(0.2)\n")
+    assert "TimeoutError" in error_message(content)
+
+
 @pytest.mark.gateway(orchestration={**CODE, "code_mode": {"max_memory_mb": 8}})
 def test_a_script_that_grows_without_end_hits_the_memory_limit(shop: openai.OpenAI, upstream: FakeOpenAI) -> None:
     _, content = run(shop, upstream, "chunks = []\nwhile True:\n    chunks.append('x' * 100000)\n")
