@@ -215,7 +215,7 @@ class SamplingConfig(_Strict):
 class CodeModeConfig(_Strict):
     """The sandbox a code-mode script runs in (Monty), and when ``auto`` picks code mode."""
 
-    # Seconds the script itself may compute; time spent waiting for its tools does not count.
+    # Seconds the script may compute, and as many it may sleep; waiting for its tools does not count.
     timeout_s: float = Field(default=10.0, gt=0)
     max_memory_mb: int = Field(default=64, ge=1)
     max_recursion_depth: int = Field(default=200, ge=10)
