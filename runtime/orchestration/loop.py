@@ -65,6 +65,7 @@ USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
 # Request fields that are the gateway's own and never go upstream.
 GATEWAY_FIELDS = frozenset({"stream", "stream_options", "enabled_plugin_ids", "request_id", "orchestration_mode"})
 REFUSED_BY_CLIENT = "The user did not approve this tool call, so it was not run."
+CODE_TOOLS_CACHED = 256  # code-mode faces of toolsets kept
 
 
 @dataclass(slots=True)
@@ -186,6 +187,9 @@ class Orchestrator:
             return None
         cached = self._code_tools.get(id(toolset))
         if cached is None or cached[0] is not toolset:
+            if len(self._code_tools) >= CODE_TOOLS_CACHED:
+                # Toolsets are rebuilt when catalogues change: forget the oldest.
+                del self._code_tools[next(iter(self._code_tools))]
             cached = self._code_tools[id(toolset)] = (toolset, CodeTools.of(toolset))
         return cached[1]
 
