@@ -32,9 +32,25 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# What a front door does with a request field the model's upstream cannot receive:
+# drop it and name it in x-plugway-ignored-params, or refuse the request naming every one.
+UnsupportedParams = Literal["ignore", "refuse"]
+# The OpenAI API a provider (or one model) is called with. Only chat exists today; the
+# Responses-native upstream is issue 20's work, refused until then rather than ignored.
+UpstreamApi = Literal["chat", "responses"]
+RESPONSES_API_NOT_AVAILABLE = "api 'responses' (a Responses-native upstream) is not available yet; use 'chat'"
+
+
+def _chat_api_only(api: UpstreamApi | None) -> UpstreamApi | None:
+    if api == "responses":
+        raise ValueError(RESPONSES_API_NOT_AVAILABLE)
+    return api
+
+
 class ProviderConfig(_Strict):
     id: str
     kind: Literal["openai", "anthropic", "demo"]
+    api: UpstreamApi = "chat"
     base_url: str | None = None
     api_key: str | None = None
     timeout_s: float = 60.0
@@ -49,6 +65,8 @@ class ProviderConfig(_Strict):
     # Most connections open to this provider at once, per gateway process (a stream holds one
     # for its whole length); requests beyond it wait for a free one.
     max_connections: int = Field(default=1024, ge=1)
+
+    _api = field_validator("api")(_chat_api_only)
 
     @model_validator(mode="after")
     def _needs_base_url(self) -> ProviderConfig:
@@ -72,6 +90,12 @@ class ModelConfig(_Strict):
     # Serves POST /v1/embeddings (its provider must be OpenAI-compatible or the demo);
     # GET /v1/models lists it with "embeddings": true.
     embeddings: bool = False
+    # Overrides the provider's api for this model.
+    api: UpstreamApi | None = None
+    # ignore | refuse, for requests to this model (default: the organisation's, else the global one).
+    unsupported_params: UnsupportedParams | None = None
+
+    _api = field_validator("api")(_chat_api_only)
 
     @property
     def upstream(self) -> str:
@@ -95,6 +119,19 @@ class McpConfig(_Strict):
     # The model that answers the server's sampling requests for calls made outside a
     # request's loop (the /mcp front door); inside a loop the request's own model answers.
     sampling_model: str | None = None
+    # How plugway authenticates to the server. OAuth is not built yet (issue 23): refused
+    # with one clear line rather than accepted and ignored.
+    auth: dict[str, Any] | None = None
+
+    @field_validator("auth")
+    @classmethod
+    def _no_oauth_yet(cls, auth: dict[str, Any] | None) -> dict[str, Any] | None:
+        if auth is not None:
+            raise ValueError(
+                f"auth type {auth.get('type')!r} is not available yet (OAuth for MCP servers is issue 23); "
+                "give the server's credentials in 'headers'"
+            )
+        return auth
 
     @model_validator(mode="after")
     def _exactly_one_transport(self) -> McpConfig:
@@ -188,6 +225,11 @@ class OrganisationConfig(_Strict):
     # The guardrails in force on /v1/chat/completions, /v1/responses and /v1/messages.
     guardrails_default: list[str] = Field(default_factory=list)
     orchestration: ModeOverride = Field(default_factory=ModeOverride)
+    # Names or glob patterns this organisation's clients may send, mapped to a model id;
+    # they win over the global model_aliases.
+    model_aliases: dict[str, str] = Field(default_factory=dict)
+    # ignore | refuse (default: the global setting); a model's own setting wins over this.
+    unsupported_params: UnsupportedParams | None = None
 
     def endpoint(self, slug: str) -> EndpointConfig | None:
         for endpoint in self.endpoints:
@@ -366,6 +408,11 @@ class Settings(_Strict):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    # Names or glob patterns (claude-opus-*, gpt-5*) a client may send, mapped to a model id.
+    model_aliases: dict[str, str] = Field(default_factory=dict)
+    # A request field the model's upstream cannot receive: ignore (drop it and name it in
+    # x-plugway-ignored-params) or refuse (400 naming every such field).
+    unsupported_params: UnsupportedParams = "ignore"
     max_body_bytes: int = 4 * 1024 * 1024
     # How long a looked-up key is trusted before the database is asked again (revocation delay).
     key_cache_ttl_s: float = Field(default=5.0, ge=0)
@@ -397,7 +444,17 @@ class Settings(_Strict):
             for j, fallback in enumerate(model.fallbacks):
                 if fallback not in model_ids:
                     raise _PathError(f"models[{i}].fallbacks[{j}]", f"unknown model '{fallback}'")
+        for name, target in self.model_aliases.items():
+            if target not in model_ids:
+                raise _PathError(f"model_aliases.{name}", f"unknown model '{target}'")
         for i, org in enumerate(self.organisations):
+            for name, target in org.model_aliases.items():
+                if target not in model_ids:
+                    raise _PathError(f"organisations[{i}].model_aliases.{name}", f"unknown model '{target}'")
+                if org.models is not None and target not in org.models:
+                    raise _PathError(
+                        f"organisations[{i}].model_aliases.{name}", f"model '{target}' is not allowed for organisation '{org.id}'"
+                    )
             for j, allowed in enumerate(org.models or []):
                 if allowed not in model_ids:
                     raise _PathError(f"organisations[{i}].models[{j}]", f"unknown model '{allowed}'")

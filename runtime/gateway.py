@@ -8,6 +8,7 @@ import time.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
@@ -44,6 +45,28 @@ JSON = dict[str, Any]
 # How long an abandoned stream keeps reading the upstream to learn what it really consumed.
 ABANDONED_STREAM_DRAIN_S = 30.0
 _END = object()
+
+
+REQUESTED_MODEL = "requested_model"
+
+
+def _is_pattern(name: str) -> bool:
+    return any(c in name for c in "*?[")
+
+
+def alias_target(aliases: dict[str, str], name: str) -> str | None:
+    """The model id ``name`` is an alias of: an exact name first, then the first glob pattern that matches."""
+    if name in aliases:
+        return aliases[name]
+    for pattern, target in aliases.items():
+        if _is_pattern(pattern) and fnmatch.fnmatchcase(name, pattern):
+            return target
+    return None
+
+
+def requested_model(ctx: RequestContext) -> str:
+    """The model name the client sent (an alias perhaps): what answers name as their ``model``."""
+    return str(ctx.extra.get(REQUESTED_MODEL) or ctx.model.id)
 
 
 class KeepAlive:
@@ -225,16 +248,33 @@ class Gateway:
         task.add_done_callback(self._background.discard)
 
     def resolve_model(self, organisation: OrganisationConfig, model_id: str) -> ModelConfig:
+        """The configured model a client's name means: a model id, else an alias (the organisation's first)."""
         model = self.router.model(model_id)
-        if model is None or (organisation.models is not None and model_id not in organisation.models):
+        if model is None:
+            target = alias_target(organisation.model_aliases, model_id) or alias_target(self.settings.model_aliases, model_id)
+            model = self.router.model(target) if target is not None else None
+        if model is None or (organisation.models is not None and model.id not in organisation.models):
             raise model_not_found(model_id)
         return model
+
+    def model_aliases_for(self, organisation: OrganisationConfig) -> dict[str, str]:
+        """The plain-name aliases (not patterns) this organisation's clients may send, name -> model id."""
+        merged = {**self.settings.model_aliases, **organisation.model_aliases}
+        return {
+            name: target
+            for name, target in merged.items()
+            if not _is_pattern(name) and self.router.model(name) is None
+            and (organisation.models is None or target in organisation.models)
+        }
 
     # -- running requests -------------------------------------------------------------
 
     async def admit(self, **kwargs: Any) -> RequestContext:
         """Admit a request (see :func:`runtime.admission.admit`)."""
-        return await admit(self, **kwargs)
+        ctx = await admit(self, **kwargs)
+        if kwargs["model"] != ctx.model.id:
+            ctx.extra[REQUESTED_MODEL] = kwargs["model"]
+        return ctx
 
     async def run(self, ctx: RequestContext, request: RunRequest) -> RunResult:
         """Run a request to its end in this task and fold its events; usage is recorded however it ends.
@@ -423,6 +463,7 @@ class Gateway:
             source=ctx.source,
             endpoint=ctx.endpoint,
             model=model.id,
+            requested_model=ctx.extra.get(REQUESTED_MODEL),
             provider=state.route.provider,
             prompt_tokens=usage["prompt_tokens"],
             completion_tokens=usage["completion_tokens"],

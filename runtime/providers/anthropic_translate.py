@@ -757,6 +757,7 @@ def openai_messages(system: Any, messages: Any, *, server_tool_name: Any = None)
     ``tool_use`` / ``tool_result`` blocks become tool calls and ``tool``
     messages; ``mcp_tool_use`` / ``mcp_tool_result`` blocks (server-side calls an
     earlier answer carried) too, named with ``server_tool_name(server, tool)``.
+    A ``role: "system"`` message inside ``messages`` stays a system message in place.
     A code-mode script run (``server_tool_use`` ``code_execution`` and its
     ``code_execution_tool_result``) becomes the ``run_script`` call of server
     ``plugway`` the model made; the calls the script made (blocks with a
@@ -777,9 +778,17 @@ def openai_messages(system: Any, messages: Any, *, server_tool_name: Any = None)
         raise invalid_request("'messages' is required and must be a non-empty array.", param="messages")
     for i, message in enumerate(messages):
         param = f"messages[{i}]"
-        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-            raise invalid_request("Each message needs 'role' user or assistant.", param=f"{param}.role")
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant", "system"):
+            raise invalid_request("Each message needs 'role' user, assistant or system.", param=f"{param}.role")
         content = message.get("content")
+        if message["role"] == "system":
+            # Anthropic's mid-conversation system message: a chat system message, in place.
+            if isinstance(content, list):
+                content = "\n\n".join(str(p["text"]) for p in _openai_parts(content, f"{param}.content") if p["type"] == "text")
+            if not isinstance(content, str):
+                raise invalid_request("A system message's 'content' must be a string or text blocks.", param=f"{param}.content")
+            out.append({"role": "system", "content": content})
+            continue
         if isinstance(content, str):
             out.append({"role": message["role"], "content": content})
             continue

@@ -78,6 +78,7 @@ _ROW_DEFAULTS: dict[str, Any] = {
     "key_id": None,
     "source": "api",
     "endpoint": None,
+    "requested_model": None,
     "provider": None,
     "prompt_tokens": 0,
     "completion_tokens": 0,

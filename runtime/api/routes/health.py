@@ -1,4 +1,4 @@
-"""GET /healthz (liveness) and GET /readyz (readiness), both public.
+"""GET and HEAD / (a reachability probe), GET /healthz (liveness) and GET /readyz (readiness), all public.
 
 Readiness says only ready or not per component: an unauthenticated caller
 learns nothing about hosts, databases, commands or error text. Why a component
@@ -27,6 +27,12 @@ log = logging.getLogger("plugway.health")
 
 def _json(payload: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
+
+
+@router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+async def root() -> Response:
+    """A client's reachability probe (Claude Code sends ``HEAD /`` at start-up): 200, and where to go."""
+    return _json({"status": "ok", "service": "plugway", "api": "/v1", "openapi": "/openapi.json"})
 
 
 @router.get("/healthz")

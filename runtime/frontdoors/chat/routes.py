@@ -20,7 +20,7 @@ from runtime.errors import GatewayError, UpstreamError, invalid_request
 from runtime.frontdoors.chat.encoder import ChatStreamEncoder, chat_completion
 from runtime.frontdoors.chat.schema import ChatCompletionRequest
 from runtime.frontdoors.chat.validation import validate_chat_request
-from runtime.gateway import KeepAlive
+from runtime.gateway import KeepAlive, requested_model
 from runtime.orchestration.events import Event
 from runtime.orchestration.loop import RunRequest
 
@@ -83,7 +83,7 @@ async def chat_completions(request: Request, gateway: GatewayDep, key: KeyDep, r
 
     if run.stream:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        encoder = ChatStreamEncoder(model_id=ctx.model.id, include_usage=include_usage)
+        encoder = ChatStreamEncoder(model_id=requested_model(ctx), include_usage=include_usage)
         events = gateway.stream(ctx, run)
         # Read until the first bytes for the client, so that an upstream failure is a real HTTP status.
         head = b""
@@ -102,7 +102,7 @@ async def chat_completions(request: Request, gateway: GatewayDep, key: KeyDep, r
         result = await run_until_disconnected(request, gateway.run(ctx, run))
     else:
         result = await gateway.run(ctx, run)
-    answer = chat_completion(result, ctx.model.id)
+    answer = chat_completion(result, requested_model(ctx))
     if body.get("request_id") is not None:
         answer["request_id"] = request_id
     return Response(orjson.dumps(answer), media_type="application/json", headers=headers)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime.admission import RequestContext
+from runtime.gateway import requested_model
 from runtime.orchestration.events import ModelTurn
 from runtime.orchestration.loop import RunState
 from runtime.providers.anthropic_translate import openai_usage
@@ -45,7 +46,7 @@ async def native_message(router: ModelRouter, ctx: RequestContext, body: JSON, s
         usage = openai_usage(message.get("usage") or {})
         state.add_usage(usage)
         observed.finished(state.route, ModelTurn(1, message, message.get("stop_reason"), usage, message))
-    message["model"] = ctx.model.id
+    message["model"] = requested_model(ctx)
     return message
 
 
@@ -60,7 +61,7 @@ async def native_stream(router: ModelRouter, ctx: RequestContext, body: JSON, st
                 message = event.get("message") or {}
                 usage.update(message.get("usage") or {})
                 answered.update(id=message.get("id"), model=message.get("model"))
-                event = {**event, "message": {**message, "model": ctx.model.id}}
+                event = {**event, "message": {**message, "model": requested_model(ctx)}}
             elif kind == "content_block_delta":
                 delta = event.get("delta") or {}
                 state.unbilled_chars += len(delta.get("text") or delta.get("partial_json") or delta.get("thinking") or "")

@@ -22,6 +22,7 @@ from runtime.api.deps import GatewayDep, KeyDep, RequestIdDep
 from runtime.api.disconnect import run_until_disconnected
 from runtime.api.openapi import documented_body
 from runtime.errors import GatewayError, UpstreamError
+from runtime.frontdoors.carry import settle, unsupported_params_policy
 from runtime.frontdoors.chat.routes import parse_json_body
 from runtime.frontdoors.messages.encoder import PROGRESS, MessagesEncoder, Out
 from runtime.frontdoors.messages.native import NativeEvent, native_message, native_stream
@@ -31,9 +32,9 @@ from runtime.frontdoors.messages.translate import (
     chat_body,
     check_server_urls,
     parse_request,
-    refuse_native_only,
+    translated_ignored,
 )
-from runtime.gateway import Gateway, KeepAlive
+from runtime.gateway import Gateway, KeepAlive, requested_model
 from runtime.orchestration.events import Event
 from runtime.orchestration.loop import RunRequest, RunState
 from runtime.providers.anthropic_translate import anthropic_error_type, openai_messages
@@ -46,7 +47,11 @@ def anthropic_error(status: int, message: str) -> JSON:
 
 
 def error_response(error: GatewayError) -> Response:
-    return Response(orjson.dumps(anthropic_error(error.status, error.message)), status_code=error.status, media_type="application/json", headers=error.headers)
+    message = error.message
+    if error.param and error.param not in message:
+        # Anthropic's envelope has no 'param': the message names the field, index included.
+        message = f"{error.param}: {message}"
+    return Response(orjson.dumps(anthropic_error(error.status, message)), status_code=error.status, media_type="application/json", headers=error.headers)
 
 
 class AnthropicErrorRoute(APIRoute):
@@ -135,10 +140,11 @@ async def create_message(request: Request, gateway: GatewayDep, key: KeyDep, req
     anthropic = gateway.router.anthropic_native(ctx.model)
     if anthropic and not await gateway.orchestrator.toolset(ctx):
         return await _native(request, gateway, ctx, parsed)
-    refuse_native_only(parsed)
+    ignored = translated_ignored(parsed, keep_top_k=anthropic)
+    policy = unsupported_params_policy(gateway.settings, ctx.organisation, ctx.model)
+    headers = {**ctx.limits.headers(), **settle(ignored, policy, request_id=ctx.request_id)}
     run = RunRequest(chat_body(parsed, keep_top_k=anthropic), stream=parsed.stream)
-    encoder = MessagesEncoder(model_id=ctx.model.id)
-    headers = ctx.limits.headers()
+    encoder = MessagesEncoder(model_id=requested_model(ctx))
     if run.stream:
         events = gateway.stream(ctx, run)
         encode: Callable[[Event | KeepAlive], Out] = encoder.encode

@@ -50,7 +50,9 @@ def response_usage(usage: JSON) -> JSON:
 
 
 class ResponsesEncoder:
-    def __init__(self, *, model_id: str, echo: JSON, listed: set[str] | None = None) -> None:
+    def __init__(
+        self, *, model_id: str, echo: JSON, listed: set[str] | None = None, namespaced: dict[str, tuple[str, str]] | None = None
+    ) -> None:
         self.response: JSON = {
             "id": _id("resp"),
             "object": "response",
@@ -70,6 +72,8 @@ class ResponsesEncoder:
         self._message: JSON | None = None  # the message item being streamed
         self._message_index = 0
         self._mcp: dict[str, JSON] = {}  # call id -> mcp_call item
+        # A flattened namespace tool's name -> (namespace, name): its calls go back as the client named them.
+        self.namespaced = namespaced or {}
 
     @property
     def output(self) -> list[JSON]:
@@ -284,6 +288,8 @@ class ResponsesEncoder:
                     "arguments": arguments,
                     "status": "completed",
                 }
+                if item["name"] in self.namespaced:
+                    item["namespace"], item["name"] = self.namespaced[item["name"]]
                 index = self._add(item)
                 out.append(self._event("response.output_item.added", output_index=index, item={**item, "arguments": "", "status": "in_progress"}))
                 out.append(self._event("response.function_call_arguments.delta", item_id=item["id"], output_index=index, delta=arguments))
