@@ -276,8 +276,20 @@ def _tool_result_block(message: JSON, param: str) -> JSON:
     return block
 
 
+def system_fold(text: str) -> str:
+    """A mid-conversation system message, folded into the user turn at its place."""
+    return f"<system>\n{text}\n</system>"
+
+
 def _turns(messages: list[Any]) -> tuple[list[str], list[JSON]]:
-    """System texts, and user/assistant turns with consecutive same-role messages merged."""
+    """System texts, and user/assistant turns with consecutive same-role messages merged.
+
+    System and developer messages before the first turn make the top-level
+    ``system``. One later in the conversation keeps its place instead: Anthropic
+    has no system turn, so its text is folded into the user turn there, marked
+    as ``<system>`` text, rather than moved to the top where it would read as
+    if it had been said first.
+    """
     system: list[str] = []
     turns: list[JSON] = []
 
@@ -298,7 +310,10 @@ def _turns(messages: list[Any]) -> tuple[list[str], list[JSON]]:
         if role in ("system", "developer"):
             text = _system_text(content, f"{param}.content")
             if text.strip():
-                system.append(text)
+                if turns:
+                    append("user", [{"type": "text", "text": system_fold(text)}])
+                else:
+                    system.append(text)
         elif role == "user":
             append("user", _content_blocks(content, f"{param}.content", allow_media=True))
         elif role == "assistant":

@@ -41,6 +41,23 @@ def test_system_and_developer_messages_go_to_top_level_system() -> None:
     assert request["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]
 
 
+def test_a_mid_conversation_system_message_is_folded_into_the_user_turn_at_its_place() -> None:
+    request = translate(
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello."},
+            {"role": "system", "content": "Plan mode is on."},
+            {"role": "user", "content": "Go on."},
+        ]
+    )
+    assert request["system"] == "Be brief."
+    assert request["messages"][-1] == {
+        "role": "user",
+        "content": [{"type": "text", "text": "<system>\nPlan mode is on.\n</system>"}, {"type": "text", "text": "Go on."}],
+    }
+
+
 def test_consecutive_same_role_messages_are_merged_so_roles_alternate() -> None:
     request = translate(
         messages=[
