@@ -14,8 +14,10 @@ import dataclasses
 import time
 from typing import TYPE_CHECKING, Any
 
+from runtime.billing import Reservation, plan_reservation, serving_prices
 from runtime.errors import GatewayError
 from runtime.limits import LimiterUnavailable
+from runtime.limits.decision import UNLIMITED
 from runtime.orchestration.loop import RunState
 from runtime.plugin_host.tool import Sampler, SamplingRequest, SamplingResult, ToolError
 
@@ -36,7 +38,8 @@ class ModelSampling:
     def __call__(self, ctx: RequestContext, call_id: str) -> Sampler:
         config = self.gateway.settings.orchestration.sampling
         left = {"calls": config.max_calls_per_tool_call, "tokens": config.max_tokens_per_tool_call}
-        sampling_ctx = dataclasses.replace(ctx, source=SAMPLING_SOURCE)
+        # Never the request's own reservation: that one settles with the request.
+        sampling_ctx = dataclasses.replace(ctx, source=SAMPLING_SOURCE, reservation=None)
         gateway = self.gateway
 
         async def sample(request: SamplingRequest) -> SamplingResult:
@@ -45,21 +48,38 @@ class ModelSampling:
             if left["tokens"] <= 0:
                 raise ToolError(f"This tool call used its sampling budget of {config.max_tokens_per_tool_call} tokens.")
             left["calls"] -= 1
-            try:
-                await gateway.budget.check(ctx.organisation)
-                if ctx.key is not None and ctx.key.daily_tokens is not None:
-                    decision = await gateway.limiter.acquire(ctx.key.id, rpm=None, daily_tokens=ctx.key.daily_tokens)
-                    if not decision.allowed:
-                        raise ToolError("The key's daily token limit is reached; the model cannot be asked now.")
-            except GatewayError as exc:
-                raise ToolError(f"The model cannot be asked now: {exc.message}") from None
-            except LimiterUnavailable:
-                raise ToolError("The model cannot be asked now: the rate limiter is unavailable.") from None
             body: dict[str, Any] = {
                 "model": ctx.model.id,
                 "messages": ([{"role": "system", "content": request.system}] if request.system else []) + list(request.messages),
                 "max_tokens": max(1, min(request.max_tokens, left["tokens"])),
             }
+            # Each sampling is an upstream call of its own: it holds its most of the budget and
+            # of the key's daily tokens until it settles, like an admitted request.
+            planned = plan_reservation(gateway.settings, body, orchestrated=False)
+            budget_hold: int | None = None
+            try:
+                budget_hold = await gateway.budget.check(
+                    ctx.organisation, reserve_usd=planned.cost_usd(serving_prices(ctx.model, gateway.router.model))
+                )
+                decision = UNLIMITED
+                if ctx.key is not None and ctx.key.daily_tokens is not None:
+                    decision = await gateway.limiter.acquire(
+                        ctx.key.id, rpm=None, daily_tokens=ctx.key.daily_tokens, reserve_tokens=min(planned.tokens, ctx.key.daily_tokens)
+                    )
+                    if not decision.allowed:
+                        raise ToolError("The key's daily token limit is reached; the model cannot be asked now.")
+            except GatewayError as exc:
+                gateway.budget.release(ctx.organisation.id, budget_hold)
+                raise ToolError(f"The model cannot be asked now: {exc.message}") from None
+            except LimiterUnavailable:
+                gateway.budget.release(ctx.organisation.id, budget_hold)
+                raise ToolError("The model cannot be asked now: the rate limiter is unavailable.") from None
+            except BaseException:
+                gateway.budget.release(ctx.organisation.id, budget_hold)
+                raise
+            call_ctx = dataclasses.replace(
+                sampling_ctx, limits=decision, reservation=Reservation(ctx.organisation.id, budget_hold, decision.reservation_id)
+            )
             if request.temperature is not None:
                 body["temperature"] = request.temperature
             if request.stop:
@@ -76,7 +96,7 @@ class ModelSampling:
                 status = exc.code
                 raise ToolError(f"The model could not answer: {exc.message}") from None
             finally:
-                gateway.record_usage(sampling_ctx, state, started, status)
+                gateway.record_usage(call_ctx, state, started, status)
             left["tokens"] -= state.usage["total_tokens"]
             choice = (response.get("choices") or [{}])[0]
             message = choice.get("message") or {}

@@ -62,6 +62,7 @@ async def create_embeddings(request: Request, gateway: GatewayDep, key: KeyDep, 
         source="embeddings",
         scope="embeddings",
         check=_can_embed(gateway),
+        body=body,
     )
     state = RunState(request_id=ctx.request_id, model=ctx.model.id)
     async with gateway.accounting(ctx, state):

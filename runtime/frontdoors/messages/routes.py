@@ -131,6 +131,7 @@ async def create_message(request: Request, gateway: GatewayDep, key: KeyDep, req
         server_tools=parsed.server_tools,
         source="messages",
         check=check,
+        body=body,
     )
     anthropic = gateway.router.anthropic_native(ctx.model)
     if anthropic and not await gateway.orchestrator.toolset(ctx):
