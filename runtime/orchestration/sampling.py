@@ -90,7 +90,7 @@ class ModelSampling:
             try:
                 response = await gateway.router.chat(ctx.model, body, state.route)
                 state.rounds = 1
-                state.add_usage(response.get("usage"))
+                state.add_usage(response.get("usage"), prompt=body, output=(response.get("choices") or [{}])[0].get("message"))
                 status = "ok"
             except GatewayError as exc:
                 status = exc.code
