@@ -10,6 +10,7 @@ offers tools, so a server cannot recurse into the loop.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from runtime.gateway import Gateway
 
 SAMPLING_SOURCE = "mcp-sampling"
+# How long a sampling call whose tool call was cut off is still awaited for its real usage.
+ABANDONED_SAMPLING_WAIT_S = 30.0
 _STOP_REASONS = {"stop": "endTurn", "length": "maxTokens", "content_filter": "endTurn", "tool_calls": "endTurn"}
 
 
@@ -34,6 +37,29 @@ class ModelSampling:
 
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
+        self._billing: set[asyncio.Task[None]] = set()  # cut-off sampling calls waiting for their usage
+
+    def _bill_later(self, ctx: RequestContext, state: RunState, started: float, upstream: asyncio.Future[Any], body: Any) -> None:
+        task = asyncio.get_running_loop().create_task(self._bill_when_answered(ctx, state, started, upstream, body))
+        self._billing.add(task)
+        task.add_done_callback(self._billing.discard)
+
+    async def _bill_when_answered(
+        self, ctx: RequestContext, state: RunState, started: float, upstream: asyncio.Future[Any], body: Any
+    ) -> None:
+        """Record a cut-off sampling call's usage: the upstream's own figures if they come within
+        ``ABANDONED_SAMPLING_WAIT_S``, else the prompt as sent (it reached the provider)."""
+        try:
+            async with asyncio.timeout(ABANDONED_SAMPLING_WAIT_S):
+                response = await upstream
+            state.rounds = 1
+            state.add_usage(response.get("usage"), prompt=body, output=_message(response))
+        except BaseException:  # failed, too slow, or the gateway shutting down: estimate
+            upstream.cancel()
+            prompt = plan_reservation(self.gateway.settings, body, orchestrated=False).prompt_tokens
+            state.usage.update(prompt_tokens=prompt, completion_tokens=0, total_tokens=prompt)
+        finally:
+            self.gateway.record_usage(ctx, state, started, "abandoned")
 
     def __call__(self, ctx: RequestContext, call_id: str) -> Sampler:
         config = self.gateway.settings.orchestration.sampling
@@ -86,20 +112,26 @@ class ModelSampling:
                 body["stop"] = request.stop[:4]
             state = RunState(request_id=f"{ctx.request_id}:sampling:{call_id}", model=ctx.model.id)
             started = time.perf_counter()
-            status = "error"
+            upstream = asyncio.ensure_future(gateway.router.chat(ctx.model, body, state.route))
             try:
-                response = await gateway.router.chat(ctx.model, body, state.route)
-                state.rounds = 1
-                state.add_usage(response.get("usage"), prompt=body, output=(response.get("choices") or [{}])[0].get("message"))
-                status = "ok"
+                response = await asyncio.shield(upstream)
+            except asyncio.CancelledError:
+                # The tool call was cut off (its time ran out, the client left) while the upstream
+                # was answering: that call is paid for, so it is billed when its answer comes.
+                self._bill_later(call_ctx, state, started, upstream, body)
+                raise
             except GatewayError as exc:
-                status = exc.code
+                gateway.record_usage(call_ctx, state, started, exc.code)
                 raise ToolError(f"The model could not answer: {exc.message}") from None
-            finally:
-                gateway.record_usage(call_ctx, state, started, status)
+            except BaseException:
+                gateway.record_usage(call_ctx, state, started, "error")
+                raise
+            state.rounds = 1
+            state.add_usage(response.get("usage"), prompt=body, output=_message(response))
+            gateway.record_usage(call_ctx, state, started, "ok")
             left["tokens"] -= state.usage["total_tokens"]
             choice = (response.get("choices") or [{}])[0]
-            message = choice.get("message") or {}
+            message = _message(response) or {}
             return SamplingResult(
                 text=str(message.get("content") or ""),
                 model=state.route.model or ctx.model.id,
@@ -109,3 +141,9 @@ class ModelSampling:
             )
 
         return sample
+
+
+def _message(response: dict[str, Any]) -> dict[str, Any] | None:
+    choices = response.get("choices") or [{}]
+    message = choices[0].get("message") if isinstance(choices[0], dict) else None
+    return message if isinstance(message, dict) else None
