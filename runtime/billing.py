@@ -334,10 +334,17 @@ class BudgetGuard:
             self._recorded[organisation_id] += cost_usd
 
     async def check(
-        self, organisation: OrganisationConfig, *, reserve_usd: float = 0.0, now: datetime | None = None
+        self,
+        organisation: OrganisationConfig,
+        *,
+        reserve_usd: float = 0.0,
+        within_hold: int | None = None,
+        now: datetime | None = None,
     ) -> int | None:
         """402 once spend plus the holds of requests in flight reach the budget; else hold
-        ``reserve_usd`` for this request and return the hold's id (None: nothing held)."""
+        ``reserve_usd`` for this request and return the hold's id (None: nothing held).
+        ``within_hold`` (a call made inside a running request, MCP sampling) leaves that
+        request's own hold out of the check."""
         budget = organisation.monthly_budget_usd
         if budget is None:
             return None
@@ -345,6 +352,8 @@ class BudgetGuard:
         spent = await self.month_spend(organisation.id, now=now)
         # No await from here on: reading the holds and adding this one is one step.
         held = self.held(organisation.id)
+        if within_hold is not None:
+            held -= self._holds[organisation.id].get(within_hold, (0.0, 0.0))[0]
         if spent + held >= budget:
             raise insufficient_credits(organisation.id, budget, spent, month_bounds(now)[1], held_usd=held)
         if not (reserve_usd > 0 and math.isfinite(reserve_usd)):

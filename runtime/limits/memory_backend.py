@@ -60,7 +60,13 @@ class InProcessLimiter:
         return day
 
     async def acquire(
-        self, key_id: str, *, rpm: int | None, daily_tokens: int | None, reserve_tokens: int = 0
+        self,
+        key_id: str,
+        *,
+        rpm: int | None,
+        daily_tokens: int | None,
+        reserve_tokens: int = 0,
+        within_reservation: str | None = None,
     ) -> LimitDecision:
         if rpm is None and daily_tokens is None:
             return UNLIMITED
@@ -75,6 +81,8 @@ class InProcessLimiter:
             if daily_tokens is not None:
                 day = self._day(key_id, period)
                 used = day.used + day.reserved(now)
+                if within_reservation is not None:
+                    used -= day.held.get(within_reservation, (0, 0.0))[0]
             log = self._requests.get(key_id)
             if rpm is not None:
                 if log is None:

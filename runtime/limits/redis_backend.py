@@ -86,6 +86,10 @@ if cap >= 0 then
         redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now_ms)
       end
     end
+    if ARGV[8] ~= '' then
+      -- a call made inside a request (MCP sampling) is not held back by that request's own reservation
+      held = held - (tonumber(redis.call('HGET', KEYS[2], 'r:' .. ARGV[8])) or 0)
+    end
     used = (tonumber(stored[2]) or 0) + held
   elseif stored[1] then
     -- yesterday's count, and the reservations made in it, end with yesterday
@@ -222,7 +226,13 @@ class RedisLimiter:
         return f"{tagged}:req", f"{tagged}:tok", f"{tagged}:held"
 
     async def acquire(
-        self, key_id: str, *, rpm: int | None, daily_tokens: int | None, reserve_tokens: int = 0
+        self,
+        key_id: str,
+        *,
+        rpm: int | None,
+        daily_tokens: int | None,
+        reserve_tokens: int = 0,
+        within_reservation: str | None = None,
     ) -> LimitDecision:
         if rpm is None and daily_tokens is None:
             # Nothing to enforce, so no reason to depend on Redis being up.
@@ -240,6 +250,7 @@ class RedisLimiter:
                     request_id,
                     max(0, int(reserve_tokens)),
                     self._reservation_ttl_ms,
+                    within_reservation or "",
                 ),
             )
         except LimiterUnavailable:

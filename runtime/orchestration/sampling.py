@@ -85,12 +85,18 @@ class ModelSampling:
             budget_hold: int | None = None
             try:
                 budget_hold = await gateway.budget.check(
-                    ctx.organisation, reserve_usd=planned.cost_usd(serving_prices(ctx.model, gateway.router.model))
+                    ctx.organisation,
+                    reserve_usd=planned.cost_usd(serving_prices(ctx.model, gateway.router.model)),
+                    within_hold=ctx.reservation.budget_hold if ctx.reservation is not None else None,
                 )
                 decision = UNLIMITED
                 if ctx.key is not None and ctx.key.daily_tokens is not None:
                     decision = await gateway.limiter.acquire(
-                        ctx.key.id, rpm=None, daily_tokens=ctx.key.daily_tokens, reserve_tokens=min(planned.tokens, ctx.key.daily_tokens)
+                        ctx.key.id,
+                        rpm=None,
+                        daily_tokens=ctx.key.daily_tokens,
+                        reserve_tokens=min(planned.tokens, ctx.key.daily_tokens),
+                        within_reservation=ctx.limits.reservation_id,
                     )
                     if not decision.allowed:
                         raise ToolError("The key's daily token limit is reached; the model cannot be asked now.")

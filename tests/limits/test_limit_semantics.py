@@ -210,3 +210,14 @@ async def test_settling_a_reservation_twice_releases_it_once(make_limiter: MakeL
     check = await limiter.acquire("twice", rpm=None, daily_tokens=100)
     assert check.remaining_tokens == 100 - 5 - 40  # two's 40 still held
     assert two.allowed
+
+
+async def test_a_call_inside_a_request_is_not_held_back_by_that_requests_own_reservation(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter()
+    # An orchestrated request holds the whole cap; its tool's sampling call still gets through...
+    outer = await limiter.acquire("inner", rpm=None, daily_tokens=100, reserve_tokens=100)
+    inner = await limiter.acquire("inner", rpm=None, daily_tokens=100, reserve_tokens=20, within_reservation=outer.reservation_id)
+    assert inner.allowed and inner.remaining_tokens == 100
+    # ...while another request of the key, and a call inside no request, are refused.
+    assert not (await limiter.acquire("inner", rpm=None, daily_tokens=100, reserve_tokens=1)).allowed
+    assert not (await limiter.acquire("inner", rpm=None, daily_tokens=100, within_reservation="unknown")).allowed
