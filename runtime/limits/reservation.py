@@ -63,14 +63,20 @@ class Planned:
         return max(costs, default=0.0)
 
 
-def _text_chars(value: Any) -> int:
-    if isinstance(value, str):
-        return len(value)
-    if isinstance(value, dict):
-        return sum(len(str(k)) + _text_chars(v) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return sum(_text_chars(v) for v in value)
-    return 0
+def text_chars(value: Any) -> int:
+    """Characters of every string (and key) in a JSON value; iterative, so any depth is safe."""
+    total = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, dict):
+            total += sum(len(str(k)) for k in item)
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return total
 
 
 def requested_output_tokens(body: Any) -> int | None:
@@ -86,7 +92,7 @@ def requested_output_tokens(body: Any) -> int | None:
 
 def plan(body: Any, *, default_output_tokens: int, rounds: int = 1, prompt_parts: Iterable[Any] = ()) -> Planned:
     """The reservation for a request body (plus context it carries elsewhere, e.g. previous turns)."""
-    chars = _text_chars(body) + sum(_text_chars(part) for part in prompt_parts)
+    chars = text_chars(body) + sum(text_chars(part) for part in prompt_parts)
     prompt = math.ceil(chars / CHARS_PER_TOKEN)
     output = requested_output_tokens(body) or default_output_tokens
     rounds = max(1, rounds)

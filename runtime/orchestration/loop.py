@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from runtime.billing import checked_usage
+from runtime.limits.reservation import text_chars
 from runtime.config import OrchestrationConfig
 from runtime.errors import guardrail_blocked
 from runtime.guardrails import Finding, GuardrailBlocked, Guardrails, StreamRedactor
@@ -105,7 +106,7 @@ class RunState:
         text (``output``, or what this round streamed). Returns the usage as counted."""
         if not usage:
             return None
-        output_chars = self.unbilled_chars if output is None else len(orjson.dumps(output))
+        output_chars = self.unbilled_chars if output is None else text_chars(output)
         usage = checked_usage(usage, prompt=prompt, output_chars=output_chars, request_id=self.request_id)
         self.unbilled_chars = 0
         for key in USAGE_KEYS:
