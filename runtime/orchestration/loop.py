@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from runtime.billing import checked_usage
-from runtime.limits.reservation import text_chars
 from runtime.config import OrchestrationConfig
 from runtime.errors import guardrail_blocked
 from runtime.guardrails import Finding, GuardrailBlocked, Guardrails, StreamRedactor
+from runtime.limits.reservation import text_chars
 from runtime.orchestration.events import (
     ApprovalRequired,
     Completed,
