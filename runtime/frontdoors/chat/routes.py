@@ -79,7 +79,7 @@ async def chat_completions(request: Request, gateway: GatewayDep, key: KeyDep, r
         check=_refuse_n_when_orchestrating(body),
         body=body,
     )
-    run = RunRequest(body, stream=bool(body.get("stream")))
+    run = RunRequest(body, stream=bool(body.get("stream")), mode=body.get("orchestration_mode"))
     headers = ctx.limits.headers()
 
     if run.stream:
