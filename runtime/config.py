@@ -95,6 +95,13 @@ class McpConfig(_Strict):
     # The model that answers the server's sampling requests for calls made outside a
     # request's loop (the /mcp front door); inside a loop the request's own model answers.
     sampling_model: str | None = None
+    # One connection (one process, one HTTP session) for every organisation that configures
+    # this server, instead of one per organisation: only for servers that keep no state
+    # between calls, since whatever state they keep is then common to those organisations.
+    shared: bool = False
+    # Seconds between pings of an HTTP server, so that a server that died is reported down
+    # (and its tools withdrawn) before a call fails on it (default 30).
+    ping_interval_s: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _exactly_one_transport(self) -> McpConfig:

@@ -135,12 +135,12 @@ class Gateway:
         assert engine is not None
         await anyio.to_thread.run_sync(sync_organisations, engine, [o.id for o in settings.organisations])
         mcp = None
-        mcp_refs = [ref for org in settings.organisations for ref in org.plugins if ref.mcp is not None]
-        if mcp_refs:
+        mcp_plugins = [(org.id, ref) for org in settings.organisations for ref in org.plugins if ref.mcp is not None]
+        if mcp_plugins:
             from runtime.mcp import McpManager
 
             mcp = McpManager(max_result_chars=settings.orchestration.max_tool_result_chars)
-            await mcp.start(mcp_refs)
+            await mcp.start(mcp_plugins)
         # Workers for CPU-bound tool work start now, so that no tool call waits for them.
         await anyio.to_thread.run_sync(default_isolation().start)
         gateway = cls(
