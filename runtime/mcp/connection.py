@@ -718,12 +718,16 @@ class McpConnection:
     async def _keep_pinging(self, client: Client, generation: int) -> None:
         # A stateless (2026) server keeps no stream open to us, so nothing else
         # notices that it died until a call fails on it: health, /readyz and the
-        # tools offered would go on saying it is up.
+        # tools offered would go on saying it is up. An older server's session
+        # stream notices, but not a server that hangs: it is pinged as well.
         while True:
             await anyio.sleep(self.ping_interval_s)
             try:
                 with anyio.fail_after(self.connect_timeout_s):
-                    await client.send_ping()
+                    if client.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                        await client.list_tools()  # the 2026 protocol has no ping
+                    else:
+                        await client.send_ping()
             except TimeoutError:
                 self._connection_lost(generation, f"no answer to a ping within {self.connect_timeout_s:g} s")
                 return
