@@ -14,7 +14,16 @@ import httpx
 import openai
 import orjson
 import pytest
-from mcp_helpers import ORG, HttpServer, ctx, eventually, http_ref, placed, server_ref, start_http_server
+from mcp_helpers import (
+    ORG,
+    HttpServer,
+    ctx,
+    eventually,
+    http_ref,
+    placed,
+    server_ref,
+    start_http_server,
+)
 
 from runtime.mcp import McpManager
 from runtime.plugin_host.tool import ToolError
@@ -97,7 +106,8 @@ def test_a_dead_stdio_servers_tools_are_withdrawn_and_a_call_meanwhile_says_why(
 
 @pytest.fixture
 def modern_http(tmp_path: Path) -> Iterator[HttpServer]:
-    server = start_http_server(tmp_path)  # the 2026 protocol: stateless, no stream held open
+    # The 2026 protocol, stateless, announcing no list changes: no stream is held open.
+    server = start_http_server(tmp_path, "--no-listen")
     yield server
     server.stop()
 
