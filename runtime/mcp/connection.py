@@ -14,10 +14,12 @@ crash, a restart: the next call should just work); consecutive failures back
 off from ``backoff_initial_s`` doubling to ``backoff_max_s``. A connection that
 stayed up ``stable_after_s`` forgets its earlier failures. While a server that
 was up is coming back, its cached tool list is still offered (for at most
-``offline_grace_s``), and a call waits for the next connection attempt: it
-proceeds if the attempt succeeds and fails as a tool error if it does not (or
-when the orchestration's timeout cancels it first). A server that never came
-up offers nothing, and calls to it fail at once.
+``offline_grace_s``), and a call waits for the connection attempt: it proceeds
+if the attempt succeeds and fails as a tool error if it does not. Once an
+attempt has failed the server is down: it offers nothing, and calls fail at
+once with the reason, until an attempt succeeds. HTTP servers are checked every
+``ping_interval_s``, since a stateless (2026) one holds no stream that would
+notice its death.
 
 Over streamable HTTP, a server that forgot our session (it restarted) answers
 404, or 400 naming the session: the connection starts a new session at once,
@@ -26,7 +28,8 @@ and the call that met the refusal is sent again, once, on the new session.
 What a call carries: a progress token (every progress notification reaches
 ``ctx.progress``, which moves the call's deadline and reaches streaming
 clients); its ``ToolContext`` for the server's sampling requests, which are
-answered through ``ctx.sample`` of the call they belong to.
+answered through ``ctx.sample`` of the call they belong to, and only of that
+call (see :meth:`McpConnection.serves_one_call_at_a_time`).
 """
 
 from __future__ import annotations
