@@ -118,7 +118,8 @@ def test_late_sampling_is_answered_and_billed_for_the_call_that_asked(
 ) -> None:
     # acme's tool works, then samples while beta's calls run on the same server (the same
     # connection when shared): the sampling must reach acme's model with acme's provider key,
-    # be billed to acme, and beta's must stay beta's.
+    # be billed to acme, and beta's must stay beta's. beta's request runs two sampling calls
+    # in parallel: both are answered.
     if placement.startswith("stdio"):
         lab = server_ref("lab", "--legacy").mcp
     else:
@@ -140,7 +141,11 @@ def test_late_sampling_is_answered_and_billed_for_the_call_that_asked(
         orchestration={"tool_timeout_s": 30},
     )
     scripted(upstream, [("lab__ask_model_later", {"question": SECRET, "delay": 1.5})], "acme's model answered")
-    scripted(second_upstream, [("lab__sleep", {"seconds": 3}), ("lab__ask_model", {"question": "beta asks"})], "beta's model answered")
+    scripted(
+        second_upstream,
+        [("lab__ask_model_later", {"question": "beta asks later", "delay": 2}), ("lab__ask_model", {"question": "beta asks"})],
+        "beta's model answered",
+    )
     server = GatewayServer(settings).start()
     try:
         acme = openai.OpenAI(base_url=server.base_url, api_key=server.mint("acme"), max_retries=0, timeout=60)
@@ -161,17 +166,19 @@ def test_late_sampling_is_answered_and_billed_for_the_call_that_asked(
         assert replies["beta"].choices[0].message.content == "done"
 
         assert tool_results(upstream) == ["the model said: acme's model answered (endTurn, model acme-model)"]
-        assert tool_results(second_upstream)[1] == "the model said: beta's model answered (endTurn, model beta-model)"
+        assert tool_results(second_upstream) == ["the model said: beta's model answered (endTurn, model beta-model)"] * 2
         acme_samplings = [r for r in upstream.requests if "tools" not in r]
         assert [r["messages"][-1]["content"] for r in acme_samplings] == [SECRET]
         assert not any("ACME-PRIVATE" in str(r) for r in second_upstream.requests)
-        assert [r["messages"][-1]["content"] for r in second_upstream.requests if "tools" not in r] == ["beta asks"]
+        beta_samplings = [r["messages"][-1]["content"] for r in second_upstream.requests if "tools" not in r]
+        assert sorted(beta_samplings) == ["beta asks", "beta asks later"]
 
         server.flush_usage()
         with Session(server.gateway.engine) as session:
             rows = list(session.exec(select(UsageRecord).where(UsageRecord.source == "mcp-sampling")))
         assert sorted((r.organisation_id, r.model, r.prompt_tokens) for r in rows) == [
             ("acme", "acme-model", 40),
+            ("beta", "beta-model", 40),
             ("beta", "beta-model", 40),
         ]
     finally:
