@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -32,6 +32,7 @@ from runtime.orchestration.sampling import ModelSampling
 from runtime.orchestration.tools import ToolCatalog
 from runtime.plugin_host.isolation import default_isolation, shutdown_isolation
 from runtime.plugin_host.manager import PluginHost, load_plugins
+from runtime.providers.registry import Provider
 from runtime.providers.router import ModelRouter
 from runtime.storage.db import DatabaseUnavailable, open_database
 from runtime.storage.keys import KeyCache, sync_organisations
@@ -124,8 +125,12 @@ class Gateway:
         self._streams: set[asyncio.Task[None]] = set()
 
     @classmethod
-    async def create(cls, settings: Settings, *, plugins: PluginHost | None = None) -> Gateway:
+    async def create(
+        cls, settings: Settings, *, plugins: PluginHost | None = None, providers: Mapping[str, Provider] | None = None
+    ) -> Gateway:
+        """Open every resource; ``providers`` hands in ready adapters by provider id (a ``function`` provider)."""
         plugins = plugins or load_plugins()
+        router = ModelRouter.from_settings(settings, providers=providers)
         check_plugins(settings, plugins)
         # Alembic, under a lock: several processes may start at once on one database.
         try:
@@ -144,7 +149,7 @@ class Gateway:
         # Workers for CPU-bound tool work start now, so that no tool call waits for them.
         await anyio.to_thread.run_sync(default_isolation().start)
         gateway = cls(
-            settings=settings, engine=engine, plugins=plugins, router=ModelRouter.from_settings(settings), mcp=mcp
+            settings=settings, engine=engine, plugins=plugins, router=router, mcp=mcp
         )
         gateway.usage.start()
         gateway.telemetry.start(gateway)

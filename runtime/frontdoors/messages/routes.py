@@ -132,11 +132,11 @@ async def create_message(request: Request, gateway: GatewayDep, key: KeyDep, req
         source="messages",
         check=check,
     )
-    anthropic = gateway.router.anthropic_native(ctx.model)
-    if anthropic and not await gateway.orchestrator.toolset(ctx):
+    speaks_messages = gateway.router.speaks_natively(ctx.model, "messages")
+    if speaks_messages and not await gateway.orchestrator.toolset(ctx):
         return await _native(request, gateway, ctx, parsed)
     refuse_native_only(parsed)
-    run = RunRequest(chat_body(parsed, keep_top_k=anthropic), stream=parsed.stream)
+    run = RunRequest(chat_body(parsed, keep_top_k=speaks_messages), stream=parsed.stream)
     encoder = MessagesEncoder(model_id=ctx.model.id)
     headers = ctx.limits.headers()
     if run.stream:
