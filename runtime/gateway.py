@@ -246,7 +246,7 @@ class Gateway:
         Cancelling the caller (the client went away) cancels the run at once,
         tool calls included; what already ran is still recorded.
         """
-        state = RunState(request_id=ctx.request_id, model=ctx.model.id)
+        state = RunState(request_id=ctx.request_id, model=ctx.model.id, organisation=ctx.organisation.id)
         events: list[Event] = []
         async with self.accounting(ctx, state):
             async for event in self.orchestrator.run(ctx, request, state):
@@ -303,7 +303,7 @@ class Gateway:
         gets billed, not an estimate; it starts no new round and runs no more
         tools. If it goes away while tools run, they are cancelled at once.
         """
-        state = RunState(request_id=ctx.request_id, model=ctx.model.id)
+        state = RunState(request_id=ctx.request_id, model=ctx.model.id, organisation=ctx.organisation.id)
         return self.stream_events(ctx, state, self.orchestrator.run(ctx, request, state))
 
     async def stream_events(

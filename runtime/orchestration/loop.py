@@ -94,9 +94,12 @@ class RunState:
     # What the guardrails found, by stage (recorded with the usage, never the content).
     guardrail_hits: list[tuple[str, list[Finding]]] = field(default_factory=list)
     tool_search: bool = False
+    # The organisation the run is for (its own provider circuit breakers).
+    organisation: str | None = None
 
     def __post_init__(self) -> None:
         self.route.request_id = self.request_id
+        self.route.organisation = self.organisation
 
     def add_usage(self, usage: JSON | None) -> None:
         if not usage:

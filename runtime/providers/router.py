@@ -64,6 +64,8 @@ class RouteLog:
     model: str | None = None
     attempts: list[JSON] = field(default_factory=list)
     request_id: str | None = None  # sent upstream as X-Request-Id
+    # Whose request: each organisation has its own circuit breakers.
+    organisation: str | None = None
 
 
 @dataclass
@@ -94,10 +96,21 @@ class ModelRouter:
         self.base_delay_s = base_delay_s
         self._models = {model.id: model for model in settings.models}
         self._configs = {p.id: p for p in settings.providers}
-        self.breakers = {
-            p.id: CircuitBreaker(failure_threshold=p.breaker_failures, cooldown_s=p.breaker_cooldown_s)
-            for p in settings.providers
-        }
+        # One breaker per provider and organisation: one tenant's traffic (its hanging streams, its
+        # huge prompts) opens the provider's breaker for that tenant only, never for everyone.
+        self._breakers: dict[tuple[str, str | None], CircuitBreaker] = {}
+
+    def breaker(self, provider_id: str, organisation: str | None) -> CircuitBreaker | None:
+        """The circuit breaker of ``provider_id`` for ``organisation`` (created on first use)."""
+        breaker = self._breakers.get((provider_id, organisation))
+        if breaker is None:
+            config = self._configs.get(provider_id)
+            if config is None:
+                return None
+            breaker = self._breakers[(provider_id, organisation)] = CircuitBreaker(
+                failure_threshold=config.breaker_failures, cooldown_s=config.breaker_cooldown_s
+            )
+        return breaker
 
     def _policy(self, provider_id: str, candidate: ModelConfig, route: RouteLog, budget: _Budget) -> JSON:
         config = self._configs.get(provider_id)
@@ -115,7 +128,7 @@ class ModelRouter:
             "max_retries": budget.retries_for(config.max_retries if config else 0),
             "base_delay_s": self.base_delay_s,
             "on_retry": on_retry,
-            "breaker": self.breakers.get(provider_id),
+            "breaker": self.breaker(provider_id, route.organisation),
         }
 
     @classmethod

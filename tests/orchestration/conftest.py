@@ -148,6 +148,8 @@ class Loops:
                         {"id": "acme", "plugins": [{"id": "clock"}, {"id": "calculator"}, {"id": "testkit"}]},
                         {"id": "big", "plugins": [{"id": "catalogue"}]},
                         {"id": "careful", "plugins": [{"id": "testkit", "require_approval": "always"}]},
+                        {"id": "noisy"},
+                        {"id": "quiet"},
                     ],
                     "orchestration": {"max_tool_rounds": 3, "tool_timeout_s": 5, "max_tool_result_chars": 300, **orchestration},
                     "usage": {"flush_interval_s": 0.05},

@@ -62,7 +62,7 @@ async def create_embeddings(request: Request, gateway: GatewayDep, key: KeyDep, 
         scope="embeddings",
         check=_can_embed(gateway),
     )
-    state = RunState(request_id=ctx.request_id, model=ctx.model.id)
+    state = RunState(request_id=ctx.request_id, model=ctx.model.id, organisation=ctx.organisation.id)
     async with gateway.accounting(ctx, state):
         answer = await _embed(gateway, ctx, parsed, state)
     return Response(orjson.dumps(answer), media_type="application/json", headers=ctx.limits.headers())

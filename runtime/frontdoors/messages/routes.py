@@ -104,7 +104,7 @@ def _native_encode(event: NativeEvent | KeepAlive) -> Out:
 
 
 async def _native(request: Request, gateway: Gateway, ctx: RequestContext, parsed: MessagesRequest) -> Response:
-    state = RunState(request_id=ctx.request_id, model=ctx.model.id)
+    state = RunState(request_id=ctx.request_id, model=ctx.model.id, organisation=ctx.organisation.id)
     headers = ctx.limits.headers()
     if parsed.stream:
         events = gateway.stream_events(ctx, state, native_stream(gateway.router, ctx, parsed.body, state))
