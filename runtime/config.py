@@ -87,7 +87,7 @@ class ModelConfig(_Strict):
     # Serves POST /v1/embeddings (its provider kind must have embeddings: openai, demo);
     # GET /v1/models lists it with "embeddings": true.
     embeddings: bool = False
-    # Image parts reach this model; None = its provider kind's profile (openai, anthropic: true).
+    # Overrides the vision of its provider kind's profile (image parts reach it); None = the kind's.
     vision: bool | None = None
 
     @property
