@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from runtime.endpoints.template import slots
 from runtime.guardrails.config import GuardrailConfig
+from runtime.providers.registry import provider_kind
 
 DEFAULT_DATABASE_URL = "sqlite:///plugway.db"
 DEMO_MODEL = "demo"
@@ -49,12 +50,20 @@ def _chat_api_only(api: UpstreamApi | None) -> UpstreamApi | None:
 
 class ProviderConfig(_Strict):
     id: str
-    kind: Literal["openai", "anthropic", "demo"]
+    # A registered provider kind (runtime.providers.registry): openai, anthropic, demo, function, ...
+    kind: str
     api: UpstreamApi = "chat"
     base_url: str | None = None
     api_key: str | None = None
-    timeout_s: float = 60.0
-    connect_timeout_s: float = 5.0
+    # A non-streamed call ends within timeout_s, whatever the upstream does; a stream's headers
+    # and every gap between two of its reads too.
+    timeout_s: float = Field(default=60.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    # A whole stream ends within this.
+    max_stream_s: float = Field(default=900.0, gt=0)
+    # Largest non-streamed body read from the provider, and largest server-sent event of a stream.
+    max_response_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    max_event_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_retries: int = 2
     # Circuit breaker: consecutive failures that open it, and how long it stays open.
     breaker_failures: int = 5
@@ -68,9 +77,15 @@ class ProviderConfig(_Strict):
 
     _api = field_validator("api")(_chat_api_only)
 
+    @field_validator("kind")
+    @classmethod
+    def _registered_kind(cls, kind: str) -> str:
+        provider_kind(kind)  # raises, naming the kinds that exist
+        return kind
+
     @model_validator(mode="after")
     def _needs_base_url(self) -> ProviderConfig:
-        if self.kind != "demo" and not self.base_url:
+        if provider_kind(self.kind).needs_base_url and not self.base_url:
             raise ValueError(f"provider kind '{self.kind}' needs a base_url")
         return self
 
@@ -87,13 +102,15 @@ class ModelConfig(_Strict):
     fallbacks: list[str] = Field(default_factory=list)
     price: Price | None = None
     max_tokens_default: int | None = None
-    # Serves POST /v1/embeddings (its provider must be OpenAI-compatible or the demo);
+    # Serves POST /v1/embeddings (its provider kind must have embeddings: openai, demo);
     # GET /v1/models lists it with "embeddings": true.
     embeddings: bool = False
     # Overrides the provider's api for this model.
     api: UpstreamApi | None = None
     # ignore | refuse, for requests to this model (default: the organisation's, else the global one).
     unsupported_params: UnsupportedParams | None = None
+    # Overrides the vision of its provider kind's profile (image parts reach it); None = the kind's.
+    vision: bool | None = None
 
     _api = field_validator("api")(_chat_api_only)
 
@@ -119,6 +136,13 @@ class McpConfig(_Strict):
     # The model that answers the server's sampling requests for calls made outside a
     # request's loop (the /mcp front door); inside a loop the request's own model answers.
     sampling_model: str | None = None
+    # One connection (one process, one HTTP session) for every organisation that configures
+    # this server, instead of one per organisation: only for servers that keep no state
+    # between calls, since whatever state they keep is then common to those organisations.
+    shared: bool = False
+    # Seconds between pings of an HTTP server, so that a server that died is reported down
+    # (and its tools withdrawn) before a call fails on it (default 30).
+    ping_interval_s: float | None = Field(default=None, gt=0)
     # How plugway authenticates to the server. OAuth is not built yet (issue 23): refused
     # with one clear line rather than accepted and ignored.
     auth: dict[str, Any] | None = None
@@ -300,6 +324,11 @@ class RoutingConfig(_Strict):
 class LimitsConfig(_Strict):
     # Redis must answer within this, or the request is refused (fail closed).
     redis_timeout_s: float = Field(default=0.25, gt=0)
+    # Output a request that names no max_tokens may produce, as reserved against daily-token
+    # caps and budgets while it runs (see runtime/limits/reservation.py).
+    default_reserved_output_tokens: int = Field(default=4096, ge=1)
+    # A reservation never settled (its process died) is released after this.
+    reservation_ttl_s: float = Field(default=900.0, gt=0)
 
 
 class UsageConfig(_Strict):

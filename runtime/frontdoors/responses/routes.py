@@ -113,11 +113,12 @@ async def create_response(request: Request, gateway: GatewayDep, key: KeyDep, re
         check_server_urls(body.get("tools"), ctx.organisation)
         ignored = list(parsed.ignored)
         if parsed.reasoning_effort is not None:
-            if gateway.router.anthropic_native(ctx.model):
-                # Anthropic's thinking needs its signed blocks echoed back, which the chat shape cannot carry.
-                ignored.append("reasoning.effort")
-            else:
+            if gateway.router.speaks_natively(ctx.model, "chat"):
                 parsed.body["reasoning_effort"] = parsed.reasoning_effort
+            else:
+                # A chat field: an upstream reached by translation (Anthropic's thinking, whose signed
+                # blocks the chat shape cannot carry back) does not get it.
+                ignored.append("reasoning.effort")
         policy = unsupported_params_policy(gateway.settings, ctx.organisation, ctx.model)
         ignored_headers.update(settle(ignored, policy, request_id=ctx.request_id))
 
@@ -129,6 +130,8 @@ async def create_response(request: Request, gateway: GatewayDep, key: KeyDep, re
         server_tools=parsed.server_tools,
         source="responses",
         check=check,
+        body=body,
+        prompt_parts=(previous.state.get("messages") or [],) if previous else (),
     )
     history = list(previous.state.get("messages") or []) if previous else []
     resume = parsed.resume(previous.state.get("pending") if previous else None)
