@@ -238,6 +238,25 @@ async def test_crashed_or_killed_server_is_restarted(tmp_path: Path) -> None:
         await manager.aclose()
 
 
+async def test_a_server_back_after_a_crash_still_tells_why_it_failed(tmp_path: Path) -> None:
+    ref = server_ref("crashy")
+    manager = McpManager(connect_timeout_s=15)
+    try:
+        await manager.start([ref])
+        assert manager.health()["crashy"]["last_error"] is None
+        tools = await specs(manager, ref)
+        with pytest.raises(ToolError, match="exited with code 3"):
+            await tools["crash"].invoke({}, ctx())
+        await tools["pid"].invoke({}, ctx())
+        health = manager.health()["crashy"]
+        # Back and healthy, with no current error, yet the operator still sees the last failure.
+        assert health["healthy"] and health["error"] is None
+        assert "exited with code 3" in health["last_error"]
+        assert health["last_error_at"] is not None
+    finally:
+        await manager.aclose()
+
+
 async def test_servers_that_cannot_start_do_not_block_start_up() -> None:
     failing = PluginRef.model_validate(
         {

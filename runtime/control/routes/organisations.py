@@ -24,7 +24,13 @@ def plugin_summary(gateway: Gateway, ref: Any) -> dict[str, Any]:
     entry: dict[str, Any] = {"id": ref.id, "kind": "mcp" if ref.mcp is not None else "python"}
     if ref.mcp is not None:
         health = gateway.mcp.connection_health(ref) if gateway.mcp is not None else {"healthy": False, "state": "closed"}
-        entry["health"] = {"healthy": health.get("healthy"), "state": health.get("state"), "error": health.get("error")}
+        entry["health"] = {
+            "healthy": health.get("healthy"),
+            "state": health.get("state"),
+            "error": health.get("error"),
+            "last_error": health.get("last_error"),
+            "last_error_at": health.get("last_error_at"),
+        }
     else:
         loaded = gateway.plugins.plugins.get(ref.id)
         entry["origin"] = loaded.origin if loaded else None
