@@ -21,18 +21,22 @@ MAX_ERROR_BODY = 16_384
 
 
 def note_error(record: RequestRecord, body: bytes) -> None:
-    """Read the error code and message from an error response's envelope (OpenAI's or Anthropic's)."""
+    """Read the error code and message from an error response's envelope, whichever front door's it is."""
     if len(body) > MAX_ERROR_BODY:
         return
     try:
         envelope = orjson.loads(body)
     except orjson.JSONDecodeError:
         return
-    error = envelope.get("error") if isinstance(envelope, dict) else None
-    if not isinstance(error, dict):
+    if not isinstance(envelope, dict):
         return
-    code = error.get("code") or error.get("type")
-    message = error.get("message")
+    error = envelope.get("error")
+    if isinstance(error, dict):  # OpenAI's, Anthropic's and JSON-RPC's
+        code, message = error.get("code") or error.get("type"), error.get("message")
+    elif isinstance(error, str):  # the endpoints' {"ok": false, "error", "code"}
+        code, message = envelope.get("code"), error
+    else:
+        return
     record.error_code = str(code)[:64] if code else None
     record.error_message = str(message)[:2000] if message else None
 

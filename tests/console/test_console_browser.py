@@ -501,7 +501,7 @@ def test_find_a_failed_request_and_see_its_waterfall(page: Page, console_server:
     # Click two: only the failures.
     page.get_by_label("Status").select_option("error")
     expect(page.locator("#requests tbody tr[data-status='200']")).to_have_count(0)
-    failed = page.locator("#requests tbody tr", has_text="gpt-other")
+    failed = page.locator("#requests tbody tr", has_text="gpt-other").first  # the newest
     expect(failed).to_contain_text("upstream")
     screenshot(page, "requests-failed")
     # Click three: the failed request, its cause and its timeline.

@@ -201,3 +201,53 @@ def test_what_is_buffered_is_written_when_the_gateway_stops(tmp_path: Path, upst
             assert connection.execute(select(func.count()).select_from(ENTRIES)).scalar_one() == 2
     finally:
         engine.dispose()
+
+
+async def _call_a_tool_over_mcp(server: GatewayServer, key: str) -> str:
+    import httpx2
+    import mcp_types as types
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=20) as http:
+        async with Client(streamable_http_client(f"{server.url}/mcp", http_client=http)) as client:  # type: ignore[arg-type]
+            result = await client.call_tool("calculator__evaluate", {"expression": "2+3"})
+            return "".join(block.text for block in result.content if isinstance(block, types.TextContent))
+
+
+def test_every_front_door_is_logged_with_its_own_route_and_error_code(server: GatewayServer, admin: Admin, upstream: FakeOpenAI) -> None:
+    import asyncio
+
+    import anthropic
+
+    key = server.mint("shop")
+    upstream.enqueue(Reply(text="from messages"))
+    anthropic.Anthropic(base_url=server.url, api_key=key, max_retries=0).messages.create(
+        model="gpt-test", max_tokens=32, messages=[{"role": "user", "content": "hi"}]
+    )
+    with pytest.raises(anthropic.AuthenticationError):
+        anthropic.Anthropic(base_url=server.url, api_key="pw_wrong", max_retries=0).messages.create(
+            model="gpt-test", max_tokens=32, messages=[{"role": "user", "content": "hi"}]
+        )
+    upstream.enqueue(Reply(text="from responses"))
+    openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0).responses.create(model="gpt-test", input="hi")
+    upstream.enqueue(Reply(text="from the endpoint"))
+    assert httpx.post(f"{server.url}/api/shop/yaml-helper", json={"message": "x"}, headers={"Authorization": f"Bearer {key}"}, timeout=20).status_code == 200
+    missing = httpx.post(f"{server.url}/api/shop/no-such-endpoint", json={"message": "x"}, headers={"Authorization": f"Bearer {key}"}, timeout=20)
+    assert missing.status_code == 404
+    assert "5" in asyncio.run(_call_a_tool_over_mcp(server, key))
+
+    entries = _wait_for(admin, 7)
+    by_route: dict[str, list[dict[str, Any]]] = {}
+    for entry in entries:
+        by_route.setdefault(entry["route"], []).append(entry)
+    refused, answered = by_route["/v1/messages"]
+    assert (answered["status"], answered["organisation"], answered["completion_tokens"]) == (200, "shop", 7)
+    assert (refused["status"], refused["error_code"], refused["organisation"]) == (401, "authentication_error", None)
+    assert by_route["/v1/responses"][0]["status"] == 200
+    endpoint_miss, endpoint_hit = by_route["/api/{organisation}/{slug}"]
+    assert (endpoint_hit["status"], endpoint_hit["endpoint"], endpoint_hit["model"]) == (200, "yaml-helper", "gpt-test")
+    assert endpoint_miss["status"] == 404 and endpoint_miss["error_code"] == missing.json()["code"]
+    # /mcp is its own route, and the tool it ran is findable.
+    assert by_route["/mcp"] and all(entry["organisation"] == "shop" for entry in by_route["/mcp"])
+    assert [entry["route"] for entry in admin.get("/requests", params={"tool": "calculator__evaluate"}).json()["data"]] == ["/mcp"]

@@ -39,7 +39,7 @@ function requestRow(entry) {
     h("td", {}, statusBadge(entry.status)),
     h("td", {}, h("code", {}, entry.route)),
     h("td", {}, entry.organisation ?? h("span", { class: "muted" }, "–")),
-    h("td", {}, entry.model ?? h("span", { class: "muted" }, "–")),
+    h("td", { class: "model-cell" }, entry.model ?? h("span", { class: "muted" }, "–")),
     h("td", { class: "num" }, format.duration(entry.latency_ms)),
     h("td", { class: "num" }, entry.ttfb_ms === null ? "–" : format.duration(entry.ttfb_ms)),
     h("td", { class: "num" }, format.integer(entry.prompt_tokens + entry.completion_tokens)),
