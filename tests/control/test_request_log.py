@@ -129,7 +129,7 @@ def test_only_admin_keys_read_the_request_log(server: GatewayServer, admin: Admi
 
 def test_the_request_log_is_in_the_openapi_schema(server: GatewayServer) -> None:
     paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]
-    assert "get" in paths["/admin/v1/requests"] and "get" in paths["/admin/v1/requests/{request}"]
+    assert "get" in paths["/admin/v1/requests"] and "get" in paths["/admin/v1/requests/{id}"]
     names = {p["name"] for p in paths["/admin/v1/requests"]["get"]["parameters"]}
     assert {"organisation", "key", "model", "route", "status", "tool", "error", "start", "end", "cursor", "limit"} <= names
 
@@ -251,3 +251,33 @@ def test_every_front_door_is_logged_with_its_own_route_and_error_code(server: Ga
     # /mcp is its own route, and the tool it ran is findable.
     assert by_route["/mcp"] and all(entry["organisation"] == "shop" for entry in by_route["/mcp"])
     assert [entry["route"] for entry in admin.get("/requests", params={"tool": "calculator__evaluate"}).json()["data"]] == ["/mcp"]
+
+
+async def test_while_the_database_cannot_be_written_the_newest_requests_wait_in_bounded_memory(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from runtime.requestlog.writer import MAX_BUFFERED, RequestLogWriter
+    from runtime.storage.db import make_engine
+    from runtime.storage.migrations import upgrade
+    from runtime.telemetry.record import RequestRecord
+
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    engine = make_engine(url)
+    try:
+        upgrade(engine)
+        writer = RequestLogWriter(engine, make_settings(tmp_path, "http://127.0.0.1:9", database_url=url))
+        with engine.begin() as connection:  # the table is gone: every write fails
+            connection.execute(text("ALTER TABLE request_log RENAME TO request_log_away"))
+        for n in range(MAX_BUFFERED + 50):
+            writer.record(RequestRecord(route="/v1/chat/completions", method="POST", started=time.perf_counter(), request_id=f"r{n}", status=200), 0.001)
+        with pytest.raises(Exception):
+            await writer.flush()
+        assert writer.backlog() == MAX_BUFFERED
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE request_log_away RENAME TO request_log"))
+        await writer.aclose()
+        with engine.connect() as connection:
+            written = connection.execute(select(ENTRIES.c.request_id).order_by(ENTRIES.c.id)).scalars().all()
+        assert len(written) == MAX_BUFFERED and written[0] == "r50" and written[-1] == f"r{MAX_BUFFERED + 49}"
+    finally:
+        engine.dispose()

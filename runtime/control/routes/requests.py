@@ -6,7 +6,7 @@ from functools import partial
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from runtime.api.deps import GatewayDep
 from runtime.billing import parse_moment
@@ -67,8 +67,12 @@ async def list_requests(
     return pagination.page(rows, limit, lambda row: row["id"])
 
 
-@router.get("/admin/v1/requests/{request}")
-async def read_request(request: str, gateway: GatewayDep, admin: AdminDep) -> dict[str, Any]:
+@router.get("/admin/v1/requests/{id}")
+async def read_request(
+    request: Annotated[str, Path(alias="id", description="The log's id, or the request id a client got in X-Request-Id.")],
+    gateway: GatewayDep,
+    admin: AdminDep,
+) -> dict[str, Any]:
     """One request by its log id, or by its request id (``X-Request-Id``): its timeline and any captured bodies."""
     await _written(gateway)
     entry_id = int(request) if request.isdigit() and len(request) < 19 else None
