@@ -255,6 +255,7 @@ def test_every_front_door_is_logged_with_its_own_route_and_error_code(server: Ga
 
 async def test_while_the_database_cannot_be_written_the_newest_requests_wait_in_bounded_memory(tmp_path: Path) -> None:
     from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
 
     from runtime.requestlog.writer import MAX_BUFFERED, RequestLogWriter
     from runtime.storage.db import make_engine
@@ -270,7 +271,7 @@ async def test_while_the_database_cannot_be_written_the_newest_requests_wait_in_
             connection.execute(text("ALTER TABLE request_log RENAME TO request_log_away"))
         for n in range(MAX_BUFFERED + 50):
             writer.record(RequestRecord(route="/v1/chat/completions", method="POST", started=time.perf_counter(), request_id=f"r{n}", status=200), 0.001)
-        with pytest.raises(Exception):
+        with pytest.raises(OperationalError, match="no such table"):
             await writer.flush()
         assert writer.backlog() == MAX_BUFFERED
         with engine.begin() as connection:
