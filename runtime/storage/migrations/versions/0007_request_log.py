@@ -56,8 +56,6 @@ def upgrade() -> None:
         )
         op.create_index("ix_request_log_at", "request_log", ["at"])
         op.create_index("ix_request_log_request_id", "request_log", ["request_id"])
-        op.create_index("ix_request_log_organisation_id", "request_log", ["organisation_id"])
-        op.create_index("ix_request_log_key_id", "request_log", ["key_id"])
     if not _has("request_log_bodies"):
         op.create_table(
             "request_log_bodies",
