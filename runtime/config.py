@@ -136,6 +136,16 @@ class SessionsConfig(_Strict):
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 
+OrchestrationMode = Literal["classic", "code", "auto"]
+ORCHESTRATION_MODES: tuple[str, ...] = ("classic", "code", "auto")
+
+
+class ModeOverride(_Strict):
+    """An organisation's or an endpoint's choice of orchestration mode (None: the level above decides)."""
+
+    mode: OrchestrationMode | None = None
+
+
 class EndpointConfig(_Strict):
     """A named assistant: model, prompt, plugins, sessions, limits, schemas and guardrails pinned."""
 
@@ -153,6 +163,7 @@ class EndpointConfig(_Strict):
     output_schema: dict[str, Any] | None = None
     guardrails: list[str] = Field(default_factory=list)
     active: bool = True
+    orchestration: ModeOverride = Field(default_factory=ModeOverride)
 
     @field_validator("input_schema", "output_schema")
     @classmethod
@@ -184,6 +195,7 @@ class OrganisationConfig(_Strict):
     # The guardrails in force on /v1/chat/completions, /v1/responses and /v1/messages.
     guardrails_default: list[str] = Field(default_factory=list)
     request_log: RequestLogConfig = Field(default_factory=RequestLogConfig)
+    orchestration: ModeOverride = Field(default_factory=ModeOverride)
 
     def endpoint(self, slug: str) -> EndpointConfig | None:
         for endpoint in self.endpoints:
@@ -208,7 +220,25 @@ class SamplingConfig(_Strict):
     max_tokens_per_tool_call: int = Field(default=8000, ge=1)
 
 
+class CodeModeConfig(_Strict):
+    """The sandbox a code-mode script runs in (Monty), and when ``auto`` picks code mode."""
+
+    # Seconds the script may compute, and as many it may sleep; waiting for its tools does not count.
+    timeout_s: float = Field(default=10.0, gt=0)
+    max_memory_mb: int = Field(default=64, ge=1)
+    max_recursion_depth: int = Field(default=200, ge=10)
+    # Tool calls one script may make (each one a call through the same path as a classic call).
+    max_tool_calls: int = Field(default=50, ge=1)
+    # `auto` picks code mode from this many eligible tools on (or when the catalogue needs tool search).
+    auto_min_tools: int = Field(default=10, ge=1)
+    # Worker processes running scripts at once (more wait for a free one).
+    workers: int = Field(default=2, ge=1)
+
+
 class OrchestrationConfig(_Strict):
+    # classic: one model round per tool step; code: the model writes a script over the tools.
+    mode: OrchestrationMode = "classic"
+    code_mode: CodeModeConfig = Field(default_factory=CodeModeConfig)
     max_tool_rounds: int = Field(default=8, ge=1, le=64)
     tool_timeout_s: float = Field(default=30.0, gt=0)
     # A tool that reports progress gets tool_timeout_s more after each report, up to this in all.

@@ -165,6 +165,7 @@ class Gateway:
             ("usage writer", self.usage.aclose),
             ("MCP connections", self.mcp.aclose if self.mcp is not None else None),
             ("provider clients", self.router.aclose),
+            ("code-mode sandbox", self.orchestrator.aclose),
             ("tool worker processes", partial(anyio.to_thread.run_sync, shutdown_isolation)),
         ]
         for name, close in closers:
