@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from runtime.endpoints.template import slots
 from runtime.guardrails.config import GuardrailConfig
+from runtime.providers.registry import provider_kind
 
 DEFAULT_DATABASE_URL = "sqlite:///plugway.db"
 DEMO_MODEL = "demo"
@@ -34,11 +35,19 @@ class _Strict(BaseModel):
 
 class ProviderConfig(_Strict):
     id: str
-    kind: Literal["openai", "anthropic", "demo"]
+    # A registered provider kind (runtime.providers.registry): openai, anthropic, demo, function, ...
+    kind: str
     base_url: str | None = None
     api_key: str | None = None
-    timeout_s: float = 60.0
-    connect_timeout_s: float = 5.0
+    # A non-streamed call ends within timeout_s, whatever the upstream does; a stream's headers
+    # and every gap between two of its reads too.
+    timeout_s: float = Field(default=60.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    # A whole stream ends within this.
+    max_stream_s: float = Field(default=900.0, gt=0)
+    # Largest non-streamed body read from the provider, and largest server-sent event of a stream.
+    max_response_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    max_event_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_retries: int = 2
     # Circuit breaker: consecutive failures that open it, and how long it stays open.
     breaker_failures: int = 5
@@ -50,9 +59,15 @@ class ProviderConfig(_Strict):
     # for its whole length); requests beyond it wait for a free one.
     max_connections: int = Field(default=1024, ge=1)
 
+    @field_validator("kind")
+    @classmethod
+    def _registered_kind(cls, kind: str) -> str:
+        provider_kind(kind)  # raises, naming the kinds that exist
+        return kind
+
     @model_validator(mode="after")
     def _needs_base_url(self) -> ProviderConfig:
-        if self.kind != "demo" and not self.base_url:
+        if provider_kind(self.kind).needs_base_url and not self.base_url:
             raise ValueError(f"provider kind '{self.kind}' needs a base_url")
         return self
 
@@ -69,9 +84,11 @@ class ModelConfig(_Strict):
     fallbacks: list[str] = Field(default_factory=list)
     price: Price | None = None
     max_tokens_default: int | None = None
-    # Serves POST /v1/embeddings (its provider must be OpenAI-compatible or the demo);
+    # Serves POST /v1/embeddings (its provider kind must have embeddings: openai, demo);
     # GET /v1/models lists it with "embeddings": true.
     embeddings: bool = False
+    # Overrides the vision of its provider kind's profile (image parts reach it); None = the kind's.
+    vision: bool | None = None
 
     @property
     def upstream(self) -> str:
@@ -95,6 +112,13 @@ class McpConfig(_Strict):
     # The model that answers the server's sampling requests for calls made outside a
     # request's loop (the /mcp front door); inside a loop the request's own model answers.
     sampling_model: str | None = None
+    # One connection (one process, one HTTP session) for every organisation that configures
+    # this server, instead of one per organisation: only for servers that keep no state
+    # between calls, since whatever state they keep is then common to those organisations.
+    shared: bool = False
+    # Seconds between pings of an HTTP server, so that a server that died is reported down
+    # (and its tools withdrawn) before a call fails on it (default 30).
+    ping_interval_s: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _exactly_one_transport(self) -> McpConfig:

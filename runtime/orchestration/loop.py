@@ -108,9 +108,12 @@ class RunState:
     guardrail_hits: list[tuple[str, list[Finding]]] = field(default_factory=list)
     tool_search: bool = False
     code_mode: bool = False
+    # The organisation the run is for (its own provider circuit breakers).
+    organisation: str | None = None
 
     def __post_init__(self) -> None:
         self.route.request_id = self.request_id
+        self.route.organisation = self.organisation
 
     def add_usage(self, usage: JSON | None) -> None:
         if not usage:

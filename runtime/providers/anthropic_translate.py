@@ -23,8 +23,6 @@ Unknown keys (gateway extensions such as ``enabled_plugin_ids``) are ignored.
 from __future__ import annotations
 
 import re
-import time
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import orjson
@@ -534,19 +532,6 @@ def upstream_error(
     )
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return None
-    return max(0.0, seconds)
-
-
 # ---------------------------------------------------------------------------
 # streaming: Anthropic events -> OpenAI chunks
 # ---------------------------------------------------------------------------
@@ -927,7 +912,6 @@ __all__ = [
     "finish_reason",
     "from_anthropic_response",
     "openai_usage",
-    "parse_retry_after",
     "to_anthropic_request",
     "upstream_error",
 ]

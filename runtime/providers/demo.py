@@ -63,15 +63,6 @@ def _message_text(message: JSON) -> str:
     return ""
 
 
-def _tools_by_suffix(tools: list[JSON]) -> dict[str, JSON]:
-    found: dict[str, JSON] = {}
-    for tool in tools:
-        function = tool.get("function") or {}
-        name = function.get("name", "")
-        found[name.rsplit("__", 1)[-1]] = function
-    return found
-
-
 def _find(tools: list[JSON], suffix: str) -> str | None:
     for tool in tools:
         name = (tool.get("function") or {}).get("name", "")
