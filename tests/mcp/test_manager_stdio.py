@@ -251,7 +251,7 @@ async def test_a_server_back_after_a_crash_still_tells_why_it_failed(tmp_path: P
     ref = server_ref("crashy")
     manager = McpManager(connect_timeout_s=15)
     try:
-        await manager.start([ref])
+        await manager.start(placed(ref))
         assert manager.health()["crashy"]["last_error"] is None
         tools = await specs(manager, ref)
         with pytest.raises(ToolError, match="exited with code 3"):
