@@ -290,6 +290,11 @@ class RoutingConfig(_Strict):
 class LimitsConfig(_Strict):
     # Redis must answer within this, or the request is refused (fail closed).
     redis_timeout_s: float = Field(default=0.25, gt=0)
+    # Output a request that names no max_tokens may produce, as reserved against daily-token
+    # caps and budgets while it runs (see runtime/limits/reservation.py).
+    default_reserved_output_tokens: int = Field(default=4096, ge=1)
+    # A reservation never settled (its process died) is released after this.
+    reservation_ttl_s: float = Field(default=900.0, gt=0)
 
 
 class UsageConfig(_Strict):

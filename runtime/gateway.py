@@ -116,8 +116,10 @@ class Gateway:
             max_batch=settings.usage.max_batch,
             spill_path=Path(settings.usage.spill_file) if settings.usage.spill_file else None,
         )
-        self.limiter: Limiter = create_limiter(settings.redis_url, timeout_s=settings.limits.redis_timeout_s)
-        self.budget = BudgetGuard(engine, self.usage)
+        self.limiter: Limiter = create_limiter(
+            settings.redis_url, timeout_s=settings.limits.redis_timeout_s, reservation_ttl_s=settings.limits.reservation_ttl_s
+        )
+        self.budget = BudgetGuard(engine, self.usage, hold_ttl_s=settings.limits.reservation_ttl_s)
         self.telemetry: Telemetry = install(settings)
         self._organisations = {org.id: org for org in settings.organisations}
         self._guardrails: dict[tuple[str, tuple[str, ...]], Guardrails] = {}
@@ -292,6 +294,7 @@ class Gateway:
             model=model,
             plugins=None if plugin_ids is None else [PluginRequest(p, "enabled_plugin_ids") for p in plugin_ids],
             source=source,
+            body={"messages": messages},
         )
         return await self.run(ctx, RunRequest({"model": model, "messages": messages}))
 
@@ -420,7 +423,8 @@ class Gateway:
         served = self.router.model(state.route.model) if state.route.model else model
         cost = cost_usd((served or model).price, usage["prompt_tokens"], usage["completion_tokens"])
         organisation_id = ctx.organisation.id
-        self.budget.note(organisation_id, cost)
+        # billing: count the real cost and release what admission reserved (runtime/billing.py).
+        limit_reservation = self.budget.settle(ctx.reservation, organisation_id, cost)
         self.usage.record(
             request_id=state.request_id,
             organisation_id=organisation_id,
@@ -439,15 +443,15 @@ class Gateway:
             status=status,
         )
         self.telemetry.usage_recorded(ctx, state, cost, status)
-        if ctx.track_tokens and usage["total_tokens"]:
+        if ctx.track_tokens and (usage["total_tokens"] or limit_reservation):
             assert ctx.key is not None
-            task = asyncio.get_running_loop().create_task(self._count_tokens(ctx.key.id, usage["total_tokens"]))
+            task = asyncio.get_running_loop().create_task(self._count_tokens(ctx.key.id, usage["total_tokens"], limit_reservation))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
-    async def _count_tokens(self, key_id: str, tokens: int) -> None:
+    async def _count_tokens(self, key_id: str, tokens: int, reservation_id: str | None = None) -> None:
         try:
-            await self.limiter.record_tokens(key_id, tokens)
+            await self.limiter.record_tokens(key_id, tokens, reservation_id=reservation_id)
         except LimiterUnavailable:
             # The usage record is still written; the daily counter misses these tokens.
             self.telemetry.limiter_unavailable("record_tokens")

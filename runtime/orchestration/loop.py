@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from runtime.billing import checked_usage
 from runtime.config import OrchestrationConfig
 from runtime.errors import guardrail_blocked
 from runtime.guardrails import Finding, GuardrailBlocked, Guardrails, StreamRedactor
+from runtime.limits.reservation import text_chars
 from runtime.orchestration.code_mode import (
     RUN_SCRIPT,
     SCRIPT_SERVER,
@@ -115,17 +117,24 @@ class RunState:
         self.route.request_id = self.request_id
         self.route.organisation = self.organisation
 
-    def add_usage(self, usage: JSON | None) -> None:
+    def add_usage(self, usage: JSON | None, *, prompt: Any = None, output: Any = None) -> JSON | None:
+        """Add an upstream call's usage, checked first (``runtime.billing.checked_usage``): an
+        invalid count is replaced by an estimate from ``prompt`` (the request) and the answer's
+        text (``output``, or what this round streamed). Returns the usage as counted."""
         if not usage:
-            return
+            return None
+        output_chars = self.unbilled_chars if output is None else text_chars(output)
+        usage = checked_usage(usage, prompt=prompt, output_chars=output_chars, request_id=self.request_id)
         self.unbilled_chars = 0
         for key in USAGE_KEYS:
-            self.usage[key] += int(usage.get(key) or 0)
+            self.usage[key] += usage[key]
         for detail in ("prompt_tokens_details", "completion_tokens_details"):
-            for name, value in (usage.get(detail) or {}).items():
-                if isinstance(value, int):
+            details = usage.get(detail)
+            for name, value in (details if isinstance(details, dict) else {}).items():
+                if isinstance(value, int) and not isinstance(value, bool):
                     bucket = self.usage.setdefault(detail, {})
                     bucket[name] = bucket.get(name, 0) + value
+        return usage
 
     def trace(self) -> JSON:
         trace: JSON = {
@@ -329,7 +338,7 @@ class Orchestrator:
                 async for chunk in self.router.stream(ctx.model, request, state.route):
                     accumulator.add(chunk)
                     if chunk.get("usage"):
-                        state.add_usage(chunk["usage"])
+                        state.add_usage(chunk["usage"], prompt=request)
                     if drop_tool_calls:
                         kept = _without_tool_call_deltas(chunk)
                         if kept is None:
@@ -352,7 +361,7 @@ class Orchestrator:
             response = await self.router.chat(ctx.model, request, state.route)
             state.rounds += 1
             state.phase = "idle"
-            state.add_usage(response.get("usage"))
+            state.add_usage(response.get("usage"), prompt=request, output=(response.get("choices") or [{}])[0].get("message"))
             if drop_tool_calls:
                 _drop_tool_calls(response)
             choice = (response.get("choices") or [{}])[0]

@@ -14,7 +14,12 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from mcp_helpers import (
+
+from runtime.config import PluginRef
+from runtime.mcp import McpManager
+from runtime.orchestration.naming import public_name
+from runtime.plugin_host.tool import ToolError, ToolResult, ToolSpec
+from tests.mcp.mcp_helpers import (
     ORG,
     TAG_ENV,
     ctx,
@@ -24,11 +29,6 @@ from mcp_helpers import (
     server_ref,
     tagged_processes,
 )
-
-from runtime.config import PluginRef
-from runtime.mcp import McpManager
-from runtime.orchestration.naming import public_name
-from runtime.plugin_host.tool import ToolError, ToolResult, ToolSpec
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -77,6 +77,7 @@ async def chat_completions(request: Request, gateway: GatewayDep, key: KeyDep, r
         server_tools=not body.get("tools"),
         source="api",
         check=_refuse_n_when_orchestrating(body),
+        body=body,
     )
     run = RunRequest(body, stream=bool(body.get("stream")), mode=body.get("orchestration_mode"))
     headers = ctx.limits.headers()

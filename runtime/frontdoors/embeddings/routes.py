@@ -61,6 +61,7 @@ async def create_embeddings(request: Request, gateway: GatewayDep, key: KeyDep, 
         source="embeddings",
         scope="embeddings",
         check=_can_embed(gateway),
+        body=body,
     )
     state = RunState(request_id=ctx.request_id, model=ctx.model.id, organisation=ctx.organisation.id)
     async with gateway.accounting(ctx, state):

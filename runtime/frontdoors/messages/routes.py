@@ -131,6 +131,7 @@ async def create_message(request: Request, gateway: GatewayDep, key: KeyDep, req
         server_tools=parsed.server_tools,
         source="messages",
         check=check,
+        body=body,
     )
     speaks_messages = gateway.router.speaks_natively(ctx.model, "messages")
     if speaks_messages and not await gateway.orchestrator.toolset(ctx):
