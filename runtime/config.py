@@ -239,6 +239,13 @@ class EndpointConfig(_Strict):
         return schema
 
 
+class RequestLogConfig(_Strict):
+    # Keep the conversation sent to the model and its answer (after guardrail redaction).
+    capture_bodies: bool = False
+    # The organisation's request log entries (and their bodies) are deleted after this many days.
+    retention_days: int = Field(default=14, ge=1, le=3650)
+
+
 class OrganisationConfig(_Strict):
     id: str
     models: list[str] | None = None
@@ -248,6 +255,7 @@ class OrganisationConfig(_Strict):
     guardrails: list[GuardrailConfig] = Field(default_factory=list)
     # The guardrails in force on /v1/chat/completions, /v1/responses and /v1/messages.
     guardrails_default: list[str] = Field(default_factory=list)
+    request_log: RequestLogConfig = Field(default_factory=RequestLogConfig)
     orchestration: ModeOverride = Field(default_factory=ModeOverride)
     # Names or glob patterns this organisation's clients may send, mapped to a model id;
     # they win over the global model_aliases.

@@ -45,6 +45,7 @@ import time
 from collections.abc import Awaitable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -243,7 +244,10 @@ class McpConnection:
         self.created_at = time.monotonic()
 
         self.state = State.CONNECTING
-        self.error: str | None = None
+        self._error: str | None = None
+        # The reason of the last failure and when (UTC), kept after the server is back, for operators.
+        self.last_error: str | None = None
+        self.last_error_at: datetime | None = None
         self.retry_at: float | None = None  # time.monotonic() of the next attempt, in BACKOFF
         self.ever_connected = False
         self.failed_attempts = 0  # connection attempts that never got to READY
@@ -316,6 +320,17 @@ class McpConnection:
         return self._process.pid
 
     @property
+    def error(self) -> str | None:
+        """Why the server is not ready now (None while it is)."""
+        return self._error
+
+    @error.setter
+    def error(self, reason: str | None) -> None:
+        self._error = reason
+        if reason is not None:
+            self.last_error, self.last_error_at = reason, datetime.now(UTC)
+
+    @property
     def starting(self) -> bool:
         return self.state is State.CONNECTING and not self.ever_connected
 
@@ -335,6 +350,8 @@ class McpConnection:
             "transport": self.transport_kind,
             "target": self.target,
             "error": self.error,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at.isoformat() if self.last_error_at else None,
             "tools": [tool.name for tool in self.offered_tools()],
             "unsupported_tools": [
                 {"name": tool.name, "reason": reason}

@@ -283,7 +283,8 @@ class McpManager:
 
         Each entry: ``healthy``, ``state`` (``starting``, ``ready``,
         ``reconnecting``, ``backoff``, ``closed``), ``transport``, ``target``
-        (the command line or URL), ``error``, ``tools`` (the names offered),
+        (the command line or URL), ``error``, ``last_error`` and ``last_error_at``
+        (the last failure, kept once the server is back), ``tools`` (the names offered),
         ``unsupported_tools``, ``resources`` (how many), ``resource_templates``,
         ``prompts``, ``pid``, ``protocol``, ``retry_in_s``, ``restarts``,
         ``organisations`` (those the connection serves) and ``shared``. The
@@ -387,6 +388,8 @@ def _not_started(config: McpConfig) -> dict[str, Any]:
         "transport": "stdio" if config.command else "http",
         "target": describe_target(config),
         "error": "not started",
+        "last_error": None,
+        "last_error_at": None,
         "tools": [],
         "unsupported_tools": [],
         "resources": 0,

@@ -454,17 +454,30 @@ def finish_reason(stop_reason: str | None) -> str:
 
 
 def openai_usage(usage: JSON) -> JSON:
-    """Anthropic counts cached input apart from ``input_tokens``; OpenAI includes it."""
-    cache_read = int(usage.get("cache_read_input_tokens") or 0)
-    cache_write = int(usage.get("cache_creation_input_tokens") or 0)
-    prompt = int(usage.get("input_tokens") or 0) + cache_read + cache_write
-    completion = int(usage.get("output_tokens") or 0)
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cache_read},
-    }
+    """Anthropic counts cached input apart from ``input_tokens``; OpenAI includes it.
+
+    A count that is not a whole number is passed on as it came: the accounting path
+    (``runtime.billing.checked_usage``) replaces it with plugway's own estimate.
+    """
+    cache_read = _whole(usage.get("cache_read_input_tokens") or 0)
+    cache_write = _whole(usage.get("cache_creation_input_tokens") or 0)
+    input_tokens = _whole(usage.get("input_tokens") or 0)
+    output_tokens = usage.get("output_tokens") or 0
+    prompt: Any = (
+        input_tokens + cache_read + cache_write
+        if input_tokens is not None and cache_read is not None and cache_write is not None
+        else usage.get("input_tokens")
+    )
+    completion: Any = output_tokens if _whole(output_tokens) is not None else usage.get("output_tokens")
+    counts: JSON = {"prompt_tokens": prompt, "completion_tokens": completion}
+    if _whole(prompt) is not None and _whole(completion) is not None:
+        counts["total_tokens"] = prompt + completion
+    counts["prompt_tokens_details"] = {"cached_tokens": cache_read if cache_read is not None else 0}
+    return counts
+
+
+def _whole(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def completion_id(message_id: str) -> str:

@@ -30,6 +30,7 @@ BAD_USAGE = {
 BAD_ANTHROPIC_USAGE = {
     "negative": {"input_tokens": -5000, "output_tokens": -3000},
     "beyond 64 bits": {"input_tokens": 2**64 + 5, "output_tokens": 2**63},
+    "not numbers": {"input_tokens": "many", "output_tokens": [3], "cache_read_input_tokens": "x"},
 }
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from mcp import Client, StdioServerParameters
-from mcp_helpers import ORG, ctx, eventually, placed
 
 from mcp_servers.knowledge_base import build_server as build_kb
 from mcp_servers.support_crm import build_server as build_crm
@@ -17,6 +16,7 @@ from runtime.config import PluginRef
 from runtime.mcp import McpManager
 from runtime.mcp.bundled import bundled_plugin_refs
 from runtime.plugin_host.tool import ToolError
+from tests.mcp.mcp_helpers import ORG, ctx, eventually, placed
 
 
 async def test_crm_lookup_orders_and_ticket_lifecycle(tmp_path: Path) -> None:

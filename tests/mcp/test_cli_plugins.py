@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import yaml
-from mcp_helpers import ROOT, TEST_SERVER
 
 from runtime.orchestration.naming import public_name
+from tests.mcp.mcp_helpers import ROOT, TEST_SERVER
 
 LONG_DOTTED_NAME = "reports.quarterly." + "x" * 90
 DEAD_ERROR = "missing CRM_URL setting: set it to the CRM's base URL, for example https://crm.example.com/api/v2"

@@ -16,7 +16,17 @@ import uuid
 from pathlib import Path
 
 import pytest
-from mcp_helpers import (
+
+from runtime.config import PluginRef
+from runtime.mcp import McpManager
+from runtime.plugin_host.tool import (
+    SamplingRequest,
+    SamplingResult,
+    ToolContext,
+    ToolError,
+    ToolResult,
+)
+from tests.mcp.mcp_helpers import (
     ORG,
     TAG_ENV,
     TEST_SERVER,
@@ -28,16 +38,6 @@ from mcp_helpers import (
     server_ref,
     start_http_server,
     tagged_processes,
-)
-
-from runtime.config import PluginRef
-from runtime.mcp import McpManager
-from runtime.plugin_host.tool import (
-    SamplingRequest,
-    SamplingResult,
-    ToolContext,
-    ToolError,
-    ToolResult,
 )
 
 # -- session recovery over streamable HTTP ---------------------------------------------------------

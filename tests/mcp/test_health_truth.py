@@ -14,7 +14,12 @@ import httpx
 import openai
 import orjson
 import pytest
-from mcp_helpers import (
+
+from runtime.mcp import McpManager
+from runtime.plugin_host.tool import ToolError
+from runtime.storage.keys import mint_admin_key
+from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.mcp.mcp_helpers import (
     ORG,
     HttpServer,
     ctx,
@@ -24,11 +29,6 @@ from mcp_helpers import (
     server_ref,
     start_http_server,
 )
-
-from runtime.mcp import McpManager
-from runtime.plugin_host.tool import ToolError
-from runtime.storage.keys import mint_admin_key
-from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.support import GatewayServer, make_settings
 
 REASON = "cannot open the licence file /etc/lab/licence"

@@ -7,11 +7,19 @@ import time
 import uuid
 
 import pytest
-from mcp_helpers import ORG, HttpServer, ctx, eventually, free_port, placed, start_http_server
 
 from runtime.config import PluginRef
 from runtime.mcp import McpManager
 from runtime.plugin_host.tool import ToolError
+from tests.mcp.mcp_helpers import (
+    ORG,
+    HttpServer,
+    ctx,
+    eventually,
+    free_port,
+    placed,
+    start_http_server,
+)
 
 
 def http_ref(plugin_id: str, url: str, token: str | None) -> PluginRef:

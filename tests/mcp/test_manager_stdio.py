@@ -14,7 +14,12 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from mcp_helpers import (
+
+from runtime.config import PluginRef
+from runtime.mcp import McpManager
+from runtime.orchestration.naming import public_name
+from runtime.plugin_host.tool import ToolError, ToolResult, ToolSpec
+from tests.mcp.mcp_helpers import (
     ORG,
     TAG_ENV,
     ctx,
@@ -24,11 +29,6 @@ from mcp_helpers import (
     server_ref,
     tagged_processes,
 )
-
-from runtime.config import PluginRef
-from runtime.mcp import McpManager
-from runtime.orchestration.naming import public_name
-from runtime.plugin_host.tool import ToolError, ToolResult, ToolSpec
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -243,6 +243,25 @@ async def test_crashed_or_killed_server_is_restarted(tmp_path: Path) -> None:
         third_pid = int(await tools["pid"].invoke({}, ctx()))
         assert third_pid not in (first_pid, second_pid)
         assert manager.health()["crashy"]["error"] is None
+    finally:
+        await manager.aclose()
+
+
+async def test_a_server_back_after_a_crash_still_tells_why_it_failed(tmp_path: Path) -> None:
+    ref = server_ref("crashy")
+    manager = McpManager(connect_timeout_s=15)
+    try:
+        await manager.start(placed(ref))
+        assert manager.health()["crashy"]["last_error"] is None
+        tools = await specs(manager, ref)
+        with pytest.raises(ToolError, match="exited with code 3"):
+            await tools["crash"].invoke({}, ctx())
+        await tools["pid"].invoke({}, ctx())
+        health = manager.health()["crashy"]
+        # Back and healthy, with no current error, yet the operator still sees the last failure.
+        assert health["healthy"] and health["error"] is None
+        assert "exited with code 3" in health["last_error"]
+        assert health["last_error_at"] is not None
     finally:
         await manager.aclose()
 

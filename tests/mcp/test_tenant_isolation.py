@@ -13,13 +13,13 @@ from typing import Any
 
 import openai
 import pytest
-from mcp_helpers import HttpServer, http_ref, server_ref, start_http_server
 from sqlmodel import Session, select
 
 from runtime.config import PluginRef
 from runtime.mcp import McpManager
 from runtime.storage.models import UsageRecord
 from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.mcp.mcp_helpers import HttpServer, http_ref, server_ref, start_http_server
 from tests.support import GatewayServer, make_settings
 
 JSON = dict[str, Any]

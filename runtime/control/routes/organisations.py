@@ -28,7 +28,13 @@ def plugin_summary(gateway: Gateway, organisation_id: str, ref: Any) -> dict[str
             if gateway.mcp is not None
             else {"healthy": False, "state": "closed"}
         )
-        entry["health"] = {"healthy": health.get("healthy"), "state": health.get("state"), "error": health.get("error")}
+        entry["health"] = {
+            "healthy": health.get("healthy"),
+            "state": health.get("state"),
+            "error": health.get("error"),
+            "last_error": health.get("last_error"),
+            "last_error_at": health.get("last_error_at"),
+        }
     else:
         loaded = gateway.plugins.plugins.get(ref.id)
         entry["origin"] = loaded.origin if loaded else None
