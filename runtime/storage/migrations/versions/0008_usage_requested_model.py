@@ -1,7 +1,7 @@
 """Usage records keep the model name the client sent when it was an alias of the configured model.
 
-Revision ID: 0007_usage_requested_model
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-05
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_usage_requested_model"
-down_revision = "0006"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
