@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from runtime.cli_output import Column, add_json_option, note, print_json, print_rows
 from runtime.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
@@ -383,38 +384,51 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+KEY_COLUMNS = (
+    Column("id", "id", identifier=True),
+    Column("organisation", "organisation", identifier=True),
+    Column("prefix", "prefix"),
+    Column("rpm", lambda row: _shown(row["rpm"])),
+    Column("daily tokens", lambda row: _shown(row["daily_tokens"])),
+    Column("revoked", "revoked_at"),
+    Column("name", "name", optional=True),
+    Column("scopes", lambda row: row["scopes"] if row["scopes"] is not None else "all", optional=True),
+    Column("models", lambda row: row["models"] if row["models"] is not None else "all", optional=True),
+    Column("created", "created_at", optional=True),
+)
+
+
 def cmd_keys_list(args: argparse.Namespace) -> int:
     settings = _settings(args)
     engine = _open_database(settings, create=False)
     if engine is None:
-        print(f"no keys: {_no_database_yet(settings)}")
+        if args.json:
+            print_json({"keys": []})
+        else:
+            note(f"no keys: {_no_database_yet(settings)}")
         return 0
-    from rich.console import Console
-    from rich.table import Table
-
     from runtime.storage.keys import list_keys, stored_list
 
     try:
-        rows = list_keys(engine, args.org)
+        keys = list_keys(engine, args.org)
     finally:
         engine.dispose()
-    where = _database_location(settings)
-    if not rows:
-        print(f"no keys{f' for organisation {args.org}' if args.org else ''} in {where}")
+    rows = [
+        {
+            "id": row.id, "organisation": row.organisation_id, "name": row.name, "prefix": row.prefix,
+            "rpm": row.rpm, "daily_tokens": row.daily_tokens, "scopes": stored_list(row.scopes),
+            "models": stored_list(row.models), "created_at": row.created_at, "revoked_at": row.revoked_at,
+        }
+        for row in keys
+    ]
+    if args.json:
+        print_json({"keys": rows})
         return 0
-    table = Table(
-        "id", "organisation", "name", "prefix", "rpm", "daily tokens", "scopes", "models", "created", "revoked",
+    where = _database_location(settings)
+    print_rows(
+        rows, KEY_COLUMNS, empty=f"no keys{f' for organisation {args.org}' if args.org else ''} in {where}",
         caption=f"{where}; rpm 0 refuses every request",
     )
-    for row in rows:
-        scopes, models = stored_list(row.scopes), stored_list(row.models)
-        table.add_row(
-            row.id, row.organisation_id, row.name or "", row.prefix + "…", _shown(row.rpm),
-            _shown(row.daily_tokens), ",".join(scopes) if scopes is not None else "all",
-            ",".join(models) if models is not None else "all", row.created_at.strftime("%Y-%m-%d %H:%M"),
-            row.revoked_at.strftime("%Y-%m-%d %H:%M") if row.revoked_at else "",
-        )
-    Console().print(table)
     return 0
 
 
@@ -471,16 +485,14 @@ def cmd_keys_update(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins_list(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from runtime.mcp.cli import list_plugins, plugins_table
+    from runtime.mcp.cli import PLUGIN_COLUMNS, list_plugins, plugin_tool_rows
     from runtime.plugin_host.manager import load_plugins
 
     rows = list_plugins(_settings(args), load_plugins())
     if args.json:
-        print(json.dumps({"plugins": rows}, indent=2, ensure_ascii=False))
+        print_json({"plugins": rows})
     else:
-        Console().print(plugins_table(rows))
+        print_rows(plugin_tool_rows(rows), PLUGIN_COLUMNS, empty="no plugins installed")
     return 0
 
 
@@ -570,10 +582,13 @@ def cmd_whatsapp_failed(args: argparse.Namespace) -> int:
     settings = _settings(args)
     engine = _open_database(settings, create=False)
     if engine is None:
-        print(f"no failed WhatsApp messages: {_no_database_yet(settings)}")
+        if args.json:
+            print_json({"failed": []})
+        else:
+            note(f"no failed WhatsApp messages: {_no_database_yet(settings)}")
         return 0
     engine.dispose()
-    return dead_letters(settings, limit=args.limit)
+    return dead_letters(settings, limit=args.limit, as_json=args.json)
 
 
 # -- parser -------------------------------------------------------------------------------
@@ -609,6 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.set_defaults(func=cmd_keys_create)
     listing = with_config(keys.add_parser("list", help="list keys (never creates a database)"))
     listing.add_argument("--org")
+    add_json_option(listing, "the keys (never the keys themselves: their ids, prefixes and limits)")
     listing.set_defaults(func=cmd_keys_list)
     revoke = with_config(keys.add_parser("revoke", help="revoke a key by id"))
     revoke.add_argument("key_id")
@@ -628,7 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     plugins = sub.add_parser("plugins", help="installed plugins").add_subparsers(dest="plugins_command", required=True)
     listing_plugins = with_config(plugins.add_parser("list", help="every plugin, its source and tools (MCP included)"))
-    listing_plugins.add_argument("--json", action="store_true", help="print JSON: tool names as the model sees them, annotations, resources, prompts")
+    add_json_option(listing_plugins, "every plugin (tool names as the model sees them, annotations, resources, prompts)")
     listing_plugins.set_defaults(func=cmd_plugins_list)
 
     mcp = sub.add_parser("mcp", help="MCP debugging").add_subparsers(dest="mcp_command", required=True)
@@ -668,6 +684,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.set_defaults(func=cmd_whatsapp_simulate)
     failed = with_config(whatsapp.add_parser("failed", help="inbound messages that will not be answered (dead letters), and why"))
     failed.add_argument("--limit", type=whole_number(1, MAX_LISTED, "a positive number"), default=50)
+    add_json_option(failed, "the messages (with the raw delivery of rejected ones)")
     failed.set_defaults(func=cmd_whatsapp_failed)
     return parser
 
@@ -701,6 +718,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `plugway plugins list | head`: the reader has what it wanted. Point stdout at
+        # /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:
         known = _known_failure(exc)
         if known is None:

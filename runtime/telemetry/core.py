@@ -76,6 +76,11 @@ class Telemetry:
 
     def request_finished(self, record: RequestRecord) -> None:
         latency = time.perf_counter() - record.started
+        if record.status >= 400:
+            # Whatever the work reported, the answer was an error: the outcome is its code.
+            record.outcome = record.error_code or _status_text(record.status)
+        elif not record.outcome:
+            record.outcome = "ok"
         metrics = self.metrics
         if metrics is not None:
             metrics.requests.labels(record.route, record.organisation, record.model, record.provider, _status_text(record.status)).inc()
@@ -102,6 +107,13 @@ class Telemetry:
         finally:
             close_record(token)
             self.request_finished(record)
+
+    def key_authenticated(self, organisation_id: str, key_id: str) -> None:
+        """A valid key: whatever happens next (a 400, a 429) is this organisation's request."""
+        record = current_record()
+        if record is not None:
+            record.organisation = organisation_id
+            record.key_id = key_id
 
     def admitted(self, ctx: RequestContext) -> None:
         """Admission resolved who asks for which model (before budget and limits can refuse it)."""
@@ -145,7 +157,7 @@ class Telemetry:
                 metrics.rounds.labels(ctx.source, model).observe(state.rounds)
         record = current_record()
         if record is not None:
-            if not record.organisation:  # admitted without admit() (the endpoints pipeline)
+            if not record.model:  # admitted without admit() (the endpoints pipeline)
                 record.organisation, record.model, record.key_id, record.source = organisation, model, ctx.key_id, ctx.source
             record.prompt_tokens += usage["prompt_tokens"]
             record.completion_tokens += usage["completion_tokens"]

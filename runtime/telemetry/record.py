@@ -23,6 +23,8 @@ class RequestRecord:
     request_id: str = ""
     status: int = 0
     outcome: str = ""  # the gateway's own word for how the work ended: "ok" or an error code
+    error_code: str = ""  # an error answer's code (its envelope's ``code``), and the field it names
+    error_param: str | None = None
     organisation: str = ""
     key_id: str | None = None
     source: str = ""

@@ -11,7 +11,6 @@ from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from runtime.admission import check_scope
@@ -21,6 +20,7 @@ from runtime.errors import GatewayError
 from runtime.frontdoors.mcp.server import PluginToolServer, caller_organisation
 from runtime.gateway import Gateway
 from runtime.storage.keys import KeyInfo
+from runtime.telemetry.middleware import LabelledRoute
 
 # A handshake-era session with no request and no open stream for this long is closed.
 SESSION_IDLE_S = 30 * 60.0
@@ -49,10 +49,10 @@ class McpFrontDoor:
         self.tools: PluginToolServer | None = None
         self._manager: StreamableHTTPSessionManager | None = None
 
-    def route(self) -> Route:
+    def route(self) -> LabelledRoute:
         # An ASGI app (not a function) as endpoint: Starlette hands it the raw request and
         # lets the SDK stream; HEAD comes with GET.
-        return Route(self.path, endpoint=self, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+        return LabelledRoute(self.path, endpoint=self, methods=["GET", "POST", "DELETE"], include_in_schema=False)
 
     @asynccontextmanager
     async def serving(self, gateway: Gateway) -> AsyncIterator[None]:
