@@ -26,6 +26,8 @@ from runtime.config import ConfigError, Settings, load_settings
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from runtime.quickstart import QuickstartKeys
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 # Keep in step with runtime.storage.models (not imported here: `plugway chat` needs no database).
@@ -191,6 +193,8 @@ class _Parser(argparse.ArgumentParser):
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    if args.rotate_keys and not settings.embedded_default:
+        return _fail("--rotate-keys replaces the embedded default's quick-start keys; with a configuration, revoke and mint keys with `plugway keys`")
     # The port first: a busy port must not leave a minted key or started MCP servers behind.
     listener = _listen(args.host, args.port)
     try:
@@ -198,7 +202,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _warn_if_redis_unreachable(settings)
         from runtime.gateway import check_plugins
         from runtime.plugin_host.manager import load_plugins
-        from runtime.storage.keys import mint_key, sync_organisations
+        from runtime.storage.keys import sync_organisations
 
         plugins = load_plugins()
         check_plugins(settings, plugins)
@@ -207,11 +211,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         try:
             sync_organisations(engine, [o.id for o in settings.organisations])
             if settings.embedded_default:
-                from runtime.storage.keys import mint_admin_key
+                from runtime.quickstart import keys_file, quickstart_keys
+                from runtime.storage.db import sqlite_file
 
-                secret, _ = mint_key(engine, organisation_id="default", name="quickstart")
-                admin_secret, _ = mint_admin_key(engine, name="quickstart")
-                _print_quickstart(secret, args.host, port, _database_location(settings), admin_secret)
+                keys = quickstart_keys(
+                    engine, keys_file(sqlite_file(settings.database_url)), organisation_id="default", rotate=args.rotate_keys
+                )
+                _print_quickstart(settings, keys, args.host, port, _database_location(settings))
             else:
                 _print_console(args.host, port, args.config)
         finally:
@@ -312,35 +318,58 @@ def _host_for_url(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _print_quickstart(secret: str, host: str, port: int, database: str, admin_secret: str) -> None:
+def plugway_command() -> str:
+    """How to run this very plugway from any directory, in a fresh shell (no activated venv needed)."""
+    script = Path(sys.argv[0])
+    if script.name == "plugway" and script.is_file():
+        return shlex.quote(str(script.absolute()))
+    return shlex.join([sys.executable, "-m", "runtime.cli"])
+
+
+QUICKSTART_QUESTION = "What is 17 * 23?"
+
+
+def _print_quickstart(settings: Settings, keys: QuickstartKeys, host: str, port: int, database: str) -> None:
     base = f"http://{_host_for_url(host)}:{port}/v1"
     console = f"http://{_host_for_url(host)}:{port}/console"
+    organisation = settings.organisation("default")
+    plugins = ", ".join(f"{ref.id} (MCP)" if ref.mcp else ref.id for ref in organisation.plugins) if organisation else "none"
+    plugway = plugway_command()
+    if keys.minted:
+        kept = f"Keys were minted for you and saved in {keys.path} (readable only by you)"
+    else:
+        kept = f"The keys of your first start are reused, from {keys.path} (readable only by you)"
+    body = json.dumps({"model": "demo", "messages": [{"role": "user", "content": QUICKSTART_QUESTION}]})
     print(
         f"""
 plugway is starting on the embedded default: SQLite ({database}), in-process limits,
-the offline [demo model] and the first-party plugins for organisation 'default'.
+the offline [demo model], and these plugins for organisation 'default': {plugins}.
 
-A key was minted for you (shown once): {secret}
+{kept};
+new ones: {plugway} serve --rotate-keys (or delete that file).
+
+  gateway key: {keys.gateway_key}
+  admin key:   {keys.admin_key}
 
 Try it:
 
   curl {base}/chat/completions \\
-    -H "Authorization: Bearer {secret}" \\
+    -H "Authorization: Bearer {keys.gateway_key}" \\
     -H "Content-Type: application/json" \\
-    -d '{{"model": "demo", "messages": [{{"role": "user", "content": "What is 17 * 23?"}}]}}'
+    -d '{body}'
 
 Or with the openai SDK (pip install openai):
 
   from openai import OpenAI
-  client = OpenAI(base_url="{base}", api_key="{secret}")
+  client = OpenAI(base_url="{base}", api_key="{keys.gateway_key}")
   reply = client.chat.completions.create(
-      model="demo", messages=[{{"role": "user", "content": "What time is it in Tokyo?"}}])
+      model="demo", messages=[{{"role": "user", "content": "{QUICKSTART_QUESTION}"}}])
   print(reply.choices[0].message.content)
 
-Or chat in this terminal:  plugway chat --base-url {base} --key {secret}
+Or chat in a terminal:  {plugway} chat --base-url {base} --key {keys.gateway_key}
 
 The console: {console}
-Sign in with this admin key (shown once): {admin_secret}
+Sign in with the admin key above.
 """,
         flush=True,
     )
@@ -608,6 +637,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=whole_number(0, 65535, "a port number"), default=os.environ.get("PLUGWAY_PORT", str(DEFAULT_PORT)))
     serve.add_argument("--workers", type=whole_number(1, 64, "a number of processes"), default=1, help="gateway processes")
     serve.add_argument("--no-worker", action="store_true", help="do not run the WhatsApp worker in-process")
+    serve.add_argument(
+        "--rotate-keys", action="store_true",
+        help="embedded default only: revoke the saved quick-start keys and mint new ones (see plugway-keys.env)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     worker = with_config(sub.add_parser("worker", help="run WhatsApp reply workers as their own process"))
