@@ -21,6 +21,8 @@ from tests.operations.conftest import scrape, value
 
 UPSTREAM_KEY = "sk-test-upstream"
 SECRET_WORDS = "my passport number is X1234567"
+# `serve --workers 2` starts three interpreters: on a loaded two-core machine that took over a minute.
+STARTUP_S = 180.0
 
 
 def write_config(directory: Path, upstream: FakeOpenAI, **extra: Any) -> Path:
@@ -55,14 +57,17 @@ def serve(tmp_path: Path) -> Iterator[Any]:
         )
         processes.append(process)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + STARTUP_S
         while True:
             try:
                 if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                     return url, process
             except httpx.HTTPError:
                 pass
-            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read() if process.stderr else ""
+            if process.poll() is not None:
+                raise AssertionError(process.stderr.read() if process.stderr else f"plugway serve exited with {process.returncode}")
+            # Reading stderr of a live process would wait for it forever: say what is known instead.
+            assert time.monotonic() < deadline, f"plugway serve not healthy on {url} after {STARTUP_S:g} s"
             time.sleep(0.1)
 
     yield start
