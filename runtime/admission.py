@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from runtime.billing import Reservation, plan_reservation, serving_prices
 from runtime.config import ModelConfig, OrganisationConfig, PluginRef
 from runtime.errors import (
     GatewayError,
@@ -94,6 +95,8 @@ class RequestContext:
     # The guardrails in force (None: none); the input stage may already be done (endpoints).
     guardrails: Guardrails | None = None
     guard_input: bool = True
+    # billing: what admission held for this request until accounting settles it (runtime/billing.py).
+    reservation: Reservation | None = None
 
     @property
     def key_id(self) -> str | None:
@@ -150,6 +153,8 @@ async def admit(
     check: Callable[[RequestContext], None] | None = None,
     enforce_limits: bool = True,
     scope: str = "chat",
+    body: Any = None,
+    prompt_parts: Sequence[Any] = (),
 ) -> RequestContext:
     """Admit one request (see the module docstring for the order of the checks).
 
@@ -178,10 +183,19 @@ async def admit(
     telemetry().admitted(context)
     if check is not None:
         check(context)
+    # billing: the request holds its most until accounting settles it (runtime/limits/reservation.py).
+    planned = plan_reservation(
+        gateway.settings, body, orchestrated=bool(grants), prompt_parts=prompt_parts, produces_output=scope != "embeddings"
+    )
     # Budget before limits: a refused request must not use up the key's RPM.
-    await gateway.budget.check(organisation)
-    if enforce_limits and key is not None:
-        context.limits = await acquire_limits(gateway, key)
+    budget_hold = await gateway.budget.check(organisation, reserve_usd=planned.cost_usd(serving_prices(model_config, gateway.router.model)))
+    try:
+        if enforce_limits and key is not None:
+            context.limits = await acquire_limits(gateway, key, reserve_tokens=planned.tokens)
+    except BaseException:
+        gateway.budget.release(organisation.id, budget_hold)
+        raise
+    context.reservation = Reservation(organisation.id, budget_hold, context.limits.reservation_id)
     return context
 
 
@@ -197,9 +211,11 @@ def check_model_access(key: KeyInfo | None, model_id: str) -> None:
         raise insufficient_permissions(f"This key may not use model '{model_id}'.")
 
 
-async def acquire_limits(gateway: Gateway, key: KeyInfo) -> LimitDecision:
+async def acquire_limits(gateway: Gateway, key: KeyInfo, *, reserve_tokens: int = 0) -> LimitDecision:
+    # billing: a reservation bigger than the cap blocks as much as the cap (runtime/limits/reservation.py).
+    reserve = min(reserve_tokens, key.daily_tokens) if key.daily_tokens is not None else 0
     try:
-        decision = await gateway.limiter.acquire(key.id, rpm=key.rpm, daily_tokens=key.daily_tokens)
+        decision = await gateway.limiter.acquire(key.id, rpm=key.rpm, daily_tokens=key.daily_tokens, reserve_tokens=reserve)
     except LimiterUnavailable:
         telemetry().limiter_unavailable("acquire")
         raise rate_limiter_unavailable() from None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -32,6 +32,7 @@ from runtime.orchestration.sampling import ModelSampling
 from runtime.orchestration.tools import ToolCatalog
 from runtime.plugin_host.isolation import default_isolation, shutdown_isolation
 from runtime.plugin_host.manager import PluginHost, load_plugins
+from runtime.providers.registry import Provider
 from runtime.providers.router import ModelRouter
 from runtime.storage.db import DatabaseUnavailable, open_database
 from runtime.storage.keys import KeyCache, sync_organisations
@@ -115,8 +116,10 @@ class Gateway:
             max_batch=settings.usage.max_batch,
             spill_path=Path(settings.usage.spill_file) if settings.usage.spill_file else None,
         )
-        self.limiter: Limiter = create_limiter(settings.redis_url, timeout_s=settings.limits.redis_timeout_s)
-        self.budget = BudgetGuard(engine, self.usage)
+        self.limiter: Limiter = create_limiter(
+            settings.redis_url, timeout_s=settings.limits.redis_timeout_s, reservation_ttl_s=settings.limits.reservation_ttl_s
+        )
+        self.budget = BudgetGuard(engine, self.usage, hold_ttl_s=settings.limits.reservation_ttl_s)
         self.telemetry: Telemetry = install(settings)
         self._organisations = {org.id: org for org in settings.organisations}
         self._guardrails: dict[tuple[str, tuple[str, ...]], Guardrails] = {}
@@ -124,8 +127,12 @@ class Gateway:
         self._streams: set[asyncio.Task[None]] = set()
 
     @classmethod
-    async def create(cls, settings: Settings, *, plugins: PluginHost | None = None) -> Gateway:
+    async def create(
+        cls, settings: Settings, *, plugins: PluginHost | None = None, providers: Mapping[str, Provider] | None = None
+    ) -> Gateway:
+        """Open every resource; ``providers`` hands in ready adapters by provider id (a ``function`` provider)."""
         plugins = plugins or load_plugins()
+        router = ModelRouter.from_settings(settings, providers=providers)
         check_plugins(settings, plugins)
         # Alembic, under a lock: several processes may start at once on one database.
         try:
@@ -135,16 +142,16 @@ class Gateway:
         assert engine is not None
         await anyio.to_thread.run_sync(sync_organisations, engine, [o.id for o in settings.organisations])
         mcp = None
-        mcp_refs = [ref for org in settings.organisations for ref in org.plugins if ref.mcp is not None]
-        if mcp_refs:
+        mcp_plugins = [(org.id, ref) for org in settings.organisations for ref in org.plugins if ref.mcp is not None]
+        if mcp_plugins:
             from runtime.mcp import McpManager
 
             mcp = McpManager(max_result_chars=settings.orchestration.max_tool_result_chars)
-            await mcp.start(mcp_refs)
+            await mcp.start(mcp_plugins)
         # Workers for CPU-bound tool work start now, so that no tool call waits for them.
         await anyio.to_thread.run_sync(default_isolation().start)
         gateway = cls(
-            settings=settings, engine=engine, plugins=plugins, router=ModelRouter.from_settings(settings), mcp=mcp
+            settings=settings, engine=engine, plugins=plugins, router=router, mcp=mcp
         )
         gateway.usage.start()
         gateway.telemetry.start(gateway)
@@ -165,6 +172,7 @@ class Gateway:
             ("usage writer", self.usage.aclose),
             ("MCP connections", self.mcp.aclose if self.mcp is not None else None),
             ("provider clients", self.router.aclose),
+            ("code-mode sandbox", self.orchestrator.aclose),
             ("tool worker processes", partial(anyio.to_thread.run_sync, shutdown_isolation)),
         ]
         for name, close in closers:
@@ -241,7 +249,7 @@ class Gateway:
         Cancelling the caller (the client went away) cancels the run at once,
         tool calls included; what already ran is still recorded.
         """
-        state = RunState(request_id=ctx.request_id, model=ctx.model.id)
+        state = RunState(request_id=ctx.request_id, model=ctx.model.id, organisation=ctx.organisation.id)
         events: list[Event] = []
         async with self.accounting(ctx, state):
             async for event in self.orchestrator.run(ctx, request, state):
@@ -286,6 +294,7 @@ class Gateway:
             model=model,
             plugins=None if plugin_ids is None else [PluginRequest(p, "enabled_plugin_ids") for p in plugin_ids],
             source=source,
+            body={"messages": messages},
         )
         return await self.run(ctx, RunRequest({"model": model, "messages": messages}))
 
@@ -298,7 +307,7 @@ class Gateway:
         gets billed, not an estimate; it starts no new round and runs no more
         tools. If it goes away while tools run, they are cancelled at once.
         """
-        state = RunState(request_id=ctx.request_id, model=ctx.model.id)
+        state = RunState(request_id=ctx.request_id, model=ctx.model.id, organisation=ctx.organisation.id)
         return self.stream_events(ctx, state, self.orchestrator.run(ctx, request, state))
 
     async def stream_events(
@@ -414,7 +423,8 @@ class Gateway:
         served = self.router.model(state.route.model) if state.route.model else model
         cost = cost_usd((served or model).price, usage["prompt_tokens"], usage["completion_tokens"])
         organisation_id = ctx.organisation.id
-        self.budget.note(organisation_id, cost)
+        # billing: count the real cost and release what admission reserved (runtime/billing.py).
+        limit_reservation = self.budget.settle(ctx.reservation, organisation_id, cost)
         self.usage.record(
             request_id=state.request_id,
             organisation_id=organisation_id,
@@ -433,15 +443,15 @@ class Gateway:
             status=status,
         )
         self.telemetry.usage_recorded(ctx, state, cost, status)
-        if ctx.track_tokens and usage["total_tokens"]:
+        if ctx.track_tokens and (usage["total_tokens"] or limit_reservation):
             assert ctx.key is not None
-            task = asyncio.get_running_loop().create_task(self._count_tokens(ctx.key.id, usage["total_tokens"]))
+            task = asyncio.get_running_loop().create_task(self._count_tokens(ctx.key.id, usage["total_tokens"], limit_reservation))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
-    async def _count_tokens(self, key_id: str, tokens: int) -> None:
+    async def _count_tokens(self, key_id: str, tokens: int, reservation_id: str | None = None) -> None:
         try:
-            await self.limiter.record_tokens(key_id, tokens)
+            await self.limiter.record_tokens(key_id, tokens, reservation_id=reservation_id)
         except LimiterUnavailable:
             # The usage record is still written; the daily counter misses these tokens.
             self.telemetry.limiter_unavailable("record_tokens")

@@ -29,6 +29,7 @@ from runtime.frontdoors.mcp import McpFrontDoor
 from runtime.frontdoors.messages.routes import error_response as anthropic_error_response
 from runtime.gateway import Gateway
 from runtime.plugin_host.manager import PluginHost
+from runtime.requestlog.store import purge_forever as purge_request_log
 from runtime.telemetry import TelemetryMiddleware, fastapi_options
 from runtime.telemetry import routes as telemetry_routes
 from runtime.telemetry.logs import configure as configure_logging
@@ -64,7 +65,9 @@ def create_app(
             await app.state.whatsapp_worker.start()
         app.state.endpoints = EndpointService(app.state.gateway)
         maintenance = asyncio.gather(
-            responses.purge_expired(app.state.gateway), purge_expired_sessions(app.state.endpoints)
+            responses.purge_expired(app.state.gateway),
+            purge_expired_sessions(app.state.endpoints),
+            purge_request_log(app.state.gateway),
         )
         try:
             async with mcp_front_door.serving(app.state.gateway):

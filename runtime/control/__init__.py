@@ -1,7 +1,7 @@
 """The control plane: the management API under ``/admin/v1`` (admin keys only).
 
-Organisations, gateway keys, endpoints, usage, plugins, WhatsApp, the audit
-log, a detailed health view and the console's playground; every resource in
+Organisations, gateway keys, endpoints, usage, the request log, plugins,
+WhatsApp, the audit log, a detailed health view and the console's playground; every resource in
 the OpenAPI schema. Lists answer ``{"data": [...], "next_cursor": ...}``;
 errors use the OpenAI envelope.
 """
@@ -27,12 +27,13 @@ def _build_router() -> APIRouter:
         organisations,
         playground,
         plugins,
+        requests,
         usage,
         whatsapp,
     )
 
     router = APIRouter()
-    for module in (organisations, keys, endpoints, usage, plugins, whatsapp, audit, health, playground):
+    for module in (organisations, keys, endpoints, usage, requests, plugins, whatsapp, audit, health, playground):
         router.include_router(module.router)
     return router
 

@@ -30,7 +30,8 @@ from sqlalchemy.exc import IntegrityError
 
 from runtime.admission import PluginRequest, RequestContext, acquire_limits, check_scope, grants_for
 from runtime.api import sse
-from runtime.config import EndpointConfig, OrganisationConfig
+from runtime.billing import Reservation, plan_reservation, serving_prices
+from runtime.config import ORCHESTRATION_MODES, EndpointConfig, OrganisationConfig
 from runtime.endpoints import sessions
 from runtime.endpoints.store import EndpointRegistry
 from runtime.endpoints.template import MissingVariable, render
@@ -38,6 +39,7 @@ from runtime.errors import GatewayError, guardrail_blocked
 from runtime.frontdoors.chat.encoder import ChatStreamEncoder
 from runtime.gateway import Gateway, KeepAlive
 from runtime.guardrails import Finding, GuardrailBlocked
+from runtime.limits import LimiterUnavailable
 from runtime.orchestration.events import Completed, Event
 from runtime.orchestration.loop import RunRequest
 from runtime.storage.keys import KeyInfo
@@ -86,6 +88,7 @@ class EndpointCall:
     stream: bool = False
     request_id: str | None = None
     max_tokens: int | None = None
+    orchestration_mode: str | None = None
 
     @classmethod
     def parse(cls, body: Any) -> EndpointCall:
@@ -120,7 +123,10 @@ class EndpointCall:
             raise _invalid("'max_tokens' must be a positive integer.")
         if not turns and body.get("input") is None:
             raise _invalid("Give 'message', 'messages' or 'input'.")
-        return cls(turns, body.get("session_id"), variables, body.get("input"), bool(stream), body.get("request_id"), max_tokens)
+        mode = body.get("orchestration_mode")
+        if mode is not None and mode not in ORCHESTRATION_MODES:
+            raise _invalid("'orchestration_mode' must be one of 'classic', 'code' or 'auto'.")
+        return cls(turns, body.get("session_id"), variables, body.get("input"), bool(stream), body.get("request_id"), max_tokens, mode)
 
 
 @dataclass(frozen=True)
@@ -212,16 +218,30 @@ class EndpointService:
             raise EndpointError(422, "stream_not_allowed", f"Endpoint '{slug}' does not stream; call it without 'stream'.")
         if call.session_id is not None and not endpoint.sessions.enabled:
             raise EndpointError(422, "sessions_disabled", f"Endpoint '{slug}' keeps no sessions; leave out 'session_id'.")
+        # billing: hold the call's most until it settles (runtime/limits/reservation.py); a hold
+        # left by a refusal below lapses after limits.reservation_ttl_s.
+        planned = plan_reservation(
+            gateway.settings,
+            body,
+            orchestrated=bool(organisation.plugins if endpoint.plugins is None else endpoint.plugins),
+            prompt_parts=(endpoint.system_prompt or "",),
+        )
         limits = None
         if key is not None:
             try:
-                limits = await acquire_limits(gateway, key)
+                limits = await acquire_limits(gateway, key, reserve_tokens=planned.tokens)
             except GatewayError as exc:
                 raise EndpointError.from_gateway(exc) from None
+        model = gateway.router.model(endpoint.model)
+        prices = serving_prices(model, gateway.router.model) if model is not None else []
         try:
-            await gateway.budget.check(organisation)
+            budget_hold = await gateway.budget.check(organisation, reserve_usd=planned.cost_usd(prices))
         except GatewayError as exc:
+            if key is not None and limits is not None and limits.reservation_id is not None:
+                with contextlib.suppress(LimiterUnavailable):
+                    await gateway.limiter.record_tokens(key.id, 0, reservation_id=limits.reservation_id)
             raise EndpointError(422, "budget_exceeded", exc.message) from None
+        reservation = Reservation(organisation.id, budget_hold, limits.reservation_id if limits is not None else None)
         new_messages = list(call.messages)
         if call.input is not None:
             rendered = orjson.dumps(call.input).decode()
@@ -273,6 +293,7 @@ class EndpointService:
         )
         if limits is not None:
             ctx.limits = limits
+        ctx.reservation = reservation
         # The request's metrics, log line and span say whose call this is, as admission does for the other routes.
         telemetry().admitted(ctx)
         if input_hits:
@@ -356,6 +377,10 @@ class EndpointService:
 
     def _body(self, prepared: Prepared, messages: list[JSON], max_tokens: int | None) -> JSON:
         body: JSON = {"model": prepared.endpoint.model, "messages": messages}
+        # The request's mode, else the endpoint's; without either the organisation's applies.
+        mode = prepared.call.orchestration_mode or prepared.endpoint.orchestration.mode
+        if mode is not None:
+            body["orchestration_mode"] = mode
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
         schema = prepared.endpoint.output_schema

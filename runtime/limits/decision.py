@@ -33,6 +33,10 @@ class LimitDecision:
     limit_tokens: int | None
     remaining_tokens: int | None
     reset_tokens_s: float | None
+    # Tokens held for this request until it settles (see ``runtime.limits.reservation``), and
+    # the id that settles them; None when nothing was reserved.
+    reservation_id: str | None = None
+    reserved_tokens: int = 0
 
     def headers(self) -> dict[str, str]:
         """The ``x-ratelimit-*`` headers for every response, plus ``Retry-After`` on refusal."""
@@ -114,10 +118,14 @@ def build_decision(
     slot_free_in_s: float,
     window_clear_in_s: float,
     period_end_in_s: float,
+    reservation_id: str | None = None,
+    reserved_tokens: int = 0,
 ) -> LimitDecision:
     """Package a backend's raw counts.
 
     ``requests_in_window`` counts the request itself when it was allowed;
+    ``tokens_used`` is today's settled tokens plus what other requests in flight hold
+    reserved (not this request's own reservation);
     ``slot_free_in_s`` is how long until a refused request could fit in the window.
     """
     reason: LimitReason | None = None
@@ -147,4 +155,6 @@ def build_decision(
         reset_tokens_s=None
         if daily_tokens is None
         else (max(period_end_in_s, 0.0) if tokens_used > 0 else 0.0),
+        reservation_id=reservation_id if allowed else None,
+        reserved_tokens=reserved_tokens if allowed and reservation_id else 0,
     )

@@ -32,6 +32,7 @@ import jsonschema
 import orjson
 
 from runtime.config import ProviderConfig
+from runtime.providers.demo_code import code_mode_turn
 from runtime.providers.demo_schema import example_instance
 
 JSON = dict[str, Any]
@@ -482,6 +483,10 @@ class DemoProvider:
         messages: list[JSON] = body.get("messages") or []
         tools: list[JSON] = body.get("tools") or []
         tool_choice = body.get("tool_choice", "auto")
+        asked = next((_message_text(m) for m in reversed(messages) if m.get("role") == "user"), "")
+        scripted = code_mode_turn(messages, tools, asked, plan=_plan_tool_calls, summarise=_summarise_result, label=LABEL)
+        if scripted is not None:
+            return scripted
         user_text = ""
         for message in reversed(messages):
             if message.get("role") == "user":

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import SpanKind
 
+from runtime.providers.registry import provider_kind
 from runtime.telemetry import logs
 from runtime.telemetry.metrics import Metrics
 from runtime.telemetry.record import RequestRecord, close_record, current_record, open_record
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from runtime.limits import LimitDecision
     from runtime.orchestration.events import ToolCallFinished
     from runtime.orchestration.tools import Toolset
+    from runtime.requestlog.writer import RequestLogWriter
 
 log = logging.getLogger("plugway.telemetry")
 JSON = dict[str, Any]
@@ -57,7 +59,8 @@ class Telemetry:
         self.settings = settings
         self.metrics: Metrics | None = Metrics() if metrics_config.enabled else None
         self.metrics_token = metrics_config.token
-        self.tracing = Tracing(tracing_config, {p.id: p.kind for p in settings.providers} if settings is not None else {})
+        provider_names = {p.id: provider_kind(p.kind).gen_ai_name for p in settings.providers} if settings is not None else {}
+        self.tracing = Tracing(tracing_config, provider_names)
         self.log_requests = logging_config.requests if logging_config.requests is not None else logging_config.format == "json"
         self.log_content = logging_config.debug_content
         # Request records are worth keeping only if something reads them at the end.
@@ -66,6 +69,7 @@ class Telemetry:
             logs._trace_ids = self.tracing.trace_ids
         self._mcp_seen: dict[str, int] = {}
         self._sampler: asyncio.Task[None] | None = None
+        self.request_log: RequestLogWriter | None = None
 
     # -- requests -------------------------------------------------------------------------
 
@@ -87,6 +91,8 @@ class Telemetry:
             metrics.request_duration.labels(record.route, record.model).observe(latency)
         if self.log_requests:
             logs.log_request(record, latency, with_content=self.log_content)
+        if self.request_log is not None:
+            self.request_log.record(record, latency)
 
     @contextmanager
     def work(self, route: str, request_id: str) -> Iterator[RequestRecord | None]:
@@ -123,6 +129,8 @@ class Telemetry:
             record.model = ctx.model.id
             record.key_id = ctx.key_id
             record.source = ctx.source
+            record.endpoint = ctx.endpoint
+            record.capture_bodies = ctx.organisation.request_log.capture_bodies
             if not record.request_id:
                 record.request_id = ctx.request_id
         if self.tracing.enabled:
@@ -159,6 +167,8 @@ class Telemetry:
         if record is not None:
             if not record.model:  # admitted without admit() (the endpoints pipeline)
                 record.organisation, record.model, record.key_id, record.source = organisation, model, ctx.key_id, ctx.source
+                record.endpoint = ctx.endpoint
+            record.served_model = state.route.model or record.served_model
             record.prompt_tokens += usage["prompt_tokens"]
             record.completion_tokens += usage["completion_tokens"]
             record.cost_usd += cost_usd
@@ -195,8 +205,13 @@ class Telemetry:
 
     def model_round(self, ctx: RequestContext, body: Mapping[str, Any], round_no: int, stream: bool) -> Any:
         """A span for one upstream round (use with ``with``; call ``.finished(route, turn)`` on its answer)."""
-        observed = self.tracing.model_round(ctx.model.upstream, ctx.model.provider, body, round_no, stream) if self.tracing.enabled else NO_SPAN
-        return _ContentCapture(observed, body) if self.log_content else observed
+        observed: Any = self.tracing.model_round(ctx.model.upstream, ctx.model.provider, body, round_no, stream) if self.tracing.enabled else NO_SPAN
+        if self.log_content:
+            observed = _ContentCapture(observed, body)
+        record = current_record()
+        if record is not None and self.request_log is not None:
+            observed = _RoundTimeline(observed, record, body, round_no)
+        return observed
 
     def upstream_finished(self, provider_id: str, model_id: str, started: float, error: Any) -> None:
         """One provider's share of a model call ended (``error``: the UpstreamError, or None)."""
@@ -236,10 +251,27 @@ class Telemetry:
         # A name the model made up is free text: never a label.
         tool_label = name if bound is not None else "unknown"
         plugin_label = bound.ref.id if bound is not None else "unknown"
+        started = time.perf_counter()
         with self.tracing.tool_call(tool_label, call.get("id") or "", plugin_label, function.get("arguments") or "{}") as span:
             finished = await run
             outcome = tool_outcome(finished.ok, finished.content)
             span.finished(outcome, finished.content)
+        record = current_record()
+        if record is not None and self.request_log is not None:
+            if record.timeline is None:
+                record.timeline = []
+            record.timeline.append(
+                {
+                    "kind": "tool",
+                    "round": finished.round,
+                    "name": name[:128],
+                    "plugin": plugin_label,
+                    "start_ms": round((started - record.started) * 1000, 2),
+                    "duration_ms": round(finished.duration_ms, 2),
+                    "outcome": outcome,
+                    "error": finished.error,
+                }
+            )
         if self.metrics is not None:
             self.metrics.tool_calls.labels(organisation_id, plugin_label, tool_label, outcome).inc()
             self.metrics.tool_duration.labels(plugin_label, tool_label, outcome).observe(finished.duration_ms / 1000)
@@ -333,7 +365,13 @@ class Telemetry:
                 self._mcp_seen[server] = restarts
 
     def start(self, gateway: Any) -> None:
-        """In --workers N mode each process refreshes its own gauges in the background."""
+        """Start the request log's writer; in --workers N mode each process also refreshes its own gauges."""
+        from runtime.requestlog.writer import RequestLogWriter
+
+        if self.request_log is None:
+            self.request_log = RequestLogWriter(gateway.engine, gateway.settings)
+            self.request_log.start()
+            self.records = True  # every request is logged, whatever metrics and logs are on
         if self.metrics is not None and self.metrics.multiprocess and self._sampler is None:
             self._sampler = asyncio.get_running_loop().create_task(self._sample_forever(gateway), name="plugway-metrics-sampler")
 
@@ -351,6 +389,8 @@ class Telemetry:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sampler
             self._sampler = None
+        if self.request_log is not None:
+            await self.request_log.aclose()
         if self.metrics is not None:
             self.metrics.process_exited()
 
@@ -376,6 +416,59 @@ class _ContentCapture:
         record = current_record()
         if record is not None:
             record.content = {"messages": self.body.get("messages"), "answer": turn.message}
+
+
+class _RoundTimeline:
+    """One upstream round's place on the request log's timeline, and (when captured) its bodies."""
+
+    __slots__ = ("inner", "record", "body", "round_no", "started")
+
+    def __init__(self, inner: Any, record: RequestRecord, body: Mapping[str, Any], round_no: int) -> None:
+        self.inner = inner
+        self.record = record
+        self.body = body
+        self.round_no = round_no
+        self.started = 0.0
+
+    def __enter__(self) -> _RoundTimeline:
+        self.inner.__enter__()
+        self.started = time.perf_counter()
+        record = self.record
+        if record.capture_bodies and record.request_body is None:
+            # The first round's request: the client's conversation after the input guardrails.
+            # A shallow copy, as later rounds append to the same message list.
+            body = self.body
+            record.request_body = {
+                **{name: value for name, value in body.items() if name != "tools"},
+                "messages": list(body.get("messages") or []),
+                "tools": [(tool.get("function") or {}).get("name") for tool in body.get("tools") or []],
+            }
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.inner.__exit__(exc_type, exc, tb)
+        record = self.record
+        if record.timeline is None:
+            record.timeline = []
+        record.timeline.append(
+            {
+                "kind": "round",
+                "round": self.round_no,
+                "name": str(self.body.get("model") or ""),
+                "plugin": None,
+                "start_ms": round((self.started - record.started) * 1000, 2),
+                "duration_ms": round((time.perf_counter() - self.started) * 1000, 2),
+                "outcome": "ok" if exc_type is None else ("cancelled" if exc_type in (asyncio.CancelledError, GeneratorExit) else "error"),
+                "error": None if exc is None or exc_type in (asyncio.CancelledError, GeneratorExit) else str(exc)[:300],
+            }
+        )
+
+    def finished(self, route: Any, turn: Any) -> None:
+        self.inner.finished(route, turn)
+        if self.record.capture_bodies:
+            # Kept by reference and read when the log is written: the output guardrails redact
+            # this very message in place after the round, so what is stored is what the client got.
+            self.record.response_body = turn.message
 
 
 _current = Telemetry()

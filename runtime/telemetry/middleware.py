@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
-from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runtime.telemetry.core import current
@@ -14,44 +14,33 @@ from runtime.telemetry.record import RequestRecord, close_record, open_record
 
 # Route label of a request no route matched (a random path must not become a label).
 UNMATCHED_ROUTE = "unmatched"
-# An error answer is a small JSON document; more than this is not one worth reading.
-ERROR_BODY_MAX_BYTES = 64 * 1024
 
 
-class LabelledRoute(Route):
-    """A plain Starlette route that names itself in the scope, as FastAPI's routes do.
-
-    Telemetry labels a request by ``scope["route"]``; Starlette's own ``Route`` (used
-    for an ASGI app as endpoint, such as ``/mcp``) does not set it, so its requests
-    would count as unmatched.
-    """
-
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        match, child_scope = super().matches(scope)
-        if match != Match.NONE:
-            child_scope["route"] = self
-        return match, child_scope
+# An error body larger than this is not parsed for its code (error envelopes are a few hundred bytes).
+MAX_ERROR_BODY = 16_384
 
 
-def error_of(body: bytes) -> tuple[str, str | None]:
-    """``(code, param)`` of an error answer in any of the gateway's envelopes; ``("", None)`` if none.
-
-    OpenAI's ``{"error": {"code", "param", "type"}}``, Anthropic's
-    ``{"type": "error", "error": {"type"}}`` and the endpoints' ``{"ok": false, "code"}``.
-    """
+def note_error(record: RequestRecord, body: bytes) -> None:
+    """Read the error code and message from an error response's envelope, whichever front door's it is."""
+    if len(body) > MAX_ERROR_BODY:
+        return
     try:
-        document = orjson.loads(body)
+        envelope = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return "", None
-    if not isinstance(document, dict):
-        return "", None
-    error = document.get("error")
-    if isinstance(error, dict):
-        code = error.get("code") or error.get("type") or ""
-        param = error.get("param")
-        return str(code), str(param) if param is not None else None
-    code = document.get("code")
-    return (str(code), None) if code else ("", None)
+        return
+    if not isinstance(envelope, dict):
+        return
+    error = envelope.get("error")
+    if isinstance(error, dict):  # OpenAI's, Anthropic's and JSON-RPC's
+        code, message = error.get("code") or error.get("type"), error.get("message")
+    elif isinstance(error, str):  # the endpoints' {"ok": false, "error", "code"}
+        code, message = envelope.get("code"), error
+    else:
+        return
+    record.error_code = str(code)[:64] if code else None
+    record.error_message = str(message)[:2000] if message else None
+    param = error.get("param") if isinstance(error, dict) else None
+    record.error_param = str(param)[:200] if param is not None else None
 
 
 def route_template(scope: Scope) -> str:
@@ -76,17 +65,13 @@ class TelemetryMiddleware:
             await self.app(scope, receive, send)
             return
 
-        error_body: list[bytes] | None = None
-
         async def send_observed(message: Message) -> None:
-            nonlocal error_body
             if message["type"] == "http.response.start":
                 record.status = message["status"]
+            elif not record.first_byte and message.get("body"):
+                record.first_byte = time.perf_counter()
                 if record.status >= 400:
-                    error_body = []  # read after it is sent: the log line names the code and the field
-            elif error_body is not None and message["type"] == "http.response.body":
-                if sum(map(len, error_body)) < ERROR_BODY_MAX_BYTES:
-                    error_body.append(message.get("body", b""))
+                    note_error(record, message["body"])
             await send(message)
 
         token = open_record(record)
@@ -103,11 +88,4 @@ class TelemetryMiddleware:
             record.route = route_template(scope)
             state: dict[str, Any] = scope.get("state") or {}
             record.request_id = str(state.get("request_id") or record.request_id)
-            if error_body:
-                _note_error(record, b"".join(error_body))
             telemetry.request_finished(record)
-
-
-def _note_error(record: RequestRecord, body: bytes) -> None:
-    if not record.error_code:
-        record.error_code, record.error_param = error_of(body)

@@ -111,8 +111,9 @@ async def chat_completions(request: Request, gateway: GatewayDep, key: KeyDep, r
         server_tools=not body.get("tools"),
         source="api",
         check=_refuse_streamed_n_when_orchestrating(body),
+        body=body,
     )
-    run = RunRequest(body, stream=bool(body.get("stream")))
+    run = RunRequest(body, stream=bool(body.get("stream")), mode=body.get("orchestration_mode"))
     headers = ctx.limits.headers()
 
     if run.stream:

@@ -11,6 +11,7 @@ from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from runtime.admission import check_scope
@@ -20,7 +21,6 @@ from runtime.errors import GatewayError
 from runtime.frontdoors.mcp.server import PluginToolServer, caller_organisation
 from runtime.gateway import Gateway
 from runtime.storage.keys import KeyInfo
-from runtime.telemetry.middleware import LabelledRoute
 
 # A handshake-era session with no request and no open stream for this long is closed.
 SESSION_IDLE_S = 30 * 60.0
@@ -48,11 +48,13 @@ class McpFrontDoor:
         self.poll_s = poll_s
         self.tools: PluginToolServer | None = None
         self._manager: StreamableHTTPSessionManager | None = None
+        self._route: Route | None = None
 
-    def route(self) -> LabelledRoute:
+    def route(self) -> Route:
         # An ASGI app (not a function) as endpoint: Starlette hands it the raw request and
         # lets the SDK stream; HEAD comes with GET.
-        return LabelledRoute(self.path, endpoint=self, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+        self._route = Route(self.path, endpoint=self, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+        return self._route
 
     @asynccontextmanager
     async def serving(self, gateway: Gateway) -> AsyncIterator[None]:
@@ -75,6 +77,9 @@ class McpFrontDoor:
                 await tools.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Starlette names only FastAPI's routes in the scope: name this one, so that metrics
+        # and the request log say /mcp rather than "unmatched".
+        scope["route"] = self._route
         tools, manager = self.tools, self._manager
         if tools is None or manager is None:
             stopped = GatewayError(503, "The MCP server is not running.", code="service_unavailable", type="api_error")

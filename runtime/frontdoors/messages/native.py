@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime.admission import RequestContext
+from runtime.billing import checked_usage
 from runtime.orchestration.events import ModelTurn
 from runtime.orchestration.loop import RunState
-from runtime.providers.anthropic_translate import openai_usage
+from runtime.providers.anthropic_translate import anthropic_usage, openai_usage
 from runtime.providers.router import ModelRouter
 from runtime.telemetry import current as telemetry
 
@@ -43,7 +44,10 @@ async def native_message(router: ModelRouter, ctx: RequestContext, body: JSON, s
         state.rounds = 1
         state.stopped_by = "answer"
         usage = openai_usage(message.get("usage") or {})
-        state.add_usage(usage)
+        counted = state.add_usage(usage, prompt=body, output=message.get("content"))
+        if counted is not None and counted != usage:
+            # The upstream's figures could not be billed: the client sees the ones that were.
+            message["usage"] = {**(message.get("usage") or {}), **anthropic_usage(counted)}
         observed.finished(state.route, ModelTurn(1, message, message.get("stop_reason"), usage, message))
     message["model"] = ctx.model.id
     return message
@@ -60,14 +64,21 @@ async def native_stream(router: ModelRouter, ctx: RequestContext, body: JSON, st
                 message = event.get("message") or {}
                 usage.update(message.get("usage") or {})
                 answered.update(id=message.get("id"), model=message.get("model"))
-                event = {**event, "message": {**message, "model": ctx.model.id}}
+                message = {**message, "model": ctx.model.id}
+                reported = openai_usage(usage)
+                if (counted := checked_usage(reported, prompt=body, request_id=ctx.request_id)) != reported:
+                    message["usage"] = {**(message.get("usage") or {}), **anthropic_usage(counted)}
+                event = {**event, "message": message}
             elif kind == "content_block_delta":
                 delta = event.get("delta") or {}
                 state.unbilled_chars += len(delta.get("text") or delta.get("partial_json") or delta.get("thinking") or "")
             elif kind == "message_delta":
                 # Anthropic's counts here are cumulative totals: they replace, never add.
                 usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
-                state.add_usage(openai_usage(usage))
+                reported = openai_usage(usage)
+                counted_delta = state.add_usage(reported, prompt=body)
+                if counted_delta is not None and counted_delta != reported:
+                    event = {**event, "usage": {**(event.get("usage") or {}), **anthropic_usage(counted_delta)}}
                 answered["stop_reason"] = (event.get("delta") or {}).get("stop_reason") or answered.get("stop_reason")
             yield NativeEvent(event)
         state.rounds = 1

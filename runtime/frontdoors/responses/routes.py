@@ -117,6 +117,8 @@ async def create_response(request: Request, gateway: GatewayDep, key: KeyDep, re
         server_tools=parsed.server_tools,
         source="responses",
         check=check,
+        body=body,
+        prompt_parts=(previous.state.get("messages") or [],) if previous else (),
     )
     history = list(previous.state.get("messages") or []) if previous else []
     resume = parsed.resume(previous.state.get("pending") if previous else None)
