@@ -114,13 +114,6 @@ class Telemetry:
             close_record(token)
             self.request_finished(record)
 
-    def key_authenticated(self, organisation_id: str, key_id: str) -> None:
-        """A valid key: whatever happens next (a 400, a 429) is this organisation's request."""
-        record = current_record()
-        if record is not None:
-            record.organisation = organisation_id
-            record.key_id = key_id
-
     def admitted(self, ctx: RequestContext) -> None:
         """Admission resolved who asks for which model (before budget and limits can refuse it)."""
         record = current_record()
