@@ -729,4 +729,6 @@ def embedded_default_dict() -> dict[str, Any]:
                 "plugins": [dict(p) for p in EMBEDDED_PLUGINS] + bundled_plugin_refs(),
             }
         ],
+        # A first run shows each request as it is served (and why one failed).
+        "logging": {"requests": True},
     }

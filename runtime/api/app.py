@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from runtime.api import routes_whatsapp
+from runtime.api.body import LingeringClose
 from runtime.api.direct import DirectRoute, DirectRoutes
 from runtime.api.errors import error_response, install_error_handlers
 from runtime.api.middleware import RequestIdMiddleware
@@ -40,7 +41,7 @@ class PlugwayApp(FastAPI):
     direct_routes: list[DirectRoute] = []
 
     def build_middleware_stack(self) -> ASGIApp:
-        return DirectRoutes(super().build_middleware_stack(), self.direct_routes)
+        return LingeringClose(DirectRoutes(super().build_middleware_stack(), self.direct_routes))
 
 
 def create_app(

@@ -80,6 +80,11 @@ class Telemetry:
 
     def request_finished(self, record: RequestRecord) -> None:
         latency = time.perf_counter() - record.started
+        if record.status >= 400:
+            # Whatever the work reported, the answer was an error: the outcome is its code.
+            record.outcome = record.error_code or _status_text(record.status)
+        elif not record.outcome:
+            record.outcome = "ok"
         metrics = self.metrics
         if metrics is not None:
             metrics.requests.labels(record.route, record.organisation, record.model, record.provider, _status_text(record.status)).inc()
@@ -153,7 +158,7 @@ class Telemetry:
                 metrics.rounds.labels(ctx.source, model).observe(state.rounds)
         record = current_record()
         if record is not None:
-            if not record.organisation:  # admitted without admit() (the endpoints pipeline)
+            if not record.model:  # admitted without admit() (the endpoints pipeline)
                 record.organisation, record.model, record.key_id, record.source = organisation, model, ctx.key_id, ctx.source
                 record.endpoint = ctx.endpoint
             record.served_model = state.route.model or record.served_model

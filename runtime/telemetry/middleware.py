@@ -39,6 +39,8 @@ def note_error(record: RequestRecord, body: bytes) -> None:
         return
     record.error_code = str(code)[:64] if code else None
     record.error_message = str(message)[:2000] if message else None
+    param = error.get("param") if isinstance(error, dict) else None
+    record.error_param = str(param)[:200] if param is not None else None
 
 
 def route_template(scope: Scope) -> str:

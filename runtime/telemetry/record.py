@@ -23,6 +23,7 @@ class RequestRecord:
     request_id: str = ""
     status: int = 0
     outcome: str = ""  # the gateway's own word for how the work ended: "ok" or an error code
+    error_param: str | None = None  # the field an error answer names (its envelope's ``param``)
     organisation: str = ""
     key_id: str | None = None
     source: str = ""
