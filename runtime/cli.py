@@ -243,6 +243,7 @@ def _serve_one(settings: Settings, plugins: Any, listener: socket.socket, host: 
     import uvicorn
 
     from runtime.api.app import create_app
+    from runtime.api.guard import server_options
 
     class AnnouncingServer(uvicorn.Server):
         # Given a socket, uvicorn does not say where it listens: say it as it would.
@@ -255,13 +256,17 @@ def _serve_one(settings: Settings, plugins: Any, listener: socket.socket, host: 
 
     app = create_app(settings, plugins=plugins, run_worker=run_worker)
     # Long-lived streams (MCP sessions, SSE) must not hold a shutdown forever.
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False, timeout_graceful_shutdown=10)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="info", access_log=False, timeout_graceful_shutdown=10, **server_options()  # type: ignore[arg-type]
+    )
     AnnouncingServer(config).run(sockets=[listener])
     return 0
 
 
 def _serve_workers(args: argparse.Namespace, listener: socket.socket, port: int, run_worker: bool) -> int:
     import uvicorn
+
+    from runtime.api.guard import server_options
 
     if args.config:
         os.environ["PLUGWAY_CONFIG"] = os.path.abspath(args.config)
@@ -277,6 +282,7 @@ def _serve_workers(args: argparse.Namespace, listener: socket.socket, port: int,
         log_level="info",
         access_log=False,
         timeout_graceful_shutdown=10,
+        **server_options(),  # type: ignore[arg-type]
     )
     return 0
 

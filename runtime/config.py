@@ -336,7 +336,11 @@ class Settings(_Strict):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
-    max_body_bytes: int = 4 * 1024 * 1024
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1)
+    # A request body not fully arrived this long after the request began: 408, connection closed.
+    body_read_timeout_s: float = Field(default=30.0, gt=0)
+    # Peers (addresses or networks) whose X-Forwarded-For is believed; none by default.
+    trusted_proxies: list[str] = Field(default_factory=list)
     # How long a looked-up key is trusted before the database is asked again (revocation delay).
     key_cache_ttl_s: float = Field(default=5.0, ge=0)
     # Set by the loader: True when no configuration file was given.
@@ -348,6 +352,18 @@ class Settings(_Strict):
         from runtime.storage.urls import check_database_url
 
         return check_database_url(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, proxies: list[str]) -> list[str]:
+        import ipaddress
+
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"'{proxy}' is not an IP address or network (such as 10.0.0.0/8)") from None
+        return proxies
 
     @field_validator("redis_url")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import orjson
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
@@ -38,6 +39,16 @@ def refusal(error: GatewayError, *, credentials_sent: bool = False) -> Response:
         invalid = ', error="invalid_token"' if credentials_sent else ""
         response.headers["WWW-Authenticate"] = f'Bearer realm="plugway"{invalid}'
     return response
+
+
+# JSON-RPC 2.0's code for a request that is not a valid Request object.
+JSONRPC_INVALID_REQUEST = -32600
+
+
+def jsonrpc_error_response(error: GatewayError) -> Response:
+    """A refusal of the body itself (too large, too slow) as a JSON-RPC error, as MCP clients read one."""
+    body = {"jsonrpc": "2.0", "id": None, "error": {"code": JSONRPC_INVALID_REQUEST, "message": error.message}}
+    return Response(orjson.dumps(body), status_code=error.status, media_type="application/json", headers=error.headers)
 
 
 class McpFrontDoor:
