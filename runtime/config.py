@@ -291,6 +291,19 @@ class MetricsConfig(_Strict):
     enabled: bool = True
     # When set, /metrics answers only `Authorization: Bearer <token>` (401 otherwise).
     token: str | None = None
+    # host:port of a separate listener serving only /metrics (the main port then answers 404).
+    # Neither token nor listen: the main port serves /metrics to loopback peers only.
+    listen: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"'{value}' is not host:port (such as 127.0.0.1:9464)")
+        return value
 
 
 class TracingConfig(_Strict):

@@ -33,6 +33,7 @@ from runtime.plugin_host.manager import PluginHost
 from runtime.telemetry import TelemetryMiddleware, fastapi_options
 from runtime.telemetry import routes as telemetry_routes
 from runtime.telemetry.logs import configure as configure_logging
+from runtime.telemetry.routes import metrics_listener
 
 
 class PlugwayApp(FastAPI):
@@ -77,7 +78,7 @@ def create_app(
             responses.purge_expired(app.state.gateway), purge_expired_sessions(app.state.endpoints)
         )
         try:
-            async with mcp_front_door.serving(app.state.gateway):
+            async with mcp_front_door.serving(app.state.gateway), metrics_listener(settings.metrics.listen, app.state.gateway):
                 # Everything built so far lives as long as the process: keep it out of the
                 # cyclic collector's full passes (they scanned it all, every few thousand requests).
                 gc.collect()

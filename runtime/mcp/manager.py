@@ -255,7 +255,7 @@ class McpManager:
         (the command line or URL), ``error``, ``tools`` (the names offered),
         ``unsupported_tools``, ``resources`` (how many), ``resource_templates``,
         ``prompts``, ``pid``, ``protocol``, ``retry_in_s``, ``restarts``. The
-        public ``/readyz`` shows only ``healthy`` and ``state`` of it.
+        public ``/readyz`` shows none of it.
 
         When one plugin id names different MCP configurations in different
         organisations, the later ones are listed as ``<id>@2``, ``<id>@3``, ….
