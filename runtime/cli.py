@@ -359,11 +359,24 @@ def _print_console(host: str, port: int, config: str | None) -> None:
 # -- keys ---------------------------------------------------------------------------------
 
 
+def _check_models(settings: Settings, org_id: str, models: list[str]) -> None:
+    """Refuse a model allow-list naming a model the organisation cannot use (a typo would lock the key out)."""
+    organisation = settings.organisation(org_id)
+    usable = [m.id for m in settings.models if organisation is None or organisation.models is None or m.id in organisation.models]
+    for model in models:
+        if model not in usable:
+            raise CommandFailed(
+                f"model '{model}' is not configured for organisation '{org_id}' (its models: {', '.join(usable) or 'none'})"
+            )
+
+
 def cmd_keys_create(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if settings.organisation(args.org) is None:
         known = ", ".join(o.id for o in settings.organisations) or "none"
         return _fail(f"organisation '{args.org}' is not in the configuration (known: {known})")
+    if not isinstance(args.models, Unlimited) and args.models is not None:
+        _check_models(settings, args.org, args.models)
     from runtime.control.audit import record_cli
     from runtime.storage.keys import mint_key
 
@@ -459,6 +472,12 @@ def cmd_keys_update(args: argparse.Namespace) -> int:
     settings = _settings(args)
     engine = _existing_database(settings, f"no key '{args.key_id}'")
     try:
+        if isinstance(args.models, list):
+            from runtime.storage.keys import find_key
+
+            found = find_key(engine, args.key_id)
+            if found is not None:
+                _check_models(settings, found.organisation_id, args.models)
         row = update_key(
             engine, args.key_id, rpm=change(args.rpm), daily_tokens=change(args.daily_tokens),
             name=KEEP if args.name is None else args.name, scopes=listed(args.scopes), models=listed(args.models),

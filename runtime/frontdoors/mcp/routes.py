@@ -51,6 +51,38 @@ def jsonrpc_error_response(error: GatewayError) -> Response:
     return Response(orjson.dumps(body), status_code=error.status, media_type="application/json", headers=error.headers)
 
 
+def malformed_id(body: bytes) -> str | None:
+    """Why a JSON-RPC message's ``id`` is unusable (not a string or an integer), or None.
+
+    The SDK reads a request whose ``id`` is an object, a float, a boolean or null as a
+    notification and answers an empty 202: the client would wait for an answer forever.
+    """
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None  # the SDK answers a parse error itself
+    for message in parsed if isinstance(parsed, list) else [parsed]:
+        if isinstance(message, dict) and "id" in message:
+            value = message["id"]
+            if isinstance(value, bool) or not isinstance(value, str | int):
+                return "A JSON-RPC message's 'id' must be a string or an integer."
+    return None
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands the body already read to the SDK, then waits for the client as before."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
 class McpFrontDoor:
     """Mount with :meth:`route`; run :meth:`serving` in the app's lifespan around its ``yield``."""
 
@@ -102,6 +134,14 @@ class McpFrontDoor:
             return
         # The SDK binds each session to the principal that opened it: another key presenting
         # the session id gets 404, as if the session did not exist.
+        if request.method == "POST":
+            # Read here (the guard caps it) to refuse what the SDK would take for a notification.
+            body = await request.body()
+            refused = malformed_id(body)
+            if refused is not None:
+                await jsonrpc_error_response(GatewayError(400, refused, code="invalid_request_error"))(scope, receive, send)
+                return
+            receive = _replay(body, receive)
         scope["user"] = AuthenticatedUser(AccessToken(token=key.id, client_id=key.id, scopes=["mcp"]))
         session_id = request.headers.get(MCP_SESSION_ID_HEADER)
         status: int | None = None
