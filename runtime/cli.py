@@ -218,7 +218,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         configure_logging(settings, processes=args.workers)
         run_worker = not args.no_worker
         if args.workers > 1:
-            return _serve_workers(args, listener, port, run_worker)
+            return _serve_workers(args, listener, port, run_worker, settings.body_read_timeout_s)
         return _serve_one(settings, plugins, listener, args.host, port, run_worker)
     finally:
         listener.close()
@@ -257,13 +257,13 @@ def _serve_one(settings: Settings, plugins: Any, listener: socket.socket, host: 
     app = create_app(settings, plugins=plugins, run_worker=run_worker)
     # Long-lived streams (MCP sessions, SSE) must not hold a shutdown forever.
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="info", access_log=False, timeout_graceful_shutdown=10, **server_options()  # type: ignore[arg-type]
+        app, host=host, port=port, log_level="info", access_log=False, timeout_graceful_shutdown=10, **server_options(settings.body_read_timeout_s)  # type: ignore[arg-type]
     )
     AnnouncingServer(config).run(sockets=[listener])
     return 0
 
 
-def _serve_workers(args: argparse.Namespace, listener: socket.socket, port: int, run_worker: bool) -> int:
+def _serve_workers(args: argparse.Namespace, listener: socket.socket, port: int, run_worker: bool, read_timeout_s: float) -> int:
     import uvicorn
 
     from runtime.api.guard import server_options
@@ -282,7 +282,7 @@ def _serve_workers(args: argparse.Namespace, listener: socket.socket, port: int,
         log_level="info",
         access_log=False,
         timeout_graceful_shutdown=10,
-        **server_options(),  # type: ignore[arg-type]
+        **server_options(read_timeout_s, spawned=True),  # type: ignore[arg-type]
     )
     return 0
 

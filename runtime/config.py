@@ -350,7 +350,8 @@ class Settings(_Strict):
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1)
-    # A request body not fully arrived this long after the request began: 408, connection closed.
+    # A request body not fully arrived this long after the request began: 408, connection closed;
+    # request headers not complete this long after the connection opened: connection closed.
     body_read_timeout_s: float = Field(default=30.0, gt=0)
     # Peers (addresses or networks) whose X-Forwarded-For is believed; none by default.
     trusted_proxies: list[str] = Field(default_factory=list)

@@ -66,7 +66,7 @@ class GatewayServer:
         self.settings = settings
         self.app = create_app(settings, plugins=plugins or test_plugins(), run_worker=run_worker)
         # Served as `plugway serve` serves it (uvicorn's own X-Forwarded-For trust off).
-        self._runner = ThreadedServer(self.app, name="gateway", lifespan="on", options=server_options())
+        self._runner = ThreadedServer(self.app, name="gateway", lifespan="on", options=server_options(settings.body_read_timeout_s))
         self.port = 0
 
     @property

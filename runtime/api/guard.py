@@ -9,6 +9,8 @@
   request began is answered ``408`` and the connection closed: a client that sends
   headers and part of a body, then waits (slowloris), holds a connection for that long
   at most. The deadline covers the body only; a long streamed answer is not cut.
+  Request headers have the same deadline, kept by the HTTP protocol itself
+  (:class:`HeadersDeadlineProtocol`, see :func:`server_options`).
 - **Admin key before the body.** Under ``/admin/v1`` the admin key is checked before
   the app runs: FastAPI reads and parses a route's whole body before its dependencies,
   so an unauthenticated caller would otherwise make the gateway parse what it sent.
@@ -23,6 +25,8 @@ have the connection reset before it reads the answer. Nothing read is kept.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 from collections.abc import Callable
 
@@ -31,6 +35,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from runtime.errors import GatewayError, request_too_large
 
@@ -194,10 +199,62 @@ def forwarded_for(app: ASGIApp, trusted_proxies: list[str]) -> ASGIApp:
     return ProxyHeadersMiddleware(app, trusted_hosts=trusted_proxies)  # type: ignore[arg-type,return-value]
 
 
-def server_options() -> dict[str, object]:
+def server_options(request_read_timeout_s: float | None = None, *, spawned: bool = False) -> dict[str, object]:
     """uvicorn settings every plugway server runs with.
 
     uvicorn believes ``X-Forwarded-For`` from loopback by default; plugway decides itself,
-    from ``trusted_proxies`` (see :func:`forwarded_for`).
+    from ``trusted_proxies`` (see :func:`forwarded_for`). And uvicorn waits for a request's
+    headers forever (an idle or half-sent request holds its connection): given a timeout,
+    headers not complete that long after the connection opened, or after the previous
+    answer, close the connection. ``spawned``: for worker processes, which get the
+    protocol by name and the timeout through the environment.
     """
-    return {"proxy_headers": False}
+    options: dict[str, object] = {"proxy_headers": False}
+    if request_read_timeout_s is None:
+        return options
+    if spawned:
+        os.environ[_HEADERS_TIMEOUT_ENV] = str(request_read_timeout_s)
+        options["http"] = f"{__name__}:HeadersDeadlineProtocol"
+    else:
+        options["http"] = type("HeadersDeadlineProtocol", (HeadersDeadlineProtocol,), {"timeout_s": request_read_timeout_s})
+    return options
+
+
+_HEADERS_TIMEOUT_ENV = "PLUGWAY_HEADERS_TIMEOUT_S"
+
+
+class HeadersDeadlineProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol, closing a connection whose request headers do not arrive in time."""
+
+    timeout_s = float(os.environ.get(_HEADERS_TIMEOUT_ENV) or 30.0)
+    _headers_deadline: asyncio.TimerHandle | None = None
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._headers_deadline = self.loop.call_later(self.timeout_s, self._headers_too_slow)
+
+    def _disarm(self) -> None:
+        if self._headers_deadline is not None:
+            self._headers_deadline.cancel()
+            self._headers_deadline = None
+
+    def _headers_too_slow(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)

@@ -179,3 +179,29 @@ def test_x_forwarded_for_is_believed_from_a_trusted_proxy(tmp_path: Path, upstre
         assert _audited_source_ip(server) == "6.6.6.6"
     finally:
         server.stop()
+
+
+def _closed_within_ceiling(sock: socket.socket) -> bytes:
+    received = b""
+    ceiling = time.monotonic() + 30
+    while time.monotonic() < ceiling:
+        data = sock.recv(65536)
+        if not data:
+            return received
+        received += data
+    raise AssertionError(f"the connection was still open after 30 s: {received[:200]!r}")
+
+
+def test_a_connection_that_never_finishes_its_headers_is_closed(server: GatewayServer) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        assert _closed_within_ceiling(sock) == b""
+
+
+def test_an_idle_connection_is_closed(server: GatewayServer) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        assert _closed_within_ceiling(sock) == b""
+    # After an answer, the next request's headers have the same deadline.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /healthz HTTP/1.1\r\n")
+        assert _closed_within_ceiling(sock).startswith(b"HTTP/1.1 200")
