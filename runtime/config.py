@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from runtime.endpoints.template import slots
 from runtime.guardrails.config import GuardrailConfig
+from runtime.providers.registry import provider_kind
 
 DEFAULT_DATABASE_URL = "sqlite:///plugway.db"
 DEMO_MODEL = "demo"
@@ -34,11 +35,19 @@ class _Strict(BaseModel):
 
 class ProviderConfig(_Strict):
     id: str
-    kind: Literal["openai", "anthropic", "demo"]
+    # A registered provider kind (runtime.providers.registry): openai, anthropic, demo, function, ...
+    kind: str
     base_url: str | None = None
     api_key: str | None = None
-    timeout_s: float = 60.0
-    connect_timeout_s: float = 5.0
+    # A non-streamed call ends within timeout_s, whatever the upstream does; a stream's headers
+    # and every gap between two of its reads too.
+    timeout_s: float = Field(default=60.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    # A whole stream ends within this.
+    max_stream_s: float = Field(default=900.0, gt=0)
+    # Largest non-streamed body read from the provider, and largest server-sent event of a stream.
+    max_response_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    max_event_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_retries: int = 2
     # Circuit breaker: consecutive failures that open it, and how long it stays open.
     breaker_failures: int = 5
@@ -50,9 +59,15 @@ class ProviderConfig(_Strict):
     # for its whole length); requests beyond it wait for a free one.
     max_connections: int = Field(default=1024, ge=1)
 
+    @field_validator("kind")
+    @classmethod
+    def _registered_kind(cls, kind: str) -> str:
+        provider_kind(kind)  # raises, naming the kinds that exist
+        return kind
+
     @model_validator(mode="after")
     def _needs_base_url(self) -> ProviderConfig:
-        if self.kind != "demo" and not self.base_url:
+        if provider_kind(self.kind).needs_base_url and not self.base_url:
             raise ValueError(f"provider kind '{self.kind}' needs a base_url")
         return self
 
@@ -69,9 +84,11 @@ class ModelConfig(_Strict):
     fallbacks: list[str] = Field(default_factory=list)
     price: Price | None = None
     max_tokens_default: int | None = None
-    # Serves POST /v1/embeddings (its provider must be OpenAI-compatible or the demo);
+    # Serves POST /v1/embeddings (its provider kind must have embeddings: openai, demo);
     # GET /v1/models lists it with "embeddings": true.
     embeddings: bool = False
+    # Overrides the vision of its provider kind's profile (image parts reach it); None = the kind's.
+    vision: bool | None = None
 
     @property
     def upstream(self) -> str:
@@ -95,6 +112,13 @@ class McpConfig(_Strict):
     # The model that answers the server's sampling requests for calls made outside a
     # request's loop (the /mcp front door); inside a loop the request's own model answers.
     sampling_model: str | None = None
+    # One connection (one process, one HTTP session) for every organisation that configures
+    # this server, instead of one per organisation: only for servers that keep no state
+    # between calls, since whatever state they keep is then common to those organisations.
+    shared: bool = False
+    # Seconds between pings of an HTTP server, so that a server that died is reported down
+    # (and its tools withdrawn) before a call fails on it (default 30).
+    ping_interval_s: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _exactly_one_transport(self) -> McpConfig:
@@ -136,6 +160,16 @@ class SessionsConfig(_Strict):
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 
+OrchestrationMode = Literal["classic", "code", "auto"]
+ORCHESTRATION_MODES: tuple[str, ...] = ("classic", "code", "auto")
+
+
+class ModeOverride(_Strict):
+    """An organisation's or an endpoint's choice of orchestration mode (None: the level above decides)."""
+
+    mode: OrchestrationMode | None = None
+
+
 class EndpointConfig(_Strict):
     """A named assistant: model, prompt, plugins, sessions, limits, schemas and guardrails pinned."""
 
@@ -153,6 +187,7 @@ class EndpointConfig(_Strict):
     output_schema: dict[str, Any] | None = None
     guardrails: list[str] = Field(default_factory=list)
     active: bool = True
+    orchestration: ModeOverride = Field(default_factory=ModeOverride)
 
     @field_validator("input_schema", "output_schema")
     @classmethod
@@ -176,6 +211,7 @@ class OrganisationConfig(_Strict):
     guardrails: list[GuardrailConfig] = Field(default_factory=list)
     # The guardrails in force on /v1/chat/completions, /v1/responses and /v1/messages.
     guardrails_default: list[str] = Field(default_factory=list)
+    orchestration: ModeOverride = Field(default_factory=ModeOverride)
 
     def endpoint(self, slug: str) -> EndpointConfig | None:
         for endpoint in self.endpoints:
@@ -200,7 +236,25 @@ class SamplingConfig(_Strict):
     max_tokens_per_tool_call: int = Field(default=8000, ge=1)
 
 
+class CodeModeConfig(_Strict):
+    """The sandbox a code-mode script runs in (Monty), and when ``auto`` picks code mode."""
+
+    # Seconds the script may compute, and as many it may sleep; waiting for its tools does not count.
+    timeout_s: float = Field(default=10.0, gt=0)
+    max_memory_mb: int = Field(default=64, ge=1)
+    max_recursion_depth: int = Field(default=200, ge=10)
+    # Tool calls one script may make (each one a call through the same path as a classic call).
+    max_tool_calls: int = Field(default=50, ge=1)
+    # `auto` picks code mode from this many eligible tools on (or when the catalogue needs tool search).
+    auto_min_tools: int = Field(default=10, ge=1)
+    # Worker processes running scripts at once (more wait for a free one).
+    workers: int = Field(default=2, ge=1)
+
+
 class OrchestrationConfig(_Strict):
+    # classic: one model round per tool step; code: the model writes a script over the tools.
+    mode: OrchestrationMode = "classic"
+    code_mode: CodeModeConfig = Field(default_factory=CodeModeConfig)
     max_tool_rounds: int = Field(default=8, ge=1, le=64)
     tool_timeout_s: float = Field(default=30.0, gt=0)
     # A tool that reports progress gets tool_timeout_s more after each report, up to this in all.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -32,6 +32,7 @@ from runtime.orchestration.sampling import ModelSampling
 from runtime.orchestration.tools import ToolCatalog
 from runtime.plugin_host.isolation import default_isolation, shutdown_isolation
 from runtime.plugin_host.manager import PluginHost, load_plugins
+from runtime.providers.registry import Provider
 from runtime.providers.router import ModelRouter
 from runtime.storage.db import DatabaseUnavailable, open_database
 from runtime.storage.keys import KeyCache, sync_organisations
@@ -124,8 +125,12 @@ class Gateway:
         self._streams: set[asyncio.Task[None]] = set()
 
     @classmethod
-    async def create(cls, settings: Settings, *, plugins: PluginHost | None = None) -> Gateway:
+    async def create(
+        cls, settings: Settings, *, plugins: PluginHost | None = None, providers: Mapping[str, Provider] | None = None
+    ) -> Gateway:
+        """Open every resource; ``providers`` hands in ready adapters by provider id (a ``function`` provider)."""
         plugins = plugins or load_plugins()
+        router = ModelRouter.from_settings(settings, providers=providers)
         check_plugins(settings, plugins)
         # Alembic, under a lock: several processes may start at once on one database.
         try:
@@ -135,16 +140,16 @@ class Gateway:
         assert engine is not None
         await anyio.to_thread.run_sync(sync_organisations, engine, [o.id for o in settings.organisations])
         mcp = None
-        mcp_refs = [ref for org in settings.organisations for ref in org.plugins if ref.mcp is not None]
-        if mcp_refs:
+        mcp_plugins = [(org.id, ref) for org in settings.organisations for ref in org.plugins if ref.mcp is not None]
+        if mcp_plugins:
             from runtime.mcp import McpManager
 
             mcp = McpManager(max_result_chars=settings.orchestration.max_tool_result_chars)
-            await mcp.start(mcp_refs)
+            await mcp.start(mcp_plugins)
         # Workers for CPU-bound tool work start now, so that no tool call waits for them.
         await anyio.to_thread.run_sync(default_isolation().start)
         gateway = cls(
-            settings=settings, engine=engine, plugins=plugins, router=ModelRouter.from_settings(settings), mcp=mcp
+            settings=settings, engine=engine, plugins=plugins, router=router, mcp=mcp
         )
         gateway.usage.start()
         gateway.telemetry.start(gateway)
@@ -165,6 +170,7 @@ class Gateway:
             ("usage writer", self.usage.aclose),
             ("MCP connections", self.mcp.aclose if self.mcp is not None else None),
             ("provider clients", self.router.aclose),
+            ("code-mode sandbox", self.orchestrator.aclose),
             ("tool worker processes", partial(anyio.to_thread.run_sync, shutdown_isolation)),
         ]
         for name, close in closers:
@@ -241,7 +247,7 @@ class Gateway:
         Cancelling the caller (the client went away) cancels the run at once,
         tool calls included; what already ran is still recorded.
         """
-        state = RunState(request_id=ctx.request_id, model=ctx.model.id)
+        state = RunState(request_id=ctx.request_id, model=ctx.model.id, organisation=ctx.organisation.id)
         events: list[Event] = []
         async with self.accounting(ctx, state):
             async for event in self.orchestrator.run(ctx, request, state):
@@ -298,7 +304,7 @@ class Gateway:
         gets billed, not an estimate; it starts no new round and runs no more
         tools. If it goes away while tools run, they are cancelled at once.
         """
-        state = RunState(request_id=ctx.request_id, model=ctx.model.id)
+        state = RunState(request_id=ctx.request_id, model=ctx.model.id, organisation=ctx.organisation.id)
         return self.stream_events(ctx, state, self.orchestrator.run(ctx, request, state))
 
     async def stream_events(

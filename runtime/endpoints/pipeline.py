@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 
 from runtime.admission import PluginRequest, RequestContext, acquire_limits, check_scope, grants_for
 from runtime.api import sse
-from runtime.config import EndpointConfig, OrganisationConfig
+from runtime.config import ORCHESTRATION_MODES, EndpointConfig, OrganisationConfig
 from runtime.endpoints import sessions
 from runtime.endpoints.store import EndpointRegistry
 from runtime.endpoints.template import MissingVariable, render
@@ -87,6 +87,7 @@ class EndpointCall:
     stream: bool = False
     request_id: str | None = None
     max_tokens: int | None = None
+    orchestration_mode: str | None = None
 
     @classmethod
     def parse(cls, body: Any) -> EndpointCall:
@@ -121,7 +122,10 @@ class EndpointCall:
             raise _invalid("'max_tokens' must be a positive integer.")
         if not turns and body.get("input") is None:
             raise _invalid("Give 'message', 'messages' or 'input'.")
-        return cls(turns, body.get("session_id"), variables, body.get("input"), bool(stream), body.get("request_id"), max_tokens)
+        mode = body.get("orchestration_mode")
+        if mode is not None and mode not in ORCHESTRATION_MODES:
+            raise _invalid("'orchestration_mode' must be one of 'classic', 'code' or 'auto'.")
+        return cls(turns, body.get("session_id"), variables, body.get("input"), bool(stream), body.get("request_id"), max_tokens, mode)
 
 
 @dataclass(frozen=True)
@@ -357,6 +361,10 @@ class EndpointService:
 
     def _body(self, prepared: Prepared, messages: list[JSON], max_tokens: int | None) -> JSON:
         body: JSON = {"model": prepared.endpoint.model, "messages": messages}
+        # The request's mode, else the endpoint's; without either the organisation's applies.
+        mode = prepared.call.orchestration_mode or prepared.endpoint.orchestration.mode
+        if mode is not None:
+            body["orchestration_mode"] = mode
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
         schema = prepared.endpoint.output_schema

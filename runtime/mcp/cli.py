@@ -46,6 +46,8 @@ def _row(ref: PluginRef, orgs: list[str], described: dict[str, Any]) -> dict[str
     return {
         "plugin_id": ref.id,
         "organisations": orgs,
+        # One connection for all of them (shared: true), or one each (the default).
+        "shared": described["shared"],
         "transport": described["transport"],
         "target": described["target"],
         "healthy": described["healthy"],
@@ -110,10 +112,12 @@ async def describe_mcp_plugins(
     try:
         # A listing waits for every server as long as each one's connect timeout allows.
         waits = [ref.mcp.connect_timeout_s or connect_timeout_s for ref, _ in plugins if ref.mcp]
-        await manager.start((ref for ref, _orgs in plugins), wait_s=max(waits, default=0.0))
-        for ref, _orgs in plugins:
-            await manager.tools_for(ref)  # a list older than its TTL is fetched again
-        return [_row(ref, orgs, manager.describe_plugin(ref)) for ref, orgs in plugins]
+        # One connection per distinct configuration is enough to describe it, whichever
+        # organisation's it is: listing a server never runs a tool.
+        await manager.start(((orgs[0], ref) for ref, orgs in plugins), wait_s=max(waits, default=0.0))
+        for ref, orgs in plugins:
+            await manager.tools_for(ref, organisation=orgs[0])  # a list older than its TTL is fetched again
+        return [_row(ref, orgs, manager.describe_plugin(ref, organisation=orgs[0])) for ref, orgs in plugins]
     finally:
         await manager.aclose()
 
@@ -143,7 +147,7 @@ async def call_tool(
     timeout = settings.orchestration.tool_timeout_s
     ceiling = loop.time() + max(settings.orchestration.tool_max_s, timeout)
     try:
-        await manager.start([ref], wait_s=(ref.mcp.connect_timeout_s if ref.mcp else None) or connect_timeout_s)
+        await manager.start([(orgs[0], ref)], wait_s=(ref.mcp.connect_timeout_s if ref.mcp else None) or connect_timeout_s)
         try:
             async with asyncio.timeout(timeout) as deadline:
 
@@ -152,7 +156,9 @@ async def call_tool(
                     deadline.reschedule(min(loop.time() + timeout, ceiling))
 
                 ctx = ToolContext(organisation_id=orgs[0], plugin_id=ref.id, request_id="cli", progress=progress)
-                result = await manager.call(ref, tool, arguments, ctx, sampling_refusal=CLI_SAMPLING_REFUSAL)
+                result = await manager.call(
+                    ref, tool, arguments, ctx, organisation=orgs[0], sampling_refusal=CLI_SAMPLING_REFUSAL
+                )
         except ToolError as exc:
             return False, str(exc)
         except TimeoutError:
@@ -246,5 +252,7 @@ def plugins_table(rows: list[dict[str, Any]]) -> Table:
             state = f" ({row['state']})" if row.get("state") else ""
             health = f"[red]unhealthy{state}: {escape(str(row.get('error') or 'not connected'))}[/red]"
         organisations = ", ".join(row.get("organisations", [])) or "-"
+        if row.get("shared") and len(row.get("organisations", [])) > 1:
+            organisations += "\n(one shared connection)"
         table.add_row(escape(plugin_id), source, "\n".join(lines) or "-", organisations, health)
     return table

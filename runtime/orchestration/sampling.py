@@ -64,7 +64,7 @@ class ModelSampling:
                 body["temperature"] = request.temperature
             if request.stop:
                 body["stop"] = request.stop[:4]
-            state = RunState(request_id=f"{ctx.request_id}:sampling:{call_id}", model=ctx.model.id)
+            state = RunState(request_id=f"{ctx.request_id}:sampling:{call_id}", model=ctx.model.id, organisation=ctx.organisation.id)
             started = time.perf_counter()
             status = "error"
             try:

@@ -23,8 +23,6 @@ Unknown keys (gateway extensions such as ``enabled_plugin_ids``) are ignored.
 from __future__ import annotations
 
 import re
-import time
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import orjson
@@ -534,19 +532,6 @@ def upstream_error(
     )
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return None
-    return max(0.0, seconds)
-
-
 # ---------------------------------------------------------------------------
 # streaming: Anthropic events -> OpenAI chunks
 # ---------------------------------------------------------------------------
@@ -757,6 +742,10 @@ def openai_messages(system: Any, messages: Any, *, server_tool_name: Any = None)
     ``tool_use`` / ``tool_result`` blocks become tool calls and ``tool``
     messages; ``mcp_tool_use`` / ``mcp_tool_result`` blocks (server-side calls an
     earlier answer carried) too, named with ``server_tool_name(server, tool)``.
+    A code-mode script run (``server_tool_use`` ``code_execution`` and its
+    ``code_execution_tool_result``) becomes the ``run_script`` call of server
+    ``plugway`` the model made; the calls the script made (blocks with a
+    ``caller``) were never the model's and are left out.
     Thinking blocks cannot travel through the OpenAI shape and are left out.
     """
     out: list[JSON] = []
@@ -831,9 +820,27 @@ def _assistant_turn(blocks: list[Any], param: str, out: list[JSON], server_tool_
         calls.clear()
         results.clear()
 
+    made_by_scripts: set[str] = set()
     for j, block in enumerate(blocks):
         kind = block.get("type") if isinstance(block, dict) else None
         block_param = f"{param}.content[{j}]"
+        if kind == "mcp_tool_use" and block.get("caller") and server_tool_name is not None:
+            made_by_scripts.add(str(block.get("id")))
+            continue
+        if kind == "mcp_tool_result" and block.get("tool_use_id") in made_by_scripts:
+            continue
+        if kind == "server_tool_use" and block.get("name") == "code_execution" and server_tool_name is not None:
+            if results:
+                flush()
+            code = (block.get("input") or {}).get("code") if isinstance(block.get("input"), dict) else None
+            arguments = orjson.dumps({"code": code if isinstance(code, str) else ""}).decode()
+            calls.append({"id": str(block.get("id") or ""), "type": "function", "function": {"name": server_tool_name("plugway", "run_script"), "arguments": arguments}})
+            continue
+        if kind == "code_execution_tool_result" and server_tool_name is not None:
+            outcome = block.get("content") if isinstance(block.get("content"), dict) else {}
+            shown = outcome.get("stdout") if outcome.get("return_code") == 0 else outcome.get("stderr")
+            results.append({"role": "tool", "tool_call_id": str(block.get("tool_use_id") or ""), "content": str(shown or "")})
+            continue
         if kind == "text":
             if results:
                 flush()
@@ -905,7 +912,6 @@ __all__ = [
     "finish_reason",
     "from_anthropic_response",
     "openai_usage",
-    "parse_retry_after",
     "to_anthropic_request",
     "upstream_error",
 ]

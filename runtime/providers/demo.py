@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from runtime.config import ProviderConfig
+from runtime.providers.demo_code import code_mode_turn
 from runtime.providers.demo_schema import example_instance
 
 JSON = dict[str, Any]
@@ -60,15 +61,6 @@ def _message_text(message: JSON) -> str:
     if isinstance(content, list):
         return " ".join(str(part.get("text") or "") for part in content if isinstance(part, dict))
     return ""
-
-
-def _tools_by_suffix(tools: list[JSON]) -> dict[str, JSON]:
-    found: dict[str, JSON] = {}
-    for tool in tools:
-        function = tool.get("function") or {}
-        name = function.get("name", "")
-        found[name.rsplit("__", 1)[-1]] = function
-    return found
 
 
 def _find(tools: list[JSON], suffix: str) -> str | None:
@@ -249,6 +241,10 @@ class DemoProvider:
         messages: list[JSON] = body.get("messages") or []
         tools: list[JSON] = body.get("tools") or []
         tool_choice = body.get("tool_choice", "auto")
+        asked = next((_message_text(m) for m in reversed(messages) if m.get("role") == "user"), "")
+        scripted = code_mode_turn(messages, tools, asked, plan=_plan_tool_calls, summarise=_summarise_result, label=LABEL)
+        if scripted is not None:
+            return scripted
         if messages and messages[-1].get("role") == "tool":
             results = []
             names = {}

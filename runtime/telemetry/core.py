@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry.trace import SpanKind
 
+from runtime.providers.registry import provider_kind
 from runtime.telemetry import logs
 from runtime.telemetry.metrics import Metrics
 from runtime.telemetry.record import RequestRecord, close_record, current_record, open_record
@@ -57,7 +58,8 @@ class Telemetry:
         self.settings = settings
         self.metrics: Metrics | None = Metrics() if metrics_config.enabled else None
         self.metrics_token = metrics_config.token
-        self.tracing = Tracing(tracing_config, {p.id: p.kind for p in settings.providers} if settings is not None else {})
+        provider_names = {p.id: provider_kind(p.kind).gen_ai_name for p in settings.providers} if settings is not None else {}
+        self.tracing = Tracing(tracing_config, provider_names)
         self.log_requests = logging_config.requests if logging_config.requests is not None else logging_config.format == "json"
         self.log_content = logging_config.debug_content
         # Request records are worth keeping only if something reads them at the end.

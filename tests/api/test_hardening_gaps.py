@@ -185,8 +185,8 @@ async def test_aclose_closes_every_part_when_one_fails_to_close(
         assert model is not None
         await gateway.router.chat(model, {"messages": USER}, RouteLog())
         provider = gateway.router.providers["upstream"]
-        assert isinstance(provider, OpenAIProvider) and provider._session is not None
-        session = provider._session
+        assert isinstance(provider, OpenAIProvider) and provider._http._session is not None
+        session = provider._http._session
         assert not session.closed
         worker_pid = await run_isolated(os.getpid)
         assert worker_pid != os.getpid() and process_alive(worker_pid)

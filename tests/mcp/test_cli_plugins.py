@@ -19,6 +19,11 @@ DEAD_ERROR = "missing CRM_URL setting: set it to the CRM's base URL, for example
 
 def write_config(tmp_path: Path) -> Path:
     dead = [sys.executable, "-c", f"import sys; sys.stderr.write({DEAD_ERROR!r} + '\\n'); sys.exit(2)"]
+    tk = {
+        "id": "tk",
+        "mcp": {"command": [sys.executable, str(TEST_SERVER), "--legacy"], "roots": [str(tmp_path)]},
+        "exclude_tools": ["explode"],
+    }
     config = {
         "providers": [{"id": "demo", "kind": "demo"}],
         "models": [{"id": "demo", "provider": "demo"}],
@@ -28,14 +33,13 @@ def write_config(tmp_path: Path) -> Path:
                 "id": "acme",
                 "plugins": [
                     {"id": "clock"},
-                    {
-                        "id": "tk",
-                        "mcp": {"command": [sys.executable, str(TEST_SERVER), "--legacy"], "roots": [str(tmp_path)]},
-                        "exclude_tools": ["explode"],
-                    },
+                    tk,
                     {"id": "dead", "mcp": {"command": dead}},
                 ],
-            }
+            },
+            # The same server for a second organisation: its own connection in the gateway,
+            # one row here (the listing describes each distinct configuration once).
+            {"id": "beta", "plugins": [tk]},
         ],
     }
     path = tmp_path / "plugway.yaml"
@@ -61,6 +65,7 @@ def test_plugins_list_json_shows_what_the_model_sees(tmp_path: Path) -> None:
 
     tk = rows["tk"]
     assert tk["source"] == "mcp" and tk["healthy"] and tk["state"] == "ready"
+    assert tk["organisations"] == ["acme", "beta"] and tk["shared"] is False
     assert str(TEST_SERVER) in tk["target"] and tk["protocol"] == "2025-11-25"
     tools = {t["name"]: t for t in tk["tools"]}
     # The names the model sees, hashed ones included.

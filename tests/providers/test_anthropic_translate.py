@@ -12,7 +12,6 @@ from runtime.providers.anthropic_translate import (
     StreamTranslator,
     default_max_tokens_for,
     from_anthropic_response,
-    parse_retry_after,
     to_anthropic_request,
     upstream_error,
 )
@@ -473,14 +472,6 @@ def test_http_errors_map_to_upstream_errors(
 def test_stream_error_event_status_comes_from_the_error_type() -> None:
     error = upstream_error(None, {"type": "error", "error": {"type": "overloaded_error"}})
     assert error.status == 529 and error.retryable
-
-
-def test_retry_after_parsing() -> None:
-    assert parse_retry_after("2") == 2.0
-    assert parse_retry_after("0.5") == 0.5
-    assert parse_retry_after(None) is None
-    assert parse_retry_after("soon") is None
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
 
 
 # -- streaming -----------------------------------------------------------------

@@ -78,7 +78,7 @@ async def chat_completions(request: Request, gateway: GatewayDep, key: KeyDep, r
         source="api",
         check=_refuse_n_when_orchestrating(body),
     )
-    run = RunRequest(body, stream=bool(body.get("stream")))
+    run = RunRequest(body, stream=bool(body.get("stream")), mode=body.get("orchestration_mode"))
     headers = ctx.limits.headers()
 
     if run.stream:

@@ -104,7 +104,7 @@ def _native_encode(event: NativeEvent | KeepAlive) -> Out:
 
 
 async def _native(request: Request, gateway: Gateway, ctx: RequestContext, parsed: MessagesRequest) -> Response:
-    state = RunState(request_id=ctx.request_id, model=ctx.model.id)
+    state = RunState(request_id=ctx.request_id, model=ctx.model.id, organisation=ctx.organisation.id)
     headers = ctx.limits.headers()
     if parsed.stream:
         events = gateway.stream_events(ctx, state, native_stream(gateway.router, ctx, parsed.body, state))
@@ -132,11 +132,11 @@ async def create_message(request: Request, gateway: GatewayDep, key: KeyDep, req
         source="messages",
         check=check,
     )
-    anthropic = gateway.router.anthropic_native(ctx.model)
-    if anthropic and not await gateway.orchestrator.toolset(ctx):
+    speaks_messages = gateway.router.speaks_natively(ctx.model, "messages")
+    if speaks_messages and not await gateway.orchestrator.toolset(ctx):
         return await _native(request, gateway, ctx, parsed)
     refuse_native_only(parsed)
-    run = RunRequest(chat_body(parsed, keep_top_k=anthropic), stream=parsed.stream)
+    run = RunRequest(chat_body(parsed, keep_top_k=speaks_messages), stream=parsed.stream)
     encoder = MessagesEncoder(model_id=ctx.model.id)
     headers = ctx.limits.headers()
     if run.stream:

@@ -16,7 +16,7 @@ class _Closed(BaseModel):
 
 
 class ContentBlock(_Open):
-    type: Literal["text", "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking", "mcp_tool_use", "mcp_tool_result"]
+    type: Literal["text", "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking", "mcp_tool_use", "mcp_tool_result", "server_tool_use", "code_execution_tool_result"]
 
 
 class Message(_Closed):

@@ -20,6 +20,7 @@ from typing import Any
 from runtime.admission import PluginRequest
 from runtime.config import OrganisationConfig
 from runtime.errors import invalid_request, unsupported_parameter
+from runtime.orchestration.code_mode import requested_mode
 from runtime.orchestration.naming import public_name
 from runtime.providers.anthropic_translate import openai_messages, openai_tool_choice, openai_tools
 
@@ -29,6 +30,7 @@ KNOWN = frozenset(
     {
         "model", "max_tokens", "messages", "system", "stream", "temperature", "top_p", "top_k",
         "stop_sequences", "metadata", "tools", "tool_choice", "mcp_servers", "output_config",
+        "orchestration_mode",
     }
 )
 # Leaving these out cannot change the answer of a translated request (they pass on natively).
@@ -46,6 +48,7 @@ class MessagesRequest:
     plugins: list[PluginRequest] | None  # None: every plugin of the organisation
     server_tools: bool
     native_only: list[str]  # fields present that only the native path can honour
+    mode: str | None = None  # plugway's orchestration_mode
 
 
 def parse_request(body: Any) -> MessagesRequest:
@@ -82,8 +85,9 @@ def parse_request(body: Any) -> MessagesRequest:
     if metadata is not None and (not isinstance(metadata, dict) or not isinstance(metadata.get("user_id", ""), str | type(None))):
         raise invalid_request("metadata: must be an object with an optional string user_id", param="metadata")
     plugins = _mcp_servers(body.get("mcp_servers"))
+    mode = requested_mode(body)
     client_tools = bool(body.get("tools"))
-    native_body = {k: v for k, v in body.items() if k not in ("mcp_servers", "stream")}
+    native_body = {k: v for k, v in body.items() if k not in ("mcp_servers", "stream", "orchestration_mode")}
     return MessagesRequest(
         model=model,
         stream=bool(stream),
@@ -93,6 +97,7 @@ def parse_request(body: Any) -> MessagesRequest:
         server_tools=plugins is not None or not client_tools,
         native_only=[name for name in NATIVE_ONLY if body.get(name) not in (None, {"type": "disabled"})]
         + (["output_config.effort"] if (output_config or {}).get("effort") is not None else []),
+        mode=mode,
     )
 
 
@@ -162,6 +167,8 @@ def chat_body(request: MessagesRequest, *, keep_top_k: bool) -> JSON:
         chat["tool_choice"] = choice
     if parallel is not None:
         chat["parallel_tool_calls"] = parallel
+    if request.mode is not None:
+        chat["orchestration_mode"] = request.mode
     return chat
 
 

@@ -6,7 +6,8 @@ Shapes follow OpenAI's Responses API (the installed ``openai`` package's
 - ``instructions`` → a system message; ``input`` (a string, or items: messages
   with ``input_text`` / ``input_image`` / ``output_text`` parts,
   ``function_call``, ``function_call_output``, ``mcp_call``,
-  ``mcp_approval_response``) → chat messages;
+  ``mcp_approval_response``, and a code-mode script's ``code_interpreter_call``,
+  whose own ``mcp_call`` items follow it and are left out) → chat messages;
 - function tools → chat tools (their calls go back to the client as
   ``function_call`` items); MCP tool entries naming a configured plugin
   (``server_label`` = plugin id; ``server_url`` absent, ``plugway://plugins/<id>``
@@ -24,9 +25,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from runtime.admission import ApprovalPolicy, PluginRequest
 from runtime.config import OrganisationConfig
 from runtime.errors import invalid_request, unsupported_parameter
+from runtime.orchestration.code_mode import requested_mode
 from runtime.orchestration.loop import Resume
 from runtime.orchestration.naming import public_name
 
@@ -37,6 +41,7 @@ HANDLED = frozenset(
         "model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls", "max_output_tokens",
         "temperature", "top_p", "text", "metadata", "store", "previous_response_id", "stream", "user",
         "safety_identifier", "truncation", "include", "background", "reasoning", "stream_options",
+        "orchestration_mode",
     }
 )
 # Leaving these out cannot change the answer.
@@ -123,6 +128,9 @@ def parse_request(body: Any) -> ResponsesRequest:
     previous = _string(body, "previous_response_id")
 
     chat: JSON = {"model": model}
+    mode = requested_mode(body)
+    if mode is not None:
+        chat["orchestration_mode"] = mode
     max_tokens = body.get("max_output_tokens")
     if max_tokens is not None:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= MAX_OUTPUT_TOKENS:
@@ -372,12 +380,27 @@ def _input(value: Any) -> tuple[list[JSON], dict[str, bool]]:
             pending_calls.clear()
 
     outputs: list[JSON] = []
+    in_script = False  # the mcp_call items right after a code_interpreter_call are the script's
     for i, item in enumerate(value):
         param = f"input[{i}]"
         if not isinstance(item, dict):
             raise invalid_request("Each input item must be an object.", param=param)
         kind = item.get("type", "message")
-        if kind == "message":
+        if kind == "mcp_call" and in_script:
+            continue
+        in_script = kind == "code_interpreter_call"
+        if kind == "code_interpreter_call":
+            code, call_id = item.get("code"), item.get("id")
+            if not (isinstance(code, str) and isinstance(call_id, str)):
+                raise invalid_request("A code_interpreter_call needs 'id' and 'code'.", param=param)
+            if outputs:
+                flush_calls()
+                messages.extend(outputs)
+                outputs.clear()
+            pending_calls.append({"id": call_id, "type": "function", "function": {"name": public_name("plugway", "run_script"), "arguments": orjson.dumps({"code": code}).decode()}})
+            logs = [str(o.get("logs") or "") for o in item.get("outputs") or () if isinstance(o, dict) and o.get("type") == "logs"]
+            outputs.append({"role": "tool", "tool_call_id": call_id, "content": "".join(logs)})
+        elif kind == "message":
             role = item.get("role")
             if role not in ("user", "assistant", "system", "developer"):
                 raise invalid_request("A message's 'role' must be user, assistant, system or developer.", param=f"{param}.role")
