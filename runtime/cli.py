@@ -225,7 +225,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         configure_logging(settings, processes=args.workers)
         run_worker = not args.no_worker
         if args.workers > 1:
-            return _serve_workers(args, listener, port, run_worker)
+            return _serve_workers(args, listener, port, run_worker, settings.body_read_timeout_s)
         return _serve_one(settings, plugins, listener, args.host, port, run_worker)
     finally:
         listener.close()
@@ -250,6 +250,7 @@ def _serve_one(settings: Settings, plugins: Any, listener: socket.socket, host: 
     import uvicorn
 
     from runtime.api.app import create_app
+    from runtime.api.guard import server_options
 
     class AnnouncingServer(uvicorn.Server):
         # Given a socket, uvicorn does not say where it listens: say it as it would.
@@ -262,13 +263,17 @@ def _serve_one(settings: Settings, plugins: Any, listener: socket.socket, host: 
 
     app = create_app(settings, plugins=plugins, run_worker=run_worker)
     # Long-lived streams (MCP sessions, SSE) must not hold a shutdown forever.
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False, timeout_graceful_shutdown=10)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="info", access_log=False, timeout_graceful_shutdown=10, **server_options(settings.body_read_timeout_s)  # type: ignore[arg-type]
+    )
     AnnouncingServer(config).run(sockets=[listener])
     return 0
 
 
-def _serve_workers(args: argparse.Namespace, listener: socket.socket, port: int, run_worker: bool) -> int:
+def _serve_workers(args: argparse.Namespace, listener: socket.socket, port: int, run_worker: bool, read_timeout_s: float) -> int:
     import uvicorn
+
+    from runtime.api.guard import server_options
 
     if args.config:
         os.environ["PLUGWAY_CONFIG"] = os.path.abspath(args.config)
@@ -284,6 +289,7 @@ def _serve_workers(args: argparse.Namespace, listener: socket.socket, port: int,
         log_level="info",
         access_log=False,
         timeout_graceful_shutdown=10,
+        **server_options(read_timeout_s, spawned=True),  # type: ignore[arg-type]
     )
     return 0
 
@@ -383,11 +389,24 @@ def _print_console(host: str, port: int, config: str | None) -> None:
 # -- keys ---------------------------------------------------------------------------------
 
 
+def _check_models(settings: Settings, org_id: str, models: list[str]) -> None:
+    """Refuse a model allow-list naming a model the organisation cannot use (a typo would lock the key out)."""
+    organisation = settings.organisation(org_id)
+    usable = [m.id for m in settings.models if organisation is None or organisation.models is None or m.id in organisation.models]
+    for model in models:
+        if model not in usable:
+            raise CommandFailed(
+                f"model '{model}' is not configured for organisation '{org_id}' (its models: {', '.join(usable) or 'none'})"
+            )
+
+
 def cmd_keys_create(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if settings.organisation(args.org) is None:
         known = ", ".join(o.id for o in settings.organisations) or "none"
         return _fail(f"organisation '{args.org}' is not in the configuration (known: {known})")
+    if not isinstance(args.models, Unlimited) and args.models is not None:
+        _check_models(settings, args.org, args.models)
     from runtime.control.audit import record_cli
     from runtime.storage.keys import mint_key
 
@@ -496,6 +515,12 @@ def cmd_keys_update(args: argparse.Namespace) -> int:
     settings = _settings(args)
     engine = _existing_database(settings, f"no key '{args.key_id}'")
     try:
+        if isinstance(args.models, list):
+            from runtime.storage.keys import find_key
+
+            found = find_key(engine, args.key_id)
+            if found is not None:
+                _check_models(settings, found.organisation_id, args.models)
         row = update_key(
             engine, args.key_id, rpm=change(args.rpm), daily_tokens=change(args.daily_tokens),
             name=KEEP if args.name is None else args.name, scopes=listed(args.scopes), models=listed(args.models),

@@ -400,6 +400,19 @@ class MetricsConfig(_Strict):
     enabled: bool = True
     # When set, /metrics answers only `Authorization: Bearer <token>` (401 otherwise).
     token: str | None = None
+    # host:port of a separate listener serving only /metrics (the main port then answers 404).
+    # Neither token nor listen: the main port serves /metrics to loopback peers only.
+    listen: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"'{value}' is not host:port (such as 127.0.0.1:9464)")
+        return value
 
 
 class TracingConfig(_Strict):
@@ -450,7 +463,12 @@ class Settings(_Strict):
     # A request field the model's upstream cannot receive: ignore (drop it and name it in
     # x-plugway-ignored-params) or refuse (400 naming every such field).
     unsupported_params: UnsupportedParams = "ignore"
-    max_body_bytes: int = 4 * 1024 * 1024
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1)
+    # A request body not fully arrived this long after the request began: 408, connection closed;
+    # request headers not complete this long after the connection opened: connection closed.
+    body_read_timeout_s: float = Field(default=30.0, gt=0)
+    # Peers (addresses or networks) whose X-Forwarded-For is believed; none by default.
+    trusted_proxies: list[str] = Field(default_factory=list)
     # How long a looked-up key is trusted before the database is asked again (revocation delay).
     key_cache_ttl_s: float = Field(default=5.0, ge=0)
     # Set by the loader: True when no configuration file was given.
@@ -462,6 +480,18 @@ class Settings(_Strict):
         from runtime.storage.urls import check_database_url
 
         return check_database_url(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, proxies: list[str]) -> list[str]:
+        import ipaddress
+
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"'{proxy}' is not an IP address or network (such as 10.0.0.0/8)") from None
+        return proxies
 
     @field_validator("redis_url")
     @classmethod

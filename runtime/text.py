@@ -21,6 +21,11 @@ def truncate(content: str, limit: int) -> str:
     return content[:shown] + TRUNCATION_NOTICE.format(shown=shown, total=total)
 
 
+def quoted(value: str, limit: int = 64) -> str:
+    """A client's value as an error message repeats it: at most ``limit`` characters, quoted."""
+    return f"'{value}'" if len(value) <= limit else f"'{value[:limit]}…' ({len(value)} characters)"
+
+
 def mask_credentials(text: str) -> str:
     """Hide the password of every URL in ``text`` (``postgresql://app:****@db/plugway``)."""
     return _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:****@", text)

@@ -13,9 +13,9 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from runtime.api import routes_whatsapp
-from runtime.api.body import LingeringClose
 from runtime.api.direct import DirectRoute, DirectRoutes
 from runtime.api.errors import error_response, install_error_handlers
+from runtime.api.guard import RequestGuard, forwarded_for
 from runtime.api.middleware import RequestIdMiddleware
 from runtime.api.openapi import install_openapi
 from runtime.api.routes import health, models, usage
@@ -26,6 +26,7 @@ from runtime.endpoints import EndpointService, purge_expired_sessions
 from runtime.endpoints import router as endpoints_router
 from runtime.frontdoors import chat, embeddings, messages, responses
 from runtime.frontdoors.mcp import McpFrontDoor
+from runtime.frontdoors.mcp.routes import jsonrpc_error_response
 from runtime.frontdoors.messages.routes import error_response as anthropic_error_response
 from runtime.gateway import Gateway
 from runtime.plugin_host.manager import PluginHost
@@ -33,15 +34,25 @@ from runtime.requestlog.store import purge_forever as purge_request_log
 from runtime.telemetry import TelemetryMiddleware, fastapi_options
 from runtime.telemetry import routes as telemetry_routes
 from runtime.telemetry.logs import configure as configure_logging
+from runtime.telemetry.routes import metrics_listener
 
 
 class PlugwayApp(FastAPI):
     """FastAPI with the model routes served in front of its middleware stack (see runtime.api.direct)."""
 
     direct_routes: list[DirectRoute] = []
+    settings: Settings
 
     def build_middleware_stack(self) -> ASGIApp:
-        return LingeringClose(DirectRoutes(super().build_middleware_stack(), self.direct_routes))
+        served = DirectRoutes(super().build_middleware_stack(), self.direct_routes)
+        guarded = RequestGuard(
+            served,
+            max_body_bytes=self.settings.max_body_bytes,
+            body_read_timeout_s=self.settings.body_read_timeout_s,
+            renderers={"/v1/messages": anthropic_error_response, "/mcp": jsonrpc_error_response},
+            default_renderer=error_response,
+        )
+        return forwarded_for(guarded, self.settings.trusted_proxies)
 
 
 def create_app(
@@ -70,7 +81,7 @@ def create_app(
             purge_request_log(app.state.gateway),
         )
         try:
-            async with mcp_front_door.serving(app.state.gateway):
+            async with mcp_front_door.serving(app.state.gateway), metrics_listener(settings.metrics.listen, app.state.gateway):
                 # Everything built so far lives as long as the process: keep it out of the
                 # cyclic collector's full passes (they scanned it all, every few thousand requests).
                 gc.collect()
@@ -95,6 +106,7 @@ def create_app(
         # FastAPI's own HTTP server span (incoming traceparent honoured) is each request's span.
         **fastapi_options(settings.tracing.enabled),  # type: ignore[arg-type]
     )
+    app.settings = settings
     install_error_handlers(app)
     install_openapi(app)
     app.include_router(chat.router)

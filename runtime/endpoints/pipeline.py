@@ -44,6 +44,7 @@ from runtime.orchestration.events import Completed, Event
 from runtime.orchestration.loop import RunRequest
 from runtime.storage.keys import KeyInfo
 from runtime.telemetry import current as telemetry
+from runtime.text import quoted
 
 JSON = dict[str, Any]
 # How long one request may hold its session (a crashed holder's lease expires after this).
@@ -321,7 +322,7 @@ class EndpointService:
         else:
             if not await anyio.to_thread.run_sync(partial(sessions.exists, engine, session_id=session_id, **where)):
                 if not prepared.create_session:
-                    raise EndpointError(404, "session_not_found", f"There is no session '{session_id}' for endpoint '{endpoint.slug}'.")
+                    raise EndpointError(404, "session_not_found", f"There is no session {quoted(session_id)} for endpoint '{endpoint.slug}'.")
                 with contextlib.suppress(IntegrityError):  # another worker created it a moment ago
                     await anyio.to_thread.run_sync(
                         partial(sessions.create, engine, session_id=session_id, ttl_hours=endpoint.sessions.ttl_hours, owner="", lease_s=-1.0, **where)
@@ -332,9 +333,9 @@ class EndpointService:
                 partial(sessions.try_lock, engine, session_id=session_id, owner=owner, lease_s=SESSION_LEASE_S, **where)
             ):
                 if waited >= SESSION_WAIT_S:
-                    raise EndpointError(409, "session_busy", f"Session '{session_id}' is busy with another request.")
+                    raise EndpointError(409, "session_busy", f"Session {quoted(session_id)} is busy with another request.")
                 if not await anyio.to_thread.run_sync(partial(sessions.exists, engine, session_id=session_id, **where)):
-                    raise EndpointError(404, "session_not_found", f"There is no session '{session_id}' for endpoint '{endpoint.slug}'.")
+                    raise EndpointError(404, "session_not_found", f"There is no session {quoted(session_id)} for endpoint '{endpoint.slug}'.")
                 await asyncio.sleep(delay)
                 waited += delay
                 delay = min(delay * 2, 0.2)

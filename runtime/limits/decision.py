@@ -147,10 +147,12 @@ def build_decision(
         reason=reason,
         retry_after_s=retry_after,
         limit_requests=rpm,
-        remaining_requests=None if rpm is None else max(rpm - requests_in_window, 0),
+        # Remaining is between 0 and the limit whatever the counters say (a negative count, say,
+        # from an upstream's bad usage, once made it 2^64 - 1 beside a 2^63 - 1 limit).
+        remaining_requests=None if rpm is None else min(max(rpm - requests_in_window, 0), rpm),
         reset_requests_s=None if rpm is None else max(window_clear_in_s, 0.0),
         limit_tokens=daily_tokens,
-        remaining_tokens=None if daily_tokens is None else max(daily_tokens - tokens_used, 0),
+        remaining_tokens=None if daily_tokens is None else min(max(daily_tokens - tokens_used, 0), daily_tokens),
         # Nothing used today means the budget is already in its initial state.
         reset_tokens_s=None
         if daily_tokens is None

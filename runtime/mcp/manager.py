@@ -288,7 +288,7 @@ class McpManager:
         ``unsupported_tools``, ``resources`` (how many), ``resource_templates``,
         ``prompts``, ``pid``, ``protocol``, ``retry_in_s``, ``restarts``,
         ``organisations`` (those the connection serves) and ``shared``. The
-        public ``/readyz`` shows only ``healthy`` and ``state`` of it.
+        public ``/readyz`` shows none of it.
 
         A plugin id served by one connection is listed under its id. When several
         connections serve one plugin id (one per organisation, the default), each is

@@ -68,6 +68,7 @@ def test_limits_beyond_32_bits_are_stored_and_listed(config: Path, database_url:
         (["--daily-tokens", "99999999999999999999999"], ["--daily-tokens", "at most"]),
         (["--rpm", "lots"], ["--rpm", "'lots'"]),
         (["--name", "n" * 300], ["--name", "300 characters", "200"]),
+        (["--models", "nonexistent"], ["model 'nonexistent'", "not configured", "organisation 'acme'"]),
     ],
 )
 def test_keys_create_refuses_bad_values_in_one_line(
@@ -84,6 +85,7 @@ def test_keys_create_refuses_bad_values_in_one_line(
         (["--rpm", "-1"], ["--rpm", "negative"]),
         (["--daily-tokens", str(2**64)], ["--daily-tokens", "at most"]),
         (["--name", "n" * 300], ["--name", "200"]),
+        (["--models", "nonexistent"], ["model 'nonexistent'", "not configured"]),
         ([], ["nothing to change"]),
     ],
 )

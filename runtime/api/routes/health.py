@@ -1,9 +1,10 @@
 """GET and HEAD / (a reachability probe), GET /healthz (liveness) and GET /readyz (readiness), all public.
 
-Readiness says only ready or not per component: an unauthenticated caller
-learns nothing about hosts, databases, commands or error text. Why a component
-is not ready goes to the log (URL credentials masked) and to the management
-API's health view.
+Readiness says only ready or not, for the database and Redis: an unauthenticated
+caller learns nothing about hosts, commands, error text, plugins or organisations
+(an unhealthy MCP server does not make the gateway unready, so it is not named).
+Why a component is not ready goes to the log (URL credentials masked); MCP servers
+and plugin failures are in the management API's health view.
 """
 
 from __future__ import annotations
@@ -70,9 +71,8 @@ async def readiness(gateway: Gateway) -> tuple[bool, dict[str, Any]]:
 @router.get("/readyz")
 async def readyz(gateway: GatewayDep) -> Response:
     ready, details = await readiness(gateway)
+    # Components only: no plugin, MCP server or organisation is named to an unauthenticated caller.
     checks: dict[str, Any] = {name: {"ok": details[name]["ok"]} for name in ("database", "redis") if name in details}
-    if "mcp" in details:
-        checks["mcp"] = {plugin: {"ok": entry["healthy"], "state": entry["state"]} for plugin, entry in details["mcp"].items()}
     if not ready:
         log.warning("not ready: %s", orjson.dumps(details).decode())
     return _json({"status": "ready" if ready else "unavailable", "checks": checks}, 200 if ready else 503)

@@ -273,9 +273,17 @@ def _approval(value: Any, param: str) -> ApprovalPolicy:
     if value == "never":
         return ApprovalPolicy(default=False)
     if isinstance(value, dict):
+        unknown = sorted(set(value) - {"always", "never"})
+        if unknown:
+            raise invalid_request(f"'require_approval' takes 'always' and 'never', not '{unknown[0][:64]}'.", param=param)
+
         def names(key: str) -> frozenset[str]:
-            entry = value.get(key) or {}
-            listed = entry.get("tool_names") if isinstance(entry, dict) else None
+            entry = value.get(key)
+            if entry is None:
+                return frozenset()
+            if not isinstance(entry, dict):
+                raise invalid_request(f"'require_approval.{key}' must be an object such as {{\"tool_names\": [...]}}.", param=param)
+            listed = entry.get("tool_names")
             if listed is not None and not (isinstance(listed, list) and all(isinstance(n, str) for n in listed)):
                 raise invalid_request(f"'require_approval.{key}.tool_names' must be an array of strings.", param=param)
             return frozenset(listed or ())
