@@ -22,7 +22,7 @@ import functools
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from runtime.config import ModelConfig, Settings
@@ -37,6 +37,7 @@ from runtime.providers.base import Provider
 from runtime.providers.demo import DemoProvider
 from runtime.providers.openai import OpenAIProvider
 from runtime.providers.resilience import CircuitBreaker, call_with_retries, open_stream_with_retries
+from runtime.request import RouteLog
 from runtime.telemetry import current as telemetry
 
 log = logging.getLogger("plugway.router")
@@ -52,16 +53,6 @@ EMBEDDING_KINDS = frozenset({"openai", "demo"})
 
 async def _cannot_embed(provider: Provider) -> JSON:
     raise UpstreamError(f"provider '{provider.id}' ({provider.kind}) has no embeddings", retryable=False)
-
-
-@dataclass
-class RouteLog:
-    """What the router did for one request: served by, and failed attempts (safe messages only)."""
-
-    provider: str | None = None
-    model: str | None = None
-    attempts: list[JSON] = field(default_factory=list)
-    request_id: str | None = None  # sent upstream as X-Request-Id
 
 
 @dataclass

@@ -24,13 +24,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from runtime.admission import ApprovalPolicy, PluginRequest
 from runtime.config import OrganisationConfig
 from runtime.errors import invalid_request, unsupported_parameter
-from runtime.orchestration.loop import Resume
+from runtime.json_types import JSON
 from runtime.orchestration.naming import public_name
-
-JSON = dict[str, Any]
+from runtime.request import ApprovalPolicy, PluginRequest, Resume
 
 HANDLED = frozenset(
     {
