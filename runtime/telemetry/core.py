@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -48,6 +48,8 @@ class _ToolOutcome(Protocol):
 
 
 FinishedTool = TypeVar("FinishedTool", bound=_ToolOutcome)
+# Sets a feature's gauges from the state it reads (a table, say) when /metrics is scraped.
+StateSampler = Callable[[Metrics], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,7 @@ class Telemetry:
         if self.tracing.enabled:
             logs._trace_ids = self.tracing.trace_ids
         self._mcp_seen: dict[str, int] = {}
+        self._state_samplers: list[StateSampler] = []
         self._sampler: asyncio.Task[None] | None = None
 
     # -- requests -------------------------------------------------------------------------
@@ -308,27 +311,19 @@ class Telemetry:
 
     # -- state sampled rather than counted -------------------------------------------------------
 
+    def add_state_sampler(self, sampler: StateSampler) -> Callable[[], None]:
+        """A feature's gauges of shared state (the WhatsApp queue), set at scrape time; returns its removal."""
+        self._state_samplers.append(sampler)
+        return lambda: self._state_samplers.remove(sampler)
+
     async def refresh(self, gateway: Any) -> None:
-        """Set the gauges that describe state: MCP servers, the usage writer, the WhatsApp queue."""
+        """Set the gauges that describe state: MCP servers, the usage writer, and the features' samplers."""
         metrics = self.metrics
         if metrics is None:
             return
         self._sample_process(gateway)
-        if gateway.settings.whatsapp.apps:
-            import anyio.to_thread
-
-            from runtime.telemetry.whatsapp import queue_state
-
-            try:
-                state = await anyio.to_thread.run_sync(queue_state, gateway.engine, [app.id for app in gateway.settings.whatsapp.apps])
-            except Exception as exc:  # the database is down: /readyz says so; metrics still answer
-                log.warning("metrics: cannot read the WhatsApp queue: %s", type(exc).__name__)
-                return
-            for app_id, app_state in state.items():
-                metrics.whatsapp_queue.labels(app_id, "pending").set(app_state.pending)
-                metrics.whatsapp_queue.labels(app_id, "processing").set(app_state.processing)
-                metrics.whatsapp_oldest_pending.labels(app_id).set(app_state.oldest_pending_age_s)
-                metrics.whatsapp_dead_letters.labels(app_id).set(app_state.failed)
+        for sampler in list(self._state_samplers):
+            await sampler(metrics)
 
     def _sample_process(self, gateway: Any) -> None:
         metrics = self.metrics
