@@ -1,23 +1,36 @@
 # Two commands do all the set-up on a fresh machine:
-#   make serve   - install into .venv and run the gateway on the embedded default
-#   make test    - install into .venv, lint and type-check, run the whole test suite
+#   make serve   - install what serving needs into .venv and run the gateway on the embedded default
+#   make test    - install the test extra too, lint and type-check, run the whole test suite
+#   make chat    - a terminal chat with the gateway `make serve` runs, with its quick-start key
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# Two stamps: serving installs plugway alone; the test extra (pytest, mypy, playwright, ...)
+# comes only with `make test` / `make install`.
+SERVE_STAMP := $(VENV)/.installed-serve
+STAMP := $(VENV)/.installed-test
 
-.PHONY: serve test install lint bench browser
+.PHONY: serve chat test install lint bench browser
 
-$(STAMP): pyproject.toml examples/forecast_plugin/pyproject.toml
+$(SERVE_STAMP): pyproject.toml examples/forecast_plugin/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]' -e examples/forecast_plugin
+	$(PY) -m pip install --quiet -e . -e examples/forecast_plugin
+	touch $(SERVE_STAMP)
+
+$(STAMP): $(SERVE_STAMP)
+	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
-serve: $(STAMP)
+serve: $(SERVE_STAMP)
 	$(VENV)/bin/plugway serve
+
+# The keys `plugway serve` saved beside plugway.db set PLUGWAY_API_KEY, which `plugway chat` reads.
+chat: $(SERVE_STAMP)
+	@test -f plugway-keys.env || { echo "make: no plugway-keys.env here yet: run 'make serve' first (in another terminal)"; exit 1; }
+	. ./plugway-keys.env && $(VENV)/bin/plugway chat
 
 # Three test processes on two cores: most tests wait on sockets, servers and subprocesses.
 test: lint browser

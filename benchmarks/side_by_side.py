@@ -53,7 +53,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 POSTGRES_ADMIN_URL = os.environ.get("PLUGWAY_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("PLUGWAY_BENCH_REDIS", "redis://127.0.0.1:6379/14")
-BENCH_DATABASE = "plugway_bench"
+# Its own names let two sittings on one machine (say, two engineers) run without dropping each other's database.
+BENCH_DATABASE = os.environ.get("PLUGWAY_BENCH_DATABASE", "plugway_bench")
 
 CHAT_REQUEST = {"model": "gpt-bench", "messages": [{"role": "user", "content": "Say hello in five words."}]}
 RESPONSES_REQUEST = {"model": "gpt-bench", "input": "Say hello in five words."}
@@ -231,9 +232,11 @@ def running(name: str, argv: list[str], port: int, *, ready_path: str, cwd: Path
 # ---------------------------------------------------------------- plugway set-up
 
 
-def plugway_config(workdir: Path, upstream: Upstream, *, full: bool, tool_upstream: int | None = None) -> Path:
-    name = "full" if full else "embedded"
-    database = f"postgresql://postgres@127.0.0.1:5432/{BENCH_DATABASE}" if full else f"sqlite:///{workdir}/{name}.db"
+def plugway_config(
+    workdir: Path, upstream: Upstream, *, full: bool, tool_upstream: int | None = None, database_name: str = BENCH_DATABASE
+) -> Path:
+    name = ("full" if database_name == BENCH_DATABASE else database_name) if full else "embedded"
+    database = f"postgresql://postgres@127.0.0.1:5432/{database_name}" if full else f"sqlite:///{workdir}/{name}.db"
     redis = f"redis_url: {REDIS_URL}\n" if full else ""
     tool_lines = ""
     if tool_upstream is not None:
@@ -260,27 +263,30 @@ organisations:
     return config
 
 
-def fresh_postgres_and_redis() -> None:
+def fresh_postgres_and_redis(*databases: str) -> None:
     import psycopg
     import redis
 
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
-        connection.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
-        connection.execute(f"CREATE DATABASE {BENCH_DATABASE}")
+        for database in databases or (BENCH_DATABASE,):
+            connection.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+            connection.execute(f"CREATE DATABASE {database}")
     redis.Redis.from_url(REDIS_URL).flushdb()
 
 
-def create_key(config: Path, org: str, *limits: str) -> str:
-    out = subprocess.run([PYTHON, "-m", "runtime.cli", "keys", "create", "--org", org, "--config", str(config), *limits], capture_output=True, text=True, cwd=ROOT, check=True)
+def create_key(config: Path, org: str, *limits: str, code: Path = ROOT) -> str:
+    # `python -m` puts the working directory first on sys.path: it picks which plugway runs.
+    out = subprocess.run([PYTHON, "-m", "runtime.cli", "keys", "create", "--org", org, "--config", str(config), *limits], capture_output=True, text=True, cwd=code, check=True)
     return out.stdout.strip().splitlines()[-1]
 
 
-def plugway(name: str, config: Path, workdir: Path, key: str, *, workers: int = 1) -> contextmanager:
+def plugway(name: str, config: Path, workdir: Path, key: str, *, workers: int = 1, code: Path | None = None) -> contextmanager:
     port = free_port()
     argv = [PYTHON, "-m", "runtime.cli", "serve", "--config", str(config), "--port", str(port), "--no-worker"]
     if workers > 1:
         argv += ["--workers", str(workers)]
-    return running(name, argv, port, ready_path="/healthz", cwd=workdir, key=key)
+    env = {"PYTHONPATH": str(code)} if code is not None else None
+    return running(name, argv, port, ready_path="/healthz", cwd=workdir, env=env, key=key)
 
 
 def bare_proxy(upstream_port: int, workdir: Path) -> contextmanager:
@@ -523,9 +529,13 @@ def run(args: argparse.Namespace) -> Report:
         print(f"throughput (wrk, 1 thread, 32 connections) and latency (1 connection), median of {args.rounds} rounds:", flush=True)
         embedded = plugway_config(workdir, upstream, full=False)
         embedded_key = create_key(embedded, "bench")
-        fresh_postgres_and_redis()
+        baseline_database = f"{BENCH_DATABASE}_baseline"
+        fresh_postgres_and_redis(BENCH_DATABASE, *((baseline_database,) if args.baseline else ()))
         full = plugway_config(workdir, upstream, full=True)
         full_key = create_key(full, "bench", "--rpm", "100000000", "--daily-tokens", "1000000000000")
+        if args.baseline:
+            baseline_config = plugway_config(workdir, upstream, full=True, database_name=baseline_database)
+            baseline_key = create_key(baseline_config, "bench", "--rpm", "100000000", "--daily-tokens", "1000000000000", code=args.baseline)
         with contextlib.ExitStack() as servers:
             # Every server is up for the whole measurement and they take turns, round after round:
             # a shared machine's speed drifts over minutes, and each ratio must compare like with like.
@@ -533,6 +543,8 @@ def run(args: argparse.Namespace) -> Report:
             one = servers.enter_context(plugway("plugway embedded", embedded, workdir, embedded_key))
             full_path = servers.enter_context(plugway("plugway full path", full, workdir, full_key))
             two = servers.enter_context(plugway("plugway embedded, 2 workers", embedded, workdir, embedded_key, workers=2))
+            if args.baseline:
+                baseline = servers.enter_context(plugway("plugway full path, baseline", baseline_config, workdir, baseline_key, code=args.baseline))
             targets = [
                 ("upstream direct (nginx)", fixed, CHAT_REQUEST, ""),
                 ("bare proxy (Starlette + aiohttp)", bare.url("/v1/chat/completions"), CHAT_REQUEST, ""),
@@ -545,6 +557,10 @@ def run(args: argparse.Namespace) -> Report:
                 ("plugway embedded: Responses", one.url("/v1/responses"), RESPONSES_REQUEST, embedded_key),
                 ("plugway embedded: Messages", one.url("/v1/messages"), MESSAGES_REQUEST, embedded_key),
                 ("plugway full path (PostgreSQL + Redis limits)", full_path.url("/v1/chat/completions"), CHAT_REQUEST, full_key),
+            ]
+            if args.baseline:
+                targets.append((f"baseline full path ({args.baseline.name})", baseline.url("/v1/chat/completions"), CHAT_REQUEST, baseline_key))
+            targets += [
                 ("plugway embedded, --workers 2", two.url("/v1/chat/completions"), CHAT_REQUEST, embedded_key),
             ]
             runs: dict[str, list[dict]] = {label: [] for label, *_ in targets}
@@ -649,6 +665,9 @@ def main() -> None:
     parser.add_argument("--cpu-requests", type=int, default=2000, help="requests per CPU measurement")
     parser.add_argument("--peer", choices=["litellm"], help="also measure a peer gateway in the same run")
     parser.add_argument("--json", type=Path, help="write the raw figures here too")
+    parser.add_argument(
+        "--baseline", type=Path, help="another plugway checkout (say, main's) whose full path is measured in the same rounds, on its own database"
+    )
     args = parser.parse_args()
     report = run(args)
     print_table(report)

@@ -18,7 +18,8 @@ from typing import Protocol
 
 from runtime.config import Price
 from runtime.limits import Limiter, LimiterUnavailable
-from runtime.request import RequestContext, RunState, ToolsContext
+from runtime.limits.reservation import Reservation
+from runtime.request import REQUESTED_MODEL, RequestContext, RunState, ToolsContext
 from runtime.storage.keys import KeyInfo
 from runtime.storage.usage import UsageWriter, cost_usd
 from runtime.telemetry import current as telemetry
@@ -30,8 +31,9 @@ CHARS_PER_TOKEN = 4
 
 
 class BudgetNotes(Protocol):
-    def note(self, organisation_id: str, cost_usd: float) -> None:
-        """Spend the budget check must see before the database has the row."""
+    def settle(self, reservation: Reservation | None, organisation_id: str, cost_usd: float) -> str | None:
+        """Note the spend the budget check must see before the database has the row, and release
+        what the work held (once); returns the limiter reservation to release with the real tokens."""
         ...
 
 
@@ -56,6 +58,9 @@ class Charge:
     orchestrated: bool = False
     tool_calls: int = 0
     tool_failures: int = 0
+    requested_model: str | None = None  # the name the client sent, when an alias of ``model``
+    served_model: str | None = None  # the model that answered (a fallback's, say)
+    reservation: Reservation | None = None  # what admission held, settled here
 
 
 class Ledger:
@@ -69,7 +74,8 @@ class Ledger:
     def record(self, charge: Charge) -> float:
         """Record one charge (see the module docstring); returns its cost in USD."""
         cost = cost_usd(charge.price, charge.prompt_tokens, charge.completion_tokens)
-        self.budget.note(charge.organisation_id, cost)
+        # billing: count the real cost and release what admission reserved (runtime/billing.py).
+        limit_reservation = self.budget.settle(charge.reservation, charge.organisation_id, cost)
         key_id = charge.key.id if charge.key is not None else None
         self.usage.record(
             request_id=charge.request_id,
@@ -78,6 +84,7 @@ class Ledger:
             source=charge.source,
             endpoint=charge.endpoint,
             model=charge.model,
+            requested_model=charge.requested_model,
             provider=charge.provider,
             prompt_tokens=charge.prompt_tokens,
             completion_tokens=charge.completion_tokens,
@@ -100,11 +107,13 @@ class Ledger:
             orchestrated=charge.orchestrated,
             tool_calls=charge.tool_calls,
             tool_failures=charge.tool_failures,
+            endpoint=charge.endpoint,
+            served_model=charge.served_model,
         )
         telemetry().usage_recorded(labels, cost, charge.status)
         key = charge.key
-        if key is not None and key.daily_tokens is not None and charge.total_tokens:
-            task = asyncio.get_running_loop().create_task(self._count_tokens(key.id, charge.total_tokens))
+        if key is not None and key.daily_tokens is not None and (charge.total_tokens or limit_reservation):
+            task = asyncio.get_running_loop().create_task(self._count_tokens(key.id, charge.total_tokens, limit_reservation))
             self.background.add(task)
             task.add_done_callback(self.background.discard)
         return cost
@@ -125,6 +134,9 @@ class Ledger:
                 source=ctx.source,
                 endpoint=ctx.endpoint,
                 model=ctx.model.id,
+                requested_model=ctx.extra.get(REQUESTED_MODEL),
+                served_model=state.route.model,
+                reservation=ctx.reservation,
                 provider=state.route.provider,
                 price=price,
                 prompt_tokens=usage["prompt_tokens"],
@@ -155,9 +167,9 @@ class Ledger:
             )
         )
 
-    async def _count_tokens(self, key_id: str, tokens: int) -> None:
+    async def _count_tokens(self, key_id: str, tokens: int, reservation_id: str | None = None) -> None:
         try:
-            await self.limiter.record_tokens(key_id, tokens)
+            await self.limiter.record_tokens(key_id, tokens, reservation_id=reservation_id)
         except LimiterUnavailable:
             # The usage record is still written; the daily counter misses these tokens.
             telemetry().limiter_unavailable("record_tokens")

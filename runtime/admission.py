@@ -25,9 +25,10 @@ key, organisation or model up again.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
-from runtime.config import ModelConfig, OrganisationConfig
+from runtime.billing import plan_reservation, serving_prices
+from runtime.config import ModelConfig, OrganisationConfig, Price, Settings
 from runtime.errors import (
     GatewayError,
     insufficient_permissions,
@@ -38,15 +39,20 @@ from runtime.errors import (
 from runtime.guardrails import Guardrails
 from runtime.limits import LimitDecision, Limiter, LimiterUnavailable
 from runtime.limits.decision import UNLIMITED
+from runtime.limits.reservation import Planned, Reservation
 from runtime.request import DoorRules, PluginGrant, PluginRequest, RequestContext, ToolsContext
 from runtime.storage.keys import KeyInfo
 from runtime.telemetry import current as telemetry
 
 
 class BudgetCheck(Protocol):
-    async def check(self, organisation: OrganisationConfig) -> None:
-        """Raise the 402 when the organisation's budget is spent."""
+    async def check(
+        self, organisation: OrganisationConfig, *, reserve_usd: float = 0.0, within_hold: int | None = None
+    ) -> int | None:
+        """Raise the 402 when the organisation's budget is spent; else hold ``reserve_usd`` (the hold's id)."""
         ...
+
+    def release(self, organisation_id: str, hold_id: int | None) -> None: ...
 
 
 class AdmissionServices(Protocol):
@@ -56,6 +62,9 @@ class AdmissionServices(Protocol):
     def budget(self) -> BudgetCheck: ...
 
     @property
+    def settings(self) -> Settings: ...
+
+    @property
     def limiter(self) -> Limiter: ...
 
     def organisation(self, org_id: str) -> OrganisationConfig | None: ...
@@ -63,6 +72,10 @@ class AdmissionServices(Protocol):
     def resolve_model(self, organisation: OrganisationConfig, model_id: str) -> ModelConfig: ...
 
     def guardrails_for(self, organisation: OrganisationConfig, keys: Sequence[str]) -> Guardrails | None: ...
+
+    def configured_model(self, model_id: str) -> ModelConfig | None:
+        """A configured model by its id (a fallback's price, say), or None."""
+        ...
 
 
 def organisation_not_configured() -> GatewayError:
@@ -109,6 +122,9 @@ async def admit(
     server_tools: bool = True,
     check: Callable[[RequestContext], None] | None = None,
     guardrails: Sequence[str] | None = None,
+    endpoint: str | None = None,
+    body: Any = None,
+    prompt_parts: Sequence[Any] = (),
 ) -> RequestContext:
     """Admit one model request (see the module docstring for the order of the checks).
 
@@ -116,7 +132,9 @@ async def admit(
     False means none at all (a request that brought its own tools).
     ``check`` runs the door's own validation that needs the resolved context,
     before anything is spent. ``guardrails`` names the guardrails in force when the
-    door has its own (an endpoint's); otherwise the door's rules decide.
+    door has its own (an endpoint's); otherwise the door's rules decide. ``body``
+    (and ``prompt_parts``, context the request carries elsewhere) size what the
+    request holds of the budget and the key's daily tokens until it settles.
     """
     organisation = organisation_of(services, key, organisation_id)
     check_scope(key, door.scope)
@@ -133,13 +151,31 @@ async def admit(
         door=door,
         plugins=grants,
         guardrails=services.guardrails_for(organisation, guardrails),
+        endpoint=endpoint,
     )
     telemetry().admitted(
-        request_id=request_id, organisation=organisation.id, model=model_config.id, key_id=context.key_id, source=door.source
+        request_id=request_id,
+        organisation=organisation.id,
+        model=model_config.id,
+        key_id=context.key_id,
+        source=door.source,
+        endpoint=endpoint,
+        capture_bodies=organisation.request_log.capture_bodies,
     )
     if check is not None:
         check(context)
-    context.limits = await allow_spending(services, door, organisation, key)
+    # billing: the request holds its most until accounting settles it (runtime/limits/reservation.py).
+    planned = plan_reservation(
+        services.settings, body, orchestrated=bool(grants), prompt_parts=prompt_parts, produces_output=door.produces_output
+    )
+    context.limits, context.reservation = await allow_spending(
+        services,
+        door,
+        organisation,
+        key,
+        planned=planned if door.billed else None,
+        prices=serving_prices(model_config, services.configured_model),
+    )
     return context
 
 
@@ -158,21 +194,58 @@ async def admit_tools(
     context = ToolsContext(
         request_id=request_id, organisation=organisation, key=key, door=door, plugins=grants_for(organisation, plugins)
     )
-    telemetry().admitted(request_id=request_id, organisation=organisation.id, model=None, key_id=context.key_id, source=door.source)
-    context.limits = await allow_spending(services, door, organisation, key)
+    telemetry().admitted(
+        request_id=request_id,
+        organisation=organisation.id,
+        model=None,
+        key_id=context.key_id,
+        source=door.source,
+        capture_bodies=organisation.request_log.capture_bodies,
+    )
+    # A tool call has no model to size: it holds nothing of the budget or the daily tokens.
+    context.limits, _ = await allow_spending(services, door, organisation, key)
     return context
 
 
 async def allow_spending(
-    services: AdmissionServices, door: DoorRules, organisation: OrganisationConfig, key: KeyInfo | None
-) -> LimitDecision:
-    """Steps 7 and 8: budget, then the key's limits, as the door's rules ask."""
+    services: AdmissionServices,
+    door: DoorRules,
+    organisation: OrganisationConfig,
+    key: KeyInfo | None,
+    *,
+    planned: Planned | None = None,
+    prices: Sequence[Price | None] = (),
+    within: Reservation | None = None,
+) -> tuple[LimitDecision, Reservation | None]:
+    """Steps 7 and 8: budget, then the key's limits, as the door's rules ask.
+
+    ``planned`` (at ``prices``) is what the call holds of the budget and the key's daily
+    tokens until accounting settles the returned :class:`Reservation` (None: nothing
+    held). ``within`` is the reservation of the admitted call this one runs inside (MCP
+    sampling): its own hold does not count against it.
+    """
+    reserve_usd = planned.cost_usd(prices) if planned is not None else 0.0
+    reserve_tokens = planned.tokens if planned is not None else 0
     # Budget before limits: a refused request must not use up the key's RPM.
-    if door.budget:
-        await services.budget.check(organisation)
-    if not door.limits or key is None:
-        return UNLIMITED
-    return await acquire_limits(services, key, rpm=door.rpm)
+    budget_hold = (
+        await services.budget.check(
+            organisation, reserve_usd=reserve_usd, within_hold=within.budget_hold if within is not None else None
+        )
+        if door.budget
+        else None
+    )
+    try:
+        limits = UNLIMITED
+        if door.limits and key is not None:
+            limits = await acquire_limits(
+                services, key, rpm=door.rpm, reserve_tokens=reserve_tokens, within=within.limit_id if within is not None else None
+            )
+    except BaseException:
+        services.budget.release(organisation.id, budget_hold)
+        raise
+    if budget_hold is None and limits.reservation_id is None:
+        return limits, None
+    return limits, Reservation(organisation.id, budget_hold, limits.reservation_id)
 
 
 def check_scope(key: KeyInfo | None, scope: str) -> None:
@@ -187,11 +260,17 @@ def check_model_access(key: KeyInfo | None, model_id: str) -> None:
         raise insufficient_permissions(f"This key may not use model '{model_id}'.")
 
 
-async def acquire_limits(services: AdmissionServices, key: KeyInfo, *, rpm: bool = True) -> LimitDecision:
+async def acquire_limits(
+    services: AdmissionServices, key: KeyInfo, *, rpm: bool = True, reserve_tokens: int = 0, within: str | None = None
+) -> LimitDecision:
     if not rpm and key.daily_tokens is None:
         return UNLIMITED
+    # billing: a reservation bigger than the cap blocks as much as the cap (runtime/limits/reservation.py).
+    reserve = min(reserve_tokens, key.daily_tokens) if key.daily_tokens is not None else 0
     try:
-        decision = await services.limiter.acquire(key.id, rpm=key.rpm if rpm else None, daily_tokens=key.daily_tokens)
+        decision = await services.limiter.acquire(
+            key.id, rpm=key.rpm if rpm else None, daily_tokens=key.daily_tokens, reserve_tokens=reserve, within_reservation=within
+        )
     except LimiterUnavailable:
         telemetry().limiter_unavailable("acquire")
         raise rate_limiter_unavailable() from None

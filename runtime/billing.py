@@ -19,11 +19,21 @@ holds unwritten; when the database cannot even be read, the last figure read
 (or, if there is none, nothing) plus this process's spend since is used, and
 the database is asked again at the next check. A request is never refused
 with a 500 because of billing's own bookkeeping.
+
+Reservations: an admitted request holds its largest possible cost (see
+:mod:`runtime.limits.reservation`) until it settles, and a request is refused
+while spend plus every hold reaches the budget. Concurrent requests therefore
+see each other at once, and within one process the spend can pass the budget by
+at most the cost of the one request admitted last (as long as each request stays
+within its reservation). Settling counts the real cost and releases the hold; a
+hold that is never settled (a path that admitted but never ran) lapses after
+``limits.reservation_ttl_s``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import time
@@ -37,8 +47,15 @@ from sqlalchemy import Engine, func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from runtime.config import OrganisationConfig
+from runtime.config import ModelConfig, OrganisationConfig, Price, Settings
 from runtime.errors import GatewayError, invalid_request
+from runtime.limits.reservation import Planned, plan
+from runtime.limits.reservation import (
+    Reservation as Reservation,  # where it lives: below the request types
+)
+from runtime.limits.usage import (
+    checked_usage as checked_usage,  # where it lives: the run's state checks usage
+)
 from runtime.storage.models import UsageRecord
 from runtime.storage.usage import UsageWriter
 
@@ -49,11 +66,14 @@ LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 log = logging.getLogger("plugway.billing")
 
 
-def insufficient_credits(organisation_id: str, budget_usd: float, spent_usd: float, renews: datetime) -> GatewayError:
+def insufficient_credits(
+    organisation_id: str, budget_usd: float, spent_usd: float, renews: datetime, *, held_usd: float = 0.0
+) -> GatewayError:
+    held = f", ${held_usd:.4f} more held by requests in progress" if held_usd > 0 else ""
     return GatewayError(
         402,
         f"The monthly budget of organisation '{organisation_id}' is spent "
-        f"(${spent_usd:.4f} of ${budget_usd:.2f}). Requests are refused until the next period "
+        f"(${spent_usd:.4f} of ${budget_usd:.2f}{held}). Requests are refused until the next period "
         f"starts at {renews.strftime('%Y-%m-%dT%H:%M:%SZ')}.",
         code="insufficient_credits",
         type="insufficient_quota",
@@ -167,6 +187,33 @@ def usage_summary(engine: Engine, organisation_id: str, start: datetime, end: da
     }
 
 
+# -- reservations ---------------------------------------------------------------------
+
+
+def plan_reservation(
+    settings: Settings, body: Any, *, orchestrated: bool, prompt_parts: Any = (), produces_output: bool = True
+) -> Planned:
+    """What an admitted request holds of its key's daily tokens and its organisation's budget."""
+    rounds = settings.orchestration.max_tool_rounds + 1 if orchestrated else 1
+    planned = plan(
+        body,
+        default_output_tokens=settings.limits.default_reserved_output_tokens,
+        rounds=rounds,
+        prompt_parts=prompt_parts,
+    )
+    return planned if produces_output else Planned(planned.prompt_tokens, 0)
+
+
+def serving_prices(model: ModelConfig, models: Any) -> list[Price | None]:
+    """The prices a request for ``model`` may be billed at: its own and its fallbacks'."""
+    prices: list[Price | None] = [model.price]
+    for fallback_id in model.fallbacks:
+        fallback = models(fallback_id)
+        if fallback is not None:
+            prices.append(fallback.price)
+    return prices
+
+
 # -- the budget guard -----------------------------------------------------------------
 
 
@@ -196,10 +243,16 @@ class _Snapshot:
 class BudgetGuard:
     """Refuses an organisation's requests once its month's spend reaches ``monthly_budget_usd``."""
 
-    def __init__(self, engine: Engine, usage: UsageWriter, *, ttl_s: float = BUDGET_CACHE_TTL_S) -> None:
+    def __init__(
+        self, engine: Engine, usage: UsageWriter, *, ttl_s: float = BUDGET_CACHE_TTL_S, hold_ttl_s: float = 900.0
+    ) -> None:
         self.engine = engine
         self.usage = usage
         self.ttl_s = ttl_s
+        self.hold_ttl_s = hold_ttl_s
+        # Costs held by admitted requests until they settle: organisation -> hold id -> (usd, lapses at).
+        self._holds: defaultdict[str, dict[int, tuple[float, float]]] = defaultdict(dict)
+        self._hold_ids = itertools.count(1)
         # Cost recorded by this process, cumulative per organisation (never reset).
         self._recorded: defaultdict[str, float] = defaultdict(float)
         self._snapshots: dict[str, _Snapshot] = {}
@@ -209,17 +262,63 @@ class BudgetGuard:
 
     def note(self, organisation_id: str, cost_usd: float) -> None:
         """Count a request's cost at once (called when its usage record is made)."""
-        if cost_usd:
+        if cost_usd and math.isfinite(cost_usd):
             self._recorded[organisation_id] += cost_usd
 
-    async def check(self, organisation: OrganisationConfig, *, now: datetime | None = None) -> None:
+    async def check(
+        self,
+        organisation: OrganisationConfig,
+        *,
+        reserve_usd: float = 0.0,
+        within_hold: int | None = None,
+        now: datetime | None = None,
+    ) -> int | None:
+        """402 once spend plus the holds of requests in flight reach the budget; else hold
+        ``reserve_usd`` for this request and return the hold's id (None: nothing held).
+        ``within_hold`` (a call made inside a running request, MCP sampling) leaves that
+        request's own hold out of the check."""
         budget = organisation.monthly_budget_usd
         if budget is None:
-            return
+            return None
         now = now or datetime.now(UTC)
         spent = await self.month_spend(organisation.id, now=now)
-        if spent >= budget:
-            raise insufficient_credits(organisation.id, budget, spent, month_bounds(now)[1])
+        # No await from here on: reading the holds and adding this one is one step.
+        held = self.held(organisation.id)
+        if within_hold is not None:
+            held -= self._holds[organisation.id].get(within_hold, (0.0, 0.0))[0]
+        if spent + held >= budget:
+            raise insufficient_credits(organisation.id, budget, spent, month_bounds(now)[1], held_usd=held)
+        if not (reserve_usd > 0 and math.isfinite(reserve_usd)):
+            return None
+        hold_id = next(self._hold_ids)
+        # A hold larger than the budget blocks as much as one equal to it.
+        self._holds[organisation.id][hold_id] = (min(reserve_usd, budget), time.monotonic() + self.hold_ttl_s)
+        return hold_id
+
+    def held(self, organisation_id: str) -> float:
+        """What requests in flight hold of the organisation's budget (lapsed holds dropped)."""
+        holds = self._holds.get(organisation_id)
+        if not holds:
+            return 0.0
+        now = time.monotonic()
+        for hold_id in [h for h, (_, until) in holds.items() if until <= now]:
+            del holds[hold_id]
+        return sum(usd for usd, _ in holds.values())
+
+    def release(self, organisation_id: str, hold_id: int | None) -> None:
+        if hold_id is not None:
+            self._holds.get(organisation_id, {}).pop(hold_id, None)
+
+    def settle(self, reservation: Reservation | None, organisation_id: str, cost_usd: float) -> str | None:
+        """Count a finished request's real cost and release what it held (once); returns the
+        limiter reservation the caller must release with the request's real tokens."""
+        # Counted before the hold goes, so spend plus holds never dips below the truth.
+        self.note(organisation_id, cost_usd)
+        if reservation is None or reservation.settled:
+            return None
+        reservation.settled = True
+        self.release(reservation.organisation_id, reservation.budget_hold)
+        return reservation.limit_id
 
     async def month_spend(self, organisation_id: str, *, now: datetime | None = None) -> float:
         """This UTC month's spend: the database's figure (at most ``ttl_s`` old) plus this process's since."""

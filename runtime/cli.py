@@ -20,10 +20,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from runtime.cli_output import Column, add_json_option, note, print_json, print_rows
 from runtime.config import ConfigError, Settings, load_settings
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
+
+    from runtime.quickstart import QuickstartKeys
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -190,6 +193,8 @@ class _Parser(argparse.ArgumentParser):
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    if args.rotate_keys and not settings.embedded_default:
+        return _fail("--rotate-keys replaces the embedded default's quick-start keys; with a configuration, revoke and mint keys with `plugway keys`")
     # The port first: a busy port must not leave a minted key or started MCP servers behind.
     listener = _listen(args.host, args.port)
     try:
@@ -197,7 +202,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _warn_if_redis_unreachable(settings)
         from runtime.gateway import check_plugins
         from runtime.plugin_host.manager import load_plugins
-        from runtime.storage.keys import mint_key, sync_organisations
+        from runtime.storage.keys import sync_organisations
 
         plugins = load_plugins()
         check_plugins(settings, plugins)
@@ -206,11 +211,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         try:
             sync_organisations(engine, [o.id for o in settings.organisations])
             if settings.embedded_default:
-                from runtime.storage.keys import mint_admin_key
+                from runtime.quickstart import keys_file, quickstart_keys
+                from runtime.storage.db import sqlite_file
 
-                secret, _ = mint_key(engine, organisation_id="default", name="quickstart")
-                admin_secret, _ = mint_admin_key(engine, name="quickstart")
-                _print_quickstart(secret, args.host, port, _database_location(settings), admin_secret)
+                keys = quickstart_keys(
+                    engine, keys_file(sqlite_file(settings.database_url)), organisation_id="default", rotate=args.rotate_keys
+                )
+                _print_quickstart(settings, keys, args.host, port, _database_location(settings))
             else:
                 _print_console(args.host, port, args.config)
         finally:
@@ -218,7 +225,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         configure_logging(settings, processes=args.workers)
         run_worker = not args.no_worker
         if args.workers > 1:
-            return _serve_workers(args, listener, port, run_worker)
+            return _serve_workers(args, listener, port, run_worker, settings.body_read_timeout_s)
         return _serve_one(settings, plugins, listener, args.host, port, run_worker)
     finally:
         listener.close()
@@ -243,6 +250,7 @@ def _serve_one(settings: Settings, plugins: Any, listener: socket.socket, host: 
     import uvicorn
 
     from runtime.api.app import create_app
+    from runtime.api.guard import server_options
 
     class AnnouncingServer(uvicorn.Server):
         # Given a socket, uvicorn does not say where it listens: say it as it would.
@@ -255,13 +263,17 @@ def _serve_one(settings: Settings, plugins: Any, listener: socket.socket, host: 
 
     app = create_app(settings, plugins=plugins, run_worker=run_worker)
     # Long-lived streams (MCP sessions, SSE) must not hold a shutdown forever.
-    config = uvicorn.Config(app, host=host, port=port, log_level="info", access_log=False, timeout_graceful_shutdown=10)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="info", access_log=False, timeout_graceful_shutdown=10, **server_options(settings.body_read_timeout_s)  # type: ignore[arg-type]
+    )
     AnnouncingServer(config).run(sockets=[listener])
     return 0
 
 
-def _serve_workers(args: argparse.Namespace, listener: socket.socket, port: int, run_worker: bool) -> int:
+def _serve_workers(args: argparse.Namespace, listener: socket.socket, port: int, run_worker: bool, read_timeout_s: float) -> int:
     import uvicorn
+
+    from runtime.api.guard import server_options
 
     if args.config:
         os.environ["PLUGWAY_CONFIG"] = os.path.abspath(args.config)
@@ -277,6 +289,7 @@ def _serve_workers(args: argparse.Namespace, listener: socket.socket, port: int,
         log_level="info",
         access_log=False,
         timeout_graceful_shutdown=10,
+        **server_options(read_timeout_s, spawned=True),  # type: ignore[arg-type]
     )
     return 0
 
@@ -311,35 +324,58 @@ def _host_for_url(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _print_quickstart(secret: str, host: str, port: int, database: str, admin_secret: str) -> None:
+def plugway_command() -> str:
+    """How to run this very plugway from any directory, in a fresh shell (no activated venv needed)."""
+    script = Path(sys.argv[0])
+    if script.name == "plugway" and script.is_file():
+        return shlex.quote(str(script.absolute()))
+    return shlex.join([sys.executable, "-m", "runtime.cli"])
+
+
+QUICKSTART_QUESTION = "What is 17 * 23?"
+
+
+def _print_quickstart(settings: Settings, keys: QuickstartKeys, host: str, port: int, database: str) -> None:
     base = f"http://{_host_for_url(host)}:{port}/v1"
     console = f"http://{_host_for_url(host)}:{port}/console"
+    organisation = settings.organisation("default")
+    plugins = ", ".join(f"{ref.id} (MCP)" if ref.mcp else ref.id for ref in organisation.plugins) if organisation else "none"
+    plugway = plugway_command()
+    if keys.minted:
+        kept = f"Keys were minted for you and saved in {keys.path} (readable only by you)"
+    else:
+        kept = f"The keys of your first start are reused, from {keys.path} (readable only by you)"
+    body = json.dumps({"model": "demo", "messages": [{"role": "user", "content": QUICKSTART_QUESTION}]})
     print(
         f"""
 plugway is starting on the embedded default: SQLite ({database}), in-process limits,
-the offline [demo model] and the first-party plugins for organisation 'default'.
+the offline [demo model], and these plugins for organisation 'default': {plugins}.
 
-A key was minted for you (shown once): {secret}
+{kept};
+new ones: {plugway} serve --rotate-keys (or delete that file).
+
+  gateway key: {keys.gateway_key}
+  admin key:   {keys.admin_key}
 
 Try it:
 
   curl {base}/chat/completions \\
-    -H "Authorization: Bearer {secret}" \\
+    -H "Authorization: Bearer {keys.gateway_key}" \\
     -H "Content-Type: application/json" \\
-    -d '{{"model": "demo", "messages": [{{"role": "user", "content": "What is 17 * 23?"}}]}}'
+    -d '{body}'
 
 Or with the openai SDK (pip install openai):
 
   from openai import OpenAI
-  client = OpenAI(base_url="{base}", api_key="{secret}")
+  client = OpenAI(base_url="{base}", api_key="{keys.gateway_key}")
   reply = client.chat.completions.create(
-      model="demo", messages=[{{"role": "user", "content": "What time is it in Tokyo?"}}])
+      model="demo", messages=[{{"role": "user", "content": "{QUICKSTART_QUESTION}"}}])
   print(reply.choices[0].message.content)
 
-Or chat in this terminal:  plugway chat --base-url {base} --key {secret}
+Or chat in a terminal:  {plugway} chat --base-url {base} --key {keys.gateway_key}
 
 The console: {console}
-Sign in with this admin key (shown once): {admin_secret}
+Sign in with the admin key above.
 """,
         flush=True,
     )
@@ -353,11 +389,24 @@ def _print_console(host: str, port: int, config: str | None) -> None:
 # -- keys ---------------------------------------------------------------------------------
 
 
+def _check_models(settings: Settings, org_id: str, models: list[str]) -> None:
+    """Refuse a model allow-list naming a model the organisation cannot use (a typo would lock the key out)."""
+    organisation = settings.organisation(org_id)
+    usable = [m.id for m in settings.models if organisation is None or organisation.models is None or m.id in organisation.models]
+    for model in models:
+        if model not in usable:
+            raise CommandFailed(
+                f"model '{model}' is not configured for organisation '{org_id}' (its models: {', '.join(usable) or 'none'})"
+            )
+
+
 def cmd_keys_create(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if settings.organisation(args.org) is None:
         known = ", ".join(o.id for o in settings.organisations) or "none"
         return _fail(f"organisation '{args.org}' is not in the configuration (known: {known})")
+    if not isinstance(args.models, Unlimited) and args.models is not None:
+        _check_models(settings, args.org, args.models)
     from runtime.control.audit import record_cli
     from runtime.storage.keys import mint_key
 
@@ -383,38 +432,51 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+KEY_COLUMNS = (
+    Column("id", "id", identifier=True),
+    Column("organisation", "organisation", identifier=True),
+    Column("prefix", "prefix"),
+    Column("rpm", lambda row: _shown(row["rpm"])),
+    Column("daily tokens", lambda row: _shown(row["daily_tokens"])),
+    Column("revoked", "revoked_at"),
+    Column("name", "name", optional=True),
+    Column("scopes", lambda row: row["scopes"] if row["scopes"] is not None else "all", optional=True),
+    Column("models", lambda row: row["models"] if row["models"] is not None else "all", optional=True),
+    Column("created", "created_at", optional=True),
+)
+
+
 def cmd_keys_list(args: argparse.Namespace) -> int:
     settings = _settings(args)
     engine = _open_database(settings, create=False)
     if engine is None:
-        print(f"no keys: {_no_database_yet(settings)}")
+        if args.json:
+            print_json({"keys": []})
+        else:
+            note(f"no keys: {_no_database_yet(settings)}")
         return 0
-    from rich.console import Console
-    from rich.table import Table
-
     from runtime.storage.keys import list_keys, stored_list
 
     try:
-        rows = list_keys(engine, args.org)
+        keys = list_keys(engine, args.org)
     finally:
         engine.dispose()
-    where = _database_location(settings)
-    if not rows:
-        print(f"no keys{f' for organisation {args.org}' if args.org else ''} in {where}")
+    rows = [
+        {
+            "id": row.id, "organisation": row.organisation_id, "name": row.name, "prefix": row.prefix,
+            "rpm": row.rpm, "daily_tokens": row.daily_tokens, "scopes": stored_list(row.scopes),
+            "models": stored_list(row.models), "created_at": row.created_at, "revoked_at": row.revoked_at,
+        }
+        for row in keys
+    ]
+    if args.json:
+        print_json({"keys": rows})
         return 0
-    table = Table(
-        "id", "organisation", "name", "prefix", "rpm", "daily tokens", "scopes", "models", "created", "revoked",
+    where = _database_location(settings)
+    print_rows(
+        rows, KEY_COLUMNS, empty=f"no keys{f' for organisation {args.org}' if args.org else ''} in {where}",
         caption=f"{where}; rpm 0 refuses every request",
     )
-    for row in rows:
-        scopes, models = stored_list(row.scopes), stored_list(row.models)
-        table.add_row(
-            row.id, row.organisation_id, row.name or "", row.prefix + "…", _shown(row.rpm),
-            _shown(row.daily_tokens), ",".join(scopes) if scopes is not None else "all",
-            ",".join(models) if models is not None else "all", row.created_at.strftime("%Y-%m-%d %H:%M"),
-            row.revoked_at.strftime("%Y-%m-%d %H:%M") if row.revoked_at else "",
-        )
-    Console().print(table)
     return 0
 
 
@@ -453,6 +515,12 @@ def cmd_keys_update(args: argparse.Namespace) -> int:
     settings = _settings(args)
     engine = _existing_database(settings, f"no key '{args.key_id}'")
     try:
+        if isinstance(args.models, list):
+            from runtime.storage.keys import find_key
+
+            found = find_key(engine, args.key_id)
+            if found is not None:
+                _check_models(settings, found.organisation_id, args.models)
         row = update_key(
             engine, args.key_id, rpm=change(args.rpm), daily_tokens=change(args.daily_tokens),
             name=KEEP if args.name is None else args.name, scopes=listed(args.scopes), models=listed(args.models),
@@ -471,16 +539,14 @@ def cmd_keys_update(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins_list(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from runtime.mcp.cli import list_plugins, plugins_table
+    from runtime.mcp.cli import PLUGIN_COLUMNS, list_plugins, plugin_tool_rows
     from runtime.plugin_host.manager import load_plugins
 
     rows = list_plugins(_settings(args), load_plugins())
     if args.json:
-        print(json.dumps({"plugins": rows}, indent=2, ensure_ascii=False))
+        print_json({"plugins": rows})
     else:
-        Console().print(plugins_table(rows))
+        print_rows(plugin_tool_rows(rows), PLUGIN_COLUMNS, empty="no plugins installed")
     return 0
 
 
@@ -570,10 +636,13 @@ def cmd_whatsapp_failed(args: argparse.Namespace) -> int:
     settings = _settings(args)
     engine = _open_database(settings, create=False)
     if engine is None:
-        print(f"no failed WhatsApp messages: {_no_database_yet(settings)}")
+        if args.json:
+            print_json({"failed": []})
+        else:
+            note(f"no failed WhatsApp messages: {_no_database_yet(settings)}")
         return 0
     engine.dispose()
-    return dead_letters(settings, limit=args.limit)
+    return dead_letters(settings, limit=args.limit, as_json=args.json)
 
 
 # -- parser -------------------------------------------------------------------------------
@@ -593,6 +662,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=whole_number(0, 65535, "a port number"), default=os.environ.get("PLUGWAY_PORT", str(DEFAULT_PORT)))
     serve.add_argument("--workers", type=whole_number(1, 64, "a number of processes"), default=1, help="gateway processes")
     serve.add_argument("--no-worker", action="store_true", help="do not run the WhatsApp worker in-process")
+    serve.add_argument(
+        "--rotate-keys", action="store_true",
+        help="embedded default only: revoke the saved quick-start keys and mint new ones (see plugway-keys.env)",
+    )
     serve.set_defaults(func=cmd_serve)
 
     worker = with_config(sub.add_parser("worker", help="run WhatsApp reply workers as their own process"))
@@ -609,6 +682,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.set_defaults(func=cmd_keys_create)
     listing = with_config(keys.add_parser("list", help="list keys (never creates a database)"))
     listing.add_argument("--org")
+    add_json_option(listing, "the keys (never the keys themselves: their ids, prefixes and limits)")
     listing.set_defaults(func=cmd_keys_list)
     revoke = with_config(keys.add_parser("revoke", help="revoke a key by id"))
     revoke.add_argument("key_id")
@@ -628,7 +702,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     plugins = sub.add_parser("plugins", help="installed plugins").add_subparsers(dest="plugins_command", required=True)
     listing_plugins = with_config(plugins.add_parser("list", help="every plugin, its source and tools (MCP included)"))
-    listing_plugins.add_argument("--json", action="store_true", help="print JSON: tool names as the model sees them, annotations, resources, prompts")
+    add_json_option(listing_plugins, "every plugin (tool names as the model sees them, annotations, resources, prompts)")
     listing_plugins.set_defaults(func=cmd_plugins_list)
 
     mcp = sub.add_parser("mcp", help="MCP debugging").add_subparsers(dest="mcp_command", required=True)
@@ -668,6 +742,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.set_defaults(func=cmd_whatsapp_simulate)
     failed = with_config(whatsapp.add_parser("failed", help="inbound messages that will not be answered (dead letters), and why"))
     failed.add_argument("--limit", type=whole_number(1, MAX_LISTED, "a positive number"), default=50)
+    add_json_option(failed, "the messages (with the raw delivery of rejected ones)")
     failed.set_defaults(func=cmd_whatsapp_failed)
     return parser
 
@@ -701,6 +776,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `plugway plugins list | head`: the reader has what it wanted. Point stdout at
+        # /dev/null so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:
         known = _known_failure(exc)
         if known is None:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from runtime.guardrails.config import GuardrailConfig
 from runtime.prompt_template import slots
+from runtime.providers.registry import provider_kind
 
 DEFAULT_DATABASE_URL = "sqlite:///plugway.db"
 DEMO_MODEL = "demo"
@@ -32,13 +33,37 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# What a front door does with a request field the model's upstream cannot receive:
+# drop it and name it in x-plugway-ignored-params, or refuse the request naming every one.
+UnsupportedParams = Literal["ignore", "refuse"]
+# The OpenAI API a provider (or one model) is called with. Only chat exists today; the
+# Responses-native upstream is issue 20's work, refused until then rather than ignored.
+UpstreamApi = Literal["chat", "responses"]
+RESPONSES_API_NOT_AVAILABLE = "api 'responses' (a Responses-native upstream) is not available yet; use 'chat'"
+
+
+def _chat_api_only(api: UpstreamApi | None) -> UpstreamApi | None:
+    if api == "responses":
+        raise ValueError(RESPONSES_API_NOT_AVAILABLE)
+    return api
+
+
 class ProviderConfig(_Strict):
     id: str
-    kind: Literal["openai", "anthropic", "demo"]
+    # A registered provider kind (runtime.providers.registry): openai, anthropic, demo, function, ...
+    kind: str
+    api: UpstreamApi = "chat"
     base_url: str | None = None
     api_key: str | None = None
-    timeout_s: float = 60.0
-    connect_timeout_s: float = 5.0
+    # A non-streamed call ends within timeout_s, whatever the upstream does; a stream's headers
+    # and every gap between two of its reads too.
+    timeout_s: float = Field(default=60.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    # A whole stream ends within this.
+    max_stream_s: float = Field(default=900.0, gt=0)
+    # Largest non-streamed body read from the provider, and largest server-sent event of a stream.
+    max_response_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    max_event_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_retries: int = 2
     # Circuit breaker: consecutive failures that open it, and how long it stays open.
     breaker_failures: int = 5
@@ -50,9 +75,17 @@ class ProviderConfig(_Strict):
     # for its whole length); requests beyond it wait for a free one.
     max_connections: int = Field(default=1024, ge=1)
 
+    _api = field_validator("api")(_chat_api_only)
+
+    @field_validator("kind")
+    @classmethod
+    def _registered_kind(cls, kind: str) -> str:
+        provider_kind(kind)  # raises, naming the kinds that exist
+        return kind
+
     @model_validator(mode="after")
     def _needs_base_url(self) -> ProviderConfig:
-        if self.kind != "demo" and not self.base_url:
+        if provider_kind(self.kind).needs_base_url and not self.base_url:
             raise ValueError(f"provider kind '{self.kind}' needs a base_url")
         return self
 
@@ -69,9 +102,17 @@ class ModelConfig(_Strict):
     fallbacks: list[str] = Field(default_factory=list)
     price: Price | None = None
     max_tokens_default: int | None = None
-    # Serves POST /v1/embeddings (its provider must be OpenAI-compatible or the demo);
+    # Serves POST /v1/embeddings (its provider kind must have embeddings: openai, demo);
     # GET /v1/models lists it with "embeddings": true.
     embeddings: bool = False
+    # Overrides the provider's api for this model.
+    api: UpstreamApi | None = None
+    # ignore | refuse, for requests to this model (default: the organisation's, else the global one).
+    unsupported_params: UnsupportedParams | None = None
+    # Overrides the vision of its provider kind's profile (image parts reach it); None = the kind's.
+    vision: bool | None = None
+
+    _api = field_validator("api")(_chat_api_only)
 
     @property
     def upstream(self) -> str:
@@ -95,6 +136,26 @@ class McpConfig(_Strict):
     # The model that answers the server's sampling requests for calls made outside a
     # request's loop (the /mcp front door); inside a loop the request's own model answers.
     sampling_model: str | None = None
+    # One connection (one process, one HTTP session) for every organisation that configures
+    # this server, instead of one per organisation: only for servers that keep no state
+    # between calls, since whatever state they keep is then common to those organisations.
+    shared: bool = False
+    # Seconds between pings of an HTTP server, so that a server that died is reported down
+    # (and its tools withdrawn) before a call fails on it (default 30).
+    ping_interval_s: float | None = Field(default=None, gt=0)
+    # How plugway authenticates to the server. OAuth is not built yet (issue 23): refused
+    # with one clear line rather than accepted and ignored.
+    auth: dict[str, Any] | None = None
+
+    @field_validator("auth")
+    @classmethod
+    def _no_oauth_yet(cls, auth: dict[str, Any] | None) -> dict[str, Any] | None:
+        if auth is not None:
+            raise ValueError(
+                f"auth type {auth.get('type')!r} is not available yet (OAuth for MCP servers is issue 23); "
+                "give the server's credentials in 'headers'"
+            )
+        return auth
 
     @model_validator(mode="after")
     def _exactly_one_transport(self) -> McpConfig:
@@ -136,6 +197,16 @@ class SessionsConfig(_Strict):
 SLUG = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 
+OrchestrationMode = Literal["classic", "code", "auto"]
+ORCHESTRATION_MODES: tuple[str, ...] = ("classic", "code", "auto")
+
+
+class ModeOverride(_Strict):
+    """An organisation's or an endpoint's choice of orchestration mode (None: the level above decides)."""
+
+    mode: OrchestrationMode | None = None
+
+
 class EndpointConfig(_Strict):
     """A named assistant: model, prompt, plugins, sessions, limits, schemas and guardrails pinned."""
 
@@ -153,6 +224,7 @@ class EndpointConfig(_Strict):
     output_schema: dict[str, Any] | None = None
     guardrails: list[str] = Field(default_factory=list)
     active: bool = True
+    orchestration: ModeOverride = Field(default_factory=ModeOverride)
 
     @field_validator("input_schema", "output_schema")
     @classmethod
@@ -167,6 +239,13 @@ class EndpointConfig(_Strict):
         return schema
 
 
+class RequestLogConfig(_Strict):
+    # Keep the conversation sent to the model and its answer (after guardrail redaction).
+    capture_bodies: bool = False
+    # The organisation's request log entries (and their bodies) are deleted after this many days.
+    retention_days: int = Field(default=14, ge=1, le=3650)
+
+
 class OrganisationConfig(_Strict):
     id: str
     models: list[str] | None = None
@@ -176,6 +255,13 @@ class OrganisationConfig(_Strict):
     guardrails: list[GuardrailConfig] = Field(default_factory=list)
     # The guardrails in force on /v1/chat/completions, /v1/responses and /v1/messages.
     guardrails_default: list[str] = Field(default_factory=list)
+    request_log: RequestLogConfig = Field(default_factory=RequestLogConfig)
+    orchestration: ModeOverride = Field(default_factory=ModeOverride)
+    # Names or glob patterns this organisation's clients may send, mapped to a model id;
+    # they win over the global model_aliases.
+    model_aliases: dict[str, str] = Field(default_factory=dict)
+    # ignore | refuse (default: the global setting); a model's own setting wins over this.
+    unsupported_params: UnsupportedParams | None = None
 
     def endpoint(self, slug: str) -> EndpointConfig | None:
         for endpoint in self.endpoints:
@@ -200,7 +286,25 @@ class SamplingConfig(_Strict):
     max_tokens_per_tool_call: int = Field(default=8000, ge=1)
 
 
+class CodeModeConfig(_Strict):
+    """The sandbox a code-mode script runs in (Monty), and when ``auto`` picks code mode."""
+
+    # Seconds the script may compute, and as many it may sleep; waiting for its tools does not count.
+    timeout_s: float = Field(default=10.0, gt=0)
+    max_memory_mb: int = Field(default=64, ge=1)
+    max_recursion_depth: int = Field(default=200, ge=10)
+    # Tool calls one script may make (each one a call through the same path as a classic call).
+    max_tool_calls: int = Field(default=50, ge=1)
+    # `auto` picks code mode from this many eligible tools on (or when the catalogue needs tool search).
+    auto_min_tools: int = Field(default=10, ge=1)
+    # Worker processes running scripts at once (more wait for a free one).
+    workers: int = Field(default=2, ge=1)
+
+
 class OrchestrationConfig(_Strict):
+    # classic: one model round per tool step; code: the model writes a script over the tools.
+    mode: OrchestrationMode = "classic"
+    code_mode: CodeModeConfig = Field(default_factory=CodeModeConfig)
     max_tool_rounds: int = Field(default=8, ge=1, le=64)
     tool_timeout_s: float = Field(default=30.0, gt=0)
     # A tool that reports progress gets tool_timeout_s more after each report, up to this in all.
@@ -228,6 +332,11 @@ class RoutingConfig(_Strict):
 class LimitsConfig(_Strict):
     # Redis must answer within this, or the request is refused (fail closed).
     redis_timeout_s: float = Field(default=0.25, gt=0)
+    # Output a request that names no max_tokens may produce, as reserved against daily-token
+    # caps and budgets while it runs (see runtime/limits/reservation.py).
+    default_reserved_output_tokens: int = Field(default=4096, ge=1)
+    # A reservation never settled (its process died) is released after this.
+    reservation_ttl_s: float = Field(default=900.0, gt=0)
 
 
 class UsageConfig(_Strict):
@@ -291,6 +400,19 @@ class MetricsConfig(_Strict):
     enabled: bool = True
     # When set, /metrics answers only `Authorization: Bearer <token>` (401 otherwise).
     token: str | None = None
+    # host:port of a separate listener serving only /metrics (the main port then answers 404).
+    # Neither token nor listen: the main port serves /metrics to loopback peers only.
+    listen: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"'{value}' is not host:port (such as 127.0.0.1:9464)")
+        return value
 
 
 class TracingConfig(_Strict):
@@ -336,7 +458,17 @@ class Settings(_Strict):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
-    max_body_bytes: int = 4 * 1024 * 1024
+    # Names or glob patterns (claude-opus-*, gpt-5*) a client may send, mapped to a model id.
+    model_aliases: dict[str, str] = Field(default_factory=dict)
+    # A request field the model's upstream cannot receive: ignore (drop it and name it in
+    # x-plugway-ignored-params) or refuse (400 naming every such field).
+    unsupported_params: UnsupportedParams = "ignore"
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1)
+    # A request body not fully arrived this long after the request began: 408, connection closed;
+    # request headers not complete this long after the connection opened: connection closed.
+    body_read_timeout_s: float = Field(default=30.0, gt=0)
+    # Peers (addresses or networks) whose X-Forwarded-For is believed; none by default.
+    trusted_proxies: list[str] = Field(default_factory=list)
     # How long a looked-up key is trusted before the database is asked again (revocation delay).
     key_cache_ttl_s: float = Field(default=5.0, ge=0)
     # Set by the loader: True when no configuration file was given.
@@ -348,6 +480,18 @@ class Settings(_Strict):
         from runtime.storage.urls import check_database_url
 
         return check_database_url(value)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, proxies: list[str]) -> list[str]:
+        import ipaddress
+
+        for proxy in proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"'{proxy}' is not an IP address or network (such as 10.0.0.0/8)") from None
+        return proxies
 
     @field_validator("redis_url")
     @classmethod
@@ -367,7 +511,17 @@ class Settings(_Strict):
             for j, fallback in enumerate(model.fallbacks):
                 if fallback not in model_ids:
                     raise _PathError(f"models[{i}].fallbacks[{j}]", f"unknown model '{fallback}'")
+        for name, target in self.model_aliases.items():
+            if target not in model_ids:
+                raise _PathError(f"model_aliases.{name}", f"unknown model '{target}'")
         for i, org in enumerate(self.organisations):
+            for name, target in org.model_aliases.items():
+                if target not in model_ids:
+                    raise _PathError(f"organisations[{i}].model_aliases.{name}", f"unknown model '{target}'")
+                if org.models is not None and target not in org.models:
+                    raise _PathError(
+                        f"organisations[{i}].model_aliases.{name}", f"model '{target}' is not allowed for organisation '{org.id}'"
+                    )
             for j, allowed in enumerate(org.models or []):
                 if allowed not in model_ids:
                     raise _PathError(f"organisations[{i}].models[{j}]", f"unknown model '{allowed}'")
@@ -605,4 +759,6 @@ def embedded_default_dict() -> dict[str, Any]:
                 "plugins": [dict(p) for p in EMBEDDED_PLUGINS] + bundled_plugin_refs(),
             }
         ],
+        # A first run shows each request as it is served (and why one failed).
+        "logging": {"requests": True},
     }

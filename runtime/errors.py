@@ -158,6 +158,16 @@ def rate_limiter_unavailable() -> GatewayError:
     )
 
 
+def database_unavailable() -> GatewayError:
+    return GatewayError(
+        503,
+        "The gateway's database is unavailable, so the request could not be served. Try again shortly.",
+        code="database_unavailable",
+        type="api_error",
+        headers={"Retry-After": "2"},
+    )
+
+
 def guardrail_blocked(guardrail_key: str, findings: list[Any]) -> GatewayError:
     """A guardrail refused the content: 400 with the guardrail and what kind of thing it found, never the text."""
     kinds = ", ".join(dict.fromkeys(str(f.message) for f in findings)) or "refused content"

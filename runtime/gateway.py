@@ -8,9 +8,10 @@ import time.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -33,9 +34,11 @@ from runtime.orchestration.sampling import ModelSampling
 from runtime.orchestration.tools import ToolCatalog
 from runtime.plugin_host.isolation import default_isolation, shutdown_isolation
 from runtime.plugin_host.manager import PluginHost, load_plugins
+from runtime.providers.registry import Provider
 from runtime.providers.router import ModelRouter
 from runtime.request import (
     KEEP_ALIVE,
+    REQUESTED_MODEL,
     DoorRules,
     KeepAlive,
     PluginRequest,
@@ -55,6 +58,25 @@ T = TypeVar("T")
 # How long an abandoned stream keeps reading the upstream to learn what it really consumed.
 ABANDONED_STREAM_DRAIN_S = 30.0
 _END = object()
+
+
+def _is_pattern(name: str) -> bool:
+    return any(c in name for c in "*?[")
+
+
+def alias_target(aliases: dict[str, str], name: str) -> str | None:
+    """The model id ``name`` is an alias of: an exact name first, then the first glob pattern that matches."""
+    if name in aliases:
+        return aliases[name]
+    for pattern, target in aliases.items():
+        if _is_pattern(pattern) and fnmatch.fnmatchcase(name, pattern):
+            return target
+    return None
+
+
+def requested_model(ctx: RequestContext) -> str:
+    """The model name the client sent (an alias perhaps): what answers name as their ``model``."""
+    return str(ctx.extra.get(REQUESTED_MODEL) or ctx.model.id)
 
 
 def check_plugins(settings: Settings, plugins: PluginHost) -> None:
@@ -97,8 +119,10 @@ class Gateway:
             max_batch=settings.usage.max_batch,
             spill_path=Path(settings.usage.spill_file) if settings.usage.spill_file else None,
         )
-        self.limiter: Limiter = create_limiter(settings.redis_url, timeout_s=settings.limits.redis_timeout_s)
-        self.budget = BudgetGuard(engine, self.usage)
+        self.limiter: Limiter = create_limiter(
+            settings.redis_url, timeout_s=settings.limits.redis_timeout_s, reservation_ttl_s=settings.limits.reservation_ttl_s
+        )
+        self.budget = BudgetGuard(engine, self.usage, hold_ttl_s=settings.limits.reservation_ttl_s)
         self.ledger = Ledger(usage=self.usage, budget=self.budget, limiter=self.limiter)
         self.telemetry: Telemetry = install(settings)
         self._organisations = {org.id: org for org in settings.organisations}
@@ -107,8 +131,12 @@ class Gateway:
         self._streams: set[asyncio.Task[None]] = set()
 
     @classmethod
-    async def create(cls, settings: Settings, *, plugins: PluginHost | None = None) -> Gateway:
+    async def create(
+        cls, settings: Settings, *, plugins: PluginHost | None = None, providers: Mapping[str, Provider] | None = None
+    ) -> Gateway:
+        """Open every resource; ``providers`` hands in ready adapters by provider id (a ``function`` provider)."""
         plugins = plugins or load_plugins()
+        router = ModelRouter.from_settings(settings, providers=providers)
         check_plugins(settings, plugins)
         # Alembic, under a lock: several processes may start at once on one database.
         try:
@@ -118,16 +146,16 @@ class Gateway:
         assert engine is not None
         await anyio.to_thread.run_sync(sync_organisations, engine, [o.id for o in settings.organisations])
         mcp = None
-        mcp_refs = [ref for org in settings.organisations for ref in org.plugins if ref.mcp is not None]
-        if mcp_refs:
+        mcp_plugins = [(org.id, ref) for org in settings.organisations for ref in org.plugins if ref.mcp is not None]
+        if mcp_plugins:
             from runtime.mcp import McpManager
 
             mcp = McpManager(max_result_chars=settings.orchestration.max_tool_result_chars)
-            await mcp.start(mcp_refs)
+            await mcp.start(mcp_plugins)
         # Workers for CPU-bound tool work start now, so that no tool call waits for them.
         await anyio.to_thread.run_sync(default_isolation().start)
         gateway = cls(
-            settings=settings, engine=engine, plugins=plugins, router=ModelRouter.from_settings(settings), mcp=mcp
+            settings=settings, engine=engine, plugins=plugins, router=router, mcp=mcp
         )
         gateway.usage.start()
         gateway.telemetry.start(gateway)
@@ -149,6 +177,7 @@ class Gateway:
             ("usage writer", self.usage.aclose),
             ("MCP connections", self.mcp.aclose if self.mcp is not None else None),
             ("provider clients", self.router.aclose),
+            ("code-mode sandbox", self.orchestrator.aclose),
             ("tool worker processes", partial(anyio.to_thread.run_sync, shutdown_isolation)),
         ]
         for name, close in closers:
@@ -207,17 +236,37 @@ class Gateway:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    def configured_model(self, model_id: str) -> ModelConfig | None:
+        return self.router.model(model_id)
+
     def resolve_model(self, organisation: OrganisationConfig, model_id: str) -> ModelConfig:
+        """The configured model a client's name means: a model id, else an alias (the organisation's first)."""
         model = self.router.model(model_id)
-        if model is None or (organisation.models is not None and model_id not in organisation.models):
+        if model is None:
+            target = alias_target(organisation.model_aliases, model_id) or alias_target(self.settings.model_aliases, model_id)
+            model = self.router.model(target) if target is not None else None
+        if model is None or (organisation.models is not None and model.id not in organisation.models):
             raise model_not_found(model_id)
         return model
+
+    def model_aliases_for(self, organisation: OrganisationConfig) -> dict[str, str]:
+        """The plain-name aliases (not patterns) this organisation's clients may send, name -> model id."""
+        merged = {**self.settings.model_aliases, **organisation.model_aliases}
+        return {
+            name: target
+            for name, target in merged.items()
+            if not _is_pattern(name) and self.router.model(name) is None
+            and (organisation.models is None or target in organisation.models)
+        }
 
     # -- running requests -------------------------------------------------------------
 
     async def admit(self, door: DoorRules, **kwargs: Any) -> RequestContext:
-        """Admit a request through ``door`` (see :func:`runtime.admission.admit`)."""
-        return await admit(self, door, **kwargs)
+        """Admit a request through ``door`` (see :func:`runtime.admission.admit`); an alias the client sent is kept."""
+        ctx = await admit(self, door, **kwargs)
+        if kwargs["model"] != ctx.model.id:
+            ctx.extra[REQUESTED_MODEL] = kwargs["model"]
+        return ctx
 
     async def run(self, ctx: RequestContext, request: RunRequest) -> RunResult:
         """Run a request to its end in this task and fold its events; usage is recorded however it ends.
@@ -225,7 +274,7 @@ class Gateway:
         Cancelling the caller (the client went away) cancels the run at once,
         tool calls included; what already ran is still recorded.
         """
-        state = RunState(request_id=ctx.request_id, model=ctx.model.id)
+        state = RunState(request_id=ctx.request_id, model=ctx.model.id, organisation=ctx.organisation.id)
         events: list[Event] = []
         async with self.accounting(ctx, state):
             async for event in self.orchestrator.run(ctx, request, state):
@@ -270,6 +319,7 @@ class Gateway:
             request_id=request_id,
             model=model,
             plugins=None if plugin_ids is None else [PluginRequest(p, "enabled_plugin_ids") for p in plugin_ids],
+            body={"messages": messages},
         )
         return await self.run(ctx, RunRequest({"model": model, "messages": messages}))
 
@@ -282,7 +332,7 @@ class Gateway:
         gets billed, not an estimate; it starts no new round and runs no more
         tools. If it goes away while tools run, they are cancelled at once.
         """
-        state = RunState(request_id=ctx.request_id, model=ctx.model.id)
+        state = RunState(request_id=ctx.request_id, model=ctx.model.id, organisation=ctx.organisation.id)
         return self.stream_events(ctx, state, self.orchestrator.run(ctx, request, state))
 
     async def stream_events(

@@ -16,10 +16,14 @@ from runtime.config import ModelConfig, OrganisationConfig, PluginRef
 from runtime.guardrails import Finding, Guardrails
 from runtime.json_types import JSON
 from runtime.limits.decision import UNLIMITED, LimitDecision
+from runtime.limits.reservation import Reservation, text_chars
+from runtime.limits.usage import checked_usage
 from runtime.orchestration.events import Completed, Event
 from runtime.storage.keys import KeyInfo
 
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
+# ``RequestContext.extra``: the model name the client sent, when it was an alias.
+REQUESTED_MODEL = "requested_model"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +37,9 @@ class DoorRules:
     (OpenAI's ``mcp_approval_request``). ``budget`` and ``limits``: the call is
     refused past the organisation's budget, and takes from the key's limits
     (``rpm`` False: only the daily-token cap, for work inside an admitted call).
+    ``produces_output``: the model writes an answer, so the call holds room for one
+    (embeddings do not). ``billed``: accounting settles the call, so admission holds
+    its most of the budget and daily tokens until then (``count_tokens`` is never billed).
     """
 
     source: str
@@ -42,6 +49,8 @@ class DoorRules:
     budget: bool = True
     limits: bool = True
     rpm: bool = True
+    produces_output: bool = True
+    billed: bool = True
 
     def named(self, source: str) -> DoorRules:
         """The same rules under another usage label (an endpoint called from the console, the CLI, WhatsApp)."""
@@ -110,6 +119,8 @@ class RequestContext:
     # The guardrails in force (None: none); the input stage may already be done (endpoints).
     guardrails: Guardrails | None = None
     guard_input: bool = True
+    # billing: what admission held for this request until accounting settles it (runtime/limits/reservation.py).
+    reservation: Reservation | None = None
 
     @property
     def source(self) -> str:
@@ -164,6 +175,7 @@ class RouteLog:
     model: str | None = None
     attempts: list[JSON] = field(default_factory=list)
     request_id: str | None = None  # sent upstream as X-Request-Id
+    organisation: str | None = None  # whose circuit breakers the attempts count against
 
 
 @dataclass(slots=True)
@@ -179,6 +191,8 @@ class RunRequest:
     body: JSON  # an OpenAI chat-completions body: messages, parameters, the client's own tools
     stream: bool = False
     resume: Resume | None = None
+    # The request's orchestration mode (classic, code, auto); None: the configuration decides.
+    mode: str | None = None
 
 
 @dataclass
@@ -203,36 +217,48 @@ class RunState:
     # What the guardrails found, by stage (recorded with the usage, never the content).
     guardrail_hits: list[tuple[str, list[Finding]]] = field(default_factory=list)
     tool_search: bool = False
+    code_mode: bool = False
+    # The organisation the run is for (its own provider circuit breakers).
+    organisation: str | None = None
 
     def __post_init__(self) -> None:
         self.route.request_id = self.request_id
+        self.route.organisation = self.organisation
 
     def round_started(self) -> None:
         """An upstream round begins: a client that leaves now lets it finish, to bill what it really used."""
         self.phase = "model"
 
-    def round_finished(self, usage: JSON | None = None) -> None:
+    def round_finished(self, usage: JSON | None = None, *, prompt: Any = None, output: Any = None) -> JSON | None:
         """An upstream round ended; ``usage`` is what it reported (None: already added chunk by chunk)."""
         self.rounds += 1
         self.phase = "idle"
-        self.add_usage(usage)
+        return self.add_usage(usage, prompt=prompt, output=output)
 
-    def answered(self, usage: JSON | None = None) -> None:
+    def answered(self, usage: JSON | None = None, *, prompt: Any = None, output: Any = None) -> JSON | None:
         """A single-round call (native Messages, embeddings, sampling) got its answer."""
-        self.round_finished(usage)
+        counted = self.round_finished(usage, prompt=prompt, output=output)
         self.stopped_by = "answer"
+        return counted
 
-    def add_usage(self, usage: JSON | None) -> None:
+    def add_usage(self, usage: JSON | None, *, prompt: Any = None, output: Any = None) -> JSON | None:
+        """Add an upstream call's usage, checked first (``runtime.limits.usage.checked_usage``): an
+        invalid count is replaced by an estimate from ``prompt`` (the request) and the answer's
+        text (``output``, or what this round streamed). Returns the usage as counted."""
         if not usage:
-            return
+            return None
+        output_chars = self.unbilled_chars if output is None else text_chars(output)
+        usage = checked_usage(usage, prompt=prompt, output_chars=output_chars, request_id=self.request_id)
         self.unbilled_chars = 0
         for key in USAGE_KEYS:
-            self.usage[key] += int(usage.get(key) or 0)
+            self.usage[key] += usage[key]
         for detail in ("prompt_tokens_details", "completion_tokens_details"):
-            for name, value in (usage.get(detail) or {}).items():
-                if isinstance(value, int):
+            details = usage.get(detail)
+            for name, value in (details if isinstance(details, dict) else {}).items():
+                if isinstance(value, int) and not isinstance(value, bool):
                     bucket = self.usage.setdefault(detail, {})
                     bucket[name] = bucket.get(name, 0) + value
+        return usage
 
     def trace(self) -> JSON:
         trace: JSON = {
@@ -247,6 +273,8 @@ class RunState:
             trace["failed_attempts"] = self.route.attempts
         if self.tool_search:
             trace["loaded_tools"] = self.loaded_tools
+        if self.code_mode:
+            trace["mode"] = "code"
         return trace
 
 

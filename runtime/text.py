@@ -7,12 +7,23 @@ import re
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]*)@")
 
 
+# The one notice a model reads when a tool result (plugin or MCP) was cut.
+TRUNCATION_NOTICE = "\n[plugway: result truncated, showing {shown} of {total} characters]"
+
+
 def truncate(content: str, limit: int) -> str:
     """Cut ``content`` to ``limit`` characters, the notice included, saying how much was left out."""
     if len(content) <= limit:
         return content
-    notice = f"\n[plugway: result truncated from {len(content)} to {limit} characters]"
-    return content[: max(0, limit - len(notice))] + notice
+    total = len(content)
+    # The notice with ``shown`` at its widest, so the cut text plus notice never passes ``limit``.
+    shown = max(0, limit - len(TRUNCATION_NOTICE.format(shown=limit, total=total)))
+    return content[:shown] + TRUNCATION_NOTICE.format(shown=shown, total=total)
+
+
+def quoted(value: str, limit: int = 64) -> str:
+    """A client's value as an error message repeats it: at most ``limit`` characters, quoted."""
+    return f"'{value}'" if len(value) <= limit else f"'{value[:limit]}…' ({len(value)} characters)"
 
 
 def mask_credentials(text: str) -> str:

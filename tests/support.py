@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.api.app import create_app
+from runtime.api.guard import server_options
 from runtime.config import Settings, settings_from_dict
 from runtime.gateway import Gateway
 from runtime.plugin_host.manager import PluginHost, load_plugins
@@ -64,7 +65,8 @@ class GatewayServer:
     def __init__(self, settings: Settings, plugins: PluginHost | None = None, *, run_worker: bool = False) -> None:
         self.settings = settings
         self.app = create_app(settings, plugins=plugins or test_plugins(), run_worker=run_worker)
-        self._runner = ThreadedServer(self.app, name="gateway", lifespan="on")
+        # Served as `plugway serve` serves it (uvicorn's own X-Forwarded-For trust off).
+        self._runner = ThreadedServer(self.app, name="gateway", lifespan="on", options=server_options(settings.body_read_timeout_s))
         self.port = 0
 
     @property

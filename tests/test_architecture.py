@@ -39,11 +39,14 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "runtime.plugin_host",
         "runtime.orchestration.events",
         "runtime.orchestration.naming",
+        "runtime.cli_output",
+        # The provider kinds and their profiles: imports nothing of the runtime; the configuration reads it.
+        "runtime.providers.registry",
     ),
     # The request's types: the leaf every layer above shares.
     ("runtime.request",),
-    # Telemetry takes labels and counts, never orchestration objects.
-    ("runtime.telemetry",),
+    # Telemetry takes labels and counts, never orchestration objects; the request log is its store.
+    ("runtime.telemetry", "runtime.requestlog"),
     # Talking to the outside: model providers, MCP servers, the budget.
     ("runtime.providers", "runtime.mcp", "runtime.billing"),
     # Deciding and doing: admission, the loop and its tools, sampling, accounting.

@@ -18,26 +18,30 @@ import pytest
 from tests.fakes.openai_server import free_port
 
 
-@pytest.fixture
-def embedded(tmp_path: Path) -> Iterator[tuple[str, str, Path, str]]:
+def start_embedded(directory: Path, *flags: str) -> tuple[subprocess.Popen[str], str, str]:
+    """``plugway serve`` on the embedded default in ``directory``: the process, its base URL and its banner."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLUGWAY_")}
     env["PLUGWAY_PORT"] = str(port)
     process = subprocess.Popen(
-        [sys.executable, "-m", "runtime.cli", "serve"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "-m", "runtime.cli", "serve", *flags],
+        cwd=directory, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     assert process.stdout is not None
     output: list[str] = []
     deadline = time.monotonic() + 60
-    base = f"http://127.0.0.1:{port}"
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        output.append(line)
+        if "Uvicorn running" in line or process.poll() is not None:
+            break
+    return process, f"http://127.0.0.1:{port}", "".join(output)
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[tuple[str, str, Path, str]]:
+    process, base, banner = start_embedded(tmp_path)
     try:
-        while time.monotonic() < deadline:
-            line = process.stdout.readline()
-            output.append(line)
-            if "Uvicorn running" in line or process.poll() is not None:
-                break
-        banner = "".join(output)
         match = re.search(r"(pw_[A-Za-z0-9_-]{20,})", banner)
         assert match, banner
         assert httpx.get(f"{base}/readyz", timeout=10).status_code == 200, banner
@@ -105,19 +109,70 @@ def test_plugway_chat_streams_and_shows_tool_calls(embedded: tuple[str, str, Pat
     assert "12 * 12 = 144" in result.stdout
 
 
-def test_the_banners_chat_command_works_as_printed(embedded: tuple[str, str, Path, str]) -> None:
-    base, key, _, banner = embedded
+def fresh_shell(directory: Path) -> dict[str, str]:
+    """A new terminal's environment: no activated virtualenv, no plugway settings."""
+    path = ":".join(p for p in os.environ["PATH"].split(":") if ".venv" not in p)
+    return {"PATH": path, "HOME": str(directory), "LANG": "C.UTF-8", "COLUMNS": "200", "TERM": "dumb"}
+
+
+def test_the_banners_chat_command_works_as_printed_in_a_fresh_shell(embedded: tuple[str, str, Path, str]) -> None:
+    base, key, directory, banner = embedded
     # The fixture serves on a port other than 8080: the printed command must say where.
-    line = next(line for line in banner.splitlines() if "plugway chat" in line)
-    command = shlex.split(line.split(":", 1)[1])
-    assert command[:2] == ["plugway", "chat"] and f"{base}/v1" in command and key in command, line
+    line = next(line for line in banner.splitlines() if " chat --base-url " in line)
+    command = line.split(":", 1)[1].strip()
+    assert shlex.split(command)[0].startswith("/"), "the running plugway's absolute path, not a bare `plugway`"
+    assert f"{base}/v1" in command and key in command, line
     result = subprocess.run(
-        [sys.executable, "-m", "runtime.cli", *command[1:]],
-        input="What is 6 * 7?\n", capture_output=True, text=True, timeout=60,
-        env={**os.environ, "COLUMNS": "200", "TERM": "dumb"},
+        ["bash", "-c", command], input="What is 6 * 7?\n", capture_output=True, text=True, timeout=60,
+        cwd=directory.parent, env=fresh_shell(directory),
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "6 * 7 = 42" in result.stdout
+
+
+def test_the_banner_lists_every_plugin_on_and_asks_one_question_twice(embedded: tuple[str, str, Path, str]) -> None:
+    _, _, _, banner = embedded
+    assert "clock, calculator, http, crm (MCP), kb (MCP)" in banner
+    asked = re.findall(r'"content": "([^"]+)"', banner)
+    assert len(asked) == 2 and asked[0] == asked[1], asked
+
+
+def test_quickstart_keys_are_kept_reused_and_rotated(tmp_path: Path) -> None:
+    process, base, first = start_embedded(tmp_path)
+    try:
+        key = re.search(r"gateway key: (pw_\S+)", first)
+        admin = re.search(r"admin key: +(pwa_\S+)", first)
+        assert key and admin, first
+        refused = httpx.post(f"{base}/v1/chat/completions", headers={"Authorization": f"Bearer {key.group(1)}"},
+                             json={"model": "nope", "messages": [{"role": "user", "content": "hi"}]}, timeout=30)
+        assert refused.status_code == 404
+    finally:
+        process.terminate()
+        rest, _ = process.communicate(timeout=20)
+    # The embedded default logs every request, with why it failed.
+    assert re.search(r"POST /v1/chat/completions 404 error=model_not_found param=model org=default", rest), rest
+    saved = tmp_path / "plugway-keys.env"
+    assert saved.stat().st_mode & 0o777 == 0o600
+    assert key.group(1) in saved.read_text() and admin.group(1) in saved.read_text()
+
+    process, base, second = start_embedded(tmp_path)
+    try:
+        assert "reused" in second and f"gateway key: {key.group(1)}" in second and admin.group(1) in second
+        assert httpx.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {key.group(1)}"}, timeout=30).status_code == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+    process, base, rotated = start_embedded(tmp_path, "--rotate-keys")
+    try:
+        new_key = re.search(r"gateway key: (pw_\S+)", rotated)
+        assert new_key and new_key.group(1) != key.group(1) and "minted" in rotated, rotated
+        assert httpx.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {new_key.group(1)}"}, timeout=30).status_code == 200
+        assert httpx.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {key.group(1)}"}, timeout=30).status_code == 401
+        assert new_key.group(1) in saved.read_text()
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
 
 
 def test_example_streaming_client(embedded: tuple[str, str, Path, str]) -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 
 import httpx
 import openai
@@ -69,9 +73,27 @@ def test_upstream_request_error_is_passed_back_as_400(client: openai.OpenAI, ups
     assert "string too long" in error_of(info.value)["message"]
 
 
-def test_n_above_one_is_refused_when_orchestrating(client: openai.OpenAI) -> None:
+def test_n_above_one_runs_one_tool_loop_per_choice_and_sums_usage(client: openai.OpenAI, upstream: FakeOpenAI) -> None:
+    # Every loop calls the calculator, then answers with what it was told.
+    def loop(body: dict) -> Reply:  # type: ignore[type-arg]
+        assert body.get("n") in (None, 1)  # the upstream is asked for one choice per loop
+        if body["messages"][-1]["role"] == "tool":
+            return Reply(text=f"it is {json.loads(body['messages'][-1]['content'])['result']}", prompt_tokens=20, completion_tokens=5)
+        return Reply(tool_calls=[("calculator__evaluate", {"expression": "6 * 7"})], prompt_tokens=10, completion_tokens=3)
+
+    upstream.responder = loop
+    reply = client.chat.completions.create(model="gpt-test", messages=USER, n=3)
+    assert [choice.index for choice in reply.choices] == [0, 1, 2]
+    assert all(choice.message.content == "it is 42" for choice in reply.choices)
+    assert reply.usage is not None and (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (3 * 30, 3 * 8)
+    traces = reply.model_extra["plugway"]["choices"]
+    assert [trace["tool_calls"][0]["name"] for trace in traces] == ["calculator__evaluate"] * 3
+    assert len(upstream.requests) == 6
+
+
+def test_streamed_n_above_one_is_refused_when_orchestrating(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model="gpt-test", messages=USER, n=2)
+        client.chat.completions.create(model="gpt-test", messages=USER, n=2, stream=True)
     assert error_of(info.value)["param"] == "n"
 
 
@@ -150,6 +172,22 @@ def test_chunked_body_over_limit_is_413(gateway: GatewayServer) -> None:
 
     response = httpx.post(f"{gateway.base_url}/chat/completions", content=body(), headers={"Authorization": f"Bearer {gateway.mint()}"})
     assert response.status_code == 413
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+def test_a_client_that_writes_the_whole_body_before_reading_gets_its_413(gateway: GatewayServer, declared: bool) -> None:
+    # Python's urllib sends every byte before it reads a byte of the answer: closing the
+    # connection on it mid-body would reset it (ECONNRESET / EPIPE) instead of answering.
+    body = b'{"model": "gpt-test", "messages": [{"role": "user", "content": "' + b"x" * (5 * 1024 * 1024) + b'"}]}'
+    data: bytes | Iterator[bytes] = body if declared else iter([body[i : i + 65536] for i in range(0, len(body), 65536)])
+    request = urllib.request.Request(
+        f"{gateway.base_url}/chat/completions", data=data, method="POST",
+        headers={"Authorization": f"Bearer {gateway.mint()}", "Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=30)
+    assert info.value.code == 413
+    assert json.loads(info.value.read())["error"]["code"] == "request_too_large"
 
 
 def test_upstream_failure_is_502(client: openai.OpenAI, upstream: FakeOpenAI) -> None:

@@ -1,9 +1,8 @@
-"""DESIGN.md's orchestration rules, end to end: openai SDK -> real gateway -> fake OpenAI upstream."""
+"""DESIGN.md's orchestration rules where they meet the chat-completions wire format, end to end:
+openai SDK -> real gateway -> fake OpenAI upstream. The rules themselves are tested in-process in
+tests/orchestration/."""
 
 from __future__ import annotations
-
-import itertools
-import time
 
 import httpx
 import openai
@@ -26,29 +25,6 @@ def tool_error(request: dict) -> dict:
 
 
 # -- rule 1: when orchestration is active ------------------------------------------------
-
-
-def test_tools_injected_with_plugin_prefixed_names(client: openai.OpenAI, upstream: FakeOpenAI) -> None:
-    upstream.enqueue(Reply(text="plain answer"))
-    reply = client.chat.completions.create(model="gpt-test", messages=USER)
-    assert reply.choices[0].message.content == "plain answer"
-    sent = upstream.requests[0]
-    names = {tool["function"]["name"] for tool in sent["tools"]}
-    assert {"clock__now", "clock__convert_time", "calculator__evaluate", "testkit__slow", "testkit__whoami"} <= names
-    assert sent["model"] == "gpt-4o-mini"  # upstream_model
-    evaluate = next(t for t in sent["tools"] if t["function"]["name"] == "calculator__evaluate")
-    assert evaluate["function"]["parameters"]["required"] == ["expression"]
-    assert "arithmetic" in evaluate["function"]["description"]
-    whoami = next(t for t in sent["tools"] if t["function"]["name"] == "testkit__whoami")
-    assert "ctx" not in whoami["function"]["parameters"]["properties"]
-
-
-def test_organisation_without_plugins_is_not_orchestrated(gateway: GatewayServer, upstream: FakeOpenAI) -> None:
-    client = openai.OpenAI(base_url=gateway.base_url, api_key=gateway.mint("bare"), max_retries=0)
-    upstream.enqueue(Reply(text="hello"))
-    reply = client.chat.completions.create(model="gpt-test", messages=USER)
-    assert "tools" not in upstream.requests[0]
-    assert reply.model_extra["plugway"]["orchestrated"] is False
 
 
 def test_client_tools_pass_through_and_calls_return_to_client(client: openai.OpenAI, upstream: FakeOpenAI) -> None:
@@ -89,135 +65,6 @@ def test_enabled_plugin_ids_naming_unconfigured_plugin_is_400(client: openai.Ope
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model="gpt-test", messages=USER, extra_body={"enabled_plugin_ids": ["nope"]})
     assert info.value.body["param"] == "enabled_plugin_ids"
-
-
-# -- rules 3 and 4: execution -------------------------------------------------------------------
-
-
-def test_tool_round_trip_and_ctx_injection(client: openai.OpenAI, upstream: FakeOpenAI) -> None:
-    upstream.enqueue(Reply(tool_calls=[("testkit__whoami", {}), ("calculator__evaluate", {"expression": "2*(3+4)"})]), Reply(text="done"))
-    reply = client.chat.completions.create(model="gpt-test", messages=USER, extra_headers={"X-Request-Id": "trace-me-1"})
-    assert reply.choices[0].message.content == "done"
-    second = upstream.requests[1]
-    assistant = second["messages"][1]
-    assert assistant["role"] == "assistant" and len(assistant["tool_calls"]) == 2
-    whoami, evaluate = (orjson.loads(m["content"]) for m in tool_messages(second))
-    assert whoami == {"organisation": "acme", "plugin": "testkit", "request_id": "trace-me-1", "config": {"flavour": "vanilla"}}
-    assert evaluate["result"] == 14
-    trace = reply.model_extra["plugway"]
-    assert trace["rounds"] == 2 and trace["stopped_by"] == "answer"
-    assert [(c["name"], c["ok"]) for c in trace["tool_calls"]] == [("testkit__whoami", True), ("calculator__evaluate", True)]
-
-
-def test_parallel_calls_run_concurrently(client: openai.OpenAI, upstream: FakeOpenAI) -> None:
-    upstream.enqueue(
-        Reply(tool_calls=[("testkit__slow", {"seconds": 0.6}), ("testkit__slow", {"seconds": 0.61}), ("testkit__sync_sleep", {"seconds": 0.6}), ("testkit__sync_sleep", {"seconds": 0.61})]),
-        Reply(text="done"),
-    )
-    started = time.monotonic()
-    client.chat.completions.create(model="gpt-test", messages=USER)
-    elapsed = time.monotonic() - started
-    assert elapsed < 1.5, f"four 0.6 s tools took {elapsed:.2f} s: not concurrent"
-    spans = [orjson.loads(m["content"]) for m in tool_messages(upstream.requests[1])]
-    latest_start = max(s["started"] for s in spans)
-    earliest_end = min(s["ended"] for s in spans)
-    assert latest_start < earliest_end, "every call should have started before any finished"
-
-
-def test_slow_tool_times_out_into_a_tool_result(client: openai.OpenAI, upstream: FakeOpenAI) -> None:
-    upstream.enqueue(Reply(tool_calls=[("testkit__slow", {"seconds": 10})]), Reply(text="sorry, slow"))
-    started = time.monotonic()
-    reply = client.chat.completions.create(model="gpt-test", messages=USER)
-    assert time.monotonic() - started < 5
-    assert reply.choices[0].message.content == "sorry, slow"
-    error = tool_error(upstream.requests[1])
-    assert error["type"] == "timeout" and "2 s" in error["message"]
-    assert reply.model_extra["plugway"]["tool_calls"][0]["ok"] is False
-
-
-def test_raising_tool_becomes_a_tool_result(client: openai.OpenAI, upstream: FakeOpenAI) -> None:
-    upstream.enqueue(Reply(tool_calls=[("testkit__boom", {})]), Reply(text="it broke"))
-    reply = client.chat.completions.create(model="gpt-test", messages=USER)
-    error = tool_error(upstream.requests[1])
-    assert error["type"] == "tool_failed" and "flux capacitor overheated" in error["message"]
-    assert reply.choices[0].message.content == "it broke"
-
-
-def test_tool_error_message_reaches_model(client: openai.OpenAI, upstream: FakeOpenAI) -> None:
-    upstream.enqueue(Reply(tool_calls=[("testkit__refuse", {"reason": "no stock"})]), Reply(text="ok"))
-    client.chat.completions.create(model="gpt-test", messages=USER)
-    assert tool_error(upstream.requests[1]) == {"type": "tool_error", "message": "refused: no stock"}
-
-
-def test_unknown_tool_becomes_a_tool_result(client: openai.OpenAI, upstream: FakeOpenAI) -> None:
-    upstream.enqueue(Reply(tool_calls=[("weather__get", {})]), Reply(text="ok"))
-    client.chat.completions.create(model="gpt-test", messages=USER)
-    error = tool_error(upstream.requests[1])
-    assert error["type"] == "unknown_tool" and "weather__get" in error["message"] and "calculator__evaluate" in error["message"]
-
-
-@pytest.mark.parametrize(
-    ("arguments", "expected"),
-    [
-        ({"expr": "1+1"}, "schema"),
-        ({"expression": 12}, "schema"),
-        ("{not json", "not valid JSON"),
-        ("[1, 2]", "JSON object"),
-    ],
-)
-def test_invalid_arguments_become_tool_results(client: openai.OpenAI, upstream: FakeOpenAI, arguments: object, expected: str) -> None:
-    upstream.enqueue(Reply(tool_calls=[("calculator__evaluate", arguments)]), Reply(text="ok"))
-    client.chat.completions.create(model="gpt-test", messages=USER)
-    error = tool_error(upstream.requests[1])
-    assert error["type"] == "invalid_arguments" and expected in error["message"]
-
-
-@pytest.mark.gateway(orchestration={"max_tool_result_chars": 300})
-def test_long_results_are_truncated_with_notice(client: openai.OpenAI, upstream: FakeOpenAI) -> None:
-    upstream.enqueue(Reply(tool_calls=[("testkit__echo", {"text": "abcdefghij", "times": 100})]), Reply(text="ok"))
-    client.chat.completions.create(model="gpt-test", messages=USER)
-    (message,) = tool_messages(upstream.requests[1])
-    assert len(message["content"]) == 300
-    assert message["content"].startswith("abcdefghij")
-    assert "truncated from 1000 to 300 characters" in message["content"]
-
-
-# -- rule 5: bounded loops ------------------------------------------------------------------------
-
-
-def test_runaway_loop_stops_after_max_rounds_with_tool_choice_none(client: openai.OpenAI, upstream: FakeOpenAI) -> None:
-    counter = itertools.count()
-
-    def runaway(body: dict) -> Reply:
-        if body.get("tool_choice") == "none":
-            return Reply(text="giving up")
-        return Reply(tool_calls=[("testkit__echo", {"text": f"again {next(counter)}"})])
-
-    upstream.responder = runaway
-    reply = client.chat.completions.create(model="gpt-test", messages=USER)
-    assert reply.choices[0].message.content == "giving up"
-    assert len(upstream.requests) == 4 + 1  # max_tool_rounds + the final answer
-    assert [r["tool_choice"] for r in upstream.requests] == ["auto"] * 4 + ["none"]
-    trace = reply.model_extra["plugway"]
-    assert trace["stopped_by"] == "max_tool_rounds" and trace["rounds"] == 5 and len(trace["tool_calls"]) == 4
-
-
-def test_repeated_identical_call_ends_the_loop(client: openai.OpenAI, upstream: FakeOpenAI) -> None:
-    same = ("calculator__evaluate", {"expression": "1+1"})
-    upstream.enqueue(Reply(tool_calls=[same]), Reply(tool_calls=[("calculator__evaluate", '{"expression": "1+1"}')]), Reply(text="two"))
-    reply = client.chat.completions.create(model="gpt-test", messages=USER)
-    assert reply.choices[0].message.content == "two"
-    assert len(upstream.requests) == 3 and upstream.requests[2]["tool_choice"] == "none"
-    trace = reply.model_extra["plugway"]
-    assert trace["stopped_by"] == "repeated_call" and len(trace["tool_calls"]) == 1
-
-
-def test_tool_calls_under_tool_choice_none_never_reach_client(client: openai.OpenAI, upstream: FakeOpenAI) -> None:
-    call = ("calculator__evaluate", {"expression": "1"})
-    upstream.enqueue(Reply(tool_calls=[call]), Reply(tool_calls=[call]), Reply(text="final", tool_calls=[call]))
-    reply = client.chat.completions.create(model="gpt-test", messages=USER)
-    assert reply.choices[0].message.tool_calls is None
-    assert reply.choices[0].finish_reason == "stop"
 
 
 # -- rule 6: usage is summed -----------------------------------------------------------------------
@@ -282,20 +129,6 @@ def test_streamed_passthrough_always_reports_usage(gateway: GatewayServer, upstr
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "one two three"
     assert chunks[-1].usage.total_tokens == 8
     assert upstream.requests[0]["stream_options"] == {"include_usage": True}
-
-
-def test_streamed_runaway_loop_ends_with_final_answer(client: openai.OpenAI, upstream: FakeOpenAI) -> None:
-    counter = itertools.count()
-
-    def runaway(body: dict) -> Reply:
-        if body.get("tool_choice") == "none":
-            return Reply(text="enough")
-        return Reply(tool_calls=[("testkit__echo", {"text": str(next(counter))})])
-
-    upstream.responder = runaway
-    chunks = list(client.chat.completions.create(model="gpt-test", messages=USER, stream=True))
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "enough"
-    assert len(upstream.requests) == 5
 
 
 # -- rule 8: the trace -----------------------------------------------------------------------------------

@@ -195,3 +195,36 @@ def test_the_quick_start_python_compiles() -> None:
         compile(block, f"README.md quick start block {number}", "exec")
     joined = "\n".join(blocks)
     assert "from openai import OpenAI" in joined and "from anthropic import Anthropic" in joined
+
+
+def test_the_quick_start_runs_as_written_in_a_fresh_shell(tmp_path: Path) -> None:
+    """The quick start's shell block, run as a user runs it: in a fresh shell, in the checkout
+    (here a directory whose ``.venv`` is this checkout's), on a free port."""
+    import json
+    import os
+    import signal
+    import subprocess
+
+    from tests.fakes.openai_server import free_port
+
+    (block,) = fenced(section(readme(), QUICK_START_HEADING), "bash")
+    (tmp_path / ".venv").symlink_to(README.parent / ".venv")
+    fresh_shell = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "LANG": "C.UTF-8", "PORT": str(free_port())}
+    shell = subprocess.Popen(
+        ["bash", "-c", block], cwd=tmp_path, env=fresh_shell, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True,
+    )
+    try:
+        out, err = shell.communicate(timeout=240)
+    finally:
+        # The gateway it started in the background: stopped as Ctrl-C would, with its MCP servers.
+        os.killpg(shell.pid, signal.SIGINT)
+    assert shell.returncode == 0, err + (tmp_path / "plugway.log").read_text()
+    answer = json.loads(out)
+    assert "391" in answer["choices"][0]["message"]["content"]
+    assert answer["plugway"]["tool_calls"][0]["name"] == "calculator__evaluate"
+    keys = tmp_path / "plugway-keys.env"
+    assert keys.stat().st_mode & 0o777 == 0o600
+    log = (tmp_path / "plugway.log").read_text()
+    # The embedded default logs each request, the quick start's included.
+    assert "POST /v1/chat/completions 200" in log

@@ -14,10 +14,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
-from runtime.api.direct import DirectRoute, DirectRoutes
-from runtime.api.errors import install_error_handlers
+from runtime.api.direct import DirectRoute, DirectRoutes, ErrorResponse
+from runtime.api.errors import error_response, install_error_handlers
 from runtime.api.feature import Feature
 from runtime.api.features import FEATURES
+from runtime.api.guard import RequestGuard, forwarded_for
 from runtime.api.middleware import RequestIdMiddleware
 from runtime.api.openapi import install_openapi
 from runtime.config import Settings, load_settings
@@ -25,15 +26,27 @@ from runtime.gateway import Gateway
 from runtime.plugin_host.manager import PluginHost
 from runtime.telemetry import TelemetryMiddleware, fastapi_options
 from runtime.telemetry.logs import configure as configure_logging
+from runtime.telemetry.routes import metrics_listener
 
 
 class PlugwayApp(FastAPI):
     """FastAPI with the model routes served in front of its middleware stack (see runtime.api.direct)."""
 
     direct_routes: list[DirectRoute] = []
+    settings: Settings
+    # Path prefix -> error envelope, from the features (the request guard refuses before any route runs).
+    envelopes: dict[str, ErrorResponse] = {}
 
     def build_middleware_stack(self) -> ASGIApp:
-        return DirectRoutes(super().build_middleware_stack(), self.direct_routes)
+        served = DirectRoutes(super().build_middleware_stack(), self.direct_routes)
+        guarded = RequestGuard(
+            served,
+            max_body_bytes=self.settings.max_body_bytes,
+            body_read_timeout_s=self.settings.body_read_timeout_s,
+            renderers=self.envelopes,
+            default_renderer=error_response,
+        )
+        return forwarded_for(guarded, self.settings.trusted_proxies)
 
 
 def create_app(
@@ -50,6 +63,7 @@ def create_app(
         app.state.gateway = gateway or await Gateway.create(settings, plugins=plugins)
         try:
             async with contextlib.AsyncExitStack() as running:
+                await running.enter_async_context(metrics_listener(settings.metrics.listen, app.state.gateway))
                 for feature in features:
                     await running.enter_async_context(feature.running(app))
                 # Everything built so far lives as long as the process: keep it out of the
@@ -72,11 +86,14 @@ def create_app(
         **fastapi_options(settings.tracing.enabled),  # type: ignore[arg-type]
     )
     app.state.run_worker = run_worker
+    app.settings = settings
     install_error_handlers(app)
     install_openapi(app)
     direct: list[DirectRoute] = []
+    app.envelopes = {}
     for feature in features:
         direct.extend(feature.install(app))
+        app.envelopes.update(feature.envelopes)
     # With tracing on, FastAPI's native server span (named by the route it matched) is each
     # request's span, so every request takes FastAPI's own path.
     app.direct_routes = [] if settings.tracing.enabled else direct

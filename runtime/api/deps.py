@@ -15,6 +15,7 @@ from fastapi import Depends, Request
 from runtime.errors import insufficient_permissions, invalid_api_key
 from runtime.gateway import Gateway
 from runtime.storage.keys import ADMIN_KEY_PREFIX, KeyInfo
+from runtime.telemetry.record import current_record
 
 
 async def get_gateway(request: Request) -> Gateway:
@@ -59,6 +60,10 @@ async def authenticate(request: Request, gateway: Annotated[Gateway, Depends(get
     if info is None:
         raise invalid_api_key(f"Incorrect API key provided: {presented[:6]}****{presented[-4:] if len(presented) > 10 else ''}.")
     request.state.key = info
+    record = current_record()
+    if record is not None:
+        # Known from here on, even if the request is refused before admission (an unknown model, say).
+        record.organisation, record.key_id = info.organisation_id, info.id
     return info
 
 

@@ -10,7 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from runtime.errors import GatewayError
+from runtime.errors import GatewayError, database_unavailable
+from runtime.storage.engine import OUTAGE_ERRORS
 
 log = logging.getLogger("plugway.api")
 
@@ -45,6 +46,13 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(
             GatewayError(exc.status_code, message, code=code, type="invalid_request_error", headers=dict(exc.headers or {}))
         )
+
+    async def _database_outage(_request: Request, exc: Exception) -> Response:
+        log.warning("the database is unreachable: answering 503 (%s)", type(exc).__name__)
+        return error_response(database_unavailable())
+
+    for outage in OUTAGE_ERRORS:
+        app.add_exception_handler(outage, _database_outage)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> Response:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fastapi import APIRouter, FastAPI
@@ -34,6 +34,11 @@ class Feature(Protocol):
         """What the feature runs while the app serves (``app.state.gateway`` is open by then)."""
         ...
 
+    @property
+    def envelopes(self) -> Mapping[str, ErrorResponse]:
+        """Error envelopes by path prefix, for refusals made before any route runs (the request guard)."""
+        ...
+
 
 @dataclass(frozen=True)
 class RouterFeature:
@@ -44,6 +49,8 @@ class RouterFeature:
     # (path, error envelope) of the first router's POST routes that carry the model traffic.
     direct: tuple[tuple[str, ErrorResponse], ...] = ()
     lifespan: Lifespan | None = None
+    # Path prefix -> the error envelope of its refusals made before a route runs (body too large, say).
+    envelopes: Mapping[str, ErrorResponse] = field(default_factory=dict)
 
     def install(self, app: FastAPI) -> Sequence[DirectRoute]:
         for router in self.routers:

@@ -67,6 +67,7 @@ class Page:
 
 PAGES = (
     Page("", "Overview", "Requests, tokens, cost and errors per day; the busiest keys and models."),
+    Page("requests", "Requests", "Every request, newest first: find a failure, open it, see its rounds and tool calls."),
     Page("keys", "Keys", "Gateway keys: mint one, change its limits, scopes and models, revoke it."),
     Page("endpoints", "Endpoints", "Named assistants: those from the configuration file and those stored here."),
     Page("plugins", "Plugins", "Each organisation's tools, their JSON schemas and health; try a tool."),

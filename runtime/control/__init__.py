@@ -1,6 +1,6 @@
 """The control plane: the management API under ``/admin/v1`` (admin keys only).
 
-Organisations, gateway keys, endpoints, usage, plugins, the audit log, a
+Organisations, gateway keys, endpoints, usage, the request log, plugins, the audit log, a
 detailed health view and the console's playground; every resource in the
 OpenAPI schema. (WhatsApp's conversations and dead letters are under
 ``/admin/v1/whatsapp``, served by the WhatsApp feature, ``workers.whatsapp.admin_routes``.) Lists answer ``{"data": [...], "next_cursor": ...}``;
@@ -28,11 +28,12 @@ def _build_router() -> APIRouter:
         organisations,
         playground,
         plugins,
+        requests,
         usage,
     )
 
     router = APIRouter()
-    for module in (organisations, keys, endpoints, usage, plugins, audit, health, playground):
+    for module in (organisations, keys, endpoints, usage, requests, plugins, audit, health, playground):
         router.include_router(module.router)
     return router
 

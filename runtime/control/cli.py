@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from runtime.cli_output import Column, add_json_option, print_json, print_rows
 from runtime.config import load_settings
 
 
@@ -17,6 +18,7 @@ def add_commands(sub: Any, with_config: Callable[[argparse.ArgumentParser], argp
     create.add_argument("--name")
     create.set_defaults(func=cmd_create)
     listing = with_config(keys.add_parser("list", help="list admin keys"))
+    add_json_option(listing, "the admin keys (ids and prefixes, never the keys)")
     listing.set_defaults(func=cmd_list)
     revoke = with_config(keys.add_parser("revoke", help="revoke an admin key by id"))
     revoke.add_argument("key_id")
@@ -44,22 +46,34 @@ def cmd_create(args: argparse.Namespace) -> int:
     return 0
 
 
+ADMIN_KEY_COLUMNS = (
+    Column("id", "id", identifier=True),
+    Column("prefix", lambda row: row["prefix"] + "…"),
+    Column("name", "name"),
+    Column("created", "created_at"),
+    Column("revoked", "revoked_at"),
+)
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from runtime.storage.keys import list_admin_keys
 
     engine = _engine(args, create=False)
     if engine is None:
-        print("no admin keys (no database yet)")
-        return 0
-    try:
-        rows = list_admin_keys(engine)
-    finally:
-        engine.dispose()
-    if not rows:
-        print("no admin keys")
-    for row in rows:
-        revoked = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
-        print(f"{row.id}  {row.prefix}…  {row.name or '-'}  created {row.created_at:%Y-%m-%d %H:%M}  {revoked}")
+        keys = []
+    else:
+        try:
+            keys = list_admin_keys(engine)
+        finally:
+            engine.dispose()
+    rows = [
+        {"id": row.id, "prefix": row.prefix, "name": row.name, "created_at": row.created_at, "revoked_at": row.revoked_at}
+        for row in keys
+    ]
+    if args.json:
+        print_json({"admin_keys": rows})
+    else:
+        print_rows(rows, ADMIN_KEY_COLUMNS, empty="no admin keys" + (" (no database yet)" if engine is None else ""))
     return 0
 
 

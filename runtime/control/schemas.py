@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from runtime.config import EndpointConfig, SessionsConfig
 from runtime.storage.keys import SCOPES
@@ -17,8 +17,9 @@ class _Closed(BaseModel):
 class KeyCreate(_Closed):
     organisation: str
     name: str | None = Field(default=None, max_length=200)
-    rpm: int | None = Field(default=None, ge=0, description="Requests per minute; null: no limit, 0: refuse all.")
-    daily_tokens: int | None = Field(default=None, ge=0, description="Tokens per UTC day; null: no limit.")
+    # Strict: true is not 1 and "5" is not 5 (a client bug, not a limit).
+    rpm: StrictInt | None = Field(default=None, ge=0, description="Requests per minute; null: no limit, 0: refuse all.")
+    daily_tokens: StrictInt | None = Field(default=None, ge=0, description="Tokens per UTC day; null: no limit.")
     scopes: list[str] | None = Field(default=None, description=f"Of {', '.join(SCOPES)}; null: all.")
     models: list[str] | None = Field(default=None, description="Model allow-list; null: every model of the organisation.")
 
@@ -27,8 +28,8 @@ class KeyUpdate(_Closed):
     """Only the fields given change; null clears a limit, scopes or models."""
 
     name: str | None = Field(default=None, max_length=200)
-    rpm: int | None = Field(default=None, ge=0)
-    daily_tokens: int | None = Field(default=None, ge=0)
+    rpm: StrictInt | None = Field(default=None, ge=0)
+    daily_tokens: StrictInt | None = Field(default=None, ge=0)
     scopes: list[str] | None = None
     models: list[str] | None = None
 
@@ -63,7 +64,7 @@ class EndpointUpdate(_Closed):
     plugins: list[str] | None = None
     stream: bool | None = None
     sessions: SessionsConfig | None = None
-    max_tokens_per_request: int | None = Field(default=None, ge=1)
+    max_tokens_per_request: StrictInt | None = Field(default=None, ge=1)
     input_schema: dict[str, Any] | None = None
     output_schema: dict[str, Any] | None = None
     guardrails: list[str] | None = None

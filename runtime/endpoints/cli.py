@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from runtime.cli_output import Column, add_json_option, print_json, print_rows
 from runtime.config import EndpointConfig, OrganisationConfig, Settings, load_settings
 
 
@@ -17,7 +18,7 @@ def add_commands(sub: Any, with_config: Callable[[argparse.ArgumentParser], argp
     endpoints = sub.add_parser("endpoints", help="named assistants of each organisation").add_subparsers(dest="endpoints_command", required=True)
     listing = with_config(endpoints.add_parser("list", help="every endpoint: slug, model, plugins, guardrails, sessions"))
     listing.add_argument("--org", help="only this organisation's")
-    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json_option(listing, "the endpoints")
     listing.set_defaults(func=cmd_list)
     call = with_config(endpoints.add_parser("call", help="call an endpoint in this process and print the answer"))
     call.add_argument("org")
@@ -69,25 +70,25 @@ def _rows(settings: Settings, org: str | None) -> list[dict[str, Any]]:
     ]
 
 
+ENDPOINT_COLUMNS = (
+    Column("organisation", "organisation", identifier=True),
+    Column("endpoint", "slug", identifier=True),
+    Column("model", "model", identifier=True),
+    Column("plugins", lambda row: row["plugins"] or "none"),
+    Column("guardrails", "guardrails", optional=True),
+    Column("sessions", "sessions", optional=True),
+    Column("active", "active"),
+    Column("source", lambda row: "YAML" if row["source"] == "config" else "management API", optional=True),
+)
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     rows = _rows(settings, args.org)
     if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("organisation", "endpoint", "model", "plugins", "guardrails", "sessions", "active", "source")
-    for row in rows:
-        table.add_row(
-            row["organisation"], row["slug"], row["model"], ", ".join(row["plugins"]) or "none",
-            ", ".join(row["guardrails"]) or "-", "yes" if row["sessions"] else "no", "yes" if row["active"] else "no",
-            "YAML" if row["source"] == "config" else "management API",
-        )
-    Console(width=200).print(table)
-    if not rows:
-        print("no endpoints configured", file=sys.stderr)
+        print_json(rows)
+    else:
+        print_rows(rows, ENDPOINT_COLUMNS, empty="no endpoints configured")
     return 0
 
 

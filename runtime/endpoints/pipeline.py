@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError
 
 from runtime.admission import admit, check_scope
 from runtime.api import sse
-from runtime.config import EndpointConfig, OrganisationConfig
+from runtime.config import ORCHESTRATION_MODES, EndpointConfig, OrganisationConfig
 from runtime.endpoints import sessions
 from runtime.endpoints.store import EndpointRegistry
 from runtime.errors import GatewayError, guardrail_blocked
@@ -45,6 +45,7 @@ from runtime.orchestration.events import Completed, Event
 from runtime.prompt_template import MissingVariable, render
 from runtime.request import DoorRules, KeepAlive, PluginRequest, RequestContext, RunRequest
 from runtime.storage.keys import KeyInfo
+from runtime.text import quoted
 
 # Endpoints bring their own guardrails (the endpoint's list, not the organisation's default).
 ENDPOINT_DOOR = DoorRules("endpoint")
@@ -90,6 +91,7 @@ class EndpointCall:
     stream: bool = False
     request_id: str | None = None
     max_tokens: int | None = None
+    orchestration_mode: str | None = None
 
     @classmethod
     def parse(cls, body: Any) -> EndpointCall:
@@ -124,7 +126,10 @@ class EndpointCall:
             raise _invalid("'max_tokens' must be a positive integer.")
         if not turns and body.get("input") is None:
             raise _invalid("Give 'message', 'messages' or 'input'.")
-        return cls(turns, body.get("session_id"), variables, body.get("input"), bool(stream), body.get("request_id"), max_tokens)
+        mode = body.get("orchestration_mode")
+        if mode is not None and mode not in ORCHESTRATION_MODES:
+            raise _invalid("'orchestration_mode' must be one of 'classic', 'code' or 'auto'.")
+        return cls(turns, body.get("session_id"), variables, body.get("input"), bool(stream), body.get("request_id"), max_tokens, mode)
 
 
 @dataclass(frozen=True)
@@ -241,12 +246,16 @@ class EndpointService:
                 model=endpoint.model,
                 plugins=plugins,
                 guardrails=endpoint.guardrails,
+                endpoint=slug,
+                # billing: the call holds its most until it settles (runtime/limits/reservation.py); a hold
+                # left by a refusal below lapses after limits.reservation_ttl_s.
+                body=body,
+                prompt_parts=(endpoint.system_prompt or "",),
             )
         except GatewayError as exc:
             if exc.code == "insufficient_credits":
                 raise EndpointError(422, "budget_exceeded", exc.message) from None
             raise EndpointError.from_gateway(exc) from None
-        ctx.endpoint = slug
         guardrails = ctx.guardrails
         if guardrails is not None and guardrails.applies_to("input"):
             try:
@@ -293,7 +302,7 @@ class EndpointService:
         else:
             if not await anyio.to_thread.run_sync(partial(sessions.exists, engine, session_id=session_id, **where)):
                 if not prepared.create_session:
-                    raise EndpointError(404, "session_not_found", f"There is no session '{session_id}' for endpoint '{endpoint.slug}'.")
+                    raise EndpointError(404, "session_not_found", f"There is no session {quoted(session_id)} for endpoint '{endpoint.slug}'.")
                 with contextlib.suppress(IntegrityError):  # another worker created it a moment ago
                     await anyio.to_thread.run_sync(
                         partial(sessions.create, engine, session_id=session_id, ttl_hours=endpoint.sessions.ttl_hours, owner="", lease_s=-1.0, **where)
@@ -304,9 +313,9 @@ class EndpointService:
                 partial(sessions.try_lock, engine, session_id=session_id, owner=owner, lease_s=SESSION_LEASE_S, **where)
             ):
                 if waited >= SESSION_WAIT_S:
-                    raise EndpointError(409, "session_busy", f"Session '{session_id}' is busy with another request.")
+                    raise EndpointError(409, "session_busy", f"Session {quoted(session_id)} is busy with another request.")
                 if not await anyio.to_thread.run_sync(partial(sessions.exists, engine, session_id=session_id, **where)):
-                    raise EndpointError(404, "session_not_found", f"There is no session '{session_id}' for endpoint '{endpoint.slug}'.")
+                    raise EndpointError(404, "session_not_found", f"There is no session {quoted(session_id)} for endpoint '{endpoint.slug}'.")
                 await asyncio.sleep(delay)
                 waited += delay
                 delay = min(delay * 2, 0.2)
@@ -349,6 +358,10 @@ class EndpointService:
 
     def _body(self, prepared: Prepared, messages: list[JSON], max_tokens: int | None) -> JSON:
         body: JSON = {"model": prepared.endpoint.model, "messages": messages}
+        # The request's mode, else the endpoint's; without either the organisation's applies.
+        mode = prepared.call.orchestration_mode or prepared.endpoint.orchestration.mode
+        if mode is not None:
+            body["orchestration_mode"] = mode
         if max_tokens is not None:
             body["max_tokens"] = max_tokens
         schema = prepared.endpoint.output_schema

@@ -21,8 +21,13 @@ from typing import TYPE_CHECKING
 from runtime.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from runtime.guardrails.config import STAGES, Action, GuardrailConfig, PiiCategory, Stage
-    from runtime.guardrails.detectors import DEFAULT_PHONE_REGIONS, PII_CATEGORIES, PLACEHOLDERS
+    from runtime.guardrails.config import STAGES, Action, GuardrailConfig, Stage
+    from runtime.guardrails.detectors import (
+        DEFAULT_PHONE_REGIONS,
+        PII_CATEGORIES,
+        PLACEHOLDERS,
+        PiiCategory,
+    )
     from runtime.guardrails.engine import Guardrails
     from runtime.guardrails.findings import BLOCKED_MESSAGE, Checked, Finding, GuardrailBlocked
     from runtime.guardrails.records import GuardrailEvent, hit_rows, record_hits
@@ -31,8 +36,10 @@ if TYPE_CHECKING:
 __getattr__ = lazy_exports(
     __name__,
     {
-        **dict.fromkeys(["STAGES", "Action", "GuardrailConfig", "PiiCategory", "Stage"], "runtime.guardrails.config"),
-        **dict.fromkeys(["DEFAULT_PHONE_REGIONS", "PII_CATEGORIES", "PLACEHOLDERS"], "runtime.guardrails.detectors"),
+        **dict.fromkeys(["STAGES", "Action", "GuardrailConfig", "Stage"], "runtime.guardrails.config"),
+        **dict.fromkeys(
+            ["DEFAULT_PHONE_REGIONS", "PII_CATEGORIES", "PLACEHOLDERS", "PiiCategory"], "runtime.guardrails.detectors"
+        ),
         "Guardrails": "runtime.guardrails.engine",
         **dict.fromkeys(["BLOCKED_MESSAGE", "Checked", "Finding", "GuardrailBlocked"], "runtime.guardrails.findings"),
         **dict.fromkeys(["GuardrailEvent", "hit_rows", "record_hits"], "runtime.guardrails.records"),

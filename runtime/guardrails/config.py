@@ -10,6 +10,7 @@ from runtime.guardrails.detectors import (
     DEFAULT_PHONE_REGIONS,
     PII_CATEGORIES,
     Detector,
+    PiiCategory,
     denylist_detectors,
     pii_detectors,
     valid_phone_region,
@@ -18,7 +19,6 @@ from runtime.guardrails.patterns import PatternRefused, compile_pattern
 
 Stage = Literal["input", "output", "tool_results"]
 Action = Literal["block", "redact", "log"]
-PiiCategory = Literal["email", "phone", "credit_card", "iban", "secret"]
 
 STAGES: tuple[Stage, ...] = ("input", "output", "tool_results")
 MAX_TERM_CHARS = 200

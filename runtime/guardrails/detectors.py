@@ -14,6 +14,11 @@ possible start; the stream redactor uses its partial matching to know whether a
 tail could still grow into a match. ``terminator`` matches a character no match
 can contain: once one is seen, everything before it is decided.
 
+Every detector reads the normalised view of the text (``normalise.py``): zero-width
+characters and soft hyphens removed, full-width forms and confusable letters folded,
+so ``j\u200bohn\uff20example.com`` is an email; matches map back to the original
+characters for redaction.
+
 What is detected
 ----------------
 - ``email``: ``local@domain.tld`` (local part up to 64 characters, up to 8 domain labels).
@@ -26,11 +31,11 @@ What is detected
   spaces and ``+()-./``, 7 to 17 digits; an extension written with letters (``x12``)
   is left in place. Only stretches of a possible length for a region reach the
   matcher, so a table of digits stays cheap.
-- ``credit_card``: 13 to 19 digits, optionally grouped by single spaces or dashes,
+- ``credit_card``: 13 to 19 digits, optionally grouped by single spaces, dashes or dots,
   passing the Luhn checksum (``python-stdnum``) and starting with a card network's
   prefix (Visa, Mastercard, Amex, Discover, JCB, Diners, UnionPay, Maestro, Mir).
-- ``iban``: country code, check digits and account, with or without single
-  spaces, validated by ``stdnum.iban`` (country format and mod-97 checksum).
+- ``iban``: country code, check digits and account, in any case, with or without
+  single spaces or dashes, validated by ``stdnum.iban`` (country format and mod-97 checksum).
 - ``secret``: PEM private key blocks; JSON Web Tokens (``eyJ….eyJ….…``); API keys
   of OpenAI (``sk-``, ``sk-proj-``), Anthropic (``sk-ant-``), plugway (``pw_``,
   ``pwa_``), AWS access key ids (``AKIA``/``ASIA``), GitHub (``ghp_`` and the
@@ -42,8 +47,8 @@ What is detected
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Literal, NamedTuple, get_args
 
 import phonenumbers
 import regex
@@ -51,20 +56,17 @@ from phonenumbers import Leniency, PhoneNumberMatcher
 from stdnum import iban as stdnum_iban
 from stdnum import luhn, numdb
 
+from runtime.guardrails.normalise import Normalised, normalise_term
 from runtime.guardrails.patterns import compile_pattern
 
 # Characters kept before the unsent tail of a stream: the longest lookbehind of any detector.
 CONTEXT_CHARS = 32
 
-PLACEHOLDERS = {
-    "email": "[EMAIL]",
-    "phone": "[PHONE]",
-    "credit_card": "[CREDIT_CARD]",
-    "iban": "[IBAN]",
-    "secret": "[SECRET]",
-    "denylist": "[REDACTED]",
-}
-_PLACEHOLDER = regex.compile(r"\[(?:EMAIL|PHONE|CREDIT_CARD|IBAN|SECRET|REDACTED)\]")
+# The PII categories, named once (in the order the documentation lists them). ``PII`` below
+# gives each its placeholder and detectors; an import-time check keeps the two in step.
+PiiCategory = Literal["email", "phone", "credit_card", "iban", "secret"]
+PII_CATEGORIES: tuple[PiiCategory, ...] = get_args(PiiCategory)
+DENYLIST_PLACEHOLDER = "[REDACTED]"
 _PLACEHOLDER_CHARS = 13
 
 # National numbers are judged against these regions unless a guardrail names its own.
@@ -120,6 +122,26 @@ def _inside_placeholder(text: str, start: int, end: int) -> bool:
         if found.start() <= start and end <= found.end():
             return True
     return False
+
+
+def in_original(view: Normalised, hits: list[Hit]) -> list[Hit]:
+    """Hits found in a normalised view, as spans of the original text (left to right, disjoint)."""
+    if view.starts is None:
+        return hits
+    mapped: list[Hit] = []
+    previous_end = 0
+    for hit in hits:
+        start, end = view.span(hit.start, hit.end)
+        start = max(start, previous_end)  # two hits inside one ligature: the first takes it
+        if start < end:
+            mapped.append(Hit(start, end, hit.message))
+            previous_end = end
+    return mapped
+
+
+def find(detector: Detector, view: Normalised) -> list[Hit]:
+    """The detector's matches in the whole text, read on its normalised view, as original spans."""
+    return in_original(view, scan(detector, view.text, 0, len(view.text)))
 
 
 def scan(detector: Detector, text: str, start: int, end: int) -> list[Hit]:
@@ -281,7 +303,7 @@ def _group_ends(
     return ends[::-1]
 
 
-_NO_SEPARATORS = str.maketrans("", "", " -")
+_NO_SEPARATORS = str.maketrans("", "", " -.")
 
 
 def _glued_to_word(text: str, position: int) -> bool:
@@ -291,16 +313,17 @@ def _glued_to_word(text: str, position: int) -> bool:
 class CardDetector(Detector):
     category = "credit_card"
     message = "credit card number"
-    candidate = regex.compile(r"(?<![0-9A-Za-z])\d(?:[ \-]?\d){12,18}(?![0-9A-Za-z])")
+    # Groups separated by a space, a dash or a dot (4111.1111.1111.1111), as people write them.
+    candidate = regex.compile(r"(?<![0-9A-Za-z])\d(?:[ \-.]?\d){12,18}(?![0-9A-Za-z])")
     max_chars = 19 + 18
-    terminator = regex.compile(r"[^0-9 \-]")
-    _RUN = regex.compile(r"\d(?:[ \-]?\d){0,18}")
+    terminator = regex.compile(r"[^0-9 \-.]")
+    _RUN = regex.compile(r"\d(?:[ \-.]?\d){0,18}")
 
     def match_at(self, text: str, position: int, end: int) -> Hit | None:
         run = self._RUN.match(text, position, end)
         if run is None or _glued_to_word(text, position):
             return None
-        for stop, count in _group_ends(run, text, end, " -"):
+        for stop, count in _group_ends(run, text, end, " -."):
             if count >= 13 and plausible_card(text[position:stop].translate(_NO_SEPARATORS)):
                 return Hit(position, stop, self.message)
         return None
@@ -323,19 +346,22 @@ _IBAN_REGISTRY = numdb.get("iban")
 class IbanDetector(Detector):
     category = "iban"
     message = "IBAN"
-    candidate = regex.compile(r"(?<![0-9A-Za-z])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![0-9A-Za-z])")
+    # Any case (people and forms write "de89 3704 …" too), in groups split by a space or a dash.
+    candidate = regex.compile(
+        r"(?<![0-9A-Za-z])[A-Za-z]{2}\d{2}(?:[ \-]?[A-Za-z0-9]){11,30}(?![0-9A-Za-z])"
+    )
     max_chars = 34 + 33
-    terminator = regex.compile(r"[^A-Z0-9 ]")
-    _RUN = regex.compile(r"[A-Z0-9](?: ?[A-Z0-9]){0,33}")
+    terminator = regex.compile(r"[^A-Za-z0-9 \-]")
+    _RUN = regex.compile(r"[A-Za-z0-9](?:[ \-]?[A-Za-z0-9]){0,33}")
 
     def match_at(self, text: str, position: int, end: int) -> Hit | None:
-        length = _iban_length(text[position : position + 2])
+        length = _iban_length(text[position : position + 2].upper())
         run = self._RUN.match(text, position, end)
         if not length or run is None or _glued_to_word(text, position):
             return None
-        for stop, count in _group_ends(run, text, end, " "):
+        for stop, count in _group_ends(run, text, end, " -"):
             if count == length:
-                valid = stdnum_iban.is_valid(text[position:stop].replace(" ", ""))
+                valid = stdnum_iban.is_valid(text[position:stop].translate(_NO_SEPARATORS).upper())
                 return Hit(position, stop, self.message) if valid else None
         return None
 
@@ -437,6 +463,8 @@ class DenylistTermsDetector(Detector):
     _GAP = r"\s{1,4}"
 
     def __init__(self, terms: Sequence[str]) -> None:
+        # Written as the text they are matched against is read (full-width, confusable letters).
+        terms = [normalise_term(term) for term in terms]
         words = [term.split() for term in terms]
         alternatives = sorted(
             (self._GAP.join(regex.escape(word) for word in term) for term in words),
@@ -466,35 +494,44 @@ class DenylistPatternDetector(Detector):
 
 # ---------------------------------------------------------------- building
 
-PII_CATEGORIES: tuple[str, ...] = ("email", "phone", "credit_card", "iban", "secret")
-# Secrets first (a key may hold digits and an "@"), the most permissive (phone) last.
-_PII_ORDER: tuple[str, ...] = ("secret", "email", "iban", "credit_card", "phone")
+class Category(NamedTuple):
+    placeholder: str
+    # Its detectors, given the regions national phone numbers are read for.
+    detectors: Callable[[tuple[str, ...]], tuple[Detector, ...]]
+
+
+# In the order detectors run: secrets first (a key may hold digits and an "@"), the most
+# permissive (phone) last.
+PII: dict[PiiCategory, Category] = {
+    "secret": Category(
+        "[SECRET]",
+        lambda _: (PrivateKeyDetector(), JwtDetector(), ApiKeyDetector(), BearerTokenDetector()),
+    ),
+    "email": Category("[EMAIL]", lambda _: (EmailDetector(),)),
+    "iban": Category("[IBAN]", lambda _: (IbanDetector(),)),
+    "credit_card": Category("[CREDIT_CARD]", lambda _: (CardDetector(),)),
+    "phone": Category("[PHONE]", lambda regions: (PhoneDetector(regions),)),
+}
+if set(PII) != set(PII_CATEGORIES):
+    raise RuntimeError("PII must describe every PiiCategory")
+
+PLACEHOLDERS: dict[str, str] = {
+    **{name: category.placeholder for name, category in PII.items()},
+    "denylist": DENYLIST_PLACEHOLDER,
+}
+_PLACEHOLDER = regex.compile("|".join(regex.escape(text) for text in PLACEHOLDERS.values()))
 
 
 @functools.lru_cache(maxsize=256)
 def pii_detectors(
     categories: tuple[str, ...], phone_regions: tuple[str, ...]
 ) -> tuple[Detector, ...]:
-    detectors: list[Detector] = []
-    for category in _PII_ORDER:
-        if category not in categories:
-            continue
-        if category == "secret":
-            detectors += [
-                PrivateKeyDetector(),
-                JwtDetector(),
-                ApiKeyDetector(),
-                BearerTokenDetector(),
-            ]
-        elif category == "email":
-            detectors.append(EmailDetector())
-        elif category == "iban":
-            detectors.append(IbanDetector())
-        elif category == "credit_card":
-            detectors.append(CardDetector())
-        else:
-            detectors.append(PhoneDetector(phone_regions))
-    return tuple(detectors)
+    return tuple(
+        detector
+        for name, category in PII.items()
+        if name in categories
+        for detector in category.detectors(phone_regions)
+    )
 
 
 @functools.lru_cache(maxsize=256)

@@ -6,8 +6,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from runtime.guardrails.config import STAGES, GuardrailConfig, Stage
-from runtime.guardrails.detectors import Detector, scan
+from runtime.guardrails.detectors import Detector, find
 from runtime.guardrails.findings import Checked, Finding, GuardrailBlocked
+from runtime.guardrails.normalise import normalise
 from runtime.guardrails.stream import GuardrailStream, StreamRedactor, render
 
 # Which messages each stage reads. The system prompt is input like any other text:
@@ -30,15 +31,17 @@ class _Guardrail:
     def run(self, text: str) -> tuple[str, list[Finding]]:
         """The text as this guardrail leaves it, and what it found (before acting on a block)."""
         current = text
+        view = normalise(current)  # what detectors read (see runtime.guardrails.normalise)
         findings: list[Finding] = []
         for detector in self.detectors:
-            hits = scan(detector, current, 0, len(current))
+            hits = find(detector, view)
             if hits:
                 findings += [
                     Finding(self.key, detector.category, self.action, hit.message) for hit in hits
                 ]
                 # Later detectors see the placeholders, so one secret is not also reported as a phone number.
                 current = render(current, 0, len(current), hits, detector.placeholder)
+                view = normalise(current)
         return (current if self.action == "redact" else text), findings
 
 

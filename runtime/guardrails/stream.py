@@ -28,8 +28,9 @@ import functools
 
 import regex
 
-from runtime.guardrails.detectors import CONTEXT_CHARS, Detector, Hit, scan
+from runtime.guardrails.detectors import CONTEXT_CHARS, Detector, Hit, in_original, scan
 from runtime.guardrails.findings import Finding, GuardrailBlocked
+from runtime.guardrails.normalise import normalise
 
 
 def render(text: str, start: int, stop: int, hits: list[Hit], placeholder: str | None) -> str:
@@ -104,13 +105,17 @@ class DetectorStream:
             return "", []
         self._pending += chunk
         text = self._context + self._pending
-        start, end = len(self._context), len(text)
-        hits = scan(self.detector, text, start, end)
+        # Detectors read the normalised view; what is sent and redacted is the original text.
+        view = normalise(text)
+        start, end = view.view_offset(len(self._context)), len(view.text)
+        hits = scan(self.detector, view.text, start, end)
         if final:
             cut, settled = end, hits
         else:
-            cut, settled = settle(self.detector, text, start, end, hits)
-        out = render(text, start, cut, settled, self._placeholder)
+            cut, settled = settle(self.detector, view.text, start, end, hits)
+        settled = in_original(view, settled)
+        cut = view.original_offset(cut)
+        out = render(text, len(self._context), cut, settled, self._placeholder)
         self._context = text[max(0, cut - CONTEXT_CHARS) : cut]
         self._pending = text[cut:]
         return out, settled

@@ -4,13 +4,13 @@ Usage by the HTTP layer::
 
     limiter = create_limiter(settings.redis_url, timeout_s=settings.limits.redis_timeout_s)
     try:
-        decision = await limiter.acquire(key.id, rpm=key.rpm, daily_tokens=key.daily_tokens)
+        decision = await limiter.acquire(key.id, rpm=key.rpm, daily_tokens=key.daily_tokens, reserve_tokens=n)
     except LimiterUnavailable:
         ...  # 503 rate_limiter_unavailable
     if not decision.allowed:
         ...  # 429 rate_limit_exceeded, message decision.message(), headers decision.headers()
     ...  # call the model; add decision.headers() to the response
-    await limiter.record_tokens(key.id, usage.total_tokens)  # after the call
+    await limiter.record_tokens(key.id, usage.total_tokens, reservation_id=decision.reservation_id)  # after the call, however it ended
 
 With a Redis URL limits are global across processes (one atomic script call per
 check). Without one they live in this process only: correct for a single
@@ -43,6 +43,7 @@ def create_limiter(
     key_prefix: str = "plugway:",
     window_s: float = 60.0,
     token_period_s: int = 86_400,
+    reservation_ttl_s: float = 900.0,
 ) -> Limiter:
     """A Redis-backed limiter for a URL, else an in-process one. Connects lazily.
 
@@ -56,5 +57,6 @@ def create_limiter(
             key_prefix=key_prefix,
             window_s=window_s,
             token_period_s=token_period_s,
+            reservation_ttl_s=reservation_ttl_s,
         )
-    return InProcessLimiter(window_s=window_s, token_period_s=token_period_s)
+    return InProcessLimiter(window_s=window_s, token_period_s=token_period_s, reservation_ttl_s=reservation_ttl_s)

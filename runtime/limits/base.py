@@ -18,13 +18,25 @@ class LimiterUnavailable(Exception):
 @runtime_checkable
 class Limiter(Protocol):
     async def acquire(
-        self, key_id: str, *, rpm: int | None, daily_tokens: int | None
+        self,
+        key_id: str,
+        *,
+        rpm: int | None,
+        daily_tokens: int | None,
+        reserve_tokens: int = 0,
+        within_reservation: str | None = None,
     ) -> LimitDecision:
-        """Check both limits and, when allowed, count the request; refusals count nothing."""
+        """Check both limits and, when allowed, count the request and hold ``reserve_tokens``
+        of today's tokens for it (``decision.reservation_id``); refusals count nothing.
+
+        A request is refused while settled tokens plus every reservation held reach the cap;
+        ``within_reservation`` (a call made inside a running request) leaves that request's
+        own reservation out of the check.
+        """
         ...
 
-    async def record_tokens(self, key_id: str, tokens: int) -> None:
-        """Add a finished call's real token usage to today's counter."""
+    async def record_tokens(self, key_id: str, tokens: int, *, reservation_id: str | None = None) -> None:
+        """Add a finished call's real token usage to today's counter and release its reservation."""
         ...
 
     async def ping(self) -> bool:

@@ -33,6 +33,10 @@ class LimitDecision:
     limit_tokens: int | None
     remaining_tokens: int | None
     reset_tokens_s: float | None
+    # Tokens held for this request until it settles (see ``runtime.limits.reservation``), and
+    # the id that settles them; None when nothing was reserved.
+    reservation_id: str | None = None
+    reserved_tokens: int = 0
 
     def headers(self) -> dict[str, str]:
         """The ``x-ratelimit-*`` headers for every response, plus ``Retry-After`` on refusal."""
@@ -114,10 +118,14 @@ def build_decision(
     slot_free_in_s: float,
     window_clear_in_s: float,
     period_end_in_s: float,
+    reservation_id: str | None = None,
+    reserved_tokens: int = 0,
 ) -> LimitDecision:
     """Package a backend's raw counts.
 
     ``requests_in_window`` counts the request itself when it was allowed;
+    ``tokens_used`` is today's settled tokens plus what other requests in flight hold
+    reserved (not this request's own reservation);
     ``slot_free_in_s`` is how long until a refused request could fit in the window.
     """
     reason: LimitReason | None = None
@@ -139,12 +147,16 @@ def build_decision(
         reason=reason,
         retry_after_s=retry_after,
         limit_requests=rpm,
-        remaining_requests=None if rpm is None else max(rpm - requests_in_window, 0),
+        # Remaining is between 0 and the limit whatever the counters say (a negative count, say,
+        # from an upstream's bad usage, once made it 2^64 - 1 beside a 2^63 - 1 limit).
+        remaining_requests=None if rpm is None else min(max(rpm - requests_in_window, 0), rpm),
         reset_requests_s=None if rpm is None else max(window_clear_in_s, 0.0),
         limit_tokens=daily_tokens,
-        remaining_tokens=None if daily_tokens is None else max(daily_tokens - tokens_used, 0),
+        remaining_tokens=None if daily_tokens is None else min(max(daily_tokens - tokens_used, 0), daily_tokens),
         # Nothing used today means the budget is already in its initial state.
         reset_tokens_s=None
         if daily_tokens is None
         else (max(period_end_in_s, 0.0) if tokens_used > 0 else 0.0),
+        reservation_id=reservation_id if allowed else None,
+        reserved_tokens=reserved_tokens if allowed and reservation_id else 0,
     )

@@ -5,33 +5,68 @@ counters, so N processes together let up to N times the limit through. Use a
 Redis URL whenever more than one process serves the same keys.
 
 Semantics match the Redis backend exactly: a sliding-window log for RPM and a
-per-UTC-day token counter (see ``redis_backend`` for the reasoning).
+per-UTC-day token counter with reservations held by requests in flight (see
+``redis_backend`` for the reasoning).
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass, field
 
 from runtime.limits.decision import UNLIMITED, LimitDecision, build_decision
 
 
+@dataclass
+class _DayTokens:
+    """One key's token day: settled tokens and the reservations of requests in flight."""
+
+    period: int
+    used: int = 0
+    # reservation id -> (tokens, monotonic time after which it lapses)
+    held: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+    def reserved(self, now: float) -> int:
+        lapsed = [rid for rid, (_, until) in self.held.items() if until <= now]
+        for rid in lapsed:
+            del self.held[rid]
+        return sum(tokens for tokens, _ in self.held.values())
+
+
 class InProcessLimiter:
-    def __init__(self, *, window_s: float = 60.0, token_period_s: int = 86_400) -> None:
-        if window_s <= 0 or token_period_s <= 0:
-            raise ValueError("window_s and token_period_s must be positive")
+    def __init__(
+        self, *, window_s: float = 60.0, token_period_s: int = 86_400, reservation_ttl_s: float = 900.0
+    ) -> None:
+        if window_s <= 0 or token_period_s <= 0 or reservation_ttl_s <= 0:
+            raise ValueError("window_s, token_period_s and reservation_ttl_s must be positive")
         self._window_s = window_s
         self._period_s = token_period_s
+        self._reservation_ttl_s = reservation_ttl_s
         # A thread lock rather than an asyncio one: the critical sections never
         # await, so this is free under one event loop and still correct if a
         # worker thread with its own loop shares the limiter.
         self._lock = threading.Lock()
         self._requests: dict[str, deque[float]] = {}
-        self._tokens: dict[str, tuple[int, int]] = {}  # key -> (period index, tokens used)
+        self._tokens: dict[str, _DayTokens] = {}
+
+    def _day(self, key_id: str, period: int) -> _DayTokens:
+        day = self._tokens.get(key_id)
+        if day is None or day.period != period:
+            # A new day starts from nothing: yesterday's reservations went with yesterday's count.
+            day = self._tokens[key_id] = _DayTokens(period)
+        return day
 
     async def acquire(
-        self, key_id: str, *, rpm: int | None, daily_tokens: int | None
+        self,
+        key_id: str,
+        *,
+        rpm: int | None,
+        daily_tokens: int | None,
+        reserve_tokens: int = 0,
+        within_reservation: str | None = None,
     ) -> LimitDecision:
         if rpm is None and daily_tokens is None:
             return UNLIMITED
@@ -42,9 +77,12 @@ class InProcessLimiter:
         period_end_in = (period + 1) * self._period_s - wall
         with self._lock:
             used = 0
+            day = None
             if daily_tokens is not None:
-                stored_period, stored_used = self._tokens.get(key_id, (period, 0))
-                used = stored_used if stored_period == period else 0
+                day = self._day(key_id, period)
+                used = day.used + day.reserved(now)
+                if within_reservation is not None:
+                    used -= day.held.get(within_reservation, (0, 0.0))[0]
             log = self._requests.get(key_id)
             if rpm is not None:
                 if log is None:
@@ -60,6 +98,10 @@ class InProcessLimiter:
             if allowed and rpm is not None and log is not None:
                 log.append(now)
                 count += 1
+            reservation_id = None
+            if allowed and day is not None and reserve_tokens > 0:
+                reservation_id = secrets.token_hex(8)
+                day.held[reservation_id] = (reserve_tokens, now + self._reservation_ttl_s)
             slot_free_in = clear_in = 0.0
             if rpm is not None and log is not None:
                 if log:
@@ -80,16 +122,18 @@ class InProcessLimiter:
             slot_free_in_s=slot_free_in,
             window_clear_in_s=clear_in,
             period_end_in_s=period_end_in,
+            reservation_id=reservation_id,
+            reserved_tokens=reserve_tokens,
         )
 
-    async def record_tokens(self, key_id: str, tokens: int) -> None:
-        if tokens <= 0:
-            return
+    async def record_tokens(self, key_id: str, tokens: int, *, reservation_id: str | None = None) -> None:
         period = int(time.time() // self._period_s)
         with self._lock:
-            stored_period, stored_used = self._tokens.get(key_id, (period, 0))
-            base = stored_used if stored_period == period else 0
-            self._tokens[key_id] = (period, base + tokens)
+            day = self._day(key_id, period)
+            if reservation_id is not None:
+                day.held.pop(reservation_id, None)
+            if tokens > 0:
+                day.used += tokens
 
     async def ping(self) -> bool:
         return True

@@ -10,10 +10,16 @@ fewer than ``rpm`` members are younger than the window. Why this one:
 - the cost is memory, O(rpm) members per active key (about 60 bytes each),
   which is fine for per-key RPMs in the thousands.
 
-Daily tokens: a hash ``{p: UTC-day index, used: tokens}`` that expires at the
-end of the day; a request is refused while ``used >= cap``. The day index lives
-in the value, not the key name, so both keys of a gateway key are declared to
-the script (and share a ``{hash tag}`` slot, which keeps it Redis-Cluster-safe).
+Daily tokens: a hash ``{p: UTC-day index, used: settled tokens, held: tokens
+reserved by requests in flight, r:<id>: each reservation}`` that expires at the
+end of the day; a request is refused while ``used + held >= cap``, and an
+admitted one adds its reservation to ``held`` in the same script call (so no
+burst can be admitted on a count that in-flight requests are about to raise).
+Settling removes the reservation and adds the real figure. A sorted set of
+reservation deadlines lets a reservation whose process died lapse after
+``reservation_ttl_s``. The day index lives in the value, not the key name, so
+every key of a gateway key is declared to the script (and they share a
+``{hash tag}`` slot, which keeps it Redis-Cluster-safe).
 
 Time comes from Redis ``TIME`` inside the scripts, so gateway hosts with skewed
 clocks still agree. Each check is one atomic script call (EVALSHA, EVAL once
@@ -29,6 +35,7 @@ extra requests through.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import secrets
 from collections.abc import Sequence
@@ -52,6 +59,8 @@ local rpm = tonumber(ARGV[1])
 local window_ms = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
 local period_s = tonumber(ARGV[4])
+local reserve = tonumber(ARGV[6])
+local reservation_ttl_ms = tonumber(ARGV[7])
 local t = redis.call('TIME')
 local now_s = tonumber(t[1])
 local now_ms = now_s * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -60,9 +69,31 @@ local period_end_ms = (period + 1) * period_s * 1000 - now_ms
 
 local used = 0
 if cap >= 0 then
-  local stored = redis.call('HMGET', KEYS[2], 'p', 'used')
+  local stored = redis.call('HMGET', KEYS[2], 'p', 'used', 'held')
   if stored[1] and tonumber(stored[1]) == period then
-    used = tonumber(stored[2]) or 0
+    local held = tonumber(stored[3]) or 0
+    if held > 0 then
+      -- reservations that were never settled (their process died) lapse
+      local lapsed = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now_ms)
+      for _, id in ipairs(lapsed) do
+        local amount = redis.call('HGET', KEYS[2], 'r:' .. id)
+        if amount then
+          held = redis.call('HINCRBY', KEYS[2], 'held', '-' .. amount)
+          redis.call('HDEL', KEYS[2], 'r:' .. id)
+        end
+      end
+      if #lapsed > 0 then
+        redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now_ms)
+      end
+    end
+    if ARGV[8] ~= '' then
+      -- a call made inside a request (MCP sampling) is not held back by that request's own reservation
+      held = held - (tonumber(redis.call('HGET', KEYS[2], 'r:' .. ARGV[8])) or 0)
+    end
+    used = (tonumber(stored[2]) or 0) + held
+  elseif stored[1] then
+    -- yesterday's count, and the reservations made in it, end with yesterday
+    redis.call('DEL', KEYS[2], KEYS[3])
   end
 end
 
@@ -80,6 +111,17 @@ if allowed == 1 and rpm >= 0 then
   redis.call('ZADD', KEYS[1], now_ms, ARGV[5])
   redis.call('PEXPIRE', KEYS[1], window_ms)
   count = count + 1
+end
+local reservation = ''
+if allowed == 1 and cap >= 0 and reserve > 0 then
+  reservation = ARGV[5]
+  local day_end = (period + 1) * period_s
+  redis.call('HSETNX', KEYS[2], 'p', period)
+  redis.call('HINCRBY', KEYS[2], 'held', ARGV[6])
+  redis.call('HSET', KEYS[2], 'r:' .. reservation, ARGV[6])
+  redis.call('EXPIREAT', KEYS[2], day_end)
+  redis.call('ZADD', KEYS[3], now_ms + reservation_ttl_ms, reservation)
+  redis.call('EXPIREAT', KEYS[3], day_end)
 end
 
 local slot_free_ms = 0
@@ -99,22 +141,33 @@ if rpm >= 0 then
     end
   end
 end
-return {allowed, count, used, slot_free_ms, clear_ms, period_end_ms}
+return {allowed, count, used, slot_free_ms, clear_ms, period_end_ms, reservation}
 """
 
+# KEYS: the day's hash, the reservation deadlines. ARGV: tokens, period, then the
+# reservation ids this count settles (their held tokens are released).
 RECORD_TOKENS_LUA = """
 if redis.replicate_commands then redis.replicate_commands() end
-local tokens = tonumber(ARGV[1])
 local period_s = tonumber(ARGV[2])
 local now_s = tonumber(redis.call('TIME')[1])
 local period = math.floor(now_s / period_s)
 local stored = redis.call('HGET', KEYS[1], 'p')
 local used
 if stored and tonumber(stored) == period then
-  used = redis.call('HINCRBY', KEYS[1], 'used', tokens)
+  for i = 3, #ARGV do
+    local amount = redis.call('HGET', KEYS[1], 'r:' .. ARGV[i])
+    if amount then
+      redis.call('HINCRBY', KEYS[1], 'held', '-' .. amount)
+      redis.call('HDEL', KEYS[1], 'r:' .. ARGV[i])
+      redis.call('ZREM', KEYS[2], ARGV[i])
+    end
+  end
+  used = redis.call('HINCRBY', KEYS[1], 'used', ARGV[1])
 else
-  redis.call('HSET', KEYS[1], 'p', period, 'used', tokens)
-  used = tokens
+  -- a reservation made yesterday went with yesterday's count
+  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('HSET', KEYS[1], 'p', period, 'used', ARGV[1])
+  used = tonumber(ARGV[1])
 end
 redis.call('EXPIREAT', KEYS[1], (period + 1) * period_s)
 return used
@@ -140,10 +193,12 @@ class RedisLimiter:
         key_prefix: str = "plugway:",
         window_s: float = 60.0,
         token_period_s: int = 86_400,
+        reservation_ttl_s: float = 900.0,
         max_connections: int = 64,
     ) -> None:
-        if timeout_s <= 0 or window_s <= 0 or token_period_s <= 0:
-            raise ValueError("timeout_s, window_s and token_period_s must be positive")
+        if timeout_s <= 0 or window_s <= 0 or token_period_s <= 0 or reservation_ttl_s <= 0:
+            raise ValueError("timeout_s, window_s, token_period_s and reservation_ttl_s must be positive")
+        self._reservation_ttl_ms = max(1, round(reservation_ttl_s * 1000))
         self._timeout_s = timeout_s
         self._prefix = key_prefix
         self._window_ms = max(1, round(window_s * 1000))
@@ -164,30 +219,48 @@ class RedisLimiter:
         self._redis = Redis.from_pool(pool)
         self._batch: _Batch | None = None  # calls waiting for the batch on its way
         self._in_flight: asyncio.Future[None] | None = None  # set once that batch is answered
+        self._releases: set[asyncio.Task[None]] = set()  # reservations given back after a timed-out check
 
-    def _keys(self, key_id: str) -> tuple[str, str]:
+    def _keys(self, key_id: str) -> tuple[str, str, str]:
         tagged = f"{self._prefix}rl:{{{key_id}}}"
-        return f"{tagged}:req", f"{tagged}:tok"
+        return f"{tagged}:req", f"{tagged}:tok", f"{tagged}:held"
 
     async def acquire(
-        self, key_id: str, *, rpm: int | None, daily_tokens: int | None
+        self,
+        key_id: str,
+        *,
+        rpm: int | None,
+        daily_tokens: int | None,
+        reserve_tokens: int = 0,
+        within_reservation: str | None = None,
     ) -> LimitDecision:
         if rpm is None and daily_tokens is None:
             # Nothing to enforce, so no reason to depend on Redis being up.
             return UNLIMITED
-        requests_key, tokens_key = self._keys(key_id)
-        reply = await self._run(
-            _ACQUIRE,
-            (requests_key, tokens_key),
-            (
-                -1 if rpm is None else rpm,
-                self._window_ms,
-                -1 if daily_tokens is None else daily_tokens,
-                self._period_s,
-                secrets.token_hex(8),
-            ),
-        )
-        allowed, count, used, slot_free_ms, clear_ms, period_end_ms = (int(v) for v in reply)
+        request_id = secrets.token_hex(8)
+        try:
+            reply = await self._run(
+                _ACQUIRE,
+                self._keys(key_id),
+                (
+                    -1 if rpm is None else rpm,
+                    self._window_ms,
+                    -1 if daily_tokens is None else daily_tokens,
+                    self._period_s,
+                    request_id,
+                    max(0, int(reserve_tokens)),
+                    self._reservation_ttl_ms,
+                    within_reservation or "",
+                ),
+            )
+        except LimiterUnavailable:
+            if reserve_tokens > 0 and daily_tokens is not None:
+                # The script may still run (a slow Redis): give back what it would hold, rather
+                # than let the key stay blocked until the reservation lapses.
+                self._release_later(key_id, request_id)
+            raise
+        allowed, count, used, slot_free_ms, clear_ms, period_end_ms = (int(v) for v in reply[:6])
+        reservation_id = reply[6].decode() if isinstance(reply[6], bytes) else (reply[6] or None)
         return build_decision(
             allowed=bool(allowed),
             rpm=rpm,
@@ -197,19 +270,33 @@ class RedisLimiter:
             slot_free_in_s=slot_free_ms / 1000,
             window_clear_in_s=clear_ms / 1000,
             period_end_in_s=period_end_ms / 1000,
+            reservation_id=reservation_id or None,
+            reserved_tokens=int(reserve_tokens),
         )
 
-    async def record_tokens(self, key_id: str, tokens: int) -> None:
-        """Add tokens to the key's counter; returns once Redis has counted them.
+    async def record_tokens(self, key_id: str, tokens: int, *, reservation_id: str | None = None) -> None:
+        """Add tokens to the key's counter, releasing a reservation; returns once Redis has counted them.
 
         Counts made while a batch is on its way are summed per key and ride
         along with the next batch (see :meth:`_next_batch`).
         """
-        if tokens <= 0:
+        tokens = max(0, int(tokens))
+        if tokens == 0 and reservation_id is None:
             return
         batch = self._next_batch(urgent=False)
-        batch.tokens[key_id] = batch.tokens.get(key_id, 0) + int(tokens)
+        batch.tokens[key_id] = batch.tokens.get(key_id, 0) + tokens
+        if reservation_id is not None:
+            batch.releases.setdefault(key_id, []).append(reservation_id)
         await self._wait(batch.tokens_done)
+
+    def _release_later(self, key_id: str, reservation_id: str) -> None:
+        async def release() -> None:
+            with contextlib.suppress(LimiterUnavailable):
+                await self.record_tokens(key_id, 0, reservation_id=reservation_id)
+
+        task = asyncio.get_running_loop().create_task(release())
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
 
     async def ping(self) -> bool:
         try:
@@ -309,7 +396,7 @@ TOKEN_COUNT_DELAY_S = 0.01
 class _Batch:
     """Script calls and per-key token counts gathered while the previous batch is on its way."""
 
-    __slots__ = ("calls", "sent", "started", "timer", "tokens", "tokens_done")
+    __slots__ = ("calls", "releases", "sent", "started", "timer", "tokens", "tokens_done")
 
     def __init__(self) -> None:
         loop = asyncio.get_running_loop()
@@ -317,6 +404,7 @@ class _Batch:
         self.timer: asyncio.TimerHandle | None = None
         self.calls: list[tuple[_Script, Sequence[str], Sequence[Any], asyncio.Future[Any]]] = []
         self.tokens: dict[str, int] = {}
+        self.releases: dict[str, list[str]] = {}  # key -> reservations the counts settle
         self.tokens_done: asyncio.Future[None] = loop.create_future()
         self.sent: asyncio.Future[None] = loop.create_future()
         # A caller that timed out no longer awaits its future: never "exception was never retrieved".
@@ -324,7 +412,10 @@ class _Batch:
 
     def commands(self, keys_of: Any, period_s: int) -> list[tuple[_Script, Sequence[str], Sequence[Any]]]:
         commands = [(script, keys, args) for script, keys, args, _ in self.calls]
-        commands += [(_RECORD_TOKENS, (keys_of(key_id)[1],), (tokens, period_s)) for key_id, tokens in self.tokens.items()]
+        commands += [
+            (_RECORD_TOKENS, keys_of(key_id)[1:], (tokens, period_s, *self.releases.get(key_id, ())))
+            for key_id, tokens in self.tokens.items()
+        ]
         return commands
 
     def answer(self, replies: list[Any]) -> None:

@@ -1,13 +1,11 @@
-"""What ``plugway plugins list`` and ``plugway mcp call`` need: rows, a table, a call by hand."""
+"""What ``plugway plugins list`` and ``plugway mcp call`` need: rows, their columns, a call by hand."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from rich.markup import escape
-from rich.table import Table
-
+from runtime.cli_output import Column
 from runtime.config import PluginRef, Settings
 from runtime.mcp.connection import config_key
 from runtime.mcp.manager import McpManager
@@ -46,6 +44,8 @@ def _row(ref: PluginRef, orgs: list[str], described: dict[str, Any]) -> dict[str
     return {
         "plugin_id": ref.id,
         "organisations": orgs,
+        # One connection for all of them (shared: true), or one each (the default).
+        "shared": described["shared"],
         "transport": described["transport"],
         "target": described["target"],
         "healthy": described["healthy"],
@@ -110,10 +110,12 @@ async def describe_mcp_plugins(
     try:
         # A listing waits for every server as long as each one's connect timeout allows.
         waits = [ref.mcp.connect_timeout_s or connect_timeout_s for ref, _ in plugins if ref.mcp]
-        await manager.start((ref for ref, _orgs in plugins), wait_s=max(waits, default=0.0))
-        for ref, _orgs in plugins:
-            await manager.tools_for(ref)  # a list older than its TTL is fetched again
-        return [_row(ref, orgs, manager.describe_plugin(ref)) for ref, orgs in plugins]
+        # One connection per distinct configuration is enough to describe it, whichever
+        # organisation's it is: listing a server never runs a tool.
+        await manager.start(((orgs[0], ref) for ref, orgs in plugins), wait_s=max(waits, default=0.0))
+        for ref, orgs in plugins:
+            await manager.tools_for(ref, organisation=orgs[0])  # a list older than its TTL is fetched again
+        return [_row(ref, orgs, manager.describe_plugin(ref, organisation=orgs[0])) for ref, orgs in plugins]
     finally:
         await manager.aclose()
 
@@ -143,7 +145,7 @@ async def call_tool(
     timeout = settings.orchestration.tool_timeout_s
     ceiling = loop.time() + max(settings.orchestration.tool_max_s, timeout)
     try:
-        await manager.start([ref], wait_s=(ref.mcp.connect_timeout_s if ref.mcp else None) or connect_timeout_s)
+        await manager.start([(orgs[0], ref)], wait_s=(ref.mcp.connect_timeout_s if ref.mcp else None) or connect_timeout_s)
         try:
             async with asyncio.timeout(timeout) as deadline:
 
@@ -152,7 +154,9 @@ async def call_tool(
                     deadline.reschedule(min(loop.time() + timeout, ceiling))
 
                 ctx = ToolContext(organisation_id=orgs[0], plugin_id=ref.id, request_id="cli", progress=progress)
-                result = await manager.call(ref, tool, arguments, ctx, sampling_refusal=CLI_SAMPLING_REFUSAL)
+                result = await manager.call(
+                    ref, tool, arguments, ctx, organisation=orgs[0], sampling_refusal=CLI_SAMPLING_REFUSAL
+                )
         except ToolError as exc:
             return False, str(exc)
         except TimeoutError:
@@ -206,45 +210,70 @@ def _first_line(text: str | None) -> str:
     return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
 
 
-def _tool_line(plugin_id: str, tool: dict[str, Any]) -> str:
-    line = escape(tool["public_name"])
-    if tool["public_name"] != f"{plugin_id}__{tool['name']}":
+def _tool_name(plugin_id: str, tool: dict[str, Any]) -> str:
+    name = str(tool["public_name"])
+    if name != f"{plugin_id}__{tool['name']}":
         # A sanitised or hashed name: say which tool of the server it is.
-        line += f" ({escape(tool['name'])})"
+        name += f" ({tool['name']})"
+    return name
+
+
+def _about_tool(tool: dict[str, Any]) -> str:
     hints = tool.get("annotations") or {}
     badges = [label for key, label in (("readOnlyHint", "read-only"), ("destructiveHint", "destructive")) if hints.get(key)]
-    if badges:
-        line += " " + escape(f"[{', '.join(badges)}]")
     description = _first_line(tool.get("description"))
-    return f"{line}: {escape(description)}" if description else line
+    return " ".join(part for part in (f"[{', '.join(badges)}]" if badges else "", description) if part)
 
 
-def plugins_table(rows: list[dict[str, Any]]) -> Table:
-    """The rows as a table that folds long names and errors instead of cutting them."""
-    table = Table(show_lines=True)
-    for column in ("plugin", "source", "tools (as the model sees them)", "organisations", "health"):
-        table.add_column(column, overflow="fold")
+def _source(row: dict[str, Any]) -> str:
+    return f"mcp ({row['transport']})" if row["source"] == "mcp" else str(row["source"])
+
+
+def _health(row: dict[str, Any]) -> str:
+    mcp = row["source"] == "mcp"
+    if row.get("healthy"):
+        if not mcp:
+            return "ok"
+        return f"ok ({row['state']}, pid {row['pid']})" if row.get("pid") else f"ok ({row['state']})"
+    state = f" ({row['state']})" if row.get("state") else ""
+    return f"unhealthy{state}: {row.get('error') or 'not connected'}"
+
+
+def plugin_tool_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One line per tool (so ``plugway plugins list | grep TOOL`` finds it with its plugin).
+
+    A plugin with no tool still has a line; tools a server has but the model is not
+    offered, and a server's resources, templates and prompts, get lines of their own.
+    """
+    lines: list[dict[str, Any]] = []
     for row in rows:
         plugin_id = row["plugin_id"]
-        lines = [_tool_line(plugin_id, tool) for tool in row.get("tools", [])]
-        lines += [f"not offered: {escape(t['name'])} ({escape(t['reason'])})" for t in row.get("not_offered", [])]
+        shared = {
+            "plugin": plugin_id, "source": _source(row), "target": row.get("target"),
+            "organisations": row.get("organisations", []), "health": _health(row),
+        }
+        for tool in row.get("tools", []):
+            lines.append({**shared, "tool": _tool_name(plugin_id, tool), "about": _about_tool(tool)})
+        for tool in row.get("not_offered", []):
+            lines.append({**shared, "tool": tool["name"], "about": f"not offered: {tool['reason']}"})
         extras = []
         if row.get("resources"):
             extras.append(f"resources: {len(row['resources'])}")
         if row.get("resource_templates"):
-            extras.append("templates: " + ", ".join(escape(t["uri_template"]) for t in row["resource_templates"]))
+            extras.append("templates: " + ", ".join(t["uri_template"] for t in row["resource_templates"]))
         if row.get("prompts"):
-            extras.append("prompts: " + ", ".join(escape(p["name"]) for p in row["prompts"]))
-        lines += extras
-        mcp = row["source"] == "mcp"
-        source = f"mcp ({row['transport']})\n{escape(row['target'] or '')}" if mcp else escape(row["source"])
-        if row.get("healthy"):
-            health = "ok"
-            if mcp:
-                health += f" ({row['state']}, pid {row['pid']})" if row.get("pid") else f" ({row['state']})"
-        else:
-            state = f" ({row['state']})" if row.get("state") else ""
-            health = f"[red]unhealthy{state}: {escape(str(row.get('error') or 'not connected'))}[/red]"
-        organisations = ", ".join(row.get("organisations", [])) or "-"
-        table.add_row(escape(plugin_id), source, "\n".join(lines) or "-", organisations, health)
-    return table
+            extras.append("prompts: " + ", ".join(p["name"] for p in row["prompts"]))
+        if extras or not row.get("tools"):
+            lines.append({**shared, "tool": None, "about": "; ".join(extras)})
+    return lines
+
+
+PLUGIN_COLUMNS = (
+    Column("plugin", "plugin", identifier=True),
+    Column("tool (as the model sees it)", "tool", identifier=True),
+    Column("source", "source"),
+    Column("health", "health"),
+    Column("organisations", "organisations", optional=True),
+    Column("about", "about", optional=True),
+    Column("server", "target", optional=True),
+)

@@ -14,10 +14,12 @@ crash, a restart: the next call should just work); consecutive failures back
 off from ``backoff_initial_s`` doubling to ``backoff_max_s``. A connection that
 stayed up ``stable_after_s`` forgets its earlier failures. While a server that
 was up is coming back, its cached tool list is still offered (for at most
-``offline_grace_s``), and a call waits for the next connection attempt: it
-proceeds if the attempt succeeds and fails as a tool error if it does not (or
-when the orchestration's timeout cancels it first). A server that never came
-up offers nothing, and calls to it fail at once.
+``offline_grace_s``), and a call waits for the connection attempt: it proceeds
+if the attempt succeeds and fails as a tool error if it does not. Once an
+attempt has failed the server is down: it offers nothing, and calls fail at
+once with the reason, until an attempt succeeds. HTTP servers are checked every
+``ping_interval_s``, since a stateless (2026) one holds no stream that would
+notice its death.
 
 Over streamable HTTP, a server that forgot our session (it restarted) answers
 404, or 400 naming the session: the connection starts a new session at once,
@@ -26,7 +28,8 @@ and the call that met the refusal is sent again, once, on the new session.
 What a call carries: a progress token (every progress notification reaches
 ``ctx.progress``, which moves the call's deadline and reaches streaming
 clients); its ``ToolContext`` for the server's sampling requests, which are
-answered through ``ctx.sample`` of the call they belong to.
+answered through ``ctx.sample`` of the call they belong to, and only of that
+call (see :meth:`McpConnection.serves_one_call_at_a_time`).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import time
 from collections.abc import Awaitable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -210,6 +214,7 @@ class McpConnection:
         config: McpConfig,
         *,
         label: str,
+        log_name: str | None = None,
         list_ttl_s: float = 300.0,
         max_result_chars: int = 20000,
         connect_timeout_s: float = 10.0,
@@ -218,9 +223,12 @@ class McpConnection:
         backoff_max_s: float = 30.0,
         stable_after_s: float = 30.0,
         offline_grace_s: float = 60.0,
+        ping_interval_s: float = 30.0,
     ) -> None:
         self.config = config
         self.label = label
+        self.log_name = log_name or label
+        self.organisations: list[str] = []
         self.transport_kind = "stdio" if config.command else "http"
         self.target = describe_target(config)
         self.plugin_ids: list[str] = []
@@ -232,13 +240,19 @@ class McpConnection:
         self.backoff_max_s = backoff_max_s
         self.stable_after_s = stable_after_s
         self.offline_grace_s = offline_grace_s
+        self.ping_interval_s = config.ping_interval_s or ping_interval_s
         self.created_at = time.monotonic()
 
         self.state = State.CONNECTING
-        self.error: str | None = None
+        self._error: str | None = None
+        # The reason of the last failure and when (UTC), kept after the server is back, for operators.
+        self.last_error: str | None = None
+        self.last_error_at: datetime | None = None
         self.retry_at: float | None = None  # time.monotonic() of the next attempt, in BACKOFF
         self.ever_connected = False
         self.failed_attempts = 0  # connection attempts that never got to READY
+        # The latest attempt to (re)connect failed: the server is down, not merely restarting.
+        self.last_attempt_failed = False
         self.restarts = 0  # connections lost after being up
         self.tools: list[mcp_types.Tool] = []
         self.tools_generation = 0  # bumped whenever the tool list (or the resources) change
@@ -269,6 +283,9 @@ class McpConnection:
         self._http_error: str | None = None  # the last HTTP refusal while connecting
         self._session_lost: tuple[int, str] | None = None  # (generation, reason)
         self._calls: set[_Call] = set()
+        # Connections whose server's requests name no call serve one call at a time.
+        self._one_at_a_time = asyncio.Lock()
+        self._serving: _Call | None = None
         self._task: asyncio.Task[None] | None = None
 
     # ----- lifecycle -------------------------------------------------------------
@@ -278,7 +295,7 @@ class McpConnection:
             # A fresh context: whatever task first needed this server (a tool call, say)
             # must not lend its context variables to the connection's own work.
             self._task = asyncio.create_task(
-                self._own(), name=f"mcp-connection:{self.label}", context=contextvars.Context()
+                self._own(), name=f"mcp-connection:{self.log_name}", context=contextvars.Context()
             )
 
     async def wait_first_attempt(self) -> None:
@@ -303,6 +320,17 @@ class McpConnection:
         return self._process.pid
 
     @property
+    def error(self) -> str | None:
+        """Why the server is not ready now (None while it is)."""
+        return self._error
+
+    @error.setter
+    def error(self, reason: str | None) -> None:
+        self._error = reason
+        if reason is not None:
+            self.last_error, self.last_error_at = reason, datetime.now(UTC)
+
+    @property
     def starting(self) -> bool:
         return self.state is State.CONNECTING and not self.ever_connected
 
@@ -322,6 +350,8 @@ class McpConnection:
             "transport": self.transport_kind,
             "target": self.target,
             "error": self.error,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at.isoformat() if self.last_error_at else None,
             "tools": [tool.name for tool in self.offered_tools()],
             "unsupported_tools": [
                 {"name": tool.name, "reason": reason}
@@ -335,6 +365,8 @@ class McpConnection:
             "protocol": self.protocol_version if self.state is State.READY else None,
             "retry_in_s": retry_in,
             "restarts": self.restarts,
+            "organisations": list(self.organisations),
+            "shared": self.config.shared,
         }
 
     def describe(self) -> dict[str, Any]:
@@ -430,7 +462,7 @@ class McpConnection:
                 self.restarts += 1
                 if self._down_since is None:
                     self._down_since = time.monotonic()
-                logger.warning("MCP server %s: connection lost: %s; reconnecting", self.label, self.error)
+                logger.warning("MCP server %s: connection lost: %s; reconnecting", self.log_name, self.error)
                 if time.monotonic() - connected_at >= self.stable_after_s:
                     failures = 0
                 failures += 1
@@ -439,10 +471,11 @@ class McpConnection:
                 delay = 0.0 if failures == 1 else self._backoff(failures - 1)
             else:
                 self.error = failure or "connection closed"
-                logger.warning("MCP server %s: cannot connect: %s", self.label, self.error)
+                logger.warning("MCP server %s: cannot connect: %s", self.log_name, self.error)
                 failures += 1
                 # Before the state changes: calls waiting on this attempt learn it failed.
                 self.failed_attempts += 1
+                self.last_attempt_failed = True
                 delay = self._backoff(failures)
             if delay > 0:
                 self.retry_at = time.monotonic() + delay
@@ -506,6 +539,7 @@ class McpConnection:
                 self._client = client
                 self._set_tools(tools)
                 self.error = None
+                self.last_attempt_failed = False
                 self.ever_connected = True
                 self._connected_at = time.monotonic()
                 self._down_since = None
@@ -516,13 +550,15 @@ class McpConnection:
                 self._first_attempt_done.set()
                 logger.info(
                     "MCP server %s connected (%s, protocol %s, %d tools)",
-                    self.label,
+                    self.log_name,
                     self.transport_kind,
                     client.protocol_version,
                     len(tools),
                 )
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._refresh_on_request)
+                    if self.transport_kind == "http":
+                        tg.start_soon(self._keep_pinging, client, self._generation)
                     if client.protocol_version in MODERN_PROTOCOL_VERSIONS and self._announces_changes():
                         tg.start_soon(self._listen_for_changes, client)
                     await self._broken.wait()
@@ -545,7 +581,7 @@ class McpConnection:
                 self.config.command,
                 env=self.config.env,
                 cwd=self.config.cwd,
-                label=self.label,
+                label=self.log_name,
                 on_exit=on_exit,
             )
             return self._process.open()
@@ -598,7 +634,7 @@ class McpConnection:
             if capabilities.prompts is not None:
                 prompts = list((await client.list_prompts()).prompts)
         except Exception as exc:
-            logger.info("MCP server %s: cannot list its resources or prompts: %s", self.label, describe_error(exc))
+            logger.info("MCP server %s: cannot list its resources or prompts: %s", self.log_name, describe_error(exc))
         changed = (resources, templates) != (self.resources, self.resource_templates)
         self.resources, self.resource_templates, self.prompts = resources, templates, prompts
         if changed:
@@ -662,7 +698,7 @@ class McpConnection:
             self._refresh_requested.set()
         elif isinstance(message, Exception):
             logger.debug(
-                "MCP server %s: transport reported %s", self.label, describe_error(message)
+                "MCP server %s: transport reported %s", self.log_name, describe_error(message)
             )
         await anyio.lowlevel.checkpoint()
 
@@ -695,9 +731,31 @@ class McpConnection:
                         self._tools_stale = True
                         self._refresh_requested.set()
             except Exception as exc:
-                logger.debug("MCP server %s: change subscription ended: %s", self.label, describe_error(exc))
+                logger.debug("MCP server %s: change subscription ended: %s", self.log_name, describe_error(exc))
             await anyio.sleep(pause)
             pause = min(pause * 2, 60.0)
+
+    async def _keep_pinging(self, client: Client, generation: int) -> None:
+        # A stateless (2026) server keeps no stream open to us, so nothing else
+        # notices that it died until a call fails on it: health, /readyz and the
+        # tools offered would go on saying it is up. An older server's session
+        # stream notices, but not a server that hangs: it is pinged as well.
+        while True:
+            await anyio.sleep(self.ping_interval_s)
+            try:
+                with anyio.fail_after(self.connect_timeout_s):
+                    if client.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                        await client.list_tools()  # the 2026 protocol has no ping
+                    else:
+                        await client.send_ping()
+            except TimeoutError:
+                self._connection_lost(generation, f"no answer to a ping within {self.connect_timeout_s:g} s")
+                return
+            except Exception as exc:
+                if _is_transport_failure(exc) or not isinstance(exc, MCPError):
+                    self._connection_lost(generation, f"ping failed: {describe_error(exc)}")
+                    return
+                # An MCP error is an answer: the server is there.
 
     async def _refresh_on_request(self) -> None:
         while True:
@@ -710,14 +768,25 @@ class McpConnection:
 
     # ----- server requests: sampling, roots, elicitation ---------------------------
 
+    def serves_one_call_at_a_time(self) -> bool:
+        """Does this connection run its calls one after the other?
+
+        Over streamable HTTP the SDK runs a server's request in the context of the
+        call whose response stream carried it, and a 2026 server asks inside its
+        call's own result (input-required rounds): either way the request names its
+        call. A pre-2026 server over stdio sends its requests on the shared pipe with
+        nothing saying which call they belong to; serving one call at a time makes
+        the answer certain.
+        """
+        return self.transport_kind == "stdio" and self.protocol_version not in MODERN_PROTOCOL_VERSIONS
+
     def _call_for_server_request(self) -> _Call | None:
         call = _current_call.get()
         if call is not None and call.connection is self and call in self._calls:
             return call
-        if len(self._calls) == 1:
-            # Only one call is running on this connection: the request is its.
-            return next(iter(self._calls))
-        return None
+        # Never "the only call running": a request sent late, or outside its call's
+        # stream, would be answered with another call's model, key and budget.
+        return self._serving
 
     async def _on_sampling(
         self, context: ClientRequestContext, params: mcp_types.CreateMessageRequestParams
@@ -725,7 +794,7 @@ class McpConnection:
         call = self._call_for_server_request()
         if call is None:
             why = (
-                "several of this server's tool calls are running and plugway cannot tell which one asked"
+                "plugway cannot tell which of this server's tool calls asked (the request did not come with its call)"
                 if self._calls
                 else "plugway answers sampling requests only during a call of one of this server's tools"
             )
@@ -741,7 +810,7 @@ class McpConnection:
         except ToolError as exc:
             return mcp_types.ErrorData(code=INVALID_REQUEST, message=f"Sampling declined: {exc}")
         except Exception:
-            logger.exception("MCP server %s: answering a sampling request failed", self.label)
+            logger.exception("MCP server %s: answering a sampling request failed", self.log_name)
             return mcp_types.ErrorData(code=INTERNAL_ERROR, message="The gateway failed to answer the sampling request.")
         return sampling_result(result)
 
@@ -767,6 +836,9 @@ class McpConnection:
             return False
         if self.state is State.READY:
             return True
+        if self.last_attempt_failed:
+            # Down, and it could not be brought back: nothing is offered until it is.
+            return False
         return self._down_since is not None and time.monotonic() - self._down_since < self.offline_grace_s
 
     async def _acquire(self) -> tuple[Client, int]:
@@ -775,7 +847,9 @@ class McpConnection:
         while True:
             if self.state is State.READY and self._client is not None:
                 return self._client, self._generation
-            if self.state is State.CLOSED or self.failed_attempts > failed_before:
+            if self.state is State.CLOSED or self.failed_attempts > failed_before or self.last_attempt_failed:
+                # A server whose last attempt failed is down: say why now rather than
+                # have the call wait out its timeout for an attempt due who knows when.
                 raise ToolError(self.unavailable_message())
             if self.ever_connected:
                 if not self.offering_cached():
@@ -818,6 +892,17 @@ class McpConnection:
         return rendered
 
     async def _call(self, name: str, arguments: dict[str, Any], call: _Call) -> mcp_types.CallToolResult:
+        await self._acquire()
+        if not self.serves_one_call_at_a_time():
+            return await self._call_now(name, arguments, call)
+        async with self._one_at_a_time:
+            self._serving = call
+            try:
+                return await self._call_now(name, arguments, call)
+            finally:
+                self._serving = None
+
+    async def _call_now(self, name: str, arguments: dict[str, Any], call: _Call) -> mcp_types.CallToolResult:
         client, generation = await self._acquire()
         tool = self._tools_by_name.get(name)
         if tool is None:
@@ -837,7 +922,7 @@ class McpConnection:
                     # The server never saw this call: it refused the session, so send it again on a new one.
                     logger.warning(
                         "MCP server %s forgot its session (%s); calling %s again on a new session",
-                        self.label,
+                        self.log_name,
                         self._session_lost[1],
                         name,
                     )
@@ -860,6 +945,18 @@ class McpConnection:
 
     async def read_resource(self, uri: str) -> mcp_types.ReadResourceResult:
         """Read one resource (raises ToolError)."""
+        await self._acquire()
+        if not self.serves_one_call_at_a_time():
+            return await self._read_resource_now(uri)
+        # Its turn like a call's, so that a server's request meanwhile is never taken for a call's.
+        async with self._one_at_a_time:
+            self._serving = _Call(self, None, "Sampling declined: plugway does not answer sampling requests while reading a resource.")
+            try:
+                return await self._read_resource_now(uri)
+            finally:
+                self._serving = None
+
+    async def _read_resource_now(self, uri: str) -> mcp_types.ReadResourceResult:
         client, generation = await self._acquire()
         try:
             return await client.read_resource(uri)

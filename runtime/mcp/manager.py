@@ -1,8 +1,14 @@
 """The runtime's MCP connection manager: MCP servers as plugin tool sources.
 
-One :class:`McpConnection` per distinct MCP configuration, however many
-organisations configure it (under whatever plugin ids): one child process, one
-tool-list cache. Start-up connects to every server concurrently and waits for
+One :class:`McpConnection` per organisation and distinct MCP configuration: an
+organisation's calls never reach a process or an HTTP session that another
+organisation's calls reach, so a server's state (a memory, a counter, a browser
+session) stays the organisation's. Several plugin ids of one organisation naming
+the same configuration share its connection. A configuration marked
+``shared: true`` gets one connection for every organisation that configures it:
+the operator vouches that the server keeps no state between calls.
+
+Start-up connects to every server concurrently and waits for
 them at most ``startup_wait_s``: a slow server is reported ``starting`` and
 joins when it is up, a server that is down is reported unhealthy, its tools are
 not offered, and it is retried in the background. Neither stops the gateway.
@@ -17,7 +23,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from runtime.config import McpConfig, PluginRef
 from runtime.mcp.connection import (
@@ -37,6 +43,20 @@ from runtime.orchestration.naming import public_name
 from runtime.plugin_host.tool import ToolContext, ToolError, ToolResult, ToolSpec
 
 logger = logging.getLogger("plugway.mcp")
+
+# The organisation scope of a connection every organisation configuring it shares.
+SHARED = "*"
+
+
+class Placement(NamedTuple):
+    """An MCP plugin as one organisation configures it."""
+
+    organisation: str
+    ref: PluginRef
+
+
+def _scope(organisation: str, config: McpConfig) -> tuple[str, str]:
+    return (SHARED if config.shared else organisation, config_key(config))
 
 
 def _quiet_http_client_logs() -> None:
@@ -61,6 +81,7 @@ class McpManager:
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
         offline_grace_s: float = 60.0,
+        ping_interval_s: float = 30.0,
     ) -> None:
         self.list_ttl_s = list_ttl_s
         self.max_result_chars = max_result_chars
@@ -70,23 +91,26 @@ class McpManager:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.offline_grace_s = offline_grace_s
-        self._connections: dict[str, McpConnection] = {}
+        self.ping_interval_s = ping_interval_s
+        # (organisation or SHARED, configuration) -> its connection.
+        self._connections: dict[tuple[str, str], McpConnection] = {}
         # ToolSpecs are rebuilt only when a connection's tool list changes.
-        self._specs: dict[tuple[str, str], tuple[int, int, list[ToolSpec]]] = {}
+        self._specs: dict[tuple[int, str], tuple[int, int, list[ToolSpec]]] = {}
         self._closed = False
         _quiet_http_client_logs()
 
-    def _connection(self, ref: PluginRef) -> McpConnection:
+    def _connection(self, organisation: str, ref: PluginRef) -> McpConnection:
         if ref.mcp is None:
             raise ValueError(f"plugin '{ref.id}' is not an MCP plugin")
         if self._closed:
             raise RuntimeError("the MCP manager is closed")
-        key = config_key(ref.mcp)
+        key = _scope(organisation, ref.mcp)
         connection = self._connections.get(key)
         if connection is None:
             connection = McpConnection(
                 ref.mcp,
                 label=ref.id,
+                log_name=ref.id if ref.mcp.shared else f"{ref.id} ({organisation})",
                 list_ttl_s=self.list_ttl_s,
                 max_result_chars=self.max_result_chars,
                 connect_timeout_s=self.connect_timeout_s,
@@ -94,15 +118,18 @@ class McpManager:
                 backoff_initial_s=self.backoff_initial_s,
                 backoff_max_s=self.backoff_max_s,
                 offline_grace_s=self.offline_grace_s,
+                ping_interval_s=self.ping_interval_s,
             )
             self._connections[key] = connection
             connection.start()
         if ref.id not in connection.plugin_ids:
             connection.plugin_ids.append(ref.id)
+        if organisation not in connection.organisations:
+            connection.organisations.append(organisation)
         return connection
 
-    async def start(self, refs: Iterable[PluginRef], *, wait_s: float | None = None) -> None:
-        """Connect to every MCP plugin among ``refs``, all at once.
+    async def start(self, placements: Iterable[Placement | tuple[str, PluginRef]], *, wait_s: float | None = None) -> None:
+        """Connect to every MCP plugin among ``placements`` (organisation, plugin), all at once.
 
         Waits until each has connected or failed, but at most ``wait_s``
         (default ``startup_wait_s``): servers still connecting then are
@@ -110,7 +137,8 @@ class McpManager:
         because a server fails. May be called again with more refs.
         """
         connections = {
-            id(c): c for c in (self._connection(ref) for ref in refs if ref.mcp is not None)
+            id(c): c
+            for c in (self._connection(organisation, ref) for organisation, ref in placements if ref.mcp is not None)
         }
         if not connections:
             return
@@ -126,6 +154,8 @@ class McpManager:
             if connection.health()["healthy"]:
                 continue
             plugins = "/".join(connection.plugin_ids)
+            if not connection.config.shared:
+                plugins += f" ({', '.join(connection.organisations)})"
             if connection.starting:
                 logger.warning(
                     "MCP plugin %s is still starting after %g s; its tools are offered once it is up",
@@ -139,9 +169,9 @@ class McpManager:
                     connection.error or "not connected",
                 )
 
-    async def tools_for(self, ref: PluginRef) -> list[ToolSpec]:
-        """The plugin's tools as ToolSpecs (original MCP names); [] while its server is down."""
-        connection = self._connection(ref)
+    async def tools_for(self, ref: PluginRef, *, organisation: str) -> list[ToolSpec]:
+        """The organisation's plugin's tools as ToolSpecs (original MCP names); [] while its server is down."""
+        connection = self._connection(organisation, ref)
         if connection.starting:
             # A plugin first seen now (not passed to start()) gets its start-up wait.
             remaining = connection.created_at + self.startup_wait_s - time.monotonic()
@@ -159,7 +189,7 @@ class McpManager:
         )
         if not tools and not with_resources:
             return []
-        cache_key = (config_key(connection.config), ref.id)
+        cache_key = (id(connection), ref.id)
         generation = connection.tools_generation
         cached = self._specs.get(cache_key)
         if cached is not None and cached[:2] == (generation, len(tools)):
@@ -215,16 +245,17 @@ class McpManager:
         arguments: dict[str, Any],
         ctx: ToolContext | None = None,
         *,
+        organisation: str,
         sampling_refusal: str = NO_MODEL_FOR_SAMPLING,
     ) -> str | ToolResult:
-        """Call one tool of an MCP plugin by its original name (raises ToolError).
+        """Call one tool of an organisation's MCP plugin by its original name (raises ToolError).
 
         ``read_resource`` reads a resource of a server that offers resources
         (unless the server has a tool of that name). The server's sampling
         requests during the call go to ``ctx.sample``; without one they are
         declined with ``sampling_refusal``.
         """
-        connection = self._connection(ref)
+        connection = self._connection(organisation, ref)
         if connection.starting:
             try:
                 await asyncio.wait_for(connection.wait_first_attempt(), connection.connect_timeout_s)
@@ -233,16 +264,16 @@ class McpManager:
         if tool == READ_RESOURCE_TOOL and connection.offers_resources:
             if not any(t.name == READ_RESOURCE_TOOL for t in connection.tools):
                 spec = self._read_resource_spec(ref.id, connection)
-                context = ctx or ToolContext(organisation_id="", plugin_id=ref.id, request_id="")
+                context = ctx or ToolContext(organisation_id=organisation, plugin_id=ref.id, request_id="")
                 result: str | ToolResult = await spec.invoke(arguments, context)
                 return result
         return await connection.call_tool(tool, arguments, ctx, sampling_refusal=sampling_refusal)
 
-    def connection_health(self, ref: PluginRef) -> dict[str, Any]:
-        """The health entry of the connection serving ``ref`` (see :meth:`health`)."""
+    def connection_health(self, ref: PluginRef, *, organisation: str) -> dict[str, Any]:
+        """The health entry of the connection serving ``ref`` for ``organisation`` (see :meth:`health`)."""
         if ref.mcp is None:
             raise ValueError(f"plugin '{ref.id}' is not an MCP plugin")
-        connection = self._connections.get(config_key(ref.mcp))
+        connection = self._connections.get(_scope(organisation, ref.mcp))
         if connection is None:
             return _not_started(ref.mcp)
         return connection.health()
@@ -252,20 +283,38 @@ class McpManager:
 
         Each entry: ``healthy``, ``state`` (``starting``, ``ready``,
         ``reconnecting``, ``backoff``, ``closed``), ``transport``, ``target``
-        (the command line or URL), ``error``, ``tools`` (the names offered),
+        (the command line or URL), ``error``, ``last_error`` and ``last_error_at``
+        (the last failure, kept once the server is back), ``tools`` (the names offered),
         ``unsupported_tools``, ``resources`` (how many), ``resource_templates``,
-        ``prompts``, ``pid``, ``protocol``, ``retry_in_s``, ``restarts``. The
-        public ``/readyz`` shows only ``healthy`` and ``state`` of it.
+        ``prompts``, ``pid``, ``protocol``, ``retry_in_s``, ``restarts``,
+        ``organisations`` (those the connection serves) and ``shared``. The
+        public ``/readyz`` shows none of it.
 
-        When one plugin id names different MCP configurations in different
-        organisations, the later ones are listed as ``<id>@2``, ``<id>@3``, ….
+        A plugin id served by one connection is listed under its id. When several
+        connections serve one plugin id (one per organisation, the default), each is
+        listed as ``<id>@<organisation>`` (``<id>@shared`` for a shared one).
         """
         report: dict[str, dict[str, Any]] = {}
-        for connection in self._connections.values():
-            entry = connection.health()
-            for plugin_id in connection.plugin_ids:
-                report[_unique(report, plugin_id)] = dict(entry)
+        for key, _plugin_id, connection in self._entries():
+            report[key] = connection.health()
         return report
+
+    def _entries(self) -> list[tuple[str, str, McpConnection]]:
+        """(report key, plugin id, connection) for every plugin id of every connection (see :meth:`health`)."""
+        pairs = [(plugin_id, c) for c in self._connections.values() for plugin_id in c.plugin_ids]
+        served_by: dict[str, int] = {}
+        for plugin_id, _connection in pairs:
+            served_by[plugin_id] = served_by.get(plugin_id, 0) + 1
+        entries: list[tuple[str, str, McpConnection]] = []
+        taken: dict[str, Any] = {}
+        for plugin_id, connection in pairs:
+            key = plugin_id
+            if served_by[plugin_id] > 1:
+                key = f"{plugin_id}@{'shared' if connection.config.shared else connection.organisations[0]}"
+            key = _unique(taken, key)
+            taken[key] = True
+            entries.append((key, plugin_id, connection))
+        return entries
 
     def describe(self) -> dict[str, dict[str, Any]]:
         """Like :meth:`health`, plus each tool's details and the names the model sees.
@@ -277,16 +326,15 @@ class McpManager:
         ``prompt_list``, ``roots`` and ``sampling_model``.
         """
         report: dict[str, dict[str, Any]] = {}
-        for connection in self._connections.values():
-            for plugin_id in connection.plugin_ids:
-                report[_unique(report, plugin_id)] = _described(plugin_id, connection)
+        for key, plugin_id, connection in self._entries():
+            report[key] = _described(plugin_id, connection)
         return report
 
-    def describe_plugin(self, ref: PluginRef) -> dict[str, Any]:
-        """The :meth:`describe` entry of one MCP plugin."""
+    def describe_plugin(self, ref: PluginRef, *, organisation: str) -> dict[str, Any]:
+        """The :meth:`describe` entry of one organisation's MCP plugin."""
         if ref.mcp is None:
             raise ValueError(f"plugin '{ref.id}' is not an MCP plugin")
-        connection = self._connections.get(config_key(ref.mcp))
+        connection = self._connections.get(_scope(organisation, ref.mcp))
         if connection is None:
             return {**_not_started(ref.mcp), "server": None, "tool_details": [], "resource_list": [],
                     "resource_template_list": [], "prompt_list": [], "roots": ref.mcp.roots or [],
@@ -340,6 +388,8 @@ def _not_started(config: McpConfig) -> dict[str, Any]:
         "transport": "stdio" if config.command else "http",
         "target": describe_target(config),
         "error": "not started",
+        "last_error": None,
+        "last_error_at": None,
         "tools": [],
         "unsupported_tools": [],
         "resources": 0,
@@ -349,4 +399,6 @@ def _not_started(config: McpConfig) -> dict[str, Any]:
         "protocol": None,
         "retry_in_s": None,
         "restarts": 0,
+        "organisations": [],
+        "shared": config.shared,
     }

@@ -18,8 +18,9 @@ from mcp_types import (
     TextResourceContents,
 )
 
-from runtime.mcp.results import blob_text, cap_text, decoded_size, resource_name
+from runtime.mcp.results import blob_text, decoded_size, resource_name
 from runtime.plugin_host.tool import ToolImage, ToolResult
+from runtime.text import truncate
 
 READ_RESOURCE_TOOL = "read_resource"
 # Above this many resources the description says how many there are instead of listing them.
@@ -81,5 +82,5 @@ def render_resource(result: ReadResourceResult, max_chars: int) -> str | ToolRes
     text = "\n".join(parts)
     if not text and not images:
         text = "(the resource is empty)"
-    text = cap_text(text, max_chars)
+    text = truncate(text, max_chars)
     return ToolResult(text=text, images=tuple(images)) if images else text

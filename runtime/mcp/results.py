@@ -39,6 +39,7 @@ from mcp_types import (
 )
 
 from runtime.plugin_host.tool import ToolImage, ToolResult
+from runtime.text import truncate
 
 # Long unbroken base64 (or a base64 data: URL) inside structured data is a blob, not prose.
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/\r\n]{200,}={0,2}")
@@ -196,15 +197,6 @@ def _unwrap_structured(value: Any) -> Any:
     return value
 
 
-def cap_text(text: str, max_chars: int) -> str:
-    """Cut ``text`` to ``max_chars`` (notice included), saying how much was left out."""
-    if len(text) <= max_chars:
-        return text
-    notice = f"\n[truncated: showing {{shown}} of {len(text)} characters]"
-    shown = max(0, max_chars - len(notice.format(shown=max_chars)))
-    return text[:shown] + notice.format(shown=shown)
-
-
 def render_result(result: CallToolResult, max_chars: int) -> str | ToolResult:
     """What the model reads of a tool result: text capped at ``max_chars``, with its images."""
     images: list[ToolImage] = []
@@ -222,13 +214,13 @@ def render_result(result: CallToolResult, max_chars: int) -> str | ToolResult:
         text, images = render_content(result.content)
     if not text and not images:
         text = "The tool reported an error without details." if result.is_error else "(no output)"
-    text = cap_text(text, max_chars)
+    text = truncate(text, max_chars)
     if images and not result.is_error:
         return ToolResult(text=text, images=tuple(images))
     if images:
         # An error result is read as a message: its images are only described.
         described = "\n".join(image.describe() for image in images)
-        return cap_text(f"{text}\n{described}" if text else described, max_chars)
+        return truncate(f"{text}\n{described}" if text else described, max_chars)
     return text
 
 

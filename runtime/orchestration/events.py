@@ -73,6 +73,9 @@ class ToolCallStarted:
     arguments: str  # the raw JSON string the model sent
     # The gateway's own tool (tool search), not a plugin's: front doors may leave it out.
     builtin: bool = False
+    # Code mode: the script this call runs (a script run), or the script run that made this call.
+    script: str | None = None
+    parent_call_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -105,11 +108,19 @@ class ToolCallFinished:
     # Binary results the front door may pass to the model as images: (mime type, base64 data).
     images: list[tuple[str, str]] = field(default_factory=list)
     builtin: bool = False
+    # Code mode: a script run carries its script, what it printed and the tool calls it made;
+    # each of those calls names the script run that made it.
+    script: str | None = None
+    output: str | None = None
+    calls: list[ToolCallFinished] = field(default_factory=list)
+    parent_call_id: str | None = None
 
     def trace(self) -> JSON:
         entry: JSON = {"round": self.round, "name": self.name, "duration_ms": round(self.duration_ms, 2), "ok": self.ok}
         if self.error:
             entry["error"] = self.error
+        if self.script is not None:
+            entry["calls"] = [call.trace() for call in self.calls]
         return entry
 
 

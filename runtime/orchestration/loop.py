@@ -21,6 +21,15 @@ from runtime.config import OrchestrationConfig
 from runtime.errors import guardrail_blocked
 from runtime.guardrails import Finding, GuardrailBlocked, Guardrails, StreamRedactor
 from runtime.json_types import JSON
+from runtime.orchestration.code_mode import (
+    RUN_SCRIPT,
+    SCRIPT_SERVER,
+    CodeTools,
+    Sandbox,
+    ScriptRun,
+    resolve_mode,
+    uses_code_mode,
+)
 from runtime.orchestration.events import (
     ApprovalRequired,
     Completed,
@@ -29,6 +38,7 @@ from runtime.orchestration.events import (
     ModelTurn,
     PendingCall,
     ToolCallFinished,
+    ToolCallStarted,
     ToolProgress,
     ToolsOffered,
 )
@@ -48,8 +58,9 @@ from runtime.telemetry import current as telemetry
 
 SamplerFactory = Callable[[RequestContext, str], Sampler]
 # Request fields that are the gateway's own and never go upstream.
-GATEWAY_FIELDS = frozenset({"stream", "stream_options", "enabled_plugin_ids", "request_id"})
+GATEWAY_FIELDS = frozenset({"stream", "stream_options", "enabled_plugin_ids", "request_id", "orchestration_mode"})
 REFUSED_BY_CLIENT = "The user did not approve this tool call, so it was not run."
+CODE_TOOLS_CACHED = 256  # code-mode faces of toolsets kept
 
 
 def _call_key(call: JSON) -> tuple[str, str]:
@@ -84,6 +95,24 @@ class Orchestrator:
         self.config = config
         # Builds each tool call's sampler (MCP sampling through this request's model and limits).
         self.sampling = sampling
+        self.sandbox = Sandbox(config.code_mode)
+        self._code_tools: dict[int, tuple[Toolset, CodeTools]] = {}
+
+    async def aclose(self) -> None:
+        await self.sandbox.aclose()
+
+    def code_tools(self, ctx: RequestContext, request: RunRequest, toolset: Toolset) -> CodeTools | None:
+        """The code-mode tools when this run is in code mode (None: classic)."""
+        mode = resolve_mode(request.mode or request.body.get("orchestration_mode"), ctx, self.config)
+        if not uses_code_mode(mode, toolset, self.config.code_mode):
+            return None
+        cached = self._code_tools.get(id(toolset))
+        if cached is None or cached[0] is not toolset:
+            if len(self._code_tools) >= CODE_TOOLS_CACHED:
+                # Toolsets are rebuilt when catalogues change: forget the oldest.
+                del self._code_tools[next(iter(self._code_tools))]
+            cached = self._code_tools[id(toolset)] = (toolset, CodeTools.of(toolset))
+        return cached[1]
 
     async def toolset(self, ctx: RequestContext) -> Toolset | None:
         if not ctx.plugins:
@@ -119,7 +148,9 @@ class Orchestrator:
             return
 
         state.orchestrated = True
-        state.tool_search = toolset.searchable
+        code = self.code_tools(ctx, request, toolset)
+        state.code_mode = code is not None
+        state.tool_search = toolset.searchable and code is None
         images_reach_model = self.router.accepts_tool_images(ctx.model)
         yield ToolsOffered(toolset.offered())
         messages = list(body["messages"])
@@ -133,14 +164,14 @@ class Orchestrator:
             calls = resumed.assistant_message.get("tool_calls") or []
             messages.append(_assistant_turn(resumed.assistant_message.get("content"), calls))
             executed.update(_call_key(call) for call in calls)
-            async for tool_event in self._run_tools(ctx, state, 1, calls, toolset, messages, images_reach_model, refused=resumed.approvals):
+            async for tool_event in self._run_tools(ctx, state, 1, calls, toolset, messages, images_reach_model, refused=resumed.approvals, code=code):
                 yield tool_event
             first_round = 2
 
         last: ModelTurn | None = None
         final_round = False
         for round_no in range(first_round, self.config.max_tool_rounds + first_round):
-            upstream = {**base, "messages": messages, "tools": client_tools + toolset.openai_tools(state.loaded_tools)}
+            upstream = {**base, "messages": messages, "tools": client_tools + self._offered(toolset, code, state)}
             upstream["tool_choice"] = client_choice if (round_no == 1 and client_choice) else "auto"
             async for event in self._guarded_round(ctx, state, upstream, round_no, request.stream):
                 if isinstance(event, ModelTurn):
@@ -160,7 +191,7 @@ class Orchestrator:
             executed.update(keys)
             server_calls = [c for c in calls if (c.get("function") or {}).get("name") not in client_names]
             client_calls = [c for c in calls if (c.get("function") or {}).get("name") in client_names]
-            waiting = [c for c in server_calls if toolset.requires_approval((c.get("function") or {}).get("name") or "")]
+            waiting = [c for c in server_calls if _waits_for_approval(c, toolset, code)]
             if waiting:
                 state.stopped_by = "approval"
                 yield ApprovalRequired(round_no, [self._pending(toolset, c) for c in waiting], last.message)
@@ -168,7 +199,7 @@ class Orchestrator:
                 yield self._completed(state, last, list(messages), finish_reason="tool_calls")
                 return
             messages.append(_assistant_turn(last.message.get("content"), calls))
-            async for tool_event in self._run_tools(ctx, state, round_no, server_calls, toolset, messages, images_reach_model):
+            async for tool_event in self._run_tools(ctx, state, round_no, server_calls, toolset, messages, images_reach_model, code=code):
                 yield tool_event
             if client_calls:
                 # The client runs its own tools and comes back with their results.
@@ -184,7 +215,7 @@ class Orchestrator:
             final_round = True
 
         if final_round:
-            upstream = {**base, "messages": messages, "tools": client_tools + toolset.openai_tools(state.loaded_tools), "tool_choice": "none"}
+            upstream = {**base, "messages": messages, "tools": client_tools + self._offered(toolset, code, state), "tool_choice": "none"}
             round_no = (last.round + 1) if last else first_round
             async for event in self._guarded_round(ctx, state, upstream, round_no, request.stream, drop_tool_calls=True):
                 if isinstance(event, ModelTurn):
@@ -192,6 +223,10 @@ class Orchestrator:
                 yield event
             assert last is not None
             yield self._completed(state, last, [*messages, last.message])
+
+    @staticmethod
+    def _offered(toolset: Toolset, code: CodeTools | None, state: RunState) -> list[JSON]:
+        return code.openai_tools() if code is not None else toolset.openai_tools(state.loaded_tools)
 
     # -- one upstream round ---------------------------------------------------------
 
@@ -212,7 +247,7 @@ class Orchestrator:
                 async for chunk in self.router.stream(ctx.model, request, state.route):
                     accumulator.add(chunk)
                     if chunk.get("usage"):
-                        state.add_usage(chunk["usage"])
+                        state.add_usage(chunk["usage"], prompt=request)
                     if drop_tool_calls:
                         kept = _without_tool_call_deltas(chunk)
                         if kept is None:
@@ -232,7 +267,7 @@ class Orchestrator:
                 yield turn
                 return
             response = await self.router.chat(ctx.model, request, state.route)
-            state.round_finished(response.get("usage"))
+            state.round_finished(response.get("usage"), prompt=request, output=(response.get("choices") or [{}])[0].get("message"))
             if drop_tool_calls:
                 _drop_tool_calls(response)
             choice = (response.get("choices") or [{}])[0]
@@ -302,57 +337,86 @@ class Orchestrator:
         images_reach_model: bool,
         *,
         refused: dict[str, bool] | None = None,
+        code: CodeTools | None = None,
     ) -> AsyncGenerator[Event, None]:
         """Run a round's calls concurrently; yield each start, progress and finish as it happens.
 
         The tool messages are appended to ``messages`` in the calls' order. If the
         consumer stops listening (the client went away), every call still running
-        is cancelled.
+        is cancelled. In code mode a script's own tool calls are yielded as they
+        happen too, each naming the script run as its ``parent_call_id``.
         """
         if not calls:
             return
-        queue: asyncio.Queue[ToolCallFinished | ToolProgress] = asyncio.Queue()
+        queue: asyncio.Queue[ToolCallStarted | ToolCallFinished | ToolProgress] = asyncio.Queue()
         outcomes: dict[str, ToolCallFinished] = {}
         tasks: list[asyncio.Task[None]] = []
 
-        async def run_one(call: JSON, call_id: str) -> None:
+        async def call_tool(call: JSON, call_id: str) -> ToolCallFinished:
+            """A plugin tool's call, the same for a model's call and a script's."""
+
             def progress(done: float, total: float | None, message: str | None) -> None:
                 queue.put_nowait(ToolProgress(round_no, call_id, done, total, message))
 
+            sampler = self.sampling(ctx, call_id) if self.sampling is not None else None
+            outcome = await run_tool_call(
+                call,
+                toolset,
+                organisation_id=ctx.organisation.id,
+                request_id=ctx.request_id,
+                round_no=round_no,
+                config=self.config,
+                on_progress=progress,
+                sampler=sampler,
+            )
+            guard = ctx.guardrails
+            if guard is not None and guard.applies_to("tool_results"):
+                _guard_tool_result(guard, state, outcome)
+            return outcome
+
+        def emit(event: Event) -> None:
+            if isinstance(event, ToolCallStarted):
+                state.tools_started += 1
+            queue.put_nowait(event)  # type: ignore[arg-type]
+
+        async def run_one(call: JSON, call_id: str) -> None:
+            name = (call.get("function") or {}).get("name")
             if refused is not None and refused.get(call_id) is False:
                 outcome = toolset.refusal(call, round_no, REFUSED_BY_CLIENT)
-            elif toolset.searchable and (call.get("function") or {}).get("name") == TOOL_SEARCH_NAME:
+                if code is not None:
+                    code.mark(outcome, call)
+            elif code is not None and name == TOOL_SEARCH_NAME:
+                outcome = code.find(call, round_no)
+            elif code is not None and code.is_builtin(name or ""):
+                outcome = code.signatures(call, round_no)
+            elif code is not None and name == RUN_SCRIPT:
+                script = ScriptRun(code, call, call_id, round_no, approved=refused is not None and bool(refused.get(call_id)))
+                outcome = await script.run(self.sandbox, self.config, call_tool, emit)
+                if ctx.guardrails is not None and ctx.guardrails.applies_to("tool_results"):
+                    _guard_tool_result(ctx.guardrails, state, outcome)
+            elif toolset.searchable and name == TOOL_SEARCH_NAME:
                 outcome = run_tool_search(call, toolset, round_no, state.loaded_tools)
             else:
-                sampler = self.sampling(ctx, call_id) if self.sampling is not None else None
-                outcome = await run_tool_call(
-                    call,
-                    toolset,
-                    organisation_id=ctx.organisation.id,
-                    request_id=ctx.request_id,
-                    round_no=round_no,
-                    config=self.config,
-                    on_progress=progress,
-                    sampler=sampler,
-                )
-            guard = ctx.guardrails
-            if guard is not None and not outcome.builtin and guard.applies_to("tool_results"):
-                _guard_tool_result(guard, state, outcome)
+                outcome = await call_tool(call, call_id)
             queue.put_nowait(outcome)
 
         started: list[tuple[str, JSON]] = []
         for position, call in enumerate(calls):
             call_id = call.get("id") or f"call_{round_no}_{position}"
             started.append((call_id, call))
-            yield toolset.started(call, call_id, round_no)
+            event = toolset.started(call, call_id, round_no)
+            if code is not None:
+                code.mark(event, call)
+            else:
+                state.tools_started += 1
+            yield event
         state.phase = "tools"
-        state.tools_started += len(started)
         try:
             for call_id, call in started:
                 tasks.append(asyncio.create_task(run_one(call, call_id)))
             while len(outcomes) < len(started):
                 item = await queue.get()
-                if isinstance(item, ToolCallFinished):
+                if isinstance(item, ToolCallFinished) and item.parent_call_id is None:
                     outcomes[item.call_id] = item
                 yield item
         finally:
@@ -374,8 +438,8 @@ class Orchestrator:
         return PendingCall(
             call_id=call.get("id") or "",
             name=name,
-            plugin_id=bound.ref.id if bound else "",
-            tool_name=bound.spec.name if bound else name,
+            plugin_id=bound.ref.id if bound else SCRIPT_SERVER if name == RUN_SCRIPT else "",
+            tool_name=bound.spec.name if bound else name.removeprefix(f"{SCRIPT_SERVER}__"),
             arguments=function.get("arguments") or "{}",
         )
 
@@ -390,6 +454,12 @@ class Orchestrator:
             response=turn.response,
             messages=conversation,
         )
+
+
+def _waits_for_approval(call: JSON, toolset: Toolset, code: CodeTools | None) -> bool:
+    if code is not None:
+        return code.requires_approval(call)
+    return toolset.requires_approval((call.get("function") or {}).get("name") or "")
 
 
 def _tool_message(call_id: str, outcome: ToolCallFinished, with_images: bool) -> JSON:

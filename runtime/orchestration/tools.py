@@ -226,7 +226,7 @@ def _tool_allowed(ref: PluginRef, grant: PluginGrant, tool_name: str) -> bool:
 class McpTools(Protocol):
     """What the catalogue needs from the MCP client (``runtime.mcp.McpManager``)."""
 
-    async def tools_for(self, ref: PluginRef) -> list[ToolSpec]: ...
+    async def tools_for(self, ref: PluginRef, *, organisation: str) -> list[ToolSpec]: ...
 
 
 class ToolCatalog:
@@ -238,10 +238,10 @@ class ToolCatalog:
         self._cache: dict[tuple[Any, ...], tuple[tuple[int, ...], Toolset]] = {}
         self._validators: dict[int, tuple[ToolSpec, Any]] = {}
 
-    async def specs(self, ref: PluginRef) -> list[ToolSpec]:
-        """Every tool a plugin offers now (an MCP server's may change)."""
+    async def specs(self, ref: PluginRef, organisation_id: str) -> list[ToolSpec]:
+        """Every tool a plugin offers the organisation now (an MCP server's may change)."""
         if ref.mcp is not None:
-            return await self.mcp.tools_for(ref) if self.mcp is not None else []
+            return await self.mcp.tools_for(ref, organisation=organisation_id) if self.mcp is not None else []
         return self.plugins.tools(ref.id)
 
     async def toolset(
@@ -260,7 +260,7 @@ class ToolCatalog:
         """
         specs: list[tuple[PluginGrant, ToolSpec]] = []
         for grant in grants:
-            for spec in await self.specs(grant.ref):
+            for spec in await self.specs(grant.ref, organisation.id):
                 if not _tool_allowed(grant.ref, grant, spec.name):
                     continue
                 if not can_ask_approval and organisation_requires_approval(grant.ref, spec):
@@ -385,6 +385,7 @@ async def run_tool_call(
         plugin=bound.ref.id if bound is not None else "unknown",
         arguments=function.get("arguments") or "{}",
         organisation_id=organisation_id,
+        name=name,
     )
 
 

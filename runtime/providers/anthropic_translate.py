@@ -23,8 +23,6 @@ Unknown keys (gateway extensions such as ``enabled_plugin_ids``) are ignored.
 from __future__ import annotations
 
 import re
-import time
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import orjson
@@ -276,8 +274,20 @@ def _tool_result_block(message: JSON, param: str) -> JSON:
     return block
 
 
+def system_fold(text: str) -> str:
+    """A mid-conversation system message, folded into the user turn at its place."""
+    return f"<system>\n{text}\n</system>"
+
+
 def _turns(messages: list[Any]) -> tuple[list[str], list[JSON]]:
-    """System texts, and user/assistant turns with consecutive same-role messages merged."""
+    """System texts, and user/assistant turns with consecutive same-role messages merged.
+
+    System and developer messages before the first turn make the top-level
+    ``system``. One later in the conversation keeps its place instead: Anthropic
+    has no system turn, so its text is folded into the user turn there, marked
+    as ``<system>`` text, rather than moved to the top where it would read as
+    if it had been said first.
+    """
     system: list[str] = []
     turns: list[JSON] = []
 
@@ -298,7 +308,10 @@ def _turns(messages: list[Any]) -> tuple[list[str], list[JSON]]:
         if role in ("system", "developer"):
             text = _system_text(content, f"{param}.content")
             if text.strip():
-                system.append(text)
+                if turns:
+                    append("user", [{"type": "text", "text": system_fold(text)}])
+                else:
+                    system.append(text)
         elif role == "user":
             append("user", _content_blocks(content, f"{param}.content", allow_media=True))
         elif role == "assistant":
@@ -441,17 +454,30 @@ def finish_reason(stop_reason: str | None) -> str:
 
 
 def openai_usage(usage: JSON) -> JSON:
-    """Anthropic counts cached input apart from ``input_tokens``; OpenAI includes it."""
-    cache_read = int(usage.get("cache_read_input_tokens") or 0)
-    cache_write = int(usage.get("cache_creation_input_tokens") or 0)
-    prompt = int(usage.get("input_tokens") or 0) + cache_read + cache_write
-    completion = int(usage.get("output_tokens") or 0)
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cache_read},
-    }
+    """Anthropic counts cached input apart from ``input_tokens``; OpenAI includes it.
+
+    A count that is not a whole number is passed on as it came: the accounting path
+    (``runtime.billing.checked_usage``) replaces it with plugway's own estimate.
+    """
+    cache_read = _whole(usage.get("cache_read_input_tokens") or 0)
+    cache_write = _whole(usage.get("cache_creation_input_tokens") or 0)
+    input_tokens = _whole(usage.get("input_tokens") or 0)
+    output_tokens = usage.get("output_tokens") or 0
+    prompt: Any = (
+        input_tokens + cache_read + cache_write
+        if input_tokens is not None and cache_read is not None and cache_write is not None
+        else usage.get("input_tokens")
+    )
+    completion: Any = output_tokens if _whole(output_tokens) is not None else usage.get("output_tokens")
+    counts: JSON = {"prompt_tokens": prompt, "completion_tokens": completion}
+    if _whole(prompt) is not None and _whole(completion) is not None:
+        counts["total_tokens"] = prompt + completion
+    counts["prompt_tokens_details"] = {"cached_tokens": cache_read if cache_read is not None else 0}
+    return counts
+
+
+def _whole(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def completion_id(message_id: str) -> str:
@@ -532,19 +558,6 @@ def upstream_error(
         retry_after=retry_after,
         detail=detail,
     )
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return None
-    return max(0.0, seconds)
 
 
 # ---------------------------------------------------------------------------
@@ -757,6 +770,11 @@ def openai_messages(system: Any, messages: Any, *, server_tool_name: Any = None)
     ``tool_use`` / ``tool_result`` blocks become tool calls and ``tool``
     messages; ``mcp_tool_use`` / ``mcp_tool_result`` blocks (server-side calls an
     earlier answer carried) too, named with ``server_tool_name(server, tool)``.
+    A ``role: "system"`` message inside ``messages`` stays a system message in place.
+    A code-mode script run (``server_tool_use`` ``code_execution`` and its
+    ``code_execution_tool_result``) becomes the ``run_script`` call of server
+    ``plugway`` the model made; the calls the script made (blocks with a
+    ``caller``) were never the model's and are left out.
     Thinking blocks cannot travel through the OpenAI shape and are left out.
     """
     out: list[JSON] = []
@@ -773,9 +791,17 @@ def openai_messages(system: Any, messages: Any, *, server_tool_name: Any = None)
         raise invalid_request("'messages' is required and must be a non-empty array.", param="messages")
     for i, message in enumerate(messages):
         param = f"messages[{i}]"
-        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-            raise invalid_request("Each message needs 'role' user or assistant.", param=f"{param}.role")
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant", "system"):
+            raise invalid_request("Each message needs 'role' user, assistant or system.", param=f"{param}.role")
         content = message.get("content")
+        if message["role"] == "system":
+            # Anthropic's mid-conversation system message: a chat system message, in place.
+            if isinstance(content, list):
+                content = "\n\n".join(str(p["text"]) for p in _openai_parts(content, f"{param}.content") if p["type"] == "text")
+            if not isinstance(content, str):
+                raise invalid_request("A system message's 'content' must be a string or text blocks.", param=f"{param}.content")
+            out.append({"role": "system", "content": content})
+            continue
         if isinstance(content, str):
             out.append({"role": message["role"], "content": content})
             continue
@@ -831,9 +857,27 @@ def _assistant_turn(blocks: list[Any], param: str, out: list[JSON], server_tool_
         calls.clear()
         results.clear()
 
+    made_by_scripts: set[str] = set()
     for j, block in enumerate(blocks):
         kind = block.get("type") if isinstance(block, dict) else None
         block_param = f"{param}.content[{j}]"
+        if kind == "mcp_tool_use" and block.get("caller") and server_tool_name is not None:
+            made_by_scripts.add(str(block.get("id")))
+            continue
+        if kind == "mcp_tool_result" and block.get("tool_use_id") in made_by_scripts:
+            continue
+        if kind == "server_tool_use" and block.get("name") == "code_execution" and server_tool_name is not None:
+            if results:
+                flush()
+            code = (block.get("input") or {}).get("code") if isinstance(block.get("input"), dict) else None
+            arguments = orjson.dumps({"code": code if isinstance(code, str) else ""}).decode()
+            calls.append({"id": str(block.get("id") or ""), "type": "function", "function": {"name": server_tool_name("plugway", "run_script"), "arguments": arguments}})
+            continue
+        if kind == "code_execution_tool_result" and server_tool_name is not None:
+            outcome = block.get("content") if isinstance(block.get("content"), dict) else {}
+            shown = outcome.get("stdout") if outcome.get("return_code") == 0 else outcome.get("stderr")
+            results.append({"role": "tool", "tool_call_id": str(block.get("tool_use_id") or ""), "content": str(shown or "")})
+            continue
         if kind == "text":
             if results:
                 flush()
@@ -905,7 +949,6 @@ __all__ = [
     "finish_reason",
     "from_anthropic_response",
     "openai_usage",
-    "parse_retry_after",
     "to_anthropic_request",
     "upstream_error",
 ]

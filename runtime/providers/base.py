@@ -1,4 +1,4 @@
-"""The one internal interface every provider adapter implements.
+"""The one internal interface every provider adapter implements (:class:`Provider`, declared in the registry).
 
 The OpenAI chat-completions wire format is the lingua franca: a provider takes
 an OpenAI request body (a dict, ``model`` already set to the upstream model
@@ -17,49 +17,17 @@ Streams: ``stream_chat`` always yields the usage chunk last (``choices: []``,
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import orjson
 
 from runtime.errors import UpstreamError
+from runtime.providers.registry import Provider
 from runtime.telemetry import current as telemetry
 
+__all__ = ["Provider", "encode_body", "request_headers"]
+
 JSON = dict[str, Any]
-
-
-@runtime_checkable
-class Provider(Protocol):
-    id: str
-    kind: str
-
-    async def chat(self, body: JSON, *, request_id: str | None = None) -> JSON:
-        """One non-streamed completion; ``body["stream"]`` is false or absent.
-
-        ``request_id`` goes upstream as ``X-Request-Id``, so one request can be
-        followed across the gateway's and the provider's logs.
-        """
-        ...
-
-    def stream_chat(self, body: JSON, *, request_id: str | None = None) -> AsyncGenerator[JSON, None]:
-        """One streamed completion, as OpenAI chunk dicts (async generator)."""
-        ...
-
-    async def aclose(self) -> None:
-        """Release pooled connections."""
-        ...
-
-
-@runtime_checkable
-class EmbeddingProvider(Protocol):
-    """A provider that also serves OpenAI's ``POST /embeddings`` (the openai and demo kinds)."""
-
-    id: str
-    kind: str
-
-    async def embeddings(self, body: JSON, *, request_id: str | None = None) -> JSON:
-        """One embeddings call: an OpenAI request body in (``model`` already upstream), OpenAI's response out."""
-        ...
 
 
 def encode_body(body: JSON) -> bytes:

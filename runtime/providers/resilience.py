@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal, TypeVar
 
 from runtime.errors import UpstreamError
@@ -218,56 +218,5 @@ async def open_stream_with_retries(
             if breaker is not None and not error.client_error:
                 breaker.record_failure()
             raise
-    finally:
-        await _aclose(stream)
-
-
-def _falls_over(error: UpstreamError) -> bool:
-    # The request itself is at fault: every other provider would refuse it too.
-    return not error.client_error
-
-
-async def call_with_fallbacks(candidates: Sequence[Callable[[], Awaitable[T]]]) -> T:
-    """Await each candidate in order until one succeeds.
-
-    A candidate is typically one model's provider call already wrapped in
-    :func:`call_with_retries` (and its breaker). A client error stops the chain
-    at once; otherwise the last error is re-raised when every candidate failed.
-    """
-    if not candidates:
-        raise ValueError("call_with_fallbacks needs at least one candidate")
-    last: UpstreamError | None = None
-    for candidate in candidates:
-        try:
-            return await candidate()
-        except UpstreamError as error:
-            if not _falls_over(error):
-                raise
-            last = error
-    assert last is not None
-    raise last
-
-
-async def open_stream_with_fallbacks(
-    candidates: Sequence[Callable[[], AsyncIterator[T]]],
-) -> AsyncIterator[T]:
-    """Stream from the first candidate that produces a first item, trying them in order.
-
-    Candidates are usually :func:`open_stream_with_retries` generators. Once an
-    item has been yielded, a later error propagates: no failover mid-stream.
-    """
-
-    def attempt(
-        make: Callable[[], AsyncIterator[T]],
-    ) -> Callable[[], Awaitable[tuple[AsyncIterator[T], list[T]]]]:
-        return lambda: _open(make)
-
-    stream, head = await call_with_fallbacks([attempt(make) for make in candidates])
-    try:
-        for item in head:
-            yield item
-        if head:
-            async for item in stream:
-                yield item
     finally:
         await _aclose(stream)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,26 +33,28 @@ from runtime.errors import (
     upstream_throttled,
     upstream_unavailable,
 )
-from runtime.providers.base import Provider
-from runtime.providers.demo import DemoProvider
-from runtime.providers.openai import OpenAIProvider
-from runtime.providers.resilience import CircuitBreaker, call_with_retries, open_stream_with_retries
+from runtime.providers.registry import (
+    DEFAULT_MAX_TOOLS,
+    Api,
+    Provider,
+    ProviderProfile,
+    profile_for,
+    provider_kind,
+)
+from runtime.providers.resilience import CircuitBreaker, open_stream_with_retries
 from runtime.request import RouteLog
 from runtime.telemetry import current as telemetry
 
 log = logging.getLogger("plugway.router")
-# OpenAI refuses more than 128 tools ("array too long"); the other kinds are held to the same.
-DEFAULT_TOOL_LIMIT = 128
-TOOL_LIMITS: dict[str, int] = {"openai": 128, "anthropic": 128, "demo": 128}
-# Provider kinds whose tool results can carry images to the model.
-TOOL_IMAGE_KINDS = frozenset({"anthropic"})
 JSON = dict[str, Any]
-# Provider kinds that serve POST /v1/embeddings.
-EMBEDDING_KINDS = frozenset({"openai", "demo"})
 
 
 async def _cannot_embed(provider: Provider) -> JSON:
     raise UpstreamError(f"provider '{provider.id}' ({provider.kind}) has no embeddings", retryable=False)
+
+
+async def _one(call: Callable[[], Awaitable[JSON]]) -> AsyncGenerator[JSON, None]:
+    yield await call()
 
 
 @dataclass
@@ -67,20 +69,13 @@ class _Budget:
 
 
 def _native(provider: Provider) -> Any:
-    # Only AnthropicProvider has the native Messages methods; anthropic_native() checks the kind first.
+    # Only adapters whose profile speaks an API natively have its methods; callers check speaks() first.
     return provider
 
 
 def build_provider(config: Any) -> Provider:
-    if config.kind == "openai":
-        return OpenAIProvider(config)
-    if config.kind == "demo":
-        return DemoProvider(config)
-    if config.kind == "anthropic":
-        from runtime.providers.anthropic import AnthropicProvider
-
-        return AnthropicProvider(config)
-    raise ValueError(f"unknown provider kind {config.kind}")
+    """The adapter for one configured provider, from its kind's registration."""
+    return provider_kind(config.kind).build(config)
 
 
 class ModelRouter:
@@ -90,10 +85,21 @@ class ModelRouter:
         self.base_delay_s = base_delay_s
         self._models = {model.id: model for model in settings.models}
         self._configs = {p.id: p for p in settings.providers}
-        self.breakers = {
-            p.id: CircuitBreaker(failure_threshold=p.breaker_failures, cooldown_s=p.breaker_cooldown_s)
-            for p in settings.providers
-        }
+        # One breaker per provider and organisation: one tenant's traffic (its hanging streams, its
+        # huge prompts) opens the provider's breaker for that tenant only, never for everyone.
+        self._breakers: dict[tuple[str, str | None], CircuitBreaker] = {}
+
+    def breaker(self, provider_id: str, organisation: str | None) -> CircuitBreaker | None:
+        """The circuit breaker of ``provider_id`` for ``organisation`` (created on first use)."""
+        breaker = self._breakers.get((provider_id, organisation))
+        if breaker is None:
+            config = self._configs.get(provider_id)
+            if config is None:
+                return None
+            breaker = self._breakers[(provider_id, organisation)] = CircuitBreaker(
+                failure_threshold=config.breaker_failures, cooldown_s=config.breaker_cooldown_s
+            )
+        return breaker
 
     def _policy(self, provider_id: str, candidate: ModelConfig, route: RouteLog, budget: _Budget) -> JSON:
         config = self._configs.get(provider_id)
@@ -111,31 +117,56 @@ class ModelRouter:
             "max_retries": budget.retries_for(config.max_retries if config else 0),
             "base_delay_s": self.base_delay_s,
             "on_retry": on_retry,
-            "breaker": self.breakers.get(provider_id),
+            "breaker": self.breaker(provider_id, route.organisation),
         }
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ModelRouter:
-        return cls(settings, {p.id: build_provider(p) for p in settings.providers})
+    def from_settings(cls, settings: Settings, *, providers: Mapping[str, Provider] | None = None) -> ModelRouter:
+        """Build every configured provider's adapter; ``providers`` hands in ready ones by id
+        (a ``function`` provider's Python function is given in code, not in the configuration)."""
+        given = dict(providers or {})
+        unknown = set(given) - {p.id for p in settings.providers}
+        if unknown:
+            raise ValueError(f"providers given for ids the configuration does not have: {', '.join(sorted(unknown))}")
+        return cls(settings, {p.id: given[p.id] if p.id in given else build_provider(p) for p in settings.providers})
 
     def model(self, model_id: str) -> ModelConfig | None:
         return self._models.get(model_id)
 
+    def profile(self, model: ModelConfig) -> ProviderProfile:
+        """What the provider serving ``model`` can do, with the model's own overrides."""
+        return profile_for(self._configs[model.provider].kind, vision=model.vision)
+
+    def _chain_profiles(self, model: ModelConfig) -> list[tuple[ModelConfig, ProviderProfile]]:
+        return [(candidate, self.profile(candidate)) for candidate in self._chain(model) if candidate.provider in self._configs]
+
     def tool_limit(self, model: ModelConfig) -> int:
         """Most tools one request may offer: the smallest limit along the model's fallback chain."""
-        limits = []
-        for candidate in self._chain(model):
-            config = self._configs.get(candidate.provider)
-            if config is not None:
-                limits.append(config.max_tools or TOOL_LIMITS.get(config.kind, DEFAULT_TOOL_LIMIT))
-        return min(limits, default=DEFAULT_TOOL_LIMIT)
+        limits = [
+            self._configs[candidate.provider].max_tools or profile.max_tools
+            for candidate, profile in self._chain_profiles(model)
+        ]
+        return min(limits, default=DEFAULT_MAX_TOOLS)
 
     def accepts_tool_images(self, model: ModelConfig) -> bool:
         """Whether every provider along the model's chain can show images in tool results."""
-        return all(
-            (config := self._configs.get(candidate.provider)) is not None and config.kind in TOOL_IMAGE_KINDS
-            for candidate in self._chain(model)
-        )
+        return all(profile.tool_result_images for _, profile in self._chain_profiles(model))
+
+    def supports_json_schema(self, model: ModelConfig) -> bool:
+        """Whether every provider along the chain honours ``response_format`` json_schema."""
+        return all(profile.json_schema_output for _, profile in self._chain_profiles(model))
+
+    def speaks_natively(self, model: ModelConfig, api: Api) -> bool:
+        """Whether every provider along the model's chain speaks ``api`` natively (a request in it goes as it is)."""
+        return all(profile.speaks(api) for _, profile in self._chain_profiles(model))
+
+    def provider_kind(self, model: ModelConfig) -> str:
+        """The kind of the provider serving ``model``, for messages to people (never to compare)."""
+        return self._configs[model.provider].kind
+
+    def can_embed(self, model: ModelConfig) -> bool:
+        """Whether the provider serving ``model`` has an embeddings API."""
+        return self.profile(model).embeddings
 
     def _chain(self, model: ModelConfig) -> list[ModelConfig]:
         chain = [model]
@@ -192,20 +223,6 @@ class ModelRouter:
 
         return self._stream(model, route, start)
 
-    def supports_json_schema(self, model: ModelConfig) -> bool:
-        """Whether every provider along the chain honours ``response_format`` json_schema."""
-        return all(
-            (config := self._configs.get(candidate.provider)) is not None and config.kind in ("openai", "demo")
-            for candidate in self._chain(model)
-        )
-
-    def anthropic_native(self, model: ModelConfig) -> bool:
-        """Whether every provider along the model's chain speaks Anthropic's Messages API."""
-        return all(
-            (config := self._configs.get(candidate.provider)) is not None and config.kind == "anthropic"
-            for candidate in self._chain(model)
-        )
-
     async def messages(self, model: ModelConfig, body: JSON, route: RouteLog | None = None) -> JSON:
         """An Anthropic Messages request sent as it is (model renamed), for an all-Anthropic chain."""
         route = route if route is not None else RouteLog()
@@ -224,52 +241,41 @@ class ModelRouter:
 
         return self._stream(model, route, start)
 
-    def embedding_kind(self, model: ModelConfig) -> str | None:
-        """The provider kind serving ``model`` if that kind cannot embed (anthropic), else None."""
-        config = self._configs.get(model.provider)
-        kind = config.kind if config is not None else None
-        return None if kind in EMBEDDING_KINDS else kind
-
     async def embeddings(self, model: ModelConfig, body: JSON, route: RouteLog | None = None) -> JSON:
         """One OpenAI-format embeddings call, with retries and fallbacks (a fallback that cannot embed fails over)."""
         route = route if route is not None else RouteLog()
 
         def call(provider: Provider, candidate: ModelConfig) -> Callable[[], Awaitable[JSON]]:
-            embed = getattr(provider, "embeddings", None)
-            if embed is None:
+            if not self.can_embed(candidate):
                 return functools.partial(_cannot_embed, provider)
-            return functools.partial(embed, {**body, "model": candidate.upstream}, request_id=route.request_id)
+            return functools.partial(_native(provider).embeddings, {**body, "model": candidate.upstream}, request_id=route.request_id)
 
         return await self._call(model, route, call)
 
     async def _call(
         self, model: ModelConfig, route: RouteLog, call: Callable[[Provider, ModelConfig], Callable[[], Awaitable[JSON]]]
     ) -> JSON:
-        budget = _Budget(self.settings.routing.max_attempts_per_call)
-        failures: list[UpstreamError] = []
-        for candidate in self._chain(model):
-            if budget.left <= 0:
-                break
-            provider = self.providers[candidate.provider]
-            budget.left -= 1
-            started = time.perf_counter()
-            try:
-                response = await call_with_retries(call(provider, candidate), **self._policy(provider.id, candidate, route, budget))
-            except UpstreamError as exc:
-                telemetry().upstream_finished(provider.id, candidate.id, started, exc)
-                if exc.client_error:
-                    raise self._client_error(exc) from exc
-                self._failed(route, provider.id, candidate, exc)
-                failures.append(exc)
-                continue
-            telemetry().upstream_finished(provider.id, candidate.id, started, None)
-            route.provider, route.model = provider.id, candidate.id
-            return response
-        raise self._give_up(failures, budget)
+        """A non-streamed call: the fallback loop of :meth:`_stream`, over a stream of one item."""
+
+        def start(provider: Provider, candidate: ModelConfig) -> Callable[[], AsyncIterator[JSON]]:
+            return functools.partial(_one, call(provider, candidate))
+
+        stream = self._stream(model, route, start, streamed=False)
+        try:
+            return await anext(stream)
+        finally:
+            await stream.aclose()
 
     async def _stream(
-        self, model: ModelConfig, route: RouteLog, start: Callable[[Provider, ModelConfig], Callable[[], AsyncIterator[JSON]]]
-    ) -> AsyncIterator[JSON]:
+        self,
+        model: ModelConfig,
+        route: RouteLog,
+        start: Callable[[Provider, ModelConfig], Callable[[], AsyncIterator[JSON]]],
+        *,
+        streamed: bool = True,
+    ) -> AsyncGenerator[JSON, None]:
+        """The one fallback loop: each candidate of the model's chain in turn, within the attempt budget,
+        each retried (and its breaker consulted) until its first item; nothing is retried after it."""
         budget = _Budget(self.settings.routing.max_attempts_per_call)
         failures: list[UpstreamError] = []
         for candidate in self._chain(model):
@@ -296,7 +302,8 @@ class ModelRouter:
                 failures.append(exc)
                 continue
             route.provider, route.model = provider.id, candidate.id
-            telemetry().upstream_first_chunk(provider.id, candidate.id, started)
+            if streamed:
+                telemetry().upstream_first_chunk(provider.id, candidate.id, started)
             broke: UpstreamError | None = None
             try:
                 yield first

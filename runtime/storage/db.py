@@ -7,6 +7,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from runtime.storage import models  # noqa: F401  (registers the tables)
 from runtime.storage.engine import (
+    OUTAGE_ERRORS,
     POSTGRES_CONNECT_TIMEOUT_S,
     DatabaseUnavailable,
     _check_sqlite_directory,
@@ -17,6 +18,7 @@ from runtime.storage.engine import (
 )
 
 __all__ = [
+    "OUTAGE_ERRORS",
     "POSTGRES_CONNECT_TIMEOUT_S",
     "DatabaseUnavailable",
     "create_schema",

@@ -15,13 +15,16 @@ from typing import Any
 
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SqlAlchemyTimeoutError
 from sqlmodel import create_engine
 
 from runtime.storage.urls import mask_url
 
 # libpq waits forever for an unanswered connection by default.
 POSTGRES_CONNECT_TIMEOUT_S = 10
+# What a database that cannot be reached raises: refused or dropped connections, an exhausted pool.
+OUTAGE_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError, SqlAlchemyTimeoutError)
 
 
 class DatabaseUnavailable(Exception):

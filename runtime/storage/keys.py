@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ import orjson
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from runtime.errors import database_unavailable
+from runtime.storage.engine import OUTAGE_ERRORS
 from runtime.storage.models import (
     INT64_MAX,
     KEY_NAME_MAX_CHARS,
@@ -30,6 +33,7 @@ from runtime.storage.models import (
     utcnow,
 )
 
+log = logging.getLogger("plugway.keys")
 KEY_PREFIX = "pw_"
 ADMIN_KEY_PREFIX = "pwa_"
 # What a gateway key may be used for: chat covers chat completions, responses, messages and
@@ -270,7 +274,11 @@ class KeyCache:
         cached = self._entries.get(digest)
         if cached is not None and cached[0] > now:
             return cached[1]
-        info = await anyio.to_thread.run_sync(self._load, digest)
+        try:
+            info = await anyio.to_thread.run_sync(self._load, digest)
+        except OUTAGE_ERRORS:
+            log.warning("cannot look up a key: the database is unreachable; answering 503", exc_info=True)
+            raise database_unavailable() from None
         if len(self._entries) >= self.max_entries:
             self._entries.clear()
         # Unknown keys are remembered only briefly: a fresh key must work at once.

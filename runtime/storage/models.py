@@ -87,6 +87,8 @@ class UsageRecord(SQLModel, table=True):
     # The endpoint that served the request (endpoints, and WhatsApp apps that name one).
     endpoint: str | None = Field(default=None, index=True, max_length=64)
     model: str = Field(max_length=200)
+    # The name the client sent when it was an alias of ``model`` (model_aliases); else None.
+    requested_model: str | None = Field(default=None, max_length=200)
     provider: str | None = Field(default=None, max_length=128)
     prompt_tokens: int = Field(default=0, sa_type=COUNTER)
     completion_tokens: int = Field(default=0, sa_type=COUNTER)

@@ -78,6 +78,7 @@ _ROW_DEFAULTS: dict[str, Any] = {
     "key_id": None,
     "source": "api",
     "endpoint": None,
+    "requested_model": None,
     "provider": None,
     "prompt_tokens": 0,
     "completion_tokens": 0,
@@ -423,7 +424,8 @@ def replay_spilled(engine: Engine, path: Path) -> tuple[int, int]:
             continue
         try:
             entry = json.loads(line)
-            entries.append({**entry, "row": _from_json(entry["row"])})
+            # Rows saved by an older version lack newer columns (requested_model): they take the defaults.
+            entries.append({**entry, "row": {**_ROW_DEFAULTS, **_from_json(entry["row"])}})
         except (ValueError, KeyError, TypeError, AttributeError):
             # Nothing written yet: put the file back as it was (after anything appended meanwhile).
             with open(path, "a", encoding="utf-8") as file:

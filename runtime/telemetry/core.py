@@ -16,17 +16,21 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from opentelemetry.trace import SpanKind
 
 from runtime.config import LoggingConfig, MetricsConfig, ModelConfig, Settings, TracingConfig
 from runtime.json_types import JSON
 from runtime.limits import LimitDecision
+from runtime.providers.registry import provider_kind
 from runtime.telemetry import logs
 from runtime.telemetry.metrics import Metrics
 from runtime.telemetry.record import RequestRecord, close_record, current_record, open_record
 from runtime.telemetry.tracing import NO_SPAN, TRACE_KEY, Tracing, tool_outcome
+
+if TYPE_CHECKING:
+    from runtime.requestlog.writer import RequestLogWriter
 
 log = logging.getLogger("plugway.telemetry")
 # Route label of messages the WhatsApp worker answers (no HTTP request of their own).
@@ -39,6 +43,12 @@ _STATUS_TEXT: dict[int, str] = {}
 class _ToolOutcome(Protocol):
     @property
     def ok(self) -> bool: ...
+
+    @property
+    def round(self) -> int: ...
+
+    @property
+    def error(self) -> str | None: ...
 
     @property
     def content(self) -> str: ...
@@ -67,6 +77,8 @@ class UsageLabels:
     orchestrated: bool = False
     tool_calls: int = 0
     tool_failures: int = 0
+    endpoint: str | None = None
+    served_model: str | None = None  # the model that answered (a fallback's, say)
 
 
 def _status_text(status: int) -> str:
@@ -84,7 +96,8 @@ class Telemetry:
         self.settings = settings
         self.metrics: Metrics | None = Metrics() if metrics_config.enabled else None
         self.metrics_token = metrics_config.token
-        self.tracing = Tracing(tracing_config, {p.id: p.kind for p in settings.providers} if settings is not None else {})
+        provider_names = {p.id: provider_kind(p.kind).gen_ai_name for p in settings.providers} if settings is not None else {}
+        self.tracing = Tracing(tracing_config, provider_names)
         self.log_requests = logging_config.requests if logging_config.requests is not None else logging_config.format == "json"
         self.log_content = logging_config.debug_content
         # Request records are worth keeping only if something reads them at the end.
@@ -94,6 +107,7 @@ class Telemetry:
         self._mcp_seen: dict[str, int] = {}
         self._state_samplers: list[StateSampler] = []
         self._sampler: asyncio.Task[None] | None = None
+        self.request_log: RequestLogWriter | None = None
 
     # -- requests -------------------------------------------------------------------------
 
@@ -104,12 +118,19 @@ class Telemetry:
 
     def request_finished(self, record: RequestRecord) -> None:
         latency = time.perf_counter() - record.started
+        if record.status >= 400:
+            # Whatever the work reported, the answer was an error: the outcome is its code.
+            record.outcome = record.error_code or _status_text(record.status)
+        elif not record.outcome:
+            record.outcome = "ok"
         metrics = self.metrics
         if metrics is not None:
             metrics.requests.labels(record.route, record.organisation, record.model, record.provider, _status_text(record.status)).inc()
             metrics.request_duration.labels(record.route, record.model).observe(latency)
         if self.log_requests:
             logs.log_request(record, latency, with_content=self.log_content)
+        if self.request_log is not None:
+            self.request_log.record(record, latency)
 
     @contextmanager
     def work(self, route: str, request_id: str) -> Iterator[RequestRecord | None]:
@@ -131,7 +152,17 @@ class Telemetry:
             close_record(token)
             self.request_finished(record)
 
-    def admitted(self, *, request_id: str, organisation: str, model: str | None, key_id: str | None, source: str) -> None:
+    def admitted(
+        self,
+        *,
+        request_id: str,
+        organisation: str,
+        model: str | None,
+        key_id: str | None,
+        source: str,
+        endpoint: str | None = None,
+        capture_bodies: bool = False,
+    ) -> None:
         """Admission resolved who asks for which model (before budget and limits can refuse it)."""
         record = current_record()
         if record is not None:
@@ -140,6 +171,8 @@ class Telemetry:
                 record.model = model
             record.key_id = key_id
             record.source = source
+            record.endpoint = endpoint
+            record.capture_bodies = capture_bodies
             if not record.request_id:
                 record.request_id = request_id
         if self.tracing.enabled:
@@ -174,8 +207,10 @@ class Telemetry:
         if record is not None:
             if not record.organisation:  # work admitted outside this HTTP request's record
                 record.organisation, record.key_id, record.source = usage.organisation, usage.key_id, usage.source
+                record.endpoint = usage.endpoint
             # A tool called on its own is admitted without a model: the request is labelled with the tool.
             record.model = record.model or usage.model
+            record.served_model = usage.served_model or record.served_model
             record.prompt_tokens += usage.prompt_tokens
             record.completion_tokens += usage.completion_tokens
             record.cost_usd += cost_usd
@@ -212,8 +247,13 @@ class Telemetry:
 
     def model_round(self, model: ModelConfig, body: Mapping[str, Any], round_no: int, stream: bool) -> Any:
         """A span for one upstream round (use with ``with``; call ``.finished(route, turn)`` on its answer)."""
-        observed = self.tracing.model_round(model.upstream, model.provider, body, round_no, stream) if self.tracing.enabled else NO_SPAN
-        return _ContentCapture(observed, body) if self.log_content else observed
+        observed: Any = self.tracing.model_round(model.upstream, model.provider, body, round_no, stream) if self.tracing.enabled else NO_SPAN
+        if self.log_content:
+            observed = _ContentCapture(observed, body)
+        record = current_record()
+        if record is not None and self.request_log is not None:
+            observed = _RoundTimeline(observed, record, body, round_no)
+        return observed
 
     def upstream_finished(self, provider_id: str, model_id: str, started: float, error: Any) -> None:
         """One provider's share of a model call ended (``error``: the UpstreamError, or None)."""
@@ -246,16 +286,42 @@ class Telemetry:
     # -- tools ----------------------------------------------------------------------------
 
     async def observe_tool(
-        self, run: Awaitable[FinishedTool], *, call_id: str, tool: str, plugin: str, arguments: str, organisation_id: str
+        self,
+        run: Awaitable[FinishedTool],
+        *,
+        call_id: str,
+        tool: str,
+        plugin: str,
+        arguments: str,
+        organisation_id: str,
+        name: str | None = None,
     ) -> FinishedTool:
         """Run one tool execution under its span, and count it when it is done.
 
         ``tool`` and ``plugin`` are labels: "unknown" for a name the model made up (free text is never a label).
+        ``name`` is the name as called, for the request log's timeline only.
         """
+        started = time.perf_counter()
         with self.tracing.tool_call(tool, call_id, plugin, arguments) as span:
             finished = await run
             outcome = tool_outcome(finished.ok, finished.content)
             span.finished(outcome, finished.content)
+        record = current_record()
+        if record is not None and self.request_log is not None:
+            if record.timeline is None:
+                record.timeline = []
+            record.timeline.append(
+                {
+                    "kind": "tool",
+                    "round": finished.round,
+                    "name": (name or tool)[:128],
+                    "plugin": plugin,
+                    "start_ms": round((started - record.started) * 1000, 2),
+                    "duration_ms": round(finished.duration_ms, 2),
+                    "outcome": outcome,
+                    "error": finished.error,
+                }
+            )
         if self.metrics is not None:
             self.metrics.tool_calls.labels(organisation_id, plugin, tool, outcome).inc()
             self.metrics.tool_duration.labels(plugin, tool, outcome).observe(finished.duration_ms / 1000)
@@ -341,7 +407,13 @@ class Telemetry:
                 self._mcp_seen[server] = restarts
 
     def start(self, gateway: Any) -> None:
-        """In --workers N mode each process refreshes its own gauges in the background."""
+        """Start the request log's writer; in --workers N mode each process also refreshes its own gauges."""
+        from runtime.requestlog.writer import RequestLogWriter
+
+        if self.request_log is None:
+            self.request_log = RequestLogWriter(gateway.engine, gateway.settings)
+            self.request_log.start()
+            self.records = True  # every request is logged, whatever metrics and logs are on
         if self.metrics is not None and self.metrics.multiprocess and self._sampler is None:
             self._sampler = asyncio.get_running_loop().create_task(self._sample_forever(gateway), name="plugway-metrics-sampler")
 
@@ -359,6 +431,8 @@ class Telemetry:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sampler
             self._sampler = None
+        if self.request_log is not None:
+            await self.request_log.aclose()
         if self.metrics is not None:
             self.metrics.process_exited()
 
@@ -384,6 +458,59 @@ class _ContentCapture:
         record = current_record()
         if record is not None:
             record.content = {"messages": self.body.get("messages"), "answer": turn.message}
+
+
+class _RoundTimeline:
+    """One upstream round's place on the request log's timeline, and (when captured) its bodies."""
+
+    __slots__ = ("inner", "record", "body", "round_no", "started")
+
+    def __init__(self, inner: Any, record: RequestRecord, body: Mapping[str, Any], round_no: int) -> None:
+        self.inner = inner
+        self.record = record
+        self.body = body
+        self.round_no = round_no
+        self.started = 0.0
+
+    def __enter__(self) -> _RoundTimeline:
+        self.inner.__enter__()
+        self.started = time.perf_counter()
+        record = self.record
+        if record.capture_bodies and record.request_body is None:
+            # The first round's request: the client's conversation after the input guardrails.
+            # A shallow copy, as later rounds append to the same message list.
+            body = self.body
+            record.request_body = {
+                **{name: value for name, value in body.items() if name != "tools"},
+                "messages": list(body.get("messages") or []),
+                "tools": [(tool.get("function") or {}).get("name") for tool in body.get("tools") or []],
+            }
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.inner.__exit__(exc_type, exc, tb)
+        record = self.record
+        if record.timeline is None:
+            record.timeline = []
+        record.timeline.append(
+            {
+                "kind": "round",
+                "round": self.round_no,
+                "name": str(self.body.get("model") or ""),
+                "plugin": None,
+                "start_ms": round((self.started - record.started) * 1000, 2),
+                "duration_ms": round((time.perf_counter() - self.started) * 1000, 2),
+                "outcome": "ok" if exc_type is None else ("cancelled" if exc_type in (asyncio.CancelledError, GeneratorExit) else "error"),
+                "error": None if exc is None or exc_type in (asyncio.CancelledError, GeneratorExit) else str(exc)[:300],
+            }
+        )
+
+    def finished(self, route: Any, turn: Any) -> None:
+        self.inner.finished(route, turn)
+        if self.record.capture_bodies:
+            # Kept by reference and read when the log is written: the output guardrails redact
+            # this very message in place after the round, so what is stored is what the client got.
+            self.record.response_body = turn.message
 
 
 _current = Telemetry()

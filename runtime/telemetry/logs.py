@@ -32,6 +32,8 @@ REQUEST_FIELDS = (
     "route",
     "status",
     "outcome",
+    "error_code",
+    "param",
     "organisation",
     "key_id",
     "source",
@@ -114,6 +116,8 @@ def request_fields(record: RequestRecord, latency_s: float, *, with_content: boo
         "route": record.route,
         "status": record.status,
         "outcome": record.outcome or None,
+        "error_code": record.error_code or None,
+        "param": record.error_param,
         "organisation": record.organisation or None,
         "key_id": record.key_id,
         "source": record.source or None,
@@ -139,10 +143,14 @@ def log_request(record: RequestRecord, latency_s: float, *, with_content: bool) 
     fields = request_fields(record, latency_s, with_content=with_content)
     level = logging.WARNING if record.status >= 500 else logging.INFO
     # The text format shows the message only: make it the gist; JSON lines carry every field.
+    failure = ""
+    if record.status >= 400:
+        # Why it failed, in the line itself: the error's code and the field it names.
+        failure = f" error={record.error_code or '-'} param={record.error_param or '-'}"
     request_log.log(
         level,
-        "request %s %s %s %s org=%s model=%s provider=%s rounds=%d tokens=%d %.1fms",
-        record.request_id, record.method, record.route, record.status, record.organisation or "-",
+        "request %s %s %s %s%s org=%s model=%s provider=%s rounds=%d tokens=%d %.1fms",
+        record.request_id, record.method, record.route, record.status, failure, record.organisation or "-",
         record.model or "-", record.provider or "-", record.rounds, fields["total_tokens"], fields["latency_ms"],
         extra={"plugway": fields},
     )

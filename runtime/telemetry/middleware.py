@@ -3,15 +3,44 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
+import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from runtime.telemetry.core import current
-from runtime.telemetry.record import close_record, open_record
+from runtime.telemetry.record import RequestRecord, close_record, open_record
 
 # Route label of a request no route matched (a random path must not become a label).
 UNMATCHED_ROUTE = "unmatched"
+
+
+# An error body larger than this is not parsed for its code (error envelopes are a few hundred bytes).
+MAX_ERROR_BODY = 16_384
+
+
+def note_error(record: RequestRecord, body: bytes) -> None:
+    """Read the error code and message from an error response's envelope, whichever front door's it is."""
+    if len(body) > MAX_ERROR_BODY:
+        return
+    try:
+        envelope = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return
+    if not isinstance(envelope, dict):
+        return
+    error = envelope.get("error")
+    if isinstance(error, dict):  # OpenAI's, Anthropic's and JSON-RPC's
+        code, message = error.get("code") or error.get("type"), error.get("message")
+    elif isinstance(error, str):  # the endpoints' {"ok": false, "error", "code"}
+        code, message = envelope.get("code"), error
+    else:
+        return
+    record.error_code = str(code)[:64] if code else None
+    record.error_message = str(message)[:2000] if message else None
+    param = error.get("param") if isinstance(error, dict) else None
+    record.error_param = str(param)[:200] if param is not None else None
 
 
 def route_template(scope: Scope) -> str:
@@ -39,6 +68,10 @@ class TelemetryMiddleware:
         async def send_observed(message: Message) -> None:
             if message["type"] == "http.response.start":
                 record.status = message["status"]
+            elif not record.first_byte and message.get("body"):
+                record.first_byte = time.perf_counter()
+                if record.status >= 400:
+                    note_error(record, message["body"])
             await send(message)
 
         token = open_record(record)

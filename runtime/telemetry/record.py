@@ -4,8 +4,8 @@ The HTTP middleware (or the WhatsApp worker, for a message it answers) opens a
 :class:`RequestRecord` in a context variable; admission fills in who asks for
 what, usage accounting adds rounds, tokens and cost. Tasks the request starts
 (a streamed run, tool calls) copy the context and so share the same record.
-When the request ends, one record feeds the request metrics and the request's
-log line.
+When the request ends, one record feeds the request metrics, the request's
+log line and the request log (``runtime.requestlog``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ class RequestRecord:
     request_id: str = ""
     status: int = 0
     outcome: str = ""  # the gateway's own word for how the work ended: "ok" or an error code
+    error_param: str | None = None  # the field an error answer names (its envelope's ``param``)
     organisation: str = ""
     key_id: str | None = None
     source: str = ""
@@ -36,6 +37,18 @@ class RequestRecord:
     cost_usd: float = 0.0
     trace_id: str | None = None
     content: dict[str, Any] | None = None  # logging.debug_content only
+    # For the request log: when the first byte of the answer left, and why the request failed.
+    first_byte: float = 0.0
+    error_code: str | None = None
+    error_message: str | None = None
+    endpoint: str | None = None
+    served_model: str = ""
+    # Rounds and tool calls as they ran: {"kind", "round", "name", "plugin", "start_ms", "duration_ms", "outcome"}.
+    timeline: list[dict[str, Any]] | None = None
+    # The organisation's request_log.capture_bodies: the conversation sent upstream and the last answer.
+    capture_bodies: bool = False
+    request_body: dict[str, Any] | None = None
+    response_body: dict[str, Any] | None = None
 
 
 _current: ContextVar[RequestRecord | None] = ContextVar("plugway_request_record", default=None)

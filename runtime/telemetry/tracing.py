@@ -46,8 +46,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("plugway.telemetry")
 TRACER_NAME = "plugway"
-# GenAI's well-known gen_ai.provider.name values for the provider kinds plugway speaks.
-PROVIDER_NAMES = {"openai": "openai", "anthropic": "anthropic", "demo": "plugway.demo"}
 # Where a queued WhatsApp message keeps the trace context of the webhook that stored it.
 TRACE_KEY = "plugway_trace"
 _TOOL_ERROR_TYPE = re.compile(r'^\{"error":\{"type":"([a-z_]{1,40})"')
@@ -171,11 +169,11 @@ class _ActiveSpan:
 
 
 class RoundSpan(_ActiveSpan):
-    __slots__ = ("provider_kinds",)
+    __slots__ = ("provider_names",)
 
-    def __init__(self, span: Span, capture_content: bool, provider_kinds: Mapping[str, str]) -> None:
+    def __init__(self, span: Span, capture_content: bool, provider_names: Mapping[str, str]) -> None:
         super().__init__(span, capture_content)
-        self.provider_kinds = provider_kinds
+        self.provider_names = provider_names
 
     def finished(self, route: Any, turn: Any) -> None:
         """The round's answer: served by, response model and id, finish reason, usage."""
@@ -183,7 +181,7 @@ class RoundSpan(_ActiveSpan):
         provider_id = route.provider
         if provider_id:
             span.set_attribute("plugway.provider.id", provider_id)
-            name = PROVIDER_NAMES.get(self.provider_kinds.get(provider_id, ""), "")
+            name = self.provider_names.get(provider_id, "")
             if name:
                 span.set_attribute("gen_ai.provider.name", name)
                 span.set_attribute("gen_ai.system", name)
@@ -218,10 +216,11 @@ class ToolSpan(_ActiveSpan):
 class Tracing:
     """Span factories for the hooks; each returns :data:`NO_SPAN` while tracing is off."""
 
-    def __init__(self, config: TracingConfig, provider_kinds: Mapping[str, str]) -> None:
+    def __init__(self, config: TracingConfig, provider_names: Mapping[str, str]) -> None:
+        """``provider_names``: each provider id's ``gen_ai.provider.name`` (from its kind's registration)."""
         self.enabled = config.enabled
         self.capture_content = config.capture_content
-        self.provider_kinds = dict(provider_kinds)
+        self.provider_names = dict(provider_names)
         self._tracer: trace.Tracer | None = None
         if self.enabled:
             provider = install_provider(config)
@@ -237,7 +236,7 @@ class Tracing:
     def model_round(self, request_model: str, provider_id: str, body: Mapping[str, Any], round_no: int, stream: bool) -> RoundSpan | _NoSpan:
         if self._tracer is None:
             return NO_SPAN
-        name = PROVIDER_NAMES.get(self.provider_kinds.get(provider_id, ""), "")
+        name = self.provider_names.get(provider_id, "")
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": "chat",
             "gen_ai.request.model": request_model,
@@ -254,7 +253,7 @@ class Tracing:
         if self.capture_content:
             attributes["gen_ai.input.messages"] = orjson.dumps(body.get("messages") or []).decode()
         span = self._tracer.start_span(f"chat {request_model}", kind=SpanKind.CLIENT, attributes=attributes)
-        return RoundSpan(span, self.capture_content, self.provider_kinds)
+        return RoundSpan(span, self.capture_content, self.provider_names)
 
     def tool_call(self, public_name: str, call_id: str, plugin_id: str | None, arguments: str) -> ToolSpan | _NoSpan:
         if self._tracer is None:

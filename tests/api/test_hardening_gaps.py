@@ -26,7 +26,7 @@ from sqlalchemy import create_engine, text
 from runtime.gateway import Gateway
 from runtime.plugin_host.isolation import run_isolated
 from runtime.providers.openai import OpenAIProvider
-from runtime.providers.router import RouteLog
+from runtime.request import RouteLog
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.limits.limits_redis_server import RedisServer
 from tests.mcp.mcp_helpers import TAG_ENV, TEST_SERVER, eventually, process_alive, tagged_processes
@@ -185,8 +185,8 @@ async def test_aclose_closes_every_part_when_one_fails_to_close(
         assert model is not None
         await gateway.router.chat(model, {"messages": USER}, RouteLog())
         provider = gateway.router.providers["upstream"]
-        assert isinstance(provider, OpenAIProvider) and provider._session is not None
-        session = provider._session
+        assert isinstance(provider, OpenAIProvider) and provider._http._session is not None
+        session = provider._http._session
         assert not session.closed
         worker_pid = await run_isolated(os.getpid)
         assert worker_pid != os.getpid() and process_alive(worker_pid)

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import create_engine, event, text
 from sqlmodel import Session
 
-from runtime.billing import BudgetGuard, month_bounds
+from runtime.billing import BudgetGuard, Reservation, month_bounds
 from runtime.config import OrganisationConfig
 from runtime.errors import GatewayError
 from runtime.storage.db import make_engine
@@ -238,3 +238,29 @@ def test_budgeted_requests_are_not_500_while_usage_cannot_be_written(
     server.flush_usage()
     usage = httpx.get(f"{server.base_url}/usage", headers={"Authorization": f"Bearer {key}"}, timeout=10).json()
     assert usage["total_cost_usd"] == pytest.approx(3.0)
+
+
+async def test_holds_of_requests_in_flight_count_until_they_settle(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'holds.db'}")
+    upgrade(engine)
+    writer = UsageWriter(engine, flush_interval_s=60)
+    guard = BudgetGuard(engine, writer, ttl_s=3600, hold_ttl_s=3600)
+    org = OrganisationConfig(id="held", monthly_budget_usd=1.0)
+    try:
+        first = await guard.check(org, reserve_usd=0.6)
+        second = await guard.check(org, reserve_usd=0.6)  # $0.60 held is under $1: admitted, $1.20 now held
+        with pytest.raises(GatewayError) as refused:
+            await guard.check(org, reserve_usd=0.01)
+        assert refused.value.code == "insufficient_credits" and "held by requests in progress" in refused.value.message
+        # A call made inside the first request (its tool's sampling) is not held back by that request's own hold.
+        inner = await guard.check(org, reserve_usd=0.01, within_hold=first)
+        guard.release("held", inner)
+        # The second request settles at its real cost: $0.10 spent, $0.60 still held, so there is room again.
+        assert guard.settle(Reservation("held", second, "limit-id"), "held", 0.1) == "limit-id"
+        assert guard.settle(Reservation("held", second, "limit-id", settled=True), "held", 0.0) is None
+        assert await guard.month_spend("held") == pytest.approx(0.1)
+        assert guard.held("held") == pytest.approx(0.6)
+        await guard.check(org)
+    finally:
+        await writer.aclose()
+        engine.dispose()

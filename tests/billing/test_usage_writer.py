@@ -160,10 +160,11 @@ def test_a_huge_upstream_token_count_holds_back_no_one(
     def usage(key: str) -> dict:  # type: ignore[type-arg]
         return httpx.get(f"{server.base_url}/usage", headers={"Authorization": f"Bearer {key}"}, timeout=10).json()
 
-    assert usage(bare)["total_tokens"] == BIG + 5
+    # Counts whose sum leaves 64 bits are not billed as sent: plugway's own estimate of the
+    # request ("hi") and the answer ("absurd") replaces them, so no row is refused.
+    assert BIG + 5 < usage(bare)["total_tokens"] < BIG + 5 + 100
     assert usage(acme)["total_tokens"] == 10
-    spill = server.gateway.usage.spill_path
-    assert [entry["row"]["total_tokens"] for entry in _spilled(spill)] == [2**63]
+    assert not server.gateway.usage.spill_path.exists()
 
 
 def test_replay_of_a_damaged_file_changes_nothing(engine: Engine, database_url: str, tmp_path: Path) -> None:

@@ -13,9 +13,9 @@ def test_keys_list_in_another_directory_creates_no_database(tmp_path: Path) -> N
     result = plugway("keys", "list", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stdout + result.stderr
-    assert "no keys" in result.stdout
+    assert "no keys" in result.stderr and result.stdout == ""
     # Where the embedded default keeps its database, so the user can go there.
-    assert str(tmp_path / "plugway.db") in result.stdout
+    assert str(tmp_path / "plugway.db") in result.stderr
     assert list(tmp_path.iterdir()) == []
 
 
@@ -43,4 +43,4 @@ def test_serve_on_a_busy_port_mints_no_key(tmp_path: Path) -> None:
     assert_clear_failure(result, f"cannot listen on 127.0.0.1:{port}")
     assert "pw_" not in result.stdout
     listed = plugway("keys", "list", cwd=tmp_path)
-    assert "no keys" in listed.stdout, listed.stdout
+    assert "no keys" in listed.stderr and listed.stdout == "", listed.stdout

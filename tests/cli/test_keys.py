@@ -44,8 +44,9 @@ def create(config: Path, *args: str) -> str:
 def listed_row(config: Path, key_id: str) -> list[str]:
     listed = keys(config, "list")
     assert listed.returncode == 0, listed.stderr
+    # Piped, each key is one tab-separated line: id, organisation, prefix, rpm, daily tokens, revoked, name, ...
     line = next(line for line in listed.stdout.splitlines() if key_id in line)
-    return [cell.strip() for cell in line.strip("│┃ ").split("│")]
+    return line.split("\t")
 
 
 def test_limits_beyond_32_bits_are_stored_and_listed(config: Path, database_url: str) -> None:
@@ -67,6 +68,7 @@ def test_limits_beyond_32_bits_are_stored_and_listed(config: Path, database_url:
         (["--daily-tokens", "99999999999999999999999"], ["--daily-tokens", "at most"]),
         (["--rpm", "lots"], ["--rpm", "'lots'"]),
         (["--name", "n" * 300], ["--name", "300 characters", "200"]),
+        (["--models", "nonexistent"], ["model 'nonexistent'", "not configured", "organisation 'acme'"]),
     ],
 )
 def test_keys_create_refuses_bad_values_in_one_line(
@@ -83,6 +85,7 @@ def test_keys_create_refuses_bad_values_in_one_line(
         (["--rpm", "-1"], ["--rpm", "negative"]),
         (["--daily-tokens", str(2**64)], ["--daily-tokens", "at most"]),
         (["--name", "n" * 300], ["--name", "200"]),
+        (["--models", "nonexistent"], ["model 'nonexistent'", "not configured"]),
         ([], ["nothing to change"]),
     ],
 )
@@ -110,7 +113,7 @@ def test_keys_update_changes_only_the_limits_given(config: Path, database_url: s
     assert [(k.rpm, k.daily_tokens, k.name) for k in stored_keys(database_url)] == [(0, None, "frozen")]
     # 0 refuses every request and is shown as 0; no limit is shown as "unlimited", never alike.
     row = listed_row(config, key_id)
-    assert row[row.index("frozen") + 2 :][:2] == ["0", "unlimited"], row
+    assert (row[3], row[4], row[6]) == ("0", "unlimited", "frozen"), row
 
 
 def test_keys_update_refuses_revoked_and_unknown_keys(config: Path, database_url: str) -> None:

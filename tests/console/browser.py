@@ -7,7 +7,7 @@ used: the network is closed, and Debian's build is the one we support.
 
 Every page a test visits is screenshotted into ``test-artifacts/console/``
 (git-ignored; ``PLUGWAY_TEST_ARTIFACTS`` moves it). With
-``PLUGWAY_UPDATE_SCREENSHOTS=1`` the README's two screenshots in
+``PLUGWAY_UPDATE_SCREENSHOTS=1`` the README's screenshots in
 ``docs/screenshots/`` are refreshed too.
 """
 
@@ -38,7 +38,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 ARTIFACTS = Path(os.environ.get("PLUGWAY_TEST_ARTIFACTS") or REPOSITORY / "test-artifacts") / "console"
-README_SCREENSHOTS = {"overview", "playground"}
+README_SCREENSHOTS = {"overview", "playground", "requests"}
 
 
 def screenshot(page: Page, name: str) -> Path:

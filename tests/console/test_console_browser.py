@@ -467,3 +467,65 @@ def test_the_overview_charts_usage_per_day_and_the_busiest_keys(page: Page, cons
     expect(page.locator("#busiest-keys tbody")).to_contain_text("batch-jobs")
     page.get_by_label("Key").select_option("")
     expect(page.locator("#total-requests")).to_have_text(f"{before + 1:,}")
+
+
+# -- the request log -------------------------------------------------------------------------------
+
+
+def _wait_for_requests(server: GatewayServer, admin_key: str, count: int) -> None:
+    deadline = time.monotonic() + 20
+    with admin_api(server, admin_key) as api:
+        while len(api.get("/requests", params={"limit": 200}).json()["data"]) < count:
+            assert time.monotonic() < deadline, "the request log did not get the requests"
+            time.sleep(0.05)
+
+
+def test_find_a_failed_request_and_see_its_waterfall(page: Page, console_server: GatewayServer, admin_key: str, upstream: FakeOpenAI) -> None:
+    client = openai.OpenAI(base_url=console_server.base_url, api_key=console_server.mint("shop"), max_retries=0)
+    upstream.enqueue(Reply(text="Hello."))
+    client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
+    upstream.enqueue(Reply(tool_calls=[("calculator__evaluate", {"expression": "1840*0.125"})], prompt_tokens=310), Reply(text="230", delay_s=0.05))
+    client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "What is 12.5% of 1,840?"}])
+    upstream.enqueue(Reply(status=503, error_message="upstream overloaded"))
+    with pytest.raises(openai.APIStatusError):
+        client.chat.completions.create(model="gpt-other", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=console_server.base_url, api_key="pw_not-a-key", max_retries=0).models.list()
+    _wait_for_requests(console_server, admin_key, 4)
+
+    # Click one: the Requests page. Every request, newest first, the failures' causes in sight.
+    sign_in(page, console_server, admin_key, "/console/requests")
+    rows = page.locator("#requests tbody tr")
+    expect(rows.first).to_contain_text("invalid_api_key")
+    assert rows.count() >= 4
+    # Click two: only the failures.
+    page.get_by_label("Status").select_option("error")
+    expect(page.locator("#requests tbody tr[data-status='200']")).to_have_count(0)
+    failed = page.locator("#requests tbody tr", has_text="gpt-other").first  # the newest
+    expect(failed).to_contain_text("upstream")
+    screenshot(page, "requests-failed")
+    # Click three: the failed request, its cause and its timeline.
+    failed.click()
+    dialog = page.locator("#request-dialog")
+    expect(dialog).to_be_visible()
+    expect(page.locator("#request-error")).to_contain_text("upstream")
+    expect(page.locator("#waterfall .step[data-kind='round']")).to_have_count(1)
+    page.get_by_role("button", name="Close").click()
+
+    # By tool: the orchestrated request alone, opened as a waterfall of two rounds and the tool call between them.
+    page.get_by_label("Status").select_option("")
+    page.get_by_label("Tool").fill("calculator__evaluate")
+    page.get_by_label("Tool").press("Enter")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("calculator__evaluate")
+    rows.first.click()
+    steps = page.locator("#waterfall .step")
+    expect(steps).to_have_count(4)  # the request, round 1, the tool call, round 2
+    expect(steps.nth(2)).to_have_attribute("data-kind", "tool")
+    expect(steps.nth(2)).to_contain_text("calculator__evaluate")
+    # The bars sit where they ran: each starts at or after the one before it.
+    lefts = [float(steps.nth(i).locator(".span").evaluate("el => el.getBoundingClientRect().left")) for i in range(1, 4)]
+    assert lefts == sorted(lefts)
+    expect(page).to_have_url(re.compile(r"#request-\d+$"))
+    page.mouse.move(0, 0)
+    screenshot(page, "requests")

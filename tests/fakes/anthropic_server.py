@@ -25,6 +25,7 @@ can be shared across tests (call ``reset()`` between them).
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
 import threading
@@ -111,6 +112,9 @@ class Reply:
     cache_creation_input_tokens: int = 0
     delay_s: float = 0.0  # before the response headers
     event_delay_s: float = 0.0  # between stream events
+    # Sent as the usage (message, message_start and message_delta) instead of the counts
+    # above: any values, negative or beyond 64 bits included, as a misbehaving upstream would.
+    usage: JSON | None = None
 
 
 @dataclass
@@ -429,8 +433,16 @@ def _error_body(error_type: str, message: str) -> bytes:
     )
 
 
+def _dumps(payload: Any) -> bytes:
+    """JSON bytes; integers beyond 64 bits (which orjson refuses) through the standard library."""
+    try:
+        return orjson.dumps(payload)
+    except TypeError:
+        return json.dumps(payload, separators=(",", ":")).encode()
+
+
 def _sse(event: JSON) -> bytes:
-    return b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n"
+    return b"event: " + event["type"].encode() + b"\ndata: " + _dumps(event) + b"\n\n"
 
 
 def _split(text: str, pieces: int) -> list[str]:
@@ -575,7 +587,7 @@ class FakeAnthropic:
             )
         assert isinstance(step, Reply)
         return Response(
-            orjson.dumps(self._message(body, step)), media_type="application/json", headers=headers
+            _dumps(self._message(body, step)), media_type="application/json", headers=headers
         )
 
     # -- answers ----------------------------------------------------------
@@ -617,6 +629,8 @@ class FakeAnthropic:
         return reply.stop_reason or ("tool_use" if reply.tool_use else "end_turn")
 
     def _usage(self, body: JSON, reply: Reply, output_tokens: int) -> JSON:
+        if reply.usage is not None:
+            return reply.usage
         return {
             "input_tokens": self._input_tokens(body, reply),
             "cache_creation_input_tokens": reply.cache_creation_input_tokens,
@@ -706,7 +720,7 @@ class FakeAnthropic:
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": self._stop_reason(reply), "stop_sequence": None},
-                "usage": {"output_tokens": self._output_tokens(reply)},
+                "usage": reply.usage if reply.usage is not None else {"output_tokens": self._output_tokens(reply)},
             }
         )
         yield _sse({"type": "message_stop"})

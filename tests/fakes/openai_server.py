@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import re
 import socket
 import struct
@@ -60,6 +61,17 @@ class Reply:
     cut_after_chunks: int | None = None
     # Extra response headers (e.g. retry-after on a 429).
     headers: dict[str, str] = field(default_factory=dict)
+    # Sent as the usage object instead of the one built from the counts above: any values,
+    # negative or beyond 64 bits included, as a misbehaving upstream would send them.
+    usage: JSON | None = None
+
+
+def dumps(payload: Any) -> bytes:
+    """JSON bytes; integers beyond 64 bits (which orjson refuses) through the standard library."""
+    try:
+        return orjson.dumps(payload)
+    except TypeError:
+        return json.dumps(payload, separators=(",", ":")).encode()
 
 
 Responder = Callable[[JSON], Reply]
@@ -179,7 +191,7 @@ class FakeOpenAI:
             for name, args in reply.tool_calls
         ]
         finish = reply.finish_reason or ("tool_calls" if calls else "stop")
-        usage = {
+        usage = reply.usage if reply.usage is not None else {
             "prompt_tokens": reply.prompt_tokens,
             "completion_tokens": reply.completion_tokens,
             "total_tokens": reply.prompt_tokens + reply.completion_tokens,
@@ -205,7 +217,7 @@ class FakeOpenAI:
             "service_tier": "default",
             "system_fingerprint": "fp_fake",
         }
-        return Response(orjson.dumps(payload), media_type="application/json")
+        return Response(dumps(payload), media_type="application/json")
 
     async def _stream(self, completion_id: str, model: str, reply: Reply, calls: list[JSON], finish: str, usage: JSON | None):  # type: ignore[no-untyped-def]
         created = int(time.time())
@@ -252,7 +264,7 @@ class FakeOpenAI:
                 "choices": [],
                 "usage": usage,
             }
-            yield b"data: " + orjson.dumps(payload) + b"\n\n"
+            yield b"data: " + dumps(payload) + b"\n\n"
         yield b"data: [DONE]\n\n"
 
     async def _embeddings(self, request: Request) -> Response:

@@ -11,11 +11,12 @@ import uvicorn
 
 
 class ThreadedServer:
-    def __init__(self, app: Any, *, name: str, lifespan: str = "off", graceful_shutdown_s: float | None = None) -> None:
+    def __init__(self, app: Any, *, name: str, lifespan: str = "off", graceful_shutdown_s: float | None = None, options: dict[str, Any] | None = None) -> None:
         self.app = app
         self.name = name
         self.lifespan = lifespan
         self.graceful_shutdown_s = graceful_shutdown_s
+        self.options = options or {}
         self.port = 0
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -27,7 +28,7 @@ class ThreadedServer:
         sock.bind(("127.0.0.1", 0))
         self.port = int(sock.getsockname()[1])
         config = uvicorn.Config(
-            self.app, log_level="warning", lifespan=self.lifespan, timeout_graceful_shutdown=self.graceful_shutdown_s
+            self.app, log_level="warning", lifespan=self.lifespan, timeout_graceful_shutdown=self.graceful_shutdown_s, **self.options
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -144,9 +144,9 @@ def test_errors_are_anthropic_shaped(gateway: GatewayServer, upstream: FakeOpenA
         client.messages.create(model="no-such-model", max_tokens=5, messages=HELLO)
     with pytest.raises(anthropic.BadRequestError):
         client.messages.create(model="gpt-test", max_tokens=0, messages=HELLO)
-    with pytest.raises(anthropic.BadRequestError) as thinking:
-        client.messages.create(model="gpt-test", max_tokens=50, messages=HELLO, thinking={"type": "enabled", "budget_tokens": 1024})
-    assert "thinking" in thinking.value.message
+    with pytest.raises(anthropic.BadRequestError) as bad_role:
+        client.messages.create(model="gpt-test", max_tokens=50, messages=[*HELLO, {"role": "tool", "content": "x"}])  # type: ignore[list-item, typeddict-item]
+    assert "messages[1].role" in bad_role.value.message
     upstream.enqueue(Reply(status=500))
     with pytest.raises(anthropic.InternalServerError) as upstream_error:
         client.messages.create(model="gpt-test", max_tokens=5, messages=HELLO)

@@ -144,10 +144,9 @@ def test_mcp_entries_choose_plugins_and_tools(responses_client: openai.OpenAI, u
     [
         ({"type": "mcp", "server_label": "not-configured", "require_approval": "never"}, "tools[0].server_label"),
         ({"type": "mcp", "server_label": "clock", "server_url": "https://evil.example/mcp"}, "tools[0].server_url"),
-        ({"type": "web_search"}, "tools[0]"),
     ],
 )
-def test_unknown_plugins_and_tool_types_are_400(responses_client: openai.OpenAI, tool: dict, param: str) -> None:
+def test_unknown_plugins_and_bad_server_urls_are_400(responses_client: openai.OpenAI, tool: dict, param: str) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         responses_client.responses.create(model="gpt-test", input="hi", tools=[tool])
     assert info.value.body["param"] == param  # type: ignore[index]
@@ -232,12 +231,23 @@ def test_text_format_and_parameters_are_translated(gateway: GatewayServer, upstr
     assert (sent["max_completion_tokens"], sent["temperature"]) == (50, 0.3)
 
 
-@pytest.mark.parametrize("field", ["background", "reasoning", "conversation", "prompt"])
-def test_unsupported_fields_are_named(responses_client: openai.OpenAI, field: str) -> None:
-    value = {"background": True, "reasoning": {"effort": "high"}, "conversation": "conv_1", "prompt": {"id": "p"}}[field]
+def test_background_is_refused_by_name(responses_client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as info:
-        responses_client.responses.create(model="gpt-test", input="hi", extra_body={field: value})
-    assert info.value.body["code"] == "unsupported_parameter" and info.value.body["param"] == field  # type: ignore[index]
+        responses_client.responses.create(model="gpt-test", input="hi", background=True)
+    assert info.value.body["code"] == "unsupported_parameter" and info.value.body["param"] == "background"  # type: ignore[index]
+
+
+def test_fields_a_chat_upstream_cannot_receive_are_ignored_and_named(responses_client: openai.OpenAI, upstream: FakeOpenAI) -> None:
+    upstream.enqueue(Reply(text="ok"))
+    raw = responses_client.responses.with_raw_response.create(
+        model="gpt-test", input="hi", tools=[{"type": "web_search"}], extra_body={"conversation": "conv_1", "prompt": {"id": "p"}}
+    )
+    assert raw.parse().output_text == "ok"
+    assert raw.headers["x-plugway-ignored-params"] == "conversation, prompt, tools[0]"
+    sent = upstream.requests[0]
+    assert not {"conversation", "prompt"} & set(sent)
+    # Without the hosted tool the request has no tools of its own: the organisation's plugins are offered.
+    assert {t["type"] for t in sent["tools"]} == {"function"}
 
 
 def test_errors_raise_the_sdks_classes(gateway: GatewayServer, upstream: FakeOpenAI) -> None:

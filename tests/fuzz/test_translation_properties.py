@@ -15,6 +15,7 @@ from runtime.errors import GatewayError, UpstreamError
 from runtime.providers.anthropic_translate import (
     StreamTranslator,
     from_anthropic_response,
+    system_fold,
     to_anthropic_request,
 )
 from runtime.providers.streaming import StreamAccumulator, iter_sse_data
@@ -90,10 +91,11 @@ def test_conversations_alternate_and_keep_every_word(messages: list[tuple[str, s
     request = to_anthropic_request(body)
     turns = request["messages"]
     assert all(a["role"] != b["role"] for a, b in zip(turns, turns[1:], strict=False))
+    # System messages before the first turn make the top-level system; later ones are folded in place.
+    leading = next(i for i, (role, _) in enumerate(messages) if role != "system")
     sent = [block["text"] for turn in turns for block in turn["content"]]
-    assert sent == [text for role, text in messages if role != "system"]
-    system = [text for role, text in messages if role == "system"]
-    assert request.get("system", "") == "\n\n".join(system)
+    assert sent == [system_fold(text) if role == "system" else text for role, text in messages[leading:]]
+    assert request.get("system", "") == "\n\n".join(text for _, text in messages[:leading])
 
 
 # -- Anthropic -> OpenAI responses and streams ----------------------------------------------------------------

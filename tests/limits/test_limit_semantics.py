@@ -159,3 +159,65 @@ async def test_in_process_limits_hold_across_event_loops_in_threads() -> None:
 
     totals = await asyncio.gather(*(_run_in_thread_loop(burst) for _ in range(4)))
     assert sum(totals) == 15
+
+
+async def test_reservations_hold_the_cap_for_a_concurrent_burst(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter()
+    # 200 requests at once, each reserving 30 tokens of a 100-token day: admitted while
+    # settled + reserved stays under the cap, so 4 (0, 30, 60, 90 held before each).
+    decisions = await asyncio.gather(
+        *(limiter.acquire("held", rpm=None, daily_tokens=100, reserve_tokens=30) for _ in range(200))
+    )
+    admitted = [d for d in decisions if d.allowed]
+    assert len(admitted) == 4
+    assert sorted(d.remaining_tokens for d in admitted) == [10, 40, 70, 100]
+    assert all(d.reservation_id and d.reserved_tokens == 30 for d in admitted)
+    assert all(d.reason == "daily_tokens" and d.reservation_id is None for d in decisions if not d.allowed)
+    # Settling with the real (smaller) figures gives the unused reservations back.
+    for decision in admitted:
+        await limiter.record_tokens("held", 10, reservation_id=decision.reservation_id)
+    after = await limiter.acquire("held", rpm=None, daily_tokens=100, reserve_tokens=30)
+    assert after.allowed and after.remaining_tokens == 60
+
+
+async def test_a_failed_request_releases_its_whole_reservation(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter()
+    first = await limiter.acquire("fail", rpm=None, daily_tokens=100, reserve_tokens=1000)
+    assert first.allowed
+    assert not (await limiter.acquire("fail", rpm=None, daily_tokens=100, reserve_tokens=1)).allowed
+    await limiter.record_tokens("fail", 0, reservation_id=first.reservation_id)
+    again = await limiter.acquire("fail", rpm=None, daily_tokens=100, reserve_tokens=1)
+    assert again.allowed and again.remaining_tokens == 100
+
+
+async def test_a_reservation_never_settled_lapses(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter(reservation_ttl_s=0.2)
+    assert (await limiter.acquire("lapse", rpm=None, daily_tokens=100, reserve_tokens=500)).allowed
+    assert not (await limiter.acquire("lapse", rpm=None, daily_tokens=100)).allowed
+    deadline = time.monotonic() + 10
+    while not (decision := await limiter.acquire("lapse", rpm=None, daily_tokens=100)).allowed:
+        assert time.monotonic() < deadline, "the reservation never lapsed"
+        await asyncio.sleep(0.05)
+    assert decision.remaining_tokens == 100
+
+
+async def test_settling_a_reservation_twice_releases_it_once(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter()
+    one = await limiter.acquire("twice", rpm=None, daily_tokens=100, reserve_tokens=40)
+    two = await limiter.acquire("twice", rpm=None, daily_tokens=100, reserve_tokens=40)
+    await limiter.record_tokens("twice", 5, reservation_id=one.reservation_id)
+    await limiter.record_tokens("twice", 0, reservation_id=one.reservation_id)
+    check = await limiter.acquire("twice", rpm=None, daily_tokens=100)
+    assert check.remaining_tokens == 100 - 5 - 40  # two's 40 still held
+    assert two.allowed
+
+
+async def test_a_call_inside_a_request_is_not_held_back_by_that_requests_own_reservation(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter()
+    # An orchestrated request holds the whole cap; its tool's sampling call still gets through...
+    outer = await limiter.acquire("inner", rpm=None, daily_tokens=100, reserve_tokens=100)
+    inner = await limiter.acquire("inner", rpm=None, daily_tokens=100, reserve_tokens=20, within_reservation=outer.reservation_id)
+    assert inner.allowed and inner.remaining_tokens == 100
+    # ...while another request of the key, and a call inside no request, are refused.
+    assert not (await limiter.acquire("inner", rpm=None, daily_tokens=100, reserve_tokens=1)).allowed
+    assert not (await limiter.acquire("inner", rpm=None, daily_tokens=100, within_reservation="unknown")).allowed

@@ -7,10 +7,10 @@ import time
 from collections.abc import Awaitable, Callable
 
 import pytest
-from limits_redis_server import RedisServer
 from redis.asyncio import Redis
 
 from runtime.limits import LimiterUnavailable, RedisLimiter, create_limiter
+from tests.limits.limits_redis_server import RedisServer
 
 TIMEOUT_S = 0.25
 # Headroom over the configured timeout for scheduling on a busy shared machine.

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from mcp_helpers import HttpServer, start_http_server
+
+from tests.mcp.mcp_helpers import HttpServer, start_http_server
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,13 @@ from runtime.plugin_host.tool import ToolContext
 ROOT = Path(__file__).resolve().parents[2]
 TEST_SERVER = ROOT / "tests" / "fixtures" / "mcp_test_server.py"
 TAG_ENV = "MCP_TEST_TAG"
+# The organisation the manager-level tests run their servers for.
+ORG = "org"
+
+
+def placed(*refs: PluginRef, organisation: str = ORG) -> list[tuple[str, PluginRef]]:
+    """The plugins as one organisation configures them (what ``McpManager.start`` takes)."""
+    return [(organisation, ref) for ref in refs]
 
 
 def server_ref(plugin_id: str, *args: str, env: dict[str, str] | None = None, **mcp: Any) -> PluginRef:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from mcp import Client, StdioServerParameters
-from mcp_helpers import ctx, eventually
 
 from mcp_servers.knowledge_base import build_server as build_kb
 from mcp_servers.support_crm import build_server as build_crm
@@ -17,6 +16,7 @@ from runtime.config import PluginRef
 from runtime.mcp import McpManager
 from runtime.mcp.bundled import bundled_plugin_refs
 from runtime.plugin_host.tool import ToolError
+from tests.mcp.mcp_helpers import ORG, ctx, eventually, placed
 
 
 async def test_crm_lookup_orders_and_ticket_lifecycle(tmp_path: Path) -> None:
@@ -171,16 +171,16 @@ async def test_embedded_default_entries_start_and_serve(tmp_path: Path) -> None:
     assert [ref.id for ref in refs] == ["crm", "kb"]
     manager = McpManager()
     try:
-        await manager.start(refs)
+        await manager.start(placed(*refs))
         # start() waits at most startup_wait_s (5 s); on a busy machine a server may still be starting then.
         await eventually(lambda: all(h["healthy"] for h in manager.health().values()), within_s=30)
-        crm = {spec.name: spec for spec in await manager.tools_for(refs[0])}
+        crm = {spec.name: spec for spec in await manager.tools_for(refs[0], organisation=ORG)}
         # What each tool may do reaches the gateway (and plugins list, and approvals).
         assert crm["lookup_customer"].annotations == {"readOnlyHint": True}
         assert crm["create_ticket"].annotations == {"readOnlyHint": False, "destructiveHint": False, "idempotentHint": False}
         text = await crm["lookup_customer"].invoke({"query": "Mei"}, ctx("crm"))
         assert '"C-1003"' in text
-        kb = {spec.name: spec for spec in await manager.tools_for(refs[1])}
+        kb = {spec.name: spec for spec in await manager.tools_for(refs[1], organisation=ORG)}
         with pytest.raises(ToolError, match="No article"):
             await kb["get_article"].invoke({"slug": "missing"}, ctx("kb"))
         assert (tmp_path / "data" / "support_crm.db").exists()

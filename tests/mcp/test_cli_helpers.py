@@ -5,10 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from mcp_helpers import TEST_SERVER, tagged_processes
-
 from runtime.config import settings_from_dict
 from runtime.mcp.cli import call_tool, describe_mcp_plugins
+from tests.mcp.mcp_helpers import TEST_SERVER, tagged_processes
 
 
 def settings(tag: str = "cli") -> object:

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import yaml
-from mcp_helpers import ROOT, TEST_SERVER
 
 from runtime.orchestration.naming import public_name
+from tests.mcp.mcp_helpers import ROOT, TEST_SERVER
 
 LONG_DOTTED_NAME = "reports.quarterly." + "x" * 90
 DEAD_ERROR = "missing CRM_URL setting: set it to the CRM's base URL, for example https://crm.example.com/api/v2"
@@ -19,6 +19,11 @@ DEAD_ERROR = "missing CRM_URL setting: set it to the CRM's base URL, for example
 
 def write_config(tmp_path: Path) -> Path:
     dead = [sys.executable, "-c", f"import sys; sys.stderr.write({DEAD_ERROR!r} + '\\n'); sys.exit(2)"]
+    tk = {
+        "id": "tk",
+        "mcp": {"command": [sys.executable, str(TEST_SERVER), "--legacy"], "roots": [str(tmp_path)]},
+        "exclude_tools": ["explode"],
+    }
     config = {
         "providers": [{"id": "demo", "kind": "demo"}],
         "models": [{"id": "demo", "provider": "demo"}],
@@ -28,14 +33,13 @@ def write_config(tmp_path: Path) -> Path:
                 "id": "acme",
                 "plugins": [
                     {"id": "clock"},
-                    {
-                        "id": "tk",
-                        "mcp": {"command": [sys.executable, str(TEST_SERVER), "--legacy"], "roots": [str(tmp_path)]},
-                        "exclude_tools": ["explode"],
-                    },
+                    tk,
                     {"id": "dead", "mcp": {"command": dead}},
                 ],
-            }
+            },
+            # The same server for a second organisation: its own connection in the gateway,
+            # one row here (the listing describes each distinct configuration once).
+            {"id": "beta", "plugins": [tk]},
         ],
     }
     path = tmp_path / "plugway.yaml"
@@ -61,6 +65,7 @@ def test_plugins_list_json_shows_what_the_model_sees(tmp_path: Path) -> None:
 
     tk = rows["tk"]
     assert tk["source"] == "mcp" and tk["healthy"] and tk["state"] == "ready"
+    assert tk["organisations"] == ["acme", "beta"] and tk["shared"] is False
     assert str(TEST_SERVER) in tk["target"] and tk["protocol"] == "2025-11-25"
     tools = {t["name"]: t for t in tk["tools"]}
     # The names the model sees, hashed ones included.
@@ -80,32 +85,20 @@ def test_plugins_list_json_shows_what_the_model_sees(tmp_path: Path) -> None:
     assert not dead["healthy"] and DEAD_ERROR in dead["error"] and dead["tools"] == []
 
 
-def table_cells(output: str) -> list[list[str]]:
-    """Each row of a rich table as its cells' text, folded lines joined (spaces dropped)."""
-    rows: list[list[str]] = []
-    current: list[str] = []
-    for line in output.splitlines():
-        if line.startswith(("├", "└", "┡")):
-            if current:
-                rows.append(current)
-            current = []
-        elif line.startswith("│"):
-            cells = [cell.replace(" ", "") for cell in line.split("│")[1:-1]]
-            current = [a + b for a, b in zip(current, cells, strict=True)] if current else cells
-    return rows
-
-
-def test_plugins_list_folds_rather_than_cuts_in_a_narrow_terminal(tmp_path: Path) -> None:
+def test_plugins_list_piped_keeps_every_name_and_error_whole_on_one_line(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     result = plugway("plugins", "list", "--config", str(config), cwd=tmp_path, columns=60)
     assert result.returncode == 0, result.stderr
     assert "…" not in result.stdout
-    rows = {cells[0]: cells for cells in table_cells(result.stdout)}
-    assert DEAD_ERROR.replace(" ", "") in rows["dead"][4]
-    tools = rows["tk"][2]
-    assert public_name("tk", LONG_DOTTED_NAME) + f"({LONG_DOTTED_NAME})" in tools
-    assert "tk__delete_record[destructive]" in tools and "notoffered:long_job" in tools
-    assert str(TEST_SERVER).replace(" ", "") in rows["tk"][1]
+    # plugin, tool, source, health, organisations, about, server: one line per tool.
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    tk = {row[1]: row for row in rows if row[0] == "tk"}
+    assert f"{public_name('tk', LONG_DOTTED_NAME)} ({LONG_DOTTED_NAME})" in tk
+    assert tk["tk__delete_record"][5].startswith("[destructive]")
+    assert tk["long_job"][5].startswith("not offered:")
+    assert str(TEST_SERVER) in tk["tk__echo"][6] and tk["tk__echo"][2] == "mcp (stdio)"
+    (dead,) = [row for row in rows if row[0] == "dead"]
+    assert DEAD_ERROR in dead[3] and dead[3].startswith("unhealthy")
 
 
 def test_mcp_call_declines_sampling_clearly_and_describes_images(tmp_path: Path) -> None:

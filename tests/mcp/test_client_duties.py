@@ -16,17 +16,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from mcp_helpers import (
-    TAG_ENV,
-    TEST_SERVER,
-    HttpServer,
-    ctx,
-    eventually,
-    http_ref,
-    server_ref,
-    start_http_server,
-    tagged_processes,
-)
 
 from runtime.config import PluginRef
 from runtime.mcp import McpManager
@@ -36,6 +25,19 @@ from runtime.plugin_host.tool import (
     ToolContext,
     ToolError,
     ToolResult,
+)
+from tests.mcp.mcp_helpers import (
+    ORG,
+    TAG_ENV,
+    TEST_SERVER,
+    HttpServer,
+    ctx,
+    eventually,
+    http_ref,
+    placed,
+    server_ref,
+    start_http_server,
+    tagged_processes,
 )
 
 # -- session recovery over streamable HTTP ---------------------------------------------------------
@@ -49,16 +51,16 @@ async def test_a_call_after_the_server_restarted_gets_a_new_session(tmp_path: Pa
     ref = http_ref("kb", server)
     manager = McpManager()
     try:
-        await manager.start([ref])
+        await manager.start(placed(ref))
         assert manager.health()["kb"]["protocol"] == "2025-11-25"  # sessions exist only there
-        assert await manager.call(ref, "echo", {"text": "before"}) == "before"
+        assert await manager.call(ref, "echo", {"text": "before"}, organisation=ORG) == "before"
         server.stop()
         server.restart()
         # At once, before anything noticed: the call meets the refusal, and goes through anyway.
-        assert await manager.call(ref, "echo", {"text": "after"}) == "after"
+        assert await manager.call(ref, "echo", {"text": "after"}, organisation=ORG) == "after"
         health = manager.health()["kb"]
         assert health["healthy"] and health["restarts"] == 1 and health["error"] is None
-        assert await manager.call(ref, "add", {"a": 1, "b": 2}) == "3"
+        assert await manager.call(ref, "add", {"a": 1, "b": 2}, organisation=ORG) == "3"
     finally:
         await manager.aclose()
         server.stop()
@@ -71,14 +73,14 @@ async def test_an_idle_connection_notices_the_restart_by_itself(tmp_path: Path, 
     ref = http_ref("kb", server)
     manager = McpManager()
     try:
-        await manager.start([ref])
+        await manager.start(placed(ref))
         server.stop()
         server.restart()
         # Nobody calls: the session's own stream finds the session gone and a new one is made.
         await eventually(lambda: manager.health()["kb"]["restarts"] == 1, within_s=8)
         await eventually(lambda: manager.health()["kb"]["healthy"], within_s=5)
         started = time.monotonic()
-        assert await manager.call(ref, "echo", {"text": "fresh"}) == "fresh"
+        assert await manager.call(ref, "echo", {"text": "fresh"}, organisation=ORG) == "fresh"
         assert time.monotonic() - started < 1
     finally:
         await manager.aclose()
@@ -90,13 +92,13 @@ async def test_health_says_when_an_idle_server_is_gone(tmp_path: Path) -> None:
     ref = http_ref("kb", server)
     manager = McpManager(backoff_initial_s=0.2, backoff_max_s=0.5)
     try:
-        await manager.start([ref])
+        await manager.start(placed(ref))
         server.stop()
         await eventually(lambda: not manager.health()["kb"]["healthy"], within_s=8)
         assert manager.health()["kb"]["state"] in ("reconnecting", "backoff")
         server.restart()
         await eventually(lambda: manager.health()["kb"]["healthy"], within_s=10)
-        assert await manager.call(ref, "echo", {"text": "back"}) == "back"
+        assert await manager.call(ref, "echo", {"text": "back"}, organisation=ORG) == "back"
     finally:
         await manager.aclose()
         server.stop()
@@ -112,16 +114,16 @@ async def test_a_server_dying_while_its_child_holds_the_pipe_is_noticed_at_once(
     ref = PluginRef.model_validate({"id": "holder", "mcp": {"command": command, "env": {TAG_ENV: tag}}})
     manager = McpManager()
     try:
-        await manager.start([ref])
+        await manager.start(placed(ref))
         first_pid = manager.health()["holder"]["pid"]
         assert len(tagged_processes(tag)) == 2  # the server and the sleep holding its stdout
         started = time.monotonic()
         with pytest.raises(ToolError, match="exited with code 3"):
-            await asyncio.wait_for(manager.call(ref, "crash", {}), 10)
+            await asyncio.wait_for(manager.call(ref, "crash", {}, organisation=ORG), 10)
         assert time.monotonic() - started < 2  # not the call's whole timeout
         assert not manager.health()["holder"]["healthy"] or manager.health()["holder"]["pid"] != first_pid
         # The next call gets a new server, and the old group (the sleep) is gone.
-        assert int(await manager.call(ref, "pid", {})) != first_pid
+        assert int(await manager.call(ref, "pid", {}, organisation=ORG)) != first_pid
         await eventually(lambda: len(tagged_processes(tag)) == 2, within_s=5)
     finally:
         await manager.aclose()
@@ -136,11 +138,11 @@ async def test_a_stdio_server_that_ignores_unknown_requests_connects_promptly() 
     manager = McpManager()
     try:
         started = time.monotonic()
-        await manager.start([ref], wait_s=6)
+        await manager.start(placed(ref), wait_s=6)
         assert manager.health()["quiet"]["healthy"], manager.health()["quiet"]
         assert time.monotonic() - started < 5
         assert manager.health()["quiet"]["protocol"] == "2025-11-25"
-        assert await manager.call(ref, "echo", {"text": "hi"}) == "hi"
+        assert await manager.call(ref, "echo", {"text": "hi"}, organisation=ORG) == "hi"
     finally:
         await manager.aclose()
 
@@ -151,10 +153,10 @@ async def test_an_http_server_that_ignores_unknown_requests_connects_promptly(tm
     manager = McpManager()
     try:
         started = time.monotonic()
-        await manager.start([ref], wait_s=10)
+        await manager.start(placed(ref), wait_s=10)
         assert manager.health()["quiet"]["healthy"], manager.health()["quiet"]
         assert time.monotonic() - started < 5
-        assert await manager.call(ref, "echo", {"text": "hi"}) == "hi"
+        assert await manager.call(ref, "echo", {"text": "hi"}, organisation=ORG) == "hi"
     finally:
         await manager.aclose()
         server.stop()
@@ -166,7 +168,7 @@ async def test_connect_timeouts_are_per_server() -> None:
     )
     manager = McpManager(connect_timeout_s=30)
     try:
-        await manager.start([silent], wait_s=5)
+        await manager.start(placed(silent), wait_s=5)
         await eventually(lambda: "no answer within 1 s" in (manager.health()["silent"]["error"] or ""), within_s=6)
     finally:
         await manager.aclose()
@@ -180,13 +182,13 @@ async def test_a_slow_server_is_reported_starting_and_holds_nothing_up() -> None
     manager = McpManager(startup_wait_s=4)
     try:
         started = time.monotonic()
-        await manager.start([silent, good])
+        await manager.start(placed(silent, good))
         assert time.monotonic() - started < 4.5  # not the 10 s connect timeout
         await eventually(lambda: manager.health()["good"]["healthy"], within_s=9)  # slow on a loaded machine
         health = manager.health()
         assert health["silent"]["state"] == "starting" and not health["silent"]["healthy"]
         started = time.monotonic()
-        assert await manager.tools_for(silent) == []  # does not wait for it either
+        assert await manager.tools_for(silent, organisation=ORG) == []  # does not wait for it either
         assert time.monotonic() - started < 0.5
     finally:
         await manager.aclose()
@@ -200,14 +202,14 @@ async def test_task_required_tools_are_never_offered_and_say_why(tmp_path: Path)
     refs = [server_ref("tasks", "--legacy"), http_ref("tasks-http", server)]
     manager = McpManager()
     try:
-        await manager.start(refs)
+        await manager.start(placed(*refs))
         for ref in refs:
-            offered = {spec.name for spec in await manager.tools_for(ref)}
+            offered = {spec.name for spec in await manager.tools_for(ref, organisation=ORG)}
             assert "echo" in offered and "long_job" not in offered
             (unsupported,) = manager.health()[ref.id]["unsupported_tools"]
             assert unsupported["name"] == "long_job" and "MCP task" in unsupported["reason"]
             with pytest.raises(ToolError, match="must run as an MCP task"):
-                await manager.call(ref, "long_job", {})
+                await manager.call(ref, "long_job", {}, organisation=ORG)
     finally:
         await manager.aclose()
         server.stop()
@@ -221,17 +223,17 @@ async def test_two_crashes_in_the_backoff_window_keep_the_tools_offered(caplog: 
     manager = McpManager(backoff_initial_s=1.0)
     caplog.set_level(logging.WARNING, logger="plugway.mcp")
     try:
-        await manager.start([ref])
+        await manager.start(placed(ref))
         for _ in range(2):
             with pytest.raises(ToolError, match="exited with code 3"):
-                await manager.call(ref, "crash", {})
+                await manager.call(ref, "crash", {}, organisation=ORG)
         # The second drop is backed off: the server is not up, yet its tools are still offered...
         assert manager.health()["crashy"]["state"] in ("backoff", "reconnecting")
-        offered = {spec.name for spec in await manager.tools_for(ref)}
+        offered = {spec.name for spec in await manager.tools_for(ref, organisation=ORG)}
         assert {"echo", "pid", "crash"} <= offered
         # ...and a call made now waits for the reconnection instead of failing.
         started = time.monotonic()
-        assert await manager.call(ref, "echo", {"text": "waited"}) == "waited"
+        assert await manager.call(ref, "echo", {"text": "waited"}, organisation=ORG) == "waited"
         assert time.monotonic() - started < 10
         crashes = [r for r in caplog.records if r.levelno == logging.WARNING and "exited with code 3" in r.getMessage()]
         assert len(crashes) >= 2
@@ -244,11 +246,11 @@ async def test_http_server_down_and_back_within_a_call(tmp_path: Path) -> None:
     ref = http_ref("kb", server)
     manager = McpManager(backoff_initial_s=0.5, backoff_max_s=1)
     try:
-        await manager.start([ref])
+        await manager.start(placed(ref))
         server.stop()
         await eventually(lambda: not manager.health()["kb"]["healthy"], within_s=8)
-        assert "echo" in {spec.name for spec in await manager.tools_for(ref)}
-        call = asyncio.ensure_future(manager.call(ref, "echo", {"text": "patient"}))
+        assert "echo" in {spec.name for spec in await manager.tools_for(ref, organisation=ORG)}
+        call = asyncio.ensure_future(manager.call(ref, "echo", {"text": "patient"}, organisation=ORG))
         await asyncio.sleep(0.2)
         server.restart()
         # The call waits for attempts until one fails after it started or one succeeds.
@@ -258,7 +260,7 @@ async def test_http_server_down_and_back_within_a_call(tmp_path: Path) -> None:
             # An attempt that failed while the server was still starting: the call says so.
             assert "unavailable" in str(exc)
             await eventually(lambda: manager.health()["kb"]["healthy"], within_s=10)
-            assert await manager.call(ref, "echo", {"text": "patient"}) == "patient"
+            assert await manager.call(ref, "echo", {"text": "patient"}, organisation=ORG) == "patient"
     finally:
         await manager.aclose()
         server.stop()
@@ -282,12 +284,12 @@ async def test_sampling_goes_to_the_call_that_asked_over_http(tmp_path: Path, er
     ref = http_ref("s", server)
     manager = McpManager()
     try:
-        await manager.start([ref])
+        await manager.start(placed(ref))
         first: list[SamplingRequest] = []
         second: list[SamplingRequest] = []
         answers = await asyncio.gather(
-            manager.call(ref, "ask_model", {"question": "first?"}, answering("first", first)),
-            manager.call(ref, "ask_model", {"question": "second?"}, answering("second", second)),
+            manager.call(ref, "ask_model", {"question": "first?"}, answering("first", first), organisation=ORG),
+            manager.call(ref, "ask_model", {"question": "second?"}, answering("second", second), organisation=ORG),
         )
         assert answers[0].startswith("the model said: answer for first (endTurn")
         assert answers[1].startswith("the model said: answer for second (endTurn")
@@ -299,23 +301,25 @@ async def test_sampling_goes_to_the_call_that_asked_over_http(tmp_path: Path, er
         server.stop()
 
 
-async def test_sampling_that_cannot_be_attributed_is_refused_clearly() -> None:
-    # Over stdio a pre-2026 server's sampling request names no call: with one call in
-    # flight it is that call's; with two, plugway cannot tell and says so.
+async def test_parallel_sampling_calls_on_a_legacy_stdio_server_each_get_their_own_answer() -> None:
+    # Over stdio a pre-2026 server's sampling request names no call: the connection serves
+    # its calls one at a time, so a request is the call's it is serving, never another's.
     ref = server_ref("s", "--legacy")
     manager = McpManager()
     try:
-        await manager.start([ref])
-        alone: list[SamplingRequest] = []
-        answer = await manager.call(ref, "ask_model", {"question": "alone?"}, answering("alone", alone))
-        assert answer.startswith("the model said: answer for alone") and len(alone) == 1
-        slow = asyncio.ensure_future(manager.call(ref, "sleep", {"seconds": 2}))
-        await asyncio.sleep(0.3)
-        with pytest.raises(ToolError, match="cannot tell which one asked"):
-            await manager.call(ref, "ask_model", {"question": "crowded?"}, answering("crowded", []))
-        await slow
+        await manager.start(placed(ref))
+        first: list[SamplingRequest] = []
+        second: list[SamplingRequest] = []
+        answers = await asyncio.gather(
+            manager.call(ref, "ask_model_later", {"question": "first?", "delay": 0.2}, answering("first", first), organisation=ORG),
+            manager.call(ref, "ask_model", {"question": "second?"}, answering("second", second), organisation=ORG),
+        )
+        assert answers[0].startswith("the model said: answer for first (endTurn")
+        assert answers[1].startswith("the model said: answer for second (endTurn")
+        assert [r.messages for r in first] == [[{"role": "user", "content": "first?"}]]
+        assert [r.messages for r in second] == [[{"role": "user", "content": "second?"}]]
         with pytest.raises(ToolError, match="No model is available"):
-            await manager.call(ref, "ask_model", {"question": "no model?"}, ctx())
+            await manager.call(ref, "ask_model", {"question": "no model?"}, ctx(), organisation=ORG)
     finally:
         await manager.aclose()
 
@@ -324,8 +328,8 @@ async def test_roots_come_from_the_config(tmp_path: Path) -> None:
     ref = server_ref("r", "--legacy", roots=[str(tmp_path), "file:///srv/shared"])
     manager = McpManager()
     try:
-        await manager.start([ref])
-        roots = json.loads(await manager.call(ref, "my_roots", {}))
+        await manager.start(placed(ref))
+        roots = json.loads(await manager.call(ref, "my_roots", {}, organisation=ORG))
         assert roots == [tmp_path.as_uri(), "file:///srv/shared"]
         assert manager.describe()["r"]["roots"] == roots
     finally:
@@ -336,9 +340,9 @@ async def test_elicitation_is_declined_with_a_reason() -> None:
     ref = server_ref("e", "--legacy")
     manager = McpManager()
     try:
-        await manager.start([ref])
+        await manager.start(placed(ref))
         with pytest.raises(ToolError, match="no person to ask: elicitation is declined"):
-            await manager.call(ref, "confirm", {})
+            await manager.call(ref, "confirm", {}, organisation=ORG)
     finally:
         await manager.aclose()
 
@@ -356,8 +360,8 @@ async def test_resources_are_readable_through_a_tool(tmp_path: Path, transport: 
         ref = server_ref("notes")
     manager = McpManager()
     try:
-        await manager.start([ref])
-        tools = {spec.name: spec for spec in await manager.tools_for(ref)}
+        await manager.start(placed(ref))
+        tools = {spec.name: spec for spec in await manager.tools_for(ref, organisation=ORG)}
         reader = tools["read_resource"]
         assert "notes://welcome (welcome): How to use the notes" in reader.description
         assert "notes://{topic}" in reader.description
@@ -397,10 +401,10 @@ async def test_http_calls_log_no_line_per_request_and_crashes_no_stale_status(
     ref = http_ref("kb", server)
     manager = McpManager()
     try:
-        await manager.start([ref])
+        await manager.start(placed(ref))
         caplog.clear()
         for n in range(3):
-            assert await manager.call(ref, "echo", {"text": str(n)}) == str(n)
+            assert await manager.call(ref, "echo", {"text": str(n)}, organisation=ORG) == str(n)
         assert [r for r in caplog.records if r.name.startswith("httpx")] == []
         server.stop()
         await eventually(lambda: not manager.health()["kb"]["healthy"], within_s=8)

@@ -14,12 +14,21 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from mcp_helpers import TAG_ENV, ctx, eventually, process_alive, server_ref, tagged_processes
 
 from runtime.config import PluginRef
 from runtime.mcp import McpManager
 from runtime.orchestration.naming import public_name
 from runtime.plugin_host.tool import ToolError, ToolResult, ToolSpec
+from tests.mcp.mcp_helpers import (
+    ORG,
+    TAG_ENV,
+    ctx,
+    eventually,
+    placed,
+    process_alive,
+    server_ref,
+    tagged_processes,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -44,7 +53,7 @@ async def servers(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ser
     os.environ[SECRET_ENV] = "do-not-leak"
     servers = Servers(tmp_path_factory.mktemp("markers"))
     started = time.monotonic()
-    await servers.manager.start([servers.modern, servers.modern_alias, servers.legacy])
+    await servers.manager.start(placed(servers.modern, servers.modern_alias, servers.legacy))
     assert time.monotonic() - started < 15
     yield servers
     await servers.manager.aclose()
@@ -52,7 +61,7 @@ async def servers(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ser
 
 
 async def specs(manager: McpManager, ref: PluginRef) -> dict[str, ToolSpec]:
-    return {spec.name: spec for spec in await manager.tools_for(ref)}
+    return {spec.name: spec for spec in await manager.tools_for(ref, organisation=ORG)}
 
 
 async def test_tools_keep_original_names_descriptions_and_schemas(servers: Servers) -> None:
@@ -106,7 +115,7 @@ async def test_error_results_and_unknown_tools_become_tool_errors(servers: Serve
     with pytest.raises(ToolError, match="Error executing tool explode"):
         await tools["explode"].invoke({}, ctx())
     with pytest.raises(ToolError, match="no tool named 'does_not_exist'"):
-        await servers.manager.call(servers.modern, "does_not_exist", {})
+        await servers.manager.call(servers.modern, "does_not_exist", {}, organisation=ORG)
     # The connection survives error results.
     assert await tools["echo"].invoke({"text": "still here"}, ctx()) == "still here"
 
@@ -123,7 +132,7 @@ async def test_identical_configs_share_one_process(servers: Servers) -> None:
     health = servers.manager.health()
     assert health["t"]["healthy"] and health["t-alias"]["healthy"]
     assert health["t"]["pid"] == health["t-alias"]["pid"] != health["legacy"]["pid"]
-    pid_via_alias = await servers.manager.call(servers.modern_alias, "pid", {})
+    pid_via_alias = await servers.manager.call(servers.modern_alias, "pid", {}, organisation=ORG)
     assert int(pid_via_alias) == health["t"]["pid"]
     alias_tools = await specs(servers.manager, servers.modern_alias)
     assert alias_tools["echo"].plugin_id == "t-alias"
@@ -131,9 +140,9 @@ async def test_identical_configs_share_one_process(servers: Servers) -> None:
 
 async def test_child_environment_is_the_safe_base_plus_configured_env(servers: Servers) -> None:
     call = servers.manager.call
-    assert await call(servers.modern, "env", {"name": "CONFIGURED_VAR"}) == "configured"
-    assert await call(servers.modern, "env", {"name": SECRET_ENV}) == "<unset>"
-    assert await call(servers.modern, "env", {"name": "PATH"}) == os.environ["PATH"]
+    assert await call(servers.modern, "env", {"name": "CONFIGURED_VAR"}, organisation=ORG) == "configured"
+    assert await call(servers.modern, "env", {"name": SECRET_ENV}, organisation=ORG) == "<unset>"
+    assert await call(servers.modern, "env", {"name": "PATH"}, organisation=ORG) == os.environ["PATH"]
 
 
 async def test_older_protocol_servers_work(servers: Servers) -> None:
@@ -172,7 +181,7 @@ async def test_tool_list_follows_server_changes(servers: Servers, which: str) ->
     name = f"fresh_{which}_{uuid.uuid4().hex[:6]}"
     assert name not in await specs(servers.manager, ref)
     # The server announces the change (notification or listen stream): no TTL involved.
-    assert await servers.manager.call(ref, "add_tool", {"name": name}) == f"added {name}"
+    assert await servers.manager.call(ref, "add_tool", {"name": name}, organisation=ORG) == f"added {name}"
 
     async def offered() -> bool:
         return name in await specs(servers.manager, ref)
@@ -186,9 +195,9 @@ async def test_tool_list_follows_server_changes(servers: Servers, which: str) ->
 
 async def test_unknown_name_refreshes_the_list_before_failing(servers: Servers) -> None:
     name = f"silent_{uuid.uuid4().hex[:6]}"
-    await servers.manager.call(servers.modern, "add_tool", {"name": name, "notify": False})
+    await servers.manager.call(servers.modern, "add_tool", {"name": name, "notify": False}, organisation=ORG)
     assert name not in await specs(servers.manager, servers.modern)  # cache still fresh
-    assert await servers.manager.call(servers.modern, name, {}) == f"dynamic {name}"
+    assert await servers.manager.call(servers.modern, name, {}, organisation=ORG) == f"dynamic {name}"
     assert name in await specs(servers.manager, servers.modern)
 
 
@@ -200,9 +209,9 @@ async def test_tool_list_ttl_expiry_refetches() -> None:
     ref = server_ref("ttl")
     manager = McpManager(list_ttl_s=0.3)
     try:
-        await manager.start([ref])
+        await manager.start(placed(ref))
         name = f"late_{uuid.uuid4().hex[:6]}"
-        await manager.call(ref, "add_tool", {"name": name, "notify": False})
+        await manager.call(ref, "add_tool", {"name": name, "notify": False}, organisation=ORG)
         assert name not in await specs(manager, ref)
         await asyncio.sleep(0.4)
         assert name in await specs(manager, ref)
@@ -214,7 +223,7 @@ async def test_crashed_or_killed_server_is_restarted(tmp_path: Path) -> None:
     ref = server_ref("crashy")
     manager = McpManager(connect_timeout_s=15)
     try:
-        await manager.start([ref])
+        await manager.start(placed(ref))
         first_pid = manager.health()["crashy"]["pid"]
         tools = await specs(manager, ref)
 
@@ -234,6 +243,25 @@ async def test_crashed_or_killed_server_is_restarted(tmp_path: Path) -> None:
         third_pid = int(await tools["pid"].invoke({}, ctx()))
         assert third_pid not in (first_pid, second_pid)
         assert manager.health()["crashy"]["error"] is None
+    finally:
+        await manager.aclose()
+
+
+async def test_a_server_back_after_a_crash_still_tells_why_it_failed(tmp_path: Path) -> None:
+    ref = server_ref("crashy")
+    manager = McpManager(connect_timeout_s=15)
+    try:
+        await manager.start(placed(ref))
+        assert manager.health()["crashy"]["last_error"] is None
+        tools = await specs(manager, ref)
+        with pytest.raises(ToolError, match="exited with code 3"):
+            await tools["crash"].invoke({}, ctx())
+        await tools["pid"].invoke({}, ctx())
+        health = manager.health()["crashy"]
+        # Back and healthy, with no current error, yet the operator still sees the last failure.
+        assert health["healthy"] and health["error"] is None
+        assert "exited with code 3" in health["last_error"]
+        assert health["last_error_at"] is not None
     finally:
         await manager.aclose()
 
@@ -261,7 +289,7 @@ async def test_servers_that_cannot_start_do_not_block_start_up() -> None:
     manager = McpManager(connect_timeout_s=3)
     try:
         started = time.monotonic()
-        await manager.start([failing, missing, silent, good])
+        await manager.start(placed(failing, missing, silent, good))
         # Concurrent connects: bounded by one connect timeout, not four.
         assert time.monotonic() - started < 4.5
         # On a loaded machine even the good server may need longer than 3 s; it is retried.
@@ -280,11 +308,11 @@ async def test_servers_that_cannot_start_do_not_block_start_up() -> None:
             lambda: "no answer within 3 s" in (manager.health()["silent"]["error"] or "")
         )
         for ref in (failing, missing, silent):
-            assert await manager.tools_for(ref) == []
+            assert await manager.tools_for(ref, organisation=ORG) == []
         assert "echo" in await specs(manager, good)
         started = time.monotonic()
         with pytest.raises(ToolError, match="unavailable"):
-            await manager.call(failing, "anything", {})
+            await manager.call(failing, "anything", {}, organisation=ORG)
         assert time.monotonic() - started < 0.5  # fails fast, does not hang
         assert manager.health()["broken"]["state"] == "backoff"
     finally:
@@ -296,10 +324,10 @@ async def test_close_reaps_servers_and_their_children() -> None:
     ref = server_ref("reaped", env={TAG_ENV: tag})
     legacy = server_ref("reaped-legacy", "--legacy", env={TAG_ENV: tag})
     manager = McpManager()
-    await manager.start([ref, legacy])
+    await manager.start(placed(ref, legacy))
     server_pid = manager.health()["reaped"]["pid"]
-    grandchild = int(await manager.call(ref, "spawn_sleeper", {}))
-    grandchild_legacy = int(await manager.call(legacy, "spawn_sleeper", {}))
+    grandchild = int(await manager.call(ref, "spawn_sleeper", {}, organisation=ORG))
+    grandchild_legacy = int(await manager.call(legacy, "spawn_sleeper", {}, organisation=ORG))
     assert process_alive(grandchild) and process_alive(grandchild_legacy)
     assert len(tagged_processes(tag)) == 4
     await manager.aclose()

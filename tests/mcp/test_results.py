@@ -12,8 +12,9 @@ from mcp_types import (
     TextResourceContents,
 )
 
-from runtime.mcp.results import cap_text, render_result, result_text, scrub_binary
+from runtime.mcp.results import render_result, result_text, scrub_binary
 from runtime.plugin_host.tool import ToolResult
+from runtime.text import truncate
 
 
 def _text(value: str) -> TextContent:
@@ -93,13 +94,13 @@ def test_empty_results_say_so() -> None:
 
 
 def test_long_results_are_capped_with_a_notice() -> None:
-    text = cap_text("z" * 5000, 300)
+    text = truncate("z" * 5000, 300)
     assert len(text) <= 300
     assert text.startswith("z" * 200)
     assert text.endswith("of 5000 characters]")
     shown = int(text.split("showing ")[1].split(" ")[0])
     assert text.count("z") == shown
-    assert cap_text("short", 300) == "short"
+    assert truncate("short", 300) == "short"
     capped = render_result(CallToolResult(content=[_text("q" * 10_000)]), 1000)
     assert len(capped) <= 1000 and "truncated" in capped
 

@@ -9,7 +9,7 @@ import sys
 import time
 import uuid
 
-from mcp_helpers import ROOT, process_alive, tagged_processes
+from tests.mcp.mcp_helpers import ROOT, process_alive, tagged_processes
 
 HOST = ROOT / "tests" / "fixtures" / "mcp_manager_host.py"
 

@@ -21,6 +21,8 @@ from tests.operations.conftest import scrape, value
 
 UPSTREAM_KEY = "sk-test-upstream"
 SECRET_WORDS = "my passport number is X1234567"
+# `serve --workers 2` starts three interpreters: on a loaded two-core machine that took over a minute.
+STARTUP_S = 180.0
 
 
 def write_config(directory: Path, upstream: FakeOpenAI, **extra: Any) -> Path:
@@ -55,14 +57,17 @@ def serve(tmp_path: Path) -> Iterator[Any]:
         )
         processes.append(process)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + STARTUP_S
         while True:
             try:
                 if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
                     return url, process
             except httpx.HTTPError:
                 pass
-            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read() if process.stderr else ""
+            if process.poll() is not None:
+                raise AssertionError(process.stderr.read() if process.stderr else f"plugway serve exited with {process.returncode}")
+            # Reading stderr of a live process would wait for it forever: say what is known instead.
+            assert time.monotonic() < deadline, f"plugway serve not healthy on {url} after {STARTUP_S:g} s"
             time.sleep(0.1)
 
     yield start
@@ -135,3 +140,62 @@ def test_metrics_add_up_over_worker_processes(tmp_path: Path, upstream: FakeOpen
         series = scrape(url)
         assert value(series, "plugway_requests_total", route="/v1/chat/completions", organisation="acme", model="gpt-test", provider="upstream", status="200") == 12
         assert value(series, "plugway_tokens_total", organisation="acme", model="gpt-test", provider="upstream", type="input") == 12 * 11
+
+
+def request_lines(stderr: str) -> list[dict[str, Any]]:
+    return [line for line in (json.loads(text) for text in stderr.splitlines() if text.startswith("{")) if line["logger"] == "plugway.request"]
+
+
+def test_json_lines_say_why_a_request_failed_and_whose_it_was(tmp_path: Path, upstream: FakeOpenAI, serve: Any) -> None:
+    config = write_config(tmp_path, upstream, logging={"format": "json"})
+    key = mint(tmp_path, config)
+    url, process = serve(config)
+    headers = {"Authorization": f"Bearer {key}"}
+    upstream.enqueue(Reply(text="fine"))
+    assert httpx.post(f"{url}/v1/chat/completions", headers=headers | {"X-Request-Id": "ok-1"}, timeout=10,
+                      json={"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}).status_code == 200
+    bad_input = httpx.post(f"{url}/v1/responses", headers=headers | {"X-Request-Id": "bad-input"}, timeout=10, json={"model": "gpt-test", "input": 5})
+    assert bad_input.status_code == 400, bad_input.text
+    unknown = httpx.post(f"{url}/v1/chat/completions", headers=headers | {"X-Request-Id": "no-model"}, timeout=10,
+                         json={"model": "gpt-nope", "messages": [{"role": "user", "content": "hi"}]})
+    assert unknown.status_code == 404
+    stranger = httpx.post(f"{url}/v1/chat/completions", headers={"Authorization": "Bearer pw_unknown_key_000000000000", "X-Request-Id": "no-key"},
+                          json={"model": "gpt-test", "messages": []}, timeout=10)
+    assert stranger.status_code == 401
+    lines = {line["request_id"]: line for line in request_lines(stop(process))}
+    assert lines["ok-1"]["outcome"] == "ok" and lines["ok-1"]["error_code"] is None
+    failed = lines["bad-input"]
+    assert failed["route"] == "/v1/responses" and failed["status"] == 400
+    assert (failed["outcome"], failed["error_code"], failed["param"]) == ("invalid_request_error", "invalid_request_error", bad_input.json()["error"]["param"])
+    assert failed["param"] and failed["organisation"] == "acme" and failed["key_id"]
+    assert (lines["no-model"]["outcome"], lines["no-model"]["param"], lines["no-model"]["organisation"]) == ("model_not_found", "model", "acme")
+    # An unknown key belongs to no organisation.
+    assert (lines["no-key"]["outcome"], lines["no-key"]["organisation"]) == ("invalid_api_key", None)
+
+
+def test_text_request_lines_carry_the_error_code_and_field(tmp_path: Path, upstream: FakeOpenAI, serve: Any) -> None:
+    config = write_config(tmp_path, upstream, logging={"requests": True})
+    key = mint(tmp_path, config)
+    url, process = serve(config)
+    refused = httpx.post(f"{url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}", "X-Request-Id": "text-404"}, timeout=10,
+                         json={"model": "gpt-nope", "messages": [{"role": "user", "content": "hi"}]})
+    assert refused.status_code == 404
+    (line,) = [line for line in stop(process).splitlines() if "text-404" in line]
+    assert "POST /v1/chat/completions 404 error=model_not_found param=model org=acme" in line
+
+
+def test_mcp_is_its_own_route_in_lines_and_metrics(tmp_path: Path, upstream: FakeOpenAI, serve: Any) -> None:
+    config = write_config(tmp_path, upstream, logging={"format": "json"})
+    key = mint(tmp_path, config)
+    url, process = serve(config)
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "probe", "version": "1"}}}
+    accept = {"Accept": "application/json, text/event-stream", "Authorization": f"Bearer {key}"}
+    assert httpx.post(f"{url}/mcp", json=initialize, headers=accept, timeout=10).status_code == 200
+    assert httpx.post(f"{url}/mcp", json=initialize, timeout=10).status_code == 401
+    assert httpx.get(f"{url}/no/such/route", timeout=10).status_code == 404
+    series = scrape(url)
+    assert value(series, "plugway_requests_total", route="/mcp", organisation="acme", model="", provider="", status="200") == 1
+    assert value(series, "plugway_requests_total", route="/mcp", organisation="", model="", provider="", status="401") == 1
+    lines = request_lines(stop(process))
+    assert {(line["route"], line["status"]) for line in lines} >= {("/mcp", 200), ("/mcp", 401), ("unmatched", 404)}

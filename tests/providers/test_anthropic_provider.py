@@ -336,10 +336,10 @@ async def test_timeout_and_connection_errors_are_retryable(fake_anthropic: FakeA
     assert info.value.status is None and info.value.retryable
     closed = make_provider(closed_port_url())
     try:
-        with pytest.raises(UpstreamError, match="connection failed") as info:
+        with pytest.raises(UpstreamError, match="unreachable") as info:
             await closed.chat(body)
         assert info.value.status is None and info.value.retryable
-        with pytest.raises(UpstreamError, match="connection failed"):
+        with pytest.raises(UpstreamError, match="unreachable"):
             await collect(closed.stream_chat({**body, "stream": True}))
     finally:
         await closed.aclose()

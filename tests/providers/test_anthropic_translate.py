@@ -12,7 +12,6 @@ from runtime.providers.anthropic_translate import (
     StreamTranslator,
     default_max_tokens_for,
     from_anthropic_response,
-    parse_retry_after,
     to_anthropic_request,
     upstream_error,
 )
@@ -39,6 +38,23 @@ def test_system_and_developer_messages_go_to_top_level_system() -> None:
     )
     assert request["system"] == "Be brief.\n\nAnswer in French."
     assert request["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]
+
+
+def test_a_mid_conversation_system_message_is_folded_into_the_user_turn_at_its_place() -> None:
+    request = translate(
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello."},
+            {"role": "system", "content": "Plan mode is on."},
+            {"role": "user", "content": "Go on."},
+        ]
+    )
+    assert request["system"] == "Be brief."
+    assert request["messages"][-1] == {
+        "role": "user",
+        "content": [{"type": "text", "text": "<system>\nPlan mode is on.\n</system>"}, {"type": "text", "text": "Go on."}],
+    }
 
 
 def test_consecutive_same_role_messages_are_merged_so_roles_alternate() -> None:
@@ -473,14 +489,6 @@ def test_http_errors_map_to_upstream_errors(
 def test_stream_error_event_status_comes_from_the_error_type() -> None:
     error = upstream_error(None, {"type": "error", "error": {"type": "overloaded_error"}})
     assert error.status == 529 and error.retryable
-
-
-def test_retry_after_parsing() -> None:
-    assert parse_retry_after("2") == 2.0
-    assert parse_retry_after("0.5") == 0.5
-    assert parse_retry_after(None) is None
-    assert parse_retry_after("soon") is None
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
 
 
 # -- streaming -----------------------------------------------------------------

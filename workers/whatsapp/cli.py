@@ -8,10 +8,12 @@ import logging
 import signal
 import sys
 import time
+from datetime import UTC, datetime
 
 import httpx
 import orjson
 
+from runtime.cli_output import Column, print_json, print_rows
 from runtime.config import Settings
 from workers.whatsapp.payloads import SIGNATURE_HEADER, change, delivery, encode, sign, text_message
 
@@ -59,7 +61,22 @@ def simulate(
     return 0 if response.status_code == 200 else 1
 
 
-def dead_letters(settings: Settings, *, limit: int = 50) -> int:
+RAW_SHOWN_CHARS = 200
+
+DEAD_LETTER_COLUMNS = (
+    Column("finished", "finished_at"),
+    Column("status", "status"),
+    Column("app", "app", identifier=True),
+    Column("sender", "sender", identifier=True, optional=True),
+    Column("message id", "wamid", identifier=True),
+    Column("attempts", "attempts", optional=True),
+    # A rejected message had no text taken from it: show the start of what came.
+    Column("text", lambda row: row["text"] if row["status"] != "rejected" else "raw: " + (row["raw"] or "")[:RAW_SHOWN_CHARS]),
+    Column("error", "error"),
+)
+
+
+def dead_letters(settings: Settings, *, limit: int = 50, as_json: bool = False) -> int:
     """``plugway whatsapp failed``: the messages that will not be answered, and why.
 
     Dead letters (``failed``: a permanent send error, or attempts exhausted) and
@@ -74,7 +91,7 @@ def dead_letters(settings: Settings, *, limit: int = 50) -> int:
     engine = make_engine(settings.database_url)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(
+            found = conn.execute(
                 select(table)
                 .where(table.c.status.in_([InboundStatus.failed, InboundStatus.rejected]))
                 .order_by(table.c.finished_at.desc())
@@ -82,20 +99,19 @@ def dead_letters(settings: Settings, *, limit: int = 50) -> int:
             ).all()
     finally:
         engine.dispose()
-    if not rows:
-        print("no failed or rejected WhatsApp messages")
-        return 0
-    for row in rows:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row.finished_at or row.received_at))
-        if row.status == InboundStatus.rejected:
-            # No text was taken from a malformed message: show it as it came.
-            detail = f"    raw:   {row.raw[:120]}"
-        else:
-            detail = f"    text:  {(row.text or '-')[:120]}"
-        print(
-            f"{when}Z  {row.status}  {row.app_id}  {row.sender or '-'}  {row.wamid}  attempts={row.attempts}\n"
-            f"{detail}\n    error: {row.last_error or '-'}"
-        )
+    rows = [
+        {
+            "finished_at": datetime.fromtimestamp(row.finished_at or row.received_at, UTC),
+            "status": row.status,
+            "app": row.app_id, "sender": row.sender, "wamid": row.wamid, "attempts": row.attempts,
+            "text": row.text, "raw": row.raw if row.status == InboundStatus.rejected else None, "error": row.last_error,
+        }
+        for row in found
+    ]
+    if as_json:
+        print_json({"failed": rows})
+    else:
+        print_rows(rows, DEAD_LETTER_COLUMNS, empty="no failed or rejected WhatsApp messages")
     return 0
 
 

@@ -1,9 +1,10 @@
-"""GET /healthz (liveness) and GET /readyz (readiness), both public.
+"""GET and HEAD / (a reachability probe), GET /healthz (liveness) and GET /readyz (readiness), all public.
 
-Readiness says only ready or not per component: an unauthenticated caller
-learns nothing about hosts, databases, commands or error text. Why a component
-is not ready goes to the log (URL credentials masked) and to the management
-API's health view.
+Readiness says only ready or not, for the database and Redis: an unauthenticated
+caller learns nothing about hosts, commands, error text, plugins or organisations
+(an unhealthy MCP server does not make the gateway unready, so it is not named).
+Why a component is not ready goes to the log (URL credentials masked); MCP servers
+and plugin failures are in the management API's health view.
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ log = logging.getLogger("plugway.health")
 
 def _json(payload: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
+
+
+@router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+async def root() -> Response:
+    """A client's reachability probe (Claude Code sends ``HEAD /`` at start-up): 200, and where to go."""
+    return _json({"status": "ok", "service": "plugway", "api": "/v1", "openapi": "/openapi.json"})
 
 
 @router.get("/healthz")
@@ -64,9 +71,8 @@ async def readiness(gateway: Gateway) -> tuple[bool, dict[str, Any]]:
 @router.get("/readyz")
 async def readyz(gateway: GatewayDep) -> Response:
     ready, details = await readiness(gateway)
+    # Components only: no plugin, MCP server or organisation is named to an unauthenticated caller.
     checks: dict[str, Any] = {name: {"ok": details[name]["ok"]} for name in ("database", "redis") if name in details}
-    if "mcp" in details:
-        checks["mcp"] = {plugin: {"ok": entry["healthy"], "state": entry["state"]} for plugin, entry in details["mcp"].items()}
     if not ready:
         log.warning("not ready: %s", orjson.dumps(details).decode())
     return _json({"status": "ready" if ready else "unavailable", "checks": checks}, 200 if ready else 503)

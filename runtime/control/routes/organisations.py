@@ -20,11 +20,21 @@ from runtime.gateway import Gateway
 router = APIRouter(tags=["admin: organisations"])
 
 
-def plugin_summary(gateway: Gateway, ref: Any) -> dict[str, Any]:
+def plugin_summary(gateway: Gateway, organisation_id: str, ref: Any) -> dict[str, Any]:
     entry: dict[str, Any] = {"id": ref.id, "kind": "mcp" if ref.mcp is not None else "python"}
     if ref.mcp is not None:
-        health = gateway.mcp.connection_health(ref) if gateway.mcp is not None else {"healthy": False, "state": "closed"}
-        entry["health"] = {"healthy": health.get("healthy"), "state": health.get("state"), "error": health.get("error")}
+        health = (
+            gateway.mcp.connection_health(ref, organisation=organisation_id)
+            if gateway.mcp is not None
+            else {"healthy": False, "state": "closed"}
+        )
+        entry["health"] = {
+            "healthy": health.get("healthy"),
+            "state": health.get("state"),
+            "error": health.get("error"),
+            "last_error": health.get("last_error"),
+            "last_error_at": health.get("last_error_at"),
+        }
     else:
         loaded = gateway.plugins.plugins.get(ref.id)
         entry["origin"] = loaded.origin if loaded else None
@@ -39,7 +49,7 @@ async def summary(request: Request, gateway: Gateway, organisation: Organisation
     return {
         "id": organisation.id,
         "models": [m.id for m in gateway.models_for(organisation)],
-        "plugins": [plugin_summary(gateway, ref) for ref in organisation.plugins],
+        "plugins": [plugin_summary(gateway, organisation.id, ref) for ref in organisation.plugins],
         "endpoints": [
             {"slug": item.endpoint.slug, "model": item.endpoint.model, "active": item.endpoint.active, "source": item.source}
             for item in await service.registry.listing(organisation.id)

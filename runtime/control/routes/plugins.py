@@ -36,7 +36,7 @@ async def describe(gateway: Gateway, organisation_id: str | None) -> list[dict[s
             continue
         toolset = await gateway.catalog.toolset(organisation, tuple(PluginGrant(ref) for ref in organisation.plugins))
         for ref in organisation.plugins:
-            entry = plugin_summary(gateway, ref)
+            entry = plugin_summary(gateway, organisation.id, ref)
             entry["organisation"] = organisation.id
             entry["tools"] = [
                 {

@@ -70,9 +70,17 @@ class ChatStreamEncoder:
             self.orchestrated = True
             return None
         if isinstance(event, ToolCallStarted):
-            return sse.comment("plugway tool_call " + orjson.dumps({"round": event.round, "name": event.name}).decode())
+            started: JSON = {"round": event.round, "name": event.name}
+            if event.script is not None or event.parent_call_id is not None:
+                # Code mode: a script run shows its script; a call it made names the run (its call_id).
+                started["call_id"] = event.call_id
+                started.update({"script": event.script} if event.script is not None else {"parent_call_id": event.parent_call_id})
+            return sse.comment("plugway tool_call " + orjson.dumps(started).decode())
         if isinstance(event, ToolCallFinished):
-            return sse.comment("plugway tool_result " + orjson.dumps(event.trace()).decode())
+            finished = event.trace()
+            if event.parent_call_id is not None:
+                finished["parent_call_id"] = event.parent_call_id
+            return sse.comment("plugway tool_result " + orjson.dumps(finished).decode())
         if isinstance(event, ToolProgress):
             return sse.tool_progress(event.report())
         if isinstance(event, Completed):

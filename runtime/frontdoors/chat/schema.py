@@ -128,3 +128,6 @@ class ChatCompletionRequest(_Open):
         default=None, description="plugway: run only these of the organisation's plugins' tools."
     )
     request_id: str | None = Field(default=None, description="plugway: the correlation id, like X-Request-Id.")
+    orchestration_mode: Literal["classic", "code", "auto"] | None = Field(
+        default=None, description="plugway: classic (a model round per tool step), code (one script over the tools) or auto."
+    )

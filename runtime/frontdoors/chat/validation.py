@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from runtime.errors import invalid_request, unsupported_parameter
+from runtime.orchestration.code_mode import requested_mode
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
 LEGACY = ("functions", "function_call")
@@ -110,6 +111,7 @@ def validate_chat_request(body: Any) -> dict[str, Any]:
         not isinstance(plugin_ids, list) or not all(isinstance(p, str) for p in plugin_ids)
     ):
         raise invalid_request("'enabled_plugin_ids' must be an array of strings.", param="enabled_plugin_ids")
+    requested_mode(body)
     return body
 
 

@@ -25,7 +25,7 @@ from runtime.request import DoorRules, RequestContext, RunState
 from runtime.telemetry import current as telemetry
 
 router = APIRouter(tags=["embeddings"])
-EMBEDDINGS_DOOR = DoorRules("embeddings", scope="embeddings")
+EMBEDDINGS_DOOR = DoorRules("embeddings", scope="embeddings", produces_output=False)
 
 
 def _can_embed(gateway: Gateway) -> Any:
@@ -33,10 +33,9 @@ def _can_embed(gateway: Gateway) -> Any:
 
     def check(ctx: RequestContext) -> None:
         model = ctx.model
-        kind = gateway.router.embedding_kind(model)
-        if kind is not None:
+        if not gateway.router.can_embed(model):
             raise invalid_request(
-                f"The model '{model.id}' is served by a provider of kind '{kind}', which has no embeddings API.", param="model"
+                f"The model '{model.id}' is served by a provider of kind '{gateway.router.provider_kind(model)}', which has no embeddings API.", param="model"
             )
         if not model.embeddings:
             raise invalid_request(
@@ -61,8 +60,9 @@ async def create_embeddings(request: Request, gateway: GatewayDep, key: KeyDep, 
         plugins=None,
         server_tools=False,
         check=_can_embed(gateway),
+        body=body,
     )
-    state = RunState(request_id=ctx.request_id, model=ctx.model.id)
+    state = RunState(request_id=ctx.request_id, model=ctx.model.id, organisation=ctx.organisation.id)
     async with gateway.accounting(ctx, state):
         answer = await _embed(gateway, ctx, parsed, state)
     return Response(orjson.dumps(answer), media_type="application/json", headers=ctx.limits.headers())

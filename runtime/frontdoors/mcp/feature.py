@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from fastapi import FastAPI
 
-from runtime.api.direct import DirectRoute
-from runtime.frontdoors.mcp.routes import McpFrontDoor
+from runtime.api.direct import DirectRoute, ErrorResponse
+from runtime.frontdoors.mcp.routes import McpFrontDoor, jsonrpc_error_response
 
 
 class McpFeature:
     name = "mcp"
+    # A body refused before the route runs, as a JSON-RPC error (what MCP clients read).
+    envelopes: Mapping[str, ErrorResponse] = {"/mcp": jsonrpc_error_response}
 
     def install(self, app: FastAPI) -> Sequence[DirectRoute]:
         # One front door per app: its session manager runs once per lifespan.

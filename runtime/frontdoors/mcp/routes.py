@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import orjson
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
@@ -40,6 +41,48 @@ def refusal(error: GatewayError, *, credentials_sent: bool = False) -> Response:
     return response
 
 
+# JSON-RPC 2.0's code for a request that is not a valid Request object.
+JSONRPC_INVALID_REQUEST = -32600
+
+
+def jsonrpc_error_response(error: GatewayError) -> Response:
+    """A refusal of the body itself (too large, too slow) as a JSON-RPC error, as MCP clients read one."""
+    body = {"jsonrpc": "2.0", "id": None, "error": {"code": JSONRPC_INVALID_REQUEST, "message": error.message}}
+    return Response(orjson.dumps(body), status_code=error.status, media_type="application/json", headers=error.headers)
+
+
+def malformed_id(body: bytes) -> str | None:
+    """Why a JSON-RPC message's ``id`` is unusable (not a string or an integer), or None.
+
+    The SDK reads a request whose ``id`` is an object, a float, a boolean or null as a
+    notification and answers an empty 202: the client would wait for an answer forever.
+    """
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None  # the SDK answers a parse error itself
+    for message in parsed if isinstance(parsed, list) else [parsed]:
+        if isinstance(message, dict) and "id" in message:
+            value = message["id"]
+            if isinstance(value, bool) or not isinstance(value, str | int):
+                return "A JSON-RPC message's 'id' must be a string or an integer."
+    return None
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands the body already read to the SDK, then waits for the client as before."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replayed
+
+
 class McpFrontDoor:
     """Mount with :meth:`route`; run :meth:`serving` in the app's lifespan around its ``yield``."""
 
@@ -48,11 +91,13 @@ class McpFrontDoor:
         self.poll_s = poll_s
         self.tools: PluginToolServer | None = None
         self._manager: StreamableHTTPSessionManager | None = None
+        self._route: Route | None = None
 
     def route(self) -> Route:
         # An ASGI app (not a function) as endpoint: Starlette hands it the raw request and
         # lets the SDK stream; HEAD comes with GET.
-        return Route(self.path, endpoint=self, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+        self._route = Route(self.path, endpoint=self, methods=["GET", "POST", "DELETE"], include_in_schema=False)
+        return self._route
 
     @asynccontextmanager
     async def serving(self, gateway: Gateway) -> AsyncIterator[None]:
@@ -75,6 +120,9 @@ class McpFrontDoor:
                 await tools.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Starlette names only FastAPI's routes in the scope: name this one, so that metrics
+        # and the request log say /mcp rather than "unmatched".
+        scope["route"] = self._route
         tools, manager = self.tools, self._manager
         if tools is None or manager is None:
             stopped = GatewayError(503, "The MCP server is not running.", code="service_unavailable", type="api_error")
@@ -91,6 +139,14 @@ class McpFrontDoor:
             return
         # The SDK binds each session to the principal that opened it: another key presenting
         # the session id gets 404, as if the session did not exist.
+        if request.method == "POST":
+            # Read here (the guard caps it) to refuse what the SDK would take for a notification.
+            body = await request.body()
+            refused = malformed_id(body)
+            if refused is not None:
+                await jsonrpc_error_response(GatewayError(400, refused, code="invalid_request_error"))(scope, receive, send)
+                return
+            receive = _replay(body, receive)
         scope["user"] = AuthenticatedUser(AccessToken(token=key.id, client_id=key.id, scopes=["mcp"]))
         session_id = request.headers.get(MCP_SESSION_ID_HEADER)
         status: int | None = None

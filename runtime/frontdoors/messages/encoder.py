@@ -75,8 +75,18 @@ class MessagesEncoder:
             return out + self._close_text()
         if isinstance(event, KeepAlive):
             return [("ping", {"type": "ping"})]
+        if isinstance(event, ToolCallStarted) and event.script is not None:
+            # Code mode's script run, as Anthropic's code execution shows it.
+            script_block = {"type": "server_tool_use", "id": event.call_id, "name": "code_execution", "input": {"code": event.script}}
+            return self._close_text() + self._whole_block(script_block)
+        if isinstance(event, ToolCallFinished) and event.script is not None:
+            outcome: JSON = {"type": "code_execution_result", "stdout": event.content if event.ok else (event.output or ""), "stderr": "" if event.ok else event.content, "return_code": 0 if event.ok else 1, "content": []}
+            return self._whole_block({"type": "code_execution_tool_result", "tool_use_id": event.call_id, "content": outcome})
         if isinstance(event, ToolCallStarted) and not event.builtin:
             block = {"type": "mcp_tool_use", "id": event.call_id, "name": event.tool_name or event.name, "server_name": event.plugin_id or "", "input": _input(event.arguments)}
+            if event.parent_call_id is not None:
+                # A call a script made, as Anthropic's programmatic tool calling marks it.
+                block["caller"] = {"type": "code_execution_20250825", "tool_id": event.parent_call_id}
             return self._close_text() + self._whole_block(block)
         if isinstance(event, ToolCallFinished) and not event.builtin:
             result: JSON = {"type": "mcp_tool_result", "tool_use_id": event.call_id, "is_error": not event.ok, "content": [{"type": "text", "text": event.content}]}

@@ -3,4 +3,6 @@
 from runtime.api.feature import RouterFeature
 from runtime.frontdoors.messages.routes import error_response, router
 
-FEATURE = RouterFeature("messages", (router,), direct=(("/v1/messages", error_response),))
+FEATURE = RouterFeature(
+    "messages", (router,), direct=(("/v1/messages", error_response),), envelopes={"/v1/messages": error_response}
+)

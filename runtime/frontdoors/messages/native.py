@@ -18,10 +18,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from runtime.errors import guardrail_blocked
+from runtime.gateway import requested_model
 from runtime.guardrails import Finding, GuardrailBlocked, Guardrails, StreamRedactor
 from runtime.json_types import JSON
+from runtime.limits.usage import checked_usage
 from runtime.orchestration.events import ModelTurn
-from runtime.providers.anthropic_translate import openai_usage
+from runtime.providers.anthropic_translate import anthropic_usage, openai_usage
 from runtime.providers.router import ModelRouter
 from runtime.request import RequestContext, RunState
 from runtime.telemetry import current as telemetry
@@ -45,9 +47,12 @@ async def native_message(router: ModelRouter, ctx: RequestContext, body: JSON, s
     with telemetry().model_round(ctx.model, body, 1, False) as observed:
         message = await router.messages(ctx.model, body, state.route)
         usage = openai_usage(message.get("usage") or {})
-        state.answered(usage)
+        counted = state.answered(usage, prompt=body, output=message.get("content"))
+        if counted is not None and counted != usage:
+            # The upstream's figures could not be billed: the client sees the ones that were.
+            message["usage"] = {**(message.get("usage") or {}), **anthropic_usage(counted)}
         observed.finished(state.route, ModelTurn(1, message, message.get("stop_reason"), usage, message))
-    message["model"] = ctx.model.id
+    message["model"] = requested_model(ctx)
     guard = ctx.guardrails
     if guard is not None and guard.applies_to("output"):
         with _hits(state, "output") as findings:
@@ -75,7 +80,11 @@ async def native_stream(router: ModelRouter, ctx: RequestContext, body: JSON, st
                 message = event.get("message") or {}
                 usage.update(message.get("usage") or {})
                 answered.update(id=message.get("id"), model=message.get("model"))
-                event = {**event, "message": {**message, "model": ctx.model.id}}
+                message = {**message, "model": requested_model(ctx)}
+                reported = openai_usage(usage)
+                if (counted := checked_usage(reported, prompt=body, request_id=ctx.request_id)) != reported:
+                    message["usage"] = {**(message.get("usage") or {}), **anthropic_usage(counted)}
+                event = {**event, "message": message}
             elif kind == "content_block_delta":
                 delta = event.get("delta") or {}
                 state.unbilled_chars += len(delta.get("text") or delta.get("partial_json") or delta.get("thinking") or "")
@@ -94,7 +103,10 @@ async def native_stream(router: ModelRouter, ctx: RequestContext, body: JSON, st
             elif kind == "message_delta":
                 # Anthropic's counts here are cumulative totals: they replace, never add.
                 usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
-                state.add_usage(openai_usage(usage))
+                reported = openai_usage(usage)
+                counted_delta = state.add_usage(reported, prompt=body)
+                if counted_delta is not None and counted_delta != reported:
+                    event = {**event, "usage": {**(event.get("usage") or {}), **anthropic_usage(counted_delta)}}
                 answered["stop_reason"] = (event.get("delta") or {}).get("stop_reason") or answered.get("stop_reason")
             yield NativeEvent(event)
         state.answered()

@@ -21,6 +21,7 @@ from runtime.api.deps import GatewayDep, KeyDep, RequestIdDep
 from runtime.api.disconnect import run_until_disconnected
 from runtime.api.openapi import documented_body
 from runtime.errors import GatewayError, UpstreamError
+from runtime.frontdoors.carry import settle, unsupported_params_policy
 from runtime.frontdoors.chat.routes import parse_json_body
 from runtime.frontdoors.messages.encoder import PROGRESS, MessagesEncoder, Out
 from runtime.frontdoors.messages.native import NativeEvent, native_message, native_stream
@@ -30,9 +31,9 @@ from runtime.frontdoors.messages.translate import (
     chat_body,
     check_server_urls,
     parse_request,
-    refuse_native_only,
+    translated_ignored,
 )
-from runtime.gateway import Gateway
+from runtime.gateway import Gateway, requested_model
 from runtime.json_types import JSON
 from runtime.orchestration.events import Event
 from runtime.providers.anthropic_translate import anthropic_error_type, openai_messages
@@ -41,7 +42,7 @@ from runtime.request import DoorRules, KeepAlive, RequestContext, RunRequest, Ru
 # Anthropic-compatible: the organisation's guardrails_default apply, on the native path too.
 MESSAGES_DOOR = DoorRules("messages", guardrails_default=True)
 # Counting tokens spends nothing, so no budget; the key's scope, model allow-list and limits hold.
-COUNT_TOKENS_DOOR = DoorRules("messages", budget=False)
+COUNT_TOKENS_DOOR = DoorRules("messages", budget=False, billed=False)
 
 
 def anthropic_error(status: int, message: str) -> JSON:
@@ -49,7 +50,11 @@ def anthropic_error(status: int, message: str) -> JSON:
 
 
 def error_response(error: GatewayError) -> Response:
-    return Response(orjson.dumps(anthropic_error(error.status, error.message)), status_code=error.status, media_type="application/json", headers=error.headers)
+    message = error.message
+    if error.param and error.param not in message:
+        # Anthropic's envelope has no 'param': the message names the field, index included.
+        message = f"{error.param}: {message}"
+    return Response(orjson.dumps(anthropic_error(error.status, message)), status_code=error.status, media_type="application/json", headers=error.headers)
 
 
 class AnthropicErrorRoute(APIRoute):
@@ -107,7 +112,7 @@ def _native_encode(event: NativeEvent | KeepAlive) -> Out:
 
 
 async def _native(request: Request, gateway: Gateway, ctx: RequestContext, parsed: MessagesRequest) -> Response:
-    state = RunState(request_id=ctx.request_id, model=ctx.model.id)
+    state = RunState(request_id=ctx.request_id, model=ctx.model.id, organisation=ctx.organisation.id)
     headers = ctx.limits.headers()
     if parsed.stream:
         events = gateway.stream_events(ctx, state, native_stream(gateway.router, ctx, parsed.body, state))
@@ -134,14 +139,16 @@ async def create_message(request: Request, gateway: GatewayDep, key: KeyDep, req
         plugins=parsed.plugins,
         server_tools=parsed.server_tools,
         check=check,
+        body=body,
     )
-    anthropic = gateway.router.anthropic_native(ctx.model)
-    if anthropic and not await gateway.orchestrator.toolset(ctx):
+    speaks_messages = gateway.router.speaks_natively(ctx.model, "messages")
+    if speaks_messages and not await gateway.orchestrator.toolset(ctx):
         return await _native(request, gateway, ctx, parsed)
-    refuse_native_only(parsed)
-    run = RunRequest(chat_body(parsed, keep_top_k=anthropic), stream=parsed.stream)
-    encoder = MessagesEncoder(model_id=ctx.model.id)
-    headers = ctx.limits.headers()
+    ignored = translated_ignored(parsed, keep_top_k=speaks_messages)
+    policy = unsupported_params_policy(gateway.settings, ctx.organisation, ctx.model)
+    headers = {**ctx.limits.headers(), **settle(ignored, policy, request_id=ctx.request_id)}
+    run = RunRequest(chat_body(parsed, keep_top_k=speaks_messages), stream=parsed.stream)
+    encoder = MessagesEncoder(model_id=requested_model(ctx))
     if run.stream:
         events = gateway.stream(ctx, run)
         encode: Callable[[Event | KeepAlive], Out] = encoder.encode

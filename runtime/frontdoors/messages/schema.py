@@ -16,11 +16,11 @@ class _Closed(BaseModel):
 
 
 class ContentBlock(_Open):
-    type: Literal["text", "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking", "mcp_tool_use", "mcp_tool_result"]
+    type: Literal["text", "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking", "mcp_tool_use", "mcp_tool_result", "server_tool_use", "code_execution_tool_result"]
 
 
 class Message(_Closed):
-    role: Literal["user", "assistant"]
+    role: Literal["user", "assistant", "system"] = Field(description="system: a mid-conversation system message, kept in place.")
     content: str | list[ContentBlock]
 
 
@@ -55,8 +55,14 @@ class Metadata(_Closed):
     user_id: str | None = None
 
 
-class MessagesRequestBody(_Closed):
-    """Anthropic's Messages request, as plugway serves it for any configured model."""
+class MessagesRequestBody(_Open):
+    """Anthropic's Messages request, as plugway serves it for any configured model.
+
+    Fields a model's upstream cannot receive (``thinking``, ``context_management``,
+    ``output_config.effort``, server tools, unknown fields, for a model that is not
+    Anthropic's) are ignored and named in the ``x-plugway-ignored-params`` header,
+    or refused under ``unsupported_params: refuse``.
+    """
 
     model: str = Field(min_length=1)
     max_tokens: int = Field(ge=1, le=2**31 - 1)
@@ -71,7 +77,9 @@ class MessagesRequestBody(_Closed):
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
     mcp_servers: list[McpServer] | None = None
-    thinking: dict[str, Any] | None = Field(default=None, description="Anthropic models without server-side tools only.")
+    thinking: dict[str, Any] | None = Field(default=None, description="Anthropic models without server-side tools only; ignored elsewhere.")
+    context_management: dict[str, Any] | None = Field(default=None, description="Anthropic models without server-side tools only; ignored elsewhere.")
+    output_config: dict[str, Any] | None = Field(default=None, description="format is carried everywhere; effort reaches Anthropic models only.")
 
 
 class CountTokensRequest(_Open):

@@ -9,7 +9,13 @@ naming plugins) and decides between the two paths:
   server-side tools to run, gets the client's body as it is (thinking, cache
   control, citations and all), only ``model`` renamed;
 - **translated**: everything else runs through the orchestration loop in the
-  OpenAI shape and is answered in Anthropic's.
+  OpenAI shape and is answered in Anthropic's. What that shape cannot carry
+  (``thinking``, ``context_management``, ``output_config.effort``, server
+  tools, unknown fields, ...) is listed by :func:`translated_ignored`: dropped
+  and named, or refused under ``unsupported_params: refuse``.
+
+A ``role: "system"`` message inside ``messages`` (Anthropic's mid-conversation
+system beta) stays a system message in place on the translated path.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime.config import OrganisationConfig
-from runtime.errors import invalid_request, unsupported_parameter
+from runtime.errors import invalid_request
 from runtime.json_types import JSON
+from runtime.orchestration.code_mode import requested_mode
 from runtime.orchestration.naming import public_name
 from runtime.providers.anthropic_translate import openai_messages, openai_tool_choice, openai_tools
 from runtime.request import PluginRequest
@@ -29,12 +36,13 @@ KNOWN = frozenset(
     {
         "model", "max_tokens", "messages", "system", "stream", "temperature", "top_p", "top_k",
         "stop_sequences", "metadata", "tools", "tool_choice", "mcp_servers", "output_config",
+        "orchestration_mode",
     }
 )
-# Leaving these out cannot change the answer of a translated request (they pass on natively).
-DROPPED = frozenset({"service_tier", "cache_control", "inference_geo", "speed", "diagnostics", "user_profile_id", "workspace_id"})
-# Only an Anthropic model can honour these: refused when the request is translated.
-NATIVE_ONLY = frozenset({"thinking", "container", "context_management"})
+# Only an Anthropic model can honour these: ignored (and named) when the request is translated.
+NATIVE_ONLY = ("thinking", "container", "context_management")
+# output_config keys the translated path carries (format becomes response_format).
+CARRIED_OUTPUT_CONFIG = frozenset({"format"})
 MAX_TOKENS_LIMIT = 2**31 - 1
 
 
@@ -45,15 +53,13 @@ class MessagesRequest:
     body: JSON  # the client's body, without gateway-only fields (for the native path)
     plugins: list[PluginRequest] | None  # None: every plugin of the organisation
     server_tools: bool
-    native_only: list[str]  # fields present that only the native path can honour
+    native_only: list[str]  # fields present, by path, that only the native path can honour
+    mode: str | None = None  # plugway's orchestration_mode
 
 
 def parse_request(body: Any) -> MessagesRequest:
     if not isinstance(body, dict):
         raise invalid_request("The request body must be a JSON object.")
-    for name in body:
-        if name not in KNOWN and name not in NATIVE_ONLY and name not in DROPPED:
-            raise invalid_request(f"{name}: Extra inputs are not permitted", param=name)
     output_config = body.get("output_config")
     if output_config is not None and not isinstance(output_config, dict):
         raise invalid_request("output_config: must be an object", param="output_config")
@@ -82,8 +88,12 @@ def parse_request(body: Any) -> MessagesRequest:
     if metadata is not None and (not isinstance(metadata, dict) or not isinstance(metadata.get("user_id", ""), str | type(None))):
         raise invalid_request("metadata: must be an object with an optional string user_id", param="metadata")
     plugins = _mcp_servers(body.get("mcp_servers"))
-    client_tools = bool(body.get("tools"))
-    native_body = {k: v for k, v in body.items() if k not in ("mcp_servers", "stream")}
+    mode = requested_mode(body)
+    tools = body.get("tools")
+    if tools is not None and not isinstance(tools, list):
+        raise invalid_request("tools: must be an array", param="tools")
+    client_tools = any(not isinstance(t, dict) or t.get("type") in (None, "custom") for t in tools or ())
+    native_body = {k: v for k, v in body.items() if k not in ("mcp_servers", "stream", "orchestration_mode")}
     return MessagesRequest(
         model=model,
         stream=bool(stream),
@@ -91,9 +101,36 @@ def parse_request(body: Any) -> MessagesRequest:
         plugins=plugins,
         # As on chat completions: no tools at all means every plugin; MCP servers name some.
         server_tools=plugins is not None or not client_tools,
-        native_only=[name for name in NATIVE_ONLY if body.get(name) not in (None, {"type": "disabled"})]
-        + (["output_config.effort"] if (output_config or {}).get("effort") is not None else []),
+        native_only=_native_only(body),
+        mode=mode,
     )
+
+
+def _native_only(body: JSON) -> list[str]:
+    """What in the body only an Anthropic upstream can receive, by path, in the body's order."""
+    fields: list[str] = []
+    for name, value in body.items():
+        if name in ("mcp_servers", "orchestration_mode"):
+            continue
+        if name in NATIVE_ONLY:
+            if value not in (None, {"type": "disabled"}):
+                fields.append(name)
+        elif name == "output_config":
+            fields.extend(f"output_config.{key}" for key, v in (value or {}).items() if key not in CARRIED_OUTPUT_CONFIG and v is not None)
+        elif name == "tools":
+            # Server tools (web search, code execution, ...) run at Anthropic.
+            fields.extend(f"tools[{i}]" for i, tool in enumerate(value or ()) if isinstance(tool, dict) and tool.get("type") not in (None, "custom"))
+        elif name not in KNOWN:
+            fields.append(name)
+    return fields
+
+
+def translated_ignored(request: MessagesRequest, *, keep_top_k: bool) -> list[str]:
+    """The fields a translated request drops: the native-only ones, and top_k where the upstream has none."""
+    ignored = list(request.native_only)
+    if not keep_top_k and request.body.get("top_k") is not None:
+        ignored.append("top_k")
+    return ignored
 
 
 def _mcp_servers(servers: Any) -> list[PluginRequest] | None:
@@ -152,8 +189,9 @@ def chat_body(request: MessagesRequest, *, keep_top_k: bool) -> JSON:
     user = (body.get("metadata") or {}).get("user_id")
     if user:
         chat["user"] = user
-    if body.get("tools"):
-        chat["tools"] = openai_tools(body["tools"])
+    client_tools = [t for t in body.get("tools") or () if not isinstance(t, dict) or t.get("type") in (None, "custom")]
+    if client_tools:
+        chat["tools"] = openai_tools(client_tools)
     output_format = (body.get("output_config") or {}).get("format")
     if isinstance(output_format, dict) and output_format.get("type") == "json_schema":
         chat["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": output_format.get("schema") or {}, "strict": True}}
@@ -162,10 +200,7 @@ def chat_body(request: MessagesRequest, *, keep_top_k: bool) -> JSON:
         chat["tool_choice"] = choice
     if parallel is not None:
         chat["parallel_tool_calls"] = parallel
+    if request.mode is not None:
+        chat["orchestration_mode"] = request.mode
     return chat
 
-
-def refuse_native_only(request: MessagesRequest) -> None:
-    if request.native_only:
-        name = sorted(request.native_only)[0]
-        raise unsupported_parameter(name, f"'{name}' needs an Anthropic model called without server-side tools.")

@@ -50,7 +50,9 @@ def response_usage(usage: JSON) -> JSON:
 
 
 class ResponsesEncoder:
-    def __init__(self, *, model_id: str, echo: JSON, listed: set[str] | None = None) -> None:
+    def __init__(
+        self, *, model_id: str, echo: JSON, listed: set[str] | None = None, namespaced: dict[str, tuple[str, str]] | None = None
+    ) -> None:
         self.response: JSON = {
             "id": _id("resp"),
             "object": "response",
@@ -70,6 +72,8 @@ class ResponsesEncoder:
         self._message: JSON | None = None  # the message item being streamed
         self._message_index = 0
         self._mcp: dict[str, JSON] = {}  # call id -> mcp_call item
+        # A flattened namespace tool's name -> (namespace, name): its calls go back as the client named them.
+        self.namespaced = namespaced or {}
 
     @property
     def output(self) -> list[JSON]:
@@ -110,6 +114,10 @@ class ResponsesEncoder:
             return out + self._close_message()
         if isinstance(event, ToolsOffered):
             return self._list_tools(event)
+        if isinstance(event, ToolCallStarted) and event.script is not None:
+            return self._script_started(event)
+        if isinstance(event, ToolCallFinished) and event.script is not None:
+            return self._script_finished(event)
         if isinstance(event, ToolCallStarted):
             return [] if event.builtin else self._mcp_started(event)
         if isinstance(event, ToolCallFinished):
@@ -230,6 +238,31 @@ class ResponsesEncoder:
         kind = "response.mcp_call.completed" if event.ok else "response.mcp_call.failed"
         return [self._event(kind, item_id=item["id"], output_index=index), self._event("response.output_item.done", output_index=index, item=dict(item))]
 
+    def _script_started(self, event: ToolCallStarted) -> list[JSON]:
+        """Code mode's script run as a ``code_interpreter_call`` item; the calls it makes follow as ``mcp_call`` items."""
+        item: JSON = {"id": _id("ci"), "type": "code_interpreter_call", "code": event.script, "container_id": "plugway-monty", "outputs": None, "status": "interpreting"}
+        self._mcp[event.call_id] = item
+        index = self._add(item)
+        return [
+            self._event("response.output_item.added", output_index=index, item={**item, "code": "", "status": "in_progress"}),
+            self._event("response.code_interpreter_call.in_progress", item_id=item["id"], output_index=index),
+            self._event("response.code_interpreter_call_code.delta", item_id=item["id"], output_index=index, delta=event.script or ""),
+            self._event("response.code_interpreter_call_code.done", item_id=item["id"], output_index=index, code=event.script or ""),
+            self._event("response.code_interpreter_call.interpreting", item_id=item["id"], output_index=index),
+        ]
+
+    def _script_finished(self, event: ToolCallFinished) -> list[JSON]:
+        item = self._mcp.get(event.call_id)
+        if item is None:
+            return []
+        index = self.output.index(item)
+        item["outputs"] = [{"type": "logs", "logs": event.content}]
+        item["status"] = "completed" if event.ok else "failed"
+        return [
+            self._event("response.code_interpreter_call.completed", item_id=item["id"], output_index=index),
+            self._event("response.output_item.done", output_index=index, item=dict(item)),
+        ]
+
     def _approvals(self, event: ApprovalRequired) -> list[JSON]:
         out = self._close_message()
         self.pending_turn = event.assistant_message
@@ -255,6 +288,8 @@ class ResponsesEncoder:
                     "arguments": arguments,
                     "status": "completed",
                 }
+                if item["name"] in self.namespaced:
+                    item["namespace"], item["name"] = self.namespaced[item["name"]]
                 index = self._add(item)
                 out.append(self._event("response.output_item.added", output_index=index, item={**item, "arguments": "", "status": "in_progress"}))
                 out.append(self._event("response.function_call_arguments.delta", item_id=item["id"], output_index=index, delta=arguments))

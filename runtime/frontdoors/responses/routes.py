@@ -17,12 +17,13 @@ from runtime.api.deps import GatewayDep, KeyDep, RequestIdDep
 from runtime.api.disconnect import run_until_disconnected
 from runtime.api.openapi import documented_body
 from runtime.errors import GatewayError, UpstreamError
+from runtime.frontdoors.carry import settle, unsupported_params_policy
 from runtime.frontdoors.chat.routes import parse_json_body
 from runtime.frontdoors.responses import store
 from runtime.frontdoors.responses.encoder import ResponsesEncoder
 from runtime.frontdoors.responses.schema import CreateResponseRequest
 from runtime.frontdoors.responses.translate import check_server_urls, parse_request
-from runtime.gateway import Gateway
+from runtime.gateway import Gateway, requested_model
 from runtime.json_types import JSON
 from runtime.orchestration.events import Completed, Event, ToolProgress, ToolsOffered
 from runtime.request import DoorRules, KeepAlive, RequestContext, RunRequest
@@ -106,8 +107,20 @@ async def create_response(request: Request, gateway: GatewayDep, key: KeyDep, re
         if previous is None:
             raise not_found(parsed.previous_response_id, "previous_response_id")
 
+    ignored_headers: dict[str, str] = {}
+
     def check(ctx: RequestContext) -> None:
         check_server_urls(body.get("tools"), ctx.organisation)
+        ignored = list(parsed.ignored)
+        if parsed.reasoning_effort is not None:
+            if gateway.router.speaks_natively(ctx.model, "chat"):
+                parsed.body["reasoning_effort"] = parsed.reasoning_effort
+            else:
+                # A chat field: an upstream reached by translation (Anthropic's thinking, whose signed
+                # blocks the chat shape cannot carry back) does not get it.
+                ignored.append("reasoning.effort")
+        policy = unsupported_params_policy(gateway.settings, ctx.organisation, ctx.model)
+        ignored_headers.update(settle(ignored, policy, request_id=ctx.request_id))
 
     ctx = await gateway.admit(
         RESPONSES_DOOR,
@@ -117,16 +130,19 @@ async def create_response(request: Request, gateway: GatewayDep, key: KeyDep, re
         plugins=parsed.plugins,
         server_tools=parsed.server_tools,
         check=check,
+        body=body,
+        prompt_parts=(previous.state.get("messages") or [],) if previous else (),
     )
     history = list(previous.state.get("messages") or []) if previous else []
     resume = parsed.resume(previous.state.get("pending") if previous else None)
     run = RunRequest({**parsed.body, "messages": history + parsed.input_messages}, stream=parsed.stream, resume=resume)
     encoder = ResponsesEncoder(
-        model_id=ctx.model.id,
+        model_id=requested_model(ctx),
         echo=parsed.echo,
         listed=set(previous.state.get("listed") or ()) if previous else None,
+        namespaced=parsed.namespaced,
     )
-    headers = ctx.limits.headers()
+    headers = {**ctx.limits.headers(), **ignored_headers}
 
     if run.stream:
         events = gateway.stream(ctx, run)

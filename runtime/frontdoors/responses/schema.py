@@ -90,13 +90,38 @@ class TextConfig(_Open):
     format: TextFormat | None = None
 
 
-class CreateResponseRequest(_Closed):
-    """OpenAI's Responses API request, as plugway serves it."""
+class NamespaceTool(_Open):
+    """A group of function tools; offered to the model as ``<namespace>__<name>``, its calls answered with ``namespace``."""
+
+    type: Literal["namespace"]
+    name: str
+    description: str | None = None
+    tools: list[FunctionTool]
+
+
+class HostedTool(_Open):
+    """OpenAI's hosted tools (web_search, file_search, ...): ignored and named in x-plugway-ignored-params."""
+
+    type: str
+
+
+class Reasoning(_Open):
+    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = Field(default=None, description="Passed on as reasoning_effort.")
+    summary: str | None = Field(default=None, description="Ignored: a chat upstream returns no summary.")
+
+
+class CreateResponseRequest(_Open):
+    """OpenAI's Responses API request, as plugway serves it.
+
+    Fields a chat upstream cannot receive (``reasoning.summary``, ``include``,
+    ``client_metadata``, hosted tools, unknown fields) are ignored and named in the
+    ``x-plugway-ignored-params`` header, or refused under ``unsupported_params: refuse``.
+    """
 
     model: str = Field(min_length=1)
     input: str | list[Annotated[InputMessage | FunctionCallItem | FunctionCallOutputItem | McpApprovalResponseItem, Field(discriminator="type")]] | None = None
     instructions: str | None = None
-    tools: list[Annotated[FunctionTool | McpTool, Field(discriminator="type")]] | None = None
+    tools: list[FunctionTool | McpTool | NamespaceTool | HostedTool] | None = None
     tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     max_output_tokens: int | None = Field(default=None, ge=1, le=2**31 - 1)
@@ -109,3 +134,6 @@ class CreateResponseRequest(_Closed):
     stream: bool | None = None
     user: str | None = None
     safety_identifier: str | None = None
+    reasoning: Reasoning | None = None
+    include: list[str] | None = Field(default=None, description="Ignored: a chat upstream returns none of these.")
+    prompt_cache_key: str | None = None

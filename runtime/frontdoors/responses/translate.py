@@ -6,7 +6,8 @@ Shapes follow OpenAI's Responses API (the installed ``openai`` package's
 - ``instructions`` → a system message; ``input`` (a string, or items: messages
   with ``input_text`` / ``input_image`` / ``output_text`` parts,
   ``function_call``, ``function_call_output``, ``mcp_call``,
-  ``mcp_approval_response``) → chat messages;
+  ``mcp_approval_response``, and a code-mode script's ``code_interpreter_call``,
+  whose own ``mcp_call`` items follow it and are left out) → chat messages;
 - function tools → chat tools (their calls go back to the client as
   ``function_call`` items); MCP tool entries naming a configured plugin
   (``server_label`` = plugin id; ``server_url`` absent, ``plugway://plugins/<id>``
@@ -15,8 +16,18 @@ Shapes follow OpenAI's Responses API (the installed ``openai`` package's
 - ``max_output_tokens``, ``temperature``, ``top_p``, ``parallel_tool_calls``,
   ``tool_choice``, ``text.format``, ``user`` / ``safety_identifier``.
 
-Fields the gateway cannot honour are refused with ``400 unsupported_parameter``
-naming them; harmless ones (``service_tier``, ``prompt_cache_key``, ...) are dropped.
+- ``reasoning.effort`` → ``reasoning_effort`` (for chat upstreams that take it),
+  ``prompt_cache_key``, ``prompt_cache_retention``, ``service_tier`` and
+  ``text.verbosity`` pass on as chat completions has them;
+- a ``namespace`` tool (a group of function tools) → its function tools, named
+  ``<namespace>__<name>``; the model's calls go back as ``function_call`` items
+  with the ``name`` and ``namespace`` the client gave.
+
+What the chat shape cannot carry (``reasoning.summary``, ``include``,
+``client_metadata``, hosted tools such as ``web_search``, reasoning input items,
+unknown fields) is collected in ``ignored`` by path: the route drops it and
+names it, or refuses it under ``unsupported_params: refuse`` (see
+:mod:`runtime.frontdoors.carry`).
 """
 
 from __future__ import annotations
@@ -24,9 +35,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from runtime.config import OrganisationConfig
 from runtime.errors import invalid_request, unsupported_parameter
 from runtime.json_types import JSON
+from runtime.orchestration.code_mode import requested_mode
 from runtime.orchestration.naming import public_name
 from runtime.request import ApprovalPolicy, PluginRequest, Resume
 
@@ -35,10 +49,11 @@ HANDLED = frozenset(
         "model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls", "max_output_tokens",
         "temperature", "top_p", "text", "metadata", "store", "previous_response_id", "stream", "user",
         "safety_identifier", "truncation", "include", "background", "reasoning", "stream_options",
+        "orchestration_mode", "client_metadata",
     }
 )
-# Leaving these out cannot change the answer.
-DROPPED = frozenset({"service_tier", "prompt_cache_key", "prompt_cache_retention", "prompt_cache_options"})
+# Chat completions has these too: they pass on unchanged.
+PASSED_ON = ("service_tier", "prompt_cache_key", "prompt_cache_retention")
 MAX_OUTPUT_TOKENS = 2**31 - 1
 PLUGIN_URL_PREFIX = "plugway://plugins/"
 
@@ -58,6 +73,10 @@ class ResponsesRequest:
     previous_response_id: str | None = None
     metadata: JSON | None = None
     echo: JSON = field(default_factory=dict)  # request fields the Response object repeats
+    ignored: list[str] = field(default_factory=list)  # fields the chat shape cannot carry, by path
+    reasoning_effort: str | None = None  # reasoning.effort, for upstreams that take reasoning_effort
+    # A flattened namespace tool's name -> (namespace, the tool's own name), for its calls' items.
+    namespaced: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def resume(self, pending: JSON | None) -> Resume | None:
         """The approvals this request answers, against the previous response's pending calls."""
@@ -90,9 +109,9 @@ def _number(body: JSON, name: str, low: float, high: float) -> float | None:
 def parse_request(body: Any) -> ResponsesRequest:
     if not isinstance(body, dict):
         raise invalid_request("The request body must be a JSON object.")
-    for name in body:
-        if name not in HANDLED and name not in DROPPED:
-            raise unsupported_parameter(name, f"'{name}' is not supported by this gateway's Responses API.")
+    ignored = [name for name in body if name not in HANDLED and name not in PASSED_ON]
+    if body.get("client_metadata") is not None:
+        ignored.append("client_metadata")
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise invalid_request("'model' is required and must be a non-empty string.", param="model")
@@ -104,13 +123,15 @@ def parse_request(body: Any) -> ResponsesRequest:
         raise invalid_request("'store' must be a boolean.", param="store")
     if body.get("background"):
         raise unsupported_parameter("background", "Background responses are not supported; use stream: true.")
-    if body.get("reasoning") not in (None, {}):
-        raise unsupported_parameter("reasoning", "'reasoning' options are not supported by this gateway.")
+    reasoning_effort = _reasoning(body.get("reasoning"), ignored)
     if body.get("truncation") not in (None, "disabled"):
-        raise unsupported_parameter("truncation", "Only truncation 'disabled' is supported.")
+        ignored.append("truncation")
     include = body.get("include")
-    if include not in (None, []):
-        raise unsupported_parameter("include", "'include' is not supported by this gateway.")
+    if include is not None:
+        if not isinstance(include, list) or not all(isinstance(entry, str) for entry in include):
+            raise invalid_request("'include' must be an array of strings.", param="include")
+        # Reasoning items, logprobs, sources of hosted tools: none of them come back from a chat upstream.
+        ignored.extend(f"include[{i}]" for i in range(len(include)))
     if body.get("stream_options") is not None and not stream:
         raise invalid_request("'stream_options' is only allowed when 'stream' is true.", param="stream_options")
     metadata = body.get("metadata")
@@ -121,6 +142,9 @@ def parse_request(body: Any) -> ResponsesRequest:
     previous = _string(body, "previous_response_id")
 
     chat: JSON = {"model": model}
+    mode = requested_mode(body)
+    if mode is not None:
+        chat["orchestration_mode"] = mode
     max_tokens = body.get("max_output_tokens")
     if max_tokens is not None:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= MAX_OUTPUT_TOKENS:
@@ -138,14 +162,21 @@ def parse_request(body: Any) -> ResponsesRequest:
     user = _string(body, "safety_identifier") or _string(body, "user")
     if user:
         chat["user"] = user
+    for name in PASSED_ON:
+        if body.get(name) is not None:
+            chat[name] = body[name]
     response_format = _text_format(body.get("text"))
     if response_format is not None:
         chat["response_format"] = response_format
+    verbosity = (body.get("text") or {}).get("verbosity")
+    if verbosity is not None:
+        chat["verbosity"] = verbosity
 
-    function_tools, plugins, mcp_entries = _tools(body.get("tools"))
+    namespaced: dict[str, tuple[str, str]] = {}
+    function_tools, plugins, mcp_entries = _tools(body.get("tools"), ignored, namespaced)
     if function_tools:
         chat["tools"] = function_tools
-    tool_choice = _tool_choice(body.get("tool_choice"))
+    tool_choice = _tool_choice(body.get("tool_choice"), ignored)
     if tool_choice is not None:
         chat["tool_choice"] = tool_choice
 
@@ -153,7 +184,7 @@ def parse_request(body: Any) -> ResponsesRequest:
     instructions = _string(body, "instructions")
     if instructions:
         messages.append({"role": "system", "content": instructions})
-    input_messages, approvals = _input(body.get("input"))
+    input_messages, approvals = _input(body.get("input"), ignored)
     messages.extend(input_messages)
     if not messages and not approvals and previous is None:
         raise invalid_request("'input' is required.", param="input")
@@ -185,7 +216,27 @@ def parse_request(body: Any) -> ResponsesRequest:
         previous_response_id=previous,
         metadata=metadata,
         echo=echo,
+        ignored=ignored,
+        reasoning_effort=reasoning_effort,
+        namespaced=namespaced,
     )
+
+
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
+
+
+def _reasoning(reasoning: Any, ignored: list[str]) -> str | None:
+    """``reasoning.effort`` (which maps onto chat's ``reasoning_effort``); the rest is ignored."""
+    if reasoning is None:
+        return None
+    if not isinstance(reasoning, dict):
+        raise invalid_request("'reasoning' must be an object.", param="reasoning")
+    effort = reasoning.get("effort")
+    if effort is not None and effort not in REASONING_EFFORTS:
+        raise invalid_request(f"'reasoning.effort' must be one of {', '.join(REASONING_EFFORTS)}.", param="reasoning.effort")
+    # A summary of the reasoning, or its encrypted state, never comes back through chat completions.
+    ignored.extend(f"reasoning.{key}" for key, value in reasoning.items() if key != "effort" and value is not None)
+    return effort  # type: ignore[no-any-return]
 
 
 def _text_format(text: Any) -> JSON | None:
@@ -220,9 +271,17 @@ def _approval(value: Any, param: str) -> ApprovalPolicy:
     if value == "never":
         return ApprovalPolicy(default=False)
     if isinstance(value, dict):
+        unknown = sorted(set(value) - {"always", "never"})
+        if unknown:
+            raise invalid_request(f"'require_approval' takes 'always' and 'never', not '{unknown[0][:64]}'.", param=param)
+
         def names(key: str) -> frozenset[str]:
-            entry = value.get(key) or {}
-            listed = entry.get("tool_names") if isinstance(entry, dict) else None
+            entry = value.get(key)
+            if entry is None:
+                return frozenset()
+            if not isinstance(entry, dict):
+                raise invalid_request(f"'require_approval.{key}' must be an object such as {{\"tool_names\": [...]}}.", param=param)
+            listed = entry.get("tool_names")
             if listed is not None and not (isinstance(listed, list) and all(isinstance(n, str) for n in listed)):
                 raise invalid_request(f"'require_approval.{key}.tool_names' must be an array of strings.", param=param)
             return frozenset(listed or ())
@@ -233,7 +292,16 @@ def _approval(value: Any, param: str) -> ApprovalPolicy:
     raise invalid_request("'require_approval' must be 'always', 'never' or an object.", param=param)
 
 
-def _tools(tools: Any) -> tuple[list[JSON], list[PluginRequest], bool]:
+def _function_tool(tool: JSON, param: str, name: str) -> JSON:
+    function: JSON = {"name": name, "parameters": tool.get("parameters") or {"type": "object", "properties": {}}}
+    if tool.get("description"):
+        function["description"] = tool["description"]
+    if tool.get("strict") is not None:
+        function["strict"] = tool["strict"]
+    return {"type": "function", "function": function}
+
+
+def _tools(tools: Any, ignored: list[str], namespaced: dict[str, tuple[str, str]]) -> tuple[list[JSON], list[PluginRequest], bool]:
     if tools is None:
         return [], [], False
     if not isinstance(tools, list):
@@ -248,12 +316,25 @@ def _tools(tools: Any) -> tuple[list[JSON], list[PluginRequest], bool]:
             name = tool.get("name")
             if not isinstance(name, str) or not name:
                 raise invalid_request("A function tool needs a 'name'.", param=f"{param}.name")
-            function: JSON = {"name": name, "parameters": tool.get("parameters") or {"type": "object", "properties": {}}}
-            if tool.get("description"):
-                function["description"] = tool["description"]
-            if tool.get("strict") is not None:
-                function["strict"] = tool["strict"]
-            functions.append({"type": "function", "function": function})
+            functions.append(_function_tool(tool, param, name))
+        elif kind == "namespace":
+            namespace, members = tool.get("name"), tool.get("tools")
+            if not isinstance(namespace, str) or not namespace:
+                raise invalid_request("A namespace tool needs a 'name'.", param=f"{param}.name")
+            if not isinstance(members, list):
+                raise invalid_request("A namespace tool needs 'tools' (an array).", param=f"{param}.tools")
+            for j, member in enumerate(members):
+                member_param = f"{param}.tools[{j}]"
+                if not isinstance(member, dict) or member.get("type", "function") != "function":
+                    ignored.append(member_param)
+                    continue
+                name = member.get("name")
+                if not isinstance(name, str) or not name:
+                    raise invalid_request("A function tool needs a 'name'.", param=f"{member_param}.name")
+                # Chat tools have no namespaces: the group becomes its functions, the names qualified.
+                flat = public_name(namespace, name)
+                namespaced[flat] = (namespace, name)
+                functions.append(_function_tool(member, member_param, flat))
         elif kind == "mcp":
             mcp = True
             label = tool.get("server_label")
@@ -274,8 +355,11 @@ def _tools(tools: Any) -> tuple[list[JSON], list[PluginRequest], bool]:
                     approval=_approval(tool.get("require_approval"), f"{param}.require_approval"),
                 )
             )
+        elif isinstance(kind, str):
+            # Hosted tools (web_search, file_search, code_interpreter, ...) run at OpenAI, not behind a chat upstream.
+            ignored.append(param)
         else:
-            raise unsupported_parameter(param, f"Tool type {kind!r} is not supported; use 'function' tools or 'mcp' tools naming a plugin.")
+            raise invalid_request("Each tool needs a 'type'.", param=f"{param}.type")
     return functions, plugins, mcp
 
 
@@ -294,21 +378,26 @@ def check_server_urls(tools: Any, organisation: OrganisationConfig) -> None:
             )
 
 
-def _tool_choice(choice: Any) -> Any:
+def _tool_choice(choice: Any, ignored: list[str]) -> Any:
     if choice is None or choice in ("none", "auto", "required"):
         return choice
     if isinstance(choice, dict):
         kind = choice.get("type")
         if kind == "function" and isinstance(choice.get("name"), str):
-            return {"type": "function", "function": {"name": choice["name"]}}
+            name = choice["name"] if not isinstance(choice.get("namespace"), str) else public_name(choice["namespace"], choice["name"])
+            return {"type": "function", "function": {"name": name}}
         if kind == "mcp" and isinstance(choice.get("server_label"), str):
             if isinstance(choice.get("name"), str):
                 return {"type": "function", "function": {"name": public_name(choice["server_label"], choice["name"])}}
             return "required"
+        if isinstance(kind, str) and kind not in ("function", "mcp"):
+            # A hosted tool, or allowed_tools: nothing a chat upstream can be told.
+            ignored.append("tool_choice")
+            return None
     raise invalid_request("'tool_choice' must be 'none', 'auto', 'required', a function or an MCP tool.", param="tool_choice")
 
 
-def _content(content: Any, role: str, param: str) -> str | list[JSON]:
+def _content(content: Any, role: str, param: str, ignored: list[str]) -> str | list[JSON]:
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
@@ -337,14 +426,16 @@ def _content(content: Any, role: str, param: str) -> str | list[JSON]:
             if not isinstance(data, str):
                 raise unsupported_parameter(part_param, "Files must be given inline as 'file_data'.")
             parts.append({"type": "file", "file": {"file_data": data, "filename": part.get("filename") or "file"}})
+        elif isinstance(kind, str):
+            ignored.append(part_param)
         else:
-            raise unsupported_parameter(part_param, f"Content part type {kind!r} is not supported.")
+            raise invalid_request("Each content part needs a 'type'.", param=f"{part_param}.type")
     if role == "assistant":
         return "".join(p["text"] for p in parts if p["type"] == "text")
     return parts
 
 
-def _input(value: Any) -> tuple[list[JSON], dict[str, bool]]:
+def _input(value: Any, ignored: list[str]) -> tuple[list[JSON], dict[str, bool]]:
     """Chat messages for the input items, and the approval decisions among them."""
     if value is None:
         return [], {}
@@ -362,19 +453,34 @@ def _input(value: Any) -> tuple[list[JSON], dict[str, bool]]:
             pending_calls.clear()
 
     outputs: list[JSON] = []
+    in_script = False  # the mcp_call items right after a code_interpreter_call are the script's
     for i, item in enumerate(value):
         param = f"input[{i}]"
         if not isinstance(item, dict):
             raise invalid_request("Each input item must be an object.", param=param)
         kind = item.get("type", "message")
-        if kind == "message":
+        if kind == "mcp_call" and in_script:
+            continue
+        in_script = kind == "code_interpreter_call"
+        if kind == "code_interpreter_call":
+            code, call_id = item.get("code"), item.get("id")
+            if not (isinstance(code, str) and isinstance(call_id, str)):
+                raise invalid_request("A code_interpreter_call needs 'id' and 'code'.", param=param)
+            if outputs:
+                flush_calls()
+                messages.extend(outputs)
+                outputs.clear()
+            pending_calls.append({"id": call_id, "type": "function", "function": {"name": public_name("plugway", "run_script"), "arguments": orjson.dumps({"code": code}).decode()}})
+            logs = [str(o.get("logs") or "") for o in item.get("outputs") or () if isinstance(o, dict) and o.get("type") == "logs"]
+            outputs.append({"role": "tool", "tool_call_id": call_id, "content": "".join(logs)})
+        elif kind == "message":
             role = item.get("role")
             if role not in ("user", "assistant", "system", "developer"):
                 raise invalid_request("A message's 'role' must be user, assistant, system or developer.", param=f"{param}.role")
             flush_calls()
             messages.extend(outputs)
             outputs.clear()
-            messages.append({"role": role, "content": _content(item.get("content"), role, f"{param}.content")})
+            messages.append({"role": role, "content": _content(item.get("content"), role, f"{param}.content", ignored)})
         elif kind == "function_call":
             call_id, name, arguments = item.get("call_id"), item.get("name"), item.get("arguments", "")
             if not (isinstance(call_id, str) and isinstance(name, str) and isinstance(arguments, str)):
@@ -383,6 +489,8 @@ def _input(value: Any) -> tuple[list[JSON], dict[str, bool]]:
                 flush_calls()
                 messages.extend(outputs)
                 outputs.clear()
+            if isinstance(item.get("namespace"), str):
+                name = public_name(item["namespace"], name)
             pending_calls.append({"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}})
         elif kind == "mcp_call":
             label, name, arguments = item.get("server_label"), item.get("name"), item.get("arguments", "")
@@ -411,10 +519,14 @@ def _input(value: Any) -> tuple[list[JSON], dict[str, bool]]:
             if not isinstance(request_id, str) or not isinstance(approve, bool):
                 raise invalid_request("An mcp_approval_response needs 'approval_request_id' and 'approve'.", param=param)
             approvals[request_id] = approve
-        elif kind in ("mcp_list_tools", "mcp_approval_request", "reasoning"):
+        elif kind in ("mcp_list_tools", "mcp_approval_request"):
             continue  # context the model does not need again
+        elif isinstance(kind, str):
+            # Reasoning items (their encrypted state), hosted tools' calls, item references: a chat
+            # upstream cannot take them back.
+            ignored.append(param)
         else:
-            raise unsupported_parameter(f"{param}.type", f"Input item type {kind!r} is not supported.")
+            raise invalid_request("Each input item needs a 'type'.", param=f"{param}.type")
     flush_calls()
     messages.extend(outputs)
     return messages, approvals

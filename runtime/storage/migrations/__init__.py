@@ -41,6 +41,7 @@ FEATURE_TABLES = (
     "runtime.endpoints.sessions",
     "runtime.endpoints.store",
     "runtime.guardrails.records",
+    "runtime.requestlog.models",
 )
 
 

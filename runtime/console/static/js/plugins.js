@@ -37,7 +37,8 @@ async function loadHealth() {
   for (const [name, check] of Object.entries(health.checks)) {
     if (name === "mcp") {
       for (const [plugin, entry] of Object.entries(check)) {
-        items.push(h("li", { title: entry.error || "" }, h("span", { class: `dot ${entry.healthy ? "good" : "bad"}` }), `MCP ${plugin}: ${entry.state}`));
+        const why = entry.healthy ? "" : `: ${entry.error || "failing"}`;
+        items.push(h("li", { title: entry.error || "" }, h("span", { class: `dot ${entry.healthy ? "good" : "bad"}` }), `MCP ${plugin}: ${entry.state}${why}`));
       }
     } else if (name === "plugin_failures") {
       for (const [plugin, error] of Object.entries(check)) items.push(h("li", { title: error }, h("span", { class: "dot bad" }), `plugin ${plugin} failed to load`));
@@ -46,6 +47,12 @@ async function loadHealth() {
     }
   }
   byId("health-checks").replaceChildren(...items);
+}
+
+// An MCP server that failed and came back still tells why it failed, and when.
+function lastFailure(health) {
+  if (!health?.last_error || health.last_error === health.error) return null;
+  return h("p", { class: "last-failure muted" }, `Last failure ${format.when(health.last_error_at)}: ${health.last_error}`);
 }
 
 function toolItem(plugin, tool) {
@@ -72,6 +79,7 @@ function pluginCard(plugin, showOrganisation) {
       healthBadge(plugin.health),
     ),
     plugin.health?.error ? h("p", { class: "plugin-error" }, plugin.health.error) : null,
+    lastFailure(plugin.health),
     plugin.tools.length
       ? h("ul", { class: "tools" }, plugin.tools.map((tool) => toolItem(plugin, tool)))
       : h("p", { class: "muted" }, plugin.health?.healthy ? "This plugin offers no tools." : "No tools while it is unavailable."),

@@ -1,0 +1,90 @@
+"""PostgreSQL unreachable for a while: requests that need it get 503 with Retry-After in their
+route's envelope (never a 500), a stream already running still ends properly, and its usage
+is written once the database is back.
+
+The gateway reaches the real PostgreSQL through a loopback TCP proxy the test stops and restarts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.billing.conftest import Servers
+from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.fakes.tcp_proxy import TcpProxy
+
+BODY = {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.fixture
+def proxy(postgres_url: str) -> Iterator[TcpProxy]:
+    url = make_url(postgres_url)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432).start()
+    yield proxy
+    proxy.close()
+
+
+def _through(postgres_url: str, proxy: TcpProxy) -> str:
+    return make_url(postgres_url).set(port=proxy.port).render_as_string(hide_password=False)
+
+
+def _chat(base_url: str, key: str, **body: object) -> httpx.Response:
+    return httpx.post(f"{base_url}/chat/completions", json={**BODY, **body}, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+def test_requests_get_503_while_the_database_is_unreachable_and_a_running_stream_still_ends(
+    servers: Servers, upstream: FakeOpenAI, postgres_url: str, proxy: TcpProxy, tmp_path: Path
+) -> None:
+    server = servers.start(database_url=_through(postgres_url, proxy))
+    known = server.mint("bare")
+    unseen = server.mint("bare")  # never used before the outage: its lookup needs the database
+    upstream.responder = lambda body: Reply(text="one two three four five six", prompt_tokens=3, completion_tokens=6, chunk_delay_s=0.1)
+    assert _chat(server.base_url, known).status_code == 200
+
+    with httpx.Client(timeout=30) as client, client.stream(
+        "POST", f"{server.base_url}/chat/completions", json={**BODY, "stream": True}, headers={"Authorization": f"Bearer {known}"}
+    ) as stream:
+        assert stream.status_code == 200
+        lines = stream.iter_lines()
+        first = next(line for line in lines if line.startswith("data: "))
+        assert first != "data: [DONE]"
+        proxy.stop()
+        rest = [line for line in lines if line.startswith("data: ")]
+    assert rest and rest[-1] == "data: [DONE]"
+
+    refused = _chat(server.base_url, unseen)
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"]["code"] == "database_unavailable"
+    assert int(refused.headers["Retry-After"]) >= 1
+    messages = httpx.post(
+        f"{server.url}/v1/messages",
+        json={"model": "gpt-test", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]},
+        headers={"x-api-key": unseen, "anthropic-version": "2023-06-01"},
+        timeout=30,
+    )
+    assert messages.status_code == 503
+    assert messages.json()["type"] == "error" and messages.json()["error"]["type"] == "api_error"
+    assert "Retry-After" in messages.headers
+    report = httpx.get(f"{server.base_url}/usage", headers={"Authorization": f"Bearer {known}"}, timeout=30)
+    assert report.status_code == 503 and report.json()["error"]["code"] == "database_unavailable"
+
+    proxy.start()
+    deadline = time.monotonic() + 30
+    while (again := _chat(server.base_url, unseen)).status_code != 200:
+        assert again.status_code == 503 and time.monotonic() < deadline, again.text
+        time.sleep(0.1)
+    # The stream's usage row was kept while the database was away and is written now.
+    deadline = time.monotonic() + 30
+    while True:
+        server.flush_usage()
+        usage = httpx.get(f"{server.base_url}/usage", headers={"Authorization": f"Bearer {known}"}, timeout=30).json()
+        if usage.get("total_requests") == 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert usage["total_requests"] == 3  # the first request, the stream, and the one after the outage

@@ -1,0 +1,39 @@
+"""A gateway with the shop plugin next to the test plugins, on the fake OpenAI upstream."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from runtime.plugin_host.manager import PluginHost, load_plugins
+from tests.codemode import shop_plugin
+from tests.fakes.openai_server import FakeOpenAI
+from tests.fixtures import catalogue_plugin, testkit_plugin
+from tests.support import GatewayServer, make_settings
+
+SHOP_PLUGINS: list[dict[str, Any]] = [{"id": "shop"}, {"id": "calculator"}, {"id": "testkit", "config": {"flavour": "vanilla"}}]
+
+
+@functools.cache
+def shop_plugins() -> PluginHost:
+    return load_plugins(extra={"testkit": testkit_plugin, "catalogue": catalogue_plugin, "shop": shop_plugin})
+
+
+@pytest.fixture
+def shop_gateway(tmp_path: Path, upstream: FakeOpenAI, request: pytest.FixtureRequest) -> Iterator[GatewayServer]:
+    """Tuned with @pytest.mark.gateway(...) like the ``gateway`` fixture; plugins default to the shop's."""
+    marker = request.node.get_closest_marker("gateway")
+    options = {"plugins": SHOP_PLUGINS, **(dict(marker.kwargs) if marker else {})}
+    server = GatewayServer(make_settings(tmp_path, upstream.base_url, **options), plugins=shop_plugins()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def shop(shop_gateway: GatewayServer) -> openai.OpenAI:
+    return openai.OpenAI(base_url=shop_gateway.base_url, api_key=shop_gateway.mint(), max_retries=0, timeout=30)
