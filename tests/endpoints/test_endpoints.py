@@ -198,7 +198,7 @@ def test_a_session_is_resumed_with_its_tool_rounds(server: GatewayServer, upstre
     assert [m["role"] for m in history] == ["system", "user", "assistant", "tool", "assistant", "user"]
     assert history[3]["content"] and orjson.loads(history[3]["content"])["result"] == 42
     # An endpoint without sessions refuses any session id; another organisation's or endpoint's
-    # sessions reading as unknown is test_endpoint_gaps.py::test_a_session_id_opens_only_its_organisations_endpoint.
+    # sessions reading as unknown is test_a_session_id_opens_only_its_organisations_endpoint below.
     other = server.mint("broke")
     assert error(call(server, other, "broke/plain", {"message": "x", "session_id": session})) == (422, "sessions_disabled")
 
