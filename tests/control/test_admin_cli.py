@@ -5,7 +5,6 @@ from __future__ import annotations
 import shlex
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -14,6 +13,7 @@ from runtime.storage.db import open_database
 from runtime.storage.keys import AdminKeyCache, KeyCache
 from tests.cli.runner import PLUGWAY, plugway, plugway_env, write_config
 from tests.fakes.openai_server import free_port
+from tests.support import wait_until
 
 CONFIG = """
 database_url: sqlite:///{db}
@@ -53,15 +53,6 @@ def test_admin_and_scoped_keys(tmp_path: Path) -> None:
     admin_id = admins.stdout.split()[0]
     assert plugway("admin", "keys", "revoke", admin_id, "--config", config, cwd=tmp_path).returncode == 0
     assert plugway("admin", "keys", "revoke", admin_id, "--config", config, cwd=tmp_path).returncode == 1
-
-
-def eventually(predicate: Callable[[], bool], what: str, *, within_s: float = 20) -> None:
-    """Poll until ``predicate`` holds; the bound only stops a broken build from hanging."""
-    deadline = time.monotonic() + within_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        time.sleep(0.05)
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -104,7 +95,7 @@ def test_serve_with_a_config_prints_the_console_and_a_cli_revoked_admin_key_is_r
         # ...until `plugway admin keys revoke` withdraws it.
         listed = plugway("admin", "keys", "list", "--config", str(config), cwd=tmp_path)
         assert plugway("admin", "keys", "revoke", listed.stdout.split()[0], "--config", str(config), cwd=tmp_path).returncode == 0
-        eventually(lambda: httpx.get(organisations, headers=bearer(admin_key), timeout=10).status_code != 200, "the revoked admin key is refused")
+        wait_until(lambda: httpx.get(organisations, headers=bearer(admin_key), timeout=10).status_code != 200, "the revoked admin key is refused")
         refused = httpx.get(organisations, headers=bearer(admin_key), timeout=10)
         assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
     finally:

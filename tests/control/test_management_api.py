@@ -8,8 +8,7 @@ import io
 import pkgutil
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import runtime.control.routes as control_routes
 from tests.control.conftest import ORGS, Admin
 from tests.fakes.graph_api import FakeGraphAPI
 from tests.fakes.openai_server import FakeOpenAI, Reply, free_port
-from tests.support import GatewayServer, make_settings
+from tests.support import GatewayServer, make_settings, wait_until
 from workers.whatsapp.payloads import SIGNATURE_HEADER, change, delivery, encode, sign, text_message
 
 # -- who may use it --------------------------------------------------------------------------------
@@ -302,15 +301,6 @@ def test_usage_filters_give_one_keys_daily_series_and_one_models_keys(server: Ga
 HI = [{"role": "user", "content": "hi"}]
 
 
-def eventually(predicate: Callable[[], bool], what: str, *, within_s: float = 20) -> None:
-    """Poll until ``predicate`` holds; the bound only stops a broken build from hanging."""
-    deadline = time.monotonic() + within_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        time.sleep(0.05)
-
-
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
@@ -368,10 +358,10 @@ def test_key_changes_reach_another_gateway_within_the_cache_ttl(tmp_path: Path, 
 
         assert status() == 200  # the other gateway has the key cached now
         assert admin.patch(f"/keys/{made['id']}", json={"rpm": 1}).status_code == 200
-        eventually(lambda: status() == 429, "the other gateway applies the new rpm")
+        wait_until(lambda: status() == 429, "the other gateway applies the new rpm")
         revoked = admin.delete(f"/keys/{made['id']}").json()
         assert revoked["takes_effect_within_s"] == 1
-        eventually(lambda: status() == 401, "the other gateway refuses the revoked key")
+        wait_until(lambda: status() == 401, "the other gateway refuses the revoked key")
     finally:
         admin.client.close()
         elsewhere.stop()
@@ -425,11 +415,11 @@ def test_whatsapp_conversations_and_a_requeued_dead_letter_answered_once(whatsap
     try:
         upstream.enqueue(Reply(tool_calls=[("calculator__evaluate", {"expression": "6*7"})]), Reply(text="It is 42."))
         receive("What is 6 * 7?")
-        eventually(lambda: statuses() == ["answered"], "the first message is answered")
+        wait_until(lambda: statuses() == ["answered"], "the first message is answered")
         graph.fail_next(131026)  # undeliverable: not retried, a dead letter
         upstream.enqueue(Reply(text="Your order ships today."))
         receive("Where is my order?")
-        eventually(lambda: statuses() == ["answered", "failed"], "the second message is a dead letter")
+        wait_until(lambda: statuses() == ["answered", "failed"], "the second message is a dead letter")
 
         (listed,) = admin.get("/whatsapp/conversations").json()["data"]
         assert (listed["conversation"], listed["app"], listed["sender"], listed["messages"]) == (conversation, "shop-support", SENDER, 2)
@@ -447,7 +437,7 @@ def test_whatsapp_conversations_and_a_requeued_dead_letter_answered_once(whatsap
         for thread in requeues:
             thread.join()
         assert sorted(results) == [200, 409, 409, 409]
-        eventually(lambda: statuses() == ["answered", "answered"], "the requeued message is answered")
+        wait_until(lambda: statuses() == ["answered", "answered"], "the requeued message is answered")
         # One send for it, of the reply saved before the failure: the model was not asked again.
         assert graph.texts_to(SENDER) == ["It is 42.", "Your order ships today."]
         assert len(upstream.requests) == 3

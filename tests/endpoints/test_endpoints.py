@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import textwrap
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from runtime.config import ConfigError, load_settings
 from runtime.endpoints.sessions import purge_expired
 from runtime.storage.models import UsageRecord
 from tests.fakes.openai_server import FakeOpenAI, Reply
-from tests.support import GatewayServer, make_settings
+from tests.support import GatewayServer, make_settings, wait_until
 
 ANSWER_SCHEMA = {
     "type": "object",
@@ -314,13 +313,6 @@ def test_two_gateways_racing_on_one_session_take_turns(two_gateways: list[Gatewa
     assert (results["one"].json()["content"], results["two"].json()["content"]) == ("slow answer", "second answer")
     later = upstream.requests[2]["messages"]
     assert [m["content"] for m in later if m["role"] != "system"] == ["start", "first", "one", "slow answer", "two"]
-
-
-def wait_until(condition: Callable[[], bool], within_s: float = 20.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 # -- whose session an id opens, expiry and purging, history bounds, a streamed schema, settings errors ---

@@ -3,7 +3,6 @@ OpenAI-compatible routes (400 guardrail_block), Responses, Messages and endpoint
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from runtime.config import Settings, settings_from_dict
 from tests.fakes.graph_api import FakeGraphAPI
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.services import fresh_database
-from tests.support import UPSTREAM_KEY, GatewayServer, make_settings
+from tests.support import UPSTREAM_KEY, GatewayServer, make_settings, wait_until
 from tests.whatsapp.conftest import (  # noqa: F401 (fixtures)
     SUPPORT_NUMBER,
     Served,
@@ -65,23 +64,30 @@ def sdk(server: GatewayServer, org: str) -> openai.OpenAI:
 def organisation_hits(server: GatewayServer, org: str, expected: int) -> set[tuple[str, str, str]]:
     """(stage, category, action) of the organisation's recorded hits, once ``expected`` rows are in."""
     table = SQLModel.metadata.tables["guardrail_events"]
-    deadline = time.monotonic() + 10
-    while True:  # recorded off the event loop, just after the answer
+
+    def enough() -> list[Any] | None:
         with server.gateway.engine.connect() as connection:
             rows = list(connection.execute(select(table).where(table.c.organisation_id == org)).mappings())
-        if len(rows) >= expected or time.monotonic() > deadline:
-            assert all(EMAIL not in str(dict(row)) for row in rows)
-            return {(row["stage"], row["category"], row["action"]) for row in rows}
-        time.sleep(0.02)
+        return rows if len(rows) >= expected else None
+
+    recorded = wait_until(enough, f"{expected} hits of {org}", within_s=10)  # recorded off the event loop, just after the answer
+    assert all(EMAIL not in str(dict(row)) for row in recorded)
+    return {(row["stage"], row["category"], row["action"]) for row in recorded}
 
 
-def hits(server: GatewayServer) -> list[dict[str, Any]]:
+def hits(server: GatewayServer, *, at_least: int = 1, stage: str | None = None) -> list[dict[str, Any]]:
+    """Every recorded hit, once ``at_least`` of them (of ``stage``, if given) are in.
+
+    Hits are recorded off the event loop, just after the answer: wait for the last one expected.
+    """
     table = SQLModel.metadata.tables["guardrail_events"]
-    import time
 
-    time.sleep(0.3)  # recorded off the event loop, just after the answer
-    with server.gateway.engine.connect() as connection:
-        return [dict(row) for row in connection.execute(select(table)).mappings()]
+    def recorded() -> list[dict[str, Any]] | None:
+        with server.gateway.engine.connect() as connection:
+            rows = [dict(row) for row in connection.execute(select(table)).mappings()]
+        return rows if len([row for row in rows if stage is None or row["stage"] == stage]) >= at_least else None
+
+    return wait_until(recorded, f"{at_least} guardrail hits", within_s=10)
 
 
 # -- input ------------------------------------------------------------------------------------------
@@ -91,7 +97,7 @@ def test_input_is_redacted_before_the_model_sees_it(server: GatewayServer, upstr
     upstream.enqueue(Reply(text="Noted."))
     sdk(server, "redactor").chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": f"Mail {EMAIL} about card {CARD}"}], tools=[{"type": "function", "function": {"name": "x"}}])
     assert upstream.requests[0]["messages"][0]["content"] == "Mail [EMAIL] about card [CREDIT_CARD]"
-    recorded = hits(server)
+    recorded = hits(server, at_least=2)
     assert {(h["stage"], h["category"], h["action"]) for h in recorded} == {("input", "email", "redact"), ("input", "credit_card", "redact")}
     assert all(EMAIL not in str(h) and "4111" not in str(h) for h in recorded)
 
@@ -112,7 +118,7 @@ def test_logging_changes_nothing_but_records(server: GatewayServer, upstream: Fa
     reply = sdk(server, "watcher").chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": f"Who is {EMAIL}?"}])
     assert upstream.requests[0]["messages"][0]["content"] == f"Who is {EMAIL}?"
     assert reply.choices[0].message.content == f"Write to {EMAIL}."
-    assert {(h["stage"], h["action"]) for h in hits(server)} == {("input", "log"), ("output", "log")}
+    assert {(h["stage"], h["action"]) for h in hits(server, stage="output")} == {("input", "log"), ("output", "log")}
 
 
 # -- output -----------------------------------------------------------------------------------------
@@ -152,7 +158,7 @@ def test_tool_results_are_redacted_before_the_model_reads_them(server: GatewaySe
     sdk(server, "redactor").chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "echo"}])
     tool_message = upstream.requests[1]["messages"][-1]
     assert tool_message["role"] == "tool" and tool_message["content"] == "contact [EMAIL]"
-    assert ("tool_results", "email") in {(h["stage"], h["category"]) for h in hits(server)}
+    assert ("tool_results", "email") in {(h["stage"], h["category"]) for h in hits(server, stage="tool_results")}
 
 
 # -- the other front doors -----------------------------------------------------------------------------
@@ -178,7 +184,7 @@ def test_endpoints_answer_422_naming_the_guardrail_and_redact_otherwise(server: 
     answer = httpx.post(f"{server.url}/api/desk/help", json={"message": f"I am {EMAIL}"}, headers={"Authorization": f"Bearer {key}"}).json()
     assert upstream.requests[0]["messages"][-1]["content"] == "I am [EMAIL]"
     assert answer["content"] == "We will mail [EMAIL]."
-    recorded = hits(server)
+    recorded = hits(server, stage="output")
     assert {h["endpoint"] for h in recorded} == {"help"} and {h["stage"] for h in recorded} == {"input", "output"}
 
 
