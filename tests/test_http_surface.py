@@ -91,10 +91,40 @@ def test_n_above_one_runs_one_tool_loop_per_choice_and_sums_usage(client: openai
     assert len(upstream.requests) == 6
 
 
-def test_streamed_n_above_one_is_refused_when_orchestrating(client: openai.OpenAI) -> None:
-    with pytest.raises(openai.BadRequestError) as info:
-        client.chat.completions.create(model="gpt-test", messages=USER, n=2, stream=True)
-    assert error_of(info.value)["param"] == "n"
+@pytest.mark.parametrize("include_usage", [True, False], ids=["include_usage", "usage_on_last_choice"])
+def test_streamed_n_above_one_runs_one_tool_loop_per_choice_and_sums_usage(
+    client: openai.OpenAI, upstream: FakeOpenAI, include_usage: bool
+) -> None:
+    def loop(body: dict) -> Reply:  # type: ignore[type-arg]
+        assert body.get("n") in (None, 1)
+        if body["messages"][-1]["role"] == "tool":
+            return Reply(text=f"it is {json.loads(body['messages'][-1]['content'])['result']}", prompt_tokens=20, completion_tokens=5)
+        return Reply(tool_calls=[("calculator__evaluate", {"expression": "6 * 7"})], prompt_tokens=10, completion_tokens=3)
+
+    upstream.responder = loop
+    stream = client.chat.completions.create(
+        model="gpt-test", messages=USER, n=3, stream=True,
+        **({"stream_options": {"include_usage": True}} if include_usage else {}),  # type: ignore[arg-type]
+    )
+    texts: dict[int, str] = {}
+    finished: dict[int, str] = {}
+    usages = []
+    ids = set()
+    for chunk in stream:
+        ids.add(chunk.id)
+        for choice in chunk.choices:
+            texts[choice.index] = texts.get(choice.index, "") + (choice.delta.content or "")
+            if choice.finish_reason:
+                finished[choice.index] = choice.finish_reason
+        if chunk.usage is not None:
+            usages.append(chunk.usage)
+            traces = (chunk.model_extra or {})["plugway"]["choices"]
+    assert texts == {0: "it is 42", 1: "it is 42", 2: "it is 42"}
+    assert finished == {0: "stop", 1: "stop", 2: "stop"}
+    assert len(ids) == 1  # one completion, three choices
+    assert [(usage.prompt_tokens, usage.completion_tokens) for usage in usages] == [(3 * 30, 3 * 8)]
+    assert [trace["tool_calls"][0]["name"] for trace in traces] == ["calculator__evaluate"] * 3
+    assert len(upstream.requests) == 6
 
 
 # -- 401 ----------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from runtime.config import Settings
+from runtime.requestlog.store import RequestFilters, read_page
 from tests.fakes.graph_api import FakeGraphAPI
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.whatsapp.conftest import (
@@ -99,6 +100,25 @@ async def test_text_is_answered_quoting_the_message_with_history_and_typing(
     out = outbound_rows(served.gateway)
     assert [o.inbound_id for o in out] == [r.id for r in rows]
     assert all(o.wamid.startswith("wamid.") and o.status == "accepted" for o in out)
+
+
+async def test_each_answered_message_is_in_the_request_log(
+    make_settings: Callable[..., Settings], serve: Serve, upstream: FakeOpenAI, graph: FakeGraphAPI,
+    workers: list[WhatsAppWorker],
+) -> None:
+    upstream.responder = echo
+    served = await serve(make_settings(upstream_base=upstream.base_url))
+    worker = make_worker(served, workers)
+    await served.post_delivery(delivery(change(SUPPORT_NUMBER, messages=[text_message("447700900001", "Hello?")])))
+    assert await worker.run_until_idle() == 1
+    request_log = served.gateway.telemetry.request_log
+    assert request_log is not None
+    await request_log.flush()
+    entries = read_page(served.gateway.engine, RequestFilters(route="whatsapp_worker"), before_id=None, limit=10)
+    assert [(e["route"], e["organisation"], e["model"], e["status"]) for e in entries] == [
+        ("whatsapp_worker", "acme", "gpt-test", 200)
+    ]
+    assert entries[0]["prompt_tokens"] > 0
 
 
 async def test_history_is_bounded_by_count_and_characters(

@@ -48,11 +48,13 @@ def chat_completion(result: RunResult, model_id: str) -> JSON:
 class ChatStreamEncoder:
     """Turns one run's events into SSE bytes (``None`` when an event shows nothing to the client)."""
 
-    def __init__(self, *, model_id: str, include_usage: bool) -> None:
+    def __init__(self, *, model_id: str, include_usage: bool, choice_index: int = 0) -> None:
         self.id = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         self.created = int(time.time())
         self.model_id = model_id
         self.include_usage = include_usage
+        # The choice this run's orchestrated text is sent as (n > 1 runs one loop per choice).
+        self.choice_index = choice_index
         self.orchestrated = False
         self._sent_role = False
         self._sent_content = False
@@ -107,7 +109,7 @@ class ChatStreamEncoder:
         return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model_id, "choices": choices}
 
     def _content(self, delta: JSON) -> JSON:
-        return self._envelope([{"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}])
+        return self._envelope([{"index": self.choice_index, "delta": delta, "finish_reason": None, "logprobs": None}])
 
     def _orchestrated_text(self, event: ModelChunk) -> bytes | None:
         text = event.text
@@ -126,13 +128,22 @@ class ChatStreamEncoder:
 
     # -- the end ----------------------------------------------------------------------
 
-    def _completed(self, completed: Completed) -> bytes:
+    def finish(self, completed: Completed) -> tuple[bytes, list[JSON]]:
+        """What is sent now at the run's end, and the chunks that carry ``finish_reason`` (held
+        back so that usage can ride with, or after, them)."""
         out = b""
         if self.orchestrated:
             if not self._sent_role:
                 out += sse.data(self._content({"role": "assistant", "content": ""}))
             reason = "stop" if completed.finish_reason in (None, "tool_calls") else completed.finish_reason
-            self._held.append(self._envelope([{"index": 0, "delta": {}, "finish_reason": reason, "logprobs": None}]))
+            self._held.append(
+                self._envelope([{"index": self.choice_index, "delta": {}, "finish_reason": reason, "logprobs": None}])
+            )
+        held, self._held = self._held, []
+        return out, held
+
+    def _completed(self, completed: Completed) -> bytes:
+        out, self._held = self.finish(completed)
         if self.include_usage:
             out += b"".join(sse.data(chunk) for chunk in self._held)
             usage_chunk = self._envelope([])
@@ -146,3 +157,58 @@ class ChatStreamEncoder:
             last["plugway"] = completed.trace
             last.update(self.final_fields)
         return out + b"".join(sse.data(chunk) for chunk in self._held)
+
+
+class ChoicesStreamEncoder:
+    """``n`` > 1 with server-side tools, streamed: ``n`` runs, one choice each, as one stream.
+
+    Each run's text goes out as its own choice as it comes; the chunks that carry each
+    choice's ``finish_reason`` are held until every run has ended, then sent with the
+    summed usage (on the last of them, or in OpenAI's own ``choices: []`` chunk when the
+    client asked for ``include_usage``), and ``plugway`` holds every choice's trace.
+    """
+
+    def __init__(self, *, model_id: str, include_usage: bool, choices: int) -> None:
+        self.include_usage = include_usage
+        self.encoders = [ChatStreamEncoder(model_id=model_id, include_usage=True, choice_index=i) for i in range(choices)]
+        first = self.encoders[0]
+        for encoder in self.encoders[1:]:
+            encoder.id, encoder.created = first.id, first.created
+        self._held: list[JSON] = []
+        self._completed: dict[int, Completed] = {}
+
+    def encode(self, index: int, event: Event | KeepAlive) -> bytes | None:
+        encoder = self.encoders[index]
+        if not isinstance(event, Completed):
+            return encoder.encode(event)
+        out, held = encoder.finish(event)
+        self._held.extend(held)
+        self._completed[index] = event
+        if len(self._completed) < len(self.encoders):
+            return out or None
+        return out + self._end()
+
+    def _end(self) -> bytes:
+        ended = [self._completed[index] for index in range(len(self.encoders))]
+        usage = summed_usage([completed.usage for completed in ended])
+        trace = {**ended[0].trace, "choices": [completed.trace for completed in ended]}
+        if self.include_usage or not self._held:
+            usage_chunk = self.encoders[0]._envelope([])
+            usage_chunk.update(usage=usage, plugway=trace)
+            return b"".join(sse.data(chunk) for chunk in self._held) + sse.data(usage_chunk)
+        self._held[-1].update(usage=usage, plugway=trace)
+        return b"".join(sse.data(chunk) for chunk in self._held)
+
+
+def summed_usage(usages: list[JSON]) -> JSON:
+    """Usage objects added up field by field (nested details too)."""
+    total: JSON = {}
+    for usage in usages:
+        for name, value in (usage or {}).items():
+            if isinstance(value, dict):
+                total[name] = summed_usage([total.get(name) or {}, value])
+            elif isinstance(value, int | float) and not isinstance(value, bool):
+                total[name] = total.get(name, 0) + value
+            else:
+                total.setdefault(name, value)
+    return total

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import orjson
@@ -18,7 +18,12 @@ from runtime.api.disconnect import run_until_disconnected
 from runtime.api.middleware import use_request_id
 from runtime.api.openapi import documented_body
 from runtime.errors import GatewayError, UpstreamError, invalid_request
-from runtime.frontdoors.chat.encoder import ChatStreamEncoder, chat_completion
+from runtime.frontdoors.chat.encoder import (
+    ChatStreamEncoder,
+    ChoicesStreamEncoder,
+    chat_completion,
+    summed_usage,
+)
 from runtime.frontdoors.chat.schema import ChatCompletionRequest
 from runtime.frontdoors.chat.validation import validate_chat_request
 from runtime.gateway import Gateway, KeepAlive, requested_model
@@ -29,16 +34,6 @@ router = APIRouter()
 JSON = dict[str, Any]
 
 
-def _refuse_streamed_n_when_orchestrating(body: JSON) -> Any:
-    def check(ctx: RequestContext) -> None:
-        if ctx.plugins and (body.get("n") or 1) > 1 and body.get("stream"):
-            raise invalid_request(
-                "'n' greater than 1 is not supported with 'stream' when the gateway runs tools; send stream: false.", param="n"
-            )
-
-    return check
-
-
 async def _run_choices(gateway: Gateway, ctx: RequestContext, run: RunRequest, n: int) -> JSON:
     """``n`` > 1 with server-side tools: ``n`` independent loops, one choice each, usage summed.
 
@@ -47,27 +42,58 @@ async def _run_choices(gateway: Gateway, ctx: RequestContext, run: RunRequest, n
     limited like any run); the answer's ``usage`` is their sum and ``plugway`` holds
     every choice's trace under ``choices``.
     """
-    single = RunRequest({**run.body, "n": 1}, stream=False)
+    single = RunRequest({**run.body, "n": 1}, stream=False, mode=run.mode)
     results = await asyncio.gather(*(gateway.run(ctx, single) for _ in range(n)))
     answers = [chat_completion(result, requested_model(ctx)) for result in results]
     merged = answers[0]
     merged["choices"] = [{**answer["choices"][0], "index": index} for index, answer in enumerate(answers)]
-    merged["usage"] = _summed([answer["usage"] for answer in answers])
+    merged["usage"] = summed_usage([answer["usage"] for answer in answers])
     merged["plugway"] = {**answers[0]["plugway"], "choices": [answer["plugway"] for answer in answers]}
     return merged
 
 
-def _summed(usages: list[JSON]) -> JSON:
-    total: JSON = {}
-    for usage in usages:
-        for name, value in (usage or {}).items():
-            if isinstance(value, dict):
-                total[name] = _summed([total.get(name) or {}, value])
-            elif isinstance(value, int | float) and not isinstance(value, bool):
-                total[name] = total.get(name, 0) + value
+async def _stream_choices(
+    gateway: Gateway, ctx: RequestContext, run: RunRequest, n: int
+) -> AsyncGenerator[tuple[int, Event | KeepAlive], None]:
+    """The streamed counterpart of :func:`_run_choices`: ``n`` runs' events, tagged with their
+    choice, as they come. A run that fails ends the stream (and cancels the others)."""
+    single = RunRequest({**run.body, "n": 1}, stream=True, mode=run.mode)
+    queue: asyncio.Queue[tuple[int, Event | KeepAlive | Exception | None]] = asyncio.Queue()
+
+    async def pump(index: int) -> None:
+        try:
+            async for event in gateway.stream(ctx, single):
+                await queue.put((index, event))
+        except Exception as exc:
+            await queue.put((index, exc))
+            return
+        await queue.put((index, None))
+
+    runs = [asyncio.create_task(pump(index)) for index in range(n)]
+    try:
+        running = n
+        while running:
+            index, item = await queue.get()
+            if item is None:
+                running -= 1
+            elif isinstance(item, Exception):
+                raise item
             else:
-                total.setdefault(name, value)
-    return total
+                yield index, item
+    finally:
+        for task in runs:
+            task.cancel()
+        await asyncio.gather(*runs, return_exceptions=True)
+
+
+async def _encoded_choices(
+    tagged: AsyncGenerator[tuple[int, Event | KeepAlive], None], encoder: ChoicesStreamEncoder
+) -> AsyncIterator[bytes | None]:
+    try:
+        async for index, event in tagged:
+            yield encoder.encode(index, event)
+    finally:
+        await tagged.aclose()  # a client that left cancels every run
 
 
 def parse_json_body(raw: bytes) -> Any:
@@ -77,13 +103,10 @@ def parse_json_body(raw: bytes) -> Any:
         raise invalid_request("We could not parse the JSON body of your request.") from None
 
 
-async def sse_stream(
-    head: bytes, events: AsyncIterator[Event | KeepAlive], encoder: ChatStreamEncoder
-) -> AsyncIterator[bytes]:
+async def sse_stream(head: bytes, chunks: AsyncIterator[bytes | None]) -> AsyncIterator[bytes]:
     try:
         yield head
-        async for event in events:
-            chunk = encoder.encode(event)
+        async for chunk in chunks:
             if chunk:
                 yield chunk
     except (GatewayError, UpstreamError) as exc:
@@ -110,11 +133,29 @@ async def chat_completions(request: Request, gateway: GatewayDep, key: KeyDep, r
         plugins=None if plugin_ids is None else [PluginRequest(p, "enabled_plugin_ids") for p in plugin_ids],
         server_tools=not body.get("tools"),
         source="api",
-        check=_refuse_streamed_n_when_orchestrating(body),
         body=body,
     )
     run = RunRequest(body, stream=bool(body.get("stream")), mode=body.get("orchestration_mode"))
     headers = ctx.limits.headers()
+
+    choices = body.get("n") or 1
+    if run.stream and ctx.plugins and choices > 1:
+        choices_encoder = ChoicesStreamEncoder(
+            model_id=requested_model(ctx),
+            include_usage=bool((body.get("stream_options") or {}).get("include_usage")),
+            choices=choices,
+        )
+        tagged = _stream_choices(gateway, ctx, run, choices)
+        first = b""
+        async for index, event in tagged:
+            first = choices_encoder.encode(index, event) or b""
+            if first:
+                break
+        return StreamingResponse(
+            sse_stream(first, _encoded_choices(tagged, choices_encoder)),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers},
+        )
 
     if run.stream:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -127,12 +168,11 @@ async def chat_completions(request: Request, gateway: GatewayDep, key: KeyDep, r
             if head:
                 break
         return StreamingResponse(
-            sse_stream(head, events, encoder),
+            sse_stream(head, (encoder.encode(event) async for event in events)),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers},
         )
 
-    choices = body.get("n") or 1
     if ctx.plugins and choices > 1:
         answer = await run_until_disconnected(request, _run_choices(gateway, ctx, run, choices))
     elif ctx.plugins:
