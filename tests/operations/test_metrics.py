@@ -32,11 +32,10 @@ from tests.operations.conftest import (
     post_whatsapp,
     scrape,
     value,
-    wait_until,
 )
 from tests.operations.test_serve import serve, write_config
 from tests.operations.test_tracing import TRACE_SERVER
-from tests.support import UPSTREAM_KEY
+from tests.support import UPSTREAM_KEY, wait_until
 from tests.test_embedded_default import embedded, processes_mentioning
 
 CHAT = "/v1/chat/completions"
@@ -288,7 +287,7 @@ def test_usage_backlog_counts_the_batch_being_written(ops_gateway: WorkerGateway
         upstream.enqueue(Reply(text="one"), Reply(text="two"))
         for _ in range(2):
             client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
-        wait_until(lambda: value(scrape(ops_gateway.url), backlog) == 2, timeout_s=10)
+        wait_until(lambda: value(scrape(ops_gateway.url), backlog) == 2, within_s=10)
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
@@ -367,8 +366,8 @@ def test_gauges_are_not_multiplied_by_worker_processes(tmp_path: Path, upstream:
         upstream.responder = lambda body: Reply(text="An answer nobody will get")
         graph.fail_next(131026)
         assert post_whatsapp(url, "hello?").status_code == 200
-        wait_until(lambda: value(scrape(url), "plugway_whatsapp_dead_letters", app=APP) == 1, timeout_s=60)
-        wait_until(lambda: value(scrape(url), "plugway_mcp_server_up", server="tracestdio") == 1, timeout_s=30)
+        wait_until(lambda: value(scrape(url), "plugway_whatsapp_dead_letters", app=APP) == 1, within_s=60)
+        wait_until(lambda: value(scrape(url), "plugway_mcp_server_up", server="tracestdio") == 1, within_s=30)
         for _ in range(6):  # a fresh connection each time: both processes answer some
             series = scrape(url)
             assert value(series, "plugway_whatsapp_dead_letters", app=APP) == 1

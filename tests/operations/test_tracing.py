@@ -32,9 +32,8 @@ from tests.operations.conftest import (
     post_whatsapp,
     scrape,
     value,
-    wait_until,
 )
-from tests.support import UPSTREAM_KEY, GatewayServer, make_settings
+from tests.support import UPSTREAM_KEY, GatewayServer, make_settings, wait_until
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
