@@ -298,6 +298,7 @@ def test_usage_filters_give_one_keys_daily_series_and_one_models_keys(server: Ga
 
 
 # -- every front door honours scopes, key changes reach other gateways, WhatsApp, MCP health, usage groups, audit, OpenAPI ---
+
 HI = [{"role": "user", "content": "hi"}]
 
 

@@ -315,7 +315,8 @@ def test_two_gateways_racing_on_one_session_take_turns(two_gateways: list[Gatewa
     assert [m["content"] for m in later if m["role"] != "system"] == ["start", "first", "one", "slow answer", "two"]
 
 
-# -- whose session an id opens, expiry and purging, history bounds, a streamed schema, settings errors ---
+# -- one module gateway for what follows: sessions by organisation, expiry and purging, history bounds, a streamed schema ---
+
 SCHEMA = {"type": "object", "properties": {"score": {"type": "integer"}}, "required": ["score"], "additionalProperties": False}
 SHOP_ENDPOINTS: list[dict[str, Any]] = [
     {"slug": "chat", "model": "gpt-test", "plugins": [], "sessions": {"enabled": True, "max_chars": 100, "ttl_hours": 0.5}},

@@ -188,7 +188,6 @@ def test_endpoints_answer_422_naming_the_guardrail_and_redact_otherwise(server: 
     assert {h["endpoint"] for h in recorded} == {"help"} and {h["stage"] for h in recorded} == {"input", "output"}
 
 
-# -- tool results blocked and logged, a logged stream, phone / IBAN / secret, Responses and Messages, WhatsApp ---
 # -- tool results --------------------------------------------------------------------------------------------
 
 

@@ -220,7 +220,8 @@ def test_capture_content_puts_messages_on_spans(tmp_path: Path, upstream: FakeOp
     assert "6*7" in tool.attributes["gen_ai.tool.call.arguments"] and "42" in tool.attributes["gen_ai.tool.call.result"]
 
 
-# -- embeddings, endpoints, Responses and Messages (translated and native), and an operator's question from metrics and one trace ---
+# -- beyond chat completions: embeddings, endpoints, Responses and Messages (translated and native), an operator's question ---
+
 CALC = ("calculator__evaluate", {"expression": "6*7"})
 BOOM = ("testkit__boom", {})
 
