@@ -1,21 +1,34 @@
-"""Admission: everything decided about a request before the model is called, done once.
+"""Admission: everything decided about a request before anything is spent, done once, in one order.
 
-Every front door (chat completions, Responses, Messages, ``/mcp``, endpoints,
-the WhatsApp worker) turns its request into the same :class:`RequestContext`
-through :func:`admit`, in one order: organisation (403), model (404),
-eligible plugins (400), the front door's own checks, budget (402), rate
-limits (429, or 503 when the limiter is unreachable). The runtime takes the
-context; nothing below looks the key, organisation or model up again.
+Every entry point goes through here: the five front doors (chat completions,
+Responses, Messages with ``count_tokens``, embeddings, ``/mcp``), endpoints, the
+console's playground and tool call, the WhatsApp worker, and MCP sampling. The
+order, for all of them:
+
+1. authentication (401) — the route's dependency, before admission is called;
+2. organisation (403);
+3. scope: the key's scopes cover the door's (403);
+4. model (404) and the key's model allow-list (403);
+5. eligible plugins (400);
+6. the door's own checks, which need the resolved context (400/422);
+7. budget (402): before limits, so a refused request does not use up the key's RPM;
+8. rate limits (429, or 503 when the limiter is unreachable);
+9. guardrails on input — run by the loop (or the endpoint pipeline, before its prompt),
+   with the guardrails admission put in the context.
+
+What differs between doors is data the door passes in (:class:`DoorRules`), never a
+name admission compares. Sampling, inside an admitted call, enters at step 7
+(:func:`allow_spending`). The runtime takes the context; nothing below looks the
+key, organisation or model up again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from runtime.billing import Reservation, plan_reservation, serving_prices
-from runtime.config import ModelConfig, OrganisationConfig, PluginRef
+from runtime.billing import plan_reservation, serving_prices
+from runtime.config import ModelConfig, OrganisationConfig, Price, Settings
 from runtime.errors import (
     GatewayError,
     insufficient_permissions,
@@ -23,98 +36,46 @@ from runtime.errors import (
     rate_limit_exceeded,
     rate_limiter_unavailable,
 )
-from runtime.limits import LimitDecision, LimiterUnavailable
+from runtime.guardrails import Guardrails
+from runtime.limits import LimitDecision, Limiter, LimiterUnavailable
 from runtime.limits.decision import UNLIMITED
+from runtime.limits.reservation import Planned, Reservation
+from runtime.request import DoorRules, PluginGrant, PluginRequest, RequestContext, ToolsContext
 from runtime.storage.keys import KeyInfo
 from runtime.telemetry import current as telemetry
 
-if TYPE_CHECKING:
-    from runtime.gateway import Gateway
-    from runtime.guardrails import Guardrails
+
+class BudgetCheck(Protocol):
+    async def check(
+        self, organisation: OrganisationConfig, *, reserve_usd: float = 0.0, within_hold: int | None = None
+    ) -> int | None:
+        """Raise the 402 when the organisation's budget is spent; else hold ``reserve_usd`` (the hold's id)."""
+        ...
+
+    def release(self, organisation_id: str, hold_id: int | None) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class ApprovalPolicy:
-    """Which of a plugin's tools wait for the client's approval before they run.
-
-    OpenAI's hosted-MCP ``require_approval``: ``"always"`` / ``"never"``, or tool
-    names listed under ``always`` / ``never`` (the rest follow ``default``).
-    """
-
-    default: bool = False
-    always: frozenset[str] = frozenset()
-    never: frozenset[str] = frozenset()
-
-    def required(self, tool_name: str) -> bool:
-        if tool_name in self.always:
-            return True
-        if tool_name in self.never:
-            return False
-        return self.default
-
-
-NO_APPROVAL = ApprovalPolicy()
-
-
-@dataclass(frozen=True, slots=True)
-class PluginGrant:
-    """One plugin whose tools this request may run on the server, as the request narrowed it."""
-
-    ref: PluginRef
-    allowed_tools: frozenset[str] | None = None  # by the tool's own name; None: every tool
-    approval: ApprovalPolicy = NO_APPROVAL
+class AdmissionServices(Protocol):
+    """What admission needs from the gateway, and nothing more."""
 
     @property
-    def cache_key(self) -> tuple[Any, ...]:
-        return (self.ref.id, self.allowed_tools, self.approval)
-
-
-@dataclass(frozen=True, slots=True)
-class PluginRequest:
-    """A front door's request for one plugin (``enabled_plugin_ids``, an MCP tool entry, ...)."""
-
-    plugin_id: str
-    param: str  # where the request named it, for the 400 that names the field
-    allowed_tools: frozenset[str] | None = None
-    approval: ApprovalPolicy = NO_APPROVAL
-
-
-@dataclass(slots=True)
-class RequestContext:
-    """One admitted request: who asks, for which model, with which server-side plugins."""
-
-    request_id: str
-    organisation: OrganisationConfig
-    model: ModelConfig
-    key: KeyInfo | None
-    source: str  # "api", "responses", "messages", "mcp", "endpoint", "whatsapp", ...
-    plugins: tuple[PluginGrant, ...]  # () means the loop offers no server-side tools
-    limits: LimitDecision = UNLIMITED
-    endpoint: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    # The guardrails in force (None: none); the input stage may already be done (endpoints).
-    guardrails: Guardrails | None = None
-    guard_input: bool = True
-    # billing: what admission held for this request until accounting settles it (runtime/billing.py).
-    reservation: Reservation | None = None
+    def budget(self) -> BudgetCheck: ...
 
     @property
-    def key_id(self) -> str | None:
-        return self.key.id if self.key is not None else None
+    def settings(self) -> Settings: ...
 
     @property
-    def can_ask_approval(self) -> bool:
-        """Whether the front door can stop a run for a person's approval (OpenAI's mcp_approval_request)."""
-        return self.source == "responses"
+    def limiter(self) -> Limiter: ...
 
-    @property
-    def track_tokens(self) -> bool:
-        """Whether the key's daily-token counter must learn what this request used."""
-        return self.key is not None and self.key.daily_tokens is not None
+    def organisation(self, org_id: str) -> OrganisationConfig | None: ...
 
+    def resolve_model(self, organisation: OrganisationConfig, model_id: str) -> ModelConfig: ...
 
-# Where an organisation's guardrails_default apply: the OpenAI- and Anthropic-compatible routes.
-GUARDED_SOURCES = frozenset({"api", "responses", "messages"})
+    def guardrails_for(self, organisation: OrganisationConfig, keys: Sequence[str]) -> Guardrails | None: ...
+
+    def configured_model(self, model_id: str) -> ModelConfig | None:
+        """A configured model by its id (a fallback's price, say), or None."""
+        ...
 
 
 def organisation_not_configured() -> GatewayError:
@@ -140,63 +101,151 @@ def grants_for(
     return tuple(grants)
 
 
+def organisation_of(services: AdmissionServices, key: KeyInfo | None, organisation_id: str | None) -> OrganisationConfig:
+    """Step 2: the organisation asking (the key's, or the one a keyless caller names)."""
+    org_id = organisation_id or (key.organisation_id if key is not None else None)
+    organisation = services.organisation(org_id) if org_id else None
+    if organisation is None:
+        raise organisation_not_configured()
+    return organisation
+
+
 async def admit(
-    gateway: Gateway,
+    services: AdmissionServices,
+    door: DoorRules,
     *,
     key: KeyInfo | None,
     request_id: str,
     model: str,
     plugins: Sequence[PluginRequest] | None,
-    source: str,
     organisation_id: str | None = None,
     server_tools: bool = True,
     check: Callable[[RequestContext], None] | None = None,
-    enforce_limits: bool = True,
-    scope: str = "chat",
+    guardrails: Sequence[str] | None = None,
+    endpoint: str | None = None,
     body: Any = None,
     prompt_parts: Sequence[Any] = (),
 ) -> RequestContext:
-    """Admit one request (see the module docstring for the order of the checks).
+    """Admit one model request (see the module docstring for the order of the checks).
 
     ``plugins`` None means every plugin of the organisation; ``server_tools``
     False means none at all (a request that brought its own tools).
-    ``check`` runs the front door's own validation that needs the resolved
-    context, before anything is spent.
+    ``check`` runs the door's own validation that needs the resolved context,
+    before anything is spent. ``guardrails`` names the guardrails in force when the
+    door has its own (an endpoint's); otherwise the door's rules decide. ``body``
+    (and ``prompt_parts``, context the request carries elsewhere) size what the
+    request holds of the budget and the key's daily tokens until it settles.
     """
-    org_id = organisation_id or (key.organisation_id if key is not None else None)
-    organisation = gateway.organisation(org_id) if org_id else None
-    if organisation is None:
-        raise organisation_not_configured()
-    check_scope(key, scope)
-    model_config = gateway.resolve_model(organisation, model)
+    organisation = organisation_of(services, key, organisation_id)
+    check_scope(key, door.scope)
+    model_config = services.resolve_model(organisation, model)
     check_model_access(key, model_config.id)
     grants = grants_for(organisation, plugins) if server_tools else ()
+    if guardrails is None:
+        guardrails = organisation.guardrails_default if door.guardrails_default else ()
     context = RequestContext(
         request_id=request_id,
         organisation=organisation,
         model=model_config,
         key=key,
-        source=source,
+        door=door,
         plugins=grants,
-        guardrails=gateway.guardrails_for(organisation, organisation.guardrails_default) if source in GUARDED_SOURCES else None,
+        guardrails=services.guardrails_for(organisation, guardrails),
+        endpoint=endpoint,
     )
-    telemetry().admitted(context)
+    telemetry().admitted(
+        request_id=request_id,
+        organisation=organisation.id,
+        model=model_config.id,
+        key_id=context.key_id,
+        source=door.source,
+        endpoint=endpoint,
+        capture_bodies=organisation.request_log.capture_bodies,
+    )
     if check is not None:
         check(context)
     # billing: the request holds its most until accounting settles it (runtime/limits/reservation.py).
     planned = plan_reservation(
-        gateway.settings, body, orchestrated=bool(grants), prompt_parts=prompt_parts, produces_output=scope != "embeddings"
+        services.settings, body, orchestrated=bool(grants), prompt_parts=prompt_parts, produces_output=door.produces_output
     )
-    # Budget before limits: a refused request must not use up the key's RPM.
-    budget_hold = await gateway.budget.check(organisation, reserve_usd=planned.cost_usd(serving_prices(model_config, gateway.router.model)))
-    try:
-        if enforce_limits and key is not None:
-            context.limits = await acquire_limits(gateway, key, reserve_tokens=planned.tokens)
-    except BaseException:
-        gateway.budget.release(organisation.id, budget_hold)
-        raise
-    context.reservation = Reservation(organisation.id, budget_hold, context.limits.reservation_id)
+    context.limits, context.reservation = await allow_spending(
+        services,
+        door,
+        organisation,
+        key,
+        planned=planned if door.billed else None,
+        prices=serving_prices(model_config, services.configured_model),
+    )
     return context
+
+
+async def admit_tools(
+    services: AdmissionServices,
+    door: DoorRules,
+    *,
+    key: KeyInfo | None,
+    request_id: str,
+    organisation_id: str | None = None,
+    plugins: Sequence[PluginRequest] | None = None,
+) -> ToolsContext:
+    """Admit a direct tool call (no model): the same steps, without the model's."""
+    organisation = organisation_of(services, key, organisation_id)
+    check_scope(key, door.scope)
+    context = ToolsContext(
+        request_id=request_id, organisation=organisation, key=key, door=door, plugins=grants_for(organisation, plugins)
+    )
+    telemetry().admitted(
+        request_id=request_id,
+        organisation=organisation.id,
+        model=None,
+        key_id=context.key_id,
+        source=door.source,
+        capture_bodies=organisation.request_log.capture_bodies,
+    )
+    # A tool call has no model to size: it holds nothing of the budget or the daily tokens.
+    context.limits, _ = await allow_spending(services, door, organisation, key)
+    return context
+
+
+async def allow_spending(
+    services: AdmissionServices,
+    door: DoorRules,
+    organisation: OrganisationConfig,
+    key: KeyInfo | None,
+    *,
+    planned: Planned | None = None,
+    prices: Sequence[Price | None] = (),
+    within: Reservation | None = None,
+) -> tuple[LimitDecision, Reservation | None]:
+    """Steps 7 and 8: budget, then the key's limits, as the door's rules ask.
+
+    ``planned`` (at ``prices``) is what the call holds of the budget and the key's daily
+    tokens until accounting settles the returned :class:`Reservation` (None: nothing
+    held). ``within`` is the reservation of the admitted call this one runs inside (MCP
+    sampling): its own hold does not count against it.
+    """
+    reserve_usd = planned.cost_usd(prices) if planned is not None else 0.0
+    reserve_tokens = planned.tokens if planned is not None else 0
+    # Budget before limits: a refused request must not use up the key's RPM.
+    budget_hold = (
+        await services.budget.check(
+            organisation, reserve_usd=reserve_usd, within_hold=within.budget_hold if within is not None else None
+        )
+        if door.budget
+        else None
+    )
+    try:
+        limits = UNLIMITED
+        if door.limits and key is not None:
+            limits = await acquire_limits(
+                services, key, rpm=door.rpm, reserve_tokens=reserve_tokens, within=within.limit_id if within is not None else None
+            )
+    except BaseException:
+        services.budget.release(organisation.id, budget_hold)
+        raise
+    if budget_hold is None and limits.reservation_id is None:
+        return limits, None
+    return limits, Reservation(organisation.id, budget_hold, limits.reservation_id)
 
 
 def check_scope(key: KeyInfo | None, scope: str) -> None:
@@ -211,11 +260,17 @@ def check_model_access(key: KeyInfo | None, model_id: str) -> None:
         raise insufficient_permissions(f"This key may not use model '{model_id}'.")
 
 
-async def acquire_limits(gateway: Gateway, key: KeyInfo, *, reserve_tokens: int = 0) -> LimitDecision:
+async def acquire_limits(
+    services: AdmissionServices, key: KeyInfo, *, rpm: bool = True, reserve_tokens: int = 0, within: str | None = None
+) -> LimitDecision:
+    if not rpm and key.daily_tokens is None:
+        return UNLIMITED
     # billing: a reservation bigger than the cap blocks as much as the cap (runtime/limits/reservation.py).
     reserve = min(reserve_tokens, key.daily_tokens) if key.daily_tokens is not None else 0
     try:
-        decision = await gateway.limiter.acquire(key.id, rpm=key.rpm, daily_tokens=key.daily_tokens, reserve_tokens=reserve)
+        decision = await services.limiter.acquire(
+            key.id, rpm=key.rpm if rpm else None, daily_tokens=key.daily_tokens, reserve_tokens=reserve, within_reservation=within
+        )
     except LimiterUnavailable:
         telemetry().limiter_unavailable("acquire")
         raise rate_limiter_unavailable() from None
@@ -227,41 +282,3 @@ async def acquire_limits(gateway: Gateway, key: KeyInfo, *, reserve_tokens: int 
             headers=decision.headers(),
         )
     return decision
-
-
-@dataclass(slots=True)
-class ToolsContext:
-    """An admitted request to run plugin tools directly (``/mcp``, the management API): no model."""
-
-    request_id: str
-    organisation: OrganisationConfig
-    key: KeyInfo | None
-    source: str
-    plugins: tuple[PluginGrant, ...]
-    limits: LimitDecision = UNLIMITED
-
-
-async def admit_tools(
-    gateway: Gateway,
-    *,
-    key: KeyInfo | None,
-    request_id: str,
-    source: str,
-    organisation_id: str | None = None,
-    plugins: Sequence[PluginRequest] | None = None,
-    enforce_limits: bool = True,
-    scope: str = "mcp",
-) -> ToolsContext:
-    """Admit a direct tool call: organisation and scope (403), plugins (400), budget (402), limits (429/503)."""
-    org_id = organisation_id or (key.organisation_id if key is not None else None)
-    organisation = gateway.organisation(org_id) if org_id else None
-    if organisation is None:
-        raise organisation_not_configured()
-    check_scope(key, scope)
-    context = ToolsContext(
-        request_id=request_id, organisation=organisation, key=key, source=source, plugins=grants_for(organisation, plugins)
-    )
-    await gateway.budget.check(organisation)
-    if enforce_limits and key is not None:
-        context.limits = await acquire_limits(gateway, key)
-    return context

@@ -50,6 +50,12 @@ from sqlmodel import Session, col, select
 from runtime.config import ModelConfig, OrganisationConfig, Price, Settings
 from runtime.errors import GatewayError, invalid_request
 from runtime.limits.reservation import Planned, plan
+from runtime.limits.reservation import (
+    Reservation as Reservation,  # where it lives: below the request types
+)
+from runtime.limits.usage import (
+    checked_usage as checked_usage,  # where it lives: the run's state checks usage
+)
 from runtime.storage.models import UsageRecord
 from runtime.storage.usage import UsageWriter
 
@@ -181,69 +187,6 @@ def usage_summary(engine: Engine, organisation_id: str, start: datetime, end: da
     }
 
 
-# -- usage from an upstream ------------------------------------------------------------
-
-# No real call comes near it, and every JSON client reads it exactly; sums of a few stay in 64 bits.
-MAX_USAGE_TOKENS = 2**53 - 1
-USAGE_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
-
-
-def _count(value: Any) -> int | None:
-    """A token count as an upstream may send it, or None when it is not one."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)  # JSON parsers read integers beyond 64 bits as floats
-    if isinstance(value, int) and 0 <= value <= MAX_USAGE_TOKENS:
-        return value
-    return None
-
-
-def checked_usage(usage: dict[str, Any], *, prompt: Any = None, output_chars: int = 0, request_id: str = "") -> dict[str, Any]:
-    """An upstream's usage (OpenAI chat shape) made safe to bill, count and show.
-
-    Prompt and completion counts must be whole numbers from 0 to ``MAX_USAGE_TOKENS``; one
-    that is not (missing, negative, beyond 64 bits, not a number) is replaced by plugway's own
-    estimate, from the request (``prompt``) and the answer's text (``output_chars``), at
-    about 4 characters a token. ``total_tokens`` is always their sum (an upstream's
-    inconsistent total is replaced). Detail counts that are not valid are dropped. Every
-    replacement is logged; nothing here raises.
-    """
-    checked: dict[str, Any] = {}
-    replaced: list[str] = []
-    estimates = {
-        "prompt_tokens": lambda: plan(prompt, default_output_tokens=1).prompt_tokens if prompt is not None else 0,
-        "completion_tokens": lambda: math.ceil(max(0, output_chars) / 4),
-    }
-    for name, estimate in estimates.items():
-        count = _count(usage.get(name))
-        if count is None:
-            replaced.append(f"{name}={str(usage.get(name))[:40]}")
-            count = estimate()
-        checked[name] = count
-    total = checked["prompt_tokens"] + checked["completion_tokens"]
-    reported_total = usage.get("total_tokens")
-    if reported_total is not None and _count(reported_total) != total and not replaced:
-        replaced.append(f"total_tokens={str(reported_total)[:40]} (prompt + completion = {total})")
-    checked["total_tokens"] = total
-    for name, value in usage.items():
-        if name in USAGE_COUNTS:
-            continue
-        if isinstance(value, dict):
-            details = {k: v for k, v in value.items() if _count(v) is not None or not isinstance(v, (int, float))}
-            if len(details) != len(value):
-                replaced.append(f"{name} (invalid counts dropped)")
-            checked[name] = details
-        else:
-            checked[name] = value
-    if replaced:
-        log.warning(
-            "request %s: the upstream reported usage that cannot be billed (%s); plugway's own count is used instead",
-            request_id or "?", ", ".join(replaced),
-        )
-    return checked
-
-
 # -- reservations ---------------------------------------------------------------------
 
 
@@ -295,17 +238,6 @@ class _Snapshot:
     database_spend: float
     recorded_mark: float
     expires_at: float
-
-
-@dataclass
-class Reservation:
-    """What admission held for one request: a share of its organisation's budget and of its
-    key's daily tokens (the limiter's ``reservation_id``), released once when it settles."""
-
-    organisation_id: str
-    budget_hold: int | None = None  # the budget guard's hold id
-    limit_id: str | None = None  # the limiter's reservation id
-    settled: bool = False
 
 
 class BudgetGuard:

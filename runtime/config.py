@@ -16,8 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from runtime.endpoints.template import slots
 from runtime.guardrails.config import GuardrailConfig
+from runtime.prompt_template import slots
 from runtime.providers.registry import provider_kind
 
 DEFAULT_DATABASE_URL = "sqlite:///plugway.db"

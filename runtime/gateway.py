@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,34 +20,44 @@ from typing import Any, TypeVar
 import anyio.to_thread
 from sqlalchemy import Engine
 
-from runtime.admission import PluginRequest, RequestContext, admit
+from runtime.accounting import Ledger
+from runtime.admission import admit
 from runtime.billing import BudgetGuard
 from runtime.config import ConfigError, ModelConfig, OrganisationConfig, Settings
 from runtime.errors import GatewayError, UpstreamError, model_not_found
 from runtime.guardrails import Finding, Guardrails, hit_rows, record_hits
-from runtime.limits import Limiter, LimiterUnavailable, create_limiter
-from runtime.orchestration.events import Completed, Event
-from runtime.orchestration.loop import Orchestrator, RunRequest, RunState
+from runtime.json_types import JSON
+from runtime.limits import Limiter, create_limiter
+from runtime.orchestration.events import Event
+from runtime.orchestration.loop import Orchestrator
 from runtime.orchestration.sampling import ModelSampling
 from runtime.orchestration.tools import ToolCatalog
 from runtime.plugin_host.isolation import default_isolation, shutdown_isolation
 from runtime.plugin_host.manager import PluginHost, load_plugins
 from runtime.providers.registry import Provider
 from runtime.providers.router import ModelRouter
+from runtime.request import (
+    KEEP_ALIVE,
+    REQUESTED_MODEL,
+    DoorRules,
+    KeepAlive,
+    PluginRequest,
+    RequestContext,
+    RunRequest,
+    RunResult,
+    RunState,
+    ToolsContext,
+)
 from runtime.storage.db import DatabaseUnavailable, open_database
 from runtime.storage.keys import KeyCache, sync_organisations
-from runtime.storage.usage import UsageWriter, cost_usd
+from runtime.storage.usage import UsageWriter
 from runtime.telemetry import Telemetry, install, uninstall
 
 log = logging.getLogger("plugway")
 T = TypeVar("T")
-JSON = dict[str, Any]
 # How long an abandoned stream keeps reading the upstream to learn what it really consumed.
 ABANDONED_STREAM_DRAIN_S = 30.0
 _END = object()
-
-
-REQUESTED_MODEL = "requested_model"
 
 
 def _is_pattern(name: str) -> bool:
@@ -68,35 +77,6 @@ def alias_target(aliases: dict[str, str], name: str) -> str | None:
 def requested_model(ctx: RequestContext) -> str:
     """The model name the client sent (an alias perhaps): what answers name as their ``model``."""
     return str(ctx.extra.get(REQUESTED_MODEL) or ctx.model.id)
-
-
-class KeepAlive:
-    """Nothing happened for ``keepalive_s``: front doors send their keep-alive (an SSE comment, a ping)."""
-
-
-KEEP_ALIVE = KeepAlive()
-
-
-@dataclass
-class RunResult:
-    """A finished non-streamed run: its events in order (no chunks) and its state."""
-
-    events: list[Event]
-    state: RunState
-
-    @property
-    def completed(self) -> Completed:
-        last = self.events[-1]
-        assert isinstance(last, Completed)
-        return last
-
-    @property
-    def text(self) -> str:
-        return str(self.completed.message.get("content") or "")
-
-    @property
-    def usage(self) -> JSON:
-        return self.state.usage
 
 
 def check_plugins(settings: Settings, plugins: PluginHost) -> None:
@@ -130,7 +110,7 @@ class Gateway:
         self.mcp = mcp
         self.catalog = ToolCatalog(plugins, mcp)
         self.orchestrator = Orchestrator(
-            router=router, catalog=self.catalog, config=settings.orchestration, sampling=ModelSampling(self)
+            router=router, catalog=self.catalog, config=settings.orchestration, sampling=ModelSampling(self, settings.orchestration.sampling)
         )
         self.keys = KeyCache(engine, ttl_s=settings.key_cache_ttl_s)
         self.usage = UsageWriter(
@@ -143,6 +123,7 @@ class Gateway:
             settings.redis_url, timeout_s=settings.limits.redis_timeout_s, reservation_ttl_s=settings.limits.reservation_ttl_s
         )
         self.budget = BudgetGuard(engine, self.usage, hold_ttl_s=settings.limits.reservation_ttl_s)
+        self.ledger = Ledger(usage=self.usage, budget=self.budget, limiter=self.limiter)
         self.telemetry: Telemetry = install(settings)
         self._organisations = {org.id: org for org in settings.organisations}
         self._guardrails: dict[tuple[str, tuple[str, ...]], Guardrails] = {}
@@ -187,8 +168,9 @@ class Gateway:
             task.cancel()
         if self._streams:
             await asyncio.gather(*self._streams, return_exceptions=True)
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        pending = [*self._background, *self.ledger.background]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
         closers: list[tuple[str, Any]] = [
             ("telemetry", self.telemetry.aclose),
             ("rate limiter", self.limiter.aclose),
@@ -254,6 +236,9 @@ class Gateway:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    def configured_model(self, model_id: str) -> ModelConfig | None:
+        return self.router.model(model_id)
+
     def resolve_model(self, organisation: OrganisationConfig, model_id: str) -> ModelConfig:
         """The configured model a client's name means: a model id, else an alias (the organisation's first)."""
         model = self.router.model(model_id)
@@ -276,9 +261,9 @@ class Gateway:
 
     # -- running requests -------------------------------------------------------------
 
-    async def admit(self, **kwargs: Any) -> RequestContext:
-        """Admit a request (see :func:`runtime.admission.admit`)."""
-        ctx = await admit(self, **kwargs)
+    async def admit(self, door: DoorRules, **kwargs: Any) -> RequestContext:
+        """Admit a request through ``door`` (see :func:`runtime.admission.admit`); an alias the client sent is kept."""
+        ctx = await admit(self, door, **kwargs)
         if kwargs["model"] != ctx.model.id:
             ctx.extra[REQUESTED_MODEL] = kwargs["model"]
         return ctx
@@ -328,12 +313,12 @@ class Gateway:
     ) -> RunResult:
         """Admit and run a request made by the gateway itself (the WhatsApp worker): no key, the organisation's budget."""
         ctx = await self.admit(
+            DoorRules(source),
             key=None,
             organisation_id=organisation_id,
             request_id=request_id,
             model=model,
             plugins=None if plugin_ids is None else [PluginRequest(p, "enabled_plugin_ids") for p in plugin_ids],
-            source=source,
             body={"messages": messages},
         )
         return await self.run(ctx, RunRequest({"model": model, "messages": messages}))
@@ -449,51 +434,14 @@ class Gateway:
                     queue.get_nowait()
 
     def record_usage(self, ctx: RequestContext, state: RunState, started: float, status: str) -> None:
+        """Record a run or single upstream call through the one accounting path (:class:`~runtime.accounting.Ledger`)."""
         if state.guardrail_hits:
             self.record_guardrail_hits(
                 state.guardrail_hits, organisation_id=ctx.organisation.id, endpoint=ctx.endpoint, key_id=ctx.key_id, request_id=ctx.request_id
             )
-        usage = state.usage
-        if state.unbilled_chars:
-            # The upstream's usage chunk never arrived: count what was streamed (about 4 characters a token).
-            estimate = max(1, state.unbilled_chars // 4)
-            usage["completion_tokens"] += estimate
-            usage["total_tokens"] += estimate
-        model = ctx.model
-        served = self.router.model(state.route.model) if state.route.model else model
-        cost = cost_usd((served or model).price, usage["prompt_tokens"], usage["completion_tokens"])
-        organisation_id = ctx.organisation.id
-        # billing: count the real cost and release what admission reserved (runtime/billing.py).
-        limit_reservation = self.budget.settle(ctx.reservation, organisation_id, cost)
-        self.usage.record(
-            request_id=state.request_id,
-            organisation_id=organisation_id,
-            key_id=ctx.key_id,
-            source=ctx.source,
-            endpoint=ctx.endpoint,
-            model=model.id,
-            requested_model=ctx.extra.get(REQUESTED_MODEL),
-            provider=state.route.provider,
-            prompt_tokens=usage["prompt_tokens"],
-            completion_tokens=usage["completion_tokens"],
-            total_tokens=usage["total_tokens"],
-            cost_usd=cost,
-            rounds=state.rounds,
-            tool_calls=state.tools_started,
-            latency_ms=(time.perf_counter() - started) * 1000,
-            status=status,
-        )
-        self.telemetry.usage_recorded(ctx, state, cost, status)
-        if ctx.track_tokens and (usage["total_tokens"] or limit_reservation):
-            assert ctx.key is not None
-            task = asyncio.get_running_loop().create_task(self._count_tokens(ctx.key.id, usage["total_tokens"], limit_reservation))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+        served = self.router.model(state.route.model) if state.route.model else None
+        self.ledger.record_run(ctx, state, price=(served or ctx.model).price, started=started, status=status)
 
-    async def _count_tokens(self, key_id: str, tokens: int, reservation_id: str | None = None) -> None:
-        try:
-            await self.limiter.record_tokens(key_id, tokens, reservation_id=reservation_id)
-        except LimiterUnavailable:
-            # The usage record is still written; the daily counter misses these tokens.
-            self.telemetry.limiter_unavailable("record_tokens")
-            log.error("could not count %d tokens for key %s: rate limiter unavailable", tokens, key_id)
+    def record_tool_call(self, ctx: ToolsContext, tool: str, *, started: float, status: str) -> None:
+        """Record a tool called on its own (``/mcp``, the console) through the same path."""
+        self.ledger.record_tool_call(ctx, tool, started=started, status=status)

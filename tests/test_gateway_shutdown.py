@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, text
 from runtime.gateway import Gateway
 from runtime.plugin_host.isolation import run_isolated
 from runtime.providers.openai import OpenAIProvider
-from runtime.providers.router import RouteLog
+from runtime.request import RouteLog
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.limits.limits_redis_server import RedisServer
 from tests.mcp.mcp_helpers import TAG_ENV, TEST_SERVER, eventually, process_alive, tagged_processes

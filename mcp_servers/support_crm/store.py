@@ -243,13 +243,6 @@ class CrmStore:
             row = conn.execute("SELECT * FROM tickets WHERE number = ?", (number,)).fetchone()
         return _ticket_row(row) if row else None
 
-    def tickets_for(self, customer_id: str) -> list[dict[str, Any]]:
-        with self.connect() as conn:
-            rows = conn.execute(
-                "SELECT * FROM tickets WHERE customer_id = ? ORDER BY number DESC", (customer_id,)
-            ).fetchall()
-        return [_ticket_row(row) for row in rows]
-
     def update_ticket(
         self, number: int, *, status: str | None, priority: str | None, note: str | None
     ) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from runtime.errors import GatewayError, database_unavailable
-from runtime.storage.db import OUTAGE_ERRORS
+from runtime.storage.engine import OUTAGE_ERRORS
 
 log = logging.getLogger("plugway.api")
 

@@ -1,8 +1,9 @@
 """The control plane: the management API under ``/admin/v1`` (admin keys only).
 
-Organisations, gateway keys, endpoints, usage, the request log, plugins,
-WhatsApp, the audit log, a detailed health view and the console's playground; every resource in
-the OpenAPI schema. Lists answer ``{"data": [...], "next_cursor": ...}``;
+Organisations, gateway keys, endpoints, usage, the request log, plugins, the audit log, a
+detailed health view and the console's playground; every resource in the
+OpenAPI schema. (WhatsApp's conversations and dead letters are under
+``/admin/v1/whatsapp``, served by the WhatsApp feature, ``workers.whatsapp.admin_routes``.) Lists answer ``{"data": [...], "next_cursor": ...}``;
 errors use the OpenAI envelope.
 """
 
@@ -29,11 +30,10 @@ def _build_router() -> APIRouter:
         plugins,
         requests,
         usage,
-        whatsapp,
     )
 
     router = APIRouter()
-    for module in (organisations, keys, endpoints, usage, requests, plugins, whatsapp, audit, health, playground):
+    for module in (organisations, keys, endpoints, usage, requests, plugins, audit, health, playground):
         router.include_router(module.router)
     return router
 

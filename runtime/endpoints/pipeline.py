@@ -1,8 +1,11 @@
 """The endpoint pipeline: each step before the next, so a failing early step costs nothing later.
 
 auth (401, the route's dependency) → key belongs to this organisation (403) →
-endpoint exists and is active (404) → rate limit (429 + Retry-After) →
-budget and per-request token cap (422 naming the limit) → guardrails on input
+scope (403) → endpoint exists and is active (404) → the key may use its model
+(403) → body, streaming and sessions allowed (400/422) → per-request token cap
+(422 naming the limit) → admission's last steps (``runtime.admission.admit``):
+budget (422 ``budget_exceeded``), then rate limit (429 + Retry-After), so a
+refused request spends none of the key's RPM → guardrails on input
 (422 naming the guardrail) → input schema (422 with the validator's detail) →
 prompt applied (422 naming a missing variable) → provider with retries and
 fallbacks (502) → output schema (502 with the validator's detail, after one
@@ -28,25 +31,24 @@ import jsonschema
 import orjson
 from sqlalchemy.exc import IntegrityError
 
-from runtime.admission import PluginRequest, RequestContext, acquire_limits, check_scope, grants_for
+from runtime.admission import admit, check_scope
 from runtime.api import sse
-from runtime.billing import Reservation, plan_reservation, serving_prices
 from runtime.config import ORCHESTRATION_MODES, EndpointConfig, OrganisationConfig
 from runtime.endpoints import sessions
 from runtime.endpoints.store import EndpointRegistry
-from runtime.endpoints.template import MissingVariable, render
 from runtime.errors import GatewayError, guardrail_blocked
 from runtime.frontdoors.chat.encoder import ChatStreamEncoder
-from runtime.gateway import Gateway, KeepAlive
-from runtime.guardrails import Finding, GuardrailBlocked
-from runtime.limits import LimiterUnavailable
+from runtime.gateway import Gateway
+from runtime.guardrails import GuardrailBlocked
+from runtime.json_types import JSON
 from runtime.orchestration.events import Completed, Event
-from runtime.orchestration.loop import RunRequest
+from runtime.prompt_template import MissingVariable, render
+from runtime.request import DoorRules, KeepAlive, PluginRequest, RequestContext, RunRequest
 from runtime.storage.keys import KeyInfo
-from runtime.telemetry import current as telemetry
 from runtime.text import quoted
 
-JSON = dict[str, Any]
+# Endpoints bring their own guardrails (the endpoint's list, not the organisation's default).
+ENDPOINT_DOOR = DoorRules("endpoint")
 # How long one request may hold its session (a crashed holder's lease expires after this).
 SESSION_LEASE_S = 600.0
 # How long a request waits for another request on the same session to finish.
@@ -206,7 +208,7 @@ class EndpointService:
         if organisation is None:
             raise EndpointError(404, "endpoint_not_found", f"Organisation '{organisation_id}' is not configured.")
         try:
-            check_scope(key, "chat")
+            check_scope(key, ENDPOINT_DOOR.scope)
         except GatewayError as exc:
             raise EndpointError.from_gateway(exc) from None
         endpoint = await self.endpoint(organisation, slug)
@@ -219,30 +221,6 @@ class EndpointService:
             raise EndpointError(422, "stream_not_allowed", f"Endpoint '{slug}' does not stream; call it without 'stream'.")
         if call.session_id is not None and not endpoint.sessions.enabled:
             raise EndpointError(422, "sessions_disabled", f"Endpoint '{slug}' keeps no sessions; leave out 'session_id'.")
-        # billing: hold the call's most until it settles (runtime/limits/reservation.py); a hold
-        # left by a refusal below lapses after limits.reservation_ttl_s.
-        planned = plan_reservation(
-            gateway.settings,
-            body,
-            orchestrated=bool(organisation.plugins if endpoint.plugins is None else endpoint.plugins),
-            prompt_parts=(endpoint.system_prompt or "",),
-        )
-        limits = None
-        if key is not None:
-            try:
-                limits = await acquire_limits(gateway, key, reserve_tokens=planned.tokens)
-            except GatewayError as exc:
-                raise EndpointError.from_gateway(exc) from None
-        model = gateway.router.model(endpoint.model)
-        prices = serving_prices(model, gateway.router.model) if model is not None else []
-        try:
-            budget_hold = await gateway.budget.check(organisation, reserve_usd=planned.cost_usd(prices))
-        except GatewayError as exc:
-            if key is not None and limits is not None and limits.reservation_id is not None:
-                with contextlib.suppress(LimiterUnavailable):
-                    await gateway.limiter.record_tokens(key.id, 0, reservation_id=limits.reservation_id)
-            raise EndpointError(422, "budget_exceeded", exc.message) from None
-        reservation = Reservation(organisation.id, budget_hold, limits.reservation_id if limits is not None else None)
         new_messages = list(call.messages)
         if call.input is not None:
             rendered = orjson.dumps(call.input).decode()
@@ -257,18 +235,40 @@ class EndpointService:
                 raise EndpointError(
                     422, "token_cap_exceeded", f"The request needs about {needed} tokens; endpoint '{slug}' allows {cap} per request (max_tokens_per_request)."
                 )
-        guardrails = self.gateway.guardrails_for(organisation, endpoint.guardrails)
+        plugins = None if endpoint.plugins is None else [PluginRequest(p, "plugins") for p in endpoint.plugins]
+        try:
+            ctx = await admit(
+                gateway,
+                ENDPOINT_DOOR.named(source),
+                key=key,
+                organisation_id=organisation_id,
+                request_id=request_id,
+                model=endpoint.model,
+                plugins=plugins,
+                guardrails=endpoint.guardrails,
+                endpoint=slug,
+                # billing: the call holds its most until it settles (runtime/limits/reservation.py); a hold
+                # left by a refusal below lapses after limits.reservation_ttl_s.
+                body=body,
+                prompt_parts=(endpoint.system_prompt or "",),
+            )
+        except GatewayError as exc:
+            if exc.code == "insufficient_credits":
+                raise EndpointError(422, "budget_exceeded", exc.message) from None
+            raise EndpointError.from_gateway(exc) from None
+        guardrails = ctx.guardrails
         if guardrails is not None and guardrails.applies_to("input"):
             try:
                 new_messages, findings = guardrails.check_messages(new_messages, "input")
             except GuardrailBlocked as blocked:
                 self.gateway.record_guardrail_hits(
-                    [("input", blocked.findings)], organisation_id=organisation.id, endpoint=slug, key_id=key.id if key else None, request_id=request_id
+                    [("input", blocked.findings)], organisation_id=organisation.id, endpoint=slug, key_id=ctx.key_id, request_id=request_id
                 )
                 raise EndpointError.from_gateway(guardrail_blocked(blocked.guardrail_key, blocked.findings)) from None
-            input_hits: list[tuple[str, list[Finding]]] = [("input", findings)] if findings else []
-        else:
-            input_hits = []
+            if findings:
+                self.gateway.record_guardrail_hits([("input", findings)], organisation_id=organisation.id, endpoint=slug, key_id=ctx.key_id, request_id=request_id)
+            # The caller's input is checked here, before the prompt; output and tool results in the loop.
+            ctx.guard_input = False
         if endpoint.input_schema is not None:
             validator = jsonschema.validators.validator_for(endpoint.input_schema, default=jsonschema.Draft202012Validator)(endpoint.input_schema)
             error = jsonschema.exceptions.best_match(validator.iter_errors(call.input))
@@ -279,26 +279,6 @@ class EndpointService:
             system = render(endpoint.system_prompt, call.variables) if endpoint.system_prompt else None
         except MissingVariable as exc:
             raise EndpointError(422, "missing_variable", str(exc)) from None
-        plugins = None if endpoint.plugins is None else [PluginRequest(p, "plugins") for p in endpoint.plugins]
-        ctx = RequestContext(
-            request_id=request_id,
-            organisation=organisation,
-            model=gateway.resolve_model(organisation, endpoint.model),
-            key=key,
-            source=source,
-            plugins=grants_for(organisation, plugins),
-            endpoint=slug,
-            # The caller's input was checked above, before the prompt; output and tool results in the loop.
-            guardrails=guardrails,
-            guard_input=False,
-        )
-        if limits is not None:
-            ctx.limits = limits
-        ctx.reservation = reservation
-        # The request's metrics, log line and span say whose call this is, as admission does for the other routes.
-        telemetry().admitted(ctx)
-        if input_hits:
-            self.gateway.record_guardrail_hits(input_hits, organisation_id=organisation.id, endpoint=slug, key_id=ctx.key_id, request_id=request_id)
         return Prepared(ctx, endpoint, call, system, new_messages, create_session)
 
     # -- sessions -------------------------------------------------------------------------------

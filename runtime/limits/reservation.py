@@ -100,3 +100,14 @@ def plan(body: Any, *, default_output_tokens: int, rounds: int = 1, prompt_parts
         prompt_tokens=min(prompt * rounds, MAX_RESERVATION_TOKENS),
         completion_tokens=min(output * rounds, MAX_RESERVATION_TOKENS),
     )
+
+
+@dataclass
+class Reservation:
+    """What admission held for one request: a share of its organisation's budget and of its
+    key's daily tokens (the limiter's ``reservation_id``), released once when it settles."""
+
+    organisation_id: str
+    budget_hold: int | None = None  # the budget guard's hold id
+    limit_id: str | None = None  # the limiter's reservation id
+    settled: bool = False

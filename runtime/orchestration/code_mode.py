@@ -39,7 +39,7 @@ from runtime.orchestration.tools import (
 from runtime.text import truncate
 
 if TYPE_CHECKING:
-    from runtime.admission import RequestContext
+    from runtime.request import RequestContext
 
 JSON = dict[str, Any]
 FIND_TOOLS = TOOL_SEARCH_NAME

@@ -1,6 +1,6 @@
 """The orchestration loop: one loop, streamed or not, for every front door.
 
-Input: the admitted :class:`~runtime.admission.RequestContext` (organisation,
+Input: the admitted :class:`~runtime.request.RequestContext` (organisation,
 model, eligible plugins) and a :class:`RunRequest` (an OpenAI chat-completions
 body, whether to stream, and approvals to resume). Output: the events of
 ``runtime.orchestration.events``, ending with one ``Completed``. Streaming
@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from runtime.billing import checked_usage
 from runtime.config import OrchestrationConfig
 from runtime.errors import guardrail_blocked
 from runtime.guardrails import Finding, GuardrailBlocked, Guardrails, StreamRedactor
-from runtime.limits.reservation import text_chars
+from runtime.json_types import JSON
 from runtime.orchestration.code_mode import (
     RUN_SCRIPT,
     SCRIPT_SERVER,
@@ -54,104 +51,16 @@ from runtime.orchestration.tools import (
     run_tool_search,
 )
 from runtime.plugin_host.tool import Sampler
-from runtime.providers.router import ModelRouter, RouteLog
+from runtime.providers.router import ModelRouter
 from runtime.providers.streaming import StreamAccumulator
+from runtime.request import RequestContext, RunRequest, RunState
 from runtime.telemetry import current as telemetry
 
-if TYPE_CHECKING:
-    from runtime.admission import RequestContext
-
-JSON = dict[str, Any]
-SamplerFactory = Callable[["RequestContext", str], Sampler]
-USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
+SamplerFactory = Callable[[RequestContext, str], Sampler]
 # Request fields that are the gateway's own and never go upstream.
 GATEWAY_FIELDS = frozenset({"stream", "stream_options", "enabled_plugin_ids", "request_id", "orchestration_mode"})
 REFUSED_BY_CLIENT = "The user did not approve this tool call, so it was not run."
 CODE_TOOLS_CACHED = 256  # code-mode faces of toolsets kept
-
-
-@dataclass(slots=True)
-class Resume:
-    """Continue a run that stopped for approvals: the assistant turn, and the client's decisions."""
-
-    assistant_message: JSON
-    approvals: dict[str, bool]  # call id -> approved
-
-
-@dataclass(slots=True)
-class RunRequest:
-    body: JSON  # an OpenAI chat-completions body: messages, parameters, the client's own tools
-    stream: bool = False
-    resume: Resume | None = None
-    # The request's orchestration mode (classic, code, auto); None: the configuration decides.
-    mode: str | None = None
-
-
-@dataclass
-class RunState:
-    """Everything known about a run so far; read by usage accounting even if the run is abandoned."""
-
-    request_id: str
-    model: str
-    orchestrated: bool = False
-    rounds: int = 0
-    usage: JSON = field(default_factory=lambda: {k: 0 for k in USAGE_KEYS})
-    tool_calls: list[JSON] = field(default_factory=list)  # trace entries of finished calls
-    tools_started: int = 0
-    stopped_by: str | None = None
-    route: RouteLog = field(default_factory=RouteLog)
-    # Characters streamed in the current upstream round whose usage has not arrived yet.
-    unbilled_chars: int = 0
-    # What the run is doing now: "model" (an upstream round), "tools", or "idle".
-    phase: str = "idle"
-    # Tools the model found with the tool search, offered from the next round on.
-    loaded_tools: list[str] = field(default_factory=list)
-    # What the guardrails found, by stage (recorded with the usage, never the content).
-    guardrail_hits: list[tuple[str, list[Finding]]] = field(default_factory=list)
-    tool_search: bool = False
-    code_mode: bool = False
-    # The organisation the run is for (its own provider circuit breakers).
-    organisation: str | None = None
-
-    def __post_init__(self) -> None:
-        self.route.request_id = self.request_id
-        self.route.organisation = self.organisation
-
-    def add_usage(self, usage: JSON | None, *, prompt: Any = None, output: Any = None) -> JSON | None:
-        """Add an upstream call's usage, checked first (``runtime.billing.checked_usage``): an
-        invalid count is replaced by an estimate from ``prompt`` (the request) and the answer's
-        text (``output``, or what this round streamed). Returns the usage as counted."""
-        if not usage:
-            return None
-        output_chars = self.unbilled_chars if output is None else text_chars(output)
-        usage = checked_usage(usage, prompt=prompt, output_chars=output_chars, request_id=self.request_id)
-        self.unbilled_chars = 0
-        for key in USAGE_KEYS:
-            self.usage[key] += usage[key]
-        for detail in ("prompt_tokens_details", "completion_tokens_details"):
-            details = usage.get(detail)
-            for name, value in (details if isinstance(details, dict) else {}).items():
-                if isinstance(value, int) and not isinstance(value, bool):
-                    bucket = self.usage.setdefault(detail, {})
-                    bucket[name] = bucket.get(name, 0) + value
-        return usage
-
-    def trace(self) -> JSON:
-        trace: JSON = {
-            "orchestrated": self.orchestrated,
-            "rounds": self.rounds,
-            "tool_calls": self.tool_calls,
-            "stopped_by": self.stopped_by,
-            "provider": self.route.provider,
-            "served_model": self.route.model,
-        }
-        if self.route.attempts:
-            trace["failed_attempts"] = self.route.attempts
-        if self.tool_search:
-            trace["loaded_tools"] = self.loaded_tools
-        if self.code_mode:
-            trace["mode"] = "code"
-        return trace
 
 
 def _call_key(call: JSON) -> tuple[str, str]:
@@ -331,8 +240,8 @@ class Orchestrator:
         *,
         drop_tool_calls: bool = False,
     ) -> AsyncGenerator[ModelChunk | ModelTurn, None]:
-        state.phase = "model"
-        with telemetry().model_round(ctx, request, round_no, stream) as observed:
+        state.round_started()
+        with telemetry().model_round(ctx.model, request, round_no, stream) as observed:
             if stream:
                 accumulator = StreamAccumulator()
                 async for chunk in self.router.stream(ctx.model, request, state.route):
@@ -347,8 +256,7 @@ class Orchestrator:
                     event = ModelChunk(round_no, chunk)
                     state.unbilled_chars += len(event.text)
                     yield event
-                state.rounds += 1
-                state.phase = "idle"
+                state.round_finished()
                 message = accumulator.message()
                 finish = accumulator.finish_reason
                 if drop_tool_calls:
@@ -359,9 +267,7 @@ class Orchestrator:
                 yield turn
                 return
             response = await self.router.chat(ctx.model, request, state.route)
-            state.rounds += 1
-            state.phase = "idle"
-            state.add_usage(response.get("usage"), prompt=request, output=(response.get("choices") or [{}])[0].get("message"))
+            state.round_finished(response.get("usage"), prompt=request, output=(response.get("choices") or [{}])[0].get("message"))
             if drop_tool_calls:
                 _drop_tool_calls(response)
             choice = (response.get("choices") or [{}])[0]

@@ -16,13 +16,14 @@ import re
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import jsonschema
 import orjson
 import pydantic
 
 from runtime.config import OrchestrationConfig, OrganisationConfig, PluginRef
+from runtime.json_types import JSON
 from runtime.orchestration.events import OfferedTool, ToolCallFinished, ToolCallStarted
 from runtime.orchestration.naming import public_name
 from runtime.plugin_host.manager import PluginHost
@@ -35,15 +36,11 @@ from runtime.plugin_host.tool import (
     ToolResult,
     ToolSpec,
 )
+from runtime.request import PluginGrant
 from runtime.telemetry import current as telemetry
 from runtime.text import truncate
 
-if TYPE_CHECKING:
-    from runtime.admission import PluginGrant
-    from runtime.mcp import McpManager
-
 log = logging.getLogger("plugway.tools")
-JSON = dict[str, Any]
 ProgressCallback = Callable[[float, float | None, str | None], None]
 
 
@@ -226,10 +223,16 @@ def _tool_allowed(ref: PluginRef, grant: PluginGrant, tool_name: str) -> bool:
     return grant.allowed_tools is None or tool_name in grant.allowed_tools
 
 
+class McpTools(Protocol):
+    """What the catalogue needs from the MCP client (``runtime.mcp.McpManager``)."""
+
+    async def tools_for(self, ref: PluginRef, *, organisation: str) -> list[ToolSpec]: ...
+
+
 class ToolCatalog:
     """Resolves a request's plugin grants to a Toolset, with caching."""
 
-    def __init__(self, plugins: PluginHost, mcp: McpManager | None = None) -> None:
+    def __init__(self, plugins: PluginHost, mcp: McpTools | None = None) -> None:
         self.plugins = plugins
         self.mcp = mcp
         self._cache: dict[tuple[Any, ...], tuple[tuple[int, ...], Toolset]] = {}
@@ -292,6 +295,26 @@ def error_content(kind: str, message: str) -> str:
     return orjson.dumps({"error": {"type": kind, "message": message}}).decode()
 
 
+def error_of(content: str) -> tuple[str, str] | None:
+    """The (kind, message) of a failed call's content, as ``run_tool_call`` writes it."""
+    try:
+        parsed = orjson.loads(content)
+    except orjson.JSONDecodeError:
+        return None
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("type"), str) and isinstance(error.get("message"), str):
+        return error["type"], error["message"]
+    return None
+
+
+def outcome_status(finished: ToolCallFinished) -> str:
+    """The usage record's status: ok, tool_error, tool_failed, invalid_arguments or timeout."""
+    if finished.ok:
+        return "ok"
+    error = error_of(finished.content)
+    return error[0] if error is not None else "tool_error"
+
+
 def serialise(result: Any) -> str:
     if isinstance(result, str):
         return result
@@ -351,7 +374,19 @@ async def run_tool_call(
         on_progress=on_progress,
         sampler=sampler,
     )
-    return await telemetry().observe_tool(execution, call, toolset, organisation_id)
+    function = call.get("function") or {}
+    name = function.get("name") or ""
+    bound = toolset.by_name.get(name)
+    return await telemetry().observe_tool(
+        execution,
+        call_id=call.get("id") or "",
+        # A name the model made up is free text: never a label.
+        tool=name if bound is not None else "unknown",
+        plugin=bound.ref.id if bound is not None else "unknown",
+        arguments=function.get("arguments") or "{}",
+        organisation_id=organisation_id,
+        name=name,
+    )
 
 
 async def _execute_tool_call(

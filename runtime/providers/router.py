@@ -22,7 +22,7 @@ import functools
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from runtime.config import ModelConfig, Settings
@@ -42,6 +42,7 @@ from runtime.providers.registry import (
     provider_kind,
 )
 from runtime.providers.resilience import CircuitBreaker, open_stream_with_retries
+from runtime.request import RouteLog
 from runtime.telemetry import current as telemetry
 
 log = logging.getLogger("plugway.router")
@@ -54,18 +55,6 @@ async def _cannot_embed(provider: Provider) -> JSON:
 
 async def _one(call: Callable[[], Awaitable[JSON]]) -> AsyncGenerator[JSON, None]:
     yield await call()
-
-
-@dataclass
-class RouteLog:
-    """What the router did for one request: served by, and failed attempts (safe messages only)."""
-
-    provider: str | None = None
-    model: str | None = None
-    attempts: list[JSON] = field(default_factory=list)
-    request_id: str | None = None  # sent upstream as X-Request-Id
-    # Whose request: each organisation has its own circuit breakers.
-    organisation: str | None = None
 
 
 @dataclass

@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from runtime.errors import database_unavailable
-from runtime.storage.db import OUTAGE_ERRORS
+from runtime.storage.engine import OUTAGE_ERRORS
 from runtime.storage.models import (
     INT64_MAX,
     KEY_NAME_MAX_CHARS,

@@ -8,7 +8,7 @@ where                                       hook
 ==========================================  ======================================================
 HTTP requests (``TelemetryMiddleware``)     ``request_started`` / ``request_finished``
 admission                                   ``admitted``, ``limiter_decision``, ``limiter_unavailable``
-usage accounting (``Gateway.record_usage``) ``usage_recorded``
+usage accounting (``Ledger.record``)        ``usage_recorded``
 an upstream round (the loop)                ``model_round`` (a span)
 the router                                  ``upstream_finished``, ``upstream_first_chunk``, ``upstream_retry``
 provider requests                           ``trace_headers``

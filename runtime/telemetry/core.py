@@ -13,12 +13,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from opentelemetry.trace import SpanKind
 
+from runtime.config import LoggingConfig, MetricsConfig, ModelConfig, Settings, TracingConfig
+from runtime.json_types import JSON
+from runtime.limits import LimitDecision
 from runtime.providers.registry import provider_kind
 from runtime.telemetry import logs
 from runtime.telemetry.metrics import Metrics
@@ -26,20 +30,55 @@ from runtime.telemetry.record import RequestRecord, close_record, current_record
 from runtime.telemetry.tracing import NO_SPAN, TRACE_KEY, Tracing, tool_outcome
 
 if TYPE_CHECKING:
-    from runtime.admission import RequestContext
-    from runtime.config import Settings
-    from runtime.limits import LimitDecision
-    from runtime.orchestration.events import ToolCallFinished
-    from runtime.orchestration.tools import Toolset
     from runtime.requestlog.writer import RequestLogWriter
 
 log = logging.getLogger("plugway.telemetry")
-JSON = dict[str, Any]
 # Route label of messages the WhatsApp worker answers (no HTTP request of their own).
 WHATSAPP_WORKER_ROUTE = "whatsapp_worker"
 # How often, in --workers N mode, each process refreshes the gauges only it knows (MCP, usage backlog).
 SAMPLE_INTERVAL_S = 5.0
 _STATUS_TEXT: dict[int, str] = {}
+
+
+class _ToolOutcome(Protocol):
+    @property
+    def ok(self) -> bool: ...
+
+    @property
+    def round(self) -> int: ...
+
+    @property
+    def error(self) -> str | None: ...
+
+    @property
+    def content(self) -> str: ...
+
+    @property
+    def duration_ms(self) -> float: ...
+
+
+FinishedTool = TypeVar("FinishedTool", bound=_ToolOutcome)
+# Sets a feature's gauges from the state it reads (a table, say) when /metrics is scraped.
+StateSampler = Callable[[Metrics], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class UsageLabels:
+    """One usage record as telemetry sees it: labels and counts, no orchestration objects."""
+
+    organisation: str
+    model: str
+    key_id: str | None
+    source: str
+    provider: str | None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    rounds: int = 0
+    orchestrated: bool = False
+    tool_calls: int = 0
+    tool_failures: int = 0
+    endpoint: str | None = None
+    served_model: str | None = None  # the model that answered (a fallback's, say)
 
 
 def _status_text(status: int) -> str:
@@ -51,8 +90,6 @@ def _status_text(status: int) -> str:
 
 class Telemetry:
     def __init__(self, settings: Settings | None = None) -> None:
-        from runtime.config import LoggingConfig, MetricsConfig, TracingConfig
-
         metrics_config = settings.metrics if settings is not None else MetricsConfig(enabled=False)
         tracing_config = settings.tracing if settings is not None else TracingConfig()
         logging_config = settings.logging if settings is not None else LoggingConfig()
@@ -68,6 +105,7 @@ class Telemetry:
         if self.tracing.enabled:
             logs._trace_ids = self.tracing.trace_ids
         self._mcp_seen: dict[str, int] = {}
+        self._state_samplers: list[StateSampler] = []
         self._sampler: asyncio.Task[None] | None = None
         self.request_log: RequestLogWriter | None = None
 
@@ -114,67 +152,78 @@ class Telemetry:
             close_record(token)
             self.request_finished(record)
 
-    def admitted(self, ctx: RequestContext) -> None:
+    def admitted(
+        self,
+        *,
+        request_id: str,
+        organisation: str,
+        model: str | None,
+        key_id: str | None,
+        source: str,
+        endpoint: str | None = None,
+        capture_bodies: bool = False,
+    ) -> None:
         """Admission resolved who asks for which model (before budget and limits can refuse it)."""
         record = current_record()
         if record is not None:
-            record.organisation = ctx.organisation.id
-            record.model = ctx.model.id
-            record.key_id = ctx.key_id
-            record.source = ctx.source
-            record.endpoint = ctx.endpoint
-            record.capture_bodies = ctx.organisation.request_log.capture_bodies
+            record.organisation = organisation
+            if model is not None:
+                record.model = model
+            record.key_id = key_id
+            record.source = source
+            record.endpoint = endpoint
+            record.capture_bodies = capture_bodies
             if not record.request_id:
-                record.request_id = ctx.request_id
+                record.request_id = request_id
         if self.tracing.enabled:
             attributes: JSON = {
-                "plugway.request_id": ctx.request_id,
-                "plugway.organisation": ctx.organisation.id,
-                "plugway.model": ctx.model.id,
-                "plugway.source": ctx.source,
+                "plugway.request_id": request_id,
+                "plugway.organisation": organisation,
+                "plugway.source": source,
             }
-            if ctx.key_id:
-                attributes["plugway.key_id"] = ctx.key_id
+            if model is not None:
+                attributes["plugway.model"] = model
+            if key_id:
+                attributes["plugway.key_id"] = key_id
             self.tracing.annotate_current(attributes)
             if record is not None:
                 ids = self.tracing.trace_ids()
                 record.trace_id = ids[0] if ids else None
 
-    def usage_recorded(self, ctx: RequestContext, state: Any, cost_usd: float, status: str) -> None:
-        """Usage accounting wrote a record: tokens, cost and rounds (every run and sampling call passes here)."""
-        usage = state.usage
-        provider = state.route.provider or ""
+    def usage_recorded(self, usage: UsageLabels, cost_usd: float, status: str) -> None:
+        """Usage accounting wrote a record: tokens, cost, rounds and tool calls (every upstream call and tool call passes here)."""
+        provider = usage.provider or ""
         metrics = self.metrics
-        organisation = ctx.organisation.id
-        model = ctx.model.id
         if metrics is not None:
-            if usage["prompt_tokens"]:
-                metrics.tokens.labels(organisation, model, provider, "input").inc(usage["prompt_tokens"])
-            if usage["completion_tokens"]:
-                metrics.tokens.labels(organisation, model, provider, "output").inc(usage["completion_tokens"])
+            if usage.prompt_tokens:
+                metrics.tokens.labels(usage.organisation, usage.model, provider, "input").inc(usage.prompt_tokens)
+            if usage.completion_tokens:
+                metrics.tokens.labels(usage.organisation, usage.model, provider, "output").inc(usage.completion_tokens)
             if cost_usd:
-                metrics.cost.labels(organisation, model).inc(cost_usd)
-            if state.orchestrated:
-                metrics.rounds.labels(ctx.source, model).observe(state.rounds)
+                metrics.cost.labels(usage.organisation, usage.model).inc(cost_usd)
+            if usage.orchestrated:
+                metrics.rounds.labels(usage.source, usage.model).observe(usage.rounds)
         record = current_record()
         if record is not None:
-            if not record.model:  # admitted without admit() (the endpoints pipeline)
-                record.organisation, record.model, record.key_id, record.source = organisation, model, ctx.key_id, ctx.source
-                record.endpoint = ctx.endpoint
-            record.served_model = state.route.model or record.served_model
-            record.prompt_tokens += usage["prompt_tokens"]
-            record.completion_tokens += usage["completion_tokens"]
+            if not record.organisation:  # work admitted outside this HTTP request's record
+                record.organisation, record.key_id, record.source = usage.organisation, usage.key_id, usage.source
+                record.endpoint = usage.endpoint
+            # A tool called on its own is admitted without a model: the request is labelled with the tool.
+            record.model = record.model or usage.model
+            record.served_model = usage.served_model or record.served_model
+            record.prompt_tokens += usage.prompt_tokens
+            record.completion_tokens += usage.completion_tokens
             record.cost_usd += cost_usd
-            record.rounds += state.rounds
-            record.tool_calls += state.tools_started
-            record.tool_failures += sum(1 for call in state.tool_calls if not call.get("ok", True))
+            record.rounds += usage.rounds
+            record.tool_calls += usage.tool_calls
+            record.tool_failures += usage.tool_failures
             record.provider = provider or record.provider
             record.outcome = status
         if self.tracing.enabled:
             self.tracing.annotate_current(
-                {"gen_ai.usage.input_tokens": record.prompt_tokens if record else usage["prompt_tokens"],
-                 "gen_ai.usage.output_tokens": record.completion_tokens if record else usage["completion_tokens"],
-                 "plugway.rounds": record.rounds if record else state.rounds}
+                {"gen_ai.usage.input_tokens": record.prompt_tokens if record else usage.prompt_tokens,
+                 "gen_ai.usage.output_tokens": record.completion_tokens if record else usage.completion_tokens,
+                 "plugway.rounds": record.rounds if record else usage.rounds}
             )
 
     # -- limits ---------------------------------------------------------------------------
@@ -196,9 +245,9 @@ class Telemetry:
 
     # -- upstream -------------------------------------------------------------------------
 
-    def model_round(self, ctx: RequestContext, body: Mapping[str, Any], round_no: int, stream: bool) -> Any:
+    def model_round(self, model: ModelConfig, body: Mapping[str, Any], round_no: int, stream: bool) -> Any:
         """A span for one upstream round (use with ``with``; call ``.finished(route, turn)`` on its answer)."""
-        observed: Any = self.tracing.model_round(ctx.model.upstream, ctx.model.provider, body, round_no, stream) if self.tracing.enabled else NO_SPAN
+        observed: Any = self.tracing.model_round(model.upstream, model.provider, body, round_no, stream) if self.tracing.enabled else NO_SPAN
         if self.log_content:
             observed = _ContentCapture(observed, body)
         record = current_record()
@@ -236,16 +285,24 @@ class Telemetry:
 
     # -- tools ----------------------------------------------------------------------------
 
-    async def observe_tool(self, run: Awaitable[ToolCallFinished], call: JSON, toolset: Toolset, organisation_id: str) -> ToolCallFinished:
-        """Run one tool execution under its span, and count it when it is done."""
-        function = call.get("function") or {}
-        name = function.get("name") or ""
-        bound = toolset.by_name.get(name)
-        # A name the model made up is free text: never a label.
-        tool_label = name if bound is not None else "unknown"
-        plugin_label = bound.ref.id if bound is not None else "unknown"
+    async def observe_tool(
+        self,
+        run: Awaitable[FinishedTool],
+        *,
+        call_id: str,
+        tool: str,
+        plugin: str,
+        arguments: str,
+        organisation_id: str,
+        name: str | None = None,
+    ) -> FinishedTool:
+        """Run one tool execution under its span, and count it when it is done.
+
+        ``tool`` and ``plugin`` are labels: "unknown" for a name the model made up (free text is never a label).
+        ``name`` is the name as called, for the request log's timeline only.
+        """
         started = time.perf_counter()
-        with self.tracing.tool_call(tool_label, call.get("id") or "", plugin_label, function.get("arguments") or "{}") as span:
+        with self.tracing.tool_call(tool, call_id, plugin, arguments) as span:
             finished = await run
             outcome = tool_outcome(finished.ok, finished.content)
             span.finished(outcome, finished.content)
@@ -257,8 +314,8 @@ class Telemetry:
                 {
                     "kind": "tool",
                     "round": finished.round,
-                    "name": name[:128],
-                    "plugin": plugin_label,
+                    "name": (name or tool)[:128],
+                    "plugin": plugin,
                     "start_ms": round((started - record.started) * 1000, 2),
                     "duration_ms": round(finished.duration_ms, 2),
                     "outcome": outcome,
@@ -266,8 +323,8 @@ class Telemetry:
                 }
             )
         if self.metrics is not None:
-            self.metrics.tool_calls.labels(organisation_id, plugin_label, tool_label, outcome).inc()
-            self.metrics.tool_duration.labels(plugin_label, tool_label, outcome).observe(finished.duration_ms / 1000)
+            self.metrics.tool_calls.labels(organisation_id, plugin, tool, outcome).inc()
+            self.metrics.tool_duration.labels(plugin, tool, outcome).observe(finished.duration_ms / 1000)
         return finished
 
     def span(self, name: str, *, kind: SpanKind = SpanKind.INTERNAL, attributes: Mapping[str, Any] | None = None) -> Any:
@@ -320,27 +377,19 @@ class Telemetry:
 
     # -- state sampled rather than counted -------------------------------------------------------
 
+    def add_state_sampler(self, sampler: StateSampler) -> Callable[[], None]:
+        """A feature's gauges of shared state (the WhatsApp queue), set at scrape time; returns its removal."""
+        self._state_samplers.append(sampler)
+        return lambda: self._state_samplers.remove(sampler)
+
     async def refresh(self, gateway: Any) -> None:
-        """Set the gauges that describe state: MCP servers, the usage writer, the WhatsApp queue."""
+        """Set the gauges that describe state: MCP servers, the usage writer, and the features' samplers."""
         metrics = self.metrics
         if metrics is None:
             return
         self._sample_process(gateway)
-        if gateway.settings.whatsapp.apps:
-            import anyio.to_thread
-
-            from runtime.telemetry.whatsapp import queue_state
-
-            try:
-                state = await anyio.to_thread.run_sync(queue_state, gateway.engine, [app.id for app in gateway.settings.whatsapp.apps])
-            except Exception as exc:  # the database is down: /readyz says so; metrics still answer
-                log.warning("metrics: cannot read the WhatsApp queue: %s", type(exc).__name__)
-                return
-            for app_id, app_state in state.items():
-                metrics.whatsapp_queue.labels(app_id, "pending").set(app_state.pending)
-                metrics.whatsapp_queue.labels(app_id, "processing").set(app_state.processing)
-                metrics.whatsapp_oldest_pending.labels(app_id).set(app_state.oldest_pending_age_s)
-                metrics.whatsapp_dead_letters.labels(app_id).set(app_state.failed)
+        for sampler in list(self._state_samplers):
+            await sampler(metrics)
 
     def _sample_process(self, gateway: Any) -> None:
         metrics = self.metrics

@@ -23,12 +23,12 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import Route
 
-from runtime.api.errors import error_response
 from runtime.errors import GatewayError
 from runtime.telemetry.core import current
 from runtime.telemetry.metrics import CONTENT_TYPE
@@ -107,7 +107,8 @@ async def metrics_listener(listen: str | None, gateway: Any) -> AsyncIterator[No
         try:
             return await _render(request, on_listener=True)
         except GatewayError as exc:
-            return error_response(exc)
+            # The OpenAI envelope, as runtime.api.errors renders it (telemetry sits below the API).
+            return Response(orjson.dumps(exc.envelope()), status_code=exc.status, media_type="application/json", headers=exc.headers)
 
     app = Starlette(routes=[Route("/metrics", scrape, methods=["GET"])])
     app.state.gateway = gateway

@@ -33,8 +33,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Self
 
 import orjson
@@ -323,12 +322,3 @@ class Tracing:
             return None
         return format(context.trace_id, "032x"), format(context.span_id, "016x")
 
-
-@contextmanager
-def restored_context() -> Iterator[None]:
-    """Run a block that may leave another current span behind (tests, the worker) and restore the context."""
-    token = otel_context.attach(otel_context.get_current())
-    try:
-        yield
-    finally:
-        otel_context.detach(token)

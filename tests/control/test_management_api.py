@@ -526,6 +526,8 @@ def test_every_admin_route_and_its_body_is_in_the_openapi_schema(server: Gateway
     schema = httpx.get(f"{server.url}/openapi.json", timeout=20).json()
     # Every route the control plane's resource modules declare (the app nests routers, so ask the modules).
     modules = [importlib.import_module(f"runtime.control.routes.{info.name}") for info in pkgutil.iter_modules(control_routes.__path__)]
+    # WhatsApp's management routes live with the WhatsApp feature, under the same prefix.
+    modules.append(importlib.import_module("workers.whatsapp.admin_routes"))
     routes = {
         (route.path_format, method.lower())
         for module in modules

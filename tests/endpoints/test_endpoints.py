@@ -135,6 +135,17 @@ def test_rate_limit_then_budget(server: GatewayServer, upstream: FakeOpenAI) -> 
     assert len(upstream.requests) == 2
 
 
+def test_a_budget_refusal_spends_none_of_the_keys_rpm(server: GatewayServer, upstream: FakeOpenAI) -> None:
+    key = server.mint("broke", rpm=2)
+    upstream.enqueue(Reply(text="spends the budget", prompt_tokens=1000, completion_tokens=1000))
+    assert call(server, key, "broke/plain", {"message": "hi"}).status_code == 200
+    server.flush_usage()
+    # Budget before limits: refused requests leave the key's second request of the minute unspent.
+    assert error(call(server, key, "broke/plain", {"message": "hi"})) == (422, "budget_exceeded")
+    assert error(call(server, key, "broke/plain", {"message": "hi"})) == (422, "budget_exceeded")
+    assert len(upstream.requests) == 1
+
+
 def test_upstream_failure_is_502(server: GatewayServer, upstream: FakeOpenAI) -> None:
     upstream.enqueue(Reply(status=500))
     assert error(call(server, server.mint("shop"), "shop/plain", {"message": "hi"})) == (502, "upstream_unavailable")

@@ -13,6 +13,11 @@ from tests.support import GatewayServer, make_settings
 __all__ = ["fake_anthropic", "fake_anthropic_server"]  # fixtures used by name
 
 CLAUDE = "claude-test"
+# "guarded" has guardrails_default: they apply on the Messages route, the native path included.
+GUARDRAILS = [
+    {"key": "pii", "kind": "pii", "action": "redact"},
+    {"key": "words", "kind": "denylist", "terms": ["project falcon"], "action": "block", "apply_to": ["input", "output"]},
+]
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +27,11 @@ def claude_gateway(fake_anthropic_server: FakeAnthropic, tmp_path_factory: pytes
         fake_anthropic_server.base_url,
         providers=[anthropic_provider("claude", fake_anthropic_server.base_url, breaker_failures=100)],
         models=[{"id": CLAUDE, "provider": "claude", "upstream_model": "claude-haiku-4-5"}],
-        organisations=[{"id": "acme", "plugins": [dict(p) for p in ACME_PLUGINS]}, {"id": "plain"}],
+        organisations=[
+            {"id": "acme", "plugins": [dict(p) for p in ACME_PLUGINS]},
+            {"id": "plain"},
+            {"id": "guarded", "guardrails": GUARDRAILS, "guardrails_default": ["pii", "words"]},
+        ],
     )
     server = GatewayServer(settings).start()
     yield server

@@ -11,12 +11,12 @@ import asyncio
 
 import pytest
 
-from runtime.admission import PluginGrant
 from runtime.config import PluginRef
 from runtime.frontdoors.mcp.changes import ToolListChanges
 from runtime.orchestration.naming import public_name
 from runtime.orchestration.tools import BoundTool, Toolset
 from runtime.plugin_host.tool import tool_from_function
+from runtime.request import PluginGrant
 from tests.mcp.mcp_helpers import eventually
 
 

@@ -187,6 +187,21 @@ def test_count_tokens(gateway: GatewayServer) -> None:
     assert 100 <= counted.input_tokens <= 150
 
 
+@pytest.mark.parametrize("key", [{"scopes": ["mcp"]}, {"models": ["gpt-other"]}], ids=["no-chat-scope", "model-not-allowed"])
+def test_count_tokens_refuses_a_key_that_may_not_use_the_model(gateway: GatewayServer, key: dict) -> None:
+    with pytest.raises(anthropic.PermissionDeniedError) as refused:
+        claude_client(gateway, "bare", **key).messages.count_tokens(model="gpt-test", messages=HELLO)
+    assert refused.value.body["error"]["type"] == "permission_error"  # type: ignore[index]
+
+
+def test_count_tokens_takes_from_the_keys_rpm(gateway: GatewayServer) -> None:
+    client = claude_client(gateway, "bare", rpm=1)
+    assert client.messages.count_tokens(model="gpt-test", messages=HELLO).input_tokens >= 1
+    with pytest.raises(anthropic.RateLimitError) as limited:
+        client.messages.count_tokens(model="gpt-test", messages=HELLO)
+    assert int(limited.value.response.headers["retry-after"]) >= 1
+
+
 # -- Anthropic models: natively forwarded, or translated when tools run -------------------------------------
 
 
@@ -214,6 +229,45 @@ def test_a_claude_model_streams_natively(claude_gateway: GatewayServer, fake_ant
     assert text == "Streaming straight through."
     assert final.model == CLAUDE and (final.usage.input_tokens, final.usage.output_tokens) == (12, 5)
     assert fake_anthropic.requests[-1].body["stream"] is True
+
+
+EMAIL = "ana.silva@example.com"
+CARD = "4111 1111 1111 1111"
+
+
+def test_a_claude_model_called_natively_keeps_the_organisations_guardrails(claude_gateway: GatewayServer, fake_anthropic: FakeAnthropic) -> None:
+    fake_anthropic.script([ClaudeReply(text=f"Your card {CARD} is on file.", thinking="Checking.")])
+    body = {
+        "model": CLAUDE,
+        "max_tokens": 2048,
+        "system": f"The customer is {EMAIL}.",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": f"Write to {EMAIL}, please."}]}],
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+    }
+    message = claude_client(claude_gateway, "guarded").messages.create(**body)  # type: ignore[arg-type]
+    sent = fake_anthropic.requests[-1].body
+    assert sent["thinking"] == body["thinking"]  # still the native path
+    assert sent["system"] == "The customer is [EMAIL]."
+    assert sent["messages"][0]["content"][0]["text"] == "Write to [EMAIL], please."
+    assert [block.type for block in message.content] == ["thinking", "text"]
+    assert message.content[1].text == "Your card [CREDIT_CARD] is on file."  # type: ignore[union-attr]
+
+
+def test_a_claude_models_native_stream_is_redacted_as_it_streams(claude_gateway: GatewayServer, fake_anthropic: FakeAnthropic) -> None:
+    fake_anthropic.script([ClaudeReply(text=f"Card {CARD} noted, thanks.")])
+    with claude_client(claude_gateway, "guarded").messages.stream(model=CLAUDE, max_tokens=100, messages=HELLO) as stream:
+        text = "".join(stream.text_stream)
+    assert text == "Card [CREDIT_CARD] noted, thanks."
+    assert fake_anthropic.requests[-1].body["stream"] is True
+
+
+def test_a_blocked_term_on_the_native_path_never_reaches_the_model(claude_gateway: GatewayServer, fake_anthropic: FakeAnthropic) -> None:
+    with pytest.raises(anthropic.BadRequestError) as refused:
+        claude_client(claude_gateway, "guarded").messages.create(
+            model=CLAUDE, max_tokens=100, messages=[{"role": "user", "content": "Status of project falcon?"}]
+        )
+    assert refused.value.body["error"]["message"] == "Content blocked by guardrail"  # type: ignore[index]
+    assert fake_anthropic.requests == []
 
 
 def test_a_claude_model_runs_the_loop_when_plugins_apply(claude_gateway: GatewayServer, fake_anthropic: FakeAnthropic) -> None:

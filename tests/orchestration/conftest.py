@@ -18,12 +18,11 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from runtime.admission import PluginRequest
 from runtime.config import settings_from_dict
-from runtime.gateway import Gateway, KeepAlive, RunResult
+from runtime.gateway import Gateway
 from runtime.orchestration.events import Completed, Event
-from runtime.orchestration.loop import Resume, RunRequest
 from runtime.providers.function import ChatFunction, FunctionProvider, Reply, StreamFunction
+from runtime.request import DoorRules, KeepAlive, PluginRequest, Resume, RunRequest, RunResult
 from tests.support import test_plugins
 
 JSON = dict[str, Any]
@@ -61,14 +60,16 @@ class Loop:
         self.provider.stream_function = recorded
 
     async def _admit(self, organisation: str, source: str, plugins: Sequence[str] | None, server_tools: bool = True) -> Any:
+        # The rules of the front door that labels its usage ``source`` (tests/orchestration drives the loop directly).
+        door = DoorRules(source, guardrails_default=source in ("api", "responses", "messages"), can_ask_approval=source == "responses")
         return await self.gateway.admit(
+            door,
             server_tools=server_tools,
             key=None,
             organisation_id=organisation,
             request_id=f"req-loop-{next(_request_ids)}",
             model=MODEL,
             plugins=None if plugins is None else [PluginRequest(p, "enabled_plugin_ids") for p in plugins],
-            source=source,
         )
 
     async def run(

@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from runtime.orchestration.events import ApprovalRequired, ToolCallFinished
-from runtime.orchestration.loop import REFUSED_BY_CLIENT, Resume
+from runtime.orchestration.loop import REFUSED_BY_CLIENT
 from runtime.providers.function import tool_call
+from runtime.request import Resume
 from tests.orchestration.conftest import Loop, tool_results
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

@@ -21,7 +21,6 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from runtime.api.app import create_app
-from runtime.api.routes_whatsapp import router as whatsapp_router
 from runtime.config import Settings, settings_from_dict
 from runtime.gateway import Gateway
 from tests.fakes.graph_api import FakeGraphAPI
@@ -29,6 +28,7 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.services import fresh_database
 from workers.whatsapp.models import WHATSAPP_TABLES
 from workers.whatsapp.payloads import SIGNATURE_HEADER, encode, sign
+from workers.whatsapp.webhook import router as whatsapp_router
 
 REPO = Path(__file__).resolve().parents[2]
 APP_SECRET = "test-app-secret-7f3a"

@@ -25,7 +25,6 @@ from runtime.control.schemas import PlaygroundRequest
 from runtime.endpoints import EndpointError, EndpointService
 from runtime.endpoints.pipeline import StreamedOutcome
 from runtime.errors import GatewayError, UpstreamError, invalid_request
-from runtime.gateway import KeepAlive
 from runtime.orchestration.events import (
     Completed,
     ModelChunk,
@@ -33,9 +32,11 @@ from runtime.orchestration.events import (
     ToolCallStarted,
     ToolProgress,
 )
-from runtime.orchestration.loop import RunRequest
+from runtime.request import DoorRules, KeepAlive, RunRequest
 
 router = APIRouter(tags=["admin: playground"])
+# No key: the organisation's budget holds; its guardrails_default are the API routes' (as before: not here).
+PLAYGROUND_DOOR = DoorRules("console")
 RESULT_PREVIEW_CHARS = 4000
 
 
@@ -94,7 +95,7 @@ async def playground(body: PlaygroundRequest, request: Request, gateway: Gateway
     else:
         if not body.model:
             raise invalid_request("Give an endpoint or a model.", param="model")
-        ctx = await gateway.admit(key=None, organisation_id=body.organisation, request_id=request_id, model=body.model, plugins=None, source="console")
+        ctx = await gateway.admit(PLAYGROUND_DOOR, key=None, organisation_id=body.organisation, request_id=request_id, model=body.model, plugins=None)
 
         async def from_model() -> AsyncIterator[bytes]:
             try:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 
-from runtime.admission import PluginGrant
+from runtime.admission import admit_tools
 from runtime.api.deps import GatewayDep
 from runtime.control.audit import audit
 from runtime.control.auth import AdminDep
@@ -15,9 +17,12 @@ from runtime.control.routes.organisations import plugin_summary
 from runtime.control.schemas import ToolCall
 from runtime.errors import GatewayError
 from runtime.gateway import Gateway
-from runtime.orchestration.tools import run_tool_call
+from runtime.orchestration.tools import outcome_status, run_tool_call
+from runtime.request import DoorRules, PluginGrant, PluginRequest
 
 router = APIRouter(tags=["admin: plugins"])
+# An operator trying a tool: no key (so no key limits), and no budget to refuse a call that costs nothing.
+CONSOLE_TOOL_DOOR = DoorRules("admin", budget=False)
 
 
 def _not_found(message: str) -> GatewayError:
@@ -67,24 +72,20 @@ async def call_tool(organisation_id: str, plugin_id: str, tool: str, body: ToolC
     if bound is None:
         raise _not_found(f"Plugin '{plugin_id}' has no tool '{tool}'.")
     request_id = f"admin-{uuid.uuid4().hex[:16]}"
-    call = {"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function", "function": {"name": bound.public_name, "arguments": _json(body.arguments)}}
-    outcome = await run_tool_call(
-        call, toolset, organisation_id=organisation_id, request_id=request_id, round_no=0, config=gateway.settings.orchestration
+    admitted = await admit_tools(
+        gateway, CONSOLE_TOOL_DOOR, key=None, request_id=request_id, organisation_id=organisation_id, plugins=[PluginRequest(plugin_id, "plugin_id")]
     )
-    gateway.usage.record(
-        request_id=request_id,
-        organisation_id=organisation_id,
-        model=bound.public_name,
-        source="admin",
-        tool_calls=1,
-        latency_ms=outcome.duration_ms,
-        status="ok" if outcome.ok else "tool_error",
-    )
+    arguments = orjson.dumps(body.arguments).decode()
+    call = {"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function", "function": {"name": bound.public_name, "arguments": arguments}}
+    started = time.perf_counter()
+    status = "cancelled"
+    try:
+        outcome = await run_tool_call(
+            call, toolset, organisation_id=organisation_id, request_id=request_id, round_no=0, config=gateway.settings.orchestration
+        )
+        status = outcome_status(outcome)
+    finally:
+        gateway.record_tool_call(admitted, bound.public_name, started=started, status=status)
     await audit(request, admin, "plugin.call", f"{organisation_id}/{bound.public_name}", {"ok": outcome.ok})
     return {"tool": bound.public_name, "ok": outcome.ok, "content": outcome.content, "error": outcome.error, "duration_ms": round(outcome.duration_ms, 2)}
 
-
-def _json(value: Any) -> str:
-    import orjson
-
-    return orjson.dumps(value).decode()

@@ -10,7 +10,6 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
-from runtime.admission import PluginRequest, RequestContext
 from runtime.api import sse
 from runtime.api.body import read_body
 from runtime.api.deps import GatewayDep, KeyDep, RequestIdDep
@@ -26,12 +25,14 @@ from runtime.frontdoors.chat.encoder import (
 )
 from runtime.frontdoors.chat.schema import ChatCompletionRequest
 from runtime.frontdoors.chat.validation import validate_chat_request
-from runtime.gateway import Gateway, KeepAlive, requested_model
+from runtime.gateway import Gateway, requested_model
+from runtime.json_types import JSON
 from runtime.orchestration.events import Event
-from runtime.orchestration.loop import RunRequest
+from runtime.request import DoorRules, KeepAlive, PluginRequest, RequestContext, RunRequest
 
 router = APIRouter()
-JSON = dict[str, Any]
+# OpenAI-compatible: the organisation's guardrails_default apply.
+CHAT_DOOR = DoorRules("api", guardrails_default=True)
 
 
 async def _run_choices(gateway: Gateway, ctx: RequestContext, run: RunRequest, n: int) -> JSON:
@@ -127,12 +128,12 @@ async def chat_completions(request: Request, gateway: GatewayDep, key: KeyDep, r
         request_id = use_request_id(request.scope, body["request_id"])
     plugin_ids = body.get("enabled_plugin_ids")
     ctx = await gateway.admit(
+        CHAT_DOOR,
         key=key,
         request_id=request_id,
         model=body["model"],
         plugins=None if plugin_ids is None else [PluginRequest(p, "enabled_plugin_ids") for p in plugin_ids],
         server_tools=not body.get("tools"),
-        source="api",
         body=body,
     )
     run = RunRequest(body, stream=bool(body.get("stream")), mode=body.get("orchestration_mode"))

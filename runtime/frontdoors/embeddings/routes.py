@@ -9,7 +9,6 @@ from fastapi import APIRouter, Request
 from opentelemetry.trace import SpanKind
 from starlette.responses import Response
 
-from runtime.admission import RequestContext
 from runtime.api.body import read_body
 from runtime.api.deps import GatewayDep, KeyDep, RequestIdDep
 from runtime.api.openapi import documented_body
@@ -21,11 +20,12 @@ from runtime.frontdoors.embeddings.schema import (
     parse_embedding_request,
 )
 from runtime.gateway import Gateway
-from runtime.orchestration.loop import RunState
+from runtime.json_types import JSON
+from runtime.request import DoorRules, RequestContext, RunState
 from runtime.telemetry import current as telemetry
 
 router = APIRouter(tags=["embeddings"])
-JSON = dict[str, Any]
+EMBEDDINGS_DOOR = DoorRules("embeddings", scope="embeddings", produces_output=False)
 
 
 def _can_embed(gateway: Gateway) -> Any:
@@ -53,13 +53,12 @@ async def create_embeddings(request: Request, gateway: GatewayDep, key: KeyDep, 
         raise invalid_request("We could not parse the JSON body of your request.") from None
     parsed = parse_embedding_request(body)
     ctx = await gateway.admit(
+        EMBEDDINGS_DOOR,
         key=key,
         request_id=request_id,
         model=parsed.model,
         plugins=None,
         server_tools=False,
-        source="embeddings",
-        scope="embeddings",
         check=_can_embed(gateway),
         body=body,
     )
@@ -70,18 +69,16 @@ async def create_embeddings(request: Request, gateway: GatewayDep, key: KeyDep, 
 
 
 async def _embed(gateway: Gateway, ctx: RequestContext, parsed: EmbeddingRequest, state: RunState) -> JSON:
-    state.phase = "model"
+    state.round_started()
     attributes: JSON = {"gen_ai.operation.name": "embeddings", "gen_ai.request.model": ctx.model.upstream, "plugway.model": ctx.model.id}
     if parsed.dimensions is not None:
         attributes["gen_ai.embeddings.dimension.count"] = parsed.dimensions
     with telemetry().span(f"embeddings {ctx.model.upstream}", kind=SpanKind.CLIENT, attributes=attributes) as span:
         upstream = await gateway.router.embeddings(ctx.model, parsed.body, state.route)
-        state.rounds = 1
-        state.phase = "idle"
         usage = upstream.get("usage")
         usage = usage if isinstance(usage, dict) else {}
         prompt_tokens = int(usage.get("prompt_tokens") or 0) or parsed.estimated_tokens
-        state.add_usage({"prompt_tokens": prompt_tokens, "completion_tokens": 0, "total_tokens": prompt_tokens})
+        state.answered({"prompt_tokens": prompt_tokens, "completion_tokens": 0, "total_tokens": prompt_tokens})
         span.set("gen_ai.usage.input_tokens", prompt_tokens)
     data = [
         {"object": "embedding", "index": item.get("index", position), "embedding": as_requested(item.get("embedding"), parsed.encoding_format)}

@@ -19,7 +19,7 @@ from runtime.admission import check_scope
 from runtime.api.deps import authenticate
 from runtime.api.errors import error_response
 from runtime.errors import GatewayError
-from runtime.frontdoors.mcp.server import PluginToolServer, caller_organisation
+from runtime.frontdoors.mcp.server import MCP_CALL_DOOR, PluginToolServer, caller_organisation
 from runtime.gateway import Gateway
 from runtime.storage.keys import KeyInfo
 
@@ -29,7 +29,7 @@ SESSION_IDLE_S = 30 * 60.0
 
 def require_mcp_scope(key: KeyInfo) -> None:
     """Refuse a key whose scopes leave out ``mcp`` (403 ``insufficient_permissions``)."""
-    check_scope(key, "mcp")
+    check_scope(key, MCP_CALL_DOOR.scope)
 
 
 def refusal(error: GatewayError, *, credentials_sent: bool = False) -> Response:

@@ -29,21 +29,15 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 import runtime
-from runtime.admission import (
-    PluginGrant,
-    RequestContext,
-    ToolsContext,
-    admit_tools,
-    grants_for,
-    organisation_not_configured,
-)
+from runtime.admission import admit_tools, grants_for, organisation_not_configured
 from runtime.config import OrganisationConfig
 from runtime.errors import GatewayError
 from runtime.frontdoors.mcp.changes import ToolListChanges
 from runtime.gateway import Gateway
 from runtime.orchestration.events import ToolCallFinished
-from runtime.orchestration.tools import BoundTool, Toolset, run_tool_call
+from runtime.orchestration.tools import BoundTool, Toolset, error_of, outcome_status, run_tool_call
 from runtime.plugin_host.tool import Sampler
+from runtime.request import DoorRules, PluginGrant, ToolsContext
 from runtime.storage.keys import KeyInfo
 
 log = logging.getLogger("plugway.mcp_server")
@@ -54,6 +48,9 @@ PAGE_SIZE = 100
 # running it: rate limit, budget, organisation. ``data`` carries the HTTP status, the
 # OpenAI-style ``code`` and ``type``, and ``retry_after_s`` when there is one.
 GATEWAY_REFUSED = -32001
+# A tool call takes from the key's limits; listing tools (and listening for changes) does not.
+MCP_CALL_DOOR = DoorRules("mcp", scope="mcp")
+MCP_LISTING_DOOR = DoorRules("mcp", scope="mcp", limits=False)
 
 INSTRUCTIONS = (
     "plugway: the plugin tools of your gateway key's organisation, named <plugin-id>__<tool>. "
@@ -122,26 +119,6 @@ def mcp_tool(bound: BoundTool) -> types.Tool:
     return types.Tool(
         name=bound.public_name, description=bound.spec.description, input_schema=schema, annotations=annotations
     )
-
-
-def error_of(content: str) -> tuple[str, str] | None:
-    """The (kind, message) of a failed call's content, as ``run_tool_call`` writes it."""
-    try:
-        parsed = orjson.loads(content)
-    except orjson.JSONDecodeError:
-        return None
-    error = parsed.get("error") if isinstance(parsed, dict) else None
-    if isinstance(error, dict) and isinstance(error.get("type"), str) and isinstance(error.get("message"), str):
-        return error["type"], error["message"]
-    return None
-
-
-def outcome_status(finished: ToolCallFinished) -> str:
-    """The usage record's status: ok, tool_error, tool_failed, invalid_arguments or timeout."""
-    if finished.ok:
-        return "ok"
-    error = error_of(finished.content)
-    return error[0] if error is not None else "tool_error"
 
 
 def tool_result(finished: ToolCallFinished) -> types.CallToolResult:
@@ -247,9 +224,7 @@ class PluginToolServer:
 
     async def _admit_listing(self, caller: Caller) -> tuple[ToolsContext, Toolset]:
         # Listing is admitted (organisation, budget) but spends none of the key's rate limit.
-        admitted = await admit_tools(
-            self.gateway, key=caller.key, request_id=caller.request_id, source="mcp", enforce_limits=False
-        )
+        admitted = await admit_tools(self.gateway, MCP_LISTING_DOOR, key=caller.key, request_id=caller.request_id)
         return admitted, await self._toolset(admitted.organisation, admitted.plugins)
 
     def input_schema(self, name: str) -> Mapping[str, Any] | None:
@@ -308,21 +283,20 @@ class PluginToolServer:
                     types.INVALID_PARAMS,
                     f"Unknown tool: '{params.name}'. tools/list shows the tools of this key's organisation.",
                 )
-            await admit_tools(self.gateway, key=caller.key, request_id=caller.request_id, source="mcp")
-            finished = await self._run(ctx, caller, organisation, toolset, params)
+            admitted = await admit_tools(self.gateway, MCP_CALL_DOOR, key=caller.key, request_id=caller.request_id)
+            finished = await self._run(ctx, admitted, toolset, params)
             return tool_result(finished)
 
     async def _run(
         self,
         ctx: ServerRequestContext[Any, Any],
-        caller: Caller,
-        organisation: OrganisationConfig,
+        admitted: ToolsContext,
         toolset: Toolset,
         params: types.CallToolRequestParams,
     ) -> ToolCallFinished:
         """Run the call exactly as the orchestration loop does, and record it (source ``mcp``) however it ends."""
         call = {
-            "id": caller.request_id,
+            "id": admitted.request_id,
             "type": "function",
             "function": {"name": params.name, "arguments": orjson.dumps(params.arguments or {}).decode()},
         }
@@ -333,38 +307,26 @@ class PluginToolServer:
                 finished = await run_tool_call(
                     call,
                     toolset,
-                    organisation_id=organisation.id,
-                    request_id=caller.request_id,
+                    organisation_id=admitted.organisation.id,
+                    request_id=admitted.request_id,
                     round_no=0,
                     config=self.gateway.settings.orchestration,
                     on_progress=progress.report,
-                    sampler=self._sampler(caller, organisation, toolset.by_name[params.name]),
+                    sampler=self._sampler(admitted, toolset.by_name[params.name]),
                 )
             status = outcome_status(finished)
             return finished
         finally:
-            self.gateway.usage.record(
-                request_id=caller.request_id,
-                organisation_id=organisation.id,
-                key_id=caller.key.id,
-                source="mcp",
-                model=params.name,
-                tool_calls=1,
-                latency_ms=(time.perf_counter() - started) * 1000,
-                status=status,
-            )
+            self.gateway.record_tool_call(admitted, params.name, started=started, status=status)
 
-    def _sampler(self, caller: Caller, organisation: OrganisationConfig, bound: BoundTool) -> Sampler | None:
+    def _sampler(self, admitted: ToolsContext, bound: BoundTool) -> Sampler | None:
         """No loop, so no request model here: an MCP server's sampling goes to its ``sampling_model``, if set."""
         model_id = bound.ref.mcp.sampling_model if bound.ref.mcp is not None else None
         model = self.gateway.router.model(model_id) if model_id else None
         if model is None:
             return None
-        ctx = RequestContext(
-            request_id=caller.request_id, organisation=organisation, model=model, key=caller.key, source="mcp", plugins=()
-        )
         factory = self.gateway.orchestrator.sampling
-        return factory(ctx, caller.request_id) if factory is not None else None
+        return factory(admitted.with_model(model, admitted.door), admitted.request_id) if factory is not None else None
 
     async def listen(
         self, ctx: ServerRequestContext[Any, Any], params: types.SubscriptionsListenRequestParams

@@ -1,28 +1,32 @@
 """The native path: an Anthropic model gets the client's Messages body as it is.
 
 Retries, fallbacks along an all-Anthropic chain, circuit breakers, limits,
-budgets and usage records are the same as everywhere; only the translation
-is skipped, so features the OpenAI shape cannot carry (extended thinking and
-its signatures, cache control, citations) reach the model untouched. Usage is
-read from the answer (``message_start`` and the cumulative ``message_delta``).
+budgets, guardrails and usage records are the same as everywhere; only the
+translation is skipped, so features the OpenAI shape cannot carry (extended
+thinking and its signatures, cache control, citations) reach the model
+untouched. Guardrails read the Anthropic shapes directly: the system prompt and
+the text blocks of every message on input, the text blocks of the answer (or
+the text deltas of the stream, held back per block as the loop holds them) on
+output. Usage is read from the answer (``message_start`` and the cumulative
+``message_delta``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
-from runtime.admission import RequestContext
-from runtime.billing import checked_usage
+from runtime.errors import guardrail_blocked
 from runtime.gateway import requested_model
+from runtime.guardrails import Finding, GuardrailBlocked, Guardrails, StreamRedactor
+from runtime.json_types import JSON
+from runtime.limits.usage import checked_usage
 from runtime.orchestration.events import ModelTurn
-from runtime.orchestration.loop import RunState
 from runtime.providers.anthropic_translate import anthropic_usage, openai_usage
 from runtime.providers.router import ModelRouter
+from runtime.request import RequestContext, RunState
 from runtime.telemetry import current as telemetry
-
-JSON = dict[str, Any]
 
 
 @dataclass(slots=True)
@@ -37,28 +41,39 @@ class NativeEvent:
 
 
 async def native_message(router: ModelRouter, ctx: RequestContext, body: JSON, state: RunState) -> JSON:
-    state.phase = "model"
+    body = _guarded_input(ctx.guardrails, state, body)
+    state.round_started()
     # The one upstream round gets its span, as the loop's rounds do.
-    with telemetry().model_round(ctx, body, 1, False) as observed:
+    with telemetry().model_round(ctx.model, body, 1, False) as observed:
         message = await router.messages(ctx.model, body, state.route)
-        state.phase = "idle"
-        state.rounds = 1
-        state.stopped_by = "answer"
         usage = openai_usage(message.get("usage") or {})
-        counted = state.add_usage(usage, prompt=body, output=message.get("content"))
+        counted = state.answered(usage, prompt=body, output=message.get("content"))
         if counted is not None and counted != usage:
             # The upstream's figures could not be billed: the client sees the ones that were.
             message["usage"] = {**(message.get("usage") or {}), **anthropic_usage(counted)}
         observed.finished(state.route, ModelTurn(1, message, message.get("stop_reason"), usage, message))
     message["model"] = requested_model(ctx)
+    guard = ctx.guardrails
+    if guard is not None and guard.applies_to("output"):
+        with _hits(state, "output") as findings:
+            for block in message.get("content") or ():
+                if isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str):
+                    checked = guard.check_text(block["text"], "output")
+                    findings.extend(checked.findings)
+                    if checked.blocked is not None:
+                        raise checked.blocked
+                    block["text"] = checked.text
     return message
 
 
 async def native_stream(router: ModelRouter, ctx: RequestContext, body: JSON, state: RunState) -> AsyncGenerator[NativeEvent, None]:
+    body = _guarded_input(ctx.guardrails, state, body)
+    guard = ctx.guardrails if ctx.guardrails is not None and ctx.guardrails.applies_to("output") else None
+    redactors: dict[int, StreamRedactor] = {}
     usage: JSON = {}
     answered: JSON = {}  # the upstream's message id and model, and why it stopped: for the round's span
-    state.phase = "model"
-    with telemetry().model_round(ctx, body, 1, True) as observed:
+    state.round_started()
+    with telemetry().model_round(ctx.model, body, 1, True) as observed, _hits(state, "output", redactors):
         async for event in router.stream_messages(ctx.model, body, state.route):
             kind = event.get("type")
             if kind == "message_start":
@@ -73,6 +88,18 @@ async def native_stream(router: ModelRouter, ctx: RequestContext, body: JSON, st
             elif kind == "content_block_delta":
                 delta = event.get("delta") or {}
                 state.unbilled_chars += len(delta.get("text") or delta.get("partial_json") or delta.get("thinking") or "")
+                if guard is not None and delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
+                    index = int(event.get("index") or 0)
+                    redactor = redactors.get(index)
+                    if redactor is None:
+                        redactor = redactors[index] = guard.stream_redactor("output")
+                    event = {**event, "delta": {**delta, "text": redactor.feed(delta["text"])}}
+            elif kind == "content_block_stop" and guard is not None:
+                index = int(event.get("index") or 0)
+                redactor = redactors.get(index)
+                held = redactor.finish() if redactor is not None else ""
+                if held:
+                    yield NativeEvent({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": held}})
             elif kind == "message_delta":
                 # Anthropic's counts here are cumulative totals: they replace, never add.
                 usage.update({k: v for k, v in (event.get("usage") or {}).items() if v is not None})
@@ -82,7 +109,36 @@ async def native_stream(router: ModelRouter, ctx: RequestContext, body: JSON, st
                     event = {**event, "usage": {**(event.get("usage") or {}), **anthropic_usage(counted_delta)}}
                 answered["stop_reason"] = (event.get("delta") or {}).get("stop_reason") or answered.get("stop_reason")
             yield NativeEvent(event)
-        state.rounds = 1
-        state.stopped_by = "answer"
-        state.phase = "idle"
+        state.answered()
         observed.finished(state.route, ModelTurn(1, {}, answered.get("stop_reason"), openai_usage(usage), answered))
+
+
+def _guarded_input(guard: Guardrails | None, state: RunState, body: JSON) -> JSON:
+    """The body with the system prompt and every message's text checked (Anthropic's text blocks are the loop's text parts)."""
+    if guard is None or not guard.applies_to("input"):
+        return body
+    system = body.get("system")
+    head = [{"role": "system", "content": system}] if isinstance(system, str | list) else []
+    with _hits(state, "input") as findings:
+        checked, found = guard.check_messages([*head, *(body.get("messages") or [])], "input")
+        findings.extend(found)
+    if head:
+        return {**body, "system": checked[0]["content"], "messages": checked[1:]}
+    return {**body, "messages": checked}
+
+
+@contextmanager
+def _hits(state: RunState, stage: str, redactors: dict[int, StreamRedactor] | None = None) -> Iterator[list[Finding]]:
+    """Collect a stage's findings (a block's and the stream redactors' included) into the run's
+    guardrail hits however the work ends; a block becomes the guardrail's error, as in the loop."""
+    findings: list[Finding] = []
+    try:
+        yield findings
+    except GuardrailBlocked as blocked:
+        findings.extend(blocked.findings)
+        raise guardrail_blocked(blocked.guardrail_key, blocked.findings) from None
+    finally:
+        for redactor in (redactors or {}).values():
+            findings.extend(redactor.findings)
+        if findings:
+            state.guardrail_hits.append((stage, list(dict.fromkeys(findings))))

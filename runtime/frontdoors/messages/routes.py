@@ -15,7 +15,6 @@ from fastapi import APIRouter, Request
 from fastapi.routing import APIRoute
 from starlette.responses import Response, StreamingResponse
 
-from runtime.admission import RequestContext
 from runtime.api import sse
 from runtime.api.body import read_body
 from runtime.api.deps import GatewayDep, KeyDep, RequestIdDep
@@ -34,12 +33,16 @@ from runtime.frontdoors.messages.translate import (
     parse_request,
     translated_ignored,
 )
-from runtime.gateway import Gateway, KeepAlive, requested_model
+from runtime.gateway import Gateway, requested_model
+from runtime.json_types import JSON
 from runtime.orchestration.events import Event
-from runtime.orchestration.loop import RunRequest, RunState
 from runtime.providers.anthropic_translate import anthropic_error_type, openai_messages
+from runtime.request import DoorRules, KeepAlive, RequestContext, RunRequest, RunState
 
-JSON = dict[str, Any]
+# Anthropic-compatible: the organisation's guardrails_default apply, on the native path too.
+MESSAGES_DOOR = DoorRules("messages", guardrails_default=True)
+# Counting tokens spends nothing, so no budget; the key's scope, model allow-list and limits hold.
+COUNT_TOKENS_DOOR = DoorRules("messages", budget=False, billed=False)
 
 
 def anthropic_error(status: int, message: str) -> JSON:
@@ -129,12 +132,12 @@ async def create_message(request: Request, gateway: GatewayDep, key: KeyDep, req
         check_server_urls(body.get("mcp_servers"), ctx.organisation)
 
     ctx = await gateway.admit(
+        MESSAGES_DOOR,
         key=key,
         request_id=request_id,
         model=parsed.model,
         plugins=parsed.plugins,
         server_tools=parsed.server_tools,
-        source="messages",
         check=check,
         body=body,
     )
@@ -159,14 +162,12 @@ async def create_message(request: Request, gateway: GatewayDep, key: KeyDep, req
 
 
 @router.post("/v1/messages/count_tokens", openapi_extra=documented_body(CountTokensRequest))
-async def count_tokens(request: Request, gateway: GatewayDep, key: KeyDep) -> Response:
-    """An estimate (about four characters a token) of what a request's input costs."""
+async def count_tokens(request: Request, gateway: GatewayDep, key: KeyDep, request_id: RequestIdDep) -> Response:
+    """An estimate (about four characters a token) of what a request's input costs; admitted like any call."""
     body = parse_json_body(await read_body(request, gateway.settings.max_body_bytes))
     if not isinstance(body, dict) or not isinstance(body.get("model"), str):
         raise GatewayError(400, "model: Field required", code="invalid_request_error", param="model")
-    organisation = gateway.organisation(key.organisation_id)
-    if organisation is not None:
-        gateway.resolve_model(organisation, body["model"])
+    ctx = await gateway.admit(COUNT_TOKENS_DOOR, key=key, request_id=request_id, model=body["model"], plugins=None, server_tools=False)
     messages = openai_messages(body.get("system"), body.get("messages"))
     size = len(orjson.dumps(messages)) + len(orjson.dumps(body.get("tools") or []))
-    return Response(orjson.dumps({"input_tokens": max(1, size // 4)}), media_type="application/json")
+    return Response(orjson.dumps({"input_tokens": max(1, size // 4)}), media_type="application/json", headers=ctx.limits.headers())

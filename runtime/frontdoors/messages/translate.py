@@ -23,14 +23,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.admission import PluginRequest
 from runtime.config import OrganisationConfig
 from runtime.errors import invalid_request
+from runtime.json_types import JSON
 from runtime.orchestration.code_mode import requested_mode
 from runtime.orchestration.naming import public_name
 from runtime.providers.anthropic_translate import openai_messages, openai_tool_choice, openai_tools
+from runtime.request import PluginRequest
 
-JSON = dict[str, Any]
 PLUGIN_URL_PREFIX = "plugway://plugins/"
 KNOWN = frozenset(
     {

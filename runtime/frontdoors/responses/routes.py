@@ -5,14 +5,12 @@ from __future__ import annotations
 import weakref
 from collections.abc import AsyncIterator
 from functools import partial
-from typing import Any
 
 import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
-from runtime.admission import RequestContext
 from runtime.api import sse
 from runtime.api.body import read_body
 from runtime.api.deps import GatewayDep, KeyDep, RequestIdDep
@@ -25,12 +23,14 @@ from runtime.frontdoors.responses import store
 from runtime.frontdoors.responses.encoder import ResponsesEncoder
 from runtime.frontdoors.responses.schema import CreateResponseRequest
 from runtime.frontdoors.responses.translate import check_server_urls, parse_request
-from runtime.gateway import Gateway, KeepAlive, requested_model
+from runtime.gateway import Gateway, requested_model
+from runtime.json_types import JSON
 from runtime.orchestration.events import Completed, Event, ToolProgress, ToolsOffered
-from runtime.orchestration.loop import RunRequest
+from runtime.request import DoorRules, KeepAlive, RequestContext, RunRequest
 
 router = APIRouter(tags=["responses"])
-JSON = dict[str, Any]
+# OpenAI-compatible, and the one door that can stop a run for a person's approval.
+RESPONSES_DOOR = DoorRules("responses", guardrails_default=True, can_ask_approval=True)
 
 
 def not_found(response_id: str, param: str | None = None) -> GatewayError:
@@ -123,12 +123,12 @@ async def create_response(request: Request, gateway: GatewayDep, key: KeyDep, re
         ignored_headers.update(settle(ignored, policy, request_id=ctx.request_id))
 
     ctx = await gateway.admit(
+        RESPONSES_DOOR,
         key=key,
         request_id=request_id,
         model=parsed.model,
         plugins=parsed.plugins,
         server_tools=parsed.server_tools,
-        source="responses",
         check=check,
         body=body,
         prompt_parts=(previous.state.get("messages") or [],) if previous else (),

@@ -37,14 +37,12 @@ from typing import Any
 
 import orjson
 
-from runtime.admission import ApprovalPolicy, PluginRequest
 from runtime.config import OrganisationConfig
 from runtime.errors import invalid_request, unsupported_parameter
+from runtime.json_types import JSON
 from runtime.orchestration.code_mode import requested_mode
-from runtime.orchestration.loop import Resume
 from runtime.orchestration.naming import public_name
-
-JSON = dict[str, Any]
+from runtime.request import ApprovalPolicy, PluginRequest, Resume
 
 HANDLED = frozenset(
     {

@@ -72,7 +72,7 @@ def current_revision(connection: Connection) -> str | None:
 
 def upgrade(database: str | Engine, revision: str = "head") -> None:
     """Bring the database to ``revision``; safe to call from several processes at once."""
-    from runtime.storage.db import make_engine
+    from runtime.storage.engine import make_engine
 
     engine = make_engine(database) if isinstance(database, str) else database
     try:

@@ -6,7 +6,7 @@ import argparse
 
 from alembic import command
 
-from runtime.storage.db import make_engine
+from runtime.storage.engine import make_engine
 from runtime.storage.migrations import alembic_config
 
 

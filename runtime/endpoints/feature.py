@@ -1,0 +1,24 @@
+"""Endpoints, as the app factory plugs them in: their routes, the service every caller shares
+(``app.state.endpoints``) and the purge of expired sessions."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from runtime.api.feature import RouterFeature, in_background
+from runtime.endpoints import purge_expired_sessions
+from runtime.endpoints.pipeline import EndpointService
+from runtime.endpoints.routes import router
+
+
+@asynccontextmanager
+async def _serving(app: FastAPI) -> AsyncIterator[None]:
+    app.state.endpoints = EndpointService(app.state.gateway)
+    async with in_background(purge_expired_sessions(app.state.endpoints)):
+        yield
+
+
+FEATURE = RouterFeature("endpoints", (router,), lifespan=_serving)
