@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from runtime.api.app import create_app
 from runtime.api.guard import server_options
@@ -19,6 +19,25 @@ from tests.fakes.threaded import ThreadedServer
 from tests.fixtures import catalogue_plugin, testkit_plugin
 
 UPSTREAM_KEY = "sk-test-upstream"
+
+T = TypeVar("T")
+
+
+def wait_until(predicate: Callable[[], T], what: str = "the condition", *, within_s: float = 20.0, interval_s: float = 0.05) -> T:
+    """Poll ``predicate`` until it returns something truthy, and return that.
+
+    For work the gateway does in the background (a flush, a record written just after the answer,
+    a server starting): tests wait for the thing itself, never for a fixed time. The bound only
+    stops a broken build from hanging.
+    """
+    deadline = time.monotonic() + within_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened within {within_s} s: {what}")
+        time.sleep(interval_s)
 
 
 @functools.cache

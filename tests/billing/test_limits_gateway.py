@@ -22,7 +22,7 @@ from runtime.storage.models import ApiKey
 from tests.billing.conftest import Servers
 from tests.fakes.openai_server import FakeOpenAI, Reply, free_port
 from tests.limits.limits_redis_server import RedisServer
-from tests.support import GatewayServer
+from tests.support import GatewayServer, wait_until
 
 BODY = {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -232,8 +232,12 @@ def test_two_plugway_serve_processes_share_limits_and_usage(
         responses = asyncio.run(_burst(urls, key, 40))
         statuses = [r.status_code for r in responses]
         assert statuses.count(200) == 5 and statuses.count(429) == 35
-        time.sleep(0.5)  # both processes flush their usage (flush_interval_s 0.1)
-        summary = httpx.get(f"{urls[1]}/usage", headers={"Authorization": f"Bearer {key}"}, timeout=10).json()
+
+        def flushed() -> dict | None:  # both processes flush their usage (flush_interval_s 0.1)
+            summary: dict = httpx.get(f"{urls[1]}/usage", headers={"Authorization": f"Bearer {key}"}, timeout=10).json()
+            return summary if summary["total_requests"] >= 5 else None
+
+        summary = wait_until(flushed, "both processes' usage is written")
         assert (summary["total_requests"], summary["total_tokens"]) == (5, 50)
     finally:
         for process in processes:

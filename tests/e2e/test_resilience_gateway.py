@@ -7,6 +7,7 @@ each test starts its own gateway so that breaker state never leaks between tests
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -23,6 +24,7 @@ from tests.fakes.anthropic_server import (
 )
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.openai_server import Reply as OpenAIReply
+from tests.support import GatewayServer
 
 JSON = dict[str, Any]
 HELLO: list[Any] = [{"role": "user", "content": "hello"}]
@@ -527,3 +529,98 @@ def test_open_breaker_sends_streams_straight_to_the_fallback(
     assert_one_clean_stream(chunks, "primary")
     assert len(upstream.requests) == 1
     assert len(fake_anthropic.requests) == 2
+
+
+# -- a provider's 429 reaches the client only after the model's fallbacks were tried -------------------
+# A fallback that answers serves the request; when every provider throttles, the client gets the
+# shortest Retry-After; throttling mixed with another failure is 502 upstream_unavailable.
+# Throttling never opens a breaker, so the next request still goes to the primary.
+
+
+@pytest.fixture
+def backup() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fallback_gateway(launch: Launch, upstream: FakeOpenAI, backup: FakeOpenAI) -> GatewayServer:
+    """``gpt-test`` on the primary upstream, falling back to ``gpt-backup`` on a second upstream.
+
+    The primary's breaker opens after a single counted failure: if throttling counted, one
+    429 would be enough to stop the primary being tried.
+    """
+    return launch(
+        providers=[
+            openai_provider("primary", upstream.base_url, breaker_failures=1, breaker_cooldown_s=600),
+            openai_provider("backup", backup.base_url),
+        ],
+        models=[
+            {"id": "gpt-test", "provider": "primary", "fallbacks": ["gpt-backup"]},
+            {"id": "gpt-backup", "provider": "backup"},
+        ],
+    )
+
+
+def _throttled(retry_after: str) -> OpenAIReply:
+    return OpenAIReply(status=429, error_message="Rate limit reached for gpt-4o-mini", headers={"retry-after": retry_after})
+
+
+def _primary_is_still_tried(client: openai.OpenAI, upstream: FakeOpenAI, backup: FakeOpenAI) -> None:
+    """The primary's breaker stayed closed: the next request is sent to it, and it serves it."""
+    before_primary, before_backup = len(upstream.requests), len(backup.requests)
+    upstream.enqueue(OpenAIReply(text="from the primary"))
+    reply = client.chat.completions.create(model="gpt-test", messages=HELLO)
+    assert reply.choices[0].message.content == "from the primary"
+    assert len(upstream.requests) == before_primary + 1
+    assert len(backup.requests) == before_backup
+
+
+def test_a_throttled_primary_falls_back_and_the_fallback_serves(
+    fallback_gateway: GatewayServer, upstream: FakeOpenAI, backup: FakeOpenAI
+) -> None:
+    client = sdk_client(fallback_gateway)
+    upstream.enqueue(_throttled("7"))
+    backup.enqueue(OpenAIReply(text="from the backup"))
+    reply = client.chat.completions.with_raw_response.create(model="gpt-test", messages=HELLO)
+    assert reply.status_code == 200
+    assert reply.parse().choices[0].message.content == "from the backup"
+    assert [len(upstream.requests), len(backup.requests)] == [1, 1]
+    _primary_is_still_tried(client, upstream, backup)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+@pytest.mark.parametrize(("primary_wait", "backup_wait"), [("7", "3"), ("3", "7")])
+def test_when_every_provider_throttles_the_client_gets_429_with_the_shortest_retry_after(
+    fallback_gateway: GatewayServer, upstream: FakeOpenAI, backup: FakeOpenAI, stream: bool, primary_wait: str, backup_wait: str
+) -> None:
+    # Both orders: the shortest wait wins, not the first or the last provider's.
+    client = sdk_client(fallback_gateway)
+    upstream.enqueue(_throttled(primary_wait))
+    backup.enqueue(_throttled(backup_wait))
+    with pytest.raises(openai.RateLimitError) as info:
+        client.chat.completions.create(model="gpt-test", messages=HELLO, stream=stream)
+    assert info.value.status_code == 429
+    assert info.value.body["code"] == "rate_limit_exceeded"  # type: ignore[index]
+    assert info.value.response.headers["retry-after"] == "3"
+    # Both were tried, once each: the 429 came after the fallback, not instead of it.
+    assert [len(upstream.requests), len(backup.requests)] == [1, 1]
+    _primary_is_still_tried(client, upstream, backup)
+
+
+def test_throttling_mixed_with_a_failing_fallback_is_502_upstream_unavailable(
+    fallback_gateway: GatewayServer, upstream: FakeOpenAI, backup: FakeOpenAI
+) -> None:
+    client = sdk_client(fallback_gateway)
+    upstream.enqueue(_throttled("7"))
+    backup.enqueue(OpenAIReply(status=500, error_message="backup is down"))
+    with pytest.raises(openai.InternalServerError) as info:
+        client.chat.completions.create(model="gpt-test", messages=HELLO)
+    assert info.value.status_code == 502
+    assert info.value.body["code"] == "upstream_unavailable"  # type: ignore[index]
+    # It failed over already: the SDKs must not retry on top of that.
+    assert info.value.response.headers["x-should-retry"] == "false"
+    assert "retry-after" not in info.value.response.headers
+    assert [len(upstream.requests), len(backup.requests)] == [1, 1]
+    _primary_is_still_tried(client, upstream, backup)

@@ -8,7 +8,6 @@ session idle timeout) and the announcements that must not happen.
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -18,6 +17,7 @@ from runtime.orchestration.naming import public_name
 from runtime.orchestration.tools import BoundTool, Toolset
 from runtime.plugin_host.tool import tool_from_function
 from runtime.request import PluginGrant
+from tests.mcp.mcp_helpers import eventually
 
 
 def lookup(city: str) -> str:
@@ -50,13 +50,6 @@ class Session:
         if not self.reachable:
             raise ConnectionResetError("stream gone")
         self.told += 1
-
-
-async def eventually(predicate: object, within_s: float = 3.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture

@@ -170,3 +170,30 @@ def test_readyz_reports_mcp_health_and_shutdown_leaves_no_children(tmp_path: Pat
     finally:
         server.stop()
     assert tagged_processes(tag) == []
+
+
+# -- allowed_tools in the configuration -------------------------------------------------------------------
+
+
+@pytest.fixture
+def narrowed(tmp_path: Path, upstream: FakeOpenAI) -> Iterator[GatewayServer]:
+    plugin = {"id": "tk", "mcp": {"command": [sys.executable, str(TEST_SERVER)]}, "allowed_tools": ["echo", "add"]}
+    gateway = GatewayServer(make_settings(tmp_path, upstream.base_url, plugins=[plugin])).start()
+    yield gateway
+    gateway.stop()
+
+
+def test_only_a_plugins_allowed_tools_are_offered_and_others_cannot_be_called(narrowed: GatewayServer, upstream: FakeOpenAI) -> None:
+    client = openai.OpenAI(base_url=narrowed.base_url, api_key=narrowed.mint(), max_retries=0, timeout=30)
+    upstream.enqueue(
+        Reply(tool_calls=[("tk__pid", {}), ("tk__echo", {"text": "hi"})]),
+        Reply(text="done"),
+    )
+    reply = client.chat.completions.create(model="gpt-test", messages=USER)
+    assert sorted(tool["function"]["name"] for tool in upstream.requests[0]["tools"]) == ["tk__add", "tk__echo"]
+    excluded, allowed = tool_contents(upstream.requests[1])
+    error = orjson.loads(excluded)["error"]
+    assert "tk__pid" in error["message"]
+    assert allowed == "hi"
+    trace = reply.model_extra["plugway"]["tool_calls"]  # type: ignore[index]
+    assert [(call["name"], call["ok"]) for call in trace] == [("tk__pid", False), ("tk__echo", True)]

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,14 +73,6 @@ def post_whatsapp(base_url: str, text: str, sender: str = "15551234567") -> http
     body = encode(delivery(change(PHONE_NUMBER_ID, messages=[text_message(sender, text)])))
     headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(APP_SECRET, body)}
     return httpx.post(f"{base_url}/webhooks/whatsapp", content=body, headers=headers, timeout=10)
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.05)
 
 
 def scrape(base_url: str, token: str | None = None) -> Series:
