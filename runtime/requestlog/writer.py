@@ -16,7 +16,6 @@ bill), so it keeps no spill file. ``aclose`` writes what is left.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ from sqlmodel import SQLModel
 from runtime.config import Settings
 from runtime.requestlog import models  # noqa: F401  (registers the tables)
 from runtime.storage.db import failure_reason
+from runtime.storage.usage import flush_until_stopped
 from runtime.telemetry.record import RequestRecord
 
 log = logging.getLogger("plugway.requestlog")
@@ -180,18 +180,7 @@ class RequestLogWriter:
             self._dropped = 0
 
     async def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.flush_interval_s)
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            try:
-                await self.flush()
-            except Exception:
-                # Logged by _failing. Wait out an interval: a full buffer must not spin on a dead database.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), timeout=self.flush_interval_s)
+        await flush_until_stopped(self.flush, wake=self._wake, stop=self._stop, interval_s=self.flush_interval_s)
 
     async def aclose(self) -> None:
         """Stop the background task and write what is left; never raises (cancellation aside)."""

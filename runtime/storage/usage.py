@@ -40,7 +40,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -235,6 +235,25 @@ def _from_json(row: Row) -> Row:
     return row
 
 
+async def flush_until_stopped(
+    flush: Callable[[], Awaitable[None]], *, wake: asyncio.Event, stop: asyncio.Event, interval_s: float
+) -> None:
+    """A batching writer's background loop: ``flush`` every ``interval_s``, or at once when
+    ``wake`` is set, until ``stop`` is. A failing flush (it logs its own failure) waits out an
+    interval: a full buffer must not spin on a dead database."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=interval_s)
+        wake.clear()
+        if stop.is_set():
+            return
+        try:
+            await flush()
+        except Exception:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval_s)
+
+
 class UsageWriter:
     def __init__(
         self,
@@ -363,18 +382,7 @@ class UsageWriter:
             self._failing_since = None
 
     async def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.flush_interval_s)
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            try:
-                await self.flush()
-            except Exception:
-                # Logged by the flush. Wait out an interval: a full buffer must not spin on a dead database.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), timeout=self.flush_interval_s)
+        await flush_until_stopped(self.flush, wake=self._wake, stop=self._stop, interval_s=self.flush_interval_s)
 
     async def aclose(self) -> None:
         """Stop the background task and write what is buffered. Never raises (cancellation aside).
