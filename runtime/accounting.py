@@ -18,7 +18,7 @@ from typing import Protocol
 
 from runtime.config import Price
 from runtime.limits import Limiter, LimiterUnavailable
-from runtime.limits.reservation import Reservation
+from runtime.limits.reservation import CHARS_PER_TOKEN, Reservation
 from runtime.request import REQUESTED_MODEL, RequestContext, RunState, ToolsContext
 from runtime.storage.keys import KeyInfo
 from runtime.storage.usage import UsageWriter, cost_usd
@@ -26,8 +26,6 @@ from runtime.telemetry import current as telemetry
 from runtime.telemetry.core import UsageLabels
 
 log = logging.getLogger("plugway")
-# About four characters a token: the estimate when an upstream's usage never arrived.
-CHARS_PER_TOKEN = 4
 
 
 class BudgetNotes(Protocol):

@@ -41,6 +41,7 @@ from runtime.frontdoors.chat.encoder import ChatStreamEncoder
 from runtime.gateway import Gateway
 from runtime.guardrails import GuardrailBlocked
 from runtime.json_types import JSON
+from runtime.limits.reservation import CHARS_PER_TOKEN
 from runtime.orchestration.events import Completed, Event
 from runtime.prompt_template import MissingVariable, render
 from runtime.request import DoorRules, KeepAlive, PluginRequest, RequestContext, RunRequest
@@ -53,7 +54,6 @@ ENDPOINT_DOOR = DoorRules("endpoint")
 SESSION_LEASE_S = 600.0
 # How long a request waits for another request on the same session to finish.
 SESSION_WAIT_S = 120.0
-CHARS_PER_TOKEN = 4
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.S)
 
 

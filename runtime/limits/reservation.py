@@ -36,6 +36,7 @@ from typing import Any
 
 from runtime.config import Price
 
+# About four characters a token: plugway's own count wherever an upstream's is missing.
 CHARS_PER_TOKEN = 4
 OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 # Enough to hold any real request; small enough that Redis never overflows adding a few.

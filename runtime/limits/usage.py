@@ -10,7 +10,7 @@ import logging
 import math
 from typing import Any
 
-from runtime.limits.reservation import plan
+from runtime.limits.reservation import CHARS_PER_TOKEN, plan
 
 log = logging.getLogger("plugway.billing")
 
@@ -45,7 +45,7 @@ def checked_usage(usage: dict[str, Any], *, prompt: Any = None, output_chars: in
     replaced: list[str] = []
     estimates = {
         "prompt_tokens": lambda: plan(prompt, default_output_tokens=1).prompt_tokens if prompt is not None else 0,
-        "completion_tokens": lambda: math.ceil(max(0, output_chars) / 4),
+        "completion_tokens": lambda: math.ceil(max(0, output_chars) / CHARS_PER_TOKEN),
     }
     for name, estimate in estimates.items():
         count = _count(usage.get(name))
