@@ -25,6 +25,11 @@ def admin_keys(request: Request) -> AdminKeyCache:
 
 
 async def require_admin(request: Request) -> AdminInfo:
+    # The request guard (runtime.api.guard) checks the key before the body is read; the route's
+    # dependency then finds the same request's answer instead of looking the key up again.
+    checked: AdminInfo | None = getattr(request.state, "admin", None)
+    if checked is not None:
+        return checked
     presented = presented_key(request)
     if presented is None:
         raise invalid_api_key("The management API needs an admin key: 'Authorization: Bearer pwa_...'.")
