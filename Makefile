@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 SERVE_STAMP := $(VENV)/.installed-serve
 STAMP := $(VENV)/.installed-test
 
-.PHONY: serve chat test install lint bench browser
+.PHONY: serve chat test install lint bench browser agents
 
 $(SERVE_STAMP): pyproject.toml examples/forecast_plugin/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,7 @@ chat: $(SERVE_STAMP)
 	. ./plugway-keys.env && $(VENV)/bin/plugway chat
 
 # Three test processes on two cores: most tests wait on sockets, servers and subprocesses.
-test: lint browser
+test: lint browser agents
 	$(PY) -m pytest -q -n 3
 
 # The console's browser tests drive Debian's Chromium through Playwright (never a browser
@@ -48,6 +48,17 @@ browser:
 	    echo "make: no $(CHROMIUM) and not root: the console's browser tests will be skipped (sudo apt-get install chromium)"; \
 	  fi; \
 	fi
+
+# The coding agents the end-to-end tests drive (OpenAI's Codex CLI, Anthropic's Claude Code), at the
+# versions the README documents, installed from npm into .agents/ (never globally, never at test time).
+CODEX_VERSION := 0.171.0
+CLAUDE_CODE_VERSION := 2.1.332
+AGENTS_STAMP := .agents/.installed-$(CODEX_VERSION)-$(CLAUDE_CODE_VERSION)
+$(AGENTS_STAMP):
+	@command -v npm >/dev/null || { echo "make: npm is needed for the coding-agent tests (apt-get install nodejs npm)"; exit 1; }
+	npm install --silent --no-fund --no-audit --prefix .agents @openai/codex@$(CODEX_VERSION) @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
+	touch $(AGENTS_STAMP)
+agents: $(AGENTS_STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check runtime plugins mcp_servers workers tests examples benchmarks

@@ -28,6 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "runtime.json_types",
         "runtime.errors",
         "runtime.text",
+        "runtime.reasoning",
         "runtime.lazy",
         "runtime.futures",
         "runtime.prompt_template",

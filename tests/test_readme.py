@@ -206,6 +206,7 @@ def test_the_quick_start_runs_as_written_in_a_fresh_shell(tmp_path: Path) -> Non
     import subprocess
 
     from tests.fakes.openai_server import free_port
+    from tests.support import wait_until
 
     (block,) = fenced(section(readme(), QUICK_START_HEADING), "bash")
     (tmp_path / ".venv").symlink_to(README.parent / ".venv")
@@ -214,17 +215,18 @@ def test_the_quick_start_runs_as_written_in_a_fresh_shell(tmp_path: Path) -> Non
         ["bash", "-c", block], cwd=tmp_path, env=fresh_shell, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, start_new_session=True,
     )
+    log_file = tmp_path / "plugway.log"
     try:
         out, err = shell.communicate(timeout=240)
+        assert shell.returncode == 0, err + log_file.read_text()
+        # The embedded default logs each request, the quick start's included: the access line is
+        # written once the answer has gone out, so it may land just after curl has its answer.
+        wait_until(lambda: "POST /v1/chat/completions 200" in log_file.read_text(), "the request's log line")
     finally:
         # The gateway it started in the background: stopped as Ctrl-C would, with its MCP servers.
         os.killpg(shell.pid, signal.SIGINT)
-    assert shell.returncode == 0, err + (tmp_path / "plugway.log").read_text()
     answer = json.loads(out)
     assert "391" in answer["choices"][0]["message"]["content"]
     assert answer["plugway"]["tool_calls"][0]["name"] == "calculator__evaluate"
     keys = tmp_path / "plugway-keys.env"
     assert keys.stat().st_mode & 0o777 == 0o600
-    log = (tmp_path / "plugway.log").read_text()
-    # The embedded default logs each request, the quick start's included.
-    assert "POST /v1/chat/completions 200" in log

@@ -17,6 +17,7 @@ from runtime.errors import UpstreamError
 from runtime.providers.base import encode_body, request_headers
 from runtime.providers.http import ReadBounds, UpstreamClient, retry_after
 from runtime.providers.streaming import iter_sse_json
+from runtime.reasoning import without_parts
 
 JSON = dict[str, Any]
 
@@ -60,6 +61,16 @@ def upstream_error_from_response(provider_id: str, status: int, headers: Mapping
     )
 
 
+def chat_wire_body(body: JSON) -> JSON:
+    """The body as chat completions carries it: reasoning state of other protocols stays behind."""
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        stripped = without_parts(messages)
+        if stripped is not messages:
+            return {**body, "messages": stripped}
+    return body
+
+
 class OpenAIProvider:
     kind = "openai"
 
@@ -75,7 +86,7 @@ class OpenAIProvider:
         self._http = UpstreamClient(config.id, headers=headers, bounds=ReadBounds.of(config), max_connections=config.max_connections)
 
     async def chat(self, body: JSON, *, request_id: str | None = None) -> JSON:
-        return await self._post_json(self._url, body, request_id)
+        return await self._post_json(self._url, chat_wire_body(body), request_id)
 
     async def _post_json(self, url: str, body: JSON, request_id: str | None) -> JSON:
         reply = await self._http.post(url, encode_body(body), request_headers(request_id))
@@ -88,7 +99,7 @@ class OpenAIProvider:
         return data
 
     async def stream_chat(self, body: JSON, *, request_id: str | None = None) -> AsyncGenerator[JSON, None]:
-        stream = await self._http.open_stream(self._url, encode_body(body), request_headers(request_id))
+        stream = await self._http.open_stream(self._url, encode_body(chat_wire_body(body)), request_headers(request_id))
         finished = False
         try:
             if stream.status >= 400:

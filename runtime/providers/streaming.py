@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from runtime.reasoning import REASONING_PARTS
+
 JSON = dict[str, Any]
 
 
@@ -66,6 +68,7 @@ class StreamAccumulator:
     id: str | None = None
     model: str | None = None
     system_fingerprint: str | None = None
+    reasoning_parts: list[JSON] = field(default_factory=list)
 
     def add(self, chunk: JSON) -> None:
         self.id = self.id or chunk.get("id")
@@ -81,6 +84,8 @@ class StreamAccumulator:
                 self.content.append(delta["content"])
             if delta.get("refusal"):
                 self.refusal.append(delta["refusal"])
+            if delta.get(REASONING_PARTS):
+                self.reasoning_parts.extend(delta[REASONING_PARTS])
             for call in delta.get("tool_calls") or ():
                 parts = self.tool_calls.setdefault(call.get("index", 0), _ToolCallParts())
                 if call.get("id"):
@@ -103,6 +108,8 @@ class StreamAccumulator:
         message: JSON = {"role": "assistant", "content": self.text or None}
         if self.refusal:
             message["refusal"] = "".join(self.refusal)
+        if self.reasoning_parts:
+            message[REASONING_PARTS] = list(self.reasoning_parts)
         if self.tool_calls:
             message["tool_calls"] = [
                 {
