@@ -34,7 +34,7 @@ from sqlalchemy import (
 )
 from sqlmodel import Field, SQLModel
 
-JSON = dict[str, Any]
+from runtime.json_types import JSON
 
 
 class EndpointSession(SQLModel, table=True):

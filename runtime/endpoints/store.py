@@ -24,8 +24,6 @@ from sqlmodel import Field, SQLModel
 from runtime.config import EndpointConfig, OrganisationConfig
 from runtime.storage.models import COUNTER, utcnow
 
-JSON = dict[str, Any]
-
 
 class StoredEndpoint(SQLModel, table=True):
     """An endpoint created through the management API (YAML endpoints live in the configuration)."""

@@ -28,6 +28,7 @@ import pydantic_monty
 
 from runtime.config import ORCHESTRATION_MODES, CodeModeConfig, OrchestrationConfig
 from runtime.errors import invalid_request
+from runtime.json_types import JSON
 from runtime.orchestration.events import Event, ToolCallFinished, ToolCallStarted
 from runtime.orchestration.tools import (
     TOOL_SEARCH_NAME,
@@ -41,7 +42,6 @@ from runtime.text import truncate
 if TYPE_CHECKING:
     from runtime.request import RequestContext
 
-JSON = dict[str, Any]
 FIND_TOOLS = TOOL_SEARCH_NAME
 TOOL_SIGNATURES = "plugway__tool_signatures"
 RUN_SCRIPT = "plugway__run_script"

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-JSON = dict[str, Any]
+from runtime.json_types import JSON
 
 
 @dataclass(slots=True)

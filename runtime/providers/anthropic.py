@@ -14,6 +14,7 @@ import orjson
 
 from runtime.config import ProviderConfig
 from runtime.errors import UpstreamError
+from runtime.json_types import JSON
 from runtime.providers.anthropic_translate import (
     ANTHROPIC_VERSION,
     StreamTranslator,
@@ -24,8 +25,6 @@ from runtime.providers.anthropic_translate import (
 from runtime.providers.base import encode_body, request_headers
 from runtime.providers.http import ReadBounds, UpstreamClient, retry_after
 from runtime.providers.streaming import iter_sse_json
-
-JSON = dict[str, Any]
 
 
 def messages_url(base_url: str) -> str:

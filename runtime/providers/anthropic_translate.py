@@ -28,8 +28,7 @@ from typing import Any
 import orjson
 
 from runtime.errors import UpstreamError, invalid_request, unsupported_parameter
-
-JSON = dict[str, Any]
+from runtime.json_types import JSON
 
 ANTHROPIC_VERSION = "2023-06-01"
 

@@ -17,17 +17,15 @@ Streams: ``stream_chat`` always yields the usage chunk last (``choices: []``,
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 
 from runtime.errors import UpstreamError
+from runtime.json_types import JSON
 from runtime.providers.registry import Provider
 from runtime.telemetry import current as telemetry
 
 __all__ = ["Provider", "encode_body", "request_headers"]
 
-JSON = dict[str, Any]
 
 
 def encode_body(body: JSON) -> bytes:

@@ -32,10 +32,10 @@ import jsonschema
 import orjson
 
 from runtime.config import ProviderConfig
+from runtime.json_types import JSON
 from runtime.providers.demo_code import code_mode_turn
 from runtime.providers.demo_schema import example_instance
 
-JSON = dict[str, Any]
 LABEL = "[demo model]"
 # Embeddings: vector length when the request gives no `dimensions`, and the note every answer carries.
 DEMO_EMBEDDING_DIMENSIONS = 256

@@ -15,7 +15,8 @@ from typing import Any
 
 import orjson
 
-JSON = dict[str, Any]
+from runtime.json_types import JSON
+
 Plan = Callable[[str, list[JSON]], list[tuple[str, JSON]]]
 Summarise = Callable[[str, str], str]
 FIND_TOOLS = "plugway__find_tools"

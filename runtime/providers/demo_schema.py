@@ -13,7 +13,8 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-JSON = dict[str, Any]
+from runtime.json_types import JSON
+
 _MAX_DEPTH = 12
 
 _FORMATS = {

@@ -37,8 +37,8 @@ from typing import Any
 import orjson
 
 from runtime.config import ConfigError
+from runtime.json_types import JSON
 
-JSON = dict[str, Any]
 Reply = str | JSON
 ChatFunction = Callable[[list[JSON], list[JSON], JSON], Reply | Awaitable[Reply]]
 StreamFunction = Callable[[list[JSON], list[JSON], JSON], AsyncIterator[str | JSON]]

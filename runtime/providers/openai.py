@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncGenerator, Mapping
-from typing import Any
 
 import orjson
 
 from runtime.config import ProviderConfig
 from runtime.errors import UpstreamError
+from runtime.json_types import JSON
 from runtime.providers.base import encode_body, request_headers
 from runtime.providers.http import ReadBounds, UpstreamClient, retry_after
 from runtime.providers.streaming import iter_sse_json
 from runtime.reasoning import without_parts
-
-JSON = dict[str, Any]
 
 # Statuses that describe a problem with the request itself: passed back to the client.
 CLIENT_ERROR_STATUSES = {400, 413, 422}

@@ -24,7 +24,8 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol, runtime_checkable
 
-JSON = dict[str, Any]
+from runtime.json_types import JSON
+
 # The wire APIs an adapter can forward a request in without translating it.
 Api = Literal["chat", "responses", "messages"]
 # OpenAI refuses more than 128 tools ("array too long"); kinds without a known limit are held to the same.

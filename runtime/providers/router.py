@@ -33,6 +33,7 @@ from runtime.errors import (
     upstream_throttled,
     upstream_unavailable,
 )
+from runtime.json_types import JSON
 from runtime.providers.registry import (
     DEFAULT_MAX_TOOLS,
     Api,
@@ -46,7 +47,6 @@ from runtime.request import RouteLog
 from runtime.telemetry import current as telemetry
 
 log = logging.getLogger("plugway.router")
-JSON = dict[str, Any]
 
 
 async def _cannot_embed(provider: Provider) -> JSON:

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 
+from runtime.json_types import JSON
 from runtime.reasoning import REASONING_PARTS
-
-JSON = dict[str, Any]
 
 
 async def iter_sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:

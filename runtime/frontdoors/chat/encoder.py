@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
 
 import orjson
 
 from runtime.api import sse
 from runtime.gateway import KeepAlive, RunResult
+from runtime.json_types import JSON
 from runtime.orchestration.events import (
     Completed,
     Event,
@@ -31,8 +31,6 @@ from runtime.orchestration.events import (
     ToolProgress,
     ToolsOffered,
 )
-
-JSON = dict[str, Any]
 
 
 def chat_completion(result: RunResult, model_id: str) -> JSON:

@@ -17,8 +17,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from runtime.errors import invalid_request
+from runtime.json_types import JSON
 
-JSON = dict[str, Any]
 MAX_INPUTS = 2048
 MAX_DIMENSIONS = 65536
 # Characters per input: well beyond any model's context; a bound on what one request may make us hash or send.

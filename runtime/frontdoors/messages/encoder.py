@@ -13,11 +13,11 @@ arrive in ``message_delta`` (Anthropic's own cumulative counts).
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import orjson
 
 from runtime.gateway import KeepAlive
+from runtime.json_types import JSON
 from runtime.orchestration.events import (
     Completed,
     Event,
@@ -29,7 +29,6 @@ from runtime.orchestration.events import (
 )
 from runtime.providers.anthropic_translate import anthropic_stop_reason, anthropic_usage
 
-JSON = dict[str, Any]
 Out = list[tuple[str, JSON]]  # (event name, data)
 # Not an event: an SSE comment line ``: plugway tool_progress {...}``, as on chat streams
 # (Anthropic has no progress event; SSE clients, the anthropic SDK among them, skip comments).

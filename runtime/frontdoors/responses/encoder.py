@@ -18,6 +18,7 @@ import time
 import uuid
 from typing import Any
 
+from runtime.json_types import JSON
 from runtime.orchestration.events import (
     ApprovalRequired,
     Completed,
@@ -29,8 +30,6 @@ from runtime.orchestration.events import (
     ToolProgress,
     ToolsOffered,
 )
-
-JSON = dict[str, Any]
 
 
 def _id(prefix: str) -> str:

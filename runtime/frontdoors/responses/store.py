@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import anyio.to_thread
 import orjson
@@ -21,8 +20,7 @@ from sqlalchemy import Column, DateTime, Engine, Text, delete, insert, select
 from sqlmodel import Field, SQLModel
 
 from runtime.futures import retrieve_quietly
-
-JSON = dict[str, Any]
+from runtime.json_types import JSON
 
 
 class StoredResponse(SQLModel, table=True):
