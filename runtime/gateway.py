@@ -150,7 +150,12 @@ class Gateway:
         if mcp_plugins:
             from runtime.mcp import McpManager
 
-            mcp = McpManager(max_result_chars=settings.orchestration.max_tool_result_chars)
+            upstream_auth = None
+            if any(ref.mcp is not None and ref.mcp.auth is not None for _org, ref in mcp_plugins):
+                from runtime.mcp.oauth import UpstreamAuth
+
+                upstream_auth = UpstreamAuth(settings, engine)
+            mcp = McpManager(max_result_chars=settings.orchestration.max_tool_result_chars, upstream_auth=upstream_auth)
             await mcp.start(mcp_plugins)
         # Workers for CPU-bound tool work start now, so that no tool call waits for them.
         await anyio.to_thread.run_sync(default_isolation().start)

@@ -35,6 +35,7 @@ from runtime.plugin_host.tool import (
     ToolError,
     ToolResult,
     ToolSpec,
+    UrlPrompt,
 )
 from runtime.request import PluginGrant
 from runtime.telemetry import current as telemetry
@@ -362,6 +363,8 @@ async def run_tool_call(
     config: OrchestrationConfig,
     on_progress: ProgressCallback | None = None,
     sampler: Sampler | None = None,
+    end_user: str | None = None,
+    ask_user_to_open: UrlPrompt | None = None,
 ) -> ToolCallFinished:
     """Run one call the model made (see :func:`_execute_tool_call`), under its span, counted in the metrics."""
     execution = _execute_tool_call(
@@ -373,6 +376,8 @@ async def run_tool_call(
         config=config,
         on_progress=on_progress,
         sampler=sampler,
+        end_user=end_user,
+        ask_user_to_open=ask_user_to_open,
     )
     function = call.get("function") or {}
     name = function.get("name") or ""
@@ -399,6 +404,8 @@ async def _execute_tool_call(
     config: OrchestrationConfig,
     on_progress: ProgressCallback | None = None,
     sampler: Sampler | None = None,
+    end_user: str | None = None,
+    ask_user_to_open: UrlPrompt | None = None,
 ) -> ToolCallFinished:
     """Run one call the model made; every failure becomes a result the model can read.
 
@@ -477,6 +484,8 @@ async def _execute_tool_call(
                 logger=logging.getLogger(f"plugway.plugin.{bound.ref.id}"),
                 progress=progress,
                 sample=sample,
+                end_user=end_user,
+                ask_user_to_open=ask_user_to_open,
             )
             result = await bound.spec.invoke(arguments, tool_ctx)
     except TimeoutError as exc:

@@ -1,0 +1,251 @@
+"""Upstream MCP servers that require OAuth (issue 23): plugway as the OAuth client.
+
+The upstream is the `mcp` SDK's MCPServer verifying bearer tokens, with the SDK's
+authorization server in the same app (tests/fakes/oauth_mcp.py), on loopback. The
+browser's part is driven by the test over HTTP: follow the authorize URL, "sign in"
+at the upstream's login page as an account, follow the redirect back to the gateway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import httpx
+import openai
+import pytest
+from sqlalchemy import text
+
+from runtime.config import ConfigError, settings_from_dict
+from runtime.mcp.oauth.service import REFRESH_MARGIN_S
+from runtime.storage.keys import mint_admin_key
+from tests.fakes.oauth_mcp import CC_CLIENT_ID, CC_CLIENT_SECRET, OAuthMcpServer
+from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.fakes.threaded import bind_loopback
+from tests.support import GatewayServer, make_settings, wait_until
+
+SECRETS_KEY = "test-secrets-key-" + "x" * 32
+
+
+@pytest.fixture
+def upstream_mcp() -> Iterator[OAuthMcpServer]:
+    server = OAuthMcpServer().start()
+    yield server
+    server.stop()
+
+
+def _gateway(tmp_path: Path, upstream: FakeOpenAI, mcp: dict[str, Any], **overrides: Any) -> Iterator[GatewayServer]:
+    sock = bind_loopback()
+    public_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    settings = make_settings(
+        tmp_path,
+        upstream.base_url,
+        plugins=[{"id": "crm", "mcp": mcp}],
+        secrets_key=SECRETS_KEY,
+        public_url=public_url,
+        **overrides,
+    )
+    server = GatewayServer(settings).start(sock=sock)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def org_gateway(tmp_path: Path, upstream: FakeOpenAI, upstream_mcp: OAuthMcpServer) -> Iterator[GatewayServer]:
+    yield from _gateway(tmp_path, upstream, {"url": upstream_mcp.mcp_url, "auth": {"type": "oauth"}})
+
+
+@pytest.fixture
+def user_gateway(tmp_path: Path, upstream: FakeOpenAI, upstream_mcp: OAuthMcpServer) -> Iterator[GatewayServer]:
+    yield from _gateway(tmp_path, upstream, {"url": upstream_mcp.mcp_url, "auth": {"type": "oauth", "per_user": True}})
+
+
+def _admin(server: GatewayServer) -> dict[str, str]:
+    key, _ = mint_admin_key(server.gateway.engine, name="ops")
+    return {"Authorization": f"Bearer {key}"}
+
+
+def sign_in_at_upstream(authorize_url: str, account: str) -> httpx.Response:
+    """What a browser does: the authorization server's page, its login as ``account``, back to the gateway."""
+    with httpx.Client(follow_redirects=False, timeout=10) as browser:
+        login = authorize_url
+        for _hop in range(3):  # an end user's link: the gateway, then the authorization server
+            response = browser.get(login)
+            assert response.status_code == 302, response.text
+            login = response.headers["location"]
+            if "/login?" in login:
+                break
+        assert "/login?" in login
+        response = browser.get(login + f"&user={account}")
+        assert response.status_code == 302, response.text
+        back = response.headers["location"]
+        return browser.get(back)
+
+
+def authorize_organisation(server: GatewayServer, admin: dict[str, str], account: str) -> httpx.Response:
+    started = httpx.post(
+        f"{server.url}/admin/v1/plugins/acme/crm/authorization", json={"return_to": "/console/plugins"}, headers=admin, timeout=10
+    )
+    assert started.status_code == 200, started.text
+    return sign_in_at_upstream(started.json()["authorize_url"], account)
+
+
+def wait_for_connection(server: GatewayServer) -> None:
+    ref = server.settings.organisations[0].plugins[0]
+    wait_until(lambda: server.gateway.mcp.connection_health(ref, organisation="acme")["healthy"], "the connection to come up")
+
+
+def call_whoami(server: GatewayServer, upstream: FakeOpenAI, *, user: str | None = None) -> str:
+    """One chat request whose model calls crm__whoami; the tool result the model got back."""
+    upstream.enqueue(Reply(tool_calls=[("crm__whoami", {})]), Reply(text="done"))
+    client = openai.OpenAI(base_url=server.base_url, api_key=server.mint())
+    extra = {"user": user} if user is not None else {}
+    client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "who am I?"}], **extra)
+    tool_messages = [m for m in upstream.requests[-1]["messages"] if m.get("role") == "tool"]
+    assert tool_messages, upstream.requests[-1]
+    content = tool_messages[-1]["content"]
+    return content if isinstance(content, str) else str(content)
+
+
+def test_an_admin_authorizes_the_organisation_in_the_console_flow_and_tools_run_with_its_token(
+    org_gateway: GatewayServer, upstream: FakeOpenAI, upstream_mcp: OAuthMcpServer
+) -> None:
+    admin = _admin(org_gateway)
+    health = httpx.get(f"{org_gateway.url}/admin/v1/plugins", params={"organisation": "acme"}, headers=admin).json()["data"][0]
+    assert health["authorization"]["authorized"] is False
+    assert "not authorized" in (health["health"]["error"] or "")
+
+    landed = authorize_organisation(org_gateway, admin, "acme-service-account")
+    # The callback took the browser back to the console page it came from.
+    assert landed.status_code == 303 and landed.headers["location"] == "/console/plugins?authorized=crm"
+    # Discovery went through RFC 9728 → RFC 8414 and plugway registered itself (RFC 7591), with PKCE and RFC 8707.
+    assert upstream_mcp.accounts.registrations == 1
+    sent = upstream_mcp.accounts.authorize_requests[-1]
+    assert sent.code_challenge and sent.resource == upstream_mcp.mcp_url
+    assert str(sent.redirect_uri) == f"{org_gateway.url}/oauth/upstream/callback"
+
+    wait_for_connection(org_gateway)
+    assert call_whoami(org_gateway, upstream) == "account:acme-service-account"
+
+    status = httpx.get(f"{org_gateway.url}/admin/v1/plugins/acme/crm/authorization", headers=admin).json()
+    assert status["authorized"] is True and status["organisation_authorization"]["refreshable"] is True
+    assert "token" not in str(status).replace("refresh", "").lower().replace("tokens", "")
+
+
+def test_tokens_are_encrypted_at_rest(org_gateway: GatewayServer, upstream_mcp: OAuthMcpServer) -> None:
+    authorize_organisation(org_gateway, _admin(org_gateway), "acme-service-account")
+    [issued] = list(upstream_mcp.accounts.access)
+    [refresh] = list(upstream_mcp.accounts.refresh)
+    with org_gateway.gateway.engine.connect() as connection:
+        rows = [tuple(str(v) for v in row) for row in connection.execute(text("SELECT * FROM mcp_oauth_tokens"))]
+        clients = [tuple(str(v) for v in row) for row in connection.execute(text("SELECT * FROM mcp_oauth_clients"))]
+    assert len(rows) == 1
+    dumped = repr(rows) + repr(clients)
+    assert issued not in dumped and refresh not in dumped
+    registered = next(iter(upstream_mcp.accounts.clients.values()))
+    assert registered.client_secret and registered.client_secret not in dumped
+
+
+def test_the_callback_refuses_an_unknown_or_replayed_state(org_gateway: GatewayServer) -> None:
+    admin = _admin(org_gateway)
+    started = httpx.post(f"{org_gateway.url}/admin/v1/plugins/acme/crm/authorization", json={}, headers=admin).json()
+    state = parse_qs(urlparse(started["authorize_url"]).query)["state"][0]
+    forged = httpx.get(f"{org_gateway.url}/oauth/upstream/callback", params={"state": "forged", "code": "x"})
+    assert forged.status_code == 400 and "unknown or expired" in forged.text
+    denied = httpx.get(f"{org_gateway.url}/oauth/upstream/callback", params={"state": state, "error": "access_denied"})
+    assert denied.status_code == 400 and "access_denied" in denied.text
+    again = httpx.get(f"{org_gateway.url}/oauth/upstream/callback", params={"state": state, "code": "x"})
+    assert again.status_code == 400 and "unknown or expired" in again.text
+
+
+def test_a_user_who_has_not_authorized_gets_the_link_and_then_works_with_their_own_token(
+    user_gateway: GatewayServer, upstream: FakeOpenAI, upstream_mcp: OAuthMcpServer
+) -> None:
+    # Nobody has authorized: the server's tools are unknown, so it offers its authorize tool.
+    upstream.enqueue(Reply(tool_calls=[("crm__authorize", {})]), Reply(text="open the link"))
+    client = openai.OpenAI(base_url=user_gateway.base_url, api_key=user_gateway.mint())
+    client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "connect"}], user="alice")
+    offered = [t["function"]["name"] for t in upstream.requests[-2]["tools"]]
+    assert offered == ["crm__authorize"]
+    result = [m for m in upstream.requests[-1]["messages"] if m.get("role") == "tool"][-1]["content"]
+    link = next(word for word in str(result).split() if word.startswith(f"{user_gateway.url}/oauth/upstream/authorize?"))
+    link = link.rstrip('".,}')
+
+    # Alice opens her link and signs in upstream as herself.
+    done = sign_in_at_upstream(link, "alice@upstream")
+    assert done.status_code == 200 and "connected for your account" in done.text
+
+    # Bob, same organisation, has not: his call answers his own link, never Alice's account.
+    bob_result = call_whoami(user_gateway, upstream, user="bob")
+    assert "has not authorized" in bob_result and "/oauth/upstream/authorize?ticket=" in bob_result
+    assert "alice" not in bob_result
+    bob_link = next(w for w in bob_result.split() if "/oauth/upstream/authorize?" in w).rstrip('".,}')
+    sign_in_at_upstream(bob_link, "bob@upstream")
+
+    # Each runs with their own token: the upstream sees two different accounts.
+    assert call_whoami(user_gateway, upstream, user="alice") == "account:alice@upstream"
+    assert call_whoami(user_gateway, upstream, user="bob") == "account:bob@upstream"
+    assert call_whoami(user_gateway, upstream, user="alice") == "account:alice@upstream"
+    # A request naming no user cannot run a per-user tool.
+    assert "names none" in call_whoami(user_gateway, upstream)
+
+    admin = _admin(user_gateway)
+    status = httpx.get(f"{user_gateway.url}/admin/v1/plugins/acme/crm/authorization", headers=admin).json()
+    assert sorted(a["subject"] for a in status["authorizations"]) == ["alice", "bob"]
+    # Forgetting Bob's authorization sends him back to the link; Alice is untouched.
+    removed = httpx.delete(f"{user_gateway.url}/admin/v1/plugins/acme/crm/authorization", params={"subject": "bob"}, headers=admin)
+    assert removed.json() == {"removed": 1}
+    assert "has not authorized" in call_whoami(user_gateway, upstream, user="bob")
+    assert call_whoami(user_gateway, upstream, user="alice") == "account:alice@upstream"
+
+
+def test_a_token_is_refreshed_before_it_expires(
+    tmp_path: Path, upstream: FakeOpenAI
+) -> None:
+    # Tokens living less than the refresh margin: plugway must refresh before sending one.
+    lifetime = int(REFRESH_MARGIN_S) - 10
+    upstream_mcp = OAuthMcpServer(token_lifetime_s=lifetime).start()
+    try:
+        for server in _gateway(tmp_path, upstream, {"url": upstream_mcp.mcp_url, "auth": {"type": "oauth"}}):
+            authorize_organisation(server, _admin(server), "svc")
+            wait_for_connection(server)
+            assert call_whoami(server, upstream) == "account:svc"
+            refreshes = upstream_mcp.accounts.refreshes
+            assert refreshes, "the gateway sent the token without refreshing it"
+            # The token replaced still had most of its life: refreshed ahead of expiry, not after a refusal.
+            assert refreshes[0].old_token_remaining_s > 0
+            assert server.gateway.mcp.upstream_auth.refreshes >= 1
+    finally:
+        upstream_mcp.stop()
+
+
+def test_client_credentials_get_a_machine_token(tmp_path: Path, upstream: FakeOpenAI, upstream_mcp: OAuthMcpServer) -> None:
+    auth = {
+        "type": "client_credentials",
+        "client_id": CC_CLIENT_ID,
+        "client_secret": CC_CLIENT_SECRET,
+        "token_url": f"{upstream_mcp.base_url}/cc-token",
+    }
+    for server in _gateway(tmp_path, upstream, {"url": upstream_mcp.mcp_url, "auth": auth}):
+        wait_for_connection(server)
+        assert call_whoami(server, upstream) == "account:service:machine"
+
+
+def test_oauth_configuration_is_checked_at_load(tmp_path: Path) -> None:
+    def load(mcp: dict[str, Any], **top: Any) -> None:
+        settings_from_dict({"organisations": [{"id": "a", "plugins": [{"id": "p", "mcp": mcp}]}], **top})
+
+    with pytest.raises(ConfigError, match=r"organisations\[0\]\.plugins\[0\]\.mcp\.auth: .*secrets_key"):
+        load({"url": "http://127.0.0.1:1/mcp", "auth": {"type": "oauth"}})
+    with pytest.raises(ConfigError, match="public_url"):
+        load({"url": "http://127.0.0.1:1/mcp", "auth": {"type": "oauth", "per_user": True}}, secrets_key=SECRETS_KEY)
+    with pytest.raises(ConfigError, match="client_id"):
+        load({"url": "http://127.0.0.1:1/mcp", "auth": {"type": "client_credentials"}})
+    with pytest.raises(ConfigError, match="over HTTP"):
+        load({"command": ["x"], "auth": {"type": "oauth"}}, secrets_key=SECRETS_KEY)
+    with pytest.raises(ConfigError, match="secrets_key: .*32 characters"):
+        load({"url": "http://127.0.0.1:1/mcp"}, secrets_key="short")
