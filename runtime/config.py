@@ -507,8 +507,8 @@ class Settings(_Strict):
     trusted_proxies: list[str] = Field(default_factory=list)
     # How long a looked-up key is trusted before the database is asked again (revocation delay).
     key_cache_ttl_s: float = Field(default=5.0, ge=0)
-    # Encrypts stored OAuth tokens of upstream MCP servers (any long random string, 32
-    # characters or more); needed only once an MCP server has `auth: {type: oauth}`.
+    # Encrypts stored OAuth tokens of upstream MCP servers (a long random string; the key
+    # is derived from it with HKDF); needed only once an MCP server has `auth: {type: oauth}`.
     secrets_key: str | None = Field(default=None, repr=False)
     # The gateway's address as people reach it (https://gateway.example.com): OAuth redirect
     # URIs and the links end users open to authorize an MCP server are built on it.
@@ -519,8 +519,8 @@ class Settings(_Strict):
     @field_validator("secrets_key")
     @classmethod
     def _secrets_key(cls, value: str | None) -> str | None:
-        if value is not None and len(value) < 32:
-            raise ValueError("give at least 32 characters (for instance: python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        if value is not None and not value.strip():
+            raise ValueError("is empty: give a long random string (python -c 'import secrets; print(secrets.token_urlsafe(32))')")
         return value
 
     @field_validator("public_url")

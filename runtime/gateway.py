@@ -315,6 +315,7 @@ class Gateway:
         plugin_ids: Sequence[str] | None,
         request_id: str,
         source: str = "api",
+        end_user: str | None = None,
     ) -> RunResult:
         """Admit and run a request made by the gateway itself (the WhatsApp worker): no key, the organisation's budget."""
         ctx = await self.admit(
@@ -326,6 +327,7 @@ class Gateway:
             plugins=None if plugin_ids is None else [PluginRequest(p, "enabled_plugin_ids") for p in plugin_ids],
             body={"messages": messages},
         )
+        ctx.end_user = end_user
         return await self.run(ctx, RunRequest({"model": model, "messages": messages}))
 
     def stream(self, ctx: RequestContext, request: RunRequest) -> AsyncIterator[Event | KeepAlive]:

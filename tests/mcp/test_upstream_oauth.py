@@ -247,5 +247,5 @@ def test_oauth_configuration_is_checked_at_load(tmp_path: Path) -> None:
         load({"url": "http://127.0.0.1:1/mcp", "auth": {"type": "client_credentials"}})
     with pytest.raises(ConfigError, match="over HTTP"):
         load({"command": ["x"], "auth": {"type": "oauth"}}, secrets_key=SECRETS_KEY)
-    with pytest.raises(ConfigError, match="secrets_key: .*32 characters"):
-        load({"url": "http://127.0.0.1:1/mcp"}, secrets_key="short")
+    with pytest.raises(ConfigError, match="secrets_key: .*empty"):
+        load({"url": "http://127.0.0.1:1/mcp"}, secrets_key=" ")

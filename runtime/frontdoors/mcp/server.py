@@ -313,6 +313,8 @@ class PluginToolServer:
                     config=self.gateway.settings.orchestration,
                     on_progress=progress.report,
                     sampler=self._sampler(admitted, toolset.by_name[params.name]),
+                    # A per-user upstream server runs as the OAuth subject (set where /mcp signs clients in).
+                    end_user=admitted.end_user,
                 )
             status = outcome_status(finished)
             return finished
