@@ -302,6 +302,11 @@ class McpConnection:
                 self._own(), name=f"mcp-connection:{self.log_name}", context=contextvars.Context()
             )
 
+    @property
+    def busy(self) -> bool:
+        """Whether a call is in flight on this connection."""
+        return bool(self._calls)
+
     def wake(self) -> None:
         """Try again now instead of at the end of the backoff (what blocked the last attempt was fixed)."""
         self._wake.set()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Iterable
 from typing import Any, NamedTuple
@@ -67,6 +68,10 @@ class Placement(NamedTuple):
 
 # The tool a per-user server offers before anyone has authorized it (so before its tools are known).
 AUTHORIZE_TOOL = "authorize"
+# An end user's connection unused this long is closed (opened again on their next call).
+USER_CONNECTION_IDLE_S = 900.0
+# While no end user's connection is open, how often the stored authorizations are asked for one to open.
+_USER_PROBE_EVERY_S = 30.0
 _NO_ARGUMENTS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
 
 
@@ -102,8 +107,10 @@ class McpManager:
         offline_grace_s: float = 60.0,
         ping_interval_s: float = 30.0,
         upstream_auth: UpstreamAuth | None = None,
+        user_idle_s: float = USER_CONNECTION_IDLE_S,
     ) -> None:
         self.list_ttl_s = list_ttl_s
+        self.user_idle_s = user_idle_s
         self.max_result_chars = max_result_chars
         self.connect_timeout_s = connect_timeout_s
         self.probe_timeout_s = probe_timeout_s
@@ -115,6 +122,13 @@ class McpManager:
         # (organisation or SHARED, configuration, end user or '') -> its connection.
         self._connections: dict[tuple[str, str, str], McpConnection] = {}
         self.upstream_auth = upstream_auth
+        # Per-user servers: the tools last listed (kept while no user's connection is open),
+        # when each user's connection was last used, when the stored grants were last probed.
+        self._user_tools: dict[tuple[str, str, str], list[ToolSpec]] = {}
+        self._user_used: dict[tuple[str, str, str], float] = {}
+        self._user_probed: dict[tuple[str, str, str], float] = {}
+        self._swept_at = time.monotonic()
+        self._closing: set[asyncio.Task[None]] = set()
         if upstream_auth is not None:
             upstream_auth.on_authorized(self._authorized)
         # ToolSpecs are rebuilt only when a connection's tool list changes.
@@ -124,6 +138,8 @@ class McpManager:
 
     def _authorized(self, organisation: str, plugin_id: str, subject: str) -> None:
         """A server was just authorized: its waiting connection tries again now."""
+        for key in [k for k in self._user_probed if (k[0], k[2]) == (organisation, plugin_id)]:
+            del self._user_probed[key]  # a per-user server's tools can be listed through this user now
         for (scope, _config, who), connection in self._connections.items():
             if scope == organisation and who == subject and plugin_id in connection.plugin_ids:
                 connection.wake()
@@ -259,12 +275,22 @@ class McpManager:
 
     async def _per_user_tools(self, ref: PluginRef, organisation: str) -> list[ToolSpec]:
         """The tools of any end user's connection (all run as the calling user), or the authorize tool."""
+        assert ref.mcp is not None
+        remembered_key = (organisation, config_key(ref.mcp), ref.id)
         connections = self._user_connections(ref, organisation)
-        if not connections and self.upstream_auth is not None:
+        now = time.monotonic()
+        if (
+            not connections
+            and self.upstream_auth is not None
+            and remembered_key not in self._user_tools
+            and now - self._user_probed.get(remembered_key, -math.inf) >= _USER_PROBE_EVERY_S
+        ):
             # After a restart: learn the tool list through a user who authorized earlier.
+            self._user_probed[remembered_key] = now
             known = [a["subject"] for a in await self.upstream_auth.authorizations(organisation, ref) if a["subject"]]
             if known:
                 connection = self._connection(organisation, ref, known[0])
+                self._user_used[_scope(organisation, ref.mcp, known[0])] = now
                 connections = [connection]
                 try:
                     await asyncio.wait_for(connection.wait_first_attempt(), self.startup_wait_s)
@@ -272,7 +298,8 @@ class McpManager:
                     pass
         lister = next((c for c in connections if c.offered_tools()), None)
         if lister is None:
-            return [self._authorize_spec(ref, organisation)]
+            remembered = self._user_tools.get(remembered_key)
+            return list(remembered) if remembered else [self._authorize_spec(ref, organisation)]
         tools = lister.offered_tools()
         cache_key = (id(lister), ref.id)
         cached = self._specs.get(cache_key)
@@ -280,7 +307,26 @@ class McpManager:
             return list(cached[2])
         specs = [self._user_spec(ref, organisation, tool) for tool in tools]
         self._specs[cache_key] = (lister.tools_generation, len(tools), specs)
+        self._user_tools[remembered_key] = specs
         return list(specs)
+
+    def _sweep_idle_user_connections(self, now: float, *, keep: tuple[str, str, str]) -> None:
+        """Close end users' connections nobody used for ``user_idle_s`` (checked at most once a minute)."""
+        if now - self._swept_at < min(60.0, self.user_idle_s):
+            return
+        self._swept_at = now
+        for key, connection in list(self._connections.items()):
+            if not key[2] or key == keep or connection.busy:
+                continue
+            if now - self._user_used.get(key, connection.created_at) < self.user_idle_s:
+                continue
+            del self._connections[key]
+            self._user_used.pop(key, None)
+            for spec_key in [k for k in self._specs if k[0] == id(connection)]:
+                del self._specs[spec_key]
+            task = asyncio.create_task(connection.aclose())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     def _authorize_spec(self, ref: PluginRef, organisation: str) -> ToolSpec:
         async def invoke(arguments: dict[str, Any], ctx: ToolContext) -> str | ToolResult:
@@ -351,6 +397,10 @@ class McpManager:
         except OAuthError as exc:
             raise ToolError(f"{ref.id}: cannot obtain the user's token: {exc}") from None
         connection = self._connection(organisation, ref, subject)
+        now = time.monotonic()
+        key = _scope(organisation, ref.mcp, subject)  # type: ignore[arg-type]  # an MCP plugin
+        self._user_used[key] = now
+        self._sweep_idle_user_connections(now, keep=key)
         if connection.starting:
             try:
                 await asyncio.wait_for(connection.wait_first_attempt(), connection.connect_timeout_s)
@@ -526,6 +576,8 @@ class McpManager:
         self._closed = True
         connections = list(self._connections.values())
         self._connections.clear()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         self._specs.clear()
         await asyncio.gather(*(c.aclose() for c in connections), return_exceptions=True)
 

@@ -99,9 +99,9 @@ def wait_for_connection(server: GatewayServer) -> None:
     wait_until(lambda: server.gateway.mcp.connection_health(ref, organisation="acme")["healthy"], "the connection to come up")
 
 
-def call_whoami(server: GatewayServer, upstream: FakeOpenAI, *, user: str | None = None) -> str:
-    """One chat request whose model calls crm__whoami; the tool result the model got back."""
-    upstream.enqueue(Reply(tool_calls=[("crm__whoami", {})]), Reply(text="done"))
+def call_whoami(server: GatewayServer, upstream: FakeOpenAI, *, user: str | None = None, tool: str = "crm__whoami") -> str:
+    """One chat request whose model calls crm__whoami (or ``tool``); the tool result the model got back."""
+    upstream.enqueue(Reply(tool_calls=[(tool, {})]), Reply(text="done"))
     client = openai.OpenAI(base_url=server.base_url, api_key=server.mint())
     extra = {"user": user} if user is not None else {}
     client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "who am I?"}], **extra)
@@ -249,3 +249,20 @@ def test_oauth_configuration_is_checked_at_load(tmp_path: Path) -> None:
         load({"command": ["x"], "auth": {"type": "oauth"}}, secrets_key=SECRETS_KEY)
     with pytest.raises(ConfigError, match="secrets_key: .*empty"):
         load({"url": "http://127.0.0.1:1/mcp"}, secrets_key=" ")
+
+
+def test_an_idle_end_users_connection_is_closed_and_opened_again_on_their_next_call(
+    user_gateway: GatewayServer, upstream: FakeOpenAI, upstream_mcp: OAuthMcpServer
+) -> None:
+    for user, tool in (("alice", "crm__authorize"), ("bob", "crm__whoami")):
+        link = call_whoami(user_gateway, upstream, user=user, tool=tool)
+        sign_in_at_upstream(next(w for w in link.split() if "/oauth/upstream/authorize?" in w).rstrip('".,}'), f"{user}@upstream")
+        assert call_whoami(user_gateway, upstream, user=user) == f"account:{user}@upstream"
+    ref = user_gateway.settings.organisations[0].plugins[0]
+    manager = user_gateway.gateway.mcp
+    assert manager.connection_health(ref, organisation="acme")["user_connections"] == 2
+    manager.user_idle_s = 0.0  # every connection but the one in use is idle now
+    assert call_whoami(user_gateway, upstream, user="bob") == "account:bob@upstream"
+    assert manager.connection_health(ref, organisation="acme")["user_connections"] == 1
+    # Alice's connection opens again for her next call, with her own token; the tools stayed offered.
+    assert call_whoami(user_gateway, upstream, user="alice") == "account:alice@upstream"
