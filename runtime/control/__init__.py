@@ -36,6 +36,7 @@ def _build_router() -> APIRouter:
     router = APIRouter()
     for module in (organisations, keys, endpoints, usage, requests, plugins, upstream_oauth, audit, health, playground):
         router.include_router(module.router)
+    router.include_router(upstream_oauth.public_router)
     return router
 
 

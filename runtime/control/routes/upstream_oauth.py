@@ -30,6 +30,8 @@ from runtime.mcp.oauth.client import OAuthError
 from runtime.mcp.oauth.service import CALLBACK_PATH, LINK_PATH
 
 router = APIRouter(tags=["admin: plugins"])
+# The pages a browser reaches outside /admin/v1: no admin key, the state or the sealed ticket is the proof.
+public_router = APIRouter(include_in_schema=False)
 
 _PAGE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; frame-ancestors 'none'",
@@ -144,7 +146,7 @@ def _auth_of(gateway: Gateway) -> UpstreamAuth | None:
     return auth
 
 
-@router.get(CALLBACK_PATH, include_in_schema=False)
+@public_router.get(CALLBACK_PATH)
 async def callback(
     gateway: GatewayDep,
     state: str | None = None,
@@ -174,7 +176,7 @@ async def callback(
     return _page("Connected", f"{grant.plugin_id} is now connected for {who}. You can close this window.")
 
 
-@router.get(LINK_PATH, include_in_schema=False)
+@public_router.get(LINK_PATH)
 async def user_link(request: Request, gateway: GatewayDep, ticket: str | None = None) -> Response:
     auth = _auth_of(gateway)
     if auth is None or not ticket:
