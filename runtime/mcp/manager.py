@@ -148,10 +148,10 @@ class McpManager:
         auth = self.upstream_auth
         if ref.mcp is None or ref.mcp.auth is None:
             return None
-        if auth is None:
-            raise RuntimeError("an MCP server with 'auth' needs the manager's upstream_auth")
 
         async def bearer(refresh: bool) -> str:
+            if auth is None:
+                raise NotAuthorized("its OAuth tokens are in the gateway's database, which this process has not opened")
             return await auth.bearer(organisation, ref, subject, refresh=refresh)
 
         return bearer

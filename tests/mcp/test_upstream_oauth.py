@@ -266,3 +266,35 @@ def test_an_idle_end_users_connection_is_closed_and_opened_again_on_their_next_c
     assert manager.connection_health(ref, organisation="acme")["user_connections"] == 1
     # Alice's connection opens again for her next call, with her own token; the tools stayed offered.
     assert call_whoami(user_gateway, upstream, user="alice") == "account:alice@upstream"
+
+
+def test_an_endpoint_call_names_its_end_user_for_a_per_user_server(
+    tmp_path: Path, upstream: FakeOpenAI, upstream_mcp: OAuthMcpServer
+) -> None:
+    crm = {"id": "crm", "mcp": {"url": upstream_mcp.mcp_url, "auth": {"type": "oauth", "per_user": True}}}
+    shop = {"id": "shop", "plugins": [crm], "endpoints": [{"slug": "helper", "model": "gpt-test", "plugins": ["crm"]}]}
+    for server in _gateway(tmp_path, upstream, {"url": upstream_mcp.mcp_url}, extra_orgs=[shop]):
+        upstream.enqueue(Reply(tool_calls=[("crm__authorize", {})]), Reply(text="here is your link"))
+        answered = httpx.post(
+            f"{server.url}/api/shop/helper",
+            json={"message": "connect my CRM", "user": "carol"},
+            headers={"Authorization": f"Bearer {server.mint('shop')}"},
+            timeout=20,
+        )
+        assert answered.status_code == 200, answered.text
+        result = str([m for m in upstream.requests[-1]["messages"] if m.get("role") == "tool"][-1]["content"])
+        link = next(w for w in result.split() if "/oauth/upstream/authorize?" in w).rstrip('".,}')
+        sign_in_at_upstream(link, "carol@upstream")
+        status = httpx.get(f"{server.url}/admin/v1/plugins/shop/crm/authorization", headers=_admin(server)).json()
+        assert [a["subject"] for a in status["authorizations"]] == ["carol"]
+
+
+def test_plugins_list_uses_the_stored_authorization(org_gateway: GatewayServer, upstream_mcp: OAuthMcpServer) -> None:
+    from runtime.mcp.cli import list_plugins
+    from tests.support import test_plugins
+
+    before = next(row for row in list_plugins(org_gateway.settings, test_plugins(), connect_timeout_s=5) if row["plugin_id"] == "crm")
+    assert "not authorized" in str(before)
+    authorize_organisation(org_gateway, _admin(org_gateway), "svc")
+    after = next(row for row in list_plugins(org_gateway.settings, test_plugins(), connect_timeout_s=5) if row["plugin_id"] == "crm")
+    assert "whoami" in str(after), after
