@@ -352,8 +352,7 @@ class McpManager:
         name: str = tool.name
 
         async def invoke(arguments: dict[str, Any], ctx: ToolContext) -> str | ToolResult:
-            connection = await self._user_connection(ref, organisation, ctx)
-            return await connection.call_tool(name, arguments, ctx)
+            return await self._call_as_user(ref, organisation, name, arguments, ctx)
 
         return ToolSpec(
             plugin_id=ref.id,
@@ -364,6 +363,35 @@ class McpManager:
             source="mcp",
             annotations=tool_annotations(tool),
         )
+
+    async def _call_as_user(
+        self,
+        ref: PluginRef,
+        organisation: str,
+        tool: str,
+        arguments: dict[str, Any],
+        ctx: ToolContext | None,
+        sampling_refusal: str = NO_MODEL_FOR_SAMPLING,
+    ) -> str | ToolResult:
+        connection = await self._user_connection(ref, organisation, ctx)
+        try:
+            return await connection.call_tool(tool, arguments, ctx, sampling_refusal=sampling_refusal)
+        except ToolError:
+            subject = ctx.end_user if ctx is not None else None
+            if subject and self.upstream_auth is not None:
+                # The grant may have ended during the call (revoked upstream): then the user gets the link.
+                try:
+                    await self.upstream_auth.bearer(organisation, ref, subject)
+                except NotAuthorized:
+                    raise ToolError(self._authorize_again(ref, organisation, subject)) from None
+                except OAuthError:
+                    pass
+            raise
+
+    def _authorize_again(self, ref: PluginRef, organisation: str, subject: str) -> str:
+        assert self.upstream_auth is not None
+        link = self.upstream_auth.user_link(organisation, ref, subject)
+        return f"The user has not authorized {ref.id} yet. Give the user this link to authorize it, then try again: {link}"
 
     async def _user_connection(self, ref: PluginRef, organisation: str, ctx: ToolContext | None) -> McpConnection:
         """The calling end user's connection; a ToolError with the link if they have not authorized."""
@@ -386,10 +414,7 @@ class McpManager:
                 # /mcp can show the link to its client's user (URL elicitation) and wait for them.
                 accepted = await ctx.ask_user_to_open(message, link)
             if not accepted:
-                raise ToolError(
-                    f"The user has not authorized {ref.id} yet. Give the user this link to authorize it, "
-                    f"then try again: {link}"
-                ) from None
+                raise ToolError(self._authorize_again(ref, organisation, subject)) from None
             try:
                 await auth.bearer(organisation, ref, subject)
             except NotAuthorized:
@@ -468,8 +493,7 @@ class McpManager:
         if _per_user(ref):
             if tool == AUTHORIZE_TOOL and not any(c.offered_tools() for c in self._user_connections(ref, organisation)):
                 return await self._authorize_spec(ref, organisation).invoke(arguments, ctx or _bare_context(organisation, ref))
-            connection = await self._user_connection(ref, organisation, ctx)
-            return await connection.call_tool(tool, arguments, ctx, sampling_refusal=sampling_refusal)
+            return await self._call_as_user(ref, organisation, tool, arguments, ctx, sampling_refusal)
         connection = self._connection(organisation, ref)
         if connection.starting:
             try:

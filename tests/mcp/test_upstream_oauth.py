@@ -298,3 +298,17 @@ def test_plugins_list_uses_the_stored_authorization(org_gateway: GatewayServer, 
     authorize_organisation(org_gateway, _admin(org_gateway), "svc")
     after = next(row for row in list_plugins(org_gateway.settings, test_plugins(), connect_timeout_s=5) if row["plugin_id"] == "crm")
     assert "whoami" in str(after), after
+
+
+def test_a_grant_revoked_upstream_sends_the_user_back_to_the_link(
+    user_gateway: GatewayServer, upstream: FakeOpenAI, upstream_mcp: OAuthMcpServer
+) -> None:
+    link = call_whoami(user_gateway, upstream, user="dora", tool="crm__authorize")
+    sign_in_at_upstream(next(w for w in link.split() if "/oauth/upstream/authorize?" in w).rstrip('".,}'), "dora@upstream")
+    assert call_whoami(user_gateway, upstream, user="dora") == "account:dora@upstream"
+    # Dora disconnects plugway at the upstream: its access and refresh tokens stop working.
+    upstream_mcp.accounts.revoke_everything_of("dora@upstream")
+    result = call_whoami(user_gateway, upstream, user="dora")
+    assert "has not authorized" in result or "refused by its authorization server" in result, result
+    # Her stored grant is gone, so her next call answers the link to authorize again.
+    assert "/oauth/upstream/authorize?ticket=" in call_whoami(user_gateway, upstream, user="dora")

@@ -150,7 +150,11 @@ class UpstreamAuth:
             if refresh or _expiring(stored.expires_at):
                 # Another process may have refreshed it since we cached ours: only refresh what is still old.
                 if not (cached is not None and stored.access_token != cached.access_token and not _expiring(stored.expires_at)):
-                    stored = await self._refresh(organisation_id, ref, subject, server_url, stored)
+                    try:
+                        stored = await self._refresh(organisation_id, ref, subject, server_url, stored)
+                    except NotAuthorized:
+                        self._tokens.pop(key, None)
+                        raise
             self._tokens[key] = stored
             return stored.access_token
 
