@@ -24,6 +24,7 @@ from runtime.storage.keys import mint_admin_key
 from tests.fakes.oauth_mcp import CC_CLIENT_ID, CC_CLIENT_SECRET, OAuthMcpServer
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.fakes.threaded import bind_loopback
+from tests.services import fresh_database
 from tests.support import GatewayServer, make_settings, wait_until
 
 SECRETS_KEY = "test-secrets-key-" + "x" * 32
@@ -203,24 +204,33 @@ def test_a_user_who_has_not_authorized_gets_the_link_and_then_works_with_their_o
     assert call_whoami(user_gateway, upstream, user="alice") == "account:alice@upstream"
 
 
-def test_a_token_is_refreshed_before_it_expires(
-    tmp_path: Path, upstream: FakeOpenAI
-) -> None:
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_token_is_refreshed_before_it_expires(tmp_path: Path, upstream: FakeOpenAI, database: str) -> None:
     # Tokens living less than the refresh margin: plugway must refresh before sending one.
     lifetime = int(REFRESH_MARGIN_S) - 10
     upstream_mcp = OAuthMcpServer(token_lifetime_s=lifetime).start()
     try:
-        for server in _gateway(tmp_path, upstream, {"url": upstream_mcp.mcp_url, "auth": {"type": "oauth"}}):
-            authorize_organisation(server, _admin(server), "svc")
-            wait_for_connection(server)
-            assert call_whoami(server, upstream) == "account:svc"
-            refreshes = upstream_mcp.accounts.refreshes
-            assert refreshes, "the gateway sent the token without refreshing it"
-            # The token replaced still had most of its life: refreshed ahead of expiry, not after a refusal.
-            assert refreshes[0].old_token_remaining_s > 0
-            assert server.gateway.mcp.upstream_auth.refreshes >= 1
+        for database_url in fresh_database(database, tmp_path, prefix="upstream_oauth"):
+            refreshed_with(tmp_path, upstream, upstream_mcp, database_url)
     finally:
         upstream_mcp.stop()
+
+
+def refreshed_with(tmp_path: Path, upstream: FakeOpenAI, upstream_mcp: OAuthMcpServer, database_url: str) -> None:
+    for server in _gateway(tmp_path, upstream, {"url": upstream_mcp.mcp_url, "auth": {"type": "oauth"}}, database_url=database_url):
+        authorize_organisation(server, _admin(server), "svc")
+        wait_for_connection(server)
+        assert call_whoami(server, upstream) == "account:svc"
+        refreshes = upstream_mcp.accounts.refreshes
+        assert refreshes, "the gateway sent the token without refreshing it"
+        # The token replaced still had most of its life: refreshed ahead of expiry, not after a refusal.
+        assert refreshes[0].old_token_remaining_s > 0
+        assert server.gateway.mcp.upstream_auth.refreshes >= 1
+        # The stored row was updated in place: still one grant, now holding the refreshed token (sealed).
+        with server.gateway.engine.connect() as connection:
+            rows = connection.execute(text("SELECT access_token FROM mcp_oauth_tokens")).all()
+        assert len(rows) == 1
+        assert not any(token in rows[0][0] for token in upstream_mcp.accounts.access)
 
 
 def test_client_credentials_get_a_machine_token(tmp_path: Path, upstream: FakeOpenAI, upstream_mcp: OAuthMcpServer) -> None:
