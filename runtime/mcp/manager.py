@@ -554,8 +554,21 @@ class McpManager:
         return report
 
     def _entries(self) -> list[tuple[str, str, McpConnection]]:
-        """(report key, plugin id, connection) for every plugin id of every connection (see :meth:`health`)."""
-        pairs = [(plugin_id, c) for c in self._connections.values() for plugin_id in c.plugin_ids]
+        """(report key, plugin id, connection) for every plugin id of every connection (see :meth:`health`).
+
+        A per-user server's end users' connections are one entry (a ready one stands for them):
+        reports and metrics labels stay one per server, however many users it has.
+        """
+        pairs: list[tuple[str, McpConnection]] = []
+        per_user: dict[tuple[str, str], list[McpConnection]] = {}
+        for (scope, config, subject), connection in self._connections.items():
+            if subject:
+                per_user.setdefault((scope, config), []).append(connection)
+            else:
+                pairs.extend((plugin_id, connection) for plugin_id in connection.plugin_ids)
+        for members in per_user.values():
+            standing = next((c for c in members if c.state.value == "ready"), members[0])
+            pairs.extend((plugin_id, standing) for plugin_id in standing.plugin_ids)
         served_by: dict[str, int] = {}
         for plugin_id, _connection in pairs:
             served_by[plugin_id] = served_by.get(plugin_id, 0) + 1

@@ -271,6 +271,8 @@ def test_an_idle_end_users_connection_is_closed_and_opened_again_on_their_next_c
     ref = user_gateway.settings.organisations[0].plugins[0]
     manager = user_gateway.gateway.mcp
     assert manager.connection_health(ref, organisation="acme")["user_connections"] == 2
+    # Health (and the metrics labelled from it) has one entry for the server, not one per user.
+    assert [key for key in manager.health() if key.startswith("crm")] == ["crm"]
     manager.user_idle_s = 0.0  # every connection but the one in use is idle now
     assert call_whoami(user_gateway, upstream, user="bob") == "account:bob@upstream"
     assert manager.connection_health(ref, organisation="acme")["user_connections"] == 1
