@@ -68,6 +68,8 @@ class Placement(NamedTuple):
 
 # The tool a per-user server offers before anyone has authorized it (so before its tools are known).
 AUTHORIZE_TOOL = "authorize"
+# The longest end user id a per-user grant is stored under (mcp_oauth_tokens.subject).
+MAX_END_USER_CHARS = 256
 # An end user's connection unused this long is closed (opened again on their next call).
 USER_CONNECTION_IDLE_S = 900.0
 # While no end user's connection is open, how often the stored authorizations are asked for one to open.
@@ -401,6 +403,8 @@ class McpManager:
                 f"{ref.id} acts as the end user, and this request names none: the request must identify "
                 "its user (the 'user' or 'safety_identifier' field, an endpoint session, a WhatsApp contact)."
             )
+        if len(subject) > MAX_END_USER_CHARS:
+            raise ToolError(f"{ref.id} acts as the end user, whose id is longer than {MAX_END_USER_CHARS} characters.")
         auth = self.upstream_auth
         if auth is None:
             raise ToolError(f"{ref.id} needs OAuth, which this gateway is not set up for.")
