@@ -141,7 +141,10 @@ def responses_body(body: JSON, *, stream: bool) -> JSON:
     """The chat body the runtime built, as a Responses API request."""
     native: JSON = body.get(RESPONSES_NATIVE) or {}
     native_tools: list[JSON] = list(native.get("tools") or [])
-    namespaces = _namespaces(native_tools)
+    # Namespaces may also arrive in items (a client-side tool_search's output, additional_tools).
+    namespaces = _namespaces(native_tools + [
+        tool for message in body.get("messages") or () for part in parts_of(message, OPENAI_RESPONSES) for tool in part.get("tools") or () if isinstance(tool, dict)
+    ])
     out: JSON = {"model": body["model"]}
     messages = list(body.get("messages") or [])
     if messages and messages[0].get("role") == "system" and isinstance(messages[0].get("content"), str):

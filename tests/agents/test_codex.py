@@ -39,10 +39,10 @@ MCP_TASK = "What is 17 * 23? Use the calculator evaluate tool."
 pytestmark = pytest.mark.skipif(not CODEX.exists(), reason="Codex CLI not installed: run `make agents`")
 
 
-def codex_config(base_url: str, mcp_url: str) -> str:
+def codex_config(base_url: str, mcp_url: str, model: str = CODEX_MODEL) -> str:
     """The whole Codex configuration plugway needs (the README's, with the test's addresses)."""
     return f"""\
-model = "{CODEX_MODEL}"
+model = "{model}"
 model_provider = "plugway"
 check_for_update_on_startup = false
 
@@ -80,12 +80,12 @@ class CodexRun:
         return [e["item"] for e in self.events if e.get("type") == "item.completed" and (e.get("item") or {}).get("type") == kind]
 
 
-def run_codex(tmp_path: Path, gateway: GatewayServer, key: str, prompt: str) -> CodexRun:
+def run_codex(tmp_path: Path, gateway: GatewayServer, key: str, prompt: str, *, model: str = CODEX_MODEL) -> CodexRun:
     home, work = tmp_path / "codex-home", tmp_path / "work"
     home.mkdir()
     work.mkdir()
     (work / "secret.txt").write_text(f"The secret is {SECRET}.\n")
-    (home / "config.toml").write_text(codex_config(gateway.base_url, f"{gateway.url}/mcp"))
+    (home / "config.toml").write_text(codex_config(gateway.base_url, f"{gateway.url}/mcp", model))
     answer_file = tmp_path / "answer.txt"
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -144,8 +144,10 @@ def _last_output(body: dict[str, Any]) -> str | None:
 
 
 def _tool_named(body: dict[str, Any], suffix: str) -> Call | None:
-    """The function tool (or namespace member) whose name ends with ``suffix``, as the fake would call it."""
-    for tool in body.get("tools") or ():
+    """The function tool (or namespace member) whose name ends with ``suffix``, as the fake would call it:
+    among the request's tools, or those a client-side tool search returned in its input."""
+    found = [tool for item in input_items(body) if item.get("type") == "tool_search_output" for tool in item.get("tools") or ()]
+    for tool in [*(body.get("tools") or ()), *found]:
         if tool.get("type") == "function" and str(tool.get("name")).endswith(suffix):
             return Call(tool["name"])
         if tool.get("type") == "namespace":
@@ -167,9 +169,17 @@ def reasoner(body: dict[str, Any]) -> Turn:
         call.arguments = {"cmd": "cat secret.txt"}
     else:
         call = _tool_named(body, "evaluate")
+        if call is None and any(tool.get("type") == "tool_search" for tool in body.get("tools") or ()):
+            # Codex defers MCP tools behind its own tool search for models it knows: search first.
+            search = {"type": "tool_search_call", "id": f"ts_{len(fake_calls(body))}", "call_id": "call_search_1", "execution": "client", "arguments": {"query": "calculator evaluate"}, "status": "completed"}
+            return Turn(items=[search], reasoning="Find the calculator tool.")
         assert call is not None, "Codex offered no MCP calculator tool"
         call.arguments = {"expression": "17*23"}
     return Turn(calls=[call], reasoning="I should use a tool for this.")
+
+
+def fake_calls(body: dict[str, Any]) -> list[dict[str, Any]]:
+    return [item for item in input_items(body) if str(item.get("type")).endswith("_call")]
 
 
 @pytest.mark.parametrize("model", ["demo", "reasoner"])
@@ -198,7 +208,23 @@ def test_codex_uses_a_plugway_plugin_through_mcp(model: str, codex_gateway: Gate
         _assert_reasoning_reached_every_round(fake)
 
 
-def _assert_reasoning_reached_every_round(fake: FakeResponses) -> None:
+def test_codex_finds_a_plugway_plugin_through_its_own_tool_search(codex_gateway: GatewayServer, fake: FakeResponses, tmp_path: Path) -> None:
+    """For a model it knows (gpt-5.5), Codex hides MCP tools behind a client-side ``tool_search``:
+    its call, Codex's output and the namespaced call that follows all pass through as they are."""
+    fake.reset()
+    fake.responder = reasoner
+    run = run_codex(tmp_path, codex_gateway, codex_gateway.mint("on-reasoner"), MCP_TASK, model="gpt-5.5")
+    assert run.returncode == 0 and not run.failures, (run.failures, run.stderr[-3000:])
+    assert any(c.get("server") == "plugway" and c.get("status") == "completed" for c in run.items("mcp_tool_call")), run.events
+    assert "391" in run.answer
+    searched = [item for body in fake.requests for item in input_items(body) if item.get("type") == "tool_search_output"]
+    assert searched, "Codex never answered its tool search"
+    called = [item for item in input_items(fake.requests[-1]) if item.get("type") == "function_call"]
+    assert called and all(item.get("namespace") for item in called)  # the namespace went back as Codex named it
+    _assert_reasoning_reached_every_round(fake, hosted_search=False)
+
+
+def _assert_reasoning_reached_every_round(fake: FakeResponses, *, hosted_search: bool = True) -> None:
     """Codex is stateless (store: false): each request carries every earlier reasoning item, unchanged."""
     turns = [i for i, body in enumerate(fake.requests) if body.get("input")]
     assert len(turns) >= 2, fake.requests
@@ -210,7 +236,7 @@ def _assert_reasoning_reached_every_round(fake: FakeResponses) -> None:
     # Codex's own fields reached the upstream as Codex sent them.
     assert first["store"] is False and first["include"] == ["reasoning.encrypted_content"]
     assert "client_metadata" in first and "prompt_cache_key" in first
-    assert any(tool.get("type") == "web_search" for tool in first["tools"])
+    assert any(tool.get("type") == ("web_search" if hosted_search else "tool_search") for tool in first["tools"])
 
 
 def _valued(item: dict[str, Any]) -> dict[str, Any]:

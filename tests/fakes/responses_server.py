@@ -50,6 +50,8 @@ class Turn:
     text: str | None = None
     calls: list[Call] = field(default_factory=list)
     reasoning: str | None = "Thinking about the request."
+    # Other output items, as they are (a client-side tool_search_call, ...), after the reasoning.
+    items: list[JSON] = field(default_factory=list)
     input_tokens: int = 21
     output_tokens: int = 9
     reasoning_tokens: int = 5
@@ -165,6 +167,7 @@ class FakeResponses:
             if ENCRYPTED not in include:
                 reasoning = {**reasoning, "encrypted_content": None}
             items.append(reasoning)
+        items.extend(turn.items)
         if turn.text is not None:
             items.append({
                 "id": f"msg_{uuid.uuid4().hex}", "type": "message", "role": "assistant", "status": "completed",
@@ -268,6 +271,8 @@ class FakeResponses:
                 for piece in _pieces(item["arguments"]):
                     yield event("response.function_call_arguments.delta", item_id=item["id"], output_index=index, delta=piece)
                 yield event("response.function_call_arguments.done", item_id=item["id"], output_index=index, name=item["name"], arguments=item["arguments"])
+            else:
+                yield event("response.output_item.added", output_index=index, item=item)
             yield event("response.output_item.done", output_index=index, item=item)
         yield event("response.completed", response=self._response(body, turn, output, "completed"))
 

@@ -197,6 +197,7 @@ def parse_request(body: Any) -> ResponsesRequest:
 
     namespaced: dict[str, tuple[str, str]] = {}
     function_tools, plugins, mcp_entries = _tools(body.get("tools"), ignored, namespaced)
+    _namespaces_in_items(body.get("input"), namespaced)
     if function_tools:
         chat["tools"] = function_tools
     tool_choice = _tool_choice(body.get("tool_choice"), ignored)
@@ -249,6 +250,17 @@ def parse_request(body: Any) -> ResponsesRequest:
         include_encrypted=ENCRYPTED_REASONING in (include or ()),
         input_items=_items_with_ids(body.get("input")),
     )
+
+
+def _namespaces_in_items(value: Any, namespaced: dict[str, tuple[str, str]]) -> None:
+    """Namespace tools that input items hand the model (a client-side ``tool_search_output``,
+    Codex's ``additional_tools``): their calls go back with their namespace too."""
+    for item in value if isinstance(value, list) else ():
+        for tool in (item.get("tools") if isinstance(item, dict) else None) or ():
+            if isinstance(tool, dict) and tool.get("type") == "namespace" and isinstance(tool.get("name"), str):
+                for member in tool.get("tools") or ():
+                    if isinstance(member, dict) and isinstance(member.get("name"), str):
+                        namespaced[public_name(tool["name"], member["name"])] = (tool["name"], member["name"])
 
 
 def _native_fields(body: JSON) -> JSON:
