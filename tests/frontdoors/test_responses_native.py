@@ -34,7 +34,11 @@ def native_gateway(fake: FakeResponses, tmp_path_factory: pytest.TempPathFactory
         fake.base_url,
         providers=[{"id": "native", "kind": "openai", "api": "responses", "base_url": fake.base_url, "api_key": fake.api_key, "max_retries": 0}],
         models=[{"id": MODEL, "provider": "native", "upstream_model": "gpt-5.5"}],
-        organisations=[{"id": "acme", "plugins": [{"id": "calculator"}, {"id": "testkit"}]}, {"id": "bare"}],
+        organisations=[
+            {"id": "acme", "plugins": [{"id": "calculator"}, {"id": "testkit"}]},
+            {"id": "bare"},
+            {"id": "strict", "unsupported_params": "refuse"},
+        ],
     )
     server = GatewayServer(settings).start()
     yield server
@@ -200,3 +204,28 @@ def test_input_items_are_listed_and_a_finished_response_cannot_be_cancelled(bare
         bare.responses.input_items.list("resp_unknown")
     bad = httpx.get(f"{native_gateway.base_url}/responses/{response.id}/input_items?limit=500", headers={"Authorization": f"Bearer {bare.api_key}"})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "limit"
+
+
+def test_strict_organisation_refuses_nothing_a_responses_upstream_can_take(native_gateway: GatewayServer, fake: FakeResponses) -> None:
+    fake.reset()
+    fake.enqueue(Turn(text="Fine."))
+    strict = openai.OpenAI(base_url=native_gateway.base_url, api_key=native_gateway.mint("strict"), max_retries=0)
+    raw = strict.responses.with_raw_response.create(
+        model=MODEL,
+        input="Hi",
+        tools=[{"type": "web_search"}, SHELL_NS],  # type: ignore[list-item]
+        reasoning={"summary": "auto"},
+        include=["reasoning.encrypted_content"],
+        store=False,
+        extra_body={"client_metadata": {"a": "b"}},
+    )
+    assert raw.parse().output_text == "Fine." and IGNORED_HEADER not in raw.headers
+
+
+def test_tampered_reasoning_item_is_the_clients_error_with_the_upstreams_words(bare: openai.OpenAI, fake: FakeResponses) -> None:
+    fake.enqueue(Turn(text="First."))
+    first = bare.responses.create(model=MODEL, input="Hi", store=False, include=["reasoning.encrypted_content"])
+    reasoning = next(item for item in _items(first.output) if item["type"] == "reasoning")
+    reasoning["encrypted_content"] = "forged"
+    with pytest.raises(openai.BadRequestError, match="could not be verified"):
+        bare.responses.create(model=MODEL, input=[{"role": "user", "content": "Hi"}, reasoning, {"role": "user", "content": "Again"}], store=False)  # type: ignore[list-item]
