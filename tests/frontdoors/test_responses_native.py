@@ -38,6 +38,11 @@ def native_gateway(fake: FakeResponses, tmp_path_factory: pytest.TempPathFactory
             {"id": "acme", "plugins": [{"id": "calculator"}, {"id": "testkit"}]},
             {"id": "bare"},
             {"id": "strict", "unsupported_params": "refuse"},
+            {
+                "id": "shop",
+                "plugins": [{"id": "calculator"}],
+                "endpoints": [{"slug": "support", "model": MODEL, "plugins": ["calculator"], "sessions": {"enabled": True}}],
+            },
         ],
     )
     server = GatewayServer(settings).start()
@@ -229,3 +234,21 @@ def test_tampered_reasoning_item_is_the_clients_error_with_the_upstreams_words(b
     reasoning["encrypted_content"] = "forged"
     with pytest.raises(openai.BadRequestError, match="could not be verified"):
         bare.responses.create(model=MODEL, input=[{"role": "user", "content": "Hi"}, reasoning, {"role": "user", "content": "Again"}], store=False)  # type: ignore[list-item]
+
+
+def test_an_endpoint_session_keeps_its_tool_rounds_reasoning(native_gateway: GatewayServer, fake: FakeResponses) -> None:
+    fake.reset()
+    fake.enqueue(
+        Turn(calls=[Call("calculator__evaluate", {"expression": "21*2"})], reasoning="Use the calculator."),
+        Turn(text="It is 42.", reasoning="Report it."),
+        Turn(text="You asked about 21*2."),
+    )
+    key = native_gateway.mint("shop")
+    first = httpx.post(f"{native_gateway.url}/api/shop/support", json={"message": "21*2?"}, headers={"Authorization": f"Bearer {key}"}, timeout=20).json()
+    assert first["content"] == "It is 42."
+    assert reasoning_items(fake.requests[1]) == fake.issued_in(0)  # the server-side round
+    session = first["meta"]["session_id"]
+    second = httpx.post(f"{native_gateway.url}/api/shop/support", json={"message": "What did I ask?", "session_id": session}, headers={"Authorization": f"Bearer {key}"}, timeout=20).json()
+    assert second["content"] == "You asked about 21*2."
+    # The session kept the tool round's reasoning item whole; the final answer is stored as its text.
+    assert reasoning_items(fake.requests[2]) == fake.issued_in(0)
