@@ -32,8 +32,15 @@ def native_gateway(fake: FakeResponses, tmp_path_factory: pytest.TempPathFactory
     settings = make_settings(
         tmp_path_factory.mktemp("responses-native"),
         fake.base_url,
-        providers=[{"id": "native", "kind": "openai", "api": "responses", "base_url": fake.base_url, "api_key": fake.api_key, "max_retries": 0}],
-        models=[{"id": MODEL, "provider": "native", "upstream_model": "gpt-5.5"}],
+        providers=[
+            {"id": "native", "kind": "openai", "api": "responses", "base_url": fake.base_url, "api_key": fake.api_key, "max_retries": 0},
+            {"id": "chat-api", "kind": "openai", "base_url": fake.base_url, "api_key": fake.api_key, "max_retries": 0},
+        ],
+        models=[
+            {"id": MODEL, "provider": "native", "upstream_model": "gpt-5.5"},
+            # One model of a chat-API provider called with the Responses API.
+            {"id": "gpt-override", "provider": "chat-api", "api": "responses"},
+        ],
         organisations=[
             {"id": "acme", "plugins": [{"id": "calculator"}, {"id": "testkit"}]},
             {"id": "bare"},
@@ -252,3 +259,10 @@ def test_an_endpoint_session_keeps_its_tool_rounds_reasoning(native_gateway: Gat
     assert second["content"] == "You asked about 21*2."
     # The session kept the tool round's reasoning item whole; the final answer is stored as its text.
     assert reasoning_items(fake.requests[2]) == fake.issued_in(0)
+
+
+def test_a_model_can_be_called_with_the_responses_api_on_a_chat_provider(bare: openai.OpenAI, fake: FakeResponses) -> None:
+    fake.enqueue(Turn(text="Via /responses."))
+    raw = bare.responses.with_raw_response.create(model="gpt-override", input="Hi", reasoning={"summary": "auto"})
+    assert raw.parse().output_text == "Via /responses." and IGNORED_HEADER not in raw.headers
+    assert fake.requests[0]["model"] == "gpt-override" and fake.requests[0]["reasoning"] == {"summary": "auto"}
