@@ -266,3 +266,25 @@ def test_a_model_can_be_called_with_the_responses_api_on_a_chat_provider(bare: o
     raw = bare.responses.with_raw_response.create(model="gpt-override", input="Hi", reasoning={"summary": "auto"})
     assert raw.parse().output_text == "Via /responses." and IGNORED_HEADER not in raw.headers
     assert fake.requests[0]["model"] == "gpt-override" and fake.requests[0]["reasoning"] == {"summary": "auto"}
+
+
+def test_chat_completions_client_tools_round_trip_through_a_responses_model(native_gateway: GatewayServer, fake: FakeResponses) -> None:
+    fake.reset()
+    fake.enqueue(Turn(calls=[Call("get_weather", {"city": "Rome"})]), Turn(text="Warm in Rome."))
+    client = openai.OpenAI(base_url=native_gateway.base_url, api_key=native_gateway.mint("bare"), max_retries=0)
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER["parameters"]}}]
+    messages: list[Any] = [{"role": "user", "content": "Weather in Rome?"}]
+    first = client.chat.completions.create(model=MODEL, messages=messages, tools=tools, tool_choice={"type": "function", "function": {"name": "get_weather"}})  # type: ignore[arg-type]
+    call = first.choices[0].message.tool_calls[0]  # type: ignore[index]
+    assert first.choices[0].finish_reason == "tool_calls" and json.loads(call.function.arguments) == {"city": "Rome"}  # type: ignore[union-attr]
+    assert fake.requests[0]["tool_choice"] == {"type": "function", "name": "get_weather"}
+    assert fake.requests[0]["tools"] == [{"type": "function", "name": "get_weather", "parameters": WEATHER["parameters"], "strict": False}]
+    messages += [first.choices[0].message.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": call.id, "content": "warm"}]
+    second = client.chat.completions.create(model=MODEL, messages=messages, tools=tools)  # type: ignore[arg-type]
+    assert second.choices[0].message.content == "Warm in Rome."
+    sent = fake.requests[1]["input"]
+    # The assistant message carried the turn's reasoning state (reasoning_parts, see runtime/reasoning.py);
+    # sent back as the SDK returned it, the reasoning item reaches the upstream unchanged, before the call.
+    assert [item["type"] for item in sent] == ["message", "reasoning", "function_call", "function_call_output"]
+    assert reasoning_items(fake.requests[1]) == fake.issued_in(0)
+    assert sent[2]["call_id"] == sent[3]["call_id"] == call.id

@@ -96,7 +96,7 @@ class ResponsesEncoder:
         self.namespaced = namespaced or {}
         self.include_encrypted = include_encrypted
         self.input_items = input_items or []
-        self._shown: set[int] = set()  # native parts already output (by identity)
+        self._shown: set[object] = set()  # native parts already output (by item id, else identity)
 
     @property
     def output(self) -> list[JSON]:
@@ -163,9 +163,10 @@ class ResponsesEncoder:
         """The model's native items not output yet (a streamed round's come in its chunks)."""
         out: list[JSON] = []
         for part in parts_of(message, OPENAI_RESPONSES):
-            if id(part) in self._shown:
+            key = part["id"] if isinstance(part.get("id"), str) else id(part)
+            if key in self._shown:
                 continue
-            self._shown.add(id(part))
+            self._shown.add(key)
             out.extend(self._close_message())
             out.extend(self._native_item(part))
         return out
