@@ -125,9 +125,14 @@ def test_streamed_reasoning_arrives_in_openai_event_shapes(bare: openai.OpenAI, 
     assert final.output_text == "Hello there." and [item.type for item in final.output] == ["reasoning", "message"]
 
 
-def test_previous_response_id_keeps_reasoning_the_client_never_saw(bare: openai.OpenAI, fake: FakeResponses) -> None:
+@pytest.mark.parametrize("stream", [False, True], ids=["sync", "streamed"])
+def test_previous_response_id_keeps_reasoning_the_client_never_saw(bare: openai.OpenAI, fake: FakeResponses, stream: bool) -> None:
     fake.enqueue(Turn(calls=[Call("get_weather", {"city": "Oslo"})], reasoning="Need the weather tool."), Turn(text="Snow in Oslo."))
-    first = bare.responses.create(model=MODEL, input="Weather in Oslo?", tools=[WEATHER])  # type: ignore[list-item]
+    if stream:
+        with bare.responses.stream(model=MODEL, input="Weather in Oslo?", tools=[WEATHER]) as events:  # type: ignore[list-item]
+            first = events.get_final_response()
+    else:
+        first = bare.responses.create(model=MODEL, input="Weather in Oslo?", tools=[WEATHER])  # type: ignore[list-item]
     shown = next(item for item in first.output if item.type == "reasoning")
     assert shown.encrypted_content is None  # not asked for with include
     call = next(item for item in first.output if item.type == "function_call")
