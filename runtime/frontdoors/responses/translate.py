@@ -248,7 +248,7 @@ def parse_request(body: Any) -> ResponsesRequest:
         native_fields=_native_fields(body),
         native_tools=[tool for tool in body.get("tools") or () if isinstance(tool, dict) and tool.get("type") != "mcp"],
         include_encrypted=ENCRYPTED_REASONING in (include or ()),
-        input_items=_items_with_ids(body.get("input")),
+        input_items=_items_with_ids(body.get("input")) if store is not False else [],  # kept only for a stored response
     )
 
 
