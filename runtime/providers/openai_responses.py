@@ -63,6 +63,19 @@ def _namespaces(tools: list[JSON]) -> dict[str, tuple[str, str]]:
     return found
 
 
+def _customs(tools: list[JSON]) -> set[str]:
+    """Chat names of the client's custom (free-form) tools: their calls go upstream as custom_tool_call."""
+    found = {tool["name"] for tool in tools if isinstance(tool, dict) and tool.get("type") == "custom" and isinstance(tool.get("name"), str)}
+    for tool in tools:
+        if isinstance(tool, dict) and tool.get("type") == "namespace" and isinstance(tool.get("name"), str):
+            found.update(
+                public_name(tool["name"], member["name"])
+                for member in tool.get("tools") or ()
+                if isinstance(member, dict) and member.get("type") == "custom" and isinstance(member.get("name"), str)
+            )
+    return found
+
+
 def _covered(tools: list[JSON]) -> set[str]:
     """Chat tool names the client's own Responses tools already stand for."""
     names = set(_namespaces(tools))
@@ -98,17 +111,32 @@ def _text_parts(content: Any, kind: str) -> Any:
     return parts
 
 
-def _call_item(call: JSON, namespaces: dict[str, tuple[str, str]]) -> JSON:
+def free_input(arguments: str) -> str:
+    """A custom tool's free-form input from the chat call's ``{"input": ...}`` arguments."""
+    try:
+        parsed = orjson.loads(arguments or "{}")
+    except orjson.JSONDecodeError:
+        return arguments
+    return str(parsed.get("input") or "") if isinstance(parsed, dict) else arguments
+
+
+def _call_item(call: JSON, namespaces: dict[str, tuple[str, str]], customs: set[str]) -> JSON:
     function = call.get("function") or {}
     name = function.get("name") or ""
-    item: JSON = {"type": "function_call", "call_id": call.get("id"), "name": name, "arguments": function.get("arguments") or ""}
+    item: JSON
+    if name in customs:
+        item = {"type": "custom_tool_call", "call_id": call.get("id"), "name": name, "input": free_input(function.get("arguments") or "")}
+    else:
+        item = {"type": "function_call", "call_id": call.get("id"), "name": name, "arguments": function.get("arguments") or ""}
     if name in namespaces:
         item["namespace"], item["name"] = namespaces[name]
     return item
 
 
-def input_items(messages: list[JSON], namespaces: dict[str, tuple[str, str]]) -> list[JSON]:
+def input_items(messages: list[JSON], namespaces: dict[str, tuple[str, str]], customs: set[str] | None = None) -> list[JSON]:
     """Chat messages as Responses input items; an assistant turn's native parts go first, verbatim."""
+    customs = customs or set()
+    custom_calls: set[str] = set()
     items: list[JSON] = []
     for message in messages:
         role = message.get("role")
@@ -120,11 +148,16 @@ def input_items(messages: list[JSON], namespaces: dict[str, tuple[str, str]]) ->
             )
             if text:
                 items.append({"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": text, "annotations": []}]})
-            items.extend(_call_item(call, namespaces) for call in message.get("tool_calls") or ())
+            for call in message.get("tool_calls") or ():
+                item = _call_item(call, namespaces, customs)
+                if item["type"] == "custom_tool_call":
+                    custom_calls.add(str(call.get("id")))
+                items.append(item)
         elif role == "tool":
             content = message.get("content")
             output: Any = content if isinstance(content, str) else _text_parts(content, "input_text")
-            items.append({"type": "function_call_output", "call_id": message.get("tool_call_id"), "output": output})
+            kind = "custom_tool_call_output" if str(message.get("tool_call_id")) in custom_calls else "function_call_output"
+            items.append({"type": kind, "call_id": message.get("tool_call_id"), "output": output})
         elif role in ("system", "developer", "user"):
             items.append({"type": "message", "role": role, "content": _text_parts(message.get("content"), "input_text")})
     return items
@@ -141,16 +174,18 @@ def responses_body(body: JSON, *, stream: bool) -> JSON:
     """The chat body the runtime built, as a Responses API request."""
     native: JSON = body.get(RESPONSES_NATIVE) or {}
     native_tools: list[JSON] = list(native.get("tools") or [])
-    # Namespaces may also arrive in items (a client-side tool_search's output, additional_tools).
-    namespaces = _namespaces(native_tools + [
+    # Tools may also arrive in items (a client-side tool_search's output, additional_tools).
+    client_tools = native_tools + [
         tool for message in body.get("messages") or () for part in parts_of(message, OPENAI_RESPONSES) for tool in part.get("tools") or () if isinstance(tool, dict)
-    ])
+    ]
+    namespaces = _namespaces(client_tools)
+    customs = _customs(client_tools)
     out: JSON = {"model": body["model"]}
     messages = list(body.get("messages") or [])
     if messages and messages[0].get("role") == "system" and isinstance(messages[0].get("content"), str):
         out["instructions"] = messages.pop(0)["content"]
-    out["input"] = input_items(messages, namespaces)
-    covered = _covered(native_tools)
+    out["input"] = input_items(messages, namespaces, customs)
+    covered = _covered(client_tools)
     tools = native_tools + [
         _function_tool(tool) for tool in body.get("tools") or () if (tool.get("function") or {}).get("name") not in covered
     ]
@@ -198,6 +233,11 @@ def _flat_name(item: JSON) -> str:
     return public_name(namespace, name) if isinstance(namespace, str) and namespace else name
 
 
+def _wrapped(item: JSON) -> str:
+    """A custom tool call's free-form input as a chat call's arguments."""
+    return orjson.dumps({"input": str(item.get("input") or "")}).decode()
+
+
 def chat_usage(usage: Any) -> JSON | None:
     if not isinstance(usage, dict):
         return None
@@ -238,6 +278,8 @@ def chat_completion(response: JSON) -> JSON:
                     refusal.append(str(part.get("refusal") or ""))
         elif kind == "function_call":
             calls.append({"id": item.get("call_id"), "type": "function", "function": {"name": _flat_name(item), "arguments": item.get("arguments") or ""}})
+        elif kind == "custom_tool_call":
+            calls.append({"id": item.get("call_id"), "type": "function", "function": {"name": _flat_name(item), "arguments": _wrapped(item)}})
         elif kind is not None:
             parts.append(item)
     message: JSON = {"role": "assistant", "content": "".join(text) or None}
@@ -290,7 +332,7 @@ class _Chunks:
             return [self._chunk({"refusal": event.get("delta") or ""})]
         if kind == "response.output_item.added":
             item = event.get("item") or {}
-            if item.get("type") == "function_call":
+            if item.get("type") in ("function_call", "custom_tool_call"):
                 index = self.calls[str(item.get("id"))] = len(self.calls)
                 call = {"index": index, "id": item.get("call_id"), "type": "function", "function": {"name": _flat_name(item), "arguments": ""}}
                 return [self._chunk({"tool_calls": [call]})]
@@ -307,6 +349,11 @@ class _Chunks:
                 item_id = str(item.get("id"))
                 if item_id in self.calls and item_id not in self.streamed_arguments and item.get("arguments"):
                     return [self._chunk({"tool_calls": [{"index": self.calls[item_id], "function": {"arguments": item["arguments"]}}]})]
+                return []
+            if item.get("type") == "custom_tool_call":
+                item_id = str(item.get("id"))
+                if item_id in self.calls:
+                    return [self._chunk({"tool_calls": [{"index": self.calls[item_id], "function": {"arguments": _wrapped(item)}}]})]
                 return []
             if item.get("type") == "message" or not item.get("type"):
                 return []

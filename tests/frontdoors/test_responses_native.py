@@ -293,3 +293,61 @@ def test_chat_completions_client_tools_round_trip_through_a_responses_model(nati
     assert [item["type"] for item in sent] == ["message", "reasoning", "function_call", "function_call_output"]
     assert reasoning_items(fake.requests[1]) == fake.issued_in(0)
     assert sent[2]["call_id"] == sent[3]["call_id"] == call.id
+
+
+PATCH_TOOL = {"type": "custom", "name": "apply_patch", "description": "Edit files.", "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"}}
+PATCH = "*** Begin Patch\n*** Add File: a.txt\n+hi\n*** End Patch\n"
+
+
+def test_custom_tool_call_passes_through_a_responses_model_both_ways(bare: openai.OpenAI, fake: FakeResponses) -> None:
+    upstream_call = {"type": "custom_tool_call", "id": "ctc_up", "call_id": "call_patch", "name": "apply_patch", "input": PATCH, "status": "completed"}
+    fake.enqueue(Turn(items=[upstream_call]), Turn(text="Patched."))
+    first = bare.responses.create(model=MODEL, input="Add a.txt", tools=[PATCH_TOOL], store=False, include=["reasoning.encrypted_content"])  # type: ignore[list-item]
+    call = next(item for item in first.output if item.type == "custom_tool_call")
+    assert (call.call_id, call.name, call.input) == ("call_patch", "apply_patch", PATCH)  # type: ignore[union-attr]
+    assert fake.requests[0]["tools"] == [PATCH_TOOL]
+    bare.responses.create(
+        model=MODEL,
+        input=[{"role": "user", "content": "Add a.txt"}, *_items(first.output), {"type": "custom_tool_call_output", "call_id": "call_patch", "output": "Done!"}],  # type: ignore[list-item]
+        tools=[PATCH_TOOL],  # type: ignore[list-item]
+        store=False,
+        include=["reasoning.encrypted_content"],
+    )
+    sent = [item for item in fake.requests[1]["input"] if item["type"] != "message"]
+    assert [item["type"] for item in sent] == ["reasoning", "custom_tool_call", "custom_tool_call_output"]
+    assert (sent[1]["name"], sent[1]["input"], sent[2]["output"]) == ("apply_patch", PATCH, "Done!")
+
+
+def test_custom_tool_is_a_one_string_function_for_a_chat_model(gateway: GatewayServer, upstream: Any) -> None:
+    from tests.fakes.openai_server import Reply
+
+    client = openai.OpenAI(base_url=gateway.base_url, api_key=gateway.mint("bare"), max_retries=0)
+    upstream.enqueue(Reply(tool_calls=[("apply_patch", {"input": PATCH})]), Reply(text="Patched."))
+    raw = client.responses.with_raw_response.create(model="gpt-test", input="Add a.txt", tools=[PATCH_TOOL])  # type: ignore[list-item]
+    assert raw.headers[IGNORED_HEADER] == "tools[0].format"  # the grammar cannot hold a chat model
+    call = next(item for item in raw.parse().output if item.type == "custom_tool_call")
+    assert (call.name, call.input) == ("apply_patch", PATCH)  # type: ignore[union-attr]
+    function = upstream.requests[0]["tools"][0]["function"]
+    assert function["name"] == "apply_patch" and function["parameters"]["required"] == ["input"]
+    second = client.responses.create(
+        model="gpt-test",
+        input=[{"role": "user", "content": "Add a.txt"}, call.model_dump(exclude_none=True), {"type": "custom_tool_call_output", "call_id": call.call_id, "output": "Done!"}],  # type: ignore[list-item, union-attr]
+        tools=[PATCH_TOOL],  # type: ignore[list-item]
+    )
+    assert second.output_text == "Patched."
+    assistant, tool = upstream.requests[1]["messages"][-2:]
+    assert json.loads(assistant["tool_calls"][0]["function"]["arguments"]) == {"input": PATCH}
+    assert tool == {"role": "tool", "tool_call_id": call.call_id, "content": "Done!"}  # type: ignore[union-attr]
+
+
+def test_additional_tools_item_offers_its_tools_to_a_chat_model(gateway: GatewayServer, upstream: Any) -> None:
+    from tests.fakes.openai_server import Reply
+
+    client = openai.OpenAI(base_url=gateway.base_url, api_key=gateway.mint("bare"), max_retries=0)
+    upstream.enqueue(Reply(tool_calls=[("functions__exec", {"input": "text(1+1)"})]))
+    extra = {"type": "additional_tools", "role": "developer", "tools": [{"type": "namespace", "name": "functions", "description": "", "tools": [{"type": "custom", "name": "exec", "description": "Run JS."}]}]}
+    raw = client.responses.with_raw_response.create(model="gpt-test", input=[extra, {"role": "user", "content": "Compute."}])  # type: ignore[list-item]
+    assert IGNORED_HEADER not in raw.headers
+    assert [tool["function"]["name"] for tool in upstream.requests[0]["tools"]] == ["functions__exec"]
+    call = next(item for item in raw.parse().output if item.type == "custom_tool_call")
+    assert (call.name, call.model_dump().get("namespace"), call.input) == ("exec", "functions", "text(1+1)")  # type: ignore[union-attr]

@@ -36,6 +36,7 @@ from runtime.orchestration.events import (
     ToolProgress,
     ToolsOffered,
 )
+from runtime.providers.openai_responses import free_input
 from runtime.reasoning import OPENAI_RESPONSES, parts_of
 
 
@@ -72,6 +73,7 @@ class ResponsesEncoder:
         namespaced: dict[str, tuple[str, str]] | None = None,
         include_encrypted: bool = False,
         input_items: list[JSON] | None = None,
+        customs: set[str] | None = None,
     ) -> None:
         self.response: JSON = {
             "id": _id("resp"),
@@ -95,6 +97,8 @@ class ResponsesEncoder:
         # A flattened namespace tool's name -> (namespace, name): its calls go back as the client named them.
         self.namespaced = namespaced or {}
         self.include_encrypted = include_encrypted
+        # The client's custom (free-form) tools: their calls go back as custom_tool_call items.
+        self.customs = customs or set()
         self.input_items = input_items or []
         self._shown: set[object] = set()  # native parts already output (by item id, else identity)
 
@@ -338,6 +342,9 @@ class ResponsesEncoder:
             for call in completed.message.get("tool_calls") or ():
                 function = call.get("function") or {}
                 arguments = function.get("arguments") or ""
+                if (function.get("name") or "") in self.customs:
+                    out.extend(self._custom_call(call, function.get("name") or "", arguments))
+                    continue
                 item = {
                     "id": _id("fc"),
                     "type": "function_call",
@@ -363,6 +370,19 @@ class ResponsesEncoder:
             self.response["completed_at"] = int(time.time())
             out.append(self._event("response.completed", response=self._snapshot()))
         return out
+
+    def _custom_call(self, call: JSON, name: str, arguments: str) -> list[JSON]:
+        free = free_input(arguments)
+        item: JSON = {"id": _id("ctc"), "type": "custom_tool_call", "call_id": call.get("id") or _id("call"), "name": name, "input": free, "status": "completed"}
+        if name in self.namespaced:
+            item["namespace"], item["name"] = self.namespaced[name]
+        index = self._add(item)
+        return [
+            self._event("response.output_item.added", output_index=index, item={**item, "input": "", "status": "in_progress"}),
+            self._event("response.custom_tool_call_input.delta", item_id=item["id"], output_index=index, delta=free),
+            self._event("response.custom_tool_call_input.done", item_id=item["id"], output_index=index, input=free),
+            self._event("response.output_item.done", output_index=index, item=item),
+        ]
 
     def state(self, completed: Completed | None) -> JSON:
         """What a continuation needs: the conversation, calls waiting for approval, listed plugins."""

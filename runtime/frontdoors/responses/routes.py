@@ -162,6 +162,7 @@ async def create_response(request: Request, gateway: GatewayDep, key: KeyDep, re
         namespaced=parsed.namespaced,
         include_encrypted=parsed.include_encrypted,
         input_items=parsed.input_items,
+        customs=parsed.customs,
     )
     headers = {**ctx.limits.headers(), **ignored_headers}
 

@@ -95,6 +95,7 @@ class ResponsesRequest:
     reasoning_effort: str | None = None  # reasoning.effort, for upstreams that take reasoning_effort
     # A flattened namespace tool's name -> (namespace, the tool's own name), for its calls' items.
     namespaced: dict[str, tuple[str, str]] = field(default_factory=dict)
+    customs: set[str] = field(default_factory=set)  # chat names of the client's custom (free-form) tools
     lost: list[str] = field(default_factory=list)  # what no upstream gets (content parts the chat shape drops), by path
     native_fields: JSON = field(default_factory=dict)  # the client's fields, for a Responses-native upstream
     native_tools: list[JSON] = field(default_factory=list)  # the client's tools but plugins, as they came
@@ -196,8 +197,14 @@ def parse_request(body: Any) -> ResponsesRequest:
         chat["verbosity"] = verbosity
 
     namespaced: dict[str, tuple[str, str]] = {}
-    function_tools, plugins, mcp_entries = _tools(body.get("tools"), ignored, namespaced)
+    customs: set[str] = set()
+    function_tools, plugins, mcp_entries = _tools(body.get("tools"), ignored, namespaced, customs)
     _namespaces_in_items(body.get("input"), namespaced)
+    # Tools an input item makes available (additional_tools) are the request's tools for a chat upstream.
+    given = body.get("input")
+    for i, item in enumerate(given if isinstance(given, list) else []):
+        if isinstance(item, dict) and item.get("type") == "additional_tools":
+            function_tools += _tools(item.get("tools"), ignored, namespaced, customs, prefix=f"input[{i}].tools")[0]
     if function_tools:
         chat["tools"] = function_tools
     tool_choice = _tool_choice(body.get("tool_choice"), ignored)
@@ -244,6 +251,7 @@ def parse_request(body: Any) -> ResponsesRequest:
         ignored=ignored,
         reasoning_effort=reasoning_effort,
         namespaced=namespaced,
+        customs=customs,
         lost=lost,
         native_fields=_native_fields(body),
         native_tools=[tool for tool in body.get("tools") or () if isinstance(tool, dict) and tool.get("type") != "mcp"],
@@ -367,18 +375,46 @@ def _function_tool(tool: JSON, param: str, name: str) -> JSON:
     return {"type": "function", "function": function}
 
 
-def _tools(tools: Any, ignored: list[str], namespaced: dict[str, tuple[str, str]]) -> tuple[list[JSON], list[PluginRequest], bool]:
+def custom_tool(tool: JSON, name: str) -> JSON:
+    """A custom (free-form input) tool as a chat function taking its input as one string, ``input``."""
+    description = str(tool.get("description") or "")
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": (description + "\n\n" if description else "") + "Free-form tool: pass its whole input as the string 'input'.",
+            "parameters": {"type": "object", "properties": {"input": {"type": "string", "description": "The tool's free-form input."}}, "required": ["input"]},
+        },
+    }
+
+
+def _custom(tool: JSON, param: str, name: str, ignored: list[str], customs: set[str]) -> JSON:
+    fmt = tool.get("format")
+    if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
+        ignored.append(f"{param}.format")  # a grammar a chat upstream cannot be held to
+    customs.add(name)
+    return custom_tool(tool, name)
+
+
+def _tools(
+    tools: Any, ignored: list[str], namespaced: dict[str, tuple[str, str]], customs: set[str], *, prefix: str = "tools"
+) -> tuple[list[JSON], list[PluginRequest], bool]:
     if tools is None:
         return [], [], False
     if not isinstance(tools, list):
-        raise invalid_request("'tools' must be an array.", param="tools")
+        raise invalid_request(f"'{prefix}' must be an array.", param=prefix)
     functions: list[JSON] = []
     plugins: list[PluginRequest] = []
     mcp = False
     for i, tool in enumerate(tools):
-        param = f"tools[{i}]"
+        param = f"{prefix}[{i}]"
         kind = tool.get("type") if isinstance(tool, dict) else None
-        if kind == "function":
+        if kind == "custom":
+            name = tool.get("name")
+            if not isinstance(name, str) or not name:
+                raise invalid_request("A custom tool needs a 'name'.", param=f"{param}.name")
+            functions.append(_custom(tool, param, name, ignored, customs))
+        elif kind == "function":
             name = tool.get("name")
             if not isinstance(name, str) or not name:
                 raise invalid_request("A function tool needs a 'name'.", param=f"{param}.name")
@@ -391,7 +427,7 @@ def _tools(tools: Any, ignored: list[str], namespaced: dict[str, tuple[str, str]
                 raise invalid_request("A namespace tool needs 'tools' (an array).", param=f"{param}.tools")
             for j, member in enumerate(members):
                 member_param = f"{param}.tools[{j}]"
-                if not isinstance(member, dict) or member.get("type", "function") != "function":
+                if not isinstance(member, dict) or member.get("type", "function") not in ("function", "custom"):
                     ignored.append(member_param)
                     continue
                 name = member.get("name")
@@ -400,7 +436,10 @@ def _tools(tools: Any, ignored: list[str], namespaced: dict[str, tuple[str, str]
                 # Chat tools have no namespaces: the group becomes its functions, the names qualified.
                 flat = public_name(namespace, name)
                 namespaced[flat] = (namespace, name)
-                functions.append(_function_tool(member, member_param, flat))
+                if member.get("type") == "custom":
+                    functions.append(_custom(member, member_param, flat, ignored, customs))
+                else:
+                    functions.append(_function_tool(member, member_param, flat))
         elif kind == "mcp":
             mcp = True
             label = tool.get("server_label")
@@ -595,7 +634,19 @@ def _input(value: Any, ignored: list[str], lost: list[str]) -> tuple[list[JSON],
             pending_calls.append({"id": call_id, "type": "function", "function": {"name": public_name(label, name), "arguments": arguments}})
             result = item.get("output") if item.get("output") is not None else str(item.get("error") or "")
             outputs.append({"role": "tool", "tool_call_id": call_id, "content": str(result)})
-        elif kind == "function_call_output":
+        elif kind == "custom_tool_call":
+            call_id, name, free = item.get("call_id"), item.get("name"), item.get("input", "")
+            if not (isinstance(call_id, str) and isinstance(name, str) and isinstance(free, str)):
+                raise invalid_request("A custom_tool_call needs 'call_id', 'name' and 'input' (strings).", param=param)
+            if outputs:
+                flush_calls()
+                messages.extend(outputs)
+                outputs.clear()
+            if isinstance(item.get("namespace"), str):
+                name = public_name(item["namespace"], name)
+            start_call()
+            pending_calls.append({"id": call_id, "type": "function", "function": {"name": name, "arguments": orjson.dumps({"input": free}).decode()}})
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             call_id, output = item.get("call_id"), item.get("output")
             if not isinstance(call_id, str):
                 raise invalid_request("A function_call_output needs 'call_id'.", param=f"{param}.call_id")
@@ -613,6 +664,14 @@ def _input(value: Any, ignored: list[str], lost: list[str]) -> tuple[list[JSON],
             approvals[request_id] = approve
         elif kind in ("mcp_list_tools", "mcp_approval_request"):
             continue  # context the model does not need again
+        elif kind == "additional_tools":
+            # Its tools join the request's tools for a chat upstream (parse_request); a Responses
+            # upstream gets the item itself, in its place.
+            if outputs:
+                flush_calls()
+                messages.extend(outputs)
+                outputs.clear()
+            pending_parts.append(item)
         elif isinstance(kind, str):
             # Reasoning items (their encrypted state), hosted or custom tools' calls, item references:
             # kept verbatim for a Responses upstream; a chat upstream cannot take them back.
