@@ -35,15 +35,26 @@ CODEX_MODEL = "gpt-5"
 SECRET = "plugway-7f3a"
 SHELL_TASK = 'Use exec command "cat secret.txt" and tell me what the file says.'
 MCP_TASK = "What is 17 * 23? Use the calculator evaluate tool."
+# Codex's own default model (None: no `model` in config.toml; gpt-6.2-sol in 0.171) offers one tool,
+# a custom JavaScript `exec` in an additional_tools input item, through which every other tool is
+# called: the demo runs the script the prompt quotes.
+SHELL_SCRIPT = "text(JSON.stringify(await tools.exec_command({cmd: `cat secret.txt`})))"
+MCP_SCRIPT = "text(JSON.stringify(await tools.mcp__plugway__calculator__evaluate({expression: `17*23`})))"
+TASKS = {
+    ("shell", CODEX_MODEL): SHELL_TASK,
+    ("mcp", CODEX_MODEL): MCP_TASK,
+    ("shell", None): f'Use functions exec with "{SHELL_SCRIPT}"',
+    ("mcp", None): f'Use functions exec with "{MCP_SCRIPT}"',
+}
 
 pytestmark = pytest.mark.skipif(not CODEX.exists(), reason="Codex CLI not installed: run `make agents`")
 
 
-def codex_config(base_url: str, mcp_url: str, model: str = CODEX_MODEL) -> str:
+def codex_config(base_url: str, mcp_url: str, model: str | None = CODEX_MODEL) -> str:
     """The whole Codex configuration plugway needs (the README's, with the test's addresses)."""
+    chosen = f'model = "{model}"\n' if model else ""
     return f"""\
-model = "{model}"
-model_provider = "plugway"
+{chosen}model_provider = "plugway"
 check_for_update_on_startup = false
 
 [model_providers.plugway]
@@ -80,7 +91,7 @@ class CodexRun:
         return [e["item"] for e in self.events if e.get("type") == "item.completed" and (e.get("item") or {}).get("type") == kind]
 
 
-def run_codex(tmp_path: Path, gateway: GatewayServer, key: str, prompt: str, *, model: str = CODEX_MODEL) -> CodexRun:
+def run_codex(tmp_path: Path, gateway: GatewayServer, key: str, prompt: str, *, model: str | None = CODEX_MODEL) -> CodexRun:
     home, work = tmp_path / "codex-home", tmp_path / "work"
     home.mkdir()
     work.mkdir()
@@ -140,7 +151,12 @@ def codex_gateway(fake: FakeResponses, tmp_path_factory: pytest.TempPathFactory)
 def _last_output(body: dict[str, Any]) -> str | None:
     items = input_items(body)
     last = items[-1] if items else {}
-    return str(last.get("output")) if last.get("type") == "function_call_output" else None
+    return str(last.get("output")) if last.get("type") in ("function_call_output", "custom_tool_call_output") else None
+
+
+def _code_mode(body: dict[str, Any]) -> bool:
+    """Codex's default model: its tools come in an additional_tools item, a custom JavaScript `exec` among them."""
+    return any(item.get("type") == "additional_tools" for item in input_items(body))
 
 
 def _tool_named(body: dict[str, Any], suffix: str) -> Call | None:
@@ -163,6 +179,10 @@ def reasoner(body: dict[str, Any]) -> Turn:
     if result is not None:
         return Turn(text=f"The tool said: {result}", reasoning="Read the tool's result.")
     asked = json.dumps(input_items(body))
+    if _code_mode(body):
+        script = SHELL_SCRIPT if "secret.txt" in asked else MCP_SCRIPT
+        run = {"type": "custom_tool_call", "id": "ctc_fake", "call_id": "call_exec_1", "namespace": "functions", "name": "exec", "input": script, "status": "completed"}
+        return Turn(items=[run], reasoning="Write a script.")
     if "secret.txt" in asked:
         call = _tool_named(body, "exec_command")
         assert call is not None, "Codex offered no exec_command tool"
@@ -182,30 +202,35 @@ def fake_calls(body: dict[str, Any]) -> list[dict[str, Any]]:
     return [item for item in input_items(body) if str(item.get("type")).endswith("_call")]
 
 
+CODEX_MODELS = pytest.mark.parametrize("codex_model", [CODEX_MODEL, None], ids=[CODEX_MODEL, "codex-default"])
+
+
+@CODEX_MODELS
 @pytest.mark.parametrize("model", ["demo", "reasoner"])
-def test_codex_runs_a_shell_command_through_plugway(model: str, codex_gateway: GatewayServer, fake: FakeResponses, tmp_path: Path) -> None:
+def test_codex_runs_a_shell_command_through_plugway(model: str, codex_model: str | None, codex_gateway: GatewayServer, fake: FakeResponses, tmp_path: Path) -> None:
     fake.reset()
     fake.responder = reasoner
-    run = run_codex(tmp_path, codex_gateway, codex_gateway.mint(f"on-{model}"), SHELL_TASK)
+    run = run_codex(tmp_path, codex_gateway, codex_gateway.mint(f"on-{model}"), TASKS[("shell", codex_model)], model=codex_model)
     assert run.returncode == 0 and not run.failures, (run.failures, run.stderr[-3000:])
     commands = run.items("command_execution")
     assert any("cat secret.txt" in c.get("command", "") and c.get("exit_code") == 0 for c in commands), run.events
     assert SECRET in run.answer
     if model == "reasoner":
-        _assert_reasoning_reached_every_round(fake)
+        _assert_reasoning_reached_every_round(fake, hosted_search=codex_model is not None)
 
 
+@CODEX_MODELS
 @pytest.mark.parametrize("model", ["demo", "reasoner"])
-def test_codex_uses_a_plugway_plugin_through_mcp(model: str, codex_gateway: GatewayServer, fake: FakeResponses, tmp_path: Path) -> None:
+def test_codex_uses_a_plugway_plugin_through_mcp(model: str, codex_model: str | None, codex_gateway: GatewayServer, fake: FakeResponses, tmp_path: Path) -> None:
     fake.reset()
     fake.responder = reasoner
-    run = run_codex(tmp_path, codex_gateway, codex_gateway.mint(f"on-{model}"), MCP_TASK)
+    run = run_codex(tmp_path, codex_gateway, codex_gateway.mint(f"on-{model}"), TASKS[("mcp", codex_model)], model=codex_model)
     assert run.returncode == 0 and not run.failures, (run.failures, run.stderr[-3000:])
     calls = run.items("mcp_tool_call")
     assert any(c.get("server") == "plugway" and c.get("status") == "completed" for c in calls), run.events
     assert "391" in run.answer
     if model == "reasoner":
-        _assert_reasoning_reached_every_round(fake)
+        _assert_reasoning_reached_every_round(fake, hosted_search=codex_model is not None)
 
 
 def test_codex_finds_a_plugway_plugin_through_its_own_tool_search(codex_gateway: GatewayServer, fake: FakeResponses, tmp_path: Path) -> None:
@@ -236,7 +261,8 @@ def _assert_reasoning_reached_every_round(fake: FakeResponses, *, hosted_search:
     # Codex's own fields reached the upstream as Codex sent them.
     assert first["store"] is False and first["include"] == ["reasoning.encrypted_content"]
     assert "client_metadata" in first and "prompt_cache_key" in first
-    assert any(tool.get("type") == ("web_search" if hosted_search else "tool_search") for tool in first["tools"])
+    if hosted_search:
+        assert any(tool.get("type") == "web_search" for tool in first["tools"])
 
 
 def _valued(item: dict[str, Any]) -> dict[str, Any]:
