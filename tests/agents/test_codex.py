@@ -104,7 +104,10 @@ def run_codex(tmp_path: Path, gateway: GatewayServer, key: str, prompt: str, *, 
         "CODEX_HOME": str(home),
         "PLUGWAY_KEY": key,
         "NO_COLOR": "1",
-        # Loopback only: nothing may leave the machine.
+        # Loopback only: anything Codex would send elsewhere goes to a closed local port and fails.
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "ALL_PROXY": "http://127.0.0.1:9",
         "NO_PROXY": "127.0.0.1,localhost",
     }
     done = subprocess.run(
