@@ -22,6 +22,7 @@ translates each round to ``POST {base_url}/responses`` and the answer back, loss
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Final
 
@@ -36,6 +37,8 @@ from runtime.providers.http import ReadBounds, UpstreamClient
 from runtime.providers.openai import upstream_error_from_response
 from runtime.providers.streaming import iter_sse_json
 from runtime.reasoning import OPENAI_RESPONSES, REASONING_PARTS, parts_of, tagged
+
+log = logging.getLogger("plugway.providers")
 
 # Key on the internal chat body: {"fields": {...}, "tools": [...]}, the client's Responses request as it was.
 RESPONSES_NATIVE: Final = "responses_native"
@@ -211,6 +214,10 @@ def responses_body(body: JSON, *, stream: bool) -> JSON:
         out["text"] = text
     if body.get("reasoning_effort") is not None:
         out["reasoning"] = {"effort": body["reasoning_effort"]}
+    dropped = sorted(key for key in body if key in CHAT_ONLY)
+    if dropped:
+        # The chat door has no ignored-params header yet; the log says what was not sent.
+        log.info("chat fields with no Responses API counterpart not sent upstream: %s", ", ".join(dropped))
     # Fields of the chat body the runtime does not know (an extension a client passed on) go too.
     out.update({key: value for key, value in body.items() if key not in _TRANSLATED and key not in CHAT_ONLY})
     fields: JSON = native.get("fields") or {}

@@ -201,8 +201,10 @@ def test_chat_completions_to_a_responses_model_is_translated(native_gateway: Gat
     assert sent["input"] == [{"type": "message", "role": "user", "content": "2+2?"}]
     assert answer.usage is not None and answer.usage.completion_tokens_details is not None
     assert answer.usage.completion_tokens_details.reasoning_tokens == 5
-    streamed = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "2+3?"}], stream=True)
+    streamed = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "2+3?"}], stream=True, seed=7, stop=["x"])
     assert "".join(chunk.choices[0].delta.content or "" for chunk in streamed if chunk.choices) == "Five."
+    # Chat-only sampling fields have no Responses counterpart: not sent (an upstream would refuse them).
+    assert "seed" not in fake.requests[1] and "stop" not in fake.requests[1] and "stream_options" not in fake.requests[1]
 
 
 def test_input_items_are_listed_and_a_finished_response_cannot_be_cancelled(bare: openai.OpenAI, fake: FakeResponses, native_gateway: GatewayServer) -> None:
