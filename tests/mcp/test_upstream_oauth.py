@@ -324,3 +324,27 @@ def test_a_grant_revoked_upstream_sends_the_user_back_to_the_link(
     assert "has not authorized" in result or "refused by its authorization server" in result, result
     # Her stored grant is gone, so her next call answers the link to authorize again.
     assert "/oauth/upstream/authorize?ticket=" in call_whoami(user_gateway, upstream, user="dora")
+
+
+def test_a_whatsapp_contact_is_the_end_user(user_gateway: GatewayServer, upstream: FakeOpenAI) -> None:
+    """The WhatsApp worker's call (Gateway.complete, as workers/whatsapp/worker.py makes it) runs as the contact."""
+    import asyncio
+
+    from workers.whatsapp.worker import whatsapp_user
+
+    upstream.enqueue(Reply(tool_calls=[("crm__authorize", {})]), Reply(text="open the link"))
+    completion = user_gateway.gateway.complete(
+        organisation_id="acme",
+        model="gpt-test",
+        messages=[{"role": "user", "content": "connect my CRM"}],
+        plugin_ids=["crm"],
+        request_id="wa-test-1",
+        source="whatsapp",
+        end_user=whatsapp_user("+15551230000"),
+    )
+    asyncio.run_coroutine_threadsafe(completion, user_gateway._server_loop()).result(timeout=30)
+    result = str([m for m in upstream.requests[-1]["messages"] if m.get("role") == "tool"][-1]["content"])
+    link = next(w for w in result.split() if "/oauth/upstream/authorize?" in w).rstrip('".,}')
+    sign_in_at_upstream(link, "wa-contact@upstream")
+    status = httpx.get(f"{user_gateway.url}/admin/v1/plugins/acme/crm/authorization", headers=_admin(user_gateway)).json()
+    assert [a["subject"] for a in status["authorizations"]] == ["whatsapp:+15551230000"]
