@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 
+import anyio.to_thread
 from fastapi import FastAPI
 
 from runtime.api.direct import DirectRoute, ErrorResponse
+from runtime.api.feature import in_background
+from runtime.oauth import store
 from runtime.oauth.bearer import OAuthBearer
 from runtime.oauth.routes import admin_router, public_routes
 from runtime.oauth.server import PlugwayAuthorizationServer
+
+log = logging.getLogger("plugway.oauth")
+PURGE_INTERVAL_S = 3600.0
 
 
 class OAuthServerFeature:
@@ -37,7 +45,22 @@ class OAuthServerFeature:
         return ()
 
     def running(self, app: FastAPI) -> AbstractAsyncContextManager[None]:
-        return contextlib.nullcontext()
+        if not app.settings.oauth_server.enabled:  # type: ignore[attr-defined]
+            return contextlib.nullcontext()
+        return in_background(purge_forever(app))
+
+
+async def purge_forever(app: FastAPI, interval_s: float = PURGE_INTERVAL_S) -> None:
+    """Expired authorization requests and tokens are deleted hourly (a used refresh token is kept
+    until it expires: presented again, it reveals a leak)."""
+    while True:
+        try:
+            purged = await anyio.to_thread.run_sync(store.purge, app.state.gateway.engine)
+            if purged:
+                log.info("purged %d expired OAuth authorization requests and tokens", purged)
+        except Exception:
+            log.warning("could not purge expired OAuth records; trying again later", exc_info=True)
+        await asyncio.sleep(interval_s)
 
 
 FEATURE = OAuthServerFeature()

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, delete, update
 from sqlmodel import Session, col, select
 
 from runtime.oauth.models import OAuthAuthorization, OAuthClient, OAuthGrant, OAuthToken
@@ -337,13 +337,29 @@ def revoke_grant(engine: Engine, grant_id: str) -> OAuthGrant | None:
 
 
 def list_grants(engine: Engine, organisation_id: str | None = None, *, include_revoked: bool = False) -> list[OAuthGrant]:
+    """Grants, newest first; a grant whose key was revoked on the Keys page has ended too."""
     with Session(engine) as session:
-        query = select(OAuthGrant).order_by(col(OAuthGrant.created_at).desc())
+        query = select(OAuthGrant, ApiKey.revoked_at).join(ApiKey, col(ApiKey.id) == col(OAuthGrant.key_id), isouter=True)
+        query = query.order_by(col(OAuthGrant.created_at).desc())
         if organisation_id:
             query = query.where(OAuthGrant.organisation_id == organisation_id)
-        if not include_revoked:
-            query = query.where(col(OAuthGrant.revoked_at).is_(None))
-        return list(session.exec(query))
+        grants: list[OAuthGrant] = []
+        for grant, key_revoked_at in session.exec(query):
+            ended = grant.revoked_at or key_revoked_at
+            if ended is None or include_revoked:
+                grant.revoked_at = ended
+                grants.append(grant)
+        return grants
+
+
+def purge(engine: Engine) -> int:
+    """Forget what can no longer be used: expired authorization requests and codes, expired or spent tokens."""
+    now = utcnow()
+    with Session(engine) as session:
+        requests = session.exec(delete(OAuthAuthorization).where(col(OAuthAuthorization.expires_at) < now))  # type: ignore[call-overload]
+        tokens = session.exec(delete(OAuthToken).where(col(OAuthToken.expires_at) < now))  # type: ignore[call-overload]
+        session.commit()
+    return int(requests.rowcount or 0) + int(tokens.rowcount or 0)
 
 
 def grant_for_key(engine: Engine, key_id: str) -> OAuthGrant | None:

@@ -120,9 +120,9 @@ class SignIn:
         )
 
     @asynccontextmanager
-    async def client(self, provider: OAuthClientProvider | None = None) -> AsyncIterator[Client]:
+    async def client(self, provider: OAuthClientProvider | None = None, *, mode: str = "auto") -> AsyncIterator[Client]:
         async with httpx2.AsyncClient(auth=provider or self.provider(), timeout=20) as http:
-            async with Client(streamable_http_client(f"{self.server.url}/mcp", http_client=http)) as client:  # type: ignore[arg-type]
+            async with Client(streamable_http_client(f"{self.server.url}/mcp", http_client=http), mode=mode) as client:  # type: ignore[arg-type]
                 yield client
 
 

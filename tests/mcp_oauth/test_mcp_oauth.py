@@ -141,11 +141,12 @@ def test_a_401_from_mcp_names_the_protected_resource_metadata_which_names_plugwa
 # -- the whole flow with the SDK's client ------------------------------------------------------------
 
 
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
 async def test_a_client_that_knows_only_the_url_registers_signs_in_and_calls_tools_as_a_key_of_the_chosen_organisation(
-    server: GatewayServer, admin_key: str
+    server: GatewayServer, admin_key: str, mode: str
 ) -> None:
     sign_in = SignIn(server, consent_by_http(server, admin_key, organisation="acme", rpm=100))
-    async with sign_in.client() as client:
+    async with sign_in.client(mode=mode) as client:
         tools = {tool.name for tool in (await client.list_tools()).tools}
         result = await client.call_tool("calculator__evaluate", {"expression": "6*7"})
 
@@ -394,3 +395,47 @@ def test_a_consent_request_is_answered_once(server: GatewayServer, admin_key: st
         json={"organisation": "nowhere", "scopes": ["mcp"]},
     )
     assert unknown_org.status_code == 400 and unknown_org.json()["error"]["param"] == "organisation"
+
+
+def test_denying_sends_the_browser_back_with_access_denied_and_no_code(server: GatewayServer, admin_key: str) -> None:
+    client = register(server)
+    request_id = consent_request_id(server, authorize_url(server, client["client_id"], pkce()[1]))
+    denied = httpx.post(f"{server.url}/admin/v1/oauth/requests/{request_id}/deny", headers={"Authorization": f"Bearer {admin_key}"})
+    assert denied.status_code == 200
+    query = parse_qs(urlsplit(denied.json()["redirect_to"]).query)
+    assert query["error"] == ["access_denied"] and query["state"] == ["s1"] and "code" not in query
+    assert httpx.get(f"{server.url}/admin/v1/oauth/requests/{request_id}", headers={"Authorization": f"Bearer {admin_key}"}).status_code == 404
+
+
+def test_revoking_the_grants_key_on_the_keys_page_ends_the_grant_too(server: GatewayServer, admin_key: str) -> None:
+    client = register(server)
+    verifier, challenge = pkce()
+    token = exchange(server, client["client_id"], code_for(server, admin_key, client["client_id"], challenge), verifier).json()["access_token"]
+    admin = {"Authorization": f"Bearer {admin_key}"}
+    grant = next(entry for entry in httpx.get(f"{server.url}/admin/v1/oauth/grants", headers=admin).json()["data"] if entry["client_id"] == client["client_id"])
+    assert httpx.delete(f"{server.url}/admin/v1/keys/{grant['key_id']}", headers=admin).status_code in (200, 204)
+    assert mcp_post(server, token).status_code == 401
+    live = httpx.get(f"{server.url}/admin/v1/oauth/grants", headers=admin).json()["data"]
+    assert grant["id"] not in [entry["id"] for entry in live]
+
+
+def test_expired_authorization_requests_and_tokens_are_purged(server: GatewayServer, admin_key: str) -> None:
+    from datetime import timedelta
+
+    from runtime.oauth import store
+    from runtime.oauth.models import OAuthAuthorization, OAuthToken
+    from runtime.storage.models import utcnow
+
+    client = register(server)
+    request_id = consent_request_id(server, authorize_url(server, client["client_id"], pkce()[1]))
+    with Session(server.gateway.engine) as session:
+        row = session.get(OAuthAuthorization, request_id)
+        assert row is not None
+        row.expires_at = utcnow() - timedelta(seconds=1)
+        session.add(row)
+        session.add(OAuthToken(token_hash="0" * 64, kind="access", grant_id="oag_gone", expires_at=utcnow() - timedelta(seconds=1)))
+        session.commit()
+    assert store.purge(server.gateway.engine) >= 2
+    with Session(server.gateway.engine) as session:
+        assert session.get(OAuthAuthorization, request_id) is None
+        assert session.get(OAuthToken, "0" * 64) is None
