@@ -21,8 +21,8 @@ import mcp_types as types
 import pytest
 from sqlmodel import Session, select
 
-from runtime.oauth.models import OAuthClient, OAuthGrant
-from runtime.storage.keys import mint_admin_key
+from runtime.oauth.models import OAuthClient, OAuthGrant, OAuthToken
+from runtime.storage.keys import hash_key, mint_admin_key
 from runtime.storage.models import ApiKey, UsageRecord
 from tests.fakes.openai_server import FakeOpenAI
 from tests.mcp_oauth.support import (
@@ -35,23 +35,28 @@ from tests.mcp_oauth.support import (
     loopback_resolver,
     make_tls,
 )
+from tests.services import fresh_database
 from tests.support import GatewayServer, make_settings
 
 CIMD_HOST = "client.test"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, upstream_server: FakeOpenAI) -> Iterator[GatewayServer]:
-    # key_cache_ttl_s 0: a revocation bites at the next request.
-    settings = make_settings(
-        tmp_path_factory.mktemp("oauth"),
-        upstream_server.base_url,
-        key_cache_ttl_s=0,
-        oauth_server={"client_metadata_private_hosts": True},
-    )
-    gateway = GatewayServer(settings).start()
-    yield gateway
-    gateway.stop()
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, upstream_server: FakeOpenAI) -> Iterator[GatewayServer]:
+    # Single-use codes and refresh tokens are claimed by conditional UPDATEs: both databases.
+    directory = tmp_path_factory.mktemp("oauth")
+    for database_url in fresh_database(request.param, directory, prefix="oauth"):
+        # key_cache_ttl_s 0: a revocation bites at the next request.
+        settings = make_settings(
+            directory,
+            upstream_server.base_url,
+            database_url=database_url,
+            key_cache_ttl_s=0,
+            oauth_server={"client_metadata_private_hosts": True},
+        )
+        gateway = GatewayServer(settings).start()
+        yield gateway
+        gateway.stop()
 
 
 @pytest.fixture(scope="module")
@@ -166,8 +171,10 @@ async def test_a_client_that_knows_only_the_url_registers_signs_in_and_calls_too
     assert [(record.source, record.model, record.status) for record in records] == [("mcp", "calculator__evaluate", "ok")]
     # Stored hashed: neither token appears in the database.
     assert sign_in.storage.tokens is not None
-    dump = "\n".join(server.gateway.engine.raw_connection().driver_connection.iterdump())  # type: ignore[union-attr]
-    assert sign_in.storage.tokens.access_token not in dump and sign_in.storage.tokens.refresh_token not in dump
+    with Session(server.gateway.engine) as session:
+        stored = {row.token_hash for row in session.exec(select(OAuthToken))}
+    for token in (sign_in.storage.tokens.access_token, sign_in.storage.tokens.refresh_token):
+        assert token not in stored and hash_key(token or "") in stored
 
 
 async def test_an_expired_access_token_is_refreshed_by_the_client_and_the_used_refresh_token_is_rotated_out(
@@ -423,7 +430,7 @@ def test_expired_authorization_requests_and_tokens_are_purged(server: GatewaySer
     from datetime import timedelta
 
     from runtime.oauth import store
-    from runtime.oauth.models import OAuthAuthorization, OAuthToken
+    from runtime.oauth.models import OAuthAuthorization
     from runtime.storage.models import utcnow
 
     client = register(server)
