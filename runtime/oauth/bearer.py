@@ -46,6 +46,8 @@ class OAuthBearer:
             return None
         if found.resource != resource_url(public_base(request, self.settings)):
             return None
+        # For whoever serves the request after the door: which grant, which application, who consented.
+        request.state.oauth = found
         return found.key
 
     async def _lookup(self, presented: str) -> store.AccessGrant | None:

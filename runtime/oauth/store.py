@@ -25,6 +25,7 @@ ACCESS_TOKEN_PREFIX = "pwo_"
 REFRESH_TOKEN_PREFIX = "pwr_"
 # RFC 6749 §10.5: short-lived and single-use.
 CODE_TTL_S = 300
+UNUSED_CLIENT_TTL_S = 7 * 24 * 3600
 
 
 def aware(moment: datetime) -> datetime:
@@ -301,6 +302,7 @@ class AccessGrant:
     resource: str
     client_id: str
     grant_id: str
+    subject: str  # who consented (the console's admin key, as the audit log names it)
 
 
 def resolve_access(engine: Engine, token: str) -> AccessGrant | None:
@@ -312,7 +314,8 @@ def resolve_access(engine: Engine, token: str) -> AccessGrant | None:
         key = session.get(ApiKey, found.grant.key_id)
     if key is None or key.revoked_at is not None:
         return None
-    return AccessGrant(key_info(key), found.grant.resource, found.grant.client_id, found.grant.id)
+    grant = found.grant
+    return AccessGrant(key_info(key), grant.resource, grant.client_id, grant.id, grant.approved_by)
 
 
 def revoke_grant(engine: Engine, grant_id: str) -> OAuthGrant | None:
@@ -358,8 +361,16 @@ def purge(engine: Engine) -> int:
     with Session(engine) as session:
         requests = session.exec(delete(OAuthAuthorization).where(col(OAuthAuthorization.expires_at) < now))  # type: ignore[call-overload]
         tokens = session.exec(delete(OAuthToken).where(col(OAuthToken.expires_at) < now))  # type: ignore[call-overload]
+        # Registration is open to anyone: a registration that never led to a consent goes after a week.
+        granted = select(OAuthGrant.client_id)
+        clients = session.exec(  # type: ignore[call-overload]
+            delete(OAuthClient).where(
+                col(OAuthClient.created_at) < now - timedelta(seconds=UNUSED_CLIENT_TTL_S),
+                col(OAuthClient.id).not_in(granted),
+            )
+        )
         session.commit()
-    return int(requests.rowcount or 0) + int(tokens.rowcount or 0)
+    return int(requests.rowcount or 0) + int(tokens.rowcount or 0) + int(clients.rowcount or 0)
 
 
 def grant_for_key(engine: Engine, key_id: str) -> OAuthGrant | None:

@@ -442,7 +442,19 @@ def test_expired_authorization_requests_and_tokens_are_purged(server: GatewaySer
         session.add(row)
         session.add(OAuthToken(token_hash="0" * 64, kind="access", grant_id="oag_gone", expires_at=utcnow() - timedelta(seconds=1)))
         session.commit()
-    assert store.purge(server.gateway.engine) >= 2
+    consented = register(server)
+    code_for(server, admin_key, consented["client_id"], pkce()[1])
+    with Session(server.gateway.engine) as session:
+        for client_id in (client["client_id"], consented["client_id"]):
+            old = session.get(OAuthClient, client_id)
+            assert old is not None
+            old.created_at = utcnow() - timedelta(days=8)
+            session.add(old)
+        session.commit()
+    assert store.purge(server.gateway.engine) >= 3
     with Session(server.gateway.engine) as session:
         assert session.get(OAuthAuthorization, request_id) is None
         assert session.get(OAuthToken, "0" * 64) is None
+        assert session.get(OAuthClient, client["client_id"]) is None
+        # A registration that led to a consent stays.
+        assert session.get(OAuthClient, consented["client_id"]) is not None
