@@ -458,3 +458,34 @@ def test_expired_authorization_requests_and_tokens_are_purged(server: GatewaySer
         assert session.get(OAuthClient, client["client_id"]) is None
         # A registration that led to a consent stays.
         assert session.get(OAuthClient, consented["client_id"]) is not None
+
+
+def test_a_configured_public_url_is_the_issuer_and_the_resource_whatever_the_request_says(
+    tmp_path: Path, upstream_server: FakeOpenAI
+) -> None:
+    public = "https://gateway.example.com"
+    settings = make_settings(tmp_path, upstream_server.base_url, oauth_server={"public_url": public + "/"})
+    gateway = GatewayServer(settings).start()
+    try:
+        challenge = httpx.post(f"{gateway.url}/mcp", json={}).headers["www-authenticate"]
+        resource = httpx.get(f"{gateway.url}/.well-known/oauth-protected-resource/mcp").json()
+        server_metadata = httpx.get(f"{gateway.url}/.well-known/oauth-authorization-server").json()
+    finally:
+        gateway.stop()
+    assert f'resource_metadata="{public}/.well-known/oauth-protected-resource/mcp"' in challenge
+    assert resource["resource"] == f"{public}/mcp" and resource["authorization_servers"] == [public]
+    assert server_metadata["issuer"] == public and server_metadata["token_endpoint"] == f"{public}/oauth/token"
+
+
+def test_with_the_oauth_server_off_mcp_takes_gateway_keys_only(tmp_path: Path, upstream_server: FakeOpenAI) -> None:
+    settings = make_settings(tmp_path, upstream_server.base_url, oauth_server={"enabled": False})
+    gateway = GatewayServer(settings).start()
+    try:
+        challenge = httpx.post(f"{gateway.url}/mcp", json={}).headers["www-authenticate"]
+        metadata = httpx.get(f"{gateway.url}/.well-known/oauth-authorization-server")
+        with_key = mcp_post(gateway, gateway.mint())
+    finally:
+        gateway.stop()
+    assert challenge == 'Bearer realm="plugway"'
+    assert metadata.status_code == 404
+    assert with_key.status_code == 200
