@@ -26,6 +26,7 @@ import httpx
 import orjson
 import pydantic
 from mcp.shared.auth import OAuthClientInformationFull
+from pydantic import AnyUrl
 
 log = logging.getLogger("plugway.oauth")
 
@@ -34,6 +35,30 @@ FETCH_TIMEOUT_S = 5.0
 CACHE_TTL_S = 300.0
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+LOOPBACK_HOSTS = {"127.0.0.1", "[::1]", "::1", "localhost"}
+
+
+class Client(OAuthClientInformationFull):
+    """A client as the authorization endpoint checks it: a loopback redirect URI may use any port.
+
+    RFC 8252 §7.3: a native application listens on an ephemeral loopback port, so its
+    registration (or metadata document) names ``http://127.0.0.1/callback`` and the
+    request brings ``http://127.0.0.1:51234/callback``.
+    """
+
+    def validate_redirect_uri(self, redirect_uri: AnyUrl | None) -> AnyUrl:
+        if redirect_uri is not None and redirect_uri.scheme == "http" and redirect_uri.host in LOOPBACK_HOSTS:
+            for registered in self.redirect_uris or ():
+                if (registered.scheme, registered.host, registered.path, registered.query) == (
+                    redirect_uri.scheme,
+                    redirect_uri.host,
+                    redirect_uri.path,
+                    redirect_uri.query,
+                ):
+                    return redirect_uri
+        return super().validate_redirect_uri(redirect_uri)
 
 
 class ClientMetadataError(ValueError):
@@ -156,7 +181,7 @@ class ClientMetadataFetcher:
         if not isinstance(redirect_uris, list) or not redirect_uris:
             raise ClientMetadataError("The client metadata document lists no redirect_uris.")
         try:
-            return OAuthClientInformationFull.model_validate(
+            return Client.model_validate(
                 {
                     "client_id": client_id,
                     "client_name": document.get("client_name") if isinstance(document.get("client_name"), str) else None,

@@ -40,7 +40,7 @@ from starlette.requests import Request
 
 from runtime.config import OAuthServerConfig
 from runtime.oauth import store
-from runtime.oauth.cimd import ClientMetadataError, ClientMetadataFetcher, is_metadata_url
+from runtime.oauth.cimd import Client, ClientMetadataError, ClientMetadataFetcher, is_metadata_url
 from runtime.storage.keys import hash_key
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ class PlugwayAuthorizationServer:
         if found is None:
             return None
         metadata, _secret_hash = found
-        return OAuthClientInformationFull.model_validate({**metadata, "client_id": client_id})
+        return Client.model_validate({**metadata, "client_id": client_id})
 
     async def secret_hash(self, client_id: str) -> str | None:
         found = await self._run(store.load_client, client_id)

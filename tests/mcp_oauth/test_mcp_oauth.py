@@ -489,3 +489,20 @@ def test_with_the_oauth_server_off_mcp_takes_gateway_keys_only(tmp_path: Path, u
     assert challenge == 'Bearer realm="plugway"'
     assert metadata.status_code == 404
     assert with_key.status_code == 200
+
+
+def test_a_native_client_may_come_back_to_any_loopback_port_of_its_redirect_uri(
+    server: GatewayServer, admin_key: str, metadata_host: MetadataDocumentHost
+) -> None:
+    client_id = metadata_host.publish("/oauth/native.json", {"client_name": "Native", "redirect_uris": ["http://127.0.0.1/callback"]})
+    verifier, challenge = pkce()
+    redirect_uri = "http://127.0.0.1:51234/callback"
+    request_id = consent_request_id(server, authorize_url(server, client_id, challenge, redirect_uri=redirect_uri))
+    sent_back = approve_over_http(server, admin_key, request_id)
+    assert sent_back.startswith(redirect_uri + "?")
+    tokens = exchange(server, client_id, callback_result(sent_back).code, verifier, redirect_uri=redirect_uri)
+    assert tokens.status_code == 200, tokens.text
+    # Another path, or another host, is still refused.
+    for wrong in ("http://127.0.0.1:51234/elsewhere", "http://example.com:51234/callback"):
+        refused = httpx.get(authorize_url(server, client_id, challenge, redirect_uri=wrong), follow_redirects=False)
+        assert refused.status_code == 400, wrong
