@@ -8,6 +8,7 @@ import queue
 import re
 import threading
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import mcp_types as types
@@ -111,3 +112,41 @@ def test_an_mcp_client_signs_in_through_the_consent_page_and_loses_access_when_r
         headers={"Authorization": f"Bearer {tokens.access_token}", "Accept": "application/json, text/event-stream"},
     )
     assert refused.status_code == 401
+
+
+def test_denying_on_the_consent_page_sends_the_browser_back_with_access_denied(
+    page: Page, console_server: GatewayServer, admin_key: str
+) -> None:
+    from playwright.sync_api import expect
+
+    from tests.console.browser import sign_in
+
+    redirect_uri = console_server.url + CALLBACK_PATH
+    registered = httpx.post(
+        f"{console_server.url}/oauth/register",
+        json={"client_name": "Unwelcome", "redirect_uris": [redirect_uri], "token_endpoint_auth_method": "none"},
+    ).json()
+    query = urlencode(
+        {
+            "response_type": "code",
+            "client_id": registered["client_id"],
+            "redirect_uri": redirect_uri,
+            "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+            "code_challenge_method": "S256",
+            "state": "xyz",
+        }
+    )
+    consent = httpx.get(f"{console_server.url}/oauth/authorize?{query}", follow_redirects=False).headers["location"]
+    callbacks: list[str] = []
+
+    def callback(route: Route) -> None:
+        callbacks.append(route.request.url)
+        route.fulfill(status=200, content_type="text/plain", body="Denied.")
+
+    page.route(re.compile(re.escape(redirect_uri) + r".*"), callback)
+    sign_in(page, console_server, admin_key, consent.removeprefix(console_server.url))
+    expect(page.locator("#consent-client")).to_have_text("Unwelcome")
+    page.get_by_role("button", name="Deny").click()
+    expect(page.locator("body")).to_have_text("Denied.")
+    sent_back = parse_qs(urlsplit(callbacks[0]).query)
+    assert sent_back["error"] == ["access_denied"] and sent_back["state"] == ["xyz"] and "code" not in sent_back
