@@ -15,7 +15,7 @@ from runtime.api.direct import DirectRoute, ErrorResponse
 from runtime.api.feature import in_background
 from runtime.oauth import store
 from runtime.oauth.bearer import OAuthBearer
-from runtime.oauth.routes import admin_router, public_routes
+from runtime.oauth.routes import public_routes, router
 from runtime.oauth.server import PlugwayAuthorizationServer
 
 log = logging.getLogger("plugway.oauth")
@@ -41,7 +41,7 @@ class OAuthServerFeature:
         # What the /mcp door asks about a Bearer token that is not a gateway key.
         app.state.mcp_bearer = OAuthBearer(settings, engine, ttl_s=ttl_s)  # type: ignore[arg-type]
         app.router.routes.extend(public_routes(provider, settings))
-        app.include_router(admin_router)
+        app.include_router(router)
         return ()
 
     def running(self, app: FastAPI) -> AbstractAsyncContextManager[None]:

@@ -176,7 +176,7 @@ def public_routes(provider: PlugwayAuthorizationServer, settings: OAuthServerCon
 
 # -- consent and grants, for the console --------------------------------------------------------
 
-admin_router = APIRouter(tags=["admin: oauth"])
+router = APIRouter(tags=["admin: oauth"])
 
 
 def _gone(authorization_id: str) -> GatewayError:
@@ -188,7 +188,7 @@ def _gone(authorization_id: str) -> GatewayError:
     )
 
 
-@admin_router.get("/admin/v1/oauth/requests/{authorization_id}")
+@router.get("/admin/v1/oauth/requests/{authorization_id}")
 async def read_request(authorization_id: str, gateway: GatewayDep, admin: AdminDep) -> dict[str, Any]:
     """A sign-in waiting for consent: which application, where it sends the answer, what it asks for."""
     row = await anyio.to_thread.run_sync(store.pending_authorization, gateway.engine, authorization_id)
@@ -214,7 +214,7 @@ class Approval(BaseModel):
     daily_tokens: int | None = None
 
 
-@admin_router.post("/admin/v1/oauth/requests/{authorization_id}/approve")
+@router.post("/admin/v1/oauth/requests/{authorization_id}/approve")
 async def approve_request(authorization_id: str, body: Approval, request: Request, gateway: GatewayDep, admin: AdminDep) -> dict[str, Any]:
     """Consent: the application acts as a new gateway key of this organisation. Answers where to send the browser."""
     if gateway.organisation(body.organisation) is None:
@@ -255,7 +255,7 @@ async def approve_request(authorization_id: str, body: Approval, request: Reques
     return {"redirect_to": redirect_to, "grant_id": approved.grant_id, "key_id": approved.key_id}
 
 
-@admin_router.post("/admin/v1/oauth/requests/{authorization_id}/deny")
+@router.post("/admin/v1/oauth/requests/{authorization_id}/deny")
 async def deny_request(authorization_id: str, request: Request, gateway: GatewayDep, admin: AdminDep) -> dict[str, Any]:
     row = await anyio.to_thread.run_sync(store.deny, gateway.engine, authorization_id)
     if row is None:
@@ -287,7 +287,7 @@ def grant_out(grant: Any) -> dict[str, Any]:
     }
 
 
-@admin_router.get("/admin/v1/oauth/grants")
+@router.get("/admin/v1/oauth/grants")
 async def list_grants(
     gateway: GatewayDep,
     admin: AdminDep,
@@ -299,7 +299,7 @@ async def list_grants(
     return {"data": [grant_out(grant) for grant in grants], "next_cursor": None}
 
 
-@admin_router.delete("/admin/v1/oauth/grants/{grant_id}")
+@router.delete("/admin/v1/oauth/grants/{grant_id}")
 async def revoke_grant(grant_id: str, request: Request, gateway: GatewayDep, admin: AdminDep) -> dict[str, Any]:
     """End a grant: its tokens stop working (within ``key_cache_ttl_s``) and its gateway key is revoked."""
     grant = await anyio.to_thread.run_sync(store.revoke_grant, gateway.engine, grant_id)
