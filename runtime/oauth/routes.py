@@ -30,7 +30,7 @@ from mcp.server.auth.settings import ClientRegistrationOptions
 from pydantic import BaseModel, Field
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, request_response
+from starlette.routing import Match, Route, request_response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runtime.api.deps import GatewayDep
@@ -109,6 +109,17 @@ class _WithBase:
             current_base.reset(token)
 
 
+class _Route(Route):
+    """A Starlette route that names itself in the scope, as FastAPI's do: metrics and the
+    request log then say ``/oauth/token`` rather than "unmatched"."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        if match is not Match.NONE:
+            child["route"] = self
+        return match, child
+
+
 def _json(body: dict[str, Any]) -> Response:
     return JSONResponse(body, headers={"Cache-Control": "max-age=300"})
 
@@ -156,19 +167,19 @@ def public_routes(provider: PlugwayAuthorizationServer, settings: OAuthServerCon
     def wrap(handler: Any, *, cors: bool = True) -> ASGIApp:
         return _WithBase(request_response(handler), settings, cors=cors)
 
-    routes = [
-        Route(PROTECTED_RESOURCE_PATH, wrap(resource_metadata), methods=["GET", "OPTIONS"]),
-        Route(PROTECTED_RESOURCE_PATH + "/mcp", wrap(resource_metadata), methods=["GET", "OPTIONS"]),
-        Route("/.well-known/oauth-authorization-server", wrap(server_metadata), methods=["GET", "OPTIONS"]),
-        Route("/.well-known/openid-configuration", wrap(server_metadata), methods=["GET", "OPTIONS"]),
+    routes: list[Route] = [
+        _Route(PROTECTED_RESOURCE_PATH, wrap(resource_metadata), methods=["GET", "OPTIONS"]),
+        _Route(PROTECTED_RESOURCE_PATH + "/mcp", wrap(resource_metadata), methods=["GET", "OPTIONS"]),
+        _Route("/.well-known/oauth-authorization-server", wrap(server_metadata), methods=["GET", "OPTIONS"]),
+        _Route("/.well-known/openid-configuration", wrap(server_metadata), methods=["GET", "OPTIONS"]),
         # No CORS on the authorization endpoint: a browser is sent there, never fetches it.
-        Route(AUTHORIZE_PATH, wrap(AuthorizationHandler(provider).handle, cors=False), methods=["GET", "POST"]),  # type: ignore[arg-type]
-        Route(TOKEN_PATH, wrap(token), methods=["POST", "OPTIONS"]),
-        Route(REVOKE_PATH, wrap(revoke), methods=["POST", "OPTIONS"]),
+        _Route(AUTHORIZE_PATH, wrap(AuthorizationHandler(provider).handle, cors=False), methods=["GET", "POST"]),  # type: ignore[arg-type]
+        _Route(TOKEN_PATH, wrap(token), methods=["POST", "OPTIONS"]),
+        _Route(REVOKE_PATH, wrap(revoke), methods=["POST", "OPTIONS"]),
     ]
     if settings.dynamic_client_registration:
         options = ClientRegistrationOptions(enabled=True, valid_scopes=SCOPES, default_scopes=SCOPES)
-        routes.append(Route(REGISTER_PATH, wrap(RegistrationHandler(provider, options).handle), methods=["POST", "OPTIONS"]))  # type: ignore[arg-type]
+        routes.append(_Route(REGISTER_PATH, wrap(RegistrationHandler(provider, options).handle), methods=["POST", "OPTIONS"]))  # type: ignore[arg-type]
     for route in routes:
         route.include_in_schema = False
     return routes

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import logging
 import time
 from contextvars import ContextVar
 from functools import partial
@@ -45,6 +46,8 @@ from runtime.storage.keys import hash_key
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
+
+log = logging.getLogger("plugway.oauth")
 
 # What a token may be used for. The token acts as a gateway key whose scopes are these.
 SCOPES = ["mcp"]
@@ -107,9 +110,7 @@ class PlugwayAuthorizationServer:
                 return await self.metadata_documents.client(client_id)
             except ClientMetadataError as exc:
                 # The SDK says "client not found"; the reason goes to the log.
-                import logging
-
-                logging.getLogger("plugway.oauth").info("client_id %s refused: %s", client_id, exc)
+                log.info("client_id %s refused: %s", client_id, exc)
                 return None
         if len(client_id) > 64:
             return None

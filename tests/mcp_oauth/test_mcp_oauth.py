@@ -36,7 +36,7 @@ from tests.mcp_oauth.support import (
     make_tls,
 )
 from tests.services import fresh_database
-from tests.support import GatewayServer, make_settings
+from tests.support import GatewayServer, make_settings, wait_until
 
 CIMD_HOST = "client.test"
 
@@ -506,3 +506,17 @@ def test_a_native_client_may_come_back_to_any_loopback_port_of_its_redirect_uri(
     for wrong in ("http://127.0.0.1:51234/elsewhere", "http://example.com:51234/callback"):
         refused = httpx.get(authorize_url(server, client_id, challenge, redirect_uri=wrong), follow_redirects=False)
         assert refused.status_code == 400, wrong
+
+
+def test_the_token_endpoint_is_named_in_the_request_log(server: GatewayServer, admin_key: str) -> None:
+    client = register(server)
+    verifier, challenge = pkce()
+    exchange(server, client["client_id"], code_for(server, admin_key, client["client_id"], challenge), verifier, resource="https://elsewhere.example/mcp")
+    admin = {"Authorization": f"Bearer {admin_key}"}
+
+    def logged() -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = httpx.get(f"{server.url}/admin/v1/requests", params={"route": "/oauth/token"}, headers=admin).json()["data"]
+        return entries
+
+    entries = wait_until(logged, "the token request in the request log")
+    assert entries[0]["route"] == "/oauth/token" and entries[0]["status"] == 400
