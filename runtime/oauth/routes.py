@@ -40,6 +40,7 @@ from runtime.control.auth import AdminDep
 from runtime.errors import GatewayError, invalid_request
 from runtime.oauth import store
 from runtime.oauth.bearer import PROTECTED_RESOURCE_PATH
+from runtime.oauth.cimd import ClientMetadataError, is_metadata_url
 from runtime.oauth.server import (
     SCOPES,
     HashedClientAuthenticator,
@@ -164,6 +165,21 @@ def public_routes(provider: PlugwayAuthorizationServer, settings: OAuthServerCon
             await provider.revoke_token(found)
         return Response(status_code=200, headers={**NO_STORE, "Pragma": "no-cache"})
 
+    authorization = AuthorizationHandler(provider)
+
+    async def authorize(request: Request) -> Response:
+        # The SDK's handler says only "client not found" of a metadata document it could not use:
+        # say why, since the person at the browser (or the client's developer) can act on it.
+        params = request.query_params if request.method == "GET" else await request.form()
+        client_id = params.get("client_id")
+        if isinstance(client_id, str) and is_metadata_url(client_id) and settings.client_metadata_documents:
+            try:
+                await provider.metadata_documents.client(client_id)
+            except ClientMetadataError as exc:
+                return JSONResponse({"error": "invalid_request", "error_description": f"client_id {client_id}: {exc}"}, status_code=400, headers=NO_STORE)
+        response: Response = await authorization.handle(request)
+        return response
+
     def wrap(handler: Any, *, cors: bool = True) -> ASGIApp:
         return _WithBase(request_response(handler), settings, cors=cors)
 
@@ -173,7 +189,7 @@ def public_routes(provider: PlugwayAuthorizationServer, settings: OAuthServerCon
         _Route("/.well-known/oauth-authorization-server", wrap(server_metadata), methods=["GET", "OPTIONS"]),
         _Route("/.well-known/openid-configuration", wrap(server_metadata), methods=["GET", "OPTIONS"]),
         # No CORS on the authorization endpoint: a browser is sent there, never fetches it.
-        _Route(AUTHORIZE_PATH, wrap(AuthorizationHandler(provider).handle, cors=False), methods=["GET", "POST"]),  # type: ignore[arg-type]
+        _Route(AUTHORIZE_PATH, wrap(authorize, cors=False), methods=["GET", "POST"]),
         _Route(TOKEN_PATH, wrap(token), methods=["POST", "OPTIONS"]),
         _Route(REVOKE_PATH, wrap(revoke), methods=["POST", "OPTIONS"]),
     ]

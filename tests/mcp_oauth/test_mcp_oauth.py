@@ -373,7 +373,7 @@ async def test_a_metadata_document_on_a_private_address_is_not_fetched_unless_al
         refused = await asyncio.to_thread(httpx.get, authorize_url(server, client_id, pkce()[1]), follow_redirects=False)
     finally:
         fetcher.allow_private_hosts = True
-    assert refused.status_code == 400 and "not found" in refused.json()["error_description"]
+    assert refused.status_code == 400 and "is not a public address" in refused.json()["error_description"]
     assert "/oauth/private.json" not in metadata_host.fetches
 
 
@@ -382,7 +382,7 @@ def test_a_metadata_document_that_does_not_name_itself_is_refused(server: Gatewa
     metadata_host.documents["/oauth/liar.json"]["client_id"] = "https://someone-else.example/client.json"
     client_id = f"https://{CIMD_HOST}:{metadata_host.port}/oauth/liar.json"
     refused = httpx.get(authorize_url(server, client_id, pkce()[1]), follow_redirects=False)
-    assert refused.status_code == 400
+    assert refused.status_code == 400 and "client_id is not its own URL" in refused.json()["error_description"]
     assert "/oauth/liar.json" in metadata_host.fetches
 
 
