@@ -19,22 +19,30 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 from sqlmodel import Session, select
 
-from runtime.oauth.models import OAuthGrant
+from runtime.oauth.models import OAuthClient, OAuthGrant
 from runtime.storage.keys import mint_admin_key
 from runtime.storage.models import UsageRecord
 from tests.fakes.openai_server import FakeOpenAI, Reply
-from tests.mcp_oauth.support import approve_over_http, consent_request_id
+from tests.mcp_oauth.support import (
+    MetadataDocumentHost,
+    approve_over_http,
+    consent_request_id,
+    loopback_resolver,
+    make_tls,
+)
 from tests.services import missing
 from tests.support import GatewayServer, make_settings, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CLAUDE = Path(os.environ.get("PLUGWAY_CLAUDE_CODE", ROOT / ".agents" / "node_modules" / ".bin" / "claude"))
 TOOL = "mcp__plugway__calculator__evaluate"
+CIMD_HOST = "client.test"
 
 
 class StreamJson:
@@ -95,23 +103,56 @@ def model(body: dict[str, Any]) -> Reply:
     return Reply(text="ok")
 
 
+@pytest.fixture(params=["registration", "metadata-document"])
+def registration(request: pytest.FixtureRequest) -> str:
+    value: str = request.param
+    return value
+
+
 @pytest.fixture
-def server(tmp_path: Path, upstream: FakeOpenAI) -> Iterator[GatewayServer]:
-    # Claude Code prefers its Client ID Metadata Document, on claude.ai: offline, it registers instead.
+def server(tmp_path: Path, upstream: FakeOpenAI, registration: str) -> Iterator[GatewayServer]:
+    # Claude Code prefers its Client ID Metadata Document. Its own is on claude.ai, out of reach
+    # here: the registration variant turns documents off (it registers instead), the document
+    # variant points it at a copy served on loopback (MCP_OAUTH_CLIENT_METADATA_URL).
     settings = make_settings(
         tmp_path,
         upstream.base_url,
         key_cache_ttl_s=0,
         model_aliases={"claude-*": "gpt-test"},
-        oauth_server={"client_metadata_documents": False},
+        oauth_server={"client_metadata_documents": registration == "metadata-document", "client_metadata_private_hosts": True},
     )
     gateway = GatewayServer(settings).start()
     yield gateway
     gateway.stop()
 
 
+@pytest.fixture
+def metadata_document(server: GatewayServer, registration: str, tmp_path: Path) -> Iterator[str | None]:
+    if registration != "metadata-document":
+        yield None
+        return
+    tls = make_tls(tmp_path, CIMD_HOST)
+    host = MetadataDocumentHost(tls, CIMD_HOST).start()
+    fetcher = server.app.state.oauth_server.metadata_documents
+    fetcher.resolve = loopback_resolver(CIMD_HOST)
+    fetcher.ssl_context = tls.context()
+    # As claude.ai publishes Claude Code's: a public client coming back to a loopback /callback.
+    url = host.publish(
+        "/oauth/claude-code-client-metadata",
+        {
+            "client_name": "Claude Code",
+            "redirect_uris": ["http://localhost/callback", "http://127.0.0.1/callback"],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
+        },
+    )
+    yield url
+    host.stop()
+
+
 def test_claude_code_signs_in_by_url_alone_and_runs_a_plugway_tool_with_its_token(
-    server: GatewayServer, upstream: FakeOpenAI, tmp_path: Path
+    server: GatewayServer, upstream: FakeOpenAI, tmp_path: Path, metadata_document: str | None
 ) -> None:
     if not CLAUDE.is_file():
         missing(f"no Claude Code at {CLAUDE}: `make agents` installs it")
@@ -131,6 +172,8 @@ def test_claude_code_signs_in_by_url_alone_and_runs_a_plugway_tool_with_its_toke
         # MCP tools offered to the model directly, not behind Claude Code's tool search.
         "ENABLE_TOOL_SEARCH": "false",
     }
+    if metadata_document is not None:
+        env["MCP_OAUTH_CLIENT_METADATA_URL"] = metadata_document
     config = {"mcpServers": {"plugway": {"type": "http", "url": f"{server.url}/mcp"}}}
     session = StreamJson(
         [
@@ -155,6 +198,8 @@ def test_claude_code_signs_in_by_url_alone_and_runs_a_plugway_tool_with_its_toke
 
         started = session.control("auth", {"subtype": "mcp_authenticate", "serverName": "plugway"})
         assert started["authUrl"].startswith(f"{server.url}/oauth/authorize?")
+        client_id = parse_qs(urlsplit(started["authUrl"]).query)["client_id"][0]
+        assert (client_id == metadata_document) if metadata_document else not client_id.startswith("https://")
         sent_back = approve_over_http(server, admin_key, consent_request_id(server, started["authUrl"]), organisation="acme")
         assert httpx.get(sent_back).status_code == 200  # Claude Code's loopback callback
 
@@ -174,6 +219,8 @@ def test_claude_code_signs_in_by_url_alone_and_runs_a_plugway_tool_with_its_toke
     # The call reached /mcp with the OAuth token: recorded under the grant's key.
     with Session(server.gateway.engine) as db:
         grant = db.exec(select(OAuthGrant)).one()
+        registered = db.exec(select(OAuthClient)).all()
+    assert grant.client_id == client_id and len(registered) == (0 if metadata_document else 1)
     server.flush_usage()
     with Session(server.gateway.engine) as db:
         calls = list(db.exec(select(UsageRecord).where(UsageRecord.key_id == grant.key_id)))
