@@ -474,6 +474,37 @@ class LoggingConfig(_Strict):
     debug_content: bool = False
 
 
+class OAuthServerConfig(_Strict):
+    # plugway as the OAuth authorization server of /mcp (MCP authorization); off: gateway keys only.
+    enabled: bool = True
+    # The gateway's public address (https://gateway.example.com): the issuer, and the /mcp resource
+    # tokens are bound to. Default: taken from each request's scheme and Host header.
+    public_url: str | None = None
+    access_token_ttl_s: int = Field(default=3600, ge=60)
+    refresh_token_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
+    # How long an authorization request waits for consent in the console.
+    consent_ttl_s: int = Field(default=600, ge=30)
+    # Clients may register themselves (RFC 7591); the MCP 2026-07-28 revision keeps it as a fallback.
+    dynamic_client_registration: bool = True
+    # A client_id may be an https URL of a Client ID Metadata Document, fetched on demand.
+    client_metadata_documents: bool = True
+    # Fetch client metadata documents from loopback and private addresses too (tests only: an
+    # address that is not public is otherwise refused, so a client_id cannot probe the network).
+    client_metadata_private_hosts: bool = False
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError(f"'{value}' is not a base URL such as https://gateway.example.com")
+        return value.rstrip("/")
+
+
 class Settings(_Strict):
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
@@ -489,6 +520,7 @@ class Settings(_Strict):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    oauth_server: OAuthServerConfig = Field(default_factory=OAuthServerConfig)
     # Names or glob patterns (claude-opus-*, gpt-5*) a client may send, mapped to a model id.
     model_aliases: dict[str, str] = Field(default_factory=dict)
     # A request field the model's upstream cannot receive: ignore (drop it and name it in
@@ -505,9 +537,6 @@ class Settings(_Strict):
     # Encrypts stored OAuth tokens of upstream MCP servers (a long random string; the key
     # is derived from it with HKDF); needed only once an MCP server has `auth: {type: oauth}`.
     secrets_key: str | None = Field(default=None, repr=False)
-    # The gateway's address as people reach it (https://gateway.example.com): OAuth redirect
-    # URIs and the links end users open to authorize an MCP server are built on it.
-    public_url: str | None = None
     # Set by the loader: True when no configuration file was given.
     embedded_default: bool = False
 
@@ -517,15 +546,6 @@ class Settings(_Strict):
         if value is not None and not value.strip():
             raise ValueError("is empty: give a long random string (python -c 'import secrets; print(secrets.token_urlsafe(32))')")
         return value
-
-    @field_validator("public_url")
-    @classmethod
-    def _public_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if not value.startswith(("http://", "https://")) or "?" in value or "#" in value:
-            raise ValueError("give the gateway's base URL, such as https://gateway.example.com")
-        return value.rstrip("/")
 
     @field_validator("database_url")
     @classmethod
@@ -611,10 +631,10 @@ class Settings(_Strict):
                         f"organisations[{i}].plugins[{j}].mcp.auth",
                         "OAuth tokens are stored encrypted: set 'secrets_key' at the top of the configuration",
                     )
-                if auth is not None and auth.per_user and self.public_url is None:
+                if auth is not None and auth.per_user and self.oauth_server.public_url is None:
                     raise _PathError(
                         f"organisations[{i}].plugins[{j}].mcp.auth.per_user",
-                        "end users authorize through a link to the gateway: set 'public_url' at the top of the configuration",
+                        "end users authorize through a link to the gateway: set 'oauth_server.public_url' (its public address)",
                     )
                 sampling_model = plugin.mcp.sampling_model if plugin.mcp is not None else None
                 if sampling_model is not None and (

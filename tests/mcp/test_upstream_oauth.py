@@ -45,7 +45,7 @@ def _gateway(tmp_path: Path, upstream: FakeOpenAI, mcp: dict[str, Any], **overri
         upstream.base_url,
         plugins=[{"id": "crm", "mcp": mcp}],
         secrets_key=SECRETS_KEY,
-        public_url=public_url,
+        oauth_server={"public_url": public_url},
         **overrides,
     )
     server = GatewayServer(settings).start(sock=sock)
@@ -251,7 +251,7 @@ def test_oauth_configuration_is_checked_at_load(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match=r"organisations\[0\]\.plugins\[0\]\.mcp\.auth: .*secrets_key"):
         load({"url": "http://127.0.0.1:1/mcp", "auth": {"type": "oauth"}})
-    with pytest.raises(ConfigError, match="public_url"):
+    with pytest.raises(ConfigError, match="oauth_server.public_url"):
         load({"url": "http://127.0.0.1:1/mcp", "auth": {"type": "oauth", "per_user": True}}, secrets_key=SECRETS_KEY)
     with pytest.raises(ConfigError, match="client_id"):
         load({"url": "http://127.0.0.1:1/mcp", "auth": {"type": "client_credentials"}})

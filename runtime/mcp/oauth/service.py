@@ -4,7 +4,7 @@ A server with ``auth: {type: oauth}`` is authorized once per organisation (subje
 ``''``) by an admin through the console, or, with ``per_user: true``, by each end
 user (subject: the request's end user) through a link plugway hands out in a tool
 result. Either way plugway is the OAuth client: authorization code with PKCE, its
-redirect URI ``<public_url>/oauth/upstream/callback``. A server with
+redirect URI ``<oauth_server.public_url>/oauth/upstream/callback``. A server with
 ``auth: {type: client_credentials}`` gets a machine token plugway fetches itself
 and keeps in memory only.
 
@@ -262,10 +262,15 @@ class UpstreamAuth:
         self._servers[key] = (now, server)
         return server
 
+    @property
+    def public_url(self) -> str | None:
+        """The gateway's public address (``oauth_server.public_url``), shared with /mcp's authorization server."""
+        return self.settings.oauth_server.public_url
+
     def redirect_uri(self, base_url: str | None = None) -> str:
-        base = self.settings.public_url or (base_url or "").rstrip("/")
+        base = self.public_url or (base_url or "").rstrip("/")
         if not base:
-            raise OAuthError("set 'public_url' in the configuration: the OAuth redirect URI is built on it")
+            raise OAuthError("set 'oauth_server.public_url' in the configuration: the OAuth redirect URI is built on it")
         return base + CALLBACK_PATH
 
     async def start(
@@ -393,10 +398,10 @@ class UpstreamAuth:
 
     def user_link(self, organisation_id: str, ref: PluginRef, subject: str) -> str:
         """The link an end user opens to authorize a per-user server (sealed, good for a day)."""
-        if self.settings.public_url is None:
-            raise OAuthError("set 'public_url' in the configuration: end users' authorization links are built on it")
+        if self.public_url is None:
+            raise OAuthError("set 'oauth_server.public_url' in the configuration: end users' authorization links are built on it")
         ticket = self._sealer().seal(orjson.dumps({"o": organisation_id, "p": ref.id, "s": subject}).decode())
-        return f"{self.settings.public_url}{LINK_PATH}?ticket={ticket}"
+        return f"{self.public_url}{LINK_PATH}?ticket={ticket}"
 
     def open_link(self, ticket: str) -> tuple[str, str, str]:
         """(organisation, plugin id, subject) of a link plugway handed out (raises OAuthError)."""

@@ -43,6 +43,7 @@ FEATURE_TABLES = (
     "runtime.guardrails.records",
     "runtime.requestlog.models",
     "runtime.mcp.oauth.tables",
+    "runtime.oauth.models",
 )
 
 
