@@ -8,6 +8,7 @@ at the upstream's login page as an account, follow the redirect back to the gate
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -348,3 +349,31 @@ def test_a_whatsapp_contact_is_the_end_user(user_gateway: GatewayServer, upstrea
     sign_in_at_upstream(link, "wa-contact@upstream")
     status = httpx.get(f"{user_gateway.url}/admin/v1/plugins/acme/crm/authorization", headers=_admin(user_gateway)).json()
     assert [a["subject"] for a in status["authorizations"]] == ["whatsapp:+15551230000"]
+
+
+async def test_on_mcp_the_oauth_subject_is_the_end_user(user_gateway: GatewayServer) -> None:
+    """An MCP client signed in to /mcp with OAuth runs a per-user server as the person who consented."""
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    from tests.mcp_oauth.test_mcp_oauth import code_for, exchange, pkce, register
+
+    admin_key, _ = mint_admin_key(user_gateway.gateway.engine, name="consenting-admin")
+    client_id = register(user_gateway)["client_id"]
+    verifier, challenge = pkce()
+    token = exchange(user_gateway, client_id, code_for(user_gateway, admin_key, client_id, challenge), verifier).json()["access_token"]
+
+    async def call(tool: str) -> str:
+        async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=20) as http:
+            async with Client(streamable_http_client(f"{user_gateway.url}/mcp", http_client=http)) as client:  # type: ignore[arg-type]
+                result = await client.call_tool(tool, {})
+                return str(result.content[0].text)  # type: ignore[union-attr]
+
+    answer = await call("crm__authorize")
+    link = next(w for w in answer.split() if "/oauth/upstream/authorize?" in w).rstrip('".,}')
+    await asyncio.to_thread(sign_in_at_upstream, link, "admin@upstream")
+    url = f"{user_gateway.url}/admin/v1/plugins/acme/crm/authorization"
+    status = (await asyncio.to_thread(httpx.get, url, headers=_admin(user_gateway))).json()
+    [subject] = [a["subject"] for a in status["authorizations"]]
+    assert subject.startswith("mcp:") and "consenting-admin" in subject
