@@ -24,6 +24,7 @@ import pydantic
 from runtime.config import OrchestrationConfig, OrganisationConfig, PluginRef
 from runtime.json_schema import checked_validator_for, mismatch
 from runtime.json_types import JSON
+from runtime.limits.reservation import estimated_tokens as estimate_tokens
 from runtime.orchestration.events import OfferedTool, ToolCallFinished, ToolCallStarted
 from runtime.orchestration.naming import public_name
 from runtime.plugin_host.manager import PluginHost
@@ -87,8 +88,8 @@ def _words(text: str) -> set[str]:
 
 
 def estimated_tokens(tool: JSON) -> int:
-    """Prompt tokens a tool definition costs, at about 4 characters a token."""
-    return len(orjson.dumps(tool)) // 4 + 1
+    """Prompt tokens a tool definition costs (plugway's estimate, and one for its framing)."""
+    return estimate_tokens(len(orjson.dumps(tool))) + 1
 
 
 @dataclass

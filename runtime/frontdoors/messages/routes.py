@@ -34,6 +34,7 @@ from runtime.frontdoors.messages.translate import (
 )
 from runtime.gateway import Gateway, requested_model
 from runtime.json_types import JSON
+from runtime.limits.reservation import estimated_tokens
 from runtime.orchestration.events import Event
 from runtime.providers.anthropic_translate import anthropic_error_type, openai_messages
 from runtime.request import DoorRules, KeepAlive, RequestContext, RunRequest, RunState
@@ -165,4 +166,4 @@ async def count_tokens(request: Request, gateway: GatewayDep, key: KeyDep, reque
     ctx = await gateway.admit(COUNT_TOKENS_DOOR, key=key, request_id=request_id, model=body["model"], plugins=None, server_tools=False)
     messages = openai_messages(body.get("system"), body.get("messages"))
     size = len(orjson.dumps(messages)) + len(orjson.dumps(body.get("tools") or []))
-    return Response(orjson.dumps({"input_tokens": max(1, size // 4)}), media_type="application/json", headers=ctx.limits.headers())
+    return Response(orjson.dumps({"input_tokens": max(1, estimated_tokens(size))}), media_type="application/json", headers=ctx.limits.headers())
