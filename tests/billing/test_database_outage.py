@@ -15,9 +15,9 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.billing.conftest import Servers
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.fakes.tcp_proxy import TcpProxy
+from tests.support import Gateways
 
 BODY = {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -39,7 +39,7 @@ def _chat(base_url: str, key: str, **body: object) -> httpx.Response:
 
 
 def test_requests_get_503_while_the_database_is_unreachable_and_a_running_stream_still_ends(
-    servers: Servers, upstream: FakeOpenAI, postgres_url: str, proxy: TcpProxy, tmp_path: Path
+    servers: Gateways, upstream: FakeOpenAI, postgres_url: str, proxy: TcpProxy, tmp_path: Path
 ) -> None:
     server = servers.start(database_url=_through(postgres_url, proxy))
     known = server.mint("bare")

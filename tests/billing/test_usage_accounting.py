@@ -12,9 +12,8 @@ import pytest
 from sqlmodel import Session, select
 
 from runtime.storage.models import UsageRecord
-from tests.billing.conftest import Servers
 from tests.fakes.openai_server import FakeOpenAI, Reply
-from tests.support import GatewayServer
+from tests.support import Gateways, GatewayServer
 
 PRICE_IN, PRICE_OUT = 1.0, 2.0  # gpt-test, per million tokens (tests/support.py)
 
@@ -34,7 +33,7 @@ def _cost(prompt: int, completion: int) -> float:
 
 
 def test_usage_records_and_summary_match_what_clients_were_told(
-    servers: Servers, upstream: FakeOpenAI, database_url: str
+    servers: Gateways, upstream: FakeOpenAI, database_url: str
 ) -> None:
     server = servers.start(database_url=database_url)
     acme = server.mint("acme")  # has plugins: orchestrated
@@ -106,7 +105,7 @@ def test_usage_records_and_summary_match_what_clients_were_told(
 
 
 def test_an_abandoned_stream_is_billed_with_the_upstreams_real_usage(
-    servers: Servers, upstream: FakeOpenAI, database_url: str
+    servers: Gateways, upstream: FakeOpenAI, database_url: str
 ) -> None:
     server = servers.start(database_url=database_url)
     key = server.mint("bare")
@@ -137,7 +136,7 @@ def test_an_abandoned_stream_is_billed_with_the_upstreams_real_usage(
 
 
 def test_an_abandoned_orchestrated_stream_starts_no_new_round(
-    servers: Servers, upstream: FakeOpenAI, database_url: str
+    servers: Gateways, upstream: FakeOpenAI, database_url: str
 ) -> None:
     server = servers.start(database_url=database_url)
     key = server.mint("acme")
@@ -161,7 +160,7 @@ def test_an_abandoned_orchestrated_stream_starts_no_new_round(
     assert upstream.script  # and its scripted reply is still waiting
 
 
-def test_usage_period_parameters(servers: Servers, upstream: FakeOpenAI, database_url: str) -> None:
+def test_usage_period_parameters(servers: Gateways, upstream: FakeOpenAI, database_url: str) -> None:
     server = servers.start(database_url=database_url)
     key = server.mint("bare")
     now = datetime.now(UTC)

@@ -18,12 +18,12 @@ import orjson
 import pytest
 from sqlmodel import Session, select
 
+from runtime.json_types import JSON
 from runtime.storage.models import UsageRecord
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.support import UPSTREAM_KEY, GatewayServer, make_settings
 
 IGNORED = "x-plugway-ignored-params"
-JSON = dict[str, Any]
 
 
 @pytest.fixture(scope="module")

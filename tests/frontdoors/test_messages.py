@@ -14,6 +14,7 @@ import openai
 import orjson
 import pytest
 
+from runtime.json_types import JSON
 from tests.e2e.conftest import ACME_PLUGINS, anthropic_provider
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.anthropic_server import Reply as ClaudeReply
@@ -295,7 +296,6 @@ def test_openai_sdk_and_anthropic_sdk_share_one_key(claude_gateway: GatewayServe
 # One gateway for these, on both fakes: ``gpt-test`` (OpenAI-format) and ``claude-test``
 # (Anthropic-format). Organisation ``acme`` has built-in plugins and ``tk``, the MCP test
 # server over streamable HTTP; ``plain`` has no plugins.
-JSON = dict[str, Any]
 PNG = base64.b64encode(bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489")).decode()
 IMAGE_MESSAGE = [
     {

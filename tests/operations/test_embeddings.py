@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import httpx
 import openai
@@ -11,7 +10,7 @@ import pytest
 
 from runtime.providers.demo import demo_vector
 from tests.fakes.openai_server import FakeOpenAI, Reply
-from tests.support import GatewayServer, make_settings
+from tests.support import Gateways, GatewayServer
 
 MODELS = [
     {"id": "gpt-test", "provider": "upstream"},
@@ -24,16 +23,14 @@ MODELS = [
 
 
 @pytest.fixture
-def server(tmp_path: Path, upstream: FakeOpenAI) -> GatewayServer:
+def server(upstream: FakeOpenAI, gateways: Gateways) -> GatewayServer:
     providers = [
         {"id": "upstream", "kind": "openai", "base_url": upstream.base_url, "api_key": "sk-test-upstream", "max_retries": 0},
         {"id": "backup", "kind": "openai", "base_url": upstream.base_url, "api_key": "sk-test-upstream", "max_retries": 0},
         {"id": "demo", "kind": "demo"},
         {"id": "claude", "kind": "anthropic", "base_url": "http://127.0.0.1:9"},
     ]
-    gateway = GatewayServer(make_settings(tmp_path, upstream.base_url, providers=providers, models=MODELS)).start()
-    yield gateway
-    gateway.stop()
+    return gateways.start(providers=providers, models=MODELS)
 
 
 def usage_rows(server: GatewayServer) -> list[dict[str, object]]:
