@@ -154,7 +154,8 @@ class Gateways:
     manager by module-scoped fixtures.
     """
 
-    def __init__(self, directory: Path, upstream_url: str) -> None:
+    def __init__(self, directory: Path | None = None, upstream_url: str | None = None) -> None:
+        # Both only for gateways started from options; ``start(settings)`` needs neither.
         self.directory = directory
         self.upstream_url = upstream_url
         self.started: list[GatewayServer] = []
@@ -173,7 +174,10 @@ class Gateways:
         if settings is None:
             if directory is not None:
                 directory.mkdir(parents=True, exist_ok=True)
-            settings = make_settings(directory or self.directory, upstream_url or self.upstream_url, **options)
+            directory, upstream_url = directory or self.directory, upstream_url or self.upstream_url
+            if directory is None or upstream_url is None:
+                raise TypeError("a gateway started from options needs a directory and an upstream URL")
+            settings = make_settings(directory, upstream_url, **options)
         elif options or directory is not None or upstream_url is not None:
             raise TypeError("pass either settings or the options to build them, not both")
         server = GatewayServer(settings, plugin_host, run_worker=run_worker)

@@ -336,9 +336,8 @@ SESSIONS = SQLModel.metadata.tables["endpoint_sessions"]
 @pytest.fixture(scope="module")
 def shop_gateway(tmp_path_factory: pytest.TempPathFactory, upstream_server: FakeOpenAI) -> Iterator[GatewayServer]:
     orgs = [{"id": "shop", "endpoints": SHOP_ENDPOINTS}, {"id": "other", "endpoints": OTHER_ENDPOINTS}]
-    gateway = GatewayServer(make_settings(tmp_path_factory.mktemp("endpoint-shop"), upstream_server.base_url, extra_orgs=orgs)).start()
-    yield gateway
-    gateway.stop()
+    with Gateways(tmp_path_factory.mktemp("endpoint-shop"), upstream_server.base_url) as started:
+        yield started.start(extra_orgs=orgs)
 
 
 def call_endpoint(shop_gateway: GatewayServer, org: str, slug: str, body: dict[str, Any]) -> httpx.Response:

@@ -21,7 +21,7 @@ from tests.fakes.anthropic_server import Reply as ClaudeReply
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.frontdoors.conftest import CLAUDE
 from tests.mcp.mcp_helpers import HttpServer, start_http_server
-from tests.support import UPSTREAM_KEY, GatewayServer, make_settings
+from tests.support import UPSTREAM_KEY, Gateways, GatewayServer, make_settings
 
 HELLO = [{"role": "user", "content": "hello"}]
 
@@ -335,9 +335,8 @@ def both(
         ],
         organisations=[{"id": "acme", "plugins": [*(dict(p) for p in ACME_PLUGINS), tk]}, {"id": "plain"}],
     )
-    server = GatewayServer(settings).start()
-    yield server
-    server.stop()
+    with Gateways() as started:
+        yield started.start(settings)
 
 
 def client_for(server: GatewayServer, org: str = "acme", **key: Any) -> anthropic.Anthropic:

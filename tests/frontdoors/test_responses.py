@@ -345,9 +345,8 @@ def gw(upstream_server: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) ->
         settings = make_settings(
             directory, upstream_server.base_url, plugins=plugins, database_url=database_url, responses={"retention_days": RETENTION_DAYS}
         )
-        server = GatewayServer(settings).start()
-        yield server
-        server.stop()
+        with Gateways() as started:
+            yield started.start(settings)
 
 
 @pytest.fixture(scope="module")

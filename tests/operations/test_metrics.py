@@ -204,9 +204,8 @@ def ops_gateway(upstream_server: FakeOpenAI, module_graph: FakeGraphAPI, tmp_pat
         tmp_path_factory.mktemp("metrics-ops"), upstream_server.base_url, module_graph.base_url,
         plugins=plugins, providers=providers, models=MODELS, extra_orgs=[{"id": "thrifty", "monthly_budget_usd": 2.5}],
     )
-    server = GatewayServer(settings, run_worker=True).start()
-    yield server
-    server.stop()
+    with Gateways() as started:
+        yield started.start(settings, run_worker=True)
 
 
 def test_mcp_server_up_and_reconnects_after_its_process_dies(ops_gateway: GatewayServer) -> None:

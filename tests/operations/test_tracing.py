@@ -240,9 +240,8 @@ def traced_front_doors(upstream_server: FakeOpenAI, fake_anthropic_server: FakeA
         tmp_path_factory.mktemp("traced-front-doors"), upstream_server.base_url, providers=providers, models=models,
         organisations=organisations, tracing={"enabled": True, "exporter": "none"},
     )
-    server = GatewayServer(settings).start()
-    yield server
-    server.stop()
+    with Gateways() as started:
+        yield started.start(settings)
 
 
 def request_span(spans: InMemorySpanExporter, name: str) -> tuple[ReadableSpan, list[ReadableSpan]]:
