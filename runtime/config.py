@@ -36,16 +36,14 @@ class _Strict(BaseModel):
 # What a front door does with a request field the model's upstream cannot receive:
 # drop it and name it in x-plugway-ignored-params, or refuse the request naming every one.
 UnsupportedParams = Literal["ignore", "refuse"]
-# The OpenAI API a provider (or one model) is called with. Only chat exists today; the
-# Responses-native upstream is issue 20's work, refused until then rather than ignored.
+# The OpenAI API a provider (or one model) is called with: chat completions, or the Responses
+# API (a kind that has it registers it: runtime.providers.registry, ``other_apis``).
 UpstreamApi = Literal["chat", "responses"]
-RESPONSES_API_NOT_AVAILABLE = "api 'responses' (a Responses-native upstream) is not available yet; use 'chat'"
 
 
-def _chat_api_only(api: UpstreamApi | None) -> UpstreamApi | None:
-    if api == "responses":
-        raise ValueError(RESPONSES_API_NOT_AVAILABLE)
-    return api
+def _kind_speaks(kind: str, api: UpstreamApi | None, where: str) -> None:
+    if api is not None and api not in provider_kind(kind).apis:
+        raise ValueError(f"{where}: provider kind '{kind}' cannot be called with api '{api}' (it takes: {', '.join(sorted(provider_kind(kind).apis))})")
 
 
 class ProviderConfig(_Strict):
@@ -75,8 +73,6 @@ class ProviderConfig(_Strict):
     # for its whole length); requests beyond it wait for a free one.
     max_connections: int = Field(default=1024, ge=1)
 
-    _api = field_validator("api")(_chat_api_only)
-
     @field_validator("kind")
     @classmethod
     def _registered_kind(cls, kind: str) -> str:
@@ -87,6 +83,7 @@ class ProviderConfig(_Strict):
     def _needs_base_url(self) -> ProviderConfig:
         if provider_kind(self.kind).needs_base_url and not self.base_url:
             raise ValueError(f"provider kind '{self.kind}' needs a base_url")
+        _kind_speaks(self.kind, self.api if self.api != "chat" else None, f"provider '{self.id}'")
         return self
 
 
@@ -111,8 +108,6 @@ class ModelConfig(_Strict):
     unsupported_params: UnsupportedParams | None = None
     # Overrides the vision of its provider kind's profile (image parts reach it); None = the kind's.
     vision: bool | None = None
-
-    _api = field_validator("api")(_chat_api_only)
 
     @property
     def upstream(self) -> str:
@@ -508,6 +503,10 @@ class Settings(_Strict):
         for i, model in enumerate(self.models):
             if model.provider not in provider_ids:
                 raise _PathError(f"models[{i}].provider", f"unknown provider '{model.provider}'")
+            if model.api is not None:
+                kind = next(p.kind for p in self.providers if p.id == model.provider)
+                if model.api not in provider_kind(kind).apis:
+                    raise _PathError(f"models[{i}].api", f"provider kind '{kind}' cannot be called with api '{model.api}'")
             for j, fallback in enumerate(model.fallbacks):
                 if fallback not in model_ids:
                     raise _PathError(f"models[{i}].fallbacks[{j}]", f"unknown model '{fallback}'")
