@@ -438,6 +438,37 @@ class LoggingConfig(_Strict):
     debug_content: bool = False
 
 
+class OAuthServerConfig(_Strict):
+    # plugway as the OAuth authorization server of /mcp (MCP authorization); off: gateway keys only.
+    enabled: bool = True
+    # The gateway's public address (https://gateway.example.com): the issuer, and the /mcp resource
+    # tokens are bound to. Default: taken from each request's scheme and Host header.
+    public_url: str | None = None
+    access_token_ttl_s: int = Field(default=3600, ge=60)
+    refresh_token_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
+    # How long an authorization request waits for consent in the console.
+    consent_ttl_s: int = Field(default=600, ge=30)
+    # Clients may register themselves (RFC 7591); the MCP 2026-07-28 revision keeps it as a fallback.
+    dynamic_client_registration: bool = True
+    # A client_id may be an https URL of a Client ID Metadata Document, fetched on demand.
+    client_metadata_documents: bool = True
+    # Fetch client metadata documents from loopback and private addresses too (tests only: an
+    # address that is not public is otherwise refused, so a client_id cannot probe the network).
+    client_metadata_private_hosts: bool = False
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError(f"'{value}' is not a base URL such as https://gateway.example.com")
+        return value.rstrip("/")
+
+
 class Settings(_Strict):
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
@@ -453,6 +484,7 @@ class Settings(_Strict):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    oauth_server: OAuthServerConfig = Field(default_factory=OAuthServerConfig)
     # Names or glob patterns (claude-opus-*, gpt-5*) a client may send, mapped to a model id.
     model_aliases: dict[str, str] = Field(default_factory=dict)
     # A request field the model's upstream cannot receive: ignore (drop it and name it in
