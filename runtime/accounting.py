@@ -18,7 +18,7 @@ from typing import Protocol
 
 from runtime.config import Price
 from runtime.limits import Limiter, LimiterUnavailable
-from runtime.limits.reservation import CHARS_PER_TOKEN, Reservation
+from runtime.limits.reservation import Reservation
 from runtime.request import REQUESTED_MODEL, RequestContext, RunState, ToolsContext
 from runtime.storage.keys import KeyInfo
 from runtime.storage.usage import UsageWriter, cost_usd
@@ -118,12 +118,8 @@ class Ledger:
 
     def record_run(self, ctx: RequestContext, state: RunState, *, price: Price | None, started: float, status: str) -> float:
         """A run of the loop or a single upstream call; ``price`` is the served model's."""
+        state.count_unbilled()
         usage = state.usage
-        if state.unbilled_chars:
-            # The upstream's usage chunk never arrived: count what was streamed.
-            estimate = max(1, state.unbilled_chars // CHARS_PER_TOKEN)
-            usage["completion_tokens"] += estimate
-            usage["total_tokens"] += estimate
         return self.record(
             Charge(
                 request_id=state.request_id,

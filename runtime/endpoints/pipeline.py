@@ -27,7 +27,6 @@ from functools import partial
 from typing import Any
 
 import anyio.to_thread
-import jsonschema
 import orjson
 from sqlalchemy.exc import IntegrityError
 
@@ -40,8 +39,9 @@ from runtime.errors import GatewayError, guardrail_blocked
 from runtime.frontdoors.chat.encoder import ChatStreamEncoder
 from runtime.gateway import Gateway
 from runtime.guardrails import GuardrailBlocked
+from runtime.json_schema import mismatch, validator_for
 from runtime.json_types import JSON
-from runtime.limits.reservation import CHARS_PER_TOKEN
+from runtime.limits.reservation import estimated_tokens
 from runtime.orchestration.events import Completed, Event
 from runtime.prompt_template import MissingVariable, render
 from runtime.request import DoorRules, KeepAlive, PluginRequest, RequestContext, RunRequest
@@ -171,7 +171,7 @@ class Prepared:
 
 def _estimate(value: Any) -> int:
     text = value if isinstance(value, str) else orjson.dumps(value).decode()
-    return len(text) // CHARS_PER_TOKEN + 1
+    return estimated_tokens(len(text)) + 1  # and one for the message around it
 
 
 def _parse_output(content: str) -> Any:
@@ -273,11 +273,9 @@ class EndpointService:
             # The caller's input is checked here, before the prompt; output and tool results in the loop.
             ctx.guard_input = False
         if endpoint.input_schema is not None:
-            validator = jsonschema.validators.validator_for(endpoint.input_schema, default=jsonschema.Draft202012Validator)(endpoint.input_schema)
-            error = jsonschema.exceptions.best_match(validator.iter_errors(call.input))
-            if error is not None:
-                where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-                raise EndpointError(422, "input_schema", f"'input' does not match the endpoint's input_schema at {where}: {error.message}")
+            wrong = mismatch(validator_for(endpoint.input_schema), call.input)
+            if wrong is not None:
+                raise EndpointError(422, "input_schema", f"'input' does not match the endpoint's input_schema {wrong}")
         try:
             system = render(endpoint.system_prompt, call.variables) if endpoint.system_prompt else None
         except MissingVariable as exc:
@@ -380,12 +378,8 @@ class EndpointService:
             output = _parse_output(content)
         except orjson.JSONDecodeError as exc:
             return None, f"the answer is not JSON ({exc})"
-        validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)(schema)
-        error = jsonschema.exceptions.best_match(validator.iter_errors(output))
-        if error is not None:
-            where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-            return None, f"at {where}: {error.message}"
-        return output, None
+        wrong = mismatch(validator_for(schema), output)
+        return (None, wrong) if wrong is not None else (output, None)
 
     @staticmethod
     def _stored(messages: list[JSON], answer: JSON) -> list[JSON]:

@@ -38,6 +38,14 @@ from runtime.config import Price
 
 # About four characters a token: plugway's own count wherever an upstream's is missing.
 CHARS_PER_TOKEN = 4
+
+
+def estimated_tokens(chars: int) -> int:
+    """plugway's own token count for ``chars`` characters, wherever no upstream counted them:
+    reservations, usage an upstream reported badly or never sent, an endpoint's context. The
+    one rounding (up, so text is never counted as free)."""
+    return math.ceil(max(0, chars) / CHARS_PER_TOKEN)
+
 OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 # Enough to hold any real request; small enough that Redis never overflows adding a few.
 MAX_RESERVATION_TOKENS = 2**52
@@ -94,7 +102,7 @@ def requested_output_tokens(body: Any) -> int | None:
 def plan(body: Any, *, default_output_tokens: int, rounds: int = 1, prompt_parts: Iterable[Any] = ()) -> Planned:
     """The reservation for a request body (plus context it carries elsewhere, e.g. previous turns)."""
     chars = text_chars(body) + sum(text_chars(part) for part in prompt_parts)
-    prompt = math.ceil(chars / CHARS_PER_TOKEN)
+    prompt = estimated_tokens(chars)
     output = requested_output_tokens(body) or default_output_tokens
     rounds = max(1, rounds)
     return Planned(

@@ -21,10 +21,9 @@ from sqlmodel import Session, select
 from runtime.storage.keys import hash_key
 from runtime.storage.models import ApiKey
 from runtime.storage.usage import cost_usd
-from tests.billing.conftest import Servers
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.services import fresh_database, shared_redis_url
-from tests.support import GatewayServer
+from tests.support import Gateways, GatewayServer
 
 BURST = 200
 
@@ -50,7 +49,7 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, 
             client.close()
 
 
-def _start(servers: Servers, stack: dict[str, Any], **options: Any) -> GatewayServer:
+def _start(servers: Gateways, stack: dict[str, Any], **options: Any) -> GatewayServer:
     return servers.start(**{k: v for k, v in stack.items() if k != "minted"}, **options)
 
 
@@ -87,7 +86,7 @@ def _settled(server: GatewayServer, expected_requests: int, key: str) -> dict[st
 
 
 def test_a_burst_against_a_daily_token_cap_overshoots_by_at_most_one_request(
-    servers: Servers, upstream: FakeOpenAI, stack: dict[str, Any]
+    servers: Gateways, upstream: FakeOpenAI, stack: dict[str, Any]
 ) -> None:
     server = _start(servers, stack)
     key, _ = _mint(server, stack, "bare", daily_tokens=100)
@@ -110,7 +109,7 @@ def test_a_burst_against_a_daily_token_cap_overshoots_by_at_most_one_request(
 
 
 def test_a_burst_against_a_small_budget_overshoots_by_at_most_one_request(
-    servers: Servers, upstream: FakeOpenAI, stack: dict[str, Any]
+    servers: Gateways, upstream: FakeOpenAI, stack: dict[str, Any]
 ) -> None:
     server = _start(servers, stack, extra_orgs=[{"id": "small", "monthly_budget_usd": 0.012}])
     key, _ = _mint(server, stack, "small")

@@ -14,16 +14,15 @@ from functools import partial
 import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from runtime.api import sse
-from runtime.api.body import read_body
+from runtime.api.body import read_json
 from runtime.api.deps import GatewayDep, KeyDep, RequestIdDep
 from runtime.api.disconnect import run_until_disconnected
 from runtime.api.openapi import documented_body
 from runtime.errors import GatewayError, UpstreamError
 from runtime.frontdoors.carry import settle, unsupported_params_policy
-from runtime.frontdoors.chat.routes import parse_json_body
 from runtime.frontdoors.responses import store
 from runtime.frontdoors.responses.encoder import ResponsesEncoder
 from runtime.frontdoors.responses.schema import CreateResponseRequest
@@ -104,7 +103,7 @@ async def _stream(
 
 @router.post("/v1/responses", openapi_extra=documented_body(CreateResponseRequest))
 async def create_response(request: Request, gateway: GatewayDep, key: KeyDep, request_id: RequestIdDep) -> Response:
-    body = parse_json_body(await read_body(request, gateway.settings.max_body_bytes))
+    body = await read_json(request, gateway.settings.max_body_bytes)
     parsed = parse_request(body)
     previous = None
     if parsed.previous_response_id is not None:
@@ -178,11 +177,7 @@ async def create_response(request: Request, gateway: GatewayDep, key: KeyDep, re
             head += _encode(encoder.encode(event))
             if not isinstance(event, ToolsOffered):
                 break
-        return StreamingResponse(
-            _stream(gateway, ctx, encoder, head, events, parsed.store),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers},
-        )
+        return sse.response(_stream(gateway, ctx, encoder, head, events, parsed.store), headers)
 
     work = gateway.run(ctx, run)
     result = await (run_until_disconnected(request, work) if ctx.plugins else work)
