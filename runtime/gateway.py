@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 
 from runtime.accounting import Ledger
 from runtime.admission import admit
-from runtime.billing import BudgetGuard
+from runtime.billing import BUDGET_CACHE_TTL_S, BUDGET_WRITE_MARGIN_S, BudgetGuard
 from runtime.config import ConfigError, ModelConfig, OrganisationConfig, Settings
 from runtime.errors import GatewayError, UpstreamError, model_not_found
 from runtime.guardrails import Finding, Guardrails, hit_rows, record_hits
@@ -120,7 +120,11 @@ class Gateway:
             spill_path=Path(settings.usage.spill_file) if settings.usage.spill_file else None,
         )
         self.limiter: Limiter = create_limiter(
-            settings.redis_url, timeout_s=settings.limits.redis_timeout_s, reservation_ttl_s=settings.limits.reservation_ttl_s
+            settings.redis_url,
+            timeout_s=settings.limits.redis_timeout_s,
+            reservation_ttl_s=settings.limits.reservation_ttl_s,
+            # billing: a settled cost counts in Redis until every process's database figure shows it.
+            budget_visibility_s=settings.usage.flush_interval_s + BUDGET_CACHE_TTL_S + BUDGET_WRITE_MARGIN_S,
         )
         self.budget = BudgetGuard(engine, self.usage, hold_ttl_s=settings.limits.reservation_ttl_s)
         self.ledger = Ledger(usage=self.usage, budget=self.budget, limiter=self.limiter)
