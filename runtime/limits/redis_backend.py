@@ -447,7 +447,8 @@ class RedisLimiter:
     # -- batching -----------------------------------------------------------------------
     #
     # One batch is on the wire at a time, as one pipeline (no MULTI: each script is atomic
-    # on its own, and runs in the order it was asked for). Every call made meanwhile
+    # on its own). Token counts and releases run first, then the limit checks in the order
+    # they were asked for, so a check never misses a hold given back. Every call made meanwhile
     # joins the next batch, so under load a process pays one round trip, one pooled
     # connection and one reply parse per batch rather than per request; an idle process
     # sends a lone call at once. Each caller still waits at most ``timeout_s``: a batch
@@ -540,8 +541,8 @@ class _Batch:
         self.tokens_done.add_done_callback(retrieve_quietly)
 
     def commands(self, limiter: RedisLimiter) -> list[tuple[_Script, Sequence[str], Sequence[Any]]]:
-        commands = [(script, keys, args) for script, keys, args, _ in self.calls]
-        commands += [
+        """Counts and releases first, then the limit checks: a check sees every hold given back before it."""
+        commands: list[tuple[_Script, Sequence[str], Sequence[Any]]] = [
             (_RECORD_TOKENS, limiter._keys(key_id)[1:], (tokens, limiter._period_s, *self.releases.get(key_id, ())))
             for key_id, tokens in self.tokens.items()
         ]
@@ -550,15 +551,17 @@ class _Batch:
             (_SETTLE_BUDGET, limiter._budget_keys(org_id), (stay_ms, limiter._reservation_ttl_ms + stay_ms, *settles))
             for org_id, settles in self.budgets.items()
         ]
+        commands += [(script, keys, args) for script, keys, args, _ in self.calls]
         return commands
 
     def answer(self, replies: list[Any]) -> None:
-        for (_, _, _, future), reply in zip(self.calls, replies, strict=False):
+        counts = len(replies) - len(self.calls)
+        for (_, _, _, future), reply in zip(self.calls, replies[counts:], strict=True):
             if isinstance(reply, Exception):
                 future.set_exception(LimiterUnavailable(f"Redis error: {reply}"))
             else:
                 future.set_result(reply)
-        failed = [reply for reply in replies[len(self.calls):] if isinstance(reply, Exception)]
+        failed = [reply for reply in replies[:counts] if isinstance(reply, Exception)]
         if failed:
             self.tokens_done.set_exception(LimiterUnavailable(f"Redis error: {failed[0]}"))
         else:

@@ -231,3 +231,63 @@ def test_a_burst_over_two_gateways_overshoots_a_daily_token_cap_by_at_most_one_r
     usage = _settled(gateways[0], len(admitted), key)
     assert usage["total_requests"] == len(admitted) == len(upstream.requests)
     assert usage["total_tokens"] < 100 + 15
+
+
+# -- refused after admission: the holds go at once --------------------------------------------
+
+DENIED = {"key": "words", "kind": "denylist", "terms": ["project falcon"], "action": "block", "apply_to": ["input"]}
+HOLDING_ENDPOINTS: list[dict[str, Any]] = [
+    {
+        "slug": "review",
+        "model": "gpt-test",
+        "plugins": [],
+        "guardrails": ["words"],
+        "input_schema": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+    },
+    {"slug": "support", "model": "gpt-test", "plugins": [], "sessions": {"enabled": True}},
+]
+REFUSALS = {
+    "endpoint input schema": ("api", "review", {"message": "rate this", "input": {"txt": 1}}, None),
+    "endpoint guardrail": ("api", "review", {"message": "about project falcon", "input": {"text": "x"}}, None),
+    "endpoint session not found": ("api", "support", {"message": "hi", "session_id": "sess_nobody"}, None),
+    "chat guardrail": ("v1", "chat/completions", {"model": "gpt-test", "messages": [{"role": "user", "content": "project falcon"}]}, None),
+    "chat upstream 400": ("v1", "chat/completions", {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}, 400),
+}
+
+
+@pytest.mark.parametrize("refusal", list(REFUSALS))
+def test_a_request_refused_after_admission_gives_its_holds_back_at_once(
+    servers: Servers, upstream: FakeOpenAI, stack: dict[str, Any], refusal: str
+) -> None:
+    # One request's hold fills both the key's 100 daily tokens and the $0.001 budget (each is cut
+    # to the cap), so the follow-up is admitted only once the refused request has given it back.
+    org = _budget_org(stack, "holds")
+    server = _start(
+        servers,
+        stack,
+        extra_orgs=[
+            {
+                "id": org,
+                "monthly_budget_usd": 0.001,
+                "guardrails": [DENIED],
+                "guardrails_default": ["words"],
+                "endpoints": HOLDING_ENDPOINTS,
+            }
+        ],
+    )
+    key, _ = _mint(server, stack, org, daily_tokens=100)
+    prefix, path, body, upstream_status = REFUSALS[refusal]
+    if upstream_status is not None:
+        upstream.enqueue(Reply(status=upstream_status, error_message="bad request"))
+    headers = {"Authorization": f"Bearer {key}"}
+    url = f"{server.url}/{prefix}/{path}" if prefix == "v1" else f"{server.url}/api/{org}/{path}"
+    refused = httpx.post(url, json=body, headers=headers, timeout=20)
+    assert 400 <= refused.status_code < 500 and refused.status_code not in (402, 429), refused.text
+    upstream.enqueue(Reply(text="ok", prompt_tokens=1, completion_tokens=1))
+    follow_up = httpx.post(
+        f"{server.base_url}/chat/completions",
+        json={"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]},
+        headers=headers,
+        timeout=20,
+    )
+    assert follow_up.status_code == 200, follow_up.text
