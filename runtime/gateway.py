@@ -303,7 +303,7 @@ class Gateway:
             status = "abandoned"
             raise
         finally:
-            self.record_usage(ctx, state, started, status)
+            self.record_usage_safely(ctx, state, started, status)
 
     async def complete(
         self,
@@ -396,7 +396,9 @@ class Gateway:
                 try:
                     await events.aclose()
                 finally:
-                    self.record_usage(ctx, state, started, status)
+                    # The client's stream ends properly (its final chunk, [DONE], the door's
+                    # terminal event) even if recording fails.
+                    self.record_usage_safely(ctx, state, started, status)
             if not client_gone.is_set():
                 await queue.put(_END)
 
@@ -445,6 +447,15 @@ class Gateway:
             )
         served = self.router.model(state.route.model) if state.route.model else None
         self.ledger.record_run(ctx, state, price=(served or ctx.model).price, started=started, status=status)
+
+    def record_usage_safely(self, ctx: RequestContext, state: RunState, started: float, status: str) -> None:
+        """:meth:`record_usage`, logged rather than raised: a request whose work is done is never
+        failed (or a stream left unended) by its own bookkeeping; its holds lapse after
+        ``limits.reservation_ttl_s`` if they could not be settled."""
+        try:
+            self.record_usage(ctx, state, started, status)
+        except Exception:
+            log.exception("could not record the usage of request %s (status %s)", ctx.request_id, status)
 
     def record_tool_call(self, ctx: ToolsContext, tool: str, *, started: float, status: str) -> None:
         """Record a tool called on its own (``/mcp``, the console) through the same path."""
