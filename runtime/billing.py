@@ -23,11 +23,18 @@ with a 500 because of billing's own bookkeeping.
 Reservations: an admitted request holds its largest possible cost (see
 :mod:`runtime.limits.reservation`) until it settles, and a request is refused
 while spend plus every hold reaches the budget. Concurrent requests therefore
-see each other at once, and within one process the spend can pass the budget by
-at most the cost of the one request admitted last (as long as each request stays
-within its reservation). Settling counts the real cost and releases the hold; a
-hold that is never settled (a path that admitted but never ran) lapses after
+see each other at once, and the spend can pass the budget by at most the cost
+of the one request admitted last (as long as each request stays within its
+reservation). Settling counts the real cost and releases the hold; a hold that
+is never settled (a path that admitted but never ran) lapses after
 ``limits.reservation_ttl_s``.
+
+Where the holds live: with a Redis limiter (``Limiter.holds_budgets``), in
+Redis, checked and taken in the limit check's one script call against
+:meth:`BudgetGuard.database_spend`, with each settled cost kept there until
+every process's database figure shows it: the bound above then holds across
+every gateway process, and the cross-process lag described above no longer
+applies. Without Redis, here (:meth:`BudgetGuard.check`), for one process.
 """
 
 from __future__ import annotations
