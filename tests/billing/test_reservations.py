@@ -291,3 +291,36 @@ def test_a_request_refused_after_admission_gives_its_holds_back_at_once(
         timeout=20,
     )
     assert follow_up.status_code == 200, follow_up.text
+
+
+def test_an_approval_naming_no_pending_request_holds_nothing(
+    servers: Servers, upstream: FakeOpenAI, stack: dict[str, Any]
+) -> None:
+    org = _budget_org(stack, "careful")
+    server = _start(
+        servers,
+        stack,
+        extra_orgs=[{"id": org, "monthly_budget_usd": 0.001, "plugins": [{"id": "testkit", "require_approval": "destructive"}]}],
+    )
+    key, _ = _mint(server, stack, org, daily_tokens=100)
+    headers = {"Authorization": f"Bearer {key}"}
+    upstream.enqueue(Reply(tool_calls=[("testkit__echo", {"text": "x"})], prompt_tokens=5, completion_tokens=5))
+    first = httpx.post(f"{server.base_url}/responses", json={"model": "gpt-test", "input": "echo x"}, headers=headers, timeout=20)
+    assert first.status_code == 200, first.text
+    assert "mcp_approval_request" in [item["type"] for item in first.json()["output"]]
+    answer = [{"type": "mcp_approval_response", "approval_request_id": "mcpr_nobody", "approve": True}]
+    refused = httpx.post(
+        f"{server.base_url}/responses",
+        json={"model": "gpt-test", "previous_response_id": first.json()["id"], "input": answer},
+        headers=headers,
+        timeout=20,
+    )
+    assert refused.status_code == 400 and "mcpr_nobody" in refused.text
+    upstream.enqueue(Reply(text="ok", prompt_tokens=1, completion_tokens=1))
+    follow_up = httpx.post(
+        f"{server.base_url}/chat/completions",
+        json={"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]},
+        headers=headers,
+        timeout=20,
+    )
+    assert follow_up.status_code == 200, follow_up.text
