@@ -252,6 +252,12 @@ REFUSALS = {
     "endpoint session not found": ("api", "support", {"message": "hi", "session_id": "sess_nobody"}, None),
     "chat guardrail": ("v1", "chat/completions", {"model": "gpt-test", "messages": [{"role": "user", "content": "project falcon"}]}, None),
     "chat upstream 400": ("v1", "chat/completions", {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}, 400),
+    "messages unsupported field": (
+        "v1",
+        "messages",
+        {"model": "gpt-test", "max_tokens": 4096, "messages": [{"role": "user", "content": "hi"}], "thinking": {"type": "enabled", "budget_tokens": 1024}},
+        None,
+    ),
 }
 
 
@@ -272,6 +278,7 @@ def test_a_request_refused_after_admission_gives_its_holds_back_at_once(
                 "guardrails": [DENIED],
                 "guardrails_default": ["words"],
                 "endpoints": HOLDING_ENDPOINTS,
+                "unsupported_params": "refuse",
             }
         ],
     )
