@@ -32,6 +32,8 @@ from tests.support import GatewayServer
 BURST = 200
 
 
+# Test functions name their stack before ``servers``: set up first, torn down last, so gateways
+# stop before their PostgreSQL schema is dropped.
 @pytest.fixture(params=["postgresql+redis", "sqlite+in-process"])
 def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """Gateway options for one of the two deployments; Redis counters of minted keys deleted afterwards."""
@@ -115,7 +117,7 @@ def _settled(server: GatewayServer, expected_requests: int, key: str) -> dict[st
 
 
 def test_a_burst_against_a_daily_token_cap_overshoots_by_at_most_one_request(
-    servers: Servers, upstream: FakeOpenAI, stack: dict[str, Any]
+    stack: dict[str, Any], servers: Servers, upstream: FakeOpenAI
 ) -> None:
     server = _start(servers, stack)
     key, _ = _mint(server, stack, "bare", daily_tokens=100)
@@ -138,7 +140,7 @@ def test_a_burst_against_a_daily_token_cap_overshoots_by_at_most_one_request(
 
 
 def test_a_burst_against_a_small_budget_overshoots_by_at_most_one_request(
-    servers: Servers, upstream: FakeOpenAI, stack: dict[str, Any]
+    stack: dict[str, Any], servers: Servers, upstream: FakeOpenAI
 ) -> None:
     org = _budget_org(stack, "small")
     server = _start(servers, stack, extra_orgs=[{"id": org, "monthly_budget_usd": 0.012}])
@@ -176,7 +178,7 @@ def _priced_request(server: GatewayServer, upstream: FakeOpenAI) -> tuple[dict[s
 
 
 def test_a_burst_over_two_gateways_overshoots_a_budget_by_at_most_one_request(
-    servers: Servers, upstream: FakeOpenAI, shared_stack: dict[str, Any]
+    shared_stack: dict[str, Any], servers: Servers, upstream: FakeOpenAI
 ) -> None:
     # Held in each process alone, each gateway admitted three $0.005 requests on a $0.012 budget ($0.03).
     org = _budget_org(shared_stack, "small")
@@ -196,7 +198,7 @@ def test_a_burst_over_two_gateways_overshoots_a_budget_by_at_most_one_request(
 
 
 def test_requests_alternating_between_two_gateways_see_each_others_spend_at_once(
-    servers: Servers, upstream: FakeOpenAI, shared_stack: dict[str, Any]
+    shared_stack: dict[str, Any], servers: Servers, upstream: FakeOpenAI
 ) -> None:
     """A cost settled by one gateway counts on the other before its cached database figure shows it."""
     org = _budget_org(shared_stack, "small")
@@ -217,7 +219,7 @@ def test_requests_alternating_between_two_gateways_see_each_others_spend_at_once
 
 
 def test_a_burst_over_two_gateways_overshoots_a_daily_token_cap_by_at_most_one_request(
-    servers: Servers, upstream: FakeOpenAI, shared_stack: dict[str, Any]
+    shared_stack: dict[str, Any], servers: Servers, upstream: FakeOpenAI
 ) -> None:
     gateways = _two_gateways(servers, shared_stack, "bare")
     key, _ = _mint(gateways[0], shared_stack, "bare", daily_tokens=100)
@@ -263,7 +265,7 @@ REFUSALS = {
 
 @pytest.mark.parametrize("refusal", list(REFUSALS))
 def test_a_request_refused_after_admission_gives_its_holds_back_at_once(
-    servers: Servers, upstream: FakeOpenAI, stack: dict[str, Any], refusal: str
+    stack: dict[str, Any], servers: Servers, upstream: FakeOpenAI, refusal: str
 ) -> None:
     # One request's hold fills both the key's 100 daily tokens and the $0.001 budget (each is cut
     # to the cap), so the follow-up is admitted only once the refused request has given it back.
@@ -301,7 +303,7 @@ def test_a_request_refused_after_admission_gives_its_holds_back_at_once(
 
 
 def test_an_approval_naming_no_pending_request_holds_nothing(
-    servers: Servers, upstream: FakeOpenAI, stack: dict[str, Any]
+    stack: dict[str, Any], servers: Servers, upstream: FakeOpenAI
 ) -> None:
     org = _budget_org(stack, "careful")
     server = _start(
