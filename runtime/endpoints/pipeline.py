@@ -249,8 +249,8 @@ class EndpointService:
                 plugins=plugins,
                 guardrails=endpoint.guardrails,
                 endpoint=slug,
-                # billing: the call holds its most until it settles (runtime/limits/reservation.py); a hold
-                # left by a refusal below lapses after limits.reservation_ttl_s.
+                # billing: the call holds its most until it settles (runtime/limits/reservation.py); a
+                # refusal below gives the hold back at once.
                 body=body,
                 prompt_parts=(endpoint.system_prompt or "",),
             )
@@ -259,6 +259,18 @@ class EndpointService:
             if exc.code == "insufficient_credits":
                 raise EndpointError(422, "budget_exceeded", exc.message) from None
             raise EndpointError.from_gateway(exc) from None
+        try:
+            return self._checked(ctx, endpoint, call, new_messages, create_session, slug=slug, request_id=request_id)
+        except BaseException:
+            # billing: refused after admission, before anything was spent: the holds go now.
+            gateway.ledger.release(ctx)
+            raise
+
+    def _checked(
+        self, ctx: RequestContext, endpoint: EndpointConfig, call: EndpointCall, new_messages: list[JSON], create_session: bool, *, slug: str, request_id: str
+    ) -> Prepared:
+        """The checks an admitted endpoint call passes before its prompt is built (guardrails, schema, variables)."""
+        organisation = ctx.organisation
         guardrails = ctx.guardrails
         if guardrails is not None and guardrails.applies_to("input"):
             try:
@@ -286,7 +298,22 @@ class EndpointService:
 
     @contextlib.asynccontextmanager
     async def _session(self, prepared: Prepared) -> AsyncIterator[SessionHandle]:
-        """The session, held (leased) for the whole request; saved on exit when ``conversation`` is set."""
+        """The session, held (leased) for the whole request; saved on exit when ``conversation`` is set.
+
+        A session that cannot be had (404, 409) refuses the call before it runs: its holds go now.
+        """
+        entered = False
+        try:
+            async with self._leased(prepared) as handle:
+                entered = True
+                yield handle
+        except BaseException:
+            if not entered:
+                self.gateway.ledger.release(prepared.ctx)
+            raise
+
+    @contextlib.asynccontextmanager
+    async def _leased(self, prepared: Prepared) -> AsyncIterator[SessionHandle]:
         endpoint, call, ctx = prepared.endpoint, prepared.call, prepared.ctx
         if not endpoint.sessions.enabled:
             yield SessionHandle(None, [])

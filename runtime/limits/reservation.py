@@ -25,6 +25,13 @@ as long as each request stays within its reservation. The reservation is:
 
 A reservation larger than the key's cap (or the budget) is cut to it: it
 blocks every other request of the key until it settles either way.
+
+Where holds live: with Redis, the key's tokens and the organisation's budget are
+held in the limiter's one script call, shared by every gateway process; in the
+embedded default (no Redis), tokens in the in-process limiter and the budget in
+the process's budget guard. A request refused after admission (an endpoint's
+input check, a guardrail block before any upstream call) gives its holds back at
+once (``Ledger.release``).
 """
 
 from __future__ import annotations
@@ -117,6 +124,7 @@ class Reservation:
     key's daily tokens (the limiter's ``reservation_id``), released once when it settles."""
 
     organisation_id: str
-    budget_hold: int | None = None  # the budget guard's hold id
+    budget_hold: int | None = None  # the budget guard's hold id (budgets held in this process)
     limit_id: str | None = None  # the limiter's reservation id
+    budget_in_limiter: bool = False  # the budget is held by the limiter (Redis), under ``limit_id``
     settled: bool = False

@@ -142,7 +142,11 @@ async def create_message(request: Request, gateway: GatewayDep, key: KeyDep, req
         return await _native(request, gateway, ctx, parsed)
     ignored = translated_ignored(parsed, keep_top_k=speaks_messages)
     policy = unsupported_params_policy(gateway.settings, ctx.organisation, ctx.model)
-    headers = {**ctx.limits.headers(), **settle(ignored, policy, request_id=ctx.request_id)}
+    try:
+        headers = {**ctx.limits.headers(), **settle(ignored, policy, request_id=ctx.request_id)}
+    except GatewayError:
+        gateway.ledger.release(ctx)  # billing: refused after admission, nothing spent: the holds go now
+        raise
     run = RunRequest(chat_body(parsed, keep_top_k=speaks_messages), stream=parsed.stream)
     encoder = MessagesEncoder(model_id=requested_model(ctx))
     if run.stream:

@@ -136,6 +136,8 @@ async def create_response(request: Request, gateway: GatewayDep, key: KeyDep, re
         policy = unsupported_params_policy(gateway.settings, ctx.organisation, ctx.model)
         ignored_headers.update(settle(ignored, policy, request_id=ctx.request_id))
 
+    # Checked before admission: an approval naming no pending request spends nothing, holds nothing.
+    resume = parsed.resume(previous.state.get("pending") if previous else None)
     ctx = await gateway.admit(
         RESPONSES_DOOR,
         key=key,
@@ -148,7 +150,6 @@ async def create_response(request: Request, gateway: GatewayDep, key: KeyDep, re
         prompt_parts=(previous.state.get("messages") or [],) if previous else (),
     )
     history = list(previous.state.get("messages") or []) if previous else []
-    resume = parsed.resume(previous.state.get("pending") if previous else None)
     messages = history + parsed.input_messages
     if not native:
         # Native items alone (reasoning a chat upstream cannot take back) make no chat turn.
