@@ -91,6 +91,9 @@ _TOP_LEVEL_KEYS = frozenset(
         "output_config",
     }
 )
+# Betas under which ``role: "system"`` may appear inside ``messages`` (Claude Code 2.1.332 sends
+# such messages with ``per-turn-control-2026-07-01``; earlier ones named ``mid-conversation-system-*``).
+SYSTEM_MESSAGE_BETAS = ("mid-conversation-system", "per-turn-control")
 # What the real API says when a tool round with thinking on lost the turn's thinking.
 THINKING_FIRST = (
     "Expected `thinking` or `redacted_thinking`, but found `{found}`. When `thinking` is enabled, a final "
@@ -174,6 +177,7 @@ class RecordedRequest:
     body: Any
     received_at: float = field(default_factory=time.monotonic)
     query: str = ""  # the URL's query string (``beta=true`` from the beta SDK)
+    status: int = 0  # what the fake answered
 
 
 class InvalidRequest(Exception):
@@ -266,7 +270,7 @@ def validate_messages_request(body: Any, betas: Sequence[str] = ()) -> None:
     ``betas``: the request's ``anthropic-beta`` values; ``mid-conversation-system-*``
     allows ``role: "system"`` messages inside ``messages``.
     """
-    system_role = any(beta.startswith("mid-conversation-system") for beta in betas)
+    system_role = any(beta.startswith(SYSTEM_MESSAGE_BETAS) for beta in betas)
     _require(isinstance(body, dict), "Input should be an object")
     for key in body:
         _require(key in _TOP_LEVEL_KEYS, f"{key}: Extra inputs are not permitted")
@@ -326,7 +330,7 @@ def validate_messages_request(body: Any, betas: Sequence[str] = ()) -> None:
             for key in tool:
                 _require(
                     key
-                    in ("name", "description", "input_schema", "cache_control", "type", "strict"),
+                    in ("name", "description", "input_schema", "cache_control", "type", "strict", "defer_loading", "input_examples", "eager_input_streaming"),
                     f"tools.{i}.custom.{key}: Extra inputs are not permitted",
                 )
             _require(name not in tool_names, "tools: Tool names must be unique.")
@@ -571,9 +575,13 @@ class FakeAnthropic:
             body: Any = orjson.loads(raw)
         except orjson.JSONDecodeError:
             body = None
-        self.requests.append(
-            RecordedRequest(request.method, request.url.path, dict(request.headers), body, query=request.url.query)
-        )
+        recorded = RecordedRequest(request.method, request.url.path, dict(request.headers), body, query=request.url.query)
+        self.requests.append(recorded)
+        response = await self._answer(request, body)
+        recorded.status = response.status_code
+        return response
+
+    async def _answer(self, request: Request, body: Any) -> Response:
         bearer = request.headers.get("authorization", "")
         key = request.headers.get("x-api-key") or (
             bearer[7:] if bearer.startswith("Bearer ") else ""
