@@ -258,6 +258,9 @@ def _validate_block(block: Any, where: str, role: str) -> None:
         _require(
             role == "assistant", f"{where}: thinking blocks are only allowed in assistant messages"
         )
+    elif kind == "tool_reference" and where.count(".content.") == 2:
+        # A tool search result naming a deferred tool (the advanced-tool-use beta): it loads that tool.
+        _require(isinstance(block.get("tool_name"), str) and bool(block["tool_name"]), f"{where}.tool_name: Field required")
     else:
         raise InvalidRequest(
             f"{where}: Input tag '{kind}' found using 'type' does not match any of the expected tags"
