@@ -877,6 +877,10 @@ def _openai_parts(blocks: Any, param: str) -> list[JSON]:
                 parts.append({"type": "text", "text": str(source.get("data") or "")})
             else:
                 raise unsupported_parameter(block_param, "Documents must be base64 PDFs or text.")
+        elif kind == "tool_reference" and isinstance(block.get("tool_name"), str):
+            # A tool search's result (Claude Code's ToolSearch): the tool is now loaded. Other models
+            # get every tool in full already; the reference becomes what it says.
+            parts.append({"type": "text", "text": f"Tool {block['tool_name']} loaded."})
         else:
             raise unsupported_parameter(block_param, f"Content block type {kind!r} is not supported here.")
     return parts

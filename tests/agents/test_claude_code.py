@@ -18,14 +18,16 @@ import json
 import os
 import subprocess
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from runtime.requestlog.store import RequestFilters, read_page
 from tests.e2e.conftest import anthropic_provider
 from tests.fakes.anthropic_server import FakeAnthropic, Reply, fake_anthropic, fake_anthropic_server
-from tests.support import GatewayServer, make_settings
+from tests.support import GatewayServer, make_settings, wait_until
 
 __all__ = ["fake_anthropic", "fake_anthropic_server"]  # fixtures used by name
 
@@ -76,11 +78,19 @@ def run_claude(gateway: GatewayServer, organisation: str, prompt: str, workdir: 
     if mcp:
         servers = {"mcpServers": {"plugway": {"type": "http", "url": f"{gateway.url}/mcp", "headers": {"Authorization": f"Bearer {key}"}}}}
         command += ["--mcp-config", json.dumps(servers)]
+    started = datetime.now(UTC)
     done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert done.returncode == 0, done.stderr[-2000:] or done.stdout[-2000:]
     result: JSON = json.loads(done.stdout)
-    # Nothing refused: Claude Code saw no API error on any request.
+    # Nothing refused: Claude Code saw no API error, and plugway answered each of its model calls
+    # with 200 (Claude Code would quietly retry some refusals without what was refused).
     assert result["is_error"] is False and result.get("api_error_status") is None, result
+    filters = RequestFilters(organisation=organisation, route="/v1/messages", start=started)
+    entries = wait_until(
+        lambda: (found := read_page(gateway.gateway.engine, filters, before_id=None, limit=100)) and len(found) >= result["num_turns"] and found,
+        "Claude Code's requests in the request log",
+    )
+    assert {entry["status"] for entry in entries} == {200}
     return result
 
 
