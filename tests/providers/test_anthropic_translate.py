@@ -11,8 +11,8 @@ from runtime.errors import GatewayError, UpstreamError
 from runtime.providers.anthropic_translate import (
     StreamTranslator,
     default_max_tokens_for,
-    ignored_chat_params,
     from_anthropic_response,
+    ignored_chat_params,
     to_anthropic_request,
     upstream_error,
 )

@@ -22,7 +22,6 @@ import orjson
 from runtime.api import sse
 from runtime.gateway import KeepAlive, RunResult
 from runtime.json_types import JSON
-from runtime.reasoning import REASONING_PARTS
 from runtime.orchestration.events import (
     Completed,
     Event,
@@ -32,6 +31,7 @@ from runtime.orchestration.events import (
     ToolProgress,
     ToolsOffered,
 )
+from runtime.reasoning import REASONING_PARTS
 
 
 def chat_completion(result: RunResult, model_id: str) -> JSON:
