@@ -176,3 +176,21 @@ def test_chat_completions_to_anthropic_names_what_it_cannot_carry(claude_gateway
     sent = fake_anthropic.requests[-1].body
     assert sent["thinking"] == {"type": "enabled", "budget_tokens": 2048}
     assert "reasoning_parts" not in raw.http_response.text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_chat_completions_reasoning_effort_thinks_through_every_server_side_round(claude_gateway: GatewayServer, fake_anthropic: FakeAnthropic, stream: bool) -> None:
+    fake_anthropic.script([ClaudeReply(thinking="Use the calculator.", tool_use=[("calculator__evaluate", {"expression": "5*5"})]), ClaudeReply(thinking="Known.", text="25.")])
+    sdk = openai.OpenAI(base_url=claude_gateway.base_url, api_key=claude_gateway.mint(), max_retries=0)
+    request: JSON = {"model": CLAUDE, "max_tokens": 10000, "reasoning_effort": "medium", "messages": [{"role": "user", "content": "5*5?"}]}
+    if stream:
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in sdk.chat.completions.create(**request, stream=True) if chunk.choices)
+    else:
+        text = sdk.chat.completions.create(**request).choices[0].message.content or ""
+    assert text == "25."
+    first, second = (r.body for r in fake_anthropic.requests)
+    assert first["thinking"] == second["thinking"] == {"type": "enabled", "budget_tokens": 8192}
+    # plugway turned thinking on beside tools, so it asked for interleaved thinking itself.
+    assert "interleaved-thinking-2025-05-14" in fake_anthropic.requests[1].headers["anthropic-beta"]
+    (turn,) = assistant_turns(second)
+    assert [b["type"] for b in turn] == ["thinking", "tool_use"] and fake_anthropic.signatures[turn[0]["signature"]] == "Use the calculator."

@@ -671,3 +671,32 @@ def test_fake_server_validation_catches_what_anthropic_refuses() -> None:
         )  # fmt: skip
     with pytest.raises(InvalidRequest, match="Extra inputs"):
         validate_messages_request({**base, "n": 2, "messages": [{"role": "user", "content": "x"}]})
+
+
+def test_the_clients_own_request_is_carried_verbatim_with_the_loops_turns_after_it() -> None:
+    from runtime.providers.anthropic_translate import NATIVE_CARRY, native_carry, with_native_carry
+
+    thinking = {"type": "thinking", "thinking": "Call it.", "signature": "sig_1"}
+    native = {
+        "model": "claude", "max_tokens": 5000, "thinking": {"type": "adaptive"}, "context_management": {"edits": []}, "unknown_field": 1,
+        "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        "tools": [{"name": "web_search", "type": "web_search_20250305"}],
+        # A prefilled assistant turn: the loop's first turn joins it.
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Go", "cache_control": {"type": "ephemeral"}}]}, {"role": "assistant", "content": "Sure,"}],
+    }
+    chat = {
+        "model": "claude", "max_tokens": 5000,
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Go"}, {"role": "assistant", "content": "Sure,"},
+                     {"role": "assistant", "content": None, "tool_calls": [{"id": "toolu_1", "type": "function", "function": {"name": "clock__now", "arguments": "{}"}}],
+                      "reasoning_parts": [{"protocol": "anthropic", "part": thinking}]},
+                     {"role": "tool", "tool_call_id": "toolu_1", "content": "noon"}],
+        "tools": [{"type": "function", "function": {"name": "clock__now", "parameters": {"type": "object", "properties": {}}}}],
+    }
+    chat[NATIVE_CARRY] = native_carry(native, betas=[], beta_query=False, prefix=3)
+    request = with_native_carry(to_anthropic_request(chat), chat)
+    assert request["system"] == native["system"] and request["thinking"] == {"type": "adaptive"} and request["unknown_field"] == 1
+    assert request["messages"][0] == native["messages"][0]
+    assert request["messages"][1] == {"role": "assistant", "content": [{"type": "text", "text": "Sure,"}, thinking, {"type": "tool_use", "id": "toolu_1", "name": "clock__now", "input": {}}]}
+    assert request["messages"][2]["content"][0]["type"] == "tool_result"
+    assert [t["name"] for t in request["tools"]] == ["web_search", "clock__now"]
+    assert NATIVE_CARRY not in request
