@@ -194,3 +194,17 @@ def test_chat_completions_reasoning_effort_thinks_through_every_server_side_roun
     assert "interleaved-thinking-2025-05-14" in fake_anthropic.requests[1].headers["anthropic-beta"]
     (turn,) = assistant_turns(second)
     assert [b["type"] for b in turn] == ["thinking", "tool_use"] and fake_anthropic.signatures[turn[0]["signature"]] == "Use the calculator."
+
+
+def test_a_messages_refusal_is_logged_with_the_field_it_names(claude_gateway: GatewayServer) -> None:
+    from runtime.telemetry.middleware import note_error
+    from runtime.telemetry.record import RequestRecord
+
+    answer = httpx.post(
+        f"{claude_gateway.url}/v1/messages", headers={"authorization": f"Bearer {claude_gateway.mint()}", "anthropic-version": "2023-06-01"},
+        json={"model": CLAUDE, "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}, {"role": "robot", "content": "beep"}]}, timeout=20,
+    )
+    assert answer.status_code == 400 and answer.json()["error"]["message"].startswith("messages[1].role: ")
+    record = RequestRecord(route="/v1/messages", method="POST", started=0.0)
+    note_error(record, answer.content)
+    assert (record.error_code, record.error_param) == ("invalid_request_error", "messages[1].role")
