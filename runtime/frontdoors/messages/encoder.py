@@ -95,7 +95,8 @@ class MessagesEncoder:
             return out + self._close_text()
         if isinstance(event, KeepAlive):
             return [("ping", {"type": "ping"})]
-        if isinstance(event, ToolCallStarted | ToolCallFinished) and not self.mcp_blocks:
+        if isinstance(event, ToolCallStarted | ToolCallFinished) and not self.mcp_blocks and event.script is None:
+            # Code mode's script runs keep their code-execution blocks (shapes every SDK reads).
             return []
         if isinstance(event, ToolCallStarted) and event.script is not None:
             # Code mode's script run, as Anthropic's code execution shows it.
