@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Callable, Sequence
-from typing import Any
 
 import orjson
 
@@ -521,7 +520,7 @@ def _redact_chunk(chunk: JSON, guard: Guardrails, redactors: dict[int, StreamRed
     return {**chunk, "choices": out}
 
 
-def _assistant_turn(content: str | None, calls: Sequence[JSON], reasoning: Any = None) -> JSON:
+def _assistant_turn(content: str | None, calls: Sequence[JSON], reasoning_parts: Sequence[JSON] | None = None) -> JSON:
     turn: JSON = {
         "role": "assistant",
         "content": content or None,
@@ -529,9 +528,9 @@ def _assistant_turn(content: str | None, calls: Sequence[JSON], reasoning: Any =
             {"id": call.get("id"), "type": "function", "function": call.get("function")} for call in calls
         ],
     }
-    if reasoning:
-        # The model's reasoning state goes back with its turn on the next round (runtime.reasoning).
-        turn[REASONING_PARTS] = reasoning
+    if reasoning_parts:
+        # The model's reasoning state goes back with its turn on the next round (runtime/reasoning.py).
+        turn[REASONING_PARTS] = list(reasoning_parts)
     return turn
 
 
