@@ -175,7 +175,8 @@ def test_chat_completions_to_anthropic_names_what_it_cannot_carry(claude_gateway
     assert raw.parse().choices[0].message.content == "Hello."
     sent = fake_anthropic.requests[-1].body
     assert sent["thinking"] == {"type": "enabled", "budget_tokens": 2048}
-    assert "reasoning_parts" not in raw.http_response.text
+    # The turn's signed thinking rides on the message (reasoning_parts) for a client to send back.
+    assert raw.http_response.json()["choices"][0]["message"]["reasoning_parts"][0]["part"]["thinking"] == "Hmm."
 
 
 @pytest.mark.parametrize("stream", [False, True])

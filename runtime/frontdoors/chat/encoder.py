@@ -31,7 +31,6 @@ from runtime.orchestration.events import (
     ToolProgress,
     ToolsOffered,
 )
-from runtime.reasoning import REASONING_PARTS
 
 
 def chat_completion(result: RunResult, model_id: str) -> JSON:
@@ -41,10 +40,6 @@ def chat_completion(result: RunResult, model_id: str) -> JSON:
     response["model"] = model_id
     response["usage"] = completed.usage
     response["plugway"] = completed.trace
-    for choice in response.get("choices") or ():
-        if isinstance(choice.get("message"), dict):
-            # Reasoning state is for the next round upstream, not a chat-completions field.
-            choice["message"].pop(REASONING_PARTS, None)
     return response
 
 
@@ -98,12 +93,6 @@ class ChatStreamEncoder:
         choices = chunk.get("choices")
         if not choices:
             return None  # the provider's usage chunk: usage is sent once, summed, at the end
-        if any(REASONING_PARTS in (choice.get("delta") or {}) for choice in choices):
-            # Reasoning state is for the next round upstream, not a chat-completions field.
-            choices = [{**choice, "delta": {k: v for k, v in (choice.get("delta") or {}).items() if k != REASONING_PARTS}} for choice in choices]
-            if not any(choice["delta"] or choice.get("finish_reason") for choice in choices):
-                return None
-            chunk = {**chunk, "choices": choices}
         out = {**chunk, "id": self.id, "model": self.model_id}
         if not self.include_usage and out.get("usage", 0) is None:
             del out["usage"]
