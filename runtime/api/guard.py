@@ -29,7 +29,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any
 
 import anyio
 from starlette.requests import Request
@@ -163,11 +165,23 @@ class _GuardedRequest:
             return {"type": "http.disconnect"}
         if self.body_done:
             return await self._receive()
-        remaining = self.deadline - time.monotonic()
         message: Message | None = None
-        if remaining > 0:
-            with anyio.move_on_after(remaining):
-                message = await self._receive()
+        if self.deadline - time.monotonic() > 0:
+            # Most bodies have arrived by the time the app asks: the server's receive then
+            # answers without waiting, and no timer is set. Only a receive that must wait
+            # for the client waits under the deadline.
+            pending = self._receive()
+            if type(pending) is not types.CoroutineType:
+                with anyio.move_on_after(self.deadline - time.monotonic()):
+                    message = await pending
+            else:
+                try:
+                    waiting_on = pending.send(None)
+                except StopIteration as answered:
+                    message = answered.value
+                else:
+                    with anyio.move_on_after(self.deadline - time.monotonic()):
+                        message = await _resumed(pending, waiting_on)
         if message is None:
             # A stalled client sends nothing more to wait for.
             await self._refuse(body_read_timeout(self.guard.body_read_timeout_s), linger=False)
@@ -194,6 +208,30 @@ class _GuardedRequest:
         if message["type"] == "http.response.start":
             self.started = True
         await self._send(message)
+
+
+@types.coroutine
+def _resumed(coroutine: Coroutine[Any, Any, Message], waiting_on: Any) -> Generator[Any, Any, Message]:
+    """Await the rest of ``coroutine``, which was stepped once by hand and is waiting on ``waiting_on``.
+
+    What ``await`` does (``yield from``), from the second step on: what the coroutine
+    waits on goes to the task, and what the task sends or throws (a cancellation) goes
+    back into the coroutine.
+    """
+    step = waiting_on
+    try:
+        while True:
+            try:
+                sent = yield step
+            except GeneratorExit:
+                coroutine.close()
+                raise
+            except BaseException as exc:  # noqa: BLE001 (a cancellation, handed on)
+                step = coroutine.throw(exc)
+            else:
+                step = coroutine.send(sent)
+    except StopIteration as finished:
+        return finished.value  # type: ignore[no-any-return]
 
 
 def _content_length(scope: Scope) -> int | None:
