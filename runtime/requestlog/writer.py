@@ -23,7 +23,9 @@ from typing import Any
 
 import anyio.to_thread
 import orjson
-from sqlalchemy import Engine, insert
+import psycopg
+from psycopg import sql
+from sqlalchemy import Connection, Engine, Table, insert
 from sqlmodel import SQLModel
 
 from runtime.config import Settings
@@ -101,13 +103,17 @@ def entry_row(record: RequestRecord, latency_s: float, at: float) -> tuple[Row, 
 
 
 def write_rows(engine: Engine, rows: list[tuple[Row, Row | None]]) -> None:
-    """Insert the entries (one executemany) and, for those with captured bodies, their bodies."""
+    """Insert the entries (one COPY on PostgreSQL, else one executemany) and, for those with
+    captured bodies, their bodies."""
     entries = SQLModel.metadata.tables["request_log"]
     bodies = SQLModel.metadata.tables["request_log_bodies"]
     plain = [row for row, body in rows if body is None]
     with engine.begin() as connection:
         if plain:
-            connection.execute(insert(entries), plain)
+            if connection.dialect.driver == "psycopg":
+                _copy_entries(connection, entries, plain)
+            else:
+                connection.execute(insert(entries), plain)
         for row, body in rows:
             if body is None:
                 continue
@@ -115,6 +121,21 @@ def write_rows(engine: Engine, rows: list[tuple[Row, Row | None]]) -> None:
             inserted = connection.execute(insert(entries).values(row)).inserted_primary_key
             assert inserted is not None
             connection.execute(insert(bodies).values(entry_id=inserted[0], **body))
+
+
+def _copy_entries(connection: Connection, entries: Table, rows: list[Row]) -> None:
+    """PostgreSQL: the rows in one ``COPY``, in the same transaction. Every request writes
+    one; an executemany of INSERTs cost about four times the CPU per row in the gateway
+    (and more in the database)."""
+    columns = [column.name for column in entries.columns if not column.primary_key]
+    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
+        sql.Identifier(entries.name), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    driver_connection = connection.connection.driver_connection
+    assert isinstance(driver_connection, psycopg.Connection)
+    with driver_connection.cursor() as cursor, cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row([row[name] for name in columns])
 
 
 class RequestLogWriter:
