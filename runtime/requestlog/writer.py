@@ -23,13 +23,12 @@ from typing import Any
 
 import anyio.to_thread
 import orjson
-import psycopg
-from psycopg import sql
-from sqlalchemy import Connection, Engine, Table, insert
+from sqlalchemy import Engine, insert
 from sqlmodel import SQLModel
 
 from runtime.config import Settings
 from runtime.requestlog import models  # noqa: F401  (registers the tables)
+from runtime.storage.bulk import insert_rows
 from runtime.storage.db import failure_reason
 from runtime.storage.usage import flush_until_stopped
 from runtime.telemetry.record import RequestRecord
@@ -110,10 +109,7 @@ def write_rows(engine: Engine, rows: list[tuple[Row, Row | None]]) -> None:
     plain = [row for row, body in rows if body is None]
     with engine.begin() as connection:
         if plain:
-            if connection.dialect.driver == "psycopg":
-                _copy_entries(connection, entries, plain)
-            else:
-                connection.execute(insert(entries), plain)
+            insert_rows(connection, entries, plain)
         for row, body in rows:
             if body is None:
                 continue
@@ -121,21 +117,6 @@ def write_rows(engine: Engine, rows: list[tuple[Row, Row | None]]) -> None:
             inserted = connection.execute(insert(entries).values(row)).inserted_primary_key
             assert inserted is not None
             connection.execute(insert(bodies).values(entry_id=inserted[0], **body))
-
-
-def _copy_entries(connection: Connection, entries: Table, rows: list[Row]) -> None:
-    """PostgreSQL: the rows in one ``COPY``, in the same transaction. Every request writes
-    one; an executemany of INSERTs cost about four times the CPU per row in the gateway
-    (and more in the database)."""
-    columns = [column.name for column in entries.columns if not column.primary_key]
-    statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
-        sql.Identifier(entries.name), sql.SQL(", ").join(map(sql.Identifier, columns))
-    )
-    driver_connection = connection.connection.driver_connection
-    assert isinstance(driver_connection, psycopg.Connection)
-    with driver_connection.cursor() as cursor, cursor.copy(statement) as copy:
-        for row in rows:
-            copy.write_row([row[name] for name in columns])
 
 
 class RequestLogWriter:
