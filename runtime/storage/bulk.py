@@ -3,8 +3,11 @@
 The batched writers (usage records, the request log) write one row per request.
 On PostgreSQL they go in with one ``COPY``: an executemany of INSERTs cost about
 four times the CPU per row in the gateway's writer thread, and more in the
-database. Elsewhere (SQLite), and for rows COPY would not take as an INSERT
-would, one executemany.
+database. On SQLite, the driver's own executemany of one plain INSERT, without
+SQLAlchemy's per-row statement machinery. Either way the values are converted
+as SQLAlchemy would (an aware datetime made UTC, a datetime made SQLite's text);
+rows that differ in their columns, or that leave out a column with a default,
+take SQLAlchemy's INSERT.
 """
 
 from __future__ import annotations
@@ -25,16 +28,27 @@ def insert_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str
     if not rows:
         return
     columns = list(rows[0])
-    processors = _copy_processors(connection, table, columns, rows) if connection.dialect.driver == "psycopg" else None
+    dialect = connection.dialect
+    processors = _processors(connection, table, columns, rows) if dialect.driver in ("psycopg", "pysqlite") else None
     if processors is None:
         connection.execute(insert(table), list(rows))
+        return
+    converted = [(name, process) for name, process in zip(columns, processors, strict=True)]
+    if dialect.driver == "pysqlite":
+        # The driver's executemany of one plain statement, values converted as SQLAlchemy would.
+        quote = dialect.identifier_preparer.quote
+        plain = f"INSERT INTO {quote(table.name)} ({', '.join(map(quote, columns))}) VALUES ({', '.join('?' * len(columns))})"
+        try:
+            values = [tuple(row[name] if process is None else process(row[name]) for name, process in converted) for row in rows]
+        except (TypeError, ValueError) as exc:
+            raise StatementError(f"({type(exc).__module__}.{type(exc).__name__}) {exc}", None, None, exc) from exc
+        connection.exec_driver_sql(plain, values)
         return
     statement = sql.SQL("COPY {} ({}) FROM STDIN").format(
         sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, columns))
     )
     driver_connection = connection.connection.driver_connection
     assert isinstance(driver_connection, psycopg.Connection)
-    converted = [(name, process) for name, process in zip(columns, processors, strict=True)]
     try:
         with driver_connection.cursor() as cursor, cursor.copy(statement) as copy:
             for row in rows:
@@ -48,10 +62,11 @@ def insert_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str
         raise StatementError(f"({type(exc).__module__}.{type(exc).__name__}) {exc}", None, None, exc) from exc
 
 
-def _copy_processors(
+def _processors(
     connection: Connection, table: Table, columns: list[str], rows: Sequence[Mapping[str, Any]]
 ) -> list[Processor] | None:
-    """Each column's value conversion for COPY, or None when COPY would not do what an INSERT does:
+    """Each column's value conversion, or None when writing the values as given would not do what
+    SQLAlchemy's INSERT does:
     a name that is not a column, rows that differ in their columns, or a column left out that
     SQLAlchemy would fill in (a default)."""
     named = set(columns)
