@@ -18,12 +18,12 @@ import orjson
 import pytest
 from sqlmodel import Session, select
 
+from runtime.json_types import JSON
 from runtime.storage.models import UsageRecord
 from tests.fakes.openai_server import FakeOpenAI, Reply
-from tests.support import UPSTREAM_KEY, GatewayServer, make_settings
+from tests.support import UPSTREAM_KEY, Gateways, GatewayServer, make_settings
 
 IGNORED = "x-plugway-ignored-params"
-JSON = dict[str, Any]
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +47,8 @@ def fidelity_gateway(upstream_server: FakeOpenAI, tmp_path_factory: pytest.TempP
             {"id": "own-aliases", "model_aliases": {"claude-opus-*": "gpt-test"}, "models": ["gpt-test", "demo"]},
         ],
     )
-    server = GatewayServer(settings).start()
-    yield server
-    server.stop()
+    with Gateways() as started:
+        yield started.start(settings)
 
 
 @pytest.fixture
@@ -293,9 +292,11 @@ def test_root_answers_head_and_get(fidelity_gateway: GatewayServer) -> None:
 def test_design_settings_not_built_yet_are_refused_in_one_line(tmp_path: Path) -> None:
     from runtime.config import ConfigError, settings_from_dict
 
-    with pytest.raises(ConfigError, match=r"providers\[0\]\.api: api 'responses' \(a Responses-native upstream\) is not available yet"):
-        settings_from_dict({"providers": [{"id": "p", "kind": "openai", "base_url": "http://127.0.0.1:1", "api": "responses"}]})
-    with pytest.raises(ConfigError, match=r"models\[0\]\.api: api 'responses'"):
+    # api: responses exists for the openai kind only (runtime.providers.registry), and says so for the others.
+    assert settings_from_dict({"providers": [{"id": "p", "kind": "openai", "base_url": "http://127.0.0.1:1", "api": "responses"}]}).providers[0].api == "responses"
+    with pytest.raises(ConfigError, match=r"provider kind 'anthropic' cannot be called with api 'responses'"):
+        settings_from_dict({"providers": [{"id": "p", "kind": "anthropic", "base_url": "http://127.0.0.1:1", "api": "responses"}]})
+    with pytest.raises(ConfigError, match=r"models\[0\]\.api: provider kind 'demo' cannot be called with api 'responses'"):
         settings_from_dict({"providers": [{"id": "p", "kind": "demo"}], "models": [{"id": "m", "provider": "p", "api": "responses"}]})
     with pytest.raises(ConfigError, match=r"plugins\[0\]\.mcp\.auth: auth type 'oauth' is not available yet"):
         settings_from_dict({"organisations": [{"id": "a", "plugins": [{"id": "kb", "mcp": {"url": "http://127.0.0.1:1", "auth": {"type": "oauth", "per_user": True}}}]}]})
