@@ -36,6 +36,7 @@ from runtime.plugin_host.tool import (
     ToolError,
     ToolResult,
     ToolSpec,
+    UrlPrompt,
 )
 from runtime.request import PluginGrant
 from runtime.telemetry import current as telemetry
@@ -353,6 +354,8 @@ async def run_tool_call(
     config: OrchestrationConfig,
     on_progress: ProgressCallback | None = None,
     sampler: Sampler | None = None,
+    end_user: str | None = None,
+    ask_user_to_open: UrlPrompt | None = None,
 ) -> ToolCallFinished:
     """Run one call the model made (see :func:`_execute_tool_call`), under its span, counted in the metrics."""
     execution = _execute_tool_call(
@@ -364,6 +367,8 @@ async def run_tool_call(
         config=config,
         on_progress=on_progress,
         sampler=sampler,
+        end_user=end_user,
+        ask_user_to_open=ask_user_to_open,
     )
     function = call.get("function") or {}
     name = function.get("name") or ""
@@ -390,6 +395,8 @@ async def _execute_tool_call(
     config: OrchestrationConfig,
     on_progress: ProgressCallback | None = None,
     sampler: Sampler | None = None,
+    end_user: str | None = None,
+    ask_user_to_open: UrlPrompt | None = None,
 ) -> ToolCallFinished:
     """Run one call the model made; every failure becomes a result the model can read.
 
@@ -467,6 +474,8 @@ async def _execute_tool_call(
                 logger=logging.getLogger(f"plugway.plugin.{bound.ref.id}"),
                 progress=progress,
                 sample=sample,
+                end_user=end_user,
+                ask_user_to_open=ask_user_to_open,
             )
             result = await bound.spec.invoke(arguments, tool_ctx)
     except TimeoutError as exc:

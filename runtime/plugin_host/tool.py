@@ -76,6 +76,8 @@ class SamplingResult:
 
 Sampler = Callable[[SamplingRequest], Awaitable[SamplingResult]]
 ProgressReporter = Callable[[float, float | None, str | None], None]
+# (message, url) -> whether the person opened it and finished there.
+UrlPrompt = Callable[[str, str], Awaitable[bool]]
 
 
 def _ignore_progress(progress: float, total: float | None, message: str | None) -> None:
@@ -97,6 +99,13 @@ class ToolContext:
     # Ask the request's model for a completion (no tools), within the call's sampling
     # budget; None where no model is available (raise ToolError or decline then).
     sample: Sampler | None = None
+    # The person the request acts for, when the request identifies one (its `user` or
+    # `safety_identifier`, an endpoint session's user, a WhatsApp contact, the OAuth subject
+    # on /mcp): an MCP server authorized per end user runs the call with their token.
+    end_user: str | None = None
+    # Show a person a link to open and wait for them (MCP URL elicitation on /mcp): True once
+    # they say they have. None where nobody can be asked inside the call.
+    ask_user_to_open: UrlPrompt | None = None
 
 
 Invoke = Callable[[dict[str, Any], ToolContext], Awaitable[Any]]
