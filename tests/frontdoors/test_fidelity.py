@@ -289,7 +289,7 @@ def test_root_answers_head_and_get(fidelity_gateway: GatewayServer) -> None:
     assert root.status_code == 200 and root.json()["status"] == "ok"
 
 
-def test_design_settings_not_built_yet_are_refused_in_one_line(tmp_path: Path) -> None:
+def test_settings_a_provider_kind_or_a_server_cannot_honour_are_refused_in_one_line(tmp_path: Path) -> None:
     from runtime.config import ConfigError, settings_from_dict
 
     # api: responses exists for the openai kind only (runtime.providers.registry), and says so for the others.
@@ -298,7 +298,7 @@ def test_design_settings_not_built_yet_are_refused_in_one_line(tmp_path: Path) -
         settings_from_dict({"providers": [{"id": "p", "kind": "anthropic", "base_url": "http://127.0.0.1:1", "api": "responses"}]})
     with pytest.raises(ConfigError, match=r"models\[0\]\.api: provider kind 'demo' cannot be called with api 'responses'"):
         settings_from_dict({"providers": [{"id": "p", "kind": "demo"}], "models": [{"id": "m", "provider": "p", "api": "responses"}]})
-    with pytest.raises(ConfigError, match=r"plugins\[0\]\.mcp\.auth: auth type 'oauth' is not available yet"):
+    with pytest.raises(ConfigError, match=r"plugins\[0\]\.mcp\.auth: OAuth tokens are stored encrypted: set 'secrets_key'"):
         settings_from_dict({"organisations": [{"id": "a", "plugins": [{"id": "kb", "mcp": {"url": "http://127.0.0.1:1", "auth": {"type": "oauth", "per_user": True}}}]}]})
     with pytest.raises(ConfigError, match=r"model_aliases\.gpt-5\*: unknown model 'ghost'"):
         settings_from_dict({"model_aliases": {"gpt-5*": "ghost"}})
