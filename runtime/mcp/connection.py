@@ -29,7 +29,9 @@ What a call carries: a progress token (every progress notification reaches
 ``ctx.progress``, which moves the call's deadline and reaches streaming
 clients); its ``ToolContext`` for the server's sampling requests, which are
 answered through ``ctx.sample`` of the call they belong to, and only of that
-call (see :meth:`McpConnection.serves_one_call_at_a_time`).
+call (see :meth:`McpConnection.serves_one_call_at_a_time`); likewise its
+elicitation requests go to ``ctx.elicit`` of their call (a call made through
+``/mcp`` by a client that can ask a person), and are declined everywhere else.
 """
 
 from __future__ import annotations
@@ -78,8 +80,8 @@ logger = logging.getLogger("plugway.mcp")
 _MAX_LIST_PAGES = 100
 _CLIENT_INFO = mcp_types.Implementation(name="plugway", version="0.1.0")
 _ELICITATION_REFUSAL = (
-    "plugway runs this tool inside an automated loop with no person to ask: "
-    "elicitation is declined. Proceed without it or fail with a message the model can read."
+    "plugway has no person to ask for this call (an automated loop, or an MCP client that cannot "
+    "elicit): elicitation is declined. Proceed without it or fail with a message the model can read."
 )
 NO_MODEL_FOR_SAMPLING = (
     "No model is available to answer sampling requests for this call, so plugway declines it."
@@ -87,6 +89,14 @@ NO_MODEL_FOR_SAMPLING = (
 TASKS_UNSUPPORTED = (
     "it must run as an MCP task (execution.taskSupport 'required'), which plugway does not support yet"
 )
+
+
+class ServerRefused(ToolError):
+    """The server answered a request of ours with an MCP error: its code travels along."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class State(enum.Enum):
@@ -523,13 +533,15 @@ class McpConnection:
                     message_handler=self._on_message,  # type: ignore[arg-type]  # the SDK protocol names its parameter differently
                     client_info=_CLIENT_INFO,
                     sampling_callback=self._on_sampling,
+                    # Advertises elicitation (form and URL): a call made through /mcp by a
+                    # client that can ask a person forwards it; every other call declines.
+                    elicitation_callback=self._on_elicitation,
                     list_roots_callback=self._on_list_roots if self._roots else None,
                     probe_timeout_s=self.probe_timeout_s,
                 )
                 await stack.enter_async_context(client)
                 # The handshake succeeded: refusals before it (the probe's) explain nothing later.
                 self._http_error = None
-                _decline_elicitation(client)
                 tools = await self._list_all(client)
                 self.capabilities = client.server_capabilities
                 with anyio.move_on_after(max(0.5, self.connect_timeout_s / 2)):
@@ -654,7 +666,9 @@ class McpConnection:
 
     @property
     def offers_resources(self) -> bool:
-        return self.capabilities is not None and self.capabilities.resources is not None
+        """Does the server have resources (listed ones or templates)? A capability alone is not enough."""
+        has_resources = self.capabilities is not None and self.capabilities.resources is not None
+        return has_resources and bool(self.resources or self.resource_templates)
 
     def tools_fresh(self) -> bool:
         return not self._tools_stale and time.monotonic() - self._listed_at < self.list_ttl_s
@@ -814,6 +828,21 @@ class McpConnection:
             return mcp_types.ErrorData(code=INTERNAL_ERROR, message="The gateway failed to answer the sampling request.")
         return sampling_result(result)
 
+    async def _on_elicitation(
+        self, context: ClientRequestContext, params: mcp_types.ElicitRequestParams
+    ) -> mcp_types.ElicitResult | mcp_types.ErrorData:
+        call = self._call_for_server_request()
+        if call is None or call.ctx is None or call.ctx.elicit is None:
+            return mcp_types.ErrorData(code=INVALID_REQUEST, message=_ELICITATION_REFUSAL)
+        try:
+            answer = await call.ctx.elicit(params.model_dump(by_alias=True, exclude_none=True, mode="json"))
+            return mcp_types.ElicitResult.model_validate(answer)
+        except ToolError as exc:
+            return mcp_types.ErrorData(code=INVALID_REQUEST, message=f"Elicitation declined: {exc}")
+        except Exception:
+            logger.exception("MCP server %s: forwarding an elicitation request failed", self.log_name)
+            return mcp_types.ErrorData(code=INTERNAL_ERROR, message="The gateway failed to forward the elicitation request.")
+
     async def _on_list_roots(self, context: ClientRequestContext) -> mcp_types.ListRootsResult:
         roots = [mcp_types.Root(uri=uri, name=Path(uri.removeprefix("file://")).name or None) for uri in self._roots]  # type: ignore[arg-type]  # pydantic validates the file:// URI
         return mcp_types.ListRootsResult(roots=roots)
@@ -962,10 +991,52 @@ class McpConnection:
             return await client.read_resource(uri)
         except MCPError as exc:
             if exc.code != CONNECTION_CLOSED:
-                raise ToolError(f"Cannot read '{uri}': {exc.message}") from None
+                raise ServerRefused(f"Cannot read '{uri}': {exc.message}", exc.code) from None
             raise await self._call_failure("read_resource", exc, generation) from None
         except Exception as exc:
             raise await self._call_failure("read_resource", exc, generation) from None
+
+    async def get_prompt(self, name: str, arguments: dict[str, str] | None) -> mcp_types.GetPromptResult:
+        """One prompt, filled in (raises ToolError)."""
+        result: mcp_types.GetPromptResult = await self._request(
+            f"prompt '{name}'", lambda client: client.get_prompt(name, arguments)
+        )
+        return result
+
+    async def complete(
+        self,
+        ref: mcp_types.PromptReference | mcp_types.ResourceTemplateReference,
+        argument: dict[str, str],
+        context_arguments: dict[str, str] | None,
+    ) -> mcp_types.CompleteResult:
+        """Completions for a prompt's or a resource template's argument (raises ToolError)."""
+        result: mcp_types.CompleteResult = await self._request(
+            "completion", lambda client: client.complete(ref, argument, context_arguments)
+        )
+        return result
+
+    async def _request(self, what: str, send: Any) -> Any:
+        """A request of the client's own (not a tool call): nothing of a call's runs meanwhile."""
+        await self._acquire()
+        if not self.serves_one_call_at_a_time():
+            return await self._request_now(what, send)
+        async with self._one_at_a_time:
+            self._serving = _Call(self, None, f"Sampling declined: plugway does not answer sampling requests for a {what}.")
+            try:
+                return await self._request_now(what, send)
+            finally:
+                self._serving = None
+
+    async def _request_now(self, what: str, send: Any) -> Any:
+        client, generation = await self._acquire()
+        try:
+            return await send(client)
+        except MCPError as exc:
+            if exc.code != CONNECTION_CLOSED:
+                raise ServerRefused(f"The MCP server for plugin '{self.label}' refused the {what}: {exc.message}", exc.code) from None
+            raise await self._call_failure(what, exc, generation) from None
+        except Exception as exc:
+            raise await self._call_failure(what, exc, generation) from None
 
     async def _lost_reason(self, generation: int) -> str:
         # A dead child tells us why (exit code, last stderr line) a moment after
@@ -981,20 +1052,3 @@ class McpConnection:
                 return reason
         self._connection_lost(generation, "connection closed")
         return self.error or "connection closed"
-
-
-def _decline_elicitation(client: Client) -> None:
-    """Answer elicitation requests with a reason, without advertising the capability.
-
-    The SDK advertises elicitation as soon as a callback is given, and servers
-    then ask for it. Set after the handshake, the callback only serves servers
-    that ask anyway; if the SDK's internals move, its own refusal stays.
-    """
-    session = client.session
-    if not hasattr(session, "_elicitation_callback"):
-        return
-
-    async def decline(context: ClientRequestContext, params: Any) -> mcp_types.ErrorData:
-        return mcp_types.ErrorData(code=INVALID_REQUEST, message=_ELICITATION_REFUSAL)
-
-    session._elicitation_callback = decline

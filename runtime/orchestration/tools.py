@@ -28,6 +28,7 @@ from runtime.orchestration.events import OfferedTool, ToolCallFinished, ToolCall
 from runtime.orchestration.naming import public_name
 from runtime.plugin_host.manager import PluginHost
 from runtime.plugin_host.tool import (
+    Elicitor,
     Sampler,
     SamplingRequest,
     SamplingResult,
@@ -362,6 +363,7 @@ async def run_tool_call(
     config: OrchestrationConfig,
     on_progress: ProgressCallback | None = None,
     sampler: Sampler | None = None,
+    elicitor: Elicitor | None = None,
 ) -> ToolCallFinished:
     """Run one call the model made (see :func:`_execute_tool_call`), under its span, counted in the metrics."""
     execution = _execute_tool_call(
@@ -373,6 +375,7 @@ async def run_tool_call(
         config=config,
         on_progress=on_progress,
         sampler=sampler,
+        elicitor=elicitor,
     )
     function = call.get("function") or {}
     name = function.get("name") or ""
@@ -399,6 +402,7 @@ async def _execute_tool_call(
     config: OrchestrationConfig,
     on_progress: ProgressCallback | None = None,
     sampler: Sampler | None = None,
+    elicitor: Elicitor | None = None,
 ) -> ToolCallFinished:
     """Run one call the model made; every failure becomes a result the model can read.
 
@@ -469,6 +473,18 @@ async def _execute_tool_call(
                     finally:
                         deadline.reschedule(min(loop.time() + limit, ceiling))
 
+            elicit: Elicitor | None = None
+            if elicitor is not None:
+                person = elicitor
+
+                async def elicit(params: dict[str, Any]) -> dict[str, Any]:
+                    # A person's time is not the tool's either (as with sampling).
+                    deadline.reschedule(ceiling)
+                    try:
+                        return await person(params)
+                    finally:
+                        deadline.reschedule(min(loop.time() + limit, ceiling))
+
             tool_ctx = ToolContext(
                 organisation_id=organisation_id,
                 plugin_id=bound.ref.id,
@@ -477,6 +493,7 @@ async def _execute_tool_call(
                 logger=logging.getLogger(f"plugway.plugin.{bound.ref.id}"),
                 progress=progress,
                 sample=sample,
+                elicit=elicit,
             )
             result = await bound.spec.invoke(arguments, tool_ctx)
     except TimeoutError as exc:

@@ -75,6 +75,10 @@ class SamplingResult:
 
 
 Sampler = Callable[[SamplingRequest], Awaitable[SamplingResult]]
+# Ask the person behind the request (MCP elicitation): the request's params as MCP spells
+# them (``mode`` "form" with ``message`` and ``requestedSchema``, or "url" with ``message``,
+# ``url`` and ``elicitationId``) in, the answer (``action``, ``content``) out.
+Elicitor = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 ProgressReporter = Callable[[float, float | None, str | None], None]
 
 
@@ -97,6 +101,9 @@ class ToolContext:
     # Ask the request's model for a completion (no tools), within the call's sampling
     # budget; None where no model is available (raise ToolError or decline then).
     sample: Sampler | None = None
+    # Ask the person behind the request (an MCP server's elicitation); None where there is
+    # nobody to ask (inside the loop, or a /mcp client without the elicitation capability).
+    elicit: Elicitor | None = None
 
 
 Invoke = Callable[[dict[str, Any], ToolContext], Awaitable[Any]]

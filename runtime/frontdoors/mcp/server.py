@@ -1,7 +1,11 @@
-"""The MCP server behind ``/mcp``: the calling key's organisation's plugin tools.
+"""The MCP server behind ``/mcp``: the calling key's organisation's plugin tools, resources and prompts.
 
-Built on the SDK's low-level ``Server`` with three handlers: ``tools/list``,
-``tools/call`` and ``subscriptions/listen``. Every handler reads the caller
+Built on the SDK's low-level ``Server``: ``tools/list``, ``tools/call``,
+``subscriptions/listen``, and for the organisation's MCP servers' resources
+and prompts (named as :mod:`runtime.frontdoors.mcp.offerings` says)
+``resources/list``, ``resources/templates/list``, ``resources/read``,
+``resources/subscribe``, ``prompts/list``, ``prompts/get`` and
+``completion/complete``. Every handler reads the caller
 (the gateway key, already authenticated by the endpoint) from the HTTP
 request that carried the message, so one server serves every organisation
 and each sees only its own tools.
@@ -30,13 +34,18 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 import runtime
 from runtime.admission import admit_tools, grants_for, organisation_not_configured
-from runtime.config import OrganisationConfig
+from runtime.config import OrganisationConfig, PluginRef
 from runtime.errors import GatewayError
+from runtime.frontdoors.mcp import offerings
 from runtime.frontdoors.mcp.changes import ToolListChanges
+from runtime.frontdoors.mcp.elicitation import ParkedCalls, client_modes, session_elicitor
 from runtime.gateway import Gateway
+from runtime.mcp.connection import ServerRefused
+from runtime.mcp.resources import READ_RESOURCE_TOOL
 from runtime.orchestration.events import ToolCallFinished
+from runtime.orchestration.naming import public_name
 from runtime.orchestration.tools import BoundTool, Toolset, error_of, outcome_status, run_tool_call
-from runtime.plugin_host.tool import Sampler
+from runtime.plugin_host.tool import Elicitor, Sampler, ToolError
 from runtime.request import DoorRules, PluginGrant, ToolsContext
 from runtime.storage.keys import KeyInfo
 
@@ -53,8 +62,9 @@ MCP_CALL_DOOR = DoorRules("mcp", scope="mcp")
 MCP_LISTING_DOOR = DoorRules("mcp", scope="mcp", limits=False)
 
 INSTRUCTIONS = (
-    "plugway: the plugin tools of your gateway key's organisation, named <plugin-id>__<tool>. "
-    "Each call counts against the key's rate limits and the organisation's budget."
+    "plugway: the plugin tools of your gateway key's organisation, named <plugin-id>__<tool>, and its MCP "
+    "servers' prompts (<plugin-id>__<prompt>) and resources (plugway://<plugin-id>/<the server's URI>). "
+    "Each call, resource read and prompt counts against the key's rate limits and the organisation's budget."
 )
 
 # The organisation of the HTTP request being served, for the SDK's synchronous schema look-up.
@@ -202,10 +212,18 @@ class PluginToolServer:
             on_list_tools=self.list_tools,
             on_call_tool=self.call_tool,
             on_subscriptions_listen=self.listen,
+            on_list_resources=self.list_resources,
+            on_list_resource_templates=self.list_resource_templates,
+            on_read_resource=self.read_resource,
+            on_list_prompts=self.list_prompts,
+            on_get_prompt=self.get_prompt,
+            on_completion=self.complete,
             get_tool_input_schema=self.input_schema,
         )
+        self.parked = ParkedCalls()
 
     async def aclose(self) -> None:
+        self.parked.close()
         await self.changes.aclose()
 
     # -- tools of an organisation -----------------------------------------------------
@@ -270,12 +288,14 @@ class PluginToolServer:
 
     async def call_tool(
         self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
-    ) -> types.CallToolResult:
+    ) -> types.CallToolResult | types.InputRequiredResult:
         with mcp_errors():
             caller = caller_of(ctx)
-            organisation = self.gateway.organisation(caller.key.organisation_id)
-            if organisation is None:
-                raise organisation_not_configured()
+            if params.request_state is not None:
+                # A 2026 client's retry carrying the answer to the question its call asked.
+                parked = self.parked.resume(caller.key.id, params.request_state, params.input_responses)
+                return await self._outcome(parked)
+            organisation = self._organisation(caller)
             toolset = await self._toolset(organisation, grants_for(organisation, None))
             if params.name not in toolset.by_name:
                 # Before admission: a call that cannot run spends none of the key's rate limit.
@@ -284,8 +304,26 @@ class PluginToolServer:
                     f"Unknown tool: '{params.name}'. tools/list shows the tools of this key's organisation.",
                 )
             admitted = await admit_tools(self.gateway, MCP_CALL_DOOR, key=caller.key, request_id=caller.request_id)
-            finished = await self._run(ctx, admitted, toolset, params)
+            modes = client_modes(ctx)
+            if modes and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                # No requests to a 2026 client: a question comes back as an InputRequiredResult.
+                parked = self.parked.start(
+                    caller.key.id, modes, lambda elicit: self._run(ctx, admitted, toolset, params, elicit)
+                )
+                return await self._outcome(parked)
+            elicitor = session_elicitor(ctx, modes) if modes else None
+            finished = await self._run(ctx, admitted, toolset, params, elicitor)
             return tool_result(finished)
+
+    async def _outcome(self, parked: Any) -> types.CallToolResult | types.InputRequiredResult:
+        outcome = await self.parked.outcome(parked)
+        return outcome if isinstance(outcome, types.InputRequiredResult) else tool_result(outcome)
+
+    def _organisation(self, caller: Caller) -> OrganisationConfig:
+        organisation = self.gateway.organisation(caller.key.organisation_id)
+        if organisation is None:
+            raise organisation_not_configured()
+        return organisation
 
     async def _run(
         self,
@@ -293,6 +331,7 @@ class PluginToolServer:
         admitted: ToolsContext,
         toolset: Toolset,
         params: types.CallToolRequestParams,
+        elicitor: Elicitor | None = None,
     ) -> ToolCallFinished:
         """Run the call exactly as the orchestration loop does, and record it (source ``mcp``) however it ends."""
         call = {
@@ -313,6 +352,7 @@ class PluginToolServer:
                     config=self.gateway.settings.orchestration,
                     on_progress=progress.report,
                     sampler=self._sampler(admitted, toolset.by_name[params.name]),
+                    elicitor=elicitor,
                 )
             status = outcome_status(finished)
             return finished
@@ -327,6 +367,137 @@ class PluginToolServer:
             return None
         factory = self.gateway.orchestrator.sampling
         return factory(admitted.with_model(model, admitted.door), admitted.request_id) if factory is not None else None
+
+    # -- resources and prompts of the organisation's MCP servers ------------------------------
+
+    async def _servers(self, caller: Caller) -> list[offerings.Server]:
+        # Listing is admitted (organisation, budget) but spends none of the key's rate limit.
+        admitted = await admit_tools(self.gateway, MCP_LISTING_DOOR, key=caller.key, request_id=caller.request_id)
+        return await offerings.servers_of(self.gateway.mcp, admitted.organisation)
+
+    def _cursor(self, params: types.PaginatedRequestParams | None) -> str | None:
+        return params.cursor if params is not None else None
+
+    async def list_resources(
+        self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        with mcp_errors():
+            servers = await self._servers(caller_of(ctx))
+            items, cursor = offerings.page(offerings.resources(servers), self._cursor(params), self.page_size)
+            return types.ListResourcesResult(resources=items, next_cursor=cursor, ttl_ms=0, cache_scope="private")
+
+    async def list_resource_templates(
+        self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        with mcp_errors():
+            servers = await self._servers(caller_of(ctx))
+            items, cursor = offerings.page(offerings.templates(servers), self._cursor(params), self.page_size)
+            return types.ListResourceTemplatesResult(
+                resource_templates=items, next_cursor=cursor, ttl_ms=0, cache_scope="private"
+            )
+
+    async def list_prompts(
+        self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListPromptsResult:
+        with mcp_errors():
+            servers = await self._servers(caller_of(ctx))
+            items, cursor = offerings.page(offerings.prompts(servers), self._cursor(params), self.page_size)
+            return types.ListPromptsResult(prompts=items, next_cursor=cursor, ttl_ms=0, cache_scope="private")
+
+    async def _mcp_plugin(self, caller: Caller, uri: str) -> tuple[OrganisationConfig, PluginRef, str]:
+        """(organisation, plugin, the server's own URI) of a resource URI; only the caller's organisation's plugins."""
+        organisation = self._organisation(caller)
+        split = offerings.split_uri(uri)
+        ref = organisation.plugin(split[0]) if split is not None else None
+        if split is None or ref is None or ref.mcp is None or self.gateway.mcp is None:
+            raise offerings.unknown_resource(uri)
+        return organisation, ref, split[1]
+
+    async def _served(self, admitted: ToolsContext, record_as: str, request: Any) -> Any:
+        """A request to an upstream server made on a client's behalf: timed out, recorded, errors said."""
+        started = time.perf_counter()
+        status = "cancelled"
+        try:
+            async with asyncio.timeout(self.gateway.settings.orchestration.tool_timeout_s):
+                result = await request
+            status = "ok"
+            return result
+        except TimeoutError:
+            status = "timeout"
+            raise MCPError(types.INTERNAL_ERROR, "The MCP server did not answer in time.") from None
+        except ServerRefused as exc:
+            status = "tool_error"
+            raise MCPError(exc.code, str(exc)) from None
+        except ToolError as exc:
+            status = "tool_failed"
+            raise MCPError(types.INTERNAL_ERROR, str(exc)) from None
+        finally:
+            self.gateway.record_tool_call(admitted, record_as, started=started, status=status)
+
+    async def read_resource(
+        self, ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        with mcp_errors():
+            caller = caller_of(ctx)
+            organisation, ref, uri = await self._mcp_plugin(caller, params.uri)
+            # Before admission: a URI that names no server spends none of the key's rate limit.
+            admitted = await admit_tools(self.gateway, MCP_CALL_DOOR, key=caller.key, request_id=caller.request_id)
+            assert self.gateway.mcp is not None  # _mcp_plugin checked it
+            connection = await self.gateway.mcp.connection_for(ref, organisation=organisation.id)
+            result = await self._served(admitted, public_name(ref.id, READ_RESOURCE_TOOL), connection.read_resource(uri))
+            return offerings.read_result(ref.id, result)
+
+    async def get_prompt(
+        self, ctx: ServerRequestContext[Any, Any], params: types.GetPromptRequestParams
+    ) -> types.GetPromptResult:
+        with mcp_errors():
+            caller = caller_of(ctx)
+            found = offerings.prompt_named(await self._servers(caller), params.name)
+            if found is None:
+                raise MCPError(
+                    types.INVALID_PARAMS,
+                    f"Unknown prompt: '{params.name}'. prompts/list shows the prompts of this key's organisation.",
+                )
+            server, name = found
+            admitted = await admit_tools(self.gateway, MCP_CALL_DOOR, key=caller.key, request_id=caller.request_id)
+            result = await self._served(
+                admitted, f"prompt:{params.name}", server.connection.get_prompt(name, params.arguments)
+            )
+            return offerings.prompt_result(server.plugin_id, result)
+
+    async def complete(
+        self, ctx: ServerRequestContext[Any, Any], params: types.CompleteRequestParams
+    ) -> types.CompleteResult:
+        """Completions for a prompt's or a resource template's argument, from the server that owns it."""
+        with mcp_errors():
+            caller = caller_of(ctx)
+            servers = await self._servers(caller)
+            ref: types.PromptReference | types.ResourceTemplateReference
+            if isinstance(params.ref, types.PromptReference):
+                found = offerings.prompt_named(servers, params.ref.name)
+                if found is None:
+                    raise MCPError(types.INVALID_PARAMS, f"Unknown prompt: '{params.ref.name}'.")
+                server, name = found
+                ref = params.ref.model_copy(update={"name": name})
+            else:
+                split = offerings.split_uri(params.ref.uri)
+                server_found = offerings.server_named(servers, split[0]) if split is not None else None
+                if split is None or server_found is None:
+                    raise offerings.unknown_resource(params.ref.uri)
+                server = server_found
+                ref = params.ref.model_copy(update={"uri": split[1]})
+            context = params.context.arguments if params.context is not None else None
+            try:
+                async with asyncio.timeout(self.gateway.settings.orchestration.tool_timeout_s):
+                    return await server.connection.complete(
+                        ref, {"name": params.argument.name, "value": params.argument.value}, context
+                    )
+            except TimeoutError:
+                raise MCPError(types.INTERNAL_ERROR, "The MCP server did not answer in time.") from None
+            except ServerRefused as exc:
+                raise MCPError(exc.code, str(exc)) from None
+            except ToolError as exc:
+                raise MCPError(types.INTERNAL_ERROR, str(exc)) from None
 
     async def listen(
         self, ctx: ServerRequestContext[Any, Any], params: types.SubscriptionsListenRequestParams
