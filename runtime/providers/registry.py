@@ -69,7 +69,9 @@ class ProviderProfile:
     json_schema_output: bool = False
     # Image parts in user messages reach the model.
     vision: bool = False
-    # Images in tool results reach the model (else only their text does).
+    # The adapter can carry a tool result's images (Anthropic: image blocks in the tool_result;
+    # chat completions: a user message with the images right after the round's tool messages).
+    # They reach the model only when it has ``vision`` too; else it reads their description.
     tool_result_images: bool = False
     # Serves ``POST /embeddings``; the adapter then has an ``embeddings`` method.
     embeddings: bool = False
@@ -77,6 +79,9 @@ class ProviderProfile:
     reasoning: bool = False
     # Most tools one request may offer (a provider's ``max_tools`` setting narrows it).
     max_tools: int = DEFAULT_MAX_TOOLS
+    # JSON Schema keywords removed from tool schemas before they reach this kind's upstreams
+    # (see runtime.providers.tool_schemas): metadata some of them refuse.
+    tool_schema_drops: frozenset[str] = frozenset()
 
     def speaks(self, api: Api) -> bool:
         return api in self.native_apis
@@ -150,7 +155,15 @@ register_provider_kind(
     ProviderKind(
         "openai",
         "runtime.providers.openai:OpenAIProvider",
-        ProviderProfile(json_schema_output=True, vision=True, embeddings=True, reasoning=True),
+        ProviderProfile(
+            json_schema_output=True,
+            vision=True,
+            tool_result_images=True,
+            embeddings=True,
+            reasoning=True,
+            # OpenAI-compatible endpoints (Gemini's among them) refuse ``$schema``; none needs it.
+            tool_schema_drops=frozenset({"$schema"}),
+        ),
     )
 )
 register_provider_kind(

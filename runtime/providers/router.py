@@ -43,6 +43,7 @@ from runtime.providers.registry import (
     provider_kind,
 )
 from runtime.providers.resilience import CircuitBreaker, open_stream_with_retries
+from runtime.providers.tool_schemas import body_for_dialect
 from runtime.request import RouteLog
 from runtime.telemetry import current as telemetry
 
@@ -149,8 +150,8 @@ class ModelRouter:
         return min(limits, default=DEFAULT_MAX_TOOLS)
 
     def accepts_tool_images(self, model: ModelConfig) -> bool:
-        """Whether every provider along the model's chain can show images in tool results."""
-        return all(profile.tool_result_images for _, profile in self._chain_profiles(model))
+        """Whether every model along the chain sees images (``vision``) and its adapter carries them from tool results."""
+        return all(profile.vision and profile.tool_result_images for _, profile in self._chain_profiles(model))
 
     def supports_json_schema(self, model: ModelConfig) -> bool:
         """Whether every provider along the chain honours ``response_format`` json_schema."""
@@ -177,7 +178,7 @@ class ModelRouter:
         return chain
 
     def _upstream_body(self, model: ModelConfig, body: JSON) -> JSON:
-        upstream = dict(body)
+        upstream = dict(body_for_dialect(body, self.profile(model).tool_schema_drops))
         upstream["model"] = model.upstream
         if model.max_tokens_default and "max_tokens" not in upstream and "max_completion_tokens" not in upstream:
             upstream["max_tokens"] = model.max_tokens_default

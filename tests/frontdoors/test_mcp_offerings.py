@@ -18,20 +18,20 @@ from typing import Any
 
 import httpx2
 import mcp_types as types
+import openai
 import pytest
 from mcp import Client, MCPError
 from mcp.client.streamable_http import streamable_http_client
 from sqlmodel import Session, select
 
 from runtime.storage.models import UsageRecord
-from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.mcp.mcp_helpers import HttpServer, start_http_server
 from tests.support import GatewayServer, make_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_SERVER = ROOT / "tests" / "fixtures" / "mcp_test_server.py"
 MODES = ["auto", "legacy"]
-PIXEL = (ROOT / "tests" / "fixtures" / "mcp_test_server.py").exists()
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +46,19 @@ def served(upstream_server: FakeOpenAI, web_server: HttpServer, tmp_path_factory
     stdio = {"command": [sys.executable, str(TEST_SERVER)]}
     legacy = {"command": [sys.executable, str(TEST_SERVER), "--legacy"]}
     web = {"url": web_server.url, "headers": {"Authorization": f"Bearer {web_server.token}"}}
+    data = tmp_path_factory.mktemp("offerings")
+    # The bundled CRM server declares the resources capability but has no resource.
+    crm = {"command": [sys.executable, "-m", "mcp_servers.support_crm"], "env": {"SUPPORT_CRM_DB": str(data / "crm.db")}, "cwd": str(ROOT)}
     settings = make_settings(
-        tmp_path_factory.mktemp("offerings"),
+        data,
         upstream_server.base_url,
-        plugins=[{"id": "clock"}, {"id": "tk", "mcp": stdio}, {"id": "tkl", "mcp": legacy}, {"id": "web", "mcp": web}],
+        plugins=[
+            {"id": "clock"},
+            {"id": "tk", "mcp": stdio},
+            {"id": "tkl", "mcp": legacy},
+            {"id": "web", "mcp": web},
+            {"id": "crm", "mcp": crm},
+        ],
         extra_orgs=[{"id": "beta", "plugins": [{"id": "tk", "mcp": stdio}]}],
     )
     server = GatewayServer(settings).start()
@@ -136,6 +145,33 @@ async def test_a_resource_the_server_does_not_have_is_its_error(served: GatewayS
         with pytest.raises(MCPError) as info:
             await client.read_resource("plugway://web/nothing://here")
     assert "nothing://here" in info.value.message
+
+
+async def test_read_resource_is_offered_only_for_servers_that_have_resources(served: GatewayServer) -> None:
+    async with connected(served, served.mint()) as client:
+        names = {tool.name for tool in (await client.list_tools()).tools}
+    assert {"tk__read_resource", "tkl__read_resource", "web__read_resource"} <= names
+    assert "crm__lookup_customer" in names
+    assert "crm__read_resource" not in names and "clock__read_resource" not in names
+
+
+@pytest.mark.parametrize(
+    ("call", "arguments"),
+    [("tk__picture", {"caption": "tiny"}), ("web__read_resource", {"uri": "images://pixel.png"})],
+    ids=["tool-image", "binary-resource"],
+)
+def test_an_mcp_servers_image_reaches_a_vision_model_as_an_image_part(
+    served: GatewayServer, upstream: FakeOpenAI, call: str, arguments: dict[str, Any]
+) -> None:
+    upstream.enqueue(Reply(tool_calls=[(call, arguments)]), Reply(text="I see it"))
+    client = openai.OpenAI(base_url=served.base_url, api_key=served.mint(), max_retries=0, timeout=20)
+    reply = client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "look"}])
+    assert reply.choices[0].message.content == "I see it"
+    messages = upstream.requests[1]["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool", "user"]
+    assert isinstance(messages[2]["content"], str) and "image/png" in messages[2]["content"]
+    image = messages[3]["content"][1]
+    assert image["type"] == "image_url" and image["image_url"]["url"].startswith("data:image/png;base64,iVBOR")
 
 
 # -- prompts and completion --------------------------------------------------------------------
