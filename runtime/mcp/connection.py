@@ -44,7 +44,7 @@ import logging
 import math
 import shlex
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -57,6 +57,7 @@ import mcp_types
 from mcp import Client, MCPError
 from mcp.client.session import ClientRequestContext
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.subscriptions import ResourceUpdated
 from mcp_types import (
     CONNECTION_CLOSED,
     INTERNAL_ERROR,
@@ -293,6 +294,12 @@ class McpConnection:
         self._http_error: str | None = None  # the last HTTP refusal while connecting
         self._session_lost: tuple[int, str] | None = None  # (generation, reason)
         self._calls: set[_Call] = set()
+        # Resource URI -> who wants to hear that it changed (see watch_resource).
+        self._watched: dict[str, list[Callable[[str], None]]] = {}
+        self._watch_changed = asyncio.Event()
+        self._watch_version = 0  # bumped whenever the set of watched URIs changes
+        self._watch_applied = 0  # the version the server has been told of
+        self._watch_applied_event = asyncio.Event()
         # Connections whose server's requests name no call serve one call at a time.
         self._one_at_a_time = asyncio.Lock()
         self._serving: _Call | None = None
@@ -569,6 +576,7 @@ class McpConnection:
                 )
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._refresh_on_request)
+                    tg.start_soon(self._keep_resource_subscriptions, client)
                     if self.transport_kind == "http":
                         tg.start_soon(self._keep_pinging, client, self._generation)
                     if client.protocol_version in MODERN_PROTOCOL_VERSIONS and self._announces_changes():
@@ -702,7 +710,11 @@ class McpConnection:
         # This runs inside the SDK's receive loop, which must not wait on a
         # request of its own: the refresh happens in the owner's task group.
         notification = getattr(message, "root", message)
-        if isinstance(
+        if isinstance(notification, mcp_types.ResourceUpdatedNotification):
+            # A 2026 server's updates come on the listen stream, which hands them over itself.
+            if self.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+                self._resource_updated(str(notification.params.uri))
+        elif isinstance(
             notification,
             mcp_types.ToolListChangedNotification
             | mcp_types.ResourceListChangedNotification
@@ -779,6 +791,94 @@ class McpConnection:
                 await self.refresh_tools(force=True)
             except ToolError as exc:
                 logger.info("%s", exc)
+
+    # ----- resource subscriptions ------------------------------------------------
+
+    async def watch_resource(self, uri: str, listener: Callable[[str], None], *, wait_s: float | None = None) -> Callable[[], None]:
+        """Have ``listener(uri)`` called whenever the server says the resource changed.
+
+        The server is told (a ``subscriptions/listen`` stream naming every watched URI for
+        2026 servers, ``resources/subscribe`` for older ones, again after each reconnection);
+        this waits (at most ``wait_s``) until it has been, so that no change after the call
+        returns is missed. Returns the function that stops the watch.
+        """
+        listeners = self._watched.setdefault(uri, [])
+        listeners.append(listener)
+        if len(listeners) == 1:
+            self._watch_version += 1
+            self._watch_changed.set()
+        version = self._watch_version
+
+        def unwatch() -> None:
+            current = self._watched.get(uri)
+            if current is None or listener not in current:
+                return
+            current.remove(listener)
+            if not current:
+                del self._watched[uri]
+                self._watch_version += 1
+                self._watch_changed.set()
+
+        if self.state is State.READY:
+            with anyio.move_on_after(self.connect_timeout_s if wait_s is None else wait_s):
+                while self._watch_applied < version:
+                    await self._watch_applied_event.wait()
+        return unwatch
+
+    def _resource_updated(self, uri: str) -> None:
+        for listener in list(self._watched.get(uri, ())):
+            try:
+                listener(uri)
+            except Exception:
+                logger.exception("MCP server %s: a resource-update listener failed", self.log_name)
+
+    def _applied(self, version: int) -> None:
+        self._watch_applied = max(self._watch_applied, version)
+        event, self._watch_applied_event = self._watch_applied_event, asyncio.Event()
+        event.set()
+
+    async def _keep_resource_subscriptions(self, client: Client) -> None:
+        """Keep the server told which resources are watched, for as long as this session lasts."""
+        modern = client.protocol_version in MODERN_PROTOCOL_VERSIONS
+        subscribed: set[str] = set()
+        while True:
+            self._watch_changed.clear()
+            version, wanted = self._watch_version, sorted(self._watched)
+            if modern and wanted:
+                try:
+                    async with client.listen(resource_subscriptions=wanted) as subscription, anyio.create_task_group() as tg:
+                        self._applied(version)
+
+                        async def pump(sub: Any = subscription, group: Any = tg) -> None:
+                            async for event in sub:
+                                if isinstance(event, ResourceUpdated):
+                                    self._resource_updated(event.uri)
+                            group.cancel_scope.cancel()  # the stream ended: open it again
+
+                        tg.start_soon(pump)
+                        await self._watch_changed.wait()
+                        tg.cancel_scope.cancel()
+                    continue
+                except Exception as exc:
+                    logger.info("MCP server %s: cannot subscribe to resources: %s", self.log_name, describe_error(exc))
+                    self._applied(version)  # nothing to wait for
+                    await anyio.sleep(1.0)
+                    continue
+            if not modern:
+                for uri in sorted(set(wanted) - subscribed):
+                    try:
+                        await client.subscribe_resource(uri)
+                        subscribed.add(uri)
+                    except Exception as exc:
+                        logger.info("MCP server %s: cannot subscribe to %s: %s", self.log_name, uri, describe_error(exc))
+                for uri in sorted(subscribed - set(wanted)):
+                    subscribed.discard(uri)
+                    try:
+                        await client.unsubscribe_resource(uri)
+                    except Exception as exc:
+                        logger.debug("MCP server %s: unsubscribing from %s: %s", self.log_name, uri, describe_error(exc))
+            self._applied(version)
+            await self._watch_changed.wait()
 
     # ----- server requests: sampling, roots, elicitation ---------------------------
 

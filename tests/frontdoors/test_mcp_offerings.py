@@ -140,6 +140,45 @@ async def test_a_uri_outside_the_organisations_plugins_is_an_unknown_resource(se
     assert all(error.code == types.INVALID_PARAMS and "Unknown resource" in error.message for error in errors)
 
 
+@pytest.mark.parametrize("plugin", ["tk", "tkl", "web"])
+async def test_a_listener_hears_of_a_subscribed_resources_change_under_its_public_uri(served: GatewayServer, plugin: str) -> None:
+    uri = f"plugway://{plugin}/notes://billing"
+    async with connected(served, served.mint()) as client, connected(served, served.mint("beta")) as beta:
+        async with client.listen(resource_subscriptions=[uri]) as subscription, beta.listen(
+            resource_subscriptions=["plugway://tk/notes://billing"]
+        ) as other:
+            assert subscription.honored.resource_subscriptions == [uri]
+            touched = await client.call_tool(f"{plugin}__touch_note", {"topic": "billing"})
+            assert text_of(touched) == "touched notes://billing"
+            event = await asyncio.wait_for(anext(subscription), timeout=10)
+            assert type(event).__name__ == "ResourceUpdated" and event.uri == uri  # type: ignore[attr-defined]
+            with pytest.raises(TimeoutError):  # beta's own tk connection saw no change
+                await asyncio.wait_for(anext(other), timeout=1.5)
+
+
+@pytest.mark.parametrize("plugin", ["tk", "tkl", "web"])
+async def test_a_handshake_session_subscribed_to_a_resource_is_told_of_its_change(served: GatewayServer, plugin: str) -> None:
+    uri = f"plugway://{plugin}/notes://bugs"
+    updated: asyncio.Queue[str] = asyncio.Queue()
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ResourceUpdatedNotification):
+            updated.put_nowait(str(message.params.uri))
+
+    async with connected(served, served.mint(), mode="legacy", message_handler=on_message) as client:
+        assert client.server_capabilities.resources is not None and client.server_capabilities.resources.subscribe
+        await client.subscribe_resource(uri)
+        await client.call_tool(f"{plugin}__touch_note", {"topic": "bugs"})
+        assert await asyncio.wait_for(updated.get(), timeout=10) == uri
+        assert updated.empty()  # told once
+        await client.unsubscribe_resource(uri)
+        await client.call_tool(f"{plugin}__touch_note", {"topic": "bugs"})
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(updated.get(), timeout=1.5)
+        with pytest.raises(MCPError):
+            await client.subscribe_resource("plugway://nobody/notes://bugs")
+
+
 async def test_a_resource_the_server_does_not_have_is_its_error(served: GatewayServer) -> None:
     async with connected(served, served.mint()) as client:
         with pytest.raises(MCPError) as info:

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +30,7 @@ from mcp.server.models import InitializationOptions
 from mcp.server.session import ServerSession
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from mcp.shared.exceptions import MCPError
+from mcp.shared.subscriptions import ResourceUpdated
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 import runtime
@@ -218,12 +219,20 @@ class PluginToolServer:
             on_list_prompts=self.list_prompts,
             on_get_prompt=self.get_prompt,
             on_completion=self.complete,
+            on_subscribe_resource=self.subscribe_resource,
+            on_unsubscribe_resource=self.unsubscribe_resource,
             get_tool_input_schema=self.input_schema,
         )
         self.parked = ParkedCalls()
+        # (handshake-era session id, resource URI) -> the function that stops watching it.
+        self._session_watches: dict[tuple[str, str], Callable[[], None]] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
     async def aclose(self) -> None:
         self.parked.close()
+        for unwatch in self._session_watches.values():
+            unwatch()
+        self._session_watches.clear()
         await self.changes.aclose()
 
     # -- tools of an organisation -----------------------------------------------------
@@ -499,6 +508,64 @@ class PluginToolServer:
             except ToolError as exc:
                 raise MCPError(types.INTERNAL_ERROR, str(exc)) from None
 
+    # -- resource subscriptions --------------------------------------------------------------
+
+    def _soon(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _watch(self, organisation: OrganisationConfig, uri: str, on_update: Callable[[str], None]) -> Callable[[], None] | None:
+        """Watch a ``/mcp`` resource URI on the organisation's own connection; None if it names no server of it."""
+        split = offerings.split_uri(uri)
+        ref = organisation.plugin(split[0]) if split is not None else None
+        if split is None or ref is None or ref.mcp is None or self.gateway.mcp is None:
+            return None
+        connection = await self.gateway.mcp.connection_for(ref, organisation=organisation.id)
+        return await connection.watch_resource(split[1], lambda _original: on_update(uri))
+
+    async def subscribe_resource(
+        self, ctx: ServerRequestContext[Any, Any], params: types.SubscribeRequestParams
+    ) -> types.EmptyResult:
+        """A handshake-era client's ``resources/subscribe``: updates arrive on its session's GET stream."""
+        with mcp_errors():
+            caller = caller_of(ctx)
+            await admit_tools(self.gateway, MCP_LISTING_DOOR, key=caller.key, request_id=caller.request_id)
+            session = ctx.session
+            watch_key = (caller.session_id or str(id(session)), params.uri)
+            if watch_key in self._session_watches:
+                return types.EmptyResult()
+
+            async def tell(uri: str) -> None:
+                try:
+                    await session.send_resource_updated(uri)
+                except Exception:
+                    # The session is gone: stop watching for it.
+                    unwatch = self._session_watches.pop(watch_key, None)
+                    if unwatch is not None:
+                        unwatch()
+
+            unwatch = await self._watch(self._organisation(caller), params.uri, lambda uri: self._soon(tell(uri)))
+            if unwatch is None:
+                raise offerings.unknown_resource(params.uri)
+            self._session_watches[watch_key] = unwatch
+            return types.EmptyResult()
+
+    def session_ended(self, session_id: str) -> None:
+        """A handshake-era session was deleted or forgotten: its resource watches end with it."""
+        for watch_key in [k for k in self._session_watches if k[0] == session_id]:
+            self._session_watches.pop(watch_key)()
+
+    async def unsubscribe_resource(
+        self, ctx: ServerRequestContext[Any, Any], params: types.UnsubscribeRequestParams
+    ) -> types.EmptyResult:
+        with mcp_errors():
+            caller = caller_of(ctx)
+            unwatch = self._session_watches.pop((caller.session_id or str(id(ctx.session)), params.uri), None)
+            if unwatch is not None:
+                unwatch()
+            return types.EmptyResult()
+
     async def listen(
         self, ctx: ServerRequestContext[Any, Any], params: types.SubscriptionsListenRequestParams
     ) -> types.SubscriptionsListenResult:
@@ -506,5 +573,19 @@ class PluginToolServer:
             caller = caller_of(ctx)
             admitted, toolset = await self._admit_listing(caller)
         organisation_id = admitted.organisation.id
-        with self.changes.listening(organisation_id, toolset):
-            return await self.changes.listen_handler(organisation_id)(ctx, params)
+        # Resources the client names are watched on the organisation's own connections before
+        # the stream is acknowledged; a URI that names none of its servers is honored and never fires.
+        bus = self.changes.bus(organisation_id)
+        unwatches = []
+        try:
+            for uri in params.notifications.resource_subscriptions or ():
+                unwatch = await self._watch(
+                    admitted.organisation, uri, lambda public: self._soon(bus.publish(ResourceUpdated(uri=public)))
+                )
+                if unwatch is not None:
+                    unwatches.append(unwatch)
+            with self.changes.listening(organisation_id, toolset):
+                return await self.changes.listen_handler(organisation_id)(ctx, params)
+        finally:
+            for unwatch in unwatches:
+                unwatch()
