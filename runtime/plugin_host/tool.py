@@ -41,6 +41,24 @@ class ToolImage:
 
 
 @dataclass(frozen=True)
+class ToolAudio:
+    """A sound a tool returns: base64 ``data`` of ``mime_type`` (``audio/wav``, ``audio/mpeg``, ...)."""
+
+    mime_type: str
+    data: str
+    name: str | None = None
+
+    @property
+    def size(self) -> int:
+        """Decoded size in bytes, without decoding."""
+        return len(self.data.rstrip("=")) * 3 // 4
+
+    def describe(self) -> str:
+        named = f" '{self.name}'" if self.name else ""
+        return f"[audio{named}: {self.mime_type}, {self.size} bytes]"
+
+
+@dataclass(frozen=True)
 class ToolResult:
     """A result with images besides text.
 
@@ -51,6 +69,8 @@ class ToolResult:
 
     text: str
     images: tuple[ToolImage, ...] = ()
+    # Sounds go to models that can hear them (``models[].audio``), as images go to those that see.
+    audio: tuple[ToolAudio, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -61,16 +61,17 @@ def upstream_error_from_response(provider_id: str, status: int, headers: Mapping
 
 
 def _is_image_part(part: Any) -> bool:
-    return isinstance(part, dict) and part.get("type") == "image_url"
+    """An image (or sound) part: what a ``role: tool`` message cannot carry on chat completions."""
+    return isinstance(part, dict) and part.get("type") in ("image_url", "input_audio")
 
 
 def images_after_tool_results(messages: list[JSON]) -> list[JSON]:
     """Tool messages carrying images, as chat completions accepts them.
 
     A ``role: tool`` message's content may only be text there, so a tool
-    result's images (the loop puts them beside its text as ``image_url`` parts)
-    move to one ``user`` message right after the round's tool messages, each
-    image introduced by the call it came from. That is what OpenAI's own
+    result's images and sounds (the loop puts them beside its text as
+    ``image_url`` and ``input_audio`` parts) move to one ``user`` message right
+    after the round's tool messages, introduced by the call they came from. That is what OpenAI's own
     examples and the common gateways do: the model reads the tool's text where
     it belongs and sees the images as the very next thing. (A user message
     between two tool messages would break the round, so it waits for the last.)
@@ -90,7 +91,7 @@ def images_after_tool_results(messages: list[JSON]) -> list[JSON]:
         if message.get("role") == "tool" and isinstance(content, list) and any(map(_is_image_part, content)):
             text = "\n".join(str(part.get("text") or "") for part in content if isinstance(part, dict) and part.get("type") == "text")
             out.append({**message, "content": text})
-            pending.append({"type": "text", "text": f"The images returned by tool call {message.get('tool_call_id') or ''}:"})
+            pending.append({"type": "text", "text": f"Returned by tool call {message.get('tool_call_id') or ''}:"})
             pending.extend(part for part in content if _is_image_part(part))
         else:
             out.append(message)

@@ -69,6 +69,8 @@ class ProviderProfile:
     json_schema_output: bool = False
     # Image parts in user messages reach the model.
     vision: bool = False
+    # Sound parts (``input_audio``: wav or mp3) reach the model.
+    audio: bool = False
     # The adapter can carry a tool result's images (Anthropic: image blocks in the tool_result;
     # chat completions: a user message with the images right after the round's tool messages).
     # They reach the model only when it has ``vision`` too; else it reads their description.
@@ -143,11 +145,13 @@ def provider_kinds() -> list[str]:
     return sorted(_KINDS)
 
 
-def profile_for(kind: str, *, vision: bool | None = None) -> ProviderProfile:
+def profile_for(kind: str, *, vision: bool | None = None, audio: bool | None = None) -> ProviderProfile:
     """The profile of a model served by a provider of ``kind``, with the model's own overrides."""
     profile = provider_kind(kind).profile
     if vision is not None and vision != profile.vision:
         profile = replace(profile, vision=vision)
+    if audio is not None and audio != profile.audio:
+        profile = replace(profile, audio=audio)
     return profile
 
 

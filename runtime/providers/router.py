@@ -136,7 +136,7 @@ class ModelRouter:
 
     def profile(self, model: ModelConfig) -> ProviderProfile:
         """What the provider serving ``model`` can do, with the model's own overrides."""
-        return profile_for(self._configs[model.provider].kind, vision=model.vision)
+        return profile_for(self._configs[model.provider].kind, vision=model.vision, audio=model.audio)
 
     def _chain_profiles(self, model: ModelConfig) -> list[tuple[ModelConfig, ProviderProfile]]:
         return [(candidate, self.profile(candidate)) for candidate in self._chain(model) if candidate.provider in self._configs]
@@ -149,9 +149,19 @@ class ModelRouter:
         ]
         return min(limits, default=DEFAULT_MAX_TOOLS)
 
-    def accepts_tool_images(self, model: ModelConfig) -> bool:
-        """Whether every model along the chain sees images (``vision``) and its adapter carries them from tool results."""
-        return all(profile.vision and profile.tool_result_images for _, profile in self._chain_profiles(model))
+    def tool_media(self, model: ModelConfig) -> frozenset[str]:
+        """What of a tool result's media reaches the model: ``image`` (every model along the chain
+        sees and its adapter carries tool images), ``audio`` (likewise, hears)."""
+        profiles = [profile for _, profile in self._chain_profiles(model)]
+        carried = [profile for profile in profiles if profile.tool_result_images]
+        if len(carried) != len(profiles):
+            return frozenset()
+        media = set()
+        if all(profile.vision for profile in carried):
+            media.add("image")
+        if all(profile.audio for profile in carried):
+            media.add("audio")
+        return frozenset(media)
 
     def supports_json_schema(self, model: ModelConfig) -> bool:
         """Whether every provider along the chain honours ``response_format`` json_schema."""

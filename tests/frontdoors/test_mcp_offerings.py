@@ -60,6 +60,10 @@ def served(upstream_server: FakeOpenAI, web_server: HttpServer, tmp_path_factory
             {"id": "crm", "mcp": crm},
         ],
         extra_orgs=[{"id": "beta", "plugins": [{"id": "tk", "mcp": stdio}]}],
+        models=[
+            {"id": "gpt-test", "provider": "upstream", "upstream_model": "gpt-4o-mini"},
+            {"id": "gpt-audio", "provider": "upstream", "upstream_model": "gpt-4o-audio-preview", "audio": True},
+        ],
     )
     server = GatewayServer(settings).start()
     yield server
@@ -211,6 +215,34 @@ def test_an_mcp_servers_image_reaches_a_vision_model_as_an_image_part(
     assert isinstance(messages[2]["content"], str) and "image/png" in messages[2]["content"]
     image = messages[3]["content"][1]
     assert image["type"] == "image_url" and image["image_url"]["url"].startswith("data:image/png;base64,iVBOR")
+
+
+def test_an_mcp_servers_sound_reaches_a_model_that_hears_as_an_input_audio_part(served: GatewayServer, upstream: FakeOpenAI) -> None:
+    upstream.enqueue(Reply(tool_calls=[("tk__beep", {})]), Reply(text="I hear it"))
+    client = openai.OpenAI(base_url=served.base_url, api_key=served.mint(), max_retries=0, timeout=20)
+    client.chat.completions.create(model="gpt-audio", messages=[{"role": "user", "content": "listen"}])
+    messages = upstream.requests[1]["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool", "user"]
+    assert "a short beep" in messages[2]["content"] and "[audio: audio/wav, 52 bytes]" in messages[2]["content"]
+    sound = messages[3]["content"][1]
+    assert sound["type"] == "input_audio" and sound["input_audio"]["format"] == "wav"
+    assert base64.b64decode(sound["input_audio"]["data"]).startswith(b"RIFF")
+
+
+def test_a_model_that_does_not_hear_reads_the_sounds_description(served: GatewayServer, upstream: FakeOpenAI) -> None:
+    upstream.enqueue(Reply(tool_calls=[("tk__beep", {})]), Reply(text="I read about it"))
+    client = openai.OpenAI(base_url=served.base_url, api_key=served.mint(), max_retries=0, timeout=20)
+    client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "listen"}])
+    messages = upstream.requests[1]["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool"]
+    assert messages[2]["content"] == "a short beep\n[audio: audio/wav, 52 bytes]"
+
+
+async def test_a_sound_reaches_an_mcp_client_as_audio_content(served: GatewayServer) -> None:
+    async with connected(served, served.mint()) as client:
+        result = await client.call_tool("tk__beep", {})
+    (sound,) = [block for block in result.content if isinstance(block, types.AudioContent)]
+    assert sound.mime_type == "audio/wav" and base64.b64decode(sound.data).startswith(b"RIFF")
 
 
 # -- prompts and completion --------------------------------------------------------------------

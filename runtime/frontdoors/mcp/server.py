@@ -144,6 +144,7 @@ def tool_result(finished: ToolCallFinished) -> types.CallToolResult:
         return types.CallToolResult(content=[types.TextContent(text=text)], is_error=True)
     blocks: list[types.ContentBlock] = [types.TextContent(text=finished.content)]
     blocks.extend(types.ImageContent(data=data, mime_type=mime_type) for mime_type, data in finished.images)
+    blocks.extend(types.AudioContent(data=data, mime_type=mime_type) for mime_type, data in finished.audio)
     structured: Any = None
     if finished.content.startswith("{"):
         with contextlib.suppress(orjson.JSONDecodeError):
