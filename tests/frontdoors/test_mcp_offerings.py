@@ -275,6 +275,22 @@ async def test_completion_of_prompt_and_template_arguments_comes_from_the_owning
     assert for_template.completion.values == ["refunds"]
 
 
+async def test_a_servers_new_prompt_reaches_that_organisations_listeners_as_prompts_list_changed(served: GatewayServer) -> None:
+    async with (
+        connected(served, served.mint()) as client,
+        connected(served, served.mint("beta")) as beta,
+        client.listen(prompts_list_changed=True) as subscription,
+        beta.listen(prompts_list_changed=True) as other,
+    ):
+        added = await client.call_tool("web__add_prompt", {"name": "fresh"})
+        assert text_of(added) == "added prompt fresh"
+        event = await asyncio.wait_for(anext(subscription), timeout=10)
+        assert type(event).__name__ == "PromptsListChanged"
+        assert "web__fresh" in {p.name for p in (await client.list_prompts(cache_mode="refresh")).prompts}
+        with pytest.raises(TimeoutError):  # beta does not configure web
+            await asyncio.wait_for(anext(other), timeout=1.5)
+
+
 # -- elicitation -------------------------------------------------------------------------------
 
 

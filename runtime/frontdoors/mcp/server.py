@@ -192,9 +192,10 @@ class _PluginToolsServer(Server[Any]):
         experimental_capabilities: dict[str, dict[str, Any]] | None = None,
         extensions: dict[str, dict[str, Any]] | None = None,
     ) -> InitializationOptions:
-        # Handshake-era clients learn here that tools/list_changed will come.
+        # Handshake-era clients learn here that tools/, resources/ and prompts/list_changed will come.
+        changes = NotificationOptions(tools_changed=True, resources_changed=True, prompts_changed=True)
         return super().create_initialization_options(
-            notification_options or NotificationOptions(tools_changed=True), experimental_capabilities, extensions
+            notification_options or changes, experimental_capabilities, extensions
         )
 
 
@@ -206,7 +207,9 @@ class PluginToolServer:
     ) -> None:
         self.gateway = gateway
         self.page_size = page_size
-        self.changes = ToolListChanges(self._organisation_toolset, poll_s=poll_s, session_idle_s=session_idle_s)
+        self.changes = ToolListChanges(
+            self._organisation_toolset, poll_s=poll_s, session_idle_s=session_idle_s, offerings_of=self._offerings_identity
+        )
         self.server = _PluginToolsServer(
             "plugway",
             version=runtime.__version__,
@@ -249,6 +252,17 @@ class PluginToolServer:
         if organisation is None:
             return None
         return await self.gateway.catalog.toolset(organisation, grants_for(organisation, None))
+
+    async def _offerings_identity(self, organisation_id: str) -> tuple[Any, Any]:
+        """What a client sees of the organisation's resources and prompts: a change is worth a list_changed."""
+        organisation = self.gateway.organisation(organisation_id)
+        if organisation is None:
+            return (), ()
+        servers = await offerings.servers_of(self.gateway.mcp, organisation)
+        resources = tuple((str(r.uri), r.name, r.description) for r in offerings.resources(servers))
+        templates = tuple((t.uri_template, t.name, t.description) for t in offerings.templates(servers))
+        prompts = tuple(p.model_dump_json() for p in offerings.prompts(servers))
+        return resources + templates, prompts
 
     async def _admit_listing(self, caller: Caller) -> tuple[ToolsContext, Toolset]:
         # Listing is admitted (organisation, budget) but spends none of the key's rate limit.
@@ -574,6 +588,7 @@ class PluginToolServer:
             caller = caller_of(ctx)
             admitted, toolset = await self._admit_listing(caller)
         organisation_id = admitted.organisation.id
+        await self.changes.baseline_offerings(organisation_id)
         # Resources the client names are watched on the organisation's own connections before
         # the stream is acknowledged; a URI that names none of its servers is honored and never fires.
         bus = self.changes.bus(organisation_id)
