@@ -36,16 +36,14 @@ class _Strict(BaseModel):
 # What a front door does with a request field the model's upstream cannot receive:
 # drop it and name it in x-plugway-ignored-params, or refuse the request naming every one.
 UnsupportedParams = Literal["ignore", "refuse"]
-# The OpenAI API a provider (or one model) is called with. Only chat exists today; the
-# Responses-native upstream is issue 20's work, refused until then rather than ignored.
+# The OpenAI API a provider (or one model) is called with: chat completions, or the Responses
+# API (a kind that has it registers it: runtime.providers.registry, ``other_apis``).
 UpstreamApi = Literal["chat", "responses"]
-RESPONSES_API_NOT_AVAILABLE = "api 'responses' (a Responses-native upstream) is not available yet; use 'chat'"
 
 
-def _chat_api_only(api: UpstreamApi | None) -> UpstreamApi | None:
-    if api == "responses":
-        raise ValueError(RESPONSES_API_NOT_AVAILABLE)
-    return api
+def _kind_speaks(kind: str, api: UpstreamApi | None, where: str) -> None:
+    if api is not None and api not in provider_kind(kind).apis:
+        raise ValueError(f"{where}: provider kind '{kind}' cannot be called with api '{api}' (it takes: {', '.join(sorted(provider_kind(kind).apis))})")
 
 
 class ProviderConfig(_Strict):
@@ -75,8 +73,6 @@ class ProviderConfig(_Strict):
     # for its whole length); requests beyond it wait for a free one.
     max_connections: int = Field(default=1024, ge=1)
 
-    _api = field_validator("api")(_chat_api_only)
-
     @field_validator("kind")
     @classmethod
     def _registered_kind(cls, kind: str) -> str:
@@ -87,6 +83,7 @@ class ProviderConfig(_Strict):
     def _needs_base_url(self) -> ProviderConfig:
         if provider_kind(self.kind).needs_base_url and not self.base_url:
             raise ValueError(f"provider kind '{self.kind}' needs a base_url")
+        _kind_speaks(self.kind, self.api if self.api != "chat" else None, f"provider '{self.id}'")
         return self
 
 
@@ -114,8 +111,6 @@ class ModelConfig(_Strict):
     # Overrides the audio of its provider kind's profile (sound parts reach it: an audio model
     # such as gpt-4o-audio-preview); None = the kind's (no kind hears by default).
     audio: bool | None = None
-
-    _api = field_validator("api")(_chat_api_only)
 
     @property
     def upstream(self) -> str:
@@ -446,6 +441,37 @@ class LoggingConfig(_Strict):
     debug_content: bool = False
 
 
+class OAuthServerConfig(_Strict):
+    # plugway as the OAuth authorization server of /mcp (MCP authorization); off: gateway keys only.
+    enabled: bool = True
+    # The gateway's public address (https://gateway.example.com): the issuer, and the /mcp resource
+    # tokens are bound to. Default: taken from each request's scheme and Host header.
+    public_url: str | None = None
+    access_token_ttl_s: int = Field(default=3600, ge=60)
+    refresh_token_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
+    # How long an authorization request waits for consent in the console.
+    consent_ttl_s: int = Field(default=600, ge=30)
+    # Clients may register themselves (RFC 7591); the MCP 2026-07-28 revision keeps it as a fallback.
+    dynamic_client_registration: bool = True
+    # A client_id may be an https URL of a Client ID Metadata Document, fetched on demand.
+    client_metadata_documents: bool = True
+    # Fetch client metadata documents from loopback and private addresses too (tests only: an
+    # address that is not public is otherwise refused, so a client_id cannot probe the network).
+    client_metadata_private_hosts: bool = False
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError(f"'{value}' is not a base URL such as https://gateway.example.com")
+        return value.rstrip("/")
+
+
 class Settings(_Strict):
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
@@ -461,6 +487,7 @@ class Settings(_Strict):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    oauth_server: OAuthServerConfig = Field(default_factory=OAuthServerConfig)
     # Names or glob patterns (claude-opus-*, gpt-5*) a client may send, mapped to a model id.
     model_aliases: dict[str, str] = Field(default_factory=dict)
     # A request field the model's upstream cannot receive: ignore (drop it and name it in
@@ -511,6 +538,10 @@ class Settings(_Strict):
         for i, model in enumerate(self.models):
             if model.provider not in provider_ids:
                 raise _PathError(f"models[{i}].provider", f"unknown provider '{model.provider}'")
+            if model.api is not None:
+                kind = next(p.kind for p in self.providers if p.id == model.provider)
+                if model.api not in provider_kind(kind).apis:
+                    raise _PathError(f"models[{i}].api", f"provider kind '{kind}' cannot be called with api '{model.api}'")
             for j, fallback in enumerate(model.fallbacks):
                 if fallback not in model_ids:
                     raise _PathError(f"models[{i}].fallbacks[{j}]", f"unknown model '{fallback}'")

@@ -59,6 +59,11 @@ async def authenticate(request: Request, gateway: Annotated[Gateway, Depends(get
     info = await gateway.keys.lookup(presented)
     if info is None:
         raise invalid_api_key(f"Incorrect API key provided: {presented[:6]}****{presented[-4:] if len(presented) > 10 else ''}.")
+    return authenticated_as(request, info)
+
+
+def authenticated_as(request: Request, info: KeyInfo) -> KeyInfo:
+    """The request is the key's (a gateway key, or a credential that acts as one such as an OAuth token on /mcp)."""
     request.state.key = info
     record = current_record()
     if record is not None:

@@ -18,6 +18,7 @@ from runtime.frontdoors.embeddings.feature import FEATURE as EMBEDDINGS
 from runtime.frontdoors.mcp.feature import FEATURE as MCP
 from runtime.frontdoors.messages.feature import FEATURE as MESSAGES
 from runtime.frontdoors.responses.feature import FEATURE as RESPONSES
+from runtime.oauth.feature import FEATURE as OAUTH_SERVER
 from runtime.telemetry import routes as telemetry_routes
 from workers.whatsapp.feature import FEATURE as WHATSAPP
 
@@ -37,4 +38,5 @@ FEATURES: tuple[Feature, ...] = (
     EMBEDDINGS,
     METRICS,
     MCP,
+    OAUTH_SERVER,
 )

@@ -74,6 +74,7 @@ PAGES = (
     Page("playground", "Playground", "Chat with an endpoint or a model and watch every tool call as it runs."),
     Page("whatsapp", "WhatsApp", "Conversations with the messages in and out, and dead letters to requeue."),
     Page("audit", "Audit log", "Every admin action: who, what, on what, when and from where."),
+    Page("oauth", "OAuth", "Applications connected to /mcp by OAuth: approve a sign-in, see and revoke them."),
 )
 _BY_SLUG = {page.slug: page for page in PAGES}
 SIGN_IN = Page("sign-in", "Sign in", "Sign in with an admin key.")

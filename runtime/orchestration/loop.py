@@ -53,6 +53,7 @@ from runtime.orchestration.tools import (
 from runtime.plugin_host.tool import Sampler
 from runtime.providers.router import ModelRouter
 from runtime.providers.streaming import StreamAccumulator
+from runtime.reasoning import REASONING_PARTS
 from runtime.request import RequestContext, RunRequest, RunState
 from runtime.telemetry import current as telemetry
 
@@ -162,7 +163,7 @@ class Orchestrator:
         if request.resume is not None:
             resumed = request.resume
             calls = resumed.assistant_message.get("tool_calls") or []
-            messages.append(_assistant_turn(resumed.assistant_message.get("content"), calls))
+            messages.append(_assistant_turn(resumed.assistant_message.get("content"), calls, resumed.assistant_message.get(REASONING_PARTS)))
             executed.update(_call_key(call) for call in calls)
             async for tool_event in self._run_tools(ctx, state, 1, calls, toolset, messages, media_reaching_model, refused=resumed.approvals, code=code):
                 yield tool_event
@@ -198,7 +199,7 @@ class Orchestrator:
                 # The conversation stops before the waiting turn, which a resumed run appends.
                 yield self._completed(state, last, list(messages), finish_reason="tool_calls")
                 return
-            messages.append(_assistant_turn(last.message.get("content"), calls))
+            messages.append(_assistant_turn(last.message.get("content"), calls, last.message.get(REASONING_PARTS)))
             async for tool_event in self._run_tools(ctx, state, round_no, server_calls, toolset, messages, media_reaching_model, code=code):
                 yield tool_event
             if client_calls:
@@ -533,14 +534,18 @@ def _redact_chunk(chunk: JSON, guard: Guardrails, redactors: dict[int, StreamRed
     return {**chunk, "choices": out}
 
 
-def _assistant_turn(content: str | None, calls: Sequence[JSON]) -> JSON:
-    return {
+def _assistant_turn(content: str | None, calls: Sequence[JSON], reasoning_parts: Sequence[JSON] | None = None) -> JSON:
+    turn: JSON = {
         "role": "assistant",
         "content": content or None,
         "tool_calls": [
             {"id": call.get("id"), "type": "function", "function": call.get("function")} for call in calls
         ],
     }
+    if reasoning_parts:
+        # The model's reasoning state goes back with its turn on the next round (runtime/reasoning.py).
+        turn[REASONING_PARTS] = list(reasoning_parts)
+    return turn
 
 
 def _drop_tool_calls(response: JSON) -> None:

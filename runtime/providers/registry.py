@@ -103,10 +103,23 @@ class ProviderKind:
     needs_base_url: bool = True
     # OpenTelemetry GenAI's ``gen_ai.provider.name`` (default: the kind's name).
     telemetry_name: str | None = None
+    # Other upstream APIs this kind can be called with (a provider's or a model's ``api``):
+    # each its own adapter and profile. The default API is the kind's ``adapter`` and ``profile``.
+    other_apis: dict[str, tuple[str | ProviderFactory, ProviderProfile]] = field(default_factory=dict)
 
-    def build(self, config: Any) -> Provider:
-        """The adapter for one configured provider."""
-        factory = self.adapter
+    @property
+    def apis(self) -> frozenset[str]:
+        """The ``api`` values a provider of this kind accepts."""
+        return frozenset({"chat", *self.other_apis})
+
+    def profile_for_api(self, api: str | None) -> ProviderProfile:
+        if api is not None and api in self.other_apis:
+            return self.other_apis[api][1]
+        return self.profile
+
+    def build(self, config: Any, api: str | None = None) -> Provider:
+        """The adapter for one configured provider (called with ``api``, default its own)."""
+        factory = self.other_apis[api][0] if api is not None and api in self.other_apis else self.adapter
         if isinstance(factory, str):
             module, _, attribute = factory.partition(":")
             factory = getattr(importlib.import_module(module), attribute)
@@ -145,9 +158,9 @@ def provider_kinds() -> list[str]:
     return sorted(_KINDS)
 
 
-def profile_for(kind: str, *, vision: bool | None = None, audio: bool | None = None) -> ProviderProfile:
-    """The profile of a model served by a provider of ``kind``, with the model's own overrides."""
-    profile = provider_kind(kind).profile
+def profile_for(kind: str, *, vision: bool | None = None, api: str | None = None, audio: bool | None = None) -> ProviderProfile:
+    """The profile of a model served by a provider of ``kind`` (called with ``api``), with the model's own overrides."""
+    profile = provider_kind(kind).profile_for_api(api)
     if vision is not None and vision != profile.vision:
         profile = replace(profile, vision=vision)
     if audio is not None and audio != profile.audio:
@@ -168,6 +181,22 @@ register_provider_kind(
             # OpenAI-compatible endpoints (Gemini's among them) refuse ``$schema``; none needs it.
             tool_schema_drops=frozenset({"$schema"}),
         ),
+        other_apis={
+            # OpenAI's Responses API upstream: /v1/responses forwarded natively, chat translated.
+            # A tool result's images go inside its function_call_output, as input_image parts.
+            "responses": (
+                "runtime.providers.openai_responses:OpenAIResponsesProvider",
+                ProviderProfile(
+                    native_apis=frozenset({"responses"}),
+                    json_schema_output=True,
+                    vision=True,
+                    tool_result_images=True,
+                    embeddings=True,
+                    reasoning=True,
+                    tool_schema_drops=frozenset({"$schema"}),
+                ),
+            )
+        },
     )
 )
 register_provider_kind(

@@ -75,8 +75,8 @@ def _native(provider: Provider) -> Any:
 
 
 def build_provider(config: Any) -> Provider:
-    """The adapter for one configured provider, from its kind's registration."""
-    return provider_kind(config.kind).build(config)
+    """The adapter for one configured provider, from its kind's registration (for the API it is called with)."""
+    return provider_kind(config.kind).build(config, getattr(config, "api", None))
 
 
 class ModelRouter:
@@ -86,6 +86,9 @@ class ModelRouter:
         self.base_delay_s = base_delay_s
         self._models = {model.id: model for model in settings.models}
         self._configs = {p.id: p for p in settings.providers}
+        # A model whose ``api`` differs from its provider's gets its own adapter for that API,
+        # built on first use: (provider id, api) -> adapter.
+        self._by_api: dict[tuple[str, str], Provider] = {}
         # One breaker per provider and organisation: one tenant's traffic (its hanging streams, its
         # huge prompts) opens the provider's breaker for that tenant only, never for everyone.
         self._breakers: dict[tuple[str, str | None], CircuitBreaker] = {}
@@ -136,7 +139,18 @@ class ModelRouter:
 
     def profile(self, model: ModelConfig) -> ProviderProfile:
         """What the provider serving ``model`` can do, with the model's own overrides."""
-        return profile_for(self._configs[model.provider].kind, vision=model.vision, audio=model.audio)
+        config = self._configs[model.provider]
+        return profile_for(config.kind, vision=model.vision, api=model.api or config.api, audio=model.audio)
+
+    def _provider(self, model: ModelConfig) -> Provider:
+        """The adapter serving ``model``: its provider's, or one for the API the model overrides it with."""
+        config = self._configs.get(model.provider)
+        if config is None or model.api is None or model.api == config.api:
+            return self.providers[model.provider]
+        adapter = self._by_api.get((model.provider, model.api))
+        if adapter is None:
+            adapter = self._by_api[(model.provider, model.api)] = provider_kind(config.kind).build(config, model.api)
+        return adapter
 
     def _chain_profiles(self, model: ModelConfig) -> list[tuple[ModelConfig, ProviderProfile]]:
         return [(candidate, self.profile(candidate)) for candidate in self._chain(model) if candidate.provider in self._configs]
@@ -292,7 +306,7 @@ class ModelRouter:
         for candidate in self._chain(model):
             if budget.left <= 0:
                 break
-            provider = self.providers[candidate.provider]
+            provider = self._provider(candidate)
             budget.left -= 1
             started = time.perf_counter()
             stream: AsyncGenerator[JSON, None] = open_stream_with_retries(start(provider, candidate), **self._policy(provider.id, candidate, route, budget))  # type: ignore[assignment]
@@ -330,5 +344,5 @@ class ModelRouter:
         raise self._give_up(failures, budget)
 
     async def aclose(self) -> None:
-        for provider in self.providers.values():
+        for provider in [*self.providers.values(), *self._by_api.values()]:
             await provider.aclose()

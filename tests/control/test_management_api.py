@@ -528,6 +528,8 @@ def test_every_admin_route_and_its_body_is_in_the_openapi_schema(server: Gateway
     modules = [importlib.import_module(f"runtime.control.routes.{info.name}") for info in pkgutil.iter_modules(control_routes.__path__)]
     # WhatsApp's management routes live with the WhatsApp feature, under the same prefix.
     modules.append(importlib.import_module("workers.whatsapp.admin_routes"))
+    # The OAuth feature's consent and grants, likewise.
+    modules.append(importlib.import_module("runtime.oauth.routes"))
     routes = {
         (route.path_format, method.lower())
         for module in modules

@@ -293,9 +293,11 @@ def test_root_answers_head_and_get(fidelity_gateway: GatewayServer) -> None:
 def test_design_settings_not_built_yet_are_refused_in_one_line(tmp_path: Path) -> None:
     from runtime.config import ConfigError, settings_from_dict
 
-    with pytest.raises(ConfigError, match=r"providers\[0\]\.api: api 'responses' \(a Responses-native upstream\) is not available yet"):
-        settings_from_dict({"providers": [{"id": "p", "kind": "openai", "base_url": "http://127.0.0.1:1", "api": "responses"}]})
-    with pytest.raises(ConfigError, match=r"models\[0\]\.api: api 'responses'"):
+    # api: responses exists for the openai kind only (runtime.providers.registry), and says so for the others.
+    assert settings_from_dict({"providers": [{"id": "p", "kind": "openai", "base_url": "http://127.0.0.1:1", "api": "responses"}]}).providers[0].api == "responses"
+    with pytest.raises(ConfigError, match=r"provider kind 'anthropic' cannot be called with api 'responses'"):
+        settings_from_dict({"providers": [{"id": "p", "kind": "anthropic", "base_url": "http://127.0.0.1:1", "api": "responses"}]})
+    with pytest.raises(ConfigError, match=r"models\[0\]\.api: provider kind 'demo' cannot be called with api 'responses'"):
         settings_from_dict({"providers": [{"id": "p", "kind": "demo"}], "models": [{"id": "m", "provider": "p", "api": "responses"}]})
     with pytest.raises(ConfigError, match=r"plugins\[0\]\.mcp\.auth: auth type 'oauth' is not available yet"):
         settings_from_dict({"organisations": [{"id": "a", "plugins": [{"id": "kb", "mcp": {"url": "http://127.0.0.1:1", "auth": {"type": "oauth", "per_user": True}}}]}]})

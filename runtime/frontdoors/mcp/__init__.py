@@ -7,7 +7,9 @@ What a client sees:
   HTTP Basic with the key as user name), checked on every HTTP request before
   the SDK reads a single MCP message. No key, an unknown key or a revoked one
   (within ``key_cache_ttl_s``) is ``401`` with the OpenAI error envelope and
-  ``WWW-Authenticate: Bearer``. A handshake-era session belongs to the key that
+  ``WWW-Authenticate: Bearer`` (naming the protected resource metadata when
+  the OAuth feature, :mod:`runtime.oauth`, is installed: its access tokens
+  are accepted here too, each acting as the gateway key of its grant). A handshake-era session belongs to the key that
   opened it: another key presenting its ``Mcp-Session-Id`` gets ``404``.
 - **Protocol**: the SDK's session manager serves both eras: 2026-07-28
   (stateless, one POST per request) and 2025-11-25 and earlier (initialize,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 import orjson
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
@@ -16,9 +17,9 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from runtime.admission import check_scope
-from runtime.api.deps import authenticate
+from runtime.api.deps import authenticate, authenticated_as, presented_key
 from runtime.api.errors import error_response
-from runtime.errors import GatewayError
+from runtime.errors import GatewayError, invalid_api_key
 from runtime.frontdoors.mcp.server import MCP_CALL_DOOR, PluginToolServer, caller_organisation
 from runtime.gateway import Gateway
 from runtime.storage.keys import KeyInfo
@@ -32,12 +33,44 @@ def require_mcp_scope(key: KeyInfo) -> None:
     check_scope(key, MCP_CALL_DOOR.scope)
 
 
-def refusal(error: GatewayError, *, credentials_sent: bool = False) -> Response:
+class BearerTokens(Protocol):
+    """Bearer credentials other than gateway keys: OAuth access tokens (``runtime.oauth``), when installed."""
+
+    def handles(self, presented: str) -> bool: ...
+
+    async def resolve(self, request: Request, presented: str) -> KeyInfo | None: ...
+
+    def challenge(self, request: Request) -> str:
+        """Parameters added to ``WWW-Authenticate: Bearer`` on a 401 (RFC 9728's ``resource_metadata``)."""
+        ...
+
+
+def bearer_tokens(request: Request) -> BearerTokens | None:
+    tokens: BearerTokens | None = getattr(request.app.state, "mcp_bearer", None)
+    return tokens
+
+
+async def authenticate_caller(request: Request, gateway: Gateway) -> KeyInfo:
+    """A gateway key, or an OAuth access token acting as one."""
+    tokens = bearer_tokens(request)
+    presented = presented_key(request)
+    if tokens is not None and presented is not None and tokens.handles(presented):
+        info = await tokens.resolve(request, presented)
+        if info is None:
+            raise invalid_api_key("The access token is unknown, expired, revoked or issued for another resource.")
+        return authenticated_as(request, info)
+    return await authenticate(request, gateway)
+
+
+def refusal(error: GatewayError, *, credentials_sent: bool = False, request: Request | None = None) -> Response:
     response = error_response(error)
     if error.status == 401:
-        # What MCP clients (RFC 6750) expect of a server that wants a bearer token.
+        # What MCP clients (RFC 6750) expect of a server that wants a bearer token; with OAuth,
+        # where to find out how to get one (RFC 9728 §5.1).
         invalid = ', error="invalid_token"' if credentials_sent else ""
-        response.headers["WWW-Authenticate"] = f'Bearer realm="plugway"{invalid}'
+        tokens = bearer_tokens(request) if request is not None else None
+        discovery = f", {tokens.challenge(request)}" if tokens is not None and request is not None else ""
+        response.headers["WWW-Authenticate"] = f'Bearer realm="plugway"{invalid}{discovery}'
     return response
 
 
@@ -131,11 +164,11 @@ class McpFrontDoor:
         request = Request(scope, receive)
         # The key is checked on every HTTP request, before the SDK reads any MCP message.
         try:
-            key = await authenticate(request, tools.gateway)
+            key = await authenticate_caller(request, tools.gateway)
             require_mcp_scope(key)
         except GatewayError as exc:
             sent = "authorization" in request.headers or "x-api-key" in request.headers
-            await refusal(exc, credentials_sent=sent)(scope, receive, send)
+            await refusal(exc, credentials_sent=sent, request=request)(scope, receive, send)
             return
         # The SDK binds each session to the principal that opened it: another key presenting
         # the session id gets 404, as if the session did not exist.

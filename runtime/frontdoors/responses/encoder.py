@@ -10,6 +10,12 @@ item per round that produced text, an ``mcp_call`` item per server-side tool
 call (``server_label`` = plugin id, ``name`` = the tool's own name), then
 ``mcp_approval_request`` items when calls wait for approval, or
 ``function_call`` items when the model called the client's own tools.
+
+The model's native items (reasoning items, hosted or custom tools' calls, carried as
+reasoning parts of protocol ``openai-responses``: :mod:`runtime.reasoning`) are output
+items of their own, verbatim, in the order the model produced them, streamed with
+OpenAI's events (``response.reasoning_summary_part.added``, ``…text.delta``, ``…done``);
+``encrypted_content`` only when the client's ``include`` asked for it.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from runtime.orchestration.events import (
     ToolProgress,
     ToolsOffered,
 )
+from runtime.providers.openai_responses import free_input
+from runtime.reasoning import OPENAI_RESPONSES, parts_of
 
 
 def _id(prefix: str) -> str:
@@ -48,9 +56,24 @@ def response_usage(usage: JSON) -> JSON:
     }
 
 
+def _delta(chunk: JSON) -> JSON:
+    for choice in chunk.get("choices") or ():
+        if choice.get("index", 0) == 0:
+            return choice.get("delta") or {}
+    return {}
+
+
 class ResponsesEncoder:
     def __init__(
-        self, *, model_id: str, echo: JSON, listed: set[str] | None = None, namespaced: dict[str, tuple[str, str]] | None = None
+        self,
+        *,
+        model_id: str,
+        echo: JSON,
+        listed: set[str] | None = None,
+        namespaced: dict[str, tuple[str, str]] | None = None,
+        include_encrypted: bool = False,
+        input_items: list[JSON] | None = None,
+        customs: set[str] | None = None,
     ) -> None:
         self.response: JSON = {
             "id": _id("resp"),
@@ -73,6 +96,11 @@ class ResponsesEncoder:
         self._mcp: dict[str, JSON] = {}  # call id -> mcp_call item
         # A flattened namespace tool's name -> (namespace, name): its calls go back as the client named them.
         self.namespaced = namespaced or {}
+        self.include_encrypted = include_encrypted
+        # The client's custom (free-form) tools: their calls go back as custom_tool_call items.
+        self.customs = customs or set()
+        self.input_items = input_items or []
+        self._shown: set[object] = set()  # native parts already output (by item id, else identity)
 
     @property
     def output(self) -> list[JSON]:
@@ -103,10 +131,11 @@ class ResponsesEncoder:
 
     def encode(self, event: Event) -> list[JSON]:
         if isinstance(event, ModelChunk):
+            out = self._native_parts(_delta(event.chunk))
             text = event.text
-            return self._text(text) if text else []
+            return out + self._text(text) if text else out
         if isinstance(event, ModelTurn):
-            out = []
+            out = self._native_parts(event.message)
             content = event.message.get("content")
             if self._message is None and isinstance(content, str) and content:
                 out.extend(self._text(content))  # a non-streamed round
@@ -133,6 +162,40 @@ class ResponsesEncoder:
         progress event, so the stream sends it as an SSE comment, which SDKs skip."""
         item = self._mcp.get(event.call_id)
         return {**event.report(), "item_id": item["id"] if item is not None else None}
+
+    def _native_parts(self, message: JSON) -> list[JSON]:
+        """The model's native items not output yet (a streamed round's come in its chunks)."""
+        out: list[JSON] = []
+        for part in parts_of(message, OPENAI_RESPONSES):
+            key = part["id"] if isinstance(part.get("id"), str) else id(part)
+            if key in self._shown:
+                continue
+            self._shown.add(key)
+            out.extend(self._close_message())
+            out.extend(self._native_item(part))
+        return out
+
+    def _native_item(self, part: JSON) -> list[JSON]:
+        item = dict(part)
+        if not self.include_encrypted:
+            item.pop("encrypted_content", None)
+        index = self._add(item)
+        if item.get("type") != "reasoning":
+            return [
+                self._event("response.output_item.added", output_index=index, item=item),
+                self._event("response.output_item.done", output_index=index, item=item),
+            ]
+        item_id = item.get("id")
+        out = [self._event("response.output_item.added", output_index=index, item={**item, "summary": [], "status": "in_progress"})]
+        for number, summary in enumerate(item.get("summary") or ()):
+            text = str(summary.get("text") or "") if isinstance(summary, dict) else ""
+            common = {"item_id": item_id, "output_index": index, "summary_index": number}
+            out.append(self._event("response.reasoning_summary_part.added", **common, part={"type": "summary_text", "text": ""}))
+            out.append(self._event("response.reasoning_summary_text.delta", **common, delta=text))
+            out.append(self._event("response.reasoning_summary_text.done", **common, text=text))
+            out.append(self._event("response.reasoning_summary_part.done", **common, part={"type": "summary_text", "text": text}))
+        out.append(self._event("response.output_item.done", output_index=index, item=item))
+        return out
 
     def _add(self, item: JSON) -> int:
         self.output.append(item)
@@ -279,6 +342,9 @@ class ResponsesEncoder:
             for call in completed.message.get("tool_calls") or ():
                 function = call.get("function") or {}
                 arguments = function.get("arguments") or ""
+                if (function.get("name") or "") in self.customs:
+                    out.extend(self._custom_call(call, function.get("name") or "", arguments))
+                    continue
                 item = {
                     "id": _id("fc"),
                     "type": "function_call",
@@ -305,9 +371,22 @@ class ResponsesEncoder:
             out.append(self._event("response.completed", response=self._snapshot()))
         return out
 
+    def _custom_call(self, call: JSON, name: str, arguments: str) -> list[JSON]:
+        free = free_input(arguments)
+        item: JSON = {"id": _id("ctc"), "type": "custom_tool_call", "call_id": call.get("id") or _id("call"), "name": name, "input": free, "status": "completed"}
+        if name in self.namespaced:
+            item["namespace"], item["name"] = self.namespaced[name]
+        index = self._add(item)
+        return [
+            self._event("response.output_item.added", output_index=index, item={**item, "input": "", "status": "in_progress"}),
+            self._event("response.custom_tool_call_input.delta", item_id=item["id"], output_index=index, delta=free),
+            self._event("response.custom_tool_call_input.done", item_id=item["id"], output_index=index, input=free),
+            self._event("response.output_item.done", output_index=index, item=item),
+        ]
+
     def state(self, completed: Completed | None) -> JSON:
         """What a continuation needs: the conversation, calls waiting for approval, listed plugins."""
-        state: JSON = {"messages": completed.messages if completed else [], "listed": sorted(self.listed)}
+        state: JSON = {"messages": completed.messages if completed else [], "listed": sorted(self.listed), "input_items": self.input_items}
         if self.pending_turn is not None:
             state["pending"] = {"assistant_message": self.pending_turn, "approval_requests": self.approval_requests}
         return state

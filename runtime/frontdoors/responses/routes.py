@@ -1,4 +1,9 @@
-"""POST /v1/responses, GET and DELETE /v1/responses/{id}: OpenAI's Responses API on the one runtime."""
+"""POST /v1/responses, GET and DELETE /v1/responses/{id}, its input items and cancel: OpenAI's Responses API on the one runtime.
+
+For a model whose upstream speaks the Responses API (``api: responses``) the client's
+request goes on as it is (see :mod:`runtime.providers.openai_responses`); for any other
+the fields the chat shape cannot carry are ignored and named, or refused.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +31,8 @@ from runtime.frontdoors.responses.translate import check_server_urls, parse_requ
 from runtime.gateway import Gateway, requested_model
 from runtime.json_types import JSON
 from runtime.orchestration.events import Completed, Event, ToolProgress, ToolsOffered
+from runtime.providers.openai_responses import RESPONSES_NATIVE
+from runtime.reasoning import REASONING_PARTS
 from runtime.request import DoorRules, KeepAlive, RequestContext, RunRequest
 
 router = APIRouter(tags=["responses"])
@@ -108,10 +115,18 @@ async def create_response(request: Request, gateway: GatewayDep, key: KeyDep, re
             raise not_found(parsed.previous_response_id, "previous_response_id")
 
     ignored_headers: dict[str, str] = {}
+    native: list[bool] = []
 
     def check(ctx: RequestContext) -> None:
         check_server_urls(body.get("tools"), ctx.organisation)
-        ignored = list(parsed.ignored)
+        if gateway.router.speaks_natively(ctx.model, "responses"):
+            # The client's own request reaches the upstream: nothing but dropped content parts is lost.
+            native.append(True)
+            parsed.body[RESPONSES_NATIVE] = {"fields": parsed.native_fields, "tools": parsed.native_tools}
+            policy = unsupported_params_policy(gateway.settings, ctx.organisation, ctx.model)
+            ignored_headers.update(settle(list(parsed.lost), policy, request_id=ctx.request_id))
+            return
+        ignored = list(parsed.ignored) + parsed.lost
         if parsed.reasoning_effort is not None:
             if gateway.router.speaks_natively(ctx.model, "chat"):
                 parsed.body["reasoning_effort"] = parsed.reasoning_effort
@@ -135,12 +150,19 @@ async def create_response(request: Request, gateway: GatewayDep, key: KeyDep, re
     )
     history = list(previous.state.get("messages") or []) if previous else []
     resume = parsed.resume(previous.state.get("pending") if previous else None)
-    run = RunRequest({**parsed.body, "messages": history + parsed.input_messages}, stream=parsed.stream, resume=resume)
+    messages = history + parsed.input_messages
+    if not native:
+        # Native items alone (reasoning a chat upstream cannot take back) make no chat turn.
+        messages = [m for m in messages if not _native_only(m)]
+    run = RunRequest({**parsed.body, "messages": messages}, stream=parsed.stream, resume=resume)
     encoder = ResponsesEncoder(
         model_id=requested_model(ctx),
         echo=parsed.echo,
         listed=set(previous.state.get("listed") or ()) if previous else None,
         namespaced=parsed.namespaced,
+        include_encrypted=parsed.include_encrypted,
+        input_items=parsed.input_items,
+        customs=parsed.customs,
     )
     headers = {**ctx.limits.headers(), **ignored_headers}
 
@@ -171,14 +193,64 @@ async def create_response(request: Request, gateway: GatewayDep, key: KeyDep, re
     return Response(orjson.dumps(encoder.response), media_type="application/json", headers=headers)
 
 
-@router.get("/v1/responses/{response_id}")
-async def get_response(response_id: str, gateway: GatewayDep, key: KeyDep) -> Response:
-    saved = await anyio.to_thread.run_sync(
-        partial(store.load, gateway.engine, organisation_id=key.organisation_id, response_id=response_id)
-    )
+def _native_only(message: JSON) -> bool:
+    return message.get("role") == "assistant" and not message.get("content") and not message.get("tool_calls") and bool(message.get(REASONING_PARTS))
+
+
+async def _load(gateway: Gateway, organisation_id: str, response_id: str) -> store.Saved:
+    saved = await anyio.to_thread.run_sync(partial(store.load, gateway.engine, organisation_id=organisation_id, response_id=response_id))
     if saved is None:
         raise not_found(response_id)
+    return saved
+
+
+@router.get("/v1/responses/{response_id}")
+async def get_response(response_id: str, gateway: GatewayDep, key: KeyDep) -> Response:
+    saved = await _load(gateway, key.organisation_id, response_id)
     return Response(orjson.dumps(saved.response), media_type="application/json")
+
+
+@router.get("/v1/responses/{response_id}/input_items")
+async def list_input_items(
+    response_id: str, gateway: GatewayDep, key: KeyDep, limit: int = 20, order: str = "desc", after: str | None = None
+) -> Response:
+    """The request's own input items (OpenAI's cursor page: ``limit`` 1–100, ``order`` asc or desc, ``after`` an item id)."""
+    if not 1 <= limit <= 100:
+        raise GatewayError(400, "'limit' must be from 1 to 100.", code="invalid_value", type="invalid_request_error", param="limit")
+    if order not in ("asc", "desc"):
+        raise GatewayError(400, "'order' must be 'asc' or 'desc'.", code="invalid_value", type="invalid_request_error", param="order")
+    saved = await _load(gateway, key.organisation_id, response_id)
+    items = list(saved.state.get("input_items") or [])
+    if order == "desc":
+        items.reverse()
+    if after is not None:
+        ids = [item.get("id") for item in items]
+        if after not in ids:
+            raise GatewayError(400, f"No input item '{after}' in this response.", code="invalid_value", type="invalid_request_error", param="after")
+        items = items[ids.index(after) + 1 :]
+    page = items[:limit]
+    listing = {
+        "object": "list",
+        "data": page,
+        "first_id": page[0]["id"] if page else None,
+        "last_id": page[-1]["id"] if page else None,
+        "has_more": len(items) > limit,
+    }
+    return Response(orjson.dumps(listing), media_type="application/json")
+
+
+@router.post("/v1/responses/{response_id}/cancel")
+async def cancel_response(response_id: str, gateway: GatewayDep, key: KeyDep) -> Response:
+    """Only a background response can be cancelled; plugway has none (``background`` is refused),
+    so a stored response has always finished: like OpenAI, that is a 400, an unknown id a 404."""
+    await _load(gateway, key.organisation_id, response_id)
+    raise GatewayError(
+        400,
+        "Only responses created with background=true can be cancelled; this response has already finished.",
+        code="invalid_request",
+        type="invalid_request_error",
+        param="response_id",
+    )
 
 
 @router.delete("/v1/responses/{response_id}")

@@ -100,26 +100,37 @@ class NamespaceTool(_Open):
 
 
 class HostedTool(_Open):
-    """OpenAI's hosted tools (web_search, file_search, ...): ignored and named in x-plugway-ignored-params."""
+    """OpenAI's hosted tools (web_search, file_search, ...): passed to a Responses-native upstream; otherwise ignored and named in x-plugway-ignored-params."""
 
     type: str
 
 
 class Reasoning(_Open):
     effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = Field(default=None, description="Passed on as reasoning_effort.")
-    summary: str | None = Field(default=None, description="Ignored: a chat upstream returns no summary.")
+    summary: str | None = Field(default=None, description="Passed to a Responses-native upstream; ignored for a chat upstream, which returns no summary.")
+
+
+class ReasoningItem(_Open):
+    """A reasoning item the model returned, sent back (with ``encrypted_content`` by a ``store: false`` client)."""
+
+    type: Literal["reasoning"]
+    id: str
+    summary: list[dict[str, Any]] = Field(default_factory=list)
+    encrypted_content: str | None = None
 
 
 class CreateResponseRequest(_Open):
     """OpenAI's Responses API request, as plugway serves it.
 
-    Fields a chat upstream cannot receive (``reasoning.summary``, ``include``,
-    ``client_metadata``, hosted tools, unknown fields) are ignored and named in the
-    ``x-plugway-ignored-params`` header, or refused under ``unsupported_params: refuse``.
+    For a Responses-native model (``api: responses``) the request goes on as it is,
+    unknown fields included. For any other, fields a chat upstream cannot receive
+    (``reasoning.summary``, ``include``, ``client_metadata``, hosted tools, reasoning
+    items, unknown fields) are ignored and named in the ``x-plugway-ignored-params``
+    header, or refused under ``unsupported_params: refuse``.
     """
 
     model: str = Field(min_length=1)
-    input: str | list[Annotated[InputMessage | FunctionCallItem | FunctionCallOutputItem | McpApprovalResponseItem, Field(discriminator="type")]] | None = None
+    input: str | list[Annotated[InputMessage | FunctionCallItem | FunctionCallOutputItem | McpApprovalResponseItem | ReasoningItem, Field(discriminator="type")]] | None = None
     instructions: str | None = None
     tools: list[FunctionTool | McpTool | NamespaceTool | HostedTool] | None = None
     tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
@@ -135,5 +146,5 @@ class CreateResponseRequest(_Open):
     user: str | None = None
     safety_identifier: str | None = None
     reasoning: Reasoning | None = None
-    include: list[str] | None = Field(default=None, description="Ignored: a chat upstream returns none of these.")
+    include: list[str] | None = Field(default=None, description="'reasoning.encrypted_content' returns reasoning items whole; the rest reaches a Responses-native upstream only.")
     prompt_cache_key: str | None = None

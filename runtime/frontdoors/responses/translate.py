@@ -24,14 +24,22 @@ Shapes follow OpenAI's Responses API (the installed ``openai`` package's
   with the ``name`` and ``namespace`` the client gave.
 
 What the chat shape cannot carry (``reasoning.summary``, ``include``,
-``client_metadata``, hosted tools such as ``web_search``, reasoning input items,
-unknown fields) is collected in ``ignored`` by path: the route drops it and
-names it, or refuses it under ``unsupported_params: refuse`` (see
-:mod:`runtime.frontdoors.carry`).
+``client_metadata``, hosted tools such as ``web_search``, unknown fields and
+items) is collected in ``ignored`` by path: for a chat upstream the route drops
+it and names it, or refuses it under ``unsupported_params: refuse`` (see
+:mod:`runtime.frontdoors.carry`). For a Responses-native upstream it all goes
+as it is: ``native_fields`` and ``native_tools`` are the client's own request
+(see :mod:`runtime.providers.openai_responses`).
+
+Reasoning items in ``input`` (and any other item the chat shape has no place
+for: hosted or custom tool calls, ...) ride verbatim on the assistant turn they
+belong to as reasoning parts (:mod:`runtime.reasoning`): the next assistant
+message or call after them, or an assistant turn of their own.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +50,7 @@ from runtime.errors import invalid_request, unsupported_parameter
 from runtime.json_types import JSON
 from runtime.orchestration.code_mode import requested_mode
 from runtime.orchestration.naming import public_name
+from runtime.reasoning import OPENAI_RESPONSES, REASONING_PARTS, tagged
 from runtime.request import ApprovalPolicy, PluginRequest, Resume
 
 HANDLED = frozenset(
@@ -56,6 +65,15 @@ HANDLED = frozenset(
 PASSED_ON = ("service_tier", "prompt_cache_key", "prompt_cache_retention")
 MAX_OUTPUT_TOKENS = 2**31 - 1
 PLUGIN_URL_PREFIX = "plugway://plugins/"
+# The door's own fields: translated into the run, never forwarded as they are.
+DOOR_FIELDS = frozenset(
+    {
+        "model", "input", "instructions", "tools", "tool_choice", "stream", "stream_options", "previous_response_id",
+        "store", "background", "orchestration_mode", "enabled_plugin_ids", "max_output_tokens", "temperature", "top_p",
+        "parallel_tool_calls",
+    }
+)
+ENCRYPTED_REASONING = "reasoning.encrypted_content"
 
 
 @dataclass
@@ -77,6 +95,12 @@ class ResponsesRequest:
     reasoning_effort: str | None = None  # reasoning.effort, for upstreams that take reasoning_effort
     # A flattened namespace tool's name -> (namespace, the tool's own name), for its calls' items.
     namespaced: dict[str, tuple[str, str]] = field(default_factory=dict)
+    customs: set[str] = field(default_factory=set)  # chat names of the client's custom (free-form) tools
+    lost: list[str] = field(default_factory=list)  # what no upstream gets (content parts the chat shape drops), by path
+    native_fields: JSON = field(default_factory=dict)  # the client's fields, for a Responses-native upstream
+    native_tools: list[JSON] = field(default_factory=list)  # the client's tools but plugins, as they came
+    include_encrypted: bool = False  # the client asked for reasoning.encrypted_content
+    input_items: list[JSON] = field(default_factory=list)  # this request's input, as items with ids
 
     def resume(self, pending: JSON | None) -> Resume | None:
         """The approvals this request answers, against the previous response's pending calls."""
@@ -173,7 +197,14 @@ def parse_request(body: Any) -> ResponsesRequest:
         chat["verbosity"] = verbosity
 
     namespaced: dict[str, tuple[str, str]] = {}
-    function_tools, plugins, mcp_entries = _tools(body.get("tools"), ignored, namespaced)
+    customs: set[str] = set()
+    function_tools, plugins, mcp_entries = _tools(body.get("tools"), ignored, namespaced, customs)
+    _namespaces_in_items(body.get("input"), namespaced)
+    # Tools an input item makes available (additional_tools) are the request's tools for a chat upstream.
+    given = body.get("input")
+    for i, item in enumerate(given if isinstance(given, list) else []):
+        if isinstance(item, dict) and item.get("type") == "additional_tools":
+            function_tools += _tools(item.get("tools"), ignored, namespaced, customs, prefix=f"input[{i}].tools")[0]
     if function_tools:
         chat["tools"] = function_tools
     tool_choice = _tool_choice(body.get("tool_choice"), ignored)
@@ -184,7 +215,8 @@ def parse_request(body: Any) -> ResponsesRequest:
     instructions = _string(body, "instructions")
     if instructions:
         messages.append({"role": "system", "content": instructions})
-    input_messages, approvals = _input(body.get("input"), ignored)
+    lost: list[str] = []
+    input_messages, approvals = _input(body.get("input"), ignored, lost)
     messages.extend(input_messages)
     if not messages and not approvals and previous is None:
         raise invalid_request("'input' is required.", param="input")
@@ -219,7 +251,49 @@ def parse_request(body: Any) -> ResponsesRequest:
         ignored=ignored,
         reasoning_effort=reasoning_effort,
         namespaced=namespaced,
+        customs=customs,
+        lost=lost,
+        native_fields=_native_fields(body),
+        native_tools=[tool for tool in body.get("tools") or () if isinstance(tool, dict) and tool.get("type") != "mcp"],
+        include_encrypted=ENCRYPTED_REASONING in (include or ()),
+        input_items=_items_with_ids(body.get("input")) if store is not False else [],  # kept only for a stored response
     )
+
+
+def _namespaces_in_items(value: Any, namespaced: dict[str, tuple[str, str]]) -> None:
+    """Namespace tools that input items hand the model (a client-side ``tool_search_output``,
+    Codex's ``additional_tools``): their calls go back with their namespace too."""
+    for item in value if isinstance(value, list) else ():
+        for tool in (item.get("tools") if isinstance(item, dict) else None) or ():
+            if isinstance(tool, dict) and tool.get("type") == "namespace" and isinstance(tool.get("name"), str):
+                for member in tool.get("tools") or ():
+                    if isinstance(member, dict) and isinstance(member.get("name"), str):
+                        namespaced[public_name(tool["name"], member["name"])] = (tool["name"], member["name"])
+
+
+def _native_fields(body: JSON) -> JSON:
+    fields = {key: value for key, value in body.items() if key not in DOOR_FIELDS}
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") not in ("function", "mcp"):
+        fields["tool_choice"] = choice  # a hosted tool's: only a Responses upstream can be told
+    return fields
+
+
+def _items_with_ids(value: Any) -> list[JSON]:
+    """The request's input as items (``GET /v1/responses/{id}/input_items``), each with an id."""
+    if isinstance(value, str):
+        value = [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": value}]}]
+    items: list[JSON] = []
+    for item in value or ():
+        if isinstance(item, dict):
+            item = {"type": "message", **item}
+            if not isinstance(item.get("id"), str):
+                item["id"] = f"{'msg' if item['type'] == 'message' else 'item'}_{uuid.uuid4().hex}"
+            if item["type"] == "message" and isinstance(item.get("content"), str):
+                kind = "output_text" if item.get("role") == "assistant" else "input_text"
+                item["content"] = [{"type": kind, "text": item["content"]}]
+            items.append(item)
+    return items
 
 
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
@@ -301,18 +375,46 @@ def _function_tool(tool: JSON, param: str, name: str) -> JSON:
     return {"type": "function", "function": function}
 
 
-def _tools(tools: Any, ignored: list[str], namespaced: dict[str, tuple[str, str]]) -> tuple[list[JSON], list[PluginRequest], bool]:
+def custom_tool(tool: JSON, name: str) -> JSON:
+    """A custom (free-form input) tool as a chat function taking its input as one string, ``input``."""
+    description = str(tool.get("description") or "")
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": (description + "\n\n" if description else "") + "Free-form tool: pass its whole input as the string 'input'.",
+            "parameters": {"type": "object", "properties": {"input": {"type": "string", "description": "The tool's free-form input."}}, "required": ["input"]},
+        },
+    }
+
+
+def _custom(tool: JSON, param: str, name: str, ignored: list[str], customs: set[str]) -> JSON:
+    fmt = tool.get("format")
+    if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
+        ignored.append(f"{param}.format")  # a grammar a chat upstream cannot be held to
+    customs.add(name)
+    return custom_tool(tool, name)
+
+
+def _tools(
+    tools: Any, ignored: list[str], namespaced: dict[str, tuple[str, str]], customs: set[str], *, prefix: str = "tools"
+) -> tuple[list[JSON], list[PluginRequest], bool]:
     if tools is None:
         return [], [], False
     if not isinstance(tools, list):
-        raise invalid_request("'tools' must be an array.", param="tools")
+        raise invalid_request(f"'{prefix}' must be an array.", param=prefix)
     functions: list[JSON] = []
     plugins: list[PluginRequest] = []
     mcp = False
     for i, tool in enumerate(tools):
-        param = f"tools[{i}]"
+        param = f"{prefix}[{i}]"
         kind = tool.get("type") if isinstance(tool, dict) else None
-        if kind == "function":
+        if kind == "custom":
+            name = tool.get("name")
+            if not isinstance(name, str) or not name:
+                raise invalid_request("A custom tool needs a 'name'.", param=f"{param}.name")
+            functions.append(_custom(tool, param, name, ignored, customs))
+        elif kind == "function":
             name = tool.get("name")
             if not isinstance(name, str) or not name:
                 raise invalid_request("A function tool needs a 'name'.", param=f"{param}.name")
@@ -325,7 +427,7 @@ def _tools(tools: Any, ignored: list[str], namespaced: dict[str, tuple[str, str]
                 raise invalid_request("A namespace tool needs 'tools' (an array).", param=f"{param}.tools")
             for j, member in enumerate(members):
                 member_param = f"{param}.tools[{j}]"
-                if not isinstance(member, dict) or member.get("type", "function") != "function":
+                if not isinstance(member, dict) or member.get("type", "function") not in ("function", "custom"):
                     ignored.append(member_param)
                     continue
                 name = member.get("name")
@@ -334,7 +436,10 @@ def _tools(tools: Any, ignored: list[str], namespaced: dict[str, tuple[str, str]
                 # Chat tools have no namespaces: the group becomes its functions, the names qualified.
                 flat = public_name(namespace, name)
                 namespaced[flat] = (namespace, name)
-                functions.append(_function_tool(member, member_param, flat))
+                if member.get("type") == "custom":
+                    functions.append(_custom(member, member_param, flat, ignored, customs))
+                else:
+                    functions.append(_function_tool(member, member_param, flat))
         elif kind == "mcp":
             mcp = True
             label = tool.get("server_label")
@@ -397,7 +502,7 @@ def _tool_choice(choice: Any, ignored: list[str]) -> Any:
     raise invalid_request("'tool_choice' must be 'none', 'auto', 'required', a function or an MCP tool.", param="tool_choice")
 
 
-def _content(content: Any, role: str, param: str, ignored: list[str]) -> str | list[JSON]:
+def _content(content: Any, role: str, param: str, lost: list[str]) -> str | list[JSON]:
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
@@ -427,7 +532,7 @@ def _content(content: Any, role: str, param: str, ignored: list[str]) -> str | l
                 raise unsupported_parameter(part_param, "Files must be given inline as 'file_data'.")
             parts.append({"type": "file", "file": {"file_data": data, "filename": part.get("filename") or "file"}})
         elif isinstance(kind, str):
-            ignored.append(part_param)
+            lost.append(part_param)
         else:
             raise invalid_request("Each content part needs a 'type'.", param=f"{part_param}.type")
     if role == "assistant":
@@ -435,7 +540,7 @@ def _content(content: Any, role: str, param: str, ignored: list[str]) -> str | l
     return parts
 
 
-def _input(value: Any, ignored: list[str]) -> tuple[list[JSON], dict[str, bool]]:
+def _input(value: Any, ignored: list[str], lost: list[str]) -> tuple[list[JSON], dict[str, bool]]:
     """Chat messages for the input items, and the approval decisions among them."""
     if value is None:
         return [], {}
@@ -446,11 +551,27 @@ def _input(value: Any, ignored: list[str]) -> tuple[list[JSON], dict[str, bool]]
     messages: list[JSON] = []
     approvals: dict[str, bool] = {}
     pending_calls: list[JSON] = []  # consecutive function_call / mcp_call items form one assistant turn
+    pending_parts: list[JSON] = []  # reasoning (and other native) items, for the assistant turn they precede
+    turn_parts: list[JSON] = []  # those of the turn pending_calls is building
 
     def flush_calls() -> None:
         if pending_calls:
-            messages.append({"role": "assistant", "content": None, "tool_calls": list(pending_calls)})
+            turn: JSON = {"role": "assistant", "content": None, "tool_calls": list(pending_calls)}
+            if turn_parts:
+                turn[REASONING_PARTS] = tagged(OPENAI_RESPONSES, turn_parts)
+            messages.append(turn)
             pending_calls.clear()
+            turn_parts.clear()
+
+    def start_call() -> None:
+        turn_parts.extend(pending_parts)
+        pending_parts.clear()
+
+    def flush_parts() -> None:
+        """Native items no assistant message or call follows: an assistant turn of their own."""
+        if pending_parts:
+            messages.append({"role": "assistant", "content": None, REASONING_PARTS: tagged(OPENAI_RESPONSES, pending_parts)})
+            pending_parts.clear()
 
     outputs: list[JSON] = []
     in_script = False  # the mcp_call items right after a code_interpreter_call are the script's
@@ -470,6 +591,7 @@ def _input(value: Any, ignored: list[str]) -> tuple[list[JSON], dict[str, bool]]
                 flush_calls()
                 messages.extend(outputs)
                 outputs.clear()
+            start_call()
             pending_calls.append({"id": call_id, "type": "function", "function": {"name": public_name("plugway", "run_script"), "arguments": orjson.dumps({"code": code}).decode()}})
             logs = [str(o.get("logs") or "") for o in item.get("outputs") or () if isinstance(o, dict) and o.get("type") == "logs"]
             outputs.append({"role": "tool", "tool_call_id": call_id, "content": "".join(logs)})
@@ -480,7 +602,13 @@ def _input(value: Any, ignored: list[str]) -> tuple[list[JSON], dict[str, bool]]
             flush_calls()
             messages.extend(outputs)
             outputs.clear()
-            messages.append({"role": role, "content": _content(item.get("content"), role, f"{param}.content", ignored)})
+            message: JSON = {"role": role, "content": _content(item.get("content"), role, f"{param}.content", lost)}
+            if role == "assistant" and pending_parts:
+                message[REASONING_PARTS] = tagged(OPENAI_RESPONSES, pending_parts)
+                pending_parts.clear()
+            else:
+                flush_parts()
+            messages.append(message)
         elif kind == "function_call":
             call_id, name, arguments = item.get("call_id"), item.get("name"), item.get("arguments", "")
             if not (isinstance(call_id, str) and isinstance(name, str) and isinstance(arguments, str)):
@@ -491,6 +619,7 @@ def _input(value: Any, ignored: list[str]) -> tuple[list[JSON], dict[str, bool]]
                 outputs.clear()
             if isinstance(item.get("namespace"), str):
                 name = public_name(item["namespace"], name)
+            start_call()
             pending_calls.append({"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}})
         elif kind == "mcp_call":
             label, name, arguments = item.get("server_label"), item.get("name"), item.get("arguments", "")
@@ -501,10 +630,23 @@ def _input(value: Any, ignored: list[str]) -> tuple[list[JSON], dict[str, bool]]
                 flush_calls()
                 messages.extend(outputs)
                 outputs.clear()
+            start_call()
             pending_calls.append({"id": call_id, "type": "function", "function": {"name": public_name(label, name), "arguments": arguments}})
             result = item.get("output") if item.get("output") is not None else str(item.get("error") or "")
             outputs.append({"role": "tool", "tool_call_id": call_id, "content": str(result)})
-        elif kind == "function_call_output":
+        elif kind == "custom_tool_call":
+            call_id, name, free = item.get("call_id"), item.get("name"), item.get("input", "")
+            if not (isinstance(call_id, str) and isinstance(name, str) and isinstance(free, str)):
+                raise invalid_request("A custom_tool_call needs 'call_id', 'name' and 'input' (strings).", param=param)
+            if outputs:
+                flush_calls()
+                messages.extend(outputs)
+                outputs.clear()
+            if isinstance(item.get("namespace"), str):
+                name = public_name(item["namespace"], name)
+            start_call()
+            pending_calls.append({"id": call_id, "type": "function", "function": {"name": name, "arguments": orjson.dumps({"input": free}).decode()}})
+        elif kind in ("function_call_output", "custom_tool_call_output"):
             call_id, output = item.get("call_id"), item.get("output")
             if not isinstance(call_id, str):
                 raise invalid_request("A function_call_output needs 'call_id'.", param=f"{param}.call_id")
@@ -513,6 +655,7 @@ def _input(value: Any, ignored: list[str]) -> tuple[list[JSON], dict[str, bool]]
             if not isinstance(output, str):
                 raise invalid_request("'output' must be a string.", param=f"{param}.output")
             flush_calls()
+            flush_parts()
             outputs.append({"role": "tool", "tool_call_id": call_id, "content": output})
         elif kind == "mcp_approval_response":
             request_id, approve = item.get("approval_request_id"), item.get("approve")
@@ -521,12 +664,26 @@ def _input(value: Any, ignored: list[str]) -> tuple[list[JSON], dict[str, bool]]
             approvals[request_id] = approve
         elif kind in ("mcp_list_tools", "mcp_approval_request"):
             continue  # context the model does not need again
+        elif kind == "additional_tools":
+            # Its tools join the request's tools for a chat upstream (parse_request); a Responses
+            # upstream gets the item itself, in its place.
+            if outputs:
+                flush_calls()
+                messages.extend(outputs)
+                outputs.clear()
+            pending_parts.append(item)
         elif isinstance(kind, str):
-            # Reasoning items (their encrypted state), hosted tools' calls, item references: a chat
-            # upstream cannot take them back.
+            # Reasoning items (their encrypted state), hosted or custom tools' calls, item references:
+            # kept verbatim for a Responses upstream; a chat upstream cannot take them back.
             ignored.append(param)
+            if outputs:
+                flush_calls()
+                messages.extend(outputs)
+                outputs.clear()
+            pending_parts.append(item)
         else:
             raise invalid_request("Each input item needs a 'type'.", param=f"{param}.type")
     flush_calls()
     messages.extend(outputs)
+    flush_parts()
     return messages, approvals

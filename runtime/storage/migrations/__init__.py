@@ -42,6 +42,7 @@ FEATURE_TABLES = (
     "runtime.endpoints.store",
     "runtime.guardrails.records",
     "runtime.requestlog.models",
+    "runtime.oauth.models",
 )
 
 
