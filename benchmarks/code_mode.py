@@ -35,11 +35,11 @@ from pydantic import Field
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from runtime import hookimpl  # noqa: E402
+from runtime.json_types import JSON  # noqa: E402
 from runtime.plugin_host.manager import load_plugins  # noqa: E402
 from tests.fakes.openai_server import FakeOpenAI, Reply  # noqa: E402
 from tests.support import GatewayServer, make_settings  # noqa: E402
 
-JSON = dict[str, Any]
 SIZES = (16, 150, 500)
 CONFIGS = ("classic", "classic-full", "code")
 BUNDLED = 4 + 1  # clock's four tools and the calculator

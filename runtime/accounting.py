@@ -18,7 +18,7 @@ from typing import Protocol
 
 from runtime.config import Price
 from runtime.limits import Limiter, LimiterUnavailable
-from runtime.limits.reservation import CHARS_PER_TOKEN, Reservation
+from runtime.limits.reservation import Reservation
 from runtime.request import REQUESTED_MODEL, RequestContext, RunState, ToolsContext
 from runtime.storage.keys import KeyInfo
 from runtime.storage.usage import UsageWriter, cost_usd
@@ -109,21 +109,38 @@ class Ledger:
             served_model=charge.served_model,
         )
         telemetry().usage_recorded(labels, cost, charge.status)
-        key = charge.key
-        if key is not None and key.daily_tokens is not None and (charge.total_tokens or limit_reservation):
-            task = asyncio.get_running_loop().create_task(self._count_tokens(key.id, charge.total_tokens, limit_reservation))
-            self.background.add(task)
-            task.add_done_callback(self.background.discard)
+        self._settle_limits(charge.key, charge.reservation, limit_reservation, charge.total_tokens, cost)
         return cost
+
+    def release(self, ctx: RequestContext) -> None:
+        """Give back what admission held for a request refused before anything was spent (an
+        endpoint's input check, say): nothing is recorded, the holds go at once rather than lapse."""
+        reservation = ctx.reservation
+        limit_reservation = self.budget.settle(reservation, ctx.organisation.id, 0.0)
+        self._settle_limits(ctx.key, reservation, limit_reservation, 0, 0.0)
+
+    def _settle_limits(
+        self, key: KeyInfo | None, reservation: Reservation | None, limit_reservation: str | None, tokens: int, cost: float
+    ) -> None:
+        """Count the key's daily tokens and settle what the limiter held (Redis: one batch, no extra round trip)."""
+        count = key is not None and key.daily_tokens is not None and bool(tokens or limit_reservation)
+        budget_org = (
+            reservation.organisation_id
+            if limit_reservation is not None and reservation is not None and reservation.budget_in_limiter
+            else None
+        )
+        if not count and budget_org is None:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._count_tokens(key.id if count and key is not None else None, tokens, limit_reservation, budget_org, cost)
+        )
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     def record_run(self, ctx: RequestContext, state: RunState, *, price: Price | None, started: float, status: str) -> float:
         """A run of the loop or a single upstream call; ``price`` is the served model's."""
+        state.count_unbilled()
         usage = state.usage
-        if state.unbilled_chars:
-            # The upstream's usage chunk never arrived: count what was streamed.
-            estimate = max(1, state.unbilled_chars // CHARS_PER_TOKEN)
-            usage["completion_tokens"] += estimate
-            usage["total_tokens"] += estimate
         return self.record(
             Charge(
                 request_id=state.request_id,
@@ -165,10 +182,19 @@ class Ledger:
             )
         )
 
-    async def _count_tokens(self, key_id: str, tokens: int, reservation_id: str | None = None) -> None:
+    async def _count_tokens(
+        self, key_id: str | None, tokens: int, reservation_id: str | None, budget_org: str | None, cost: float
+    ) -> None:
         try:
-            await self.limiter.record_tokens(key_id, tokens, reservation_id=reservation_id)
+            counts = []
+            if key_id is not None:
+                counts.append(self.limiter.record_tokens(key_id, tokens, reservation_id=reservation_id))
+            if budget_org is not None and reservation_id is not None:
+                counts.append(self.limiter.settle_budget(budget_org, reservation_id, cost))
+            # Both join the limiter's next batch: one round trip.
+            await (counts[0] if len(counts) == 1 else asyncio.gather(*counts))
         except LimiterUnavailable:
-            # The usage record is still written; the daily counter misses these tokens.
+            # The usage record is still written; the daily counter misses these tokens, and other
+            # processes see this cost once the database has it (the hold lapses).
             telemetry().limiter_unavailable("record_tokens")
             log.error("could not count %d tokens for key %s: rate limiter unavailable", tokens, key_id)

@@ -25,9 +25,10 @@ key, organisation or model up again.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from runtime.billing import plan_reservation, serving_prices
+from runtime.billing import insufficient_credits, month_bounds, plan_reservation, serving_prices
 from runtime.config import ModelConfig, OrganisationConfig, Price, Settings
 from runtime.errors import (
     GatewayError,
@@ -37,7 +38,7 @@ from runtime.errors import (
     rate_limiter_unavailable,
 )
 from runtime.guardrails import Guardrails
-from runtime.limits import LimitDecision, Limiter, LimiterUnavailable
+from runtime.limits import BudgetAsk, LimitDecision, Limiter, LimiterUnavailable
 from runtime.limits.decision import UNLIMITED
 from runtime.limits.reservation import Planned, Reservation
 from runtime.request import DoorRules, PluginGrant, PluginRequest, RequestContext, ToolsContext
@@ -53,6 +54,10 @@ class BudgetCheck(Protocol):
         ...
 
     def release(self, organisation_id: str, hold_id: int | None) -> None: ...
+
+    async def database_spend(self, organisation_id: str) -> float:
+        """The month's spend as the database (and this process's unwritten rows) last showed it."""
+        ...
 
 
 class AdmissionServices(Protocol):
@@ -226,20 +231,30 @@ async def allow_spending(
     """
     reserve_usd = planned.cost_usd(prices) if planned is not None else 0.0
     reserve_tokens = planned.tokens if planned is not None else 0
+    budget = organisation.monthly_budget_usd if door.budget else None
+    limit_key = key if door.limits else None
+    if budget is not None and services.limiter.holds_budgets:
+        # billing: the budget is checked and held in the limiter's one script call, with the key's
+        # limits, for every gateway process at once (runtime/limits/redis_backend.py).
+        ask = BudgetAsk(organisation.id, budget, await services.budget.database_spend(organisation.id), reserve_usd)
+        limits = await acquire_limits(
+            services, limit_key, organisation, rpm=door.rpm, reserve_tokens=reserve_tokens, within=within, budget=ask
+        )
+        if limits.reservation_id is None:
+            return limits, None
+        return limits, Reservation(organisation.id, None, limits.reservation_id, budget_in_limiter=limits.budget_held)
     # Budget before limits: a refused request must not use up the key's RPM.
     budget_hold = (
         await services.budget.check(
             organisation, reserve_usd=reserve_usd, within_hold=within.budget_hold if within is not None else None
         )
-        if door.budget
+        if budget is not None
         else None
     )
     try:
         limits = UNLIMITED
-        if door.limits and key is not None:
-            limits = await acquire_limits(
-                services, key, rpm=door.rpm, reserve_tokens=reserve_tokens, within=within.limit_id if within is not None else None
-            )
+        if limit_key is not None:
+            limits = await acquire_limits(services, limit_key, organisation, rpm=door.rpm, reserve_tokens=reserve_tokens, within=within)
     except BaseException:
         services.budget.release(organisation.id, budget_hold)
         raise
@@ -261,20 +276,41 @@ def check_model_access(key: KeyInfo | None, model_id: str) -> None:
 
 
 async def acquire_limits(
-    services: AdmissionServices, key: KeyInfo, *, rpm: bool = True, reserve_tokens: int = 0, within: str | None = None
+    services: AdmissionServices,
+    key: KeyInfo | None,
+    organisation: OrganisationConfig,
+    *,
+    rpm: bool = True,
+    reserve_tokens: int = 0,
+    within: Reservation | None = None,
+    budget: BudgetAsk | None = None,
 ) -> LimitDecision:
-    if not rpm and key.daily_tokens is None:
+    """The key's limits (and, with ``budget``, the organisation's budget held with them): 402, 429 or 503."""
+    daily_tokens = key.daily_tokens if key is not None else None
+    if budget is None and (key is None or (not rpm and daily_tokens is None)):
         return UNLIMITED
     # billing: a reservation bigger than the cap blocks as much as the cap (runtime/limits/reservation.py).
-    reserve = min(reserve_tokens, key.daily_tokens) if key.daily_tokens is not None else 0
+    reserve = min(reserve_tokens, daily_tokens) if daily_tokens is not None else 0
     try:
         decision = await services.limiter.acquire(
-            key.id, rpm=key.rpm if rpm else None, daily_tokens=key.daily_tokens, reserve_tokens=reserve, within_reservation=within
+            # A keyless call (the WhatsApp worker) checks only its organisation's budget.
+            key.id if key is not None else "-",
+            rpm=key.rpm if rpm and key is not None else None,
+            daily_tokens=daily_tokens,
+            reserve_tokens=reserve,
+            within_reservation=within.limit_id if within is not None else None,
+            budget=budget,
         )
     except LimiterUnavailable:
         telemetry().limiter_unavailable("acquire")
         raise rate_limiter_unavailable() from None
-    telemetry().limiter_decision(key.organisation_id, decision)
+    if decision.reason == "budget" and budget is not None:
+        now = datetime.now(UTC)
+        raise insufficient_credits(
+            organisation.id, budget.budget_usd, budget.spent_usd, month_bounds(now)[1], held_usd=decision.budget_pending_usd
+        )
+    if key is not None:
+        telemetry().limiter_decision(key.organisation_id, decision)
     if not decision.allowed:
         raise rate_limit_exceeded(
             decision.message(),

@@ -23,11 +23,18 @@ with a 500 because of billing's own bookkeeping.
 Reservations: an admitted request holds its largest possible cost (see
 :mod:`runtime.limits.reservation`) until it settles, and a request is refused
 while spend plus every hold reaches the budget. Concurrent requests therefore
-see each other at once, and within one process the spend can pass the budget by
-at most the cost of the one request admitted last (as long as each request stays
-within its reservation). Settling counts the real cost and releases the hold; a
-hold that is never settled (a path that admitted but never ran) lapses after
+see each other at once, and the spend can pass the budget by at most the cost
+of the one request admitted last (as long as each request stays within its
+reservation). Settling counts the real cost and releases the hold; a hold that
+is never settled (a path that admitted but never ran) lapses after
 ``limits.reservation_ttl_s``.
+
+Where the holds live: with a Redis limiter (``Limiter.holds_budgets``), in
+Redis, checked and taken in the limit check's one script call against
+:meth:`BudgetGuard.database_spend`, with each settled cost kept there until
+every process's database figure shows it: the bound above then holds across
+every gateway process, and the cross-process lag described above no longer
+applies. Without Redis, here (:meth:`BudgetGuard.check`), for one process.
 """
 
 from __future__ import annotations
@@ -60,6 +67,8 @@ from runtime.storage.models import UsageRecord
 from runtime.storage.usage import UsageWriter
 
 BUDGET_CACHE_TTL_S = 2.0
+# How long a usage row may take to be written once its flush starts (for how long Redis keeps a settled cost).
+BUDGET_WRITE_MARGIN_S = 2.0
 # Usage periods are bounded so that month arithmetic never leaves datetime's range.
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 1, 1, tzinfo=UTC)
@@ -238,6 +247,7 @@ class _Snapshot:
     database_spend: float
     recorded_mark: float
     expires_at: float
+    read: bool = True  # False: the database could not be read, the figure is the last one (or none)
 
 
 class BudgetGuard:
@@ -322,11 +332,25 @@ class BudgetGuard:
 
     async def month_spend(self, organisation_id: str, *, now: datetime | None = None) -> float:
         """This UTC month's spend: the database's figure (at most ``ttl_s`` old) plus this process's since."""
+        snapshot = await self._snapshot(organisation_id, now)
+        return snapshot.database_spend + self._recorded[organisation_id] - snapshot.recorded_mark
+
+    async def database_spend(self, organisation_id: str, *, now: datetime | None = None) -> float:
+        """This UTC month's spend as the database showed it (at most ``ttl_s`` ago), with this
+        process's rows not yet written: what a limiter that holds budgets adds the rest to (the
+        costs every process settled since, see :mod:`runtime.limits.redis_backend`). While the
+        database cannot be read, this process's spend since the last figure is added as well."""
+        snapshot = await self._snapshot(organisation_id, now)
+        if snapshot.read:
+            return snapshot.database_spend
+        return snapshot.database_spend + self._recorded[organisation_id] - snapshot.recorded_mark
+
+    async def _snapshot(self, organisation_id: str, now: datetime | None) -> _Snapshot:
         period_start = month_bounds(now or datetime.now(UTC))[0]
         snapshot = self._snapshots.get(organisation_id)
         if snapshot is None or snapshot.period_start != period_start or snapshot.expires_at <= time.monotonic():
             snapshot = await self._refresh(organisation_id, period_start)
-        return snapshot.database_spend + self._recorded[organisation_id] - snapshot.recorded_mark
+        return snapshot
 
     async def _refresh(self, organisation_id: str, period_start: datetime) -> _Snapshot:
         # Concurrent requests of one organisation share one database read.
@@ -367,7 +391,7 @@ class BudgetGuard:
         previous = self._snapshots.get(organisation_id)
         expires_at = time.monotonic() + self.ttl_s
         if previous is not None and previous.period_start == period_start:
-            return _Snapshot(period_start, previous.database_spend, previous.recorded_mark, expires_at)
+            return _Snapshot(period_start, previous.database_spend, previous.recorded_mark, expires_at, read=False)
         # Nothing read this period: count everything this process recorded (it may include last
         # month's; over-counting is the safe side of a budget).
-        return _Snapshot(period_start, 0.0, 0.0, expires_at)
+        return _Snapshot(period_start, 0.0, 0.0, expires_at, read=False)

@@ -88,8 +88,10 @@ class ProviderConfig(_Strict):
 
 
 class Price(_Strict):
-    input_per_mtok: float = 0.0
-    output_per_mtok: float = 0.0
+    # USD per million tokens: a negative price would credit the organisation's budget (and fail
+    # the cost metric), an infinite one would make every request unaffordable.
+    input_per_mtok: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    output_per_mtok: float = Field(default=0.0, ge=0, allow_inf_nan=False)
 
 
 class ModelConfig(_Strict):

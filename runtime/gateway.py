@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 
 from runtime.accounting import Ledger
 from runtime.admission import admit
-from runtime.billing import BudgetGuard
+from runtime.billing import BUDGET_CACHE_TTL_S, BUDGET_WRITE_MARGIN_S, BudgetGuard
 from runtime.config import ConfigError, ModelConfig, OrganisationConfig, Settings
 from runtime.errors import GatewayError, UpstreamError, model_not_found
 from runtime.guardrails import Finding, Guardrails, hit_rows, record_hits
@@ -120,7 +120,11 @@ class Gateway:
             spill_path=Path(settings.usage.spill_file) if settings.usage.spill_file else None,
         )
         self.limiter: Limiter = create_limiter(
-            settings.redis_url, timeout_s=settings.limits.redis_timeout_s, reservation_ttl_s=settings.limits.reservation_ttl_s
+            settings.redis_url,
+            timeout_s=settings.limits.redis_timeout_s,
+            reservation_ttl_s=settings.limits.reservation_ttl_s,
+            # billing: a settled cost counts in Redis until every process's database figure shows it.
+            budget_visibility_s=settings.usage.flush_interval_s + BUDGET_CACHE_TTL_S + BUDGET_WRITE_MARGIN_S,
         )
         self.budget = BudgetGuard(engine, self.usage, hold_ttl_s=settings.limits.reservation_ttl_s)
         self.ledger = Ledger(usage=self.usage, budget=self.budget, limiter=self.limiter)
@@ -299,7 +303,7 @@ class Gateway:
             status = "abandoned"
             raise
         finally:
-            self.record_usage(ctx, state, started, status)
+            self.record_usage_safely(ctx, state, started, status)
 
     async def complete(
         self,
@@ -392,7 +396,9 @@ class Gateway:
                 try:
                     await events.aclose()
                 finally:
-                    self.record_usage(ctx, state, started, status)
+                    # The client's stream ends properly (its final chunk, [DONE], the door's
+                    # terminal event) even if recording fails.
+                    self.record_usage_safely(ctx, state, started, status)
             if not client_gone.is_set():
                 await queue.put(_END)
 
@@ -441,6 +447,15 @@ class Gateway:
             )
         served = self.router.model(state.route.model) if state.route.model else None
         self.ledger.record_run(ctx, state, price=(served or ctx.model).price, started=started, status=status)
+
+    def record_usage_safely(self, ctx: RequestContext, state: RunState, started: float, status: str) -> None:
+        """:meth:`record_usage`, logged rather than raised: a request whose work is done is never
+        failed (or a stream left unended) by its own bookkeeping; its holds lapse after
+        ``limits.reservation_ttl_s`` if they could not be settled."""
+        try:
+            self.record_usage(ctx, state, started, status)
+        except Exception:
+            log.exception("could not record the usage of request %s (status %s)", ctx.request_id, status)
 
     def record_tool_call(self, ctx: ToolsContext, tool: str, *, started: float, status: str) -> None:
         """Record a tool called on its own (``/mcp``, the console) through the same path."""

@@ -16,7 +16,7 @@ from runtime.config import ModelConfig, OrganisationConfig, PluginRef
 from runtime.guardrails import Finding, Guardrails
 from runtime.json_types import JSON
 from runtime.limits.decision import UNLIMITED, LimitDecision
-from runtime.limits.reservation import Reservation, text_chars
+from runtime.limits.reservation import Reservation, estimated_tokens, text_chars
 from runtime.limits.usage import checked_usage
 from runtime.orchestration.events import Completed, Event
 from runtime.storage.keys import KeyInfo
@@ -259,6 +259,14 @@ class RunState:
                     bucket = self.usage.setdefault(detail, {})
                     bucket[name] = bucket.get(name, 0) + value
         return usage
+
+    def count_unbilled(self) -> None:
+        """The round's usage never arrived (the stream broke, the client left): count what it streamed."""
+        if self.unbilled_chars:
+            estimate = estimated_tokens(self.unbilled_chars)
+            self.usage["completion_tokens"] += estimate
+            self.usage["total_tokens"] += estimate
+            self.unbilled_chars = 0
 
     def trace(self) -> JSON:
         trace: JSON = {

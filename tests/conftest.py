@@ -10,7 +10,7 @@ import pytest
 from tests.fakes.openai_server import FakeOpenAI
 from tests.limits.limits_redis_server import RedisServer, free_port
 from tests.services import missing, shared_redis_url
-from tests.support import GatewayServer, make_settings
+from tests.support import Gateways, GatewayServer
 
 
 @pytest.fixture(scope="session")
@@ -48,13 +48,20 @@ def upstream(upstream_server: FakeOpenAI) -> Iterator[FakeOpenAI]:
 
 
 @pytest.fixture
-def gateway(tmp_path: Path, upstream: FakeOpenAI, request: pytest.FixtureRequest) -> Iterator[GatewayServer]:
+def gateways(tmp_path: Path, upstream: FakeOpenAI, request: pytest.FixtureRequest) -> Iterator[Gateways]:
+    """Start gateways with ``gateways.start(**options)`` (on the fake upstream, in tmp_path); all stop after the test."""
+    if "database_url" in request.fixturenames:
+        # Set up first so it is torn down last: gateways stop (and write their usage) before their schema is dropped.
+        request.getfixturevalue("database_url")
+    with Gateways(tmp_path, upstream.base_url) as started:
+        yield started
+
+
+@pytest.fixture
+def gateway(gateways: Gateways, request: pytest.FixtureRequest) -> GatewayServer:
     """The gateway on the fake upstream; tests tune it with @pytest.mark.gateway(...)."""
     marker = request.node.get_closest_marker("gateway")
-    options = dict(marker.kwargs) if marker else {}
-    server = GatewayServer(make_settings(tmp_path, upstream.base_url, **options)).start()
-    yield server
-    server.stop()
+    return gateways.start(**(dict(marker.kwargs) if marker else {}))
 
 
 @pytest.fixture

@@ -141,3 +141,56 @@ class GatewayServer:
 
     def stop(self) -> None:
         self._runner.stop()
+
+
+class Gateways:
+    """The gateways a test (or a module) starts, all stopped at its end: the one way tests start one.
+
+    ``start(**options)`` serves ``make_settings(directory, upstream_url, **options)``; a test that
+    builds its own ``Settings`` (another provider, say) passes them instead, and a plugin
+    catalogue of its own as ``plugin_host``.
+    Every gateway of one ``Gateways`` shares its directory (so its SQLite file) unless the test
+    passes ``directory=``. Used as the ``gateways`` fixture (tests/conftest.py), or as a context
+    manager by module-scoped fixtures.
+    """
+
+    def __init__(self, directory: Path | None = None, upstream_url: str | None = None) -> None:
+        # Both only for gateways started from options; ``start(settings)`` needs neither.
+        self.directory = directory
+        self.upstream_url = upstream_url
+        self.started: list[GatewayServer] = []
+
+    def start(
+        self,
+        settings: Settings | None = None,
+        *,
+        plugin_host: PluginHost | None = None,
+        run_worker: bool = False,
+        settle_mcp: Iterable[str] | None = None,
+        directory: Path | None = None,
+        upstream_url: str | None = None,
+        **options: Any,
+    ) -> GatewayServer:
+        if settings is None:
+            if directory is not None:
+                directory.mkdir(parents=True, exist_ok=True)
+            directory, upstream_url = directory or self.directory, upstream_url or self.upstream_url
+            if directory is None or upstream_url is None:
+                raise TypeError("a gateway started from options needs a directory and an upstream URL")
+            settings = make_settings(directory, upstream_url, **options)
+        elif options or directory is not None or upstream_url is not None:
+            raise TypeError("pass either settings or the options to build them, not both")
+        server = GatewayServer(settings, plugin_host, run_worker=run_worker)
+        self.started.append(server)
+        return server.start(settle_mcp=settle_mcp)
+
+    def stop_all(self) -> None:
+        for server in reversed(self.started):
+            server.stop()
+        self.started.clear()
+
+    def __enter__(self) -> Gateways:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop_all()

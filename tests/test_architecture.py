@@ -26,6 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     (
         "runtime",
         "runtime.json_types",
+        "runtime.json_schema",
         "runtime.errors",
         "runtime.text",
         "runtime.reasoning",

@@ -66,6 +66,9 @@ def test_full_design_example_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         ("orchestration: {max_tool_rounds: 0}", "orchestration.max_tool_rounds"),
         ("colour: blue", "colour: unknown setting"),
         ("providers: [{id: p, kind: wizard}]", "providers[0].kind"),
+        # A negative price credited the budget and made recording a stream's usage raise.
+        ("providers: [{id: p, kind: demo}]\nmodels: [{id: m, provider: p, price: {input_per_mtok: -1}}]", "models[0].price.input_per_mtok"),
+        ("providers: [{id: p, kind: demo}]\nmodels: [{id: m, provider: p, price: {output_per_mtok: .inf}}]", "models[0].price.output_per_mtok"),
     ],
 )
 def test_config_errors_name_the_path(tmp_path: Path, yaml_text: str, message: str) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from runtime.storage.keys import list_keys, revoke_key
 from tests.fakes.openai_server import FakeOpenAI, Reply, free_port
-from tests.support import GatewayServer
+from tests.support import Gateways, GatewayServer
 
 USER = [{"role": "user", "content": "hi"}]
 
@@ -228,17 +228,12 @@ def test_upstream_failure_is_502(client: openai.OpenAI, upstream: FakeOpenAI) ->
     assert error_of(info.value)["code"] == "upstream_unavailable"
 
 
-def test_unreachable_upstream_is_502_streamed_too(tmp_path, upstream: FakeOpenAI) -> None:  # type: ignore[no-untyped-def]
-    from tests.support import make_settings
-
-    server = GatewayServer(make_settings(tmp_path, f"http://127.0.0.1:{free_port()}/v1")).start()
-    try:
-        client = openai.OpenAI(base_url=server.base_url, api_key=server.mint(), max_retries=0)
-        with pytest.raises(openai.InternalServerError) as info:
-            client.chat.completions.create(model="gpt-test", messages=USER, stream=True)
-        assert info.value.status_code == 502
-    finally:
-        server.stop()
+def test_unreachable_upstream_is_502_streamed_too(gateways: Gateways) -> None:
+    server = gateways.start(upstream_url=f"http://127.0.0.1:{free_port()}/v1")
+    client = openai.OpenAI(base_url=server.base_url, api_key=server.mint(), max_retries=0)
+    with pytest.raises(openai.InternalServerError) as info:
+        client.chat.completions.create(model="gpt-test", messages=USER, stream=True)
+    assert info.value.status_code == 502
 
 
 # -- ids, models, health -------------------------------------------------------------------------------

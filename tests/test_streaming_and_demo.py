@@ -80,7 +80,7 @@ import pytest  # noqa: E402
 from pydantic import BaseModel  # noqa: E402
 
 from runtime.config import settings_from_dict  # noqa: E402
-from tests.support import GatewayServer  # noqa: E402
+from tests.support import Gateways, GatewayServer  # noqa: E402
 
 
 class Calculation(BaseModel):
@@ -99,9 +99,8 @@ def demo_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewaySe
         "organisations": [{"id": "acme", "plugins": [{"id": "calculator"}, {"id": "clock"}]}],
         "usage": {"flush_interval_s": 0.05},
     })
-    server = GatewayServer(settings).start()
-    yield server
-    server.stop()
+    with Gateways() as started:
+        yield started.start(settings)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ named by the route it matched, is each request's span.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -27,13 +26,12 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runtime.api.deps import authenticate
+from runtime.api.errors import unexpected_error
 from runtime.api.middleware import RequestIdMiddleware
 from runtime.errors import GatewayError
 from runtime.gateway import Gateway
 from runtime.storage.keys import KeyInfo
 from runtime.telemetry import TelemetryMiddleware
-
-log = logging.getLogger("plugway.api")
 
 ModelHandler = Callable[[Request, Gateway, KeyInfo, str], Awaitable[Response]]
 ErrorResponse = Callable[[GatewayError], Response]
@@ -79,9 +77,6 @@ class DirectRoutes:
             response = await direct.handler(request, gateway, key, str(scope["state"].get("request_id") or ""))
         except GatewayError as exc:
             response = direct.error_response(exc)
-        except Exception:
-            log.exception("unhandled error")
-            response = direct.error_response(
-                GatewayError(500, "The gateway had an internal error.", code="internal_error", type="api_error")
-            )
+        except Exception as exc:
+            response = direct.error_response(unexpected_error(exc))
         await response(scope, receive, send)

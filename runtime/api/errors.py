@@ -25,6 +25,16 @@ def error_response(error: GatewayError) -> Response:
     )
 
 
+def unexpected_error(exc: Exception) -> GatewayError:
+    """What an exception no route turned into an answer becomes, on every route: the
+    database's outage a 503 the client may retry, anything else a logged 500."""
+    if isinstance(exc, OUTAGE_ERRORS):
+        log.warning("the database is unreachable: answering 503 (%s)", type(exc).__name__)
+        return database_unavailable()
+    log.error("unhandled error", exc_info=exc)
+    return GatewayError(500, "The gateway had an internal error.", code="internal_error", type="api_error")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GatewayError)
     async def _gateway_error(_request: Request, exc: GatewayError) -> Response:
@@ -47,14 +57,9 @@ def install_error_handlers(app: FastAPI) -> None:
             GatewayError(exc.status_code, message, code=code, type="invalid_request_error", headers=dict(exc.headers or {}))
         )
 
-    async def _database_outage(_request: Request, exc: Exception) -> Response:
-        log.warning("the database is unreachable: answering 503 (%s)", type(exc).__name__)
-        return error_response(database_unavailable())
-
-    for outage in OUTAGE_ERRORS:
-        app.add_exception_handler(outage, _database_outage)
-
-    @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error")
-        return error_response(GatewayError(500, "The gateway had an internal error.", code="internal_error", type="api_error"))
+        return error_response(unexpected_error(exc))
+
+    # Starlette picks a handler by the exception's class: the outages are named, not left to Exception's.
+    for unexpected in (*OUTAGE_ERRORS, Exception):
+        app.add_exception_handler(unexpected, _unexpected)

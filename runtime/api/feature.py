@@ -1,4 +1,4 @@
-"""What a feature is to the app factory: its routes, and what it runs while the app serves.
+"""What a feature is to the app factory: its routes, its tables, and what it runs while the app serves.
 
 Every feature (each front door, endpoints, the control plane, the console, WhatsApp,
 telemetry's routes) plugs into ``runtime.api.app.create_app`` through the one declared
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fastapi import APIRouter, FastAPI
+from sqlmodel import SQLModel
 
 from runtime.api.direct import DirectRoute, ErrorResponse
 
@@ -39,6 +40,11 @@ class Feature(Protocol):
         """Error envelopes by path prefix, for refusals made before any route runs (the request guard)."""
         ...
 
+    @property
+    def tables(self) -> Sequence[type[SQLModel]]:
+        """The tables the feature owns (its migrations are revisions in ``runtime/storage/migrations/versions/``)."""
+        ...
+
 
 @dataclass(frozen=True)
 class RouterFeature:
@@ -51,6 +57,7 @@ class RouterFeature:
     lifespan: Lifespan | None = None
     # Path prefix -> the error envelope of its refusals made before a route runs (body too large, say).
     envelopes: Mapping[str, ErrorResponse] = field(default_factory=dict)
+    tables: tuple[type[SQLModel], ...] = ()
 
     def install(self, app: FastAPI) -> Sequence[DirectRoute]:
         for router in self.routers:

@@ -12,6 +12,8 @@ from runtime.api.feature import RouterFeature, in_background
 from runtime.endpoints import purge_expired_sessions
 from runtime.endpoints.pipeline import EndpointService
 from runtime.endpoints.routes import router
+from runtime.endpoints.sessions import EndpointSession
+from runtime.endpoints.store import StoredEndpoint
 
 
 @asynccontextmanager
@@ -21,4 +23,4 @@ async def _serving(app: FastAPI) -> AsyncIterator[None]:
         yield
 
 
-FEATURE = RouterFeature("endpoints", (router,), lifespan=_serving)
+FEATURE = RouterFeature("endpoints", (router,), lifespan=_serving, tables=(StoredEndpoint, EndpointSession))

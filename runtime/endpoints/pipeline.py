@@ -27,7 +27,6 @@ from functools import partial
 from typing import Any
 
 import anyio.to_thread
-import jsonschema
 import orjson
 from sqlalchemy.exc import IntegrityError
 
@@ -40,8 +39,9 @@ from runtime.errors import GatewayError, guardrail_blocked
 from runtime.frontdoors.chat.encoder import ChatStreamEncoder
 from runtime.gateway import Gateway
 from runtime.guardrails import GuardrailBlocked
+from runtime.json_schema import mismatch, validator_for
 from runtime.json_types import JSON
-from runtime.limits.reservation import CHARS_PER_TOKEN
+from runtime.limits.reservation import estimated_tokens
 from runtime.orchestration.events import Completed, Event
 from runtime.prompt_template import MissingVariable, render
 from runtime.request import DoorRules, KeepAlive, PluginRequest, RequestContext, RunRequest
@@ -169,7 +169,7 @@ class Prepared:
 
 def _estimate(value: Any) -> int:
     text = value if isinstance(value, str) else orjson.dumps(value).decode()
-    return len(text) // CHARS_PER_TOKEN + 1
+    return estimated_tokens(len(text)) + 1  # and one for the message around it
 
 
 def _parse_output(content: str) -> Any:
@@ -247,8 +247,8 @@ class EndpointService:
                 plugins=plugins,
                 guardrails=endpoint.guardrails,
                 endpoint=slug,
-                # billing: the call holds its most until it settles (runtime/limits/reservation.py); a hold
-                # left by a refusal below lapses after limits.reservation_ttl_s.
+                # billing: the call holds its most until it settles (runtime/limits/reservation.py); a
+                # refusal below gives the hold back at once.
                 body=body,
                 prompt_parts=(endpoint.system_prompt or "",),
             )
@@ -256,6 +256,18 @@ class EndpointService:
             if exc.code == "insufficient_credits":
                 raise EndpointError(422, "budget_exceeded", exc.message) from None
             raise EndpointError.from_gateway(exc) from None
+        try:
+            return self._checked(ctx, endpoint, call, new_messages, create_session, slug=slug, request_id=request_id)
+        except BaseException:
+            # billing: refused after admission, before anything was spent: the holds go now.
+            gateway.ledger.release(ctx)
+            raise
+
+    def _checked(
+        self, ctx: RequestContext, endpoint: EndpointConfig, call: EndpointCall, new_messages: list[JSON], create_session: bool, *, slug: str, request_id: str
+    ) -> Prepared:
+        """The checks an admitted endpoint call passes before its prompt is built (guardrails, schema, variables)."""
+        organisation = ctx.organisation
         guardrails = ctx.guardrails
         if guardrails is not None and guardrails.applies_to("input"):
             try:
@@ -270,11 +282,9 @@ class EndpointService:
             # The caller's input is checked here, before the prompt; output and tool results in the loop.
             ctx.guard_input = False
         if endpoint.input_schema is not None:
-            validator = jsonschema.validators.validator_for(endpoint.input_schema, default=jsonschema.Draft202012Validator)(endpoint.input_schema)
-            error = jsonschema.exceptions.best_match(validator.iter_errors(call.input))
-            if error is not None:
-                where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-                raise EndpointError(422, "input_schema", f"'input' does not match the endpoint's input_schema at {where}: {error.message}")
+            wrong = mismatch(validator_for(endpoint.input_schema), call.input)
+            if wrong is not None:
+                raise EndpointError(422, "input_schema", f"'input' does not match the endpoint's input_schema {wrong}")
         try:
             system = render(endpoint.system_prompt, call.variables) if endpoint.system_prompt else None
         except MissingVariable as exc:
@@ -285,7 +295,22 @@ class EndpointService:
 
     @contextlib.asynccontextmanager
     async def _session(self, prepared: Prepared) -> AsyncIterator[SessionHandle]:
-        """The session, held (leased) for the whole request; saved on exit when ``conversation`` is set."""
+        """The session, held (leased) for the whole request; saved on exit when ``conversation`` is set.
+
+        A session that cannot be had (404, 409) refuses the call before it runs: its holds go now.
+        """
+        entered = False
+        try:
+            async with self._leased(prepared) as handle:
+                entered = True
+                yield handle
+        except BaseException:
+            if not entered:
+                self.gateway.ledger.release(prepared.ctx)
+            raise
+
+    @contextlib.asynccontextmanager
+    async def _leased(self, prepared: Prepared) -> AsyncIterator[SessionHandle]:
         endpoint, call, ctx = prepared.endpoint, prepared.call, prepared.ctx
         if not endpoint.sessions.enabled:
             yield SessionHandle(None, [])
@@ -377,12 +402,8 @@ class EndpointService:
             output = _parse_output(content)
         except orjson.JSONDecodeError as exc:
             return None, f"the answer is not JSON ({exc})"
-        validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)(schema)
-        error = jsonschema.exceptions.best_match(validator.iter_errors(output))
-        if error is not None:
-            where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-            return None, f"at {where}: {error.message}"
-        return output, None
+        wrong = mismatch(validator_for(schema), output)
+        return (None, wrong) if wrong is not None else (output, None)
 
     @staticmethod
     def _stored(messages: list[JSON], answer: JSON) -> list[JSON]:

@@ -8,9 +8,10 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.routing import APIRoute
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
-from runtime.api.body import read_body
+from runtime.api import sse
+from runtime.api.body import read_json
 from runtime.api.deps import KeyDep, RequestIdDep
 from runtime.api.middleware import use_request_id
 from runtime.api.openapi import documented_body
@@ -55,21 +56,13 @@ async def _serve(request: Request, key: Any, request_id: str, organisation: str,
     prepared = await service.prepare(key=key, organisation_id=organisation, slug=slug, body=body, request_id=request_id)
     headers = prepared.ctx.limits.headers()
     if prepared.call.stream:
-        return StreamingResponse(
-            service.stream(prepared),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers},
-        )
+        return sse.response(service.stream(prepared), headers)
     answer = await service.complete(prepared)
     return Response(orjson.dumps(answer), media_type="application/json", headers=headers)
 
 
 async def _body(request: Request) -> Any:
-    raw = await read_body(request, request.app.state.gateway.settings.max_body_bytes)
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise EndpointError(400, "invalid_request", "The body is not valid JSON.") from None
+    return await read_json(request, request.app.state.gateway.settings.max_body_bytes)
 
 
 @router.post("/api/{organisation}/chat/completions", openapi_extra=documented_body(DispatchRequest))

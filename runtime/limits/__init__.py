@@ -19,12 +19,13 @@ check). Without one they live in this process only: correct for a single
 
 from __future__ import annotations
 
-from runtime.limits.base import Limiter, LimiterUnavailable
+from runtime.limits.base import BudgetAsk, Limiter, LimiterUnavailable
 from runtime.limits.decision import LimitDecision, LimitReason, format_reset
 from runtime.limits.memory_backend import InProcessLimiter
 from runtime.limits.redis_backend import RedisLimiter
 
 __all__ = [
+    "BudgetAsk",
     "InProcessLimiter",
     "LimitDecision",
     "LimitReason",
@@ -44,11 +45,14 @@ def create_limiter(
     window_s: float = 60.0,
     token_period_s: int = 86_400,
     reservation_ttl_s: float = 900.0,
+    budget_visibility_s: float = 5.0,
 ) -> Limiter:
     """A Redis-backed limiter for a URL, else an in-process one. Connects lazily.
 
     ``window_s`` (the RPM window) and ``token_period_s`` (the token day) exist
-    so tests can shrink time; production keeps the defaults.
+    so tests can shrink time; production keeps the defaults. ``budget_visibility_s``
+    is how long a settled cost counts in Redis before every process's database figure
+    shows it (see :mod:`runtime.limits.redis_backend`).
     """
     if redis_url:
         return RedisLimiter(
@@ -58,5 +62,6 @@ def create_limiter(
             window_s=window_s,
             token_period_s=token_period_s,
             reservation_ttl_s=reservation_ttl_s,
+            budget_visibility_s=budget_visibility_s,
         )
     return InProcessLimiter(window_s=window_s, token_period_s=token_period_s, reservation_ttl_s=reservation_ttl_s)

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-LimitReason = Literal["rpm", "daily_tokens"]
+LimitReason = Literal["rpm", "daily_tokens", "budget"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,10 @@ class LimitDecision:
     # the id that settles them; None when nothing was reserved.
     reservation_id: str | None = None
     reserved_tokens: int = 0
+    # A budget refusal (reason "budget"): what every process holds and settled too recently for
+    # the database to show; a budget held with the limits (``budget_held``) settles with the reservation.
+    budget_pending_usd: float = 0.0
+    budget_held: bool = False
 
     def headers(self) -> dict[str, str]:
         """The ``x-ratelimit-*`` headers for every response, plus ``Retry-After`` on refusal."""

@@ -17,6 +17,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+from runtime.limits.base import BudgetAsk
 from runtime.limits.decision import UNLIMITED, LimitDecision, build_decision
 
 
@@ -67,7 +68,9 @@ class InProcessLimiter:
         daily_tokens: int | None,
         reserve_tokens: int = 0,
         within_reservation: str | None = None,
+        budget: BudgetAsk | None = None,
     ) -> LimitDecision:
+        # Budgets are held by the process's budget guard (``holds_budgets`` is false): ``budget`` is never given.
         if rpm is None and daily_tokens is None:
             return UNLIMITED
         # Monotonic for the window (immune to clock steps), wall clock for the UTC day.
@@ -134,6 +137,13 @@ class InProcessLimiter:
                 day.held.pop(reservation_id, None)
             if tokens > 0:
                 day.used += tokens
+
+    @property
+    def holds_budgets(self) -> bool:
+        return False
+
+    async def settle_budget(self, organisation_id: str, reservation_id: str, cost_usd: float) -> None:
+        return None
 
     async def ping(self) -> bool:
         return True

@@ -21,6 +21,23 @@ reservation deadlines lets a reservation whose process died lapse after
 every key of a gateway key is declared to the script (and they share a
 ``{hash tag}`` slot, which keeps it Redis-Cluster-safe).
 
+Monthly budgets (``holds_budgets``): when the organisation has a budget, the
+same script call checks it first and holds the request's largest cost, in an
+organisation's hash ``{held, recent, r:<id>: each hold, s:<second>: costs
+settled in that second}`` (nano-dollars, integers) with a sorted set of
+deadlines. A request is refused (nothing counted, RPM included) while
+
+    spent (the caller's database figure) + held + recent >= budget
+
+Settling (:meth:`RedisLimiter.settle_budget`, riding the next batch with the
+token counts) removes the hold and adds the real cost to ``recent``, where it
+stays ``budget_visibility_s``: long enough for the usage writer to flush the row
+and every process's cached database figure to expire, so every process sees
+every settled cost at once, in one figure or the other (for that while a cost
+may be counted in both: the safe side). Holds lapse like token reservations.
+The budget's keys are tagged by organisation, the key's by key: the script spans
+two slots, which a single Redis (what plugway's client speaks to) does not mind.
+
 Time comes from Redis ``TIME`` inside the scripts, so gateway hosts with skewed
 clocks still agree. Each check is one atomic script call (EVALSHA, EVAL once
 after a Redis restart flushed the script cache); nothing is counted when a
@@ -36,7 +53,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
+import math
 import secrets
 from collections.abc import Sequence
 from typing import Any
@@ -48,8 +67,16 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
 from runtime.futures import retrieve_quietly
-from runtime.limits.base import LimiterUnavailable
+from runtime.limits.base import BudgetAsk, LimiterUnavailable
 from runtime.limits.decision import UNLIMITED, LimitDecision, build_decision
+
+# What a budget refusal answers (the 402 is built by admission, which knows the budget).
+BUDGET_SPENT = dataclasses.replace(UNLIMITED, allowed=False, reason="budget")
+
+
+def _nano_up(usd: float) -> int:
+    """Dollars as whole nano-dollars, rounded up (a hold or a cost is never under-counted)."""
+    return min(max(0, math.ceil(usd * NANO_USD)), MAX_NANO) if math.isfinite(usd) else 0
 
 # Numbers cross into Lua as strings formatted with 14 significant digits, so
 # timestamps stay in milliseconds (13 digits) to remain exact.
@@ -66,6 +93,32 @@ local now_s = tonumber(t[1])
 local now_ms = now_s * 1000 + math.floor(tonumber(t[2]) / 1000)
 local period = math.floor(now_s / period_s)
 local period_end_ms = (period + 1) * period_s * 1000 - now_ms
+
+-- the organisation's budget first: a refusal counts nothing (KEYS[4], KEYS[5] given only with a budget)
+local pending = 0
+if #KEYS > 3 then
+  local lapsed = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now_ms)
+  for _, field in ipairs(lapsed) do
+    local amount = redis.call('HGET', KEYS[4], field)
+    if amount then
+      local total = 'held'
+      if string.sub(field, 1, 2) == 's:' then total = 'recent' end
+      redis.call('HINCRBY', KEYS[4], total, '-' .. amount)
+      redis.call('HDEL', KEYS[4], field)
+    end
+  end
+  if #lapsed > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now_ms)
+  end
+  local totals = redis.call('HMGET', KEYS[4], 'held', 'recent')
+  pending = (tonumber(totals[1]) or 0) + (tonumber(totals[2]) or 0)
+  if ARGV[8] ~= '' then
+    pending = pending - (tonumber(redis.call('HGET', KEYS[4], 'r:' .. ARGV[8])) or 0)
+  end
+  if tonumber(ARGV[10]) + pending >= tonumber(ARGV[9]) then
+    return {0, 0, 0, 0, 0, 0, '', 1, pending}
+  end
+end
 
 local used = 0
 if cap >= 0 then
@@ -123,6 +176,14 @@ if allowed == 1 and cap >= 0 and reserve > 0 then
   redis.call('ZADD', KEYS[3], now_ms + reservation_ttl_ms, reservation)
   redis.call('EXPIREAT', KEYS[3], day_end)
 end
+if allowed == 1 and #KEYS > 3 and tonumber(ARGV[11]) > 0 then
+  reservation = ARGV[5]
+  redis.call('HINCRBY', KEYS[4], 'held', ARGV[11])
+  redis.call('HSET', KEYS[4], 'r:' .. reservation, ARGV[11])
+  redis.call('ZADD', KEYS[5], now_ms + reservation_ttl_ms, 'r:' .. reservation)
+  redis.call('PEXPIRE', KEYS[4], reservation_ttl_ms + tonumber(ARGV[12]))
+  redis.call('PEXPIRE', KEYS[5], reservation_ttl_ms + tonumber(ARGV[12]))
+end
 
 local slot_free_ms = 0
 local clear_ms = 0
@@ -141,7 +202,7 @@ if rpm >= 0 then
     end
   end
 end
-return {allowed, count, used, slot_free_ms, clear_ms, period_end_ms, reservation}
+return {allowed, count, used, slot_free_ms, clear_ms, period_end_ms, reservation, 0, pending}
 """
 
 # KEYS: the day's hash, the reservation deadlines. ARGV: tokens, period, then the
@@ -174,6 +235,42 @@ return used
 """
 
 
+# KEYS: the organisation's budget hash and deadlines. ARGV: how long a settled cost stays (ms),
+# how long the keys live (ms), then (reservation id, real cost in nano-dollars) pairs.
+SETTLE_BUDGET_LUA = """
+if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local stay_ms = tonumber(ARGV[1])
+-- settled costs are kept per second of their deadline: one field per second, however busy
+local second = math.ceil((now_ms + stay_ms) / 1000)
+local field = 's:' .. second
+local cost = 0
+for i = 3, #ARGV, 2 do
+  local amount = redis.call('HGET', KEYS[1], 'r:' .. ARGV[i])
+  if amount then
+    redis.call('HINCRBY', KEYS[1], 'held', '-' .. amount)
+    redis.call('HDEL', KEYS[1], 'r:' .. ARGV[i])
+    redis.call('ZREM', KEYS[2], 'r:' .. ARGV[i])
+  end
+  cost = cost + tonumber(ARGV[i + 1])
+end
+if cost > 0 then
+  redis.call('HINCRBY', KEYS[1], field, cost)
+  redis.call('HINCRBY', KEYS[1], 'recent', cost)
+  redis.call('ZADD', KEYS[2], second * 1000, field)
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return cost
+"""
+
+# Budgets cross into Redis as integer nano-dollars: exact in Lua's doubles up to $9 million.
+NANO_USD = 1_000_000_000
+# The largest hold or cost sent: Redis's 64-bit HINCRBY never overflows adding a few.
+MAX_NANO = 2**52
+
+
 class _Script:
     def __init__(self, source: str) -> None:
         self.source = source
@@ -182,6 +279,7 @@ class _Script:
 
 _ACQUIRE = _Script(ACQUIRE_LUA)
 _RECORD_TOKENS = _Script(RECORD_TOKENS_LUA)
+_SETTLE_BUDGET = _Script(SETTLE_BUDGET_LUA)
 
 
 class RedisLimiter:
@@ -194,11 +292,13 @@ class RedisLimiter:
         window_s: float = 60.0,
         token_period_s: int = 86_400,
         reservation_ttl_s: float = 900.0,
+        budget_visibility_s: float = 5.0,
         max_connections: int = 64,
     ) -> None:
         if timeout_s <= 0 or window_s <= 0 or token_period_s <= 0 or reservation_ttl_s <= 0:
             raise ValueError("timeout_s, window_s, token_period_s and reservation_ttl_s must be positive")
         self._reservation_ttl_ms = max(1, round(reservation_ttl_s * 1000))
+        self._budget_visibility_ms = max(1, round(budget_visibility_s * 1000))
         self._timeout_s = timeout_s
         self._prefix = key_prefix
         self._window_ms = max(1, round(window_s * 1000))
@@ -225,6 +325,14 @@ class RedisLimiter:
         tagged = f"{self._prefix}rl:{{{key_id}}}"
         return f"{tagged}:req", f"{tagged}:tok", f"{tagged}:held"
 
+    def _budget_keys(self, organisation_id: str) -> tuple[str, str]:
+        tagged = f"{self._prefix}budget:{{{organisation_id}}}"
+        return tagged, f"{tagged}:deadlines"
+
+    @property
+    def holds_budgets(self) -> bool:
+        return True
+
     async def acquire(
         self,
         key_id: str,
@@ -233,35 +341,43 @@ class RedisLimiter:
         daily_tokens: int | None,
         reserve_tokens: int = 0,
         within_reservation: str | None = None,
+        budget: BudgetAsk | None = None,
     ) -> LimitDecision:
-        if rpm is None and daily_tokens is None:
+        if rpm is None and daily_tokens is None and budget is None:
             # Nothing to enforce, so no reason to depend on Redis being up.
             return UNLIMITED
         request_id = secrets.token_hex(8)
+        keys: tuple[str, ...] = self._keys(key_id)
+        args: tuple[Any, ...] = (
+            -1 if rpm is None else rpm,
+            self._window_ms,
+            -1 if daily_tokens is None else daily_tokens,
+            self._period_s,
+            request_id,
+            max(0, int(reserve_tokens)),
+            self._reservation_ttl_ms,
+            within_reservation or "",
+        )
+        budget_reserve = 0
+        if budget is not None:
+            keys += self._budget_keys(budget.organisation_id)
+            cap = math.floor(budget.budget_usd * NANO_USD)
+            # A hold larger than the budget blocks as much as one equal to it.
+            budget_reserve = min(_nano_up(budget.reserve_usd), cap, MAX_NANO)
+            args += (cap, _nano_up(budget.spent_usd), budget_reserve, self._budget_visibility_ms)
         try:
-            reply = await self._run(
-                _ACQUIRE,
-                self._keys(key_id),
-                (
-                    -1 if rpm is None else rpm,
-                    self._window_ms,
-                    -1 if daily_tokens is None else daily_tokens,
-                    self._period_s,
-                    request_id,
-                    max(0, int(reserve_tokens)),
-                    self._reservation_ttl_ms,
-                    within_reservation or "",
-                ),
-            )
+            reply = await self._run(_ACQUIRE, keys, args)
         except LimiterUnavailable:
-            if reserve_tokens > 0 and daily_tokens is not None:
+            if (reserve_tokens > 0 and daily_tokens is not None) or budget_reserve > 0:
                 # The script may still run (a slow Redis): give back what it would hold, rather
                 # than let the key stay blocked until the reservation lapses.
-                self._release_later(key_id, request_id)
+                self._release_later(key_id, request_id, budget.organisation_id if budget is not None and budget_reserve else None)
             raise
         allowed, count, used, slot_free_ms, clear_ms, period_end_ms = (int(v) for v in reply[:6])
         reservation_id = reply[6].decode() if isinstance(reply[6], bytes) else (reply[6] or None)
-        return build_decision(
+        if int(reply[7]):
+            return dataclasses.replace(BUDGET_SPENT, budget_pending_usd=int(reply[8]) / NANO_USD)
+        decision = build_decision(
             allowed=bool(allowed),
             rpm=rpm,
             daily_tokens=daily_tokens,
@@ -273,6 +389,16 @@ class RedisLimiter:
             reservation_id=reservation_id or None,
             reserved_tokens=int(reserve_tokens),
         )
+        if reservation_id and budget_reserve > 0:
+            decision = dataclasses.replace(decision, budget_held=True)
+        return decision
+
+    async def settle_budget(self, organisation_id: str, reservation_id: str, cost_usd: float) -> None:
+        """Release a budget hold and count the real cost in ``recent``; rides the next batch."""
+        batch = self._next_batch(urgent=False)
+        cost = _nano_up(cost_usd) if cost_usd > 0 and math.isfinite(cost_usd) else 0
+        batch.budgets.setdefault(organisation_id, []).extend((reservation_id, cost))
+        await self._wait(batch.tokens_done)
 
     async def record_tokens(self, key_id: str, tokens: int, *, reservation_id: str | None = None) -> None:
         """Add tokens to the key's counter, releasing a reservation; returns once Redis has counted them.
@@ -289,9 +415,11 @@ class RedisLimiter:
             batch.releases.setdefault(key_id, []).append(reservation_id)
         await self._wait(batch.tokens_done)
 
-    def _release_later(self, key_id: str, reservation_id: str) -> None:
+    def _release_later(self, key_id: str, reservation_id: str, organisation_id: str | None = None) -> None:
         async def release() -> None:
             with contextlib.suppress(LimiterUnavailable):
+                if organisation_id is not None:
+                    await self.settle_budget(organisation_id, reservation_id, 0.0)
                 await self.record_tokens(key_id, 0, reservation_id=reservation_id)
 
         task = asyncio.get_running_loop().create_task(release())
@@ -319,7 +447,8 @@ class RedisLimiter:
     # -- batching -----------------------------------------------------------------------
     #
     # One batch is on the wire at a time, as one pipeline (no MULTI: each script is atomic
-    # on its own, and runs in the order it was asked for). Every call made meanwhile
+    # on its own). Token counts and releases run first, then the limit checks in the order
+    # they were asked for, so a check never misses a hold given back. Every call made meanwhile
     # joins the next batch, so under load a process pays one round trip, one pooled
     # connection and one reply parse per batch rather than per request; an idle process
     # sends a lone call at once. Each caller still waits at most ``timeout_s``: a batch
@@ -360,7 +489,7 @@ class RedisLimiter:
         self._in_flight = batch.sent
         try:
             async with asyncio.timeout(self._timeout_s):
-                replies = await self._execute(batch.commands(self._keys, self._period_s))
+                replies = await self._execute(batch.commands(self))
         except TimeoutError:
             batch.fail(LimiterUnavailable(f"Redis did not answer within {self._timeout_s:g}s"))
         except (RedisError, OSError) as exc:
@@ -396,7 +525,7 @@ TOKEN_COUNT_DELAY_S = 0.01
 class _Batch:
     """Script calls and per-key token counts gathered while the previous batch is on its way."""
 
-    __slots__ = ("calls", "releases", "sent", "started", "timer", "tokens", "tokens_done")
+    __slots__ = ("budgets", "calls", "releases", "sent", "started", "timer", "tokens", "tokens_done")
 
     def __init__(self) -> None:
         loop = asyncio.get_running_loop()
@@ -405,26 +534,34 @@ class _Batch:
         self.calls: list[tuple[_Script, Sequence[str], Sequence[Any], asyncio.Future[Any]]] = []
         self.tokens: dict[str, int] = {}
         self.releases: dict[str, list[str]] = {}  # key -> reservations the counts settle
+        self.budgets: dict[str, list[Any]] = {}  # organisation -> reservation id, cost, id, cost...
         self.tokens_done: asyncio.Future[None] = loop.create_future()
         self.sent: asyncio.Future[None] = loop.create_future()
         # A caller that timed out no longer awaits its future: never "exception was never retrieved".
         self.tokens_done.add_done_callback(retrieve_quietly)
 
-    def commands(self, keys_of: Any, period_s: int) -> list[tuple[_Script, Sequence[str], Sequence[Any]]]:
-        commands = [(script, keys, args) for script, keys, args, _ in self.calls]
-        commands += [
-            (_RECORD_TOKENS, keys_of(key_id)[1:], (tokens, period_s, *self.releases.get(key_id, ())))
+    def commands(self, limiter: RedisLimiter) -> list[tuple[_Script, Sequence[str], Sequence[Any]]]:
+        """Counts and releases first, then the limit checks: a check sees every hold given back before it."""
+        commands: list[tuple[_Script, Sequence[str], Sequence[Any]]] = [
+            (_RECORD_TOKENS, limiter._keys(key_id)[1:], (tokens, limiter._period_s, *self.releases.get(key_id, ())))
             for key_id, tokens in self.tokens.items()
         ]
+        stay_ms = limiter._budget_visibility_ms
+        commands += [
+            (_SETTLE_BUDGET, limiter._budget_keys(org_id), (stay_ms, limiter._reservation_ttl_ms + stay_ms, *settles))
+            for org_id, settles in self.budgets.items()
+        ]
+        commands += [(script, keys, args) for script, keys, args, _ in self.calls]
         return commands
 
     def answer(self, replies: list[Any]) -> None:
-        for (_, _, _, future), reply in zip(self.calls, replies, strict=False):
+        counts = len(replies) - len(self.calls)
+        for (_, _, _, future), reply in zip(self.calls, replies[counts:], strict=True):
             if isinstance(reply, Exception):
                 future.set_exception(LimiterUnavailable(f"Redis error: {reply}"))
             else:
                 future.set_result(reply)
-        failed = [reply for reply in replies[len(self.calls):] if isinstance(reply, Exception)]
+        failed = [reply for reply in replies[:counts] if isinstance(reply, Exception)]
         if failed:
             self.tokens_done.set_exception(LimiterUnavailable(f"Redis error: {failed[0]}"))
         else:

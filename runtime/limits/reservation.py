@@ -25,6 +25,13 @@ as long as each request stays within its reservation. The reservation is:
 
 A reservation larger than the key's cap (or the budget) is cut to it: it
 blocks every other request of the key until it settles either way.
+
+Where holds live: with Redis, the key's tokens and the organisation's budget are
+held in the limiter's one script call, shared by every gateway process; in the
+embedded default (no Redis), tokens in the in-process limiter and the budget in
+the process's budget guard. A request refused after admission (an endpoint's
+input check, a guardrail block before any upstream call) gives its holds back at
+once (``Ledger.release``).
 """
 
 from __future__ import annotations
@@ -38,6 +45,14 @@ from runtime.config import Price
 
 # About four characters a token: plugway's own count wherever an upstream's is missing.
 CHARS_PER_TOKEN = 4
+
+
+def estimated_tokens(chars: int) -> int:
+    """plugway's own token count for ``chars`` characters, wherever no upstream counted them:
+    reservations, usage an upstream reported badly or never sent, an endpoint's context. The
+    one rounding (up, so text is never counted as free)."""
+    return math.ceil(max(0, chars) / CHARS_PER_TOKEN)
+
 OUTPUT_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 # Enough to hold any real request; small enough that Redis never overflows adding a few.
 MAX_RESERVATION_TOKENS = 2**52
@@ -94,7 +109,7 @@ def requested_output_tokens(body: Any) -> int | None:
 def plan(body: Any, *, default_output_tokens: int, rounds: int = 1, prompt_parts: Iterable[Any] = ()) -> Planned:
     """The reservation for a request body (plus context it carries elsewhere, e.g. previous turns)."""
     chars = text_chars(body) + sum(text_chars(part) for part in prompt_parts)
-    prompt = math.ceil(chars / CHARS_PER_TOKEN)
+    prompt = estimated_tokens(chars)
     output = requested_output_tokens(body) or default_output_tokens
     rounds = max(1, rounds)
     return Planned(
@@ -109,6 +124,7 @@ class Reservation:
     key's daily tokens (the limiter's ``reservation_id``), released once when it settles."""
 
     organisation_id: str
-    budget_hold: int | None = None  # the budget guard's hold id
+    budget_hold: int | None = None  # the budget guard's hold id (budgets held in this process)
     limit_id: str | None = None  # the limiter's reservation id
+    budget_in_limiter: bool = False  # the budget is held by the limiter (Redis), under ``limit_id``
     settled: bool = False

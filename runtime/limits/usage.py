@@ -7,10 +7,9 @@ In the foundation, beside the reservations it estimates with, because the run's 
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
-from runtime.limits.reservation import CHARS_PER_TOKEN, plan
+from runtime.limits.reservation import estimated_tokens, plan
 
 log = logging.getLogger("plugway.billing")
 
@@ -37,7 +36,7 @@ def checked_usage(usage: dict[str, Any], *, prompt: Any = None, output_chars: in
     Prompt and completion counts must be whole numbers from 0 to ``MAX_USAGE_TOKENS``; one
     that is not (missing, negative, beyond 64 bits, not a number) is replaced by plugway's own
     estimate, from the request (``prompt``) and the answer's text (``output_chars``), at
-    about 4 characters a token. ``total_tokens`` is always their sum (an upstream's
+    about 4 characters a token (``estimated_tokens``). ``total_tokens`` is always their sum (an upstream's
     inconsistent total is replaced). Detail counts that are not valid are dropped. Every
     replacement is logged; nothing here raises.
     """
@@ -45,7 +44,7 @@ def checked_usage(usage: dict[str, Any], *, prompt: Any = None, output_chars: in
     replaced: list[str] = []
     estimates = {
         "prompt_tokens": lambda: plan(prompt, default_output_tokens=1).prompt_tokens if prompt is not None else 0,
-        "completion_tokens": lambda: math.ceil(max(0, output_chars) / CHARS_PER_TOKEN),
+        "completion_tokens": lambda: estimated_tokens(output_chars),
     }
     for name, estimate in estimates.items():
         count = _count(usage.get(name))

@@ -10,11 +10,13 @@ from contextlib import AbstractAsyncContextManager
 
 import anyio.to_thread
 from fastapi import FastAPI
+from sqlmodel import SQLModel
 
 from runtime.api.direct import DirectRoute, ErrorResponse
 from runtime.api.feature import in_background
 from runtime.oauth import store
 from runtime.oauth.bearer import OAuthBearer
+from runtime.oauth.models import OAuthAuthorization, OAuthClient, OAuthGrant, OAuthToken
 from runtime.oauth.routes import public_routes, router
 from runtime.oauth.server import PlugwayAuthorizationServer
 
@@ -25,6 +27,7 @@ PURGE_INTERVAL_S = 3600.0
 class OAuthServerFeature:
     name = "oauth"
     envelopes: Mapping[str, ErrorResponse] = {}
+    tables: Sequence[type[SQLModel]] = (OAuthClient, OAuthAuthorization, OAuthGrant, OAuthToken)
 
     def install(self, app: FastAPI) -> Sequence[DirectRoute]:
         settings = app.settings.oauth_server  # type: ignore[attr-defined]

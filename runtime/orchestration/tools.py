@@ -18,12 +18,13 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import jsonschema
 import orjson
 import pydantic
 
 from runtime.config import OrchestrationConfig, OrganisationConfig, PluginRef
+from runtime.json_schema import checked_validator_for, mismatch
 from runtime.json_types import JSON
+from runtime.limits.reservation import estimated_tokens as estimate_tokens
 from runtime.orchestration.events import OfferedTool, ToolCallFinished, ToolCallStarted
 from runtime.orchestration.naming import public_name
 from runtime.plugin_host.manager import PluginHost
@@ -88,8 +89,8 @@ def _words(text: str) -> set[str]:
 
 
 def estimated_tokens(tool: JSON) -> int:
-    """Prompt tokens a tool definition costs, at about 4 characters a token."""
-    return len(orjson.dumps(tool)) // 4 + 1
+    """Prompt tokens a tool definition costs (plugway's estimate, and one for its framing)."""
+    return estimate_tokens(len(orjson.dumps(tool))) + 1
 
 
 @dataclass
@@ -206,16 +207,6 @@ def _search_tool_definition(limit: int) -> JSON:
     }
 
 
-def _validator_for(schema: JSON) -> Any:
-    cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    try:
-        cls.check_schema(schema)
-    except jsonschema.SchemaError:
-        # A third-party schema we cannot check against must not block the tool.
-        return None
-    return cls(schema)
-
-
 def _tool_allowed(ref: PluginRef, grant: PluginGrant, tool_name: str) -> bool:
     if ref.allowed_tools is not None and tool_name not in ref.allowed_tools:
         return False
@@ -287,7 +278,7 @@ class ToolCatalog:
         cached = self._validators.get(id(spec))
         if cached is not None and cached[0] is spec:
             return cached[1]
-        validator = _validator_for(spec.parameters)
+        validator = checked_validator_for(spec.parameters)  # a third party's bad schema must not block its tool
         self._validators[id(spec)] = (spec, validator)
         return validator
 
@@ -453,10 +444,9 @@ async def _execute_tool_call(
     if not isinstance(arguments, dict):
         return outcome(error_content("invalid_arguments", "Arguments must be a JSON object."), False, "arguments not an object")
     if bound.validator is not None:
-        error = jsonschema.exceptions.best_match(bound.validator.iter_errors(arguments))
-        if error is not None:
-            where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-            message = f"Arguments do not match the tool's schema at {where}: {error.message}"
+        wrong = mismatch(bound.validator, arguments)
+        if wrong is not None:
+            message = f"Arguments do not match the tool's schema {wrong}"
             return outcome(error_content("invalid_arguments", message), False, "schema validation failed")
 
     loop = asyncio.get_running_loop()

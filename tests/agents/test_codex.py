@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.responses_server import Call, FakeResponses, Turn, input_items, reasoning_items
-from tests.support import GatewayServer, make_settings
+from tests.support import Gateways, GatewayServer, make_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CODEX = ROOT / ".agents" / "node_modules" / ".bin" / "codex"
@@ -146,9 +146,8 @@ def codex_gateway(fake: FakeResponses, tmp_path_factory: pytest.TempPathFactory)
             {"id": "on-reasoner", "model_aliases": {"gpt-*": "reasoner"}, "plugins": [{"id": "calculator"}]},
         ],
     )
-    server = GatewayServer(settings).start()
-    yield server
-    server.stop()
+    with Gateways() as started:
+        yield started.start(settings)
 
 
 def _last_output(body: dict[str, Any]) -> str | None:

@@ -14,7 +14,7 @@ from sqlmodel import Session, select
 from runtime.storage.models import UsageRecord
 from runtime.text import mask_credentials
 from tests.fakes.openai_server import FakeOpenAI, Reply
-from tests.support import GatewayServer, make_settings
+from tests.support import Gateways, GatewayServer, wait_until
 
 USER = [{"role": "user", "content": "hi"}]
 
@@ -67,27 +67,18 @@ def test_a_deeply_nested_unknown_field_is_a_400(gateway: GatewayServer, upstream
 # -- 10: public readiness leaks nothing ------------------------------------------------------------------------
 
 
-def test_readiness_names_no_internals(tmp_path: Path, upstream: FakeOpenAI) -> None:
+def test_readiness_names_no_internals(tmp_path: Path, upstream: FakeOpenAI, gateways: Gateways) -> None:
     leaky = [sys.executable, "-c", "import sys; sys.stderr.write('connecting to postgresql://app:hunter2@db.internal:5432/crm\\n'); sys.exit(3)"]
-    settings = make_settings(tmp_path, upstream.base_url, plugins=[{"id": "broken", "mcp": {"command": leaky}}])
-    server = GatewayServer(settings).start()
-    try:
-        deadline = time.monotonic() + 10
-        body = ""
-        while time.monotonic() < deadline:
-            if server.gateway.mcp.health().get("broken", {}).get("state") not in (None, "connecting"):
-                break
-            time.sleep(0.1)
-        assert server.gateway.mcp.health()["broken"]["healthy"] is False
-        response = httpx.get(f"{server.url}/readyz", timeout=10)
-        body = response.text
-        checks = response.json()["checks"]
-        assert "broken" not in body  # no plugin is named
-        for secret in ("hunter2", "db.internal", "sys.exit", str(tmp_path), "plugway.db", "exited"):
-            assert secret not in body
-        assert set(checks["database"]) == {"ok"}
-    finally:
-        server.stop()
+    server = gateways.start(plugins=[{"id": "broken", "mcp": {"command": leaky}}])
+    wait_until(lambda: server.gateway.mcp.health().get("broken", {}).get("state") not in (None, "connecting"), "the broken server's first attempt", within_s=30)
+    assert server.gateway.mcp.health()["broken"]["healthy"] is False
+    response = httpx.get(f"{server.url}/readyz", timeout=10)
+    body = response.text
+    checks = response.json()["checks"]
+    assert "broken" not in body  # no plugin is named
+    for secret in ("hunter2", "db.internal", "sys.exit", str(tmp_path), "plugway.db", "exited"):
+        assert secret not in body
+    assert set(checks["database"]) == {"ok"}
 
 
 def test_url_credentials_are_masked() -> None:

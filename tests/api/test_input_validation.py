@@ -6,7 +6,6 @@ pass their limit."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,7 +14,7 @@ import pytest
 from runtime.limits.decision import build_decision
 from runtime.storage.keys import mint_admin_key
 from tests.fakes.openai_server import FakeOpenAI
-from tests.support import GatewayServer, make_settings
+from tests.support import Gateways, GatewayServer
 
 ORGS: list[dict[str, Any]] = [
     {"id": "desk", "endpoints": [{"slug": "notes", "model": "gpt-test", "plugins": [], "sessions": {"enabled": True}}]},
@@ -24,10 +23,8 @@ MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": 
 
 
 @pytest.fixture
-def server(tmp_path: Path, upstream: FakeOpenAI) -> Iterator[GatewayServer]:
-    gateway = GatewayServer(make_settings(tmp_path, upstream.base_url, extra_orgs=ORGS, max_body_bytes=64 * 1024)).start()
-    yield gateway
-    gateway.stop()
+def server(gateways: Gateways) -> GatewayServer:
+    return gateways.start(extra_orgs=ORGS, max_body_bytes=64 * 1024)
 
 
 @pytest.fixture

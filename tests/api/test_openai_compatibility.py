@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from collections.abc import Callable
 
 import httpx
 import jsonschema
@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from tests.fakes.openai_server import FakeOpenAI, Reply
-from tests.support import UPSTREAM_KEY, GatewayServer, make_settings
+from tests.support import UPSTREAM_KEY, Gateways, GatewayServer
 
 USER = [{"role": "user", "content": "hi"}]
 LEAKY = "Incorrect API key provided: sk-live-ab****WXYZ. You can find your key at http://10.0.0.5/account"
@@ -23,19 +23,8 @@ def _provider(upstream: FakeOpenAI, **options: object) -> dict:
 
 
 @pytest.fixture
-def start(tmp_path: Path, upstream: FakeOpenAI):  # type: ignore[no-untyped-def]
-    servers: list[GatewayServer] = []
-
-    def launch(**overrides: object) -> GatewayServer:
-        directory = tmp_path / f"g{len(servers)}"
-        directory.mkdir()
-        server = GatewayServer(make_settings(directory, upstream.base_url, **overrides)).start()
-        servers.append(server)
-        return server
-
-    yield launch
-    for server in servers:
-        server.stop()
+def start(gateways: Gateways) -> Callable[..., GatewayServer]:
+    return gateways.start
 
 
 # -- 9: upstream error text stays with the operator -------------------------------------------------

@@ -17,7 +17,7 @@ from fastapi.routing import APIRoute
 
 from runtime.storage.keys import mint_admin_key
 from tests.fakes.openai_server import FakeOpenAI
-from tests.support import GatewayServer, make_settings
+from tests.support import Gateways, GatewayServer
 
 BIG = 64 * 1024 * 1024
 PIECE = 256 * 1024
@@ -92,10 +92,8 @@ def _admin_routes(server: GatewayServer) -> list[tuple[str, str]]:
 
 
 @pytest.fixture
-def server(tmp_path: Path, upstream: FakeOpenAI) -> Iterator[GatewayServer]:
-    gateway = GatewayServer(make_settings(tmp_path, upstream.base_url, body_read_timeout_s=1)).start()
-    yield gateway
-    gateway.stop()
+def server(gateways: Gateways) -> GatewayServer:
+    return gateways.start(body_read_timeout_s=1)
 
 
 def test_unauthenticated_64mb_bodies_to_every_admin_route_are_refused_unread(server: GatewayServer) -> None:
@@ -173,12 +171,9 @@ def test_x_forwarded_for_from_an_untrusted_loopback_peer_is_ignored(server: Gate
     assert _audited_source_ip(server) == "127.0.0.1"
 
 
-def test_x_forwarded_for_is_believed_from_a_trusted_proxy(tmp_path: Path, upstream: FakeOpenAI) -> None:
-    server = GatewayServer(make_settings(tmp_path, upstream.base_url, trusted_proxies=["127.0.0.0/8"])).start()
-    try:
-        assert _audited_source_ip(server) == "6.6.6.6"
-    finally:
-        server.stop()
+def test_x_forwarded_for_is_believed_from_a_trusted_proxy(tmp_path: Path, upstream: FakeOpenAI, gateways: Gateways) -> None:
+    server = gateways.start(trusted_proxies=["127.0.0.0/8"])
+    assert _audited_source_ip(server) == "6.6.6.6"
 
 
 def _closed_within_ceiling(sock: socket.socket) -> bytes:

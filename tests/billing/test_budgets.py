@@ -19,8 +19,8 @@ from runtime.storage.db import make_engine
 from runtime.storage.migrations import upgrade
 from runtime.storage.models import UsageRecord
 from runtime.storage.usage import UsageWriter
-from tests.billing.conftest import Servers
 from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.support import Gateways
 
 # gpt-test costs $1 per million prompt tokens: one such request costs exactly $1.
 ONE_DOLLAR = Reply(text="ok", prompt_tokens=1_000_000, completion_tokens=0)
@@ -32,7 +32,7 @@ def _ask(client: openai.OpenAI) -> None:
 
 
 def test_spent_budget_answers_402_and_usage_shows_no_credit(
-    servers: Servers, upstream: FakeOpenAI, database_url: str
+    servers: Gateways, upstream: FakeOpenAI, database_url: str
 ) -> None:
     server = servers.start(database_url=database_url, extra_orgs=[THRIFTY])
     key = server.mint("thrifty", rpm=1000)
@@ -70,7 +70,7 @@ def test_spent_budget_answers_402_and_usage_shows_no_credit(
     _ask(other)
 
 
-def test_a_fresh_process_sees_the_spend_of_earlier_ones(servers: Servers, upstream: FakeOpenAI, database_url: str) -> None:
+def test_a_fresh_process_sees_the_spend_of_earlier_ones(servers: Gateways, upstream: FakeOpenAI, database_url: str) -> None:
     first = servers.start(database_url=database_url, extra_orgs=[THRIFTY])
     key = first.mint("thrifty")
     upstream.responder = lambda body: ONE_DOLLAR
@@ -134,7 +134,7 @@ async def test_concurrent_checks_share_one_database_read(database_url: str) -> N
 
 
 def test_spent_budget_also_stops_the_runtime_for_other_sources(
-    servers: Servers, upstream: FakeOpenAI, database_url: str
+    servers: Gateways, upstream: FakeOpenAI, database_url: str
 ) -> None:
     """The WhatsApp worker calls Gateway.complete directly: it must not spend past the budget either."""
     server = servers.start(database_url=database_url, extra_orgs=[THRIFTY])
@@ -214,7 +214,7 @@ async def test_the_budget_check_answers_when_the_database_cannot_be_read_either(
 
 
 def test_budgeted_requests_are_not_500_while_usage_cannot_be_written(
-    servers: Servers, upstream: FakeOpenAI, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    servers: Gateways, upstream: FakeOpenAI, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
     server = servers.start(database_url=database_url, extra_orgs=[THRIFTY])

@@ -7,17 +7,17 @@ The gateway reaches the real PostgreSQL through a loopback TCP proxy the test st
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.billing.conftest import Servers
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.fakes.tcp_proxy import TcpProxy
+from tests.support import Gateways, wait_until
 
 BODY = {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -39,7 +39,7 @@ def _chat(base_url: str, key: str, **body: object) -> httpx.Response:
 
 
 def test_requests_get_503_while_the_database_is_unreachable_and_a_running_stream_still_ends(
-    servers: Servers, upstream: FakeOpenAI, postgres_url: str, proxy: TcpProxy, tmp_path: Path
+    servers: Gateways, upstream: FakeOpenAI, postgres_url: str, proxy: TcpProxy, tmp_path: Path
 ) -> None:
     server = servers.start(database_url=_through(postgres_url, proxy))
     known = server.mint("bare")
@@ -75,16 +75,19 @@ def test_requests_get_503_while_the_database_is_unreachable_and_a_running_stream
     assert report.status_code == 503 and report.json()["error"]["code"] == "database_unavailable"
 
     proxy.start()
-    deadline = time.monotonic() + 30
-    while (again := _chat(server.base_url, unseen)).status_code != 200:
-        assert again.status_code == 503 and time.monotonic() < deadline, again.text
-        time.sleep(0.1)
+
+    def answered() -> bool:
+        again = _chat(server.base_url, unseen)
+        assert again.status_code in (200, 503), again.text
+        return again.status_code == 200
+
+    wait_until(answered, "a request is answered once the database is back", within_s=30)
     # The stream's usage row was kept while the database was away and is written now.
-    deadline = time.monotonic() + 30
-    while True:
+
+    def usage_of_three() -> dict[str, Any] | None:
         server.flush_usage()
-        usage = httpx.get(f"{server.base_url}/usage", headers={"Authorization": f"Bearer {known}"}, timeout=30).json()
-        if usage.get("total_requests") == 3 or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+        usage: dict[str, Any] = httpx.get(f"{server.base_url}/usage", headers={"Authorization": f"Bearer {known}"}, timeout=30).json()
+        return usage if usage.get("total_requests") == 3 else None
+
+    usage = wait_until(usage_of_three, "the three requests' usage written", within_s=30)
     assert usage["total_requests"] == 3  # the first request, the stream, and the one after the outage

@@ -19,10 +19,9 @@ from sqlmodel import Session, select
 
 from runtime.storage.keys import hash_key
 from runtime.storage.models import ApiKey
-from tests.billing.conftest import Servers
 from tests.fakes.openai_server import FakeOpenAI, Reply, free_port
 from tests.limits.limits_redis_server import RedisServer
-from tests.support import GatewayServer, wait_until
+from tests.support import Gateways, GatewayServer, wait_until
 
 BODY = {"model": "gpt-test", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -59,7 +58,7 @@ async def _burst(urls: list[str], key: str, count: int) -> list[httpx.Response]:
         )
 
 
-def test_exact_rpm_under_a_concurrent_burst(servers: Servers, upstream: FakeOpenAI, redis_url: str, minted: list[str]) -> None:
+def test_exact_rpm_under_a_concurrent_burst(servers: Gateways, upstream: FakeOpenAI, redis_url: str, minted: list[str]) -> None:
     server = servers.start(redis_url=redis_url)
     key = _mint(server, minted, rpm=5)
     upstream.responder = lambda body: Reply(text="ok")
@@ -79,7 +78,7 @@ def test_exact_rpm_under_a_concurrent_burst(servers: Servers, upstream: FakeOpen
 
 
 def test_two_gateways_share_one_limit(
-    servers: Servers, upstream: FakeOpenAI, redis_url: str, minted: list[str], database_url: str
+    servers: Gateways, upstream: FakeOpenAI, redis_url: str, minted: list[str], database_url: str
 ) -> None:
     # Two gateways on one database and one Redis, as behind a load balancer.
     one = servers.start(redis_url=redis_url, database_url=database_url)
@@ -99,15 +98,24 @@ def test_two_gateways_share_one_limit(
     assert (summary["total_requests"], summary["total_tokens"]) == (6, 60)
 
 
-def test_daily_token_cap(servers: Servers, upstream: FakeOpenAI, redis_url: str, minted: list[str]) -> None:
+def test_daily_token_cap(servers: Gateways, upstream: FakeOpenAI, redis_url: str, minted: list[str]) -> None:
     server = servers.start(redis_url=redis_url)
     key = _mint(server, minted, daily_tokens=100)
     upstream.responder = lambda body: Reply(text="ok", prompt_tokens=40, completion_tokens=20)
     headers = {"Authorization": f"Bearer {key}"}
+    counter = redis.Redis.from_url(redis_url)
+
+    def settled() -> tuple[int, int]:
+        """The key's daily-token hash in Redis: tokens settled, and tokens still held by requests in flight."""
+        used, held = counter.hmget(f"plugway:rl:{{{minted[-1]}}}:tok", "used", "held")
+        return int(used or 0), int(held or 0)
 
     def ask() -> httpx.Response:
+        before = settled()[0]
         response = httpx.post(f"{server.base_url}/chat/completions", json=BODY, headers=headers, timeout=20)
-        time.sleep(0.2)  # tokens are counted just after the response
+        if response.status_code == 200:
+            # Tokens are counted just after the response: wait for Redis to have them, and the hold released.
+            wait_until(lambda: settled() == (before + 60, 0), "the answer's 60 tokens counted in Redis")
         return response
 
     first, second, third = ask(), ask(), ask()
@@ -119,9 +127,10 @@ def test_daily_token_cap(servers: Servers, upstream: FakeOpenAI, redis_url: str,
     assert third.headers["x-ratelimit-remaining-tokens"] == "0"
     assert int(third.headers["Retry-After"]) >= 1
     assert len(upstream.requests) == 2
+    counter.close()
 
 
-def _limited_server(servers: Servers, own_redis: RedisServer) -> GatewayServer:
+def _limited_server(servers: Gateways, own_redis: RedisServer) -> GatewayServer:
     return servers.start(redis_url=own_redis.url, limits={"redis_timeout_s": 0.25})
 
 
@@ -139,7 +148,7 @@ def _ready(server: GatewayServer) -> tuple[int, bool]:
 
 
 def test_killed_redis_fails_closed_and_recovers_without_restart(
-    servers: Servers, upstream: FakeOpenAI, own_redis: RedisServer
+    servers: Gateways, upstream: FakeOpenAI, own_redis: RedisServer
 ) -> None:
     server = _limited_server(servers, own_redis)
     key = server.mint("bare", rpm=100)
@@ -156,15 +165,12 @@ def test_killed_redis_fails_closed_and_recovers_without_restart(
     assert len(upstream.requests) == 1
 
     own_redis.start()  # same port, empty: the gateway reconnects by itself
-    deadline = time.monotonic() + 5
-    while _timed(server, key)[0].status_code != 200:
-        assert time.monotonic() < deadline, "gateway did not recover after Redis came back"
-        time.sleep(0.1)
+    wait_until(lambda: _timed(server, key)[0].status_code == 200, "the gateway recovers once Redis is back", within_s=5)
     assert _ready(server) == (200, True)
 
 
 def test_frozen_redis_fails_closed_within_the_timeout(
-    servers: Servers, upstream: FakeOpenAI, own_redis: RedisServer
+    servers: Gateways, upstream: FakeOpenAI, own_redis: RedisServer
 ) -> None:
     server = _limited_server(servers, own_redis)
     key = server.mint("bare", rpm=100)
@@ -178,10 +184,7 @@ def test_frozen_redis_fails_closed_within_the_timeout(
         assert _ready(server)[1] is False
     finally:
         own_redis.thaw()
-    deadline = time.monotonic() + 5
-    while _timed(server, key)[0].status_code != 200:
-        assert time.monotonic() < deadline, "gateway did not recover after Redis thawed"
-        time.sleep(0.1)
+    wait_until(lambda: _timed(server, key)[0].status_code == 200, "the gateway recovers once Redis thaws", within_s=5)
     assert _ready(server) == (200, True)
 
 

@@ -13,9 +13,10 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlmodel import Session, SQLModel, select
 
+from runtime.api.schema import owners, schema
 from runtime.storage.db import make_engine
 from runtime.storage.keys import mint_key
-from runtime.storage.migrations import current_revision, head_revision, target_metadata, upgrade
+from runtime.storage.migrations import current_revision, head_revision, upgrade
 from runtime.storage.models import ApiKey, UsageRecord
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,7 +34,7 @@ def _diff(url: str) -> list[object]:
     engine = make_engine(url)
     try:
         with engine.connect() as connection:
-            return list(compare_metadata(MigrationContext.configure(connection), target_metadata()))
+            return list(compare_metadata(MigrationContext.configure(connection), schema()))
     finally:
         engine.dispose()
 
@@ -41,11 +42,18 @@ def _diff(url: str) -> list[object]:
 def test_upgrade_from_empty_gives_the_models_tables(database_url: str) -> None:
     assert _tables(database_url) == set()
     upgrade(database_url)
-    expected = set(target_metadata().tables)
+    expected = set(schema().tables)
     assert {"organisations", "api_keys", "usage_records"} <= expected
     assert _tables(database_url) == expected | {"alembic_version"}
     # Columns, types, nullability, indexes and constraints all match the models.
     assert _diff(database_url) == []
+
+
+def test_every_table_is_declared_by_the_core_or_one_feature() -> None:
+    # Importing the app registers every table; one nobody declares would be missing from schema().
+    assert set(owners()) == set(SQLModel.metadata.tables)
+    assert owners()["stored_responses"] == "responses" and owners()["wa_inbound"] == "whatsapp"
+    assert owners()["usage_records"] == "core"
 
 
 def test_upgrade_twice_is_a_no_op(database_url: str) -> None:
@@ -92,7 +100,7 @@ def test_concurrent_upgrades_wait_for_each_other(database_url: str) -> None:
 def test_a_database_made_before_migrations_is_adopted(database_url: str) -> None:
     engine = make_engine(database_url)
     try:
-        core = [target_metadata().tables[name] for name in ("organisations", "api_keys", "usage_records")]
+        core = [SQLModel.metadata.tables[name] for name in ("organisations", "api_keys", "usage_records")]
         SQLModel.metadata.create_all(engine, tables=core)
         mint_key(engine, organisation_id="legacy")
         upgrade(engine)

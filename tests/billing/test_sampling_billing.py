@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,7 +14,7 @@ from sqlmodel import Session, select
 
 from runtime.storage.models import UsageRecord
 from tests.fakes.openai_server import FakeOpenAI, Reply
-from tests.support import GatewayServer, make_settings
+from tests.support import Gateways, GatewayServer
 
 TEST_SERVER = Path(__file__).resolve().parents[1] / "fixtures" / "mcp_test_server.py"
 USER = [{"role": "user", "content": "go"}]
@@ -23,13 +22,11 @@ DAILY_CAP = 100_000
 
 
 @pytest.fixture
-def gateway(tmp_path: Path, upstream: FakeOpenAI, request: pytest.FixtureRequest) -> Iterator[GatewayServer]:
+def gateway(request: pytest.FixtureRequest, gateways: Gateways) -> GatewayServer:
     # --legacy: the server asks with sampling/createMessage requests of its own, any number per call.
     plugin = {"id": "tk", "mcp": {"command": [sys.executable, str(TEST_SERVER), "--legacy"]}}
     orchestration = getattr(request, "param", {"tool_timeout_s": 5})
-    server = GatewayServer(make_settings(tmp_path, upstream.base_url, plugins=[plugin], orchestration=orchestration)).start()
-    yield server
-    server.stop()
+    return gateways.start(plugins=[plugin], orchestration=orchestration)
 
 
 def _sampling_rows(gateway: GatewayServer, expected: int) -> list[UsageRecord]:

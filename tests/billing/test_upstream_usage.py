@@ -4,7 +4,6 @@ still succeeds, streamed or not, on every front door."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +12,15 @@ import httpx
 import openai
 import pytest
 
+from runtime.json_types import JSON
 from tests.e2e.conftest import anthropic_provider, openai_provider
 from tests.fakes import anthropic_server
 from tests.fakes.anthropic_server import FakeAnthropic, fake_anthropic, fake_anthropic_server
 from tests.fakes.openai_server import FakeOpenAI, Reply
-from tests.support import GatewayServer, make_settings
+from tests.support import Gateways, GatewayServer, make_settings
 
 __all__ = ["fake_anthropic", "fake_anthropic_server"]  # fixtures used by name
 
-JSON = dict[str, Any]
 BAD_USAGE = {
     "negative": {"prompt_tokens": -5000, "completion_tokens": -3000, "total_tokens": -8000},
     "beyond 64 bits": {"prompt_tokens": 2**64 + 5, "completion_tokens": 2**63, "total_tokens": 2**65},
@@ -35,7 +34,7 @@ BAD_ANTHROPIC_USAGE = {
 
 
 @pytest.fixture
-def server(tmp_path: Path, upstream: FakeOpenAI, fake_anthropic: FakeAnthropic) -> Iterator[GatewayServer]:
+def server(tmp_path: Path, upstream: FakeOpenAI, fake_anthropic: FakeAnthropic, gateways: Gateways) -> GatewayServer:
     settings = make_settings(
         tmp_path,
         upstream.base_url,
@@ -46,9 +45,7 @@ def server(tmp_path: Path, upstream: FakeOpenAI, fake_anthropic: FakeAnthropic) 
         ],
         organisations=[{"id": "acme", "monthly_budget_usd": 100.0}],
     )
-    gateway = GatewayServer(settings).start()
-    yield gateway
-    gateway.stop()
+    return gateways.start(settings)
 
 
 def _rows(server: GatewayServer, key: str) -> JSON:

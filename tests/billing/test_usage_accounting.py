@@ -3,7 +3,6 @@ streamed, non-streamed, orchestrated and abandoned midway, on SQLite and Postgre
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -12,9 +11,8 @@ import pytest
 from sqlmodel import Session, select
 
 from runtime.storage.models import UsageRecord
-from tests.billing.conftest import Servers
 from tests.fakes.openai_server import FakeOpenAI, Reply
-from tests.support import GatewayServer
+from tests.support import Gateways, GatewayServer, wait_until
 
 PRICE_IN, PRICE_OUT = 1.0, 2.0  # gpt-test, per million tokens (tests/support.py)
 
@@ -34,7 +32,7 @@ def _cost(prompt: int, completion: int) -> float:
 
 
 def test_usage_records_and_summary_match_what_clients_were_told(
-    servers: Servers, upstream: FakeOpenAI, database_url: str
+    servers: Gateways, upstream: FakeOpenAI, database_url: str
 ) -> None:
     server = servers.start(database_url=database_url)
     acme = server.mint("acme")  # has plugins: orchestrated
@@ -106,7 +104,7 @@ def test_usage_records_and_summary_match_what_clients_were_told(
 
 
 def test_an_abandoned_stream_is_billed_with_the_upstreams_real_usage(
-    servers: Servers, upstream: FakeOpenAI, database_url: str
+    servers: Gateways, upstream: FakeOpenAI, database_url: str
 ) -> None:
     server = servers.start(database_url=database_url)
     key = server.mint("bare")
@@ -122,11 +120,7 @@ def test_an_abandoned_stream_is_billed_with_the_upstreams_real_usage(
                 break
     stream.close()  # the client hangs up after three words
 
-    deadline = time.monotonic() + 10
-    records: list[UsageRecord] = []
-    while time.monotonic() < deadline and not records:
-        records = _records(server, "bare")
-        time.sleep(0.1)
+    records = wait_until(lambda: _records(server, "bare"), "the abandoned stream's usage row", within_s=10)
     assert len(records) == 1
     record = records[0]
     # Not the ~4-characters-a-token estimate of what was streamed: the provider's own figures.
@@ -137,7 +131,7 @@ def test_an_abandoned_stream_is_billed_with_the_upstreams_real_usage(
 
 
 def test_an_abandoned_orchestrated_stream_starts_no_new_round(
-    servers: Servers, upstream: FakeOpenAI, database_url: str
+    servers: Gateways, upstream: FakeOpenAI, database_url: str
 ) -> None:
     server = servers.start(database_url=database_url)
     key = server.mint("acme")
@@ -151,17 +145,13 @@ def test_an_abandoned_orchestrated_stream_starts_no_new_round(
         if chunk.choices and chunk.choices[0].delta.content:
             break
     stream.close()
-    deadline = time.monotonic() + 10
-    records: list[UsageRecord] = []
-    while time.monotonic() < deadline and not records:
-        records = _records(server, "acme")
-        time.sleep(0.1)
+    records = wait_until(lambda: _records(server, "acme"), "the abandoned run's usage row", within_s=10)
     assert [(r.prompt_tokens, r.completion_tokens, r.status) for r in records] == [(500, 60, "abandoned")]
     assert len(upstream.requests) == 1  # the second round was never sent
     assert upstream.script  # and its scripted reply is still waiting
 
 
-def test_usage_period_parameters(servers: Servers, upstream: FakeOpenAI, database_url: str) -> None:
+def test_usage_period_parameters(servers: Gateways, upstream: FakeOpenAI, database_url: str) -> None:
     server = servers.start(database_url=database_url)
     key = server.mint("bare")
     now = datetime.now(UTC)

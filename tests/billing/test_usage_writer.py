@@ -18,9 +18,9 @@ from runtime.storage.db import make_engine
 from runtime.storage.migrations import upgrade
 from runtime.storage.models import UsageRecord
 from runtime.storage.usage import UsageWriter, default_spill_path
-from tests.billing.conftest import Servers
 from tests.cli.runner import assert_clear_failure, plugway
 from tests.fakes.openai_server import FakeOpenAI, Reply
+from tests.support import Gateways
 
 # Past PostgreSQL's INTEGER, inside BIGINT: stored as given.
 BIG = 3_000_000_000
@@ -139,7 +139,7 @@ def test_the_default_spill_file_is_beside_an_sqlite_database(tmp_path: Path) -> 
 
 
 def test_a_huge_upstream_token_count_holds_back_no_one(
-    servers: Servers, upstream: FakeOpenAI, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    servers: Gateways, upstream: FakeOpenAI, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # where a PostgreSQL gateway saves rows it cannot write
     server = servers.start(database_url=database_url)

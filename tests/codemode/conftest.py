@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import openai
@@ -12,9 +10,8 @@ import pytest
 
 from runtime.plugin_host.manager import PluginHost, load_plugins
 from tests.codemode import shop_plugin
-from tests.fakes.openai_server import FakeOpenAI
 from tests.fixtures import catalogue_plugin, testkit_plugin
-from tests.support import GatewayServer, make_settings
+from tests.support import Gateways, GatewayServer
 
 SHOP_PLUGINS: list[dict[str, Any]] = [{"id": "shop"}, {"id": "calculator"}, {"id": "testkit", "config": {"flavour": "vanilla"}}]
 
@@ -25,13 +22,11 @@ def shop_plugins() -> PluginHost:
 
 
 @pytest.fixture
-def shop_gateway(tmp_path: Path, upstream: FakeOpenAI, request: pytest.FixtureRequest) -> Iterator[GatewayServer]:
+def shop_gateway(request: pytest.FixtureRequest, gateways: Gateways) -> GatewayServer:
     """Tuned with @pytest.mark.gateway(...) like the ``gateway`` fixture; plugins default to the shop's."""
     marker = request.node.get_closest_marker("gateway")
     options = {"plugins": SHOP_PLUGINS, **(dict(marker.kwargs) if marker else {})}
-    server = GatewayServer(make_settings(tmp_path, upstream.base_url, **options), plugins=shop_plugins()).start()
-    yield server
-    server.stop()
+    return gateways.start(plugin_host=shop_plugins(), **options)
 
 
 @pytest.fixture

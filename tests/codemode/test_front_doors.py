@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -14,7 +13,7 @@ import orjson
 import pytest
 
 from tests.fakes.openai_server import FakeOpenAI, Reply
-from tests.support import GatewayServer, make_settings
+from tests.support import Gateways, GatewayServer
 
 CODE = {"mode": "code"}
 SCRIPT = (
@@ -237,18 +236,14 @@ def test_an_endpoint_runs_code_mode_from_its_configuration_or_the_request(shop_g
 
 
 @pytest.fixture
-def demo_gateway(tmp_path: Path) -> Any:
-    settings = make_settings(
-        tmp_path,
-        "http://127.0.0.1:9",
+def demo_gateway(gateways: Gateways) -> GatewayServer:
+    return gateways.start(
+        upstream_url="http://127.0.0.1:9",
         providers=[{"id": "demo", "kind": "demo"}],
         models=[{"id": "demo", "provider": "demo"}],
         organisations=[{"id": "acme", "plugins": [{"id": "clock"}, {"id": "calculator"}]}],
         orchestration={"mode": "code"},
     )
-    server = GatewayServer(settings).start()
-    yield server
-    server.stop()
 
 
 def test_the_demo_model_writes_a_script_offline(demo_gateway: GatewayServer) -> None:

@@ -12,7 +12,7 @@ from runtime.storage.keys import mint_admin_key
 from tests.console.browser import CHROMIUM, CHROMIUM_ARGS, screenshot
 from tests.fakes.openai_server import FakeOpenAI
 from tests.services import missing
-from tests.support import GatewayServer, make_settings
+from tests.support import Gateways, GatewayServer, make_settings
 
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Page
@@ -62,9 +62,8 @@ def browser_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browse
 def console_server(tmp_path_factory: pytest.TempPathFactory, upstream_server: FakeOpenAI) -> Iterator[GatewayServer]:
     """One gateway for a module's browser tests; key_cache_ttl_s 0 makes a revocation bite at once."""
     settings = make_settings(tmp_path_factory.mktemp("console"), upstream_server.base_url, extra_orgs=CONSOLE_ORGS, key_cache_ttl_s=0)
-    server = GatewayServer(settings).start()
-    yield server
-    server.stop()
+    with Gateways() as started:
+        yield started.start(settings)
 
 
 @pytest.fixture(scope="module")

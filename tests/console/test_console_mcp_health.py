@@ -12,7 +12,7 @@ import pytest
 from runtime.storage.keys import mint_admin_key
 from tests.console.browser import sign_in
 from tests.fakes.openai_server import FakeOpenAI
-from tests.support import GatewayServer, make_settings
+from tests.support import Gateways, GatewayServer, make_settings
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -33,9 +33,8 @@ def console_server(tmp_path_factory: pytest.TempPathFactory, upstream_server: Fa
         upstream_server.base_url,
         extra_orgs=[{"id": "lab", "plugins": [{"id": "calculator"}, {"id": "licences", "mcp": {"command": FAILING_SERVER}}]}],
     )
-    server = GatewayServer(settings).start()
-    yield server
-    server.stop()
+    with Gateways() as started:
+        yield started.start(settings)
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,8 @@ import httpx
 import pytest
 
 from runtime.storage.keys import mint_admin_key
-from tests.fakes.openai_server import FakeOpenAI
 from tests.services import fresh_database
-from tests.support import GatewayServer, make_settings
+from tests.support import Gateways, GatewayServer
 
 ORGS: list[dict[str, Any]] = [
     {"id": "shop", "plugins": [{"id": "calculator"}], "endpoints": [{"slug": "yaml-helper", "model": "gpt-test", "plugins": []}]},
@@ -25,10 +24,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 @pytest.fixture
-def server(tmp_path: Path, upstream: FakeOpenAI, database_url: str) -> Iterator[GatewayServer]:
-    gateway = GatewayServer(make_settings(tmp_path, upstream.base_url, database_url=database_url, extra_orgs=ORGS, key_cache_ttl_s=0)).start()
-    yield gateway
-    gateway.stop()
+def server(database_url: str, gateways: Gateways) -> GatewayServer:
+    return gateways.start(database_url=database_url, extra_orgs=ORGS, key_cache_ttl_s=0)
 
 
 class Admin:

@@ -23,7 +23,7 @@ import runtime.control.routes as control_routes
 from tests.control.conftest import ORGS, Admin
 from tests.fakes.graph_api import FakeGraphAPI
 from tests.fakes.openai_server import FakeOpenAI, Reply, free_port
-from tests.support import GatewayServer, make_settings, wait_until
+from tests.support import Gateways, GatewayServer, make_settings, wait_until
 from workers.whatsapp.payloads import SIGNATURE_HEADER, change, delivery, encode, sign, text_message
 
 # -- who may use it --------------------------------------------------------------------------------
@@ -132,27 +132,24 @@ def test_lists_are_paginated(admin: Admin) -> None:
 # -- endpoints ------------------------------------------------------------------------------------
 
 
-def test_an_endpoint_made_here_answers_on_another_gateway(tmp_path: Path, server: GatewayServer, admin: Admin, upstream: FakeOpenAI, database_url: str) -> None:
+def test_an_endpoint_made_here_answers_on_another_gateway(tmp_path: Path, server: GatewayServer, admin: Admin, upstream: FakeOpenAI, database_url: str, gateways: Gateways) -> None:
     (tmp_path / "second").mkdir()
-    other = GatewayServer(make_settings(tmp_path / "second", upstream.base_url, database_url=database_url, extra_orgs=ORGS)).start()
-    try:
-        key = server.mint("shop")
-        created = admin.post("/endpoints", json={"organisation": "shop", "slug": "faq", "model": "gpt-test", "system_prompt": "Answer FAQs.", "plugins": []})
-        assert created.status_code == 201, created.text
-        upstream.enqueue(Reply(text="From the FAQ."))
+    other = gateways.start(database_url=database_url, extra_orgs=ORGS, directory=tmp_path / "second")
+    key = server.mint("shop")
+    created = admin.post("/endpoints", json={"organisation": "shop", "slug": "faq", "model": "gpt-test", "system_prompt": "Answer FAQs.", "plugins": []})
+    assert created.status_code == 201, created.text
+    upstream.enqueue(Reply(text="From the FAQ."))
+    answer = httpx.post(f"{other.url}/api/shop/faq", json={"message": "hours?"}, headers={"Authorization": f"Bearer {key}"}, timeout=20)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["content"] == "From the FAQ." and upstream.requests[-1]["messages"][0]["content"] == "Answer FAQs."
+    assert admin.patch("/endpoints/shop/faq", json={"active": False}).json()["active"] is False
+
+    def refused() -> httpx.Response | None:
         answer = httpx.post(f"{other.url}/api/shop/faq", json={"message": "hours?"}, headers={"Authorization": f"Bearer {key}"}, timeout=20)
-        assert answer.status_code == 200, answer.text
-        assert answer.json()["content"] == "From the FAQ." and upstream.requests[-1]["messages"][0]["content"] == "Answer FAQs."
-        assert admin.patch("/endpoints/shop/faq", json={"active": False}).json()["active"] is False
+        return answer if answer.status_code == 404 else None
 
-        def refused() -> httpx.Response | None:
-            answer = httpx.post(f"{other.url}/api/shop/faq", json={"message": "hours?"}, headers={"Authorization": f"Bearer {key}"}, timeout=20)
-            return answer if answer.status_code == 404 else None
-
-        gone = wait_until(refused, "the other gateway stops answering the deactivated endpoint", within_s=10)
-        assert gone.json()["code"] == "endpoint_not_found"
-    finally:
-        other.stop()
+    gone = wait_until(refused, "the other gateway stops answering the deactivated endpoint", within_s=10)
+    assert gone.json()["code"] == "endpoint_not_found"
 
 
 def test_endpoint_rules(admin: Admin) -> None:
@@ -338,10 +335,9 @@ def test_scopes_and_allow_lists_hold_on_responses_messages_and_endpoints(server:
 # -- key changes reach every gateway within key_cache_ttl_s --------------------------------------------
 
 
-def test_key_changes_reach_another_gateway_within_the_cache_ttl(tmp_path: Path, upstream: FakeOpenAI, database_url: str) -> None:
-    settings = make_settings(tmp_path, upstream.base_url, database_url=database_url, extra_orgs=ORGS, key_cache_ttl_s=1)
-    here = GatewayServer(settings).start()
-    elsewhere = GatewayServer(settings).start()
+def test_key_changes_reach_another_gateway_within_the_cache_ttl(upstream: FakeOpenAI, database_url: str, gateways: Gateways) -> None:
+    here = gateways.start(database_url=database_url, extra_orgs=ORGS, key_cache_ttl_s=1)
+    elsewhere = gateways.start(here.settings)
     admin = Admin(here)
     try:
         made = admin.post("/keys", json={"organisation": "shop"}).json()
@@ -363,8 +359,6 @@ def test_key_changes_reach_another_gateway_within_the_cache_ttl(tmp_path: Path, 
         wait_until(lambda: status() == 401, "the other gateway refuses the revoked key")
     finally:
         admin.client.close()
-        elsewhere.stop()
-        here.stop()
 
 
 # -- WhatsApp through the API: conversations, and a dead letter answered once ---------------------------
@@ -380,7 +374,7 @@ def graph() -> Iterator[FakeGraphAPI]:
 
 
 @pytest.fixture
-def whatsapp_server(tmp_path: Path, upstream: FakeOpenAI, database_url: str, graph: FakeGraphAPI) -> Iterator[GatewayServer]:
+def whatsapp_server(tmp_path: Path, upstream: FakeOpenAI, database_url: str, graph: FakeGraphAPI, gateways: Gateways) -> GatewayServer:
     graph.sends.clear()
     app = {
         "id": "shop-support", "organisation": "shop", "phone_number_id": NUMBER, "access_token": TOKEN, "app_secret": APP_SECRET,
@@ -389,9 +383,7 @@ def whatsapp_server(tmp_path: Path, upstream: FakeOpenAI, database_url: str, gra
     settings = make_settings(
         tmp_path, upstream.base_url, database_url=database_url, extra_orgs=ORGS, whatsapp={"graph_api_base": graph.base_url, "apps": [app], "poll_interval_s": 0.05}
     )
-    server = GatewayServer(settings, run_worker=True).start()
-    yield server
-    server.stop()
+    return gateways.start(settings, run_worker=True)
 
 
 def test_whatsapp_conversations_and_a_requeued_dead_letter_answered_once(whatsapp_server: GatewayServer, graph: FakeGraphAPI, upstream: FakeOpenAI) -> None:
@@ -451,12 +443,12 @@ def test_whatsapp_conversations_and_a_requeued_dead_letter_answered_once(whatsap
 # -- plugins: MCP health, and a tool call counted as admin usage -------------------------------------------
 
 
-def test_mcp_plugin_health_and_a_tool_call_recorded_as_admin_usage(tmp_path: Path, upstream: FakeOpenAI) -> None:
+def test_mcp_plugin_health_and_a_tool_call_recorded_as_admin_usage(tmp_path: Path, gateways: Gateways) -> None:
     plugins = [
         {"id": "crm", "mcp": {"command": [sys.executable, "-m", "mcp_servers.support_crm"], "env": {"SUPPORT_CRM_DB": str(tmp_path / "crm.db")}}},
         {"id": "gone", "mcp": {"url": f"http://127.0.0.1:{free_port()}/mcp"}},
     ]
-    server = GatewayServer(make_settings(tmp_path, upstream.base_url, extra_orgs=[{"id": "support", "plugins": plugins}])).start()
+    server = gateways.start(extra_orgs=[{"id": "support", "plugins": plugins}])
     admin = Admin(server)
     try:
         listed = {p["id"]: p for p in admin.get("/plugins", params={"organisation": "support"}).json()["data"]}
@@ -475,7 +467,6 @@ def test_mcp_plugin_health_and_a_tool_call_recorded_as_admin_usage(tmp_path: Pat
         assert [row["group"] for row in by_model] == [done["tool"]]
     finally:
         admin.client.close()
-        server.stop()
 
 
 # -- usage by endpoint, organisation and source; the audit trail of endpoints and the playground ----------

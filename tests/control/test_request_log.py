@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from sqlalchemy import func, select
 from runtime.requestlog.store import BODIES, ENTRIES, purge_expired
 from tests.control.conftest import Admin
 from tests.fakes.openai_server import FakeOpenAI, Reply
-from tests.support import GatewayServer, make_settings
+from tests.support import Gateways, GatewayServer, make_settings
 
 
 def _wait_for(admin: Admin, count: int, **params: Any) -> list[dict[str, Any]]:
@@ -138,7 +137,7 @@ def test_the_request_log_is_in_the_openapi_schema(server: GatewayServer) -> None
 
 
 @pytest.fixture
-def capturing(tmp_path: Path, upstream: FakeOpenAI, database_url: str) -> Iterator[GatewayServer]:
+def capturing(database_url: str, gateways: Gateways) -> GatewayServer:
     orgs = [
         {
             "id": "keeper",
@@ -147,9 +146,7 @@ def capturing(tmp_path: Path, upstream: FakeOpenAI, database_url: str) -> Iterat
             "guardrails_default": ["pii"],
         }
     ]
-    gateway = GatewayServer(make_settings(tmp_path, upstream.base_url, database_url=database_url, extra_orgs=orgs)).start()
-    yield gateway
-    gateway.stop()
+    return gateways.start(database_url=database_url, extra_orgs=orgs)
 
 
 def test_bodies_are_kept_redacted_only_where_the_organisation_asks(capturing: GatewayServer, upstream: FakeOpenAI) -> None:
@@ -180,19 +177,17 @@ def test_bodies_are_kept_redacted_only_where_the_organisation_asks(capturing: Ga
     admin.client.close()
 
 
-def test_what_is_buffered_is_written_when_the_gateway_stops(tmp_path: Path, upstream: FakeOpenAI) -> None:
+def test_what_is_buffered_is_written_when_the_gateway_stops(tmp_path: Path, upstream: FakeOpenAI, gateways: Gateways) -> None:
     # A flush interval far longer than the test: only the shutdown can write these.
-    server = GatewayServer(make_settings(tmp_path, upstream.base_url, usage={"flush_interval_s": 3600})).start()
-    try:
-        key = server.mint("acme")
-        upstream.enqueue(Reply(text="a"), Reply(text="b"))
-        for _ in range(2):
-            _client(server, key).chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "x"}])
-        engine = server.gateway.engine
-        with engine.connect() as connection:
-            assert connection.execute(select(func.count()).select_from(ENTRIES)).scalar_one() == 0
-    finally:
-        server.stop()
+    server = gateways.start(usage={"flush_interval_s": 3600})
+    key = server.mint("acme")
+    upstream.enqueue(Reply(text="a"), Reply(text="b"))
+    for _ in range(2):
+        _client(server, key).chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "x"}])
+    engine = server.gateway.engine
+    with engine.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(ENTRIES)).scalar_one() == 0
+    server.stop()
     from runtime.storage.db import make_engine
 
     engine = make_engine(f"sqlite:///{tmp_path / 'plugway.db'}")

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import openai
 import pytest
 
+from runtime.json_types import JSON
 from tests.fakes.anthropic_server import DEFAULT_API_KEY, fake_anthropic, fake_anthropic_server
-from tests.support import UPSTREAM_KEY, GatewayServer, make_settings
+from tests.support import UPSTREAM_KEY, Gateways, GatewayServer
 
 __all__ = ["fake_anthropic", "fake_anthropic_server"]  # fixtures used by name
 
-JSON = dict[str, Any]
 ACME_PLUGINS: list[JSON] = [
     {"id": "clock"},
     {"id": "calculator"},
@@ -61,25 +60,17 @@ Launch = Callable[..., GatewayServer]
 
 
 @pytest.fixture
-def launch(tmp_path: Path) -> Iterator[Launch]:
-    """Start a gateway with the given providers and models; stopped at teardown."""
-    started: list[GatewayServer] = []
+def launch(gateways: Gateways) -> Launch:
+    """Start a gateway with the given providers and models (the shared ``gateways``, stopped at teardown)."""
 
     def start(*, providers: list[JSON], models: list[JSON], **overrides: Any) -> GatewayServer:
-        directory = tmp_path / f"gateway{len(started)}"
-        directory.mkdir()
-        settings = make_settings(
-            directory,
-            "http://127.0.0.1:9/unused",
+        overrides.setdefault("organisations", organisations())
+        return gateways.start(
+            directory=gateways.directory / f"gateway{len(gateways.started)}",
+            upstream_url="http://127.0.0.1:9/unused",
             providers=providers,
             models=models,
-            organisations=overrides.pop("organisations", organisations()),
             **overrides,
         )
-        server = GatewayServer(settings).start()
-        started.append(server)
-        return server
 
-    yield start
-    for server in started:
-        server.stop()
+    return start

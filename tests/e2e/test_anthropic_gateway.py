@@ -14,12 +14,12 @@ from typing import Any
 import openai
 import pytest
 
+from runtime.json_types import JSON
 from tests.e2e.conftest import ACME_PLUGINS, anthropic_provider, sdk_client
 from tests.fakes.anthropic_server import Fail, FakeAnthropic, Reply
 from tests.fixtures.testkit_plugin import RED_DOT
-from tests.support import GatewayServer, make_settings
+from tests.support import Gateways, GatewayServer, make_settings
 
-JSON = dict[str, Any]
 MODEL = "claude-test"
 UPSTREAM_MODEL = "claude-haiku-4-5"
 WEATHER_SCHEMA: JSON = {
@@ -76,9 +76,8 @@ def server(
         ],
         organisations=[{"id": "acme", "plugins": [dict(p) for p in ACME_PLUGINS]}, {"id": "plain"}],
     )
-    gateway = GatewayServer(settings).start()
-    yield gateway
-    gateway.stop()
+    with Gateways() as started:
+        yield started.start(settings)
 
 
 @pytest.fixture

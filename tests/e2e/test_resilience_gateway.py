@@ -13,6 +13,7 @@ from typing import Any
 import openai
 import pytest
 
+from runtime.json_types import JSON
 from tests.e2e.conftest import Launch, anthropic_provider, openai_provider, sdk_client
 from tests.fakes.anthropic_server import (
     Fail,
@@ -26,7 +27,6 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.openai_server import Reply as OpenAIReply
 from tests.support import GatewayServer
 
-JSON = dict[str, Any]
 HELLO: list[Any] = [{"role": "user", "content": "hello"}]
 
 

@@ -19,7 +19,7 @@ from runtime.config import ConfigError, load_settings
 from runtime.endpoints.sessions import purge_expired
 from runtime.storage.models import UsageRecord
 from tests.fakes.openai_server import FakeOpenAI, Reply
-from tests.support import GatewayServer, make_settings, wait_until
+from tests.support import Gateways, GatewayServer, make_settings, wait_until
 
 ANSWER_SCHEMA = {
     "type": "object",
@@ -59,10 +59,8 @@ def settings_for(directory: Path, upstream: FakeOpenAI, **overrides: Any) -> Any
 
 
 @pytest.fixture
-def server(tmp_path: Path, upstream: FakeOpenAI) -> Iterator[GatewayServer]:
-    gateway = GatewayServer(settings_for(tmp_path, upstream)).start()
-    yield gateway
-    gateway.stop()
+def server(tmp_path: Path, upstream: FakeOpenAI, gateways: Gateways) -> GatewayServer:
+    return gateways.start(settings_for(tmp_path, upstream))
 
 
 def call(server: GatewayServer, key: str | None, path: str, body: dict[str, Any]) -> httpx.Response:
@@ -280,18 +278,12 @@ def postgres_url(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def two_gateways(tmp_path: Path, upstream: FakeOpenAI, postgres_url: str) -> Iterator[list[GatewayServer]]:
+def two_gateways(tmp_path: Path, upstream: FakeOpenAI, postgres_url: str, gateways: Gateways) -> list[GatewayServer]:
     """Two gateway processes' worth of app on one PostgreSQL database."""
-    servers = []
-    try:
-        for name in ("one", "two"):
-            directory = tmp_path / name
-            directory.mkdir()
-            servers.append(GatewayServer(settings_for(directory, upstream, database_url=postgres_url)).start())
-        yield servers
-    finally:
-        for server in servers:
-            server.stop()
+    directories = [tmp_path / name for name in ("one", "two")]
+    for directory in directories:
+        directory.mkdir()
+    return [gateways.start(settings_for(directory, upstream, database_url=postgres_url)) for directory in directories]
 
 
 def test_a_session_continues_on_another_gateway(two_gateways: list[GatewayServer], upstream: FakeOpenAI) -> None:
@@ -344,9 +336,8 @@ SESSIONS = SQLModel.metadata.tables["endpoint_sessions"]
 @pytest.fixture(scope="module")
 def shop_gateway(tmp_path_factory: pytest.TempPathFactory, upstream_server: FakeOpenAI) -> Iterator[GatewayServer]:
     orgs = [{"id": "shop", "endpoints": SHOP_ENDPOINTS}, {"id": "other", "endpoints": OTHER_ENDPOINTS}]
-    gateway = GatewayServer(make_settings(tmp_path_factory.mktemp("endpoint-shop"), upstream_server.base_url, extra_orgs=orgs)).start()
-    yield gateway
-    gateway.stop()
+    with Gateways(tmp_path_factory.mktemp("endpoint-shop"), upstream_server.base_url) as started:
+        yield started.start(extra_orgs=orgs)
 
 
 def call_endpoint(shop_gateway: GatewayServer, org: str, slug: str, body: dict[str, Any]) -> httpx.Response:

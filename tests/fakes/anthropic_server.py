@@ -43,9 +43,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from runtime.json_types import JSON
 from tests.fakes.threaded import ThreadedServer
-
-JSON = dict[str, Any]
 
 DEFAULT_API_KEY = "sk-ant-test-key"
 

@@ -38,9 +38,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from runtime.json_types import JSON
 from tests.fakes.threaded import ThreadedServer
 
-JSON = dict[str, Any]
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 

@@ -30,9 +30,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from runtime.json_types import JSON
 from tests.fakes.threaded import ThreadedServer
 
-JSON = dict[str, Any]
 ENCRYPTED = "reasoning.encrypted_content"
 
 

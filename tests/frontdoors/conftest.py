@@ -8,7 +8,7 @@ import pytest
 
 from tests.e2e.conftest import ACME_PLUGINS, anthropic_provider
 from tests.fakes.anthropic_server import FakeAnthropic, fake_anthropic, fake_anthropic_server
-from tests.support import GatewayServer, make_settings
+from tests.support import Gateways, GatewayServer, make_settings
 
 __all__ = ["fake_anthropic", "fake_anthropic_server"]  # fixtures used by name
 
@@ -33,6 +33,5 @@ def claude_gateway(fake_anthropic_server: FakeAnthropic, tmp_path_factory: pytes
             {"id": "guarded", "guardrails": GUARDRAILS, "guardrails_default": ["pii", "words"]},
         ],
     )
-    server = GatewayServer(settings).start()
-    yield server
-    server.stop()
+    with Gateways() as started:
+        yield started.start(settings)

@@ -18,12 +18,12 @@ import orjson
 import pytest
 from sqlmodel import Session, select
 
+from runtime.json_types import JSON
 from runtime.storage.models import UsageRecord
 from tests.fakes.openai_server import FakeOpenAI, Reply
-from tests.support import UPSTREAM_KEY, GatewayServer, make_settings
+from tests.support import UPSTREAM_KEY, Gateways, GatewayServer, make_settings
 
 IGNORED = "x-plugway-ignored-params"
-JSON = dict[str, Any]
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +47,8 @@ def fidelity_gateway(upstream_server: FakeOpenAI, tmp_path_factory: pytest.TempP
             {"id": "own-aliases", "model_aliases": {"claude-opus-*": "gpt-test"}, "models": ["gpt-test", "demo"]},
         ],
     )
-    server = GatewayServer(settings).start()
-    yield server
-    server.stop()
+    with Gateways() as started:
+        yield started.start(settings)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from runtime.storage.keys import list_keys, revoke_key
 from runtime.storage.models import UsageRecord
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.fixtures.testkit_plugin import RED_DOT
-from tests.support import GatewayServer, make_settings
+from tests.support import Gateways, GatewayServer, make_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST_SERVER = ROOT / "tests" / "fixtures" / "mcp_test_server.py"
@@ -43,8 +43,11 @@ MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": 
 
 
 @asynccontextmanager
-async def connected(server: GatewayServer, key: str, *, mode: str = "auto", **options: Any) -> AsyncIterator[Client]:
-    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=20) as http:
+async def connected(
+    server: GatewayServer, key: str, *, mode: str = "auto", on_response: Callable[[Any], Awaitable[None]] | None = None, **options: Any
+) -> AsyncIterator[Client]:
+    hooks = {"response": [on_response]} if on_response is not None else None
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=20, event_hooks=hooks) as http:
         async with Client(streamable_http_client(f"{server.url}/mcp", http_client=http), mode=mode, **options) as client:  # type: ignore[arg-type]
             yield client
 
@@ -351,13 +354,8 @@ def changing_plugins(tmp_path: Path) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def changing_gateway(tmp_path: Path, upstream: FakeOpenAI) -> AsyncIterator[GatewayServer]:
-    settings = make_settings(
-        tmp_path, upstream.base_url, plugins=changing_plugins(tmp_path), extra_orgs=[{"id": "beta", "plugins": [{"id": "clock"}]}]
-    )
-    server = GatewayServer(settings).start()
-    yield server  # type: ignore[misc]
-    server.stop()
+def changing_gateway(tmp_path: Path, gateways: Gateways) -> GatewayServer:
+    return gateways.start(plugins=changing_plugins(tmp_path), extra_orgs=[{"id": "beta", "plugins": [{"id": "clock"}]}])
 
 
 async def test_an_mcp_backed_plugins_results_keep_their_structure_and_images(changing_gateway: GatewayServer) -> None:
@@ -373,15 +371,21 @@ async def test_an_mcp_backed_plugins_results_keep_their_structure_and_images(cha
 
 async def test_a_backing_servers_new_tool_reaches_a_handshake_session_as_list_changed(changing_gateway: GatewayServer) -> None:
     notified = asyncio.Event()
+    listening = asyncio.Event()
 
     async def on_message(message: Any) -> None:
         if isinstance(message, types.ToolListChangedNotification):
             notified.set()
 
-    async with connected(changing_gateway, changing_gateway.mint(), mode="legacy", message_handler=on_message) as client:
+    async def on_response(response: Any) -> None:
+        # The server answers the GET once its transport holds the stream notifications go down.
+        if response.request.method == "GET" and response.status_code == 200:
+            listening.set()
+
+    async with connected(changing_gateway, changing_gateway.mint(), mode="legacy", message_handler=on_message, on_response=on_response) as client:
         before = {tool.name for tool in await all_tools(client)}
         assert "tk__add_tool" in before and "tk__fresh_legacy" not in before
-        await asyncio.sleep(0.3)  # the GET stream is open
+        await asyncio.wait_for(listening.wait(), timeout=10)
         assert not notified.is_set()
         added = await client.call_tool("tk__add_tool", {"name": "fresh_legacy"})
         assert not added.is_error
@@ -411,18 +415,15 @@ async def test_a_backing_servers_new_tool_reaches_listeners_of_that_organisation
     await until_nobody_is_watched(changing_gateway)
 
 
-async def test_a_backing_servers_sampling_is_answered_by_its_sampling_model_and_billed(tmp_path: Path, upstream: FakeOpenAI) -> None:
+async def test_a_backing_servers_sampling_is_answered_by_its_sampling_model_and_billed(tmp_path: Path, upstream: FakeOpenAI, gateways: Gateways) -> None:
     plugins = [{"id": "tk", "mcp": {"command": [sys.executable, str(TEST_SERVER)], "sampling_model": "gpt-test"}}]
-    server = GatewayServer(make_settings(tmp_path, upstream.base_url, plugins=plugins)).start()
-    try:
-        upstream.enqueue(Reply(text="Lisbon", prompt_tokens=30, completion_tokens=2))
-        async with connected(server, server.mint()) as client:
-            result = await client.call_tool("tk__ask_model", {"question": "Capital of Portugal?"})
-        assert not result.is_error and text_of(result).startswith("the model said: Lisbon")
-        assert upstream.requests[0]["messages"][-1] == {"role": "user", "content": "Capital of Portugal?"}
-        assert [(row.prompt_tokens, row.completion_tokens) for row in usage_rows(server, "mcp-sampling")] == [(30, 2)]
-    finally:
-        server.stop()
+    server = gateways.start(plugins=plugins)
+    upstream.enqueue(Reply(text="Lisbon", prompt_tokens=30, completion_tokens=2))
+    async with connected(server, server.mint()) as client:
+        result = await client.call_tool("tk__ask_model", {"question": "Capital of Portugal?"})
+    assert not result.is_error and text_of(result).startswith("the model said: Lisbon")
+    assert upstream.requests[0]["messages"][-1] == {"role": "user", "content": "Capital of Portugal?"}
+    assert [(row.prompt_tokens, row.completion_tokens) for row in usage_rows(server, "mcp-sampling")] == [(30, 2)]
 
 
 def test_a_sampling_model_must_be_one_of_the_organisations_models(tmp_path: Path, upstream: FakeOpenAI) -> None:

@@ -14,13 +14,14 @@ import openai
 import orjson
 import pytest
 
+from runtime.json_types import JSON
 from tests.e2e.conftest import ACME_PLUGINS, anthropic_provider
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.anthropic_server import Reply as ClaudeReply
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.frontdoors.conftest import CLAUDE
 from tests.mcp.mcp_helpers import HttpServer, start_http_server
-from tests.support import UPSTREAM_KEY, GatewayServer, make_settings
+from tests.support import UPSTREAM_KEY, Gateways, GatewayServer, make_settings
 
 HELLO = [{"role": "user", "content": "hello"}]
 
@@ -295,7 +296,6 @@ def test_openai_sdk_and_anthropic_sdk_share_one_key(claude_gateway: GatewayServe
 # One gateway for these, on both fakes: ``gpt-test`` (OpenAI-format) and ``claude-test``
 # (Anthropic-format). Organisation ``acme`` has built-in plugins and ``tk``, the MCP test
 # server over streamable HTTP; ``plain`` has no plugins.
-JSON = dict[str, Any]
 PNG = base64.b64encode(bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489")).decode()
 IMAGE_MESSAGE = [
     {
@@ -335,9 +335,8 @@ def both(
         ],
         organisations=[{"id": "acme", "plugins": [*(dict(p) for p in ACME_PLUGINS), tk]}, {"id": "plain"}],
     )
-    server = GatewayServer(settings).start()
-    yield server
-    server.stop()
+    with Gateways() as started:
+        yield started.start(settings)
 
 
 def client_for(server: GatewayServer, org: str = "acme", **key: Any) -> anthropic.Anthropic:

@@ -18,13 +18,14 @@ from pydantic import BaseModel
 from sqlalchemy import func, select, update
 
 from runtime.frontdoors.responses.store import StoredResponse, purge_expired
+from runtime.json_types import JSON
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.anthropic_server import Reply as ClaudeReply
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.frontdoors.conftest import CLAUDE
 from tests.mcp.mcp_helpers import TEST_SERVER
 from tests.services import fresh_database
-from tests.support import GatewayServer, make_settings
+from tests.support import Gateways, GatewayServer, make_settings
 
 CALC = ("calculator__evaluate", {"expression": "6*7"})
 
@@ -281,24 +282,17 @@ def postgres_url(tmp_path: Path) -> Iterator[str]:
     yield from fresh_database("postgresql", tmp_path, prefix="responses")
 
 
-def test_previous_response_id_across_two_gateways_on_postgresql(tmp_path: Path, upstream: FakeOpenAI, postgres_url: str) -> None:
-    first_dir, second_dir = tmp_path / "one", tmp_path / "two"
-    first_dir.mkdir()
-    second_dir.mkdir()
-    one = GatewayServer(make_settings(first_dir, upstream.base_url, database_url=postgres_url)).start()
-    two = GatewayServer(make_settings(second_dir, upstream.base_url, database_url=postgres_url)).start()
-    try:
-        key = one.mint("bare")
-        upstream.enqueue(Reply(text="My name is Ada."), Reply(text="You said your name is Ada."))
-        first = openai.OpenAI(base_url=one.base_url, api_key=key, max_retries=0).responses.create(model="gpt-test", input="I am Ada.")
-        second = openai.OpenAI(base_url=two.base_url, api_key=key, max_retries=0).responses.create(
-            model="gpt-test", input="What is my name?", previous_response_id=first.id
-        )
-        assert second.output_text == "You said your name is Ada."
-        assert [m["content"] for m in upstream.requests[1]["messages"]] == ["I am Ada.", "My name is Ada.", "What is my name?"]
-    finally:
-        one.stop()
-        two.stop()
+def test_previous_response_id_across_two_gateways_on_postgresql(tmp_path: Path, upstream: FakeOpenAI, postgres_url: str, gateways: Gateways) -> None:
+    one = gateways.start(database_url=postgres_url, directory=tmp_path / "one")
+    two = gateways.start(database_url=postgres_url, directory=tmp_path / "two")
+    key = one.mint("bare")
+    upstream.enqueue(Reply(text="My name is Ada."), Reply(text="You said your name is Ada."))
+    first = openai.OpenAI(base_url=one.base_url, api_key=key, max_retries=0).responses.create(model="gpt-test", input="I am Ada.")
+    second = openai.OpenAI(base_url=two.base_url, api_key=key, max_retries=0).responses.create(
+        model="gpt-test", input="What is my name?", previous_response_id=first.id
+    )
+    assert second.output_text == "You said your name is Ada."
+    assert [m["content"] for m in upstream.requests[1]["messages"]] == ["I am Ada.", "My name is Ada.", "What is my name?"]
 
 
 # -- the same front door over an Anthropic-format upstream ---------------------------------------------
@@ -324,7 +318,6 @@ def test_streamed_loop_on_a_claude_model(claude_gateway: GatewayServer, fake_ant
 # -- streamed tools and approvals, the event sequence, parts and parameters, retention, Claude models, progress ---
 # The official openai SDK (and httpx for the raw stream) -> one gateway on PostgreSQL -> fake upstreams.
 
-JSON = dict[str, Any]
 TABLE = StoredResponse.__table__  # type: ignore[attr-defined]
 RETENTION_DAYS = 7
 
@@ -352,9 +345,8 @@ def gw(upstream_server: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) ->
         settings = make_settings(
             directory, upstream_server.base_url, plugins=plugins, database_url=database_url, responses={"retention_days": RETENTION_DAYS}
         )
-        server = GatewayServer(settings).start()
-        yield server
-        server.stop()
+        with Gateways() as started:
+            yield started.start(settings)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 
 from runtime.frontdoors.carry import IGNORED_HEADER
 from tests.fakes.responses_server import Call, FakeResponses, Turn, reasoning_items
-from tests.support import GatewayServer, make_settings
+from tests.support import Gateways, GatewayServer, make_settings
 
 MODEL = "gpt-native"
 WEATHER = {"type": "function", "name": "get_weather", "description": "Weather in a city.", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
@@ -52,9 +52,8 @@ def native_gateway(fake: FakeResponses, tmp_path_factory: pytest.TempPathFactory
             },
         ],
     )
-    server = GatewayServer(settings).start()
-    yield server
-    server.stop()
+    with Gateways() as started:
+        yield started.start(settings)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, settings
 
 from runtime.api.app import create_app
 from runtime.config import Settings, settings_from_dict
-from tests.support import GatewayServer
+from tests.support import Gateways, GatewayServer
 
 FUZZ_EXAMPLES = 60
 
@@ -38,9 +38,8 @@ schema = schemathesis.openapi.from_dict(create_app(fuzz_settings(Path("/nonexist
 
 @pytest.fixture(scope="module")
 def fuzzed_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
-    server = GatewayServer(fuzz_settings(tmp_path_factory.mktemp("fuzz"))).start()
-    yield server
-    server.stop()
+    with Gateways() as started:
+        yield started.start(fuzz_settings(tmp_path_factory.mktemp("fuzz")))
 
 
 @pytest.fixture(scope="module")

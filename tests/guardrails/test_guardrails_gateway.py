@@ -19,7 +19,7 @@ from runtime.config import Settings, settings_from_dict
 from tests.fakes.graph_api import FakeGraphAPI
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.services import fresh_database
-from tests.support import UPSTREAM_KEY, GatewayServer, make_settings, wait_until
+from tests.support import UPSTREAM_KEY, Gateways, GatewayServer, wait_until
 from tests.whatsapp.conftest import (  # noqa: F401 (fixtures)
     SUPPORT_NUMBER,
     Served,
@@ -51,10 +51,8 @@ ORGS: list[dict[str, Any]] = [
 
 
 @pytest.fixture
-def server(tmp_path: Path, upstream: FakeOpenAI) -> Iterator[GatewayServer]:
-    gateway = GatewayServer(make_settings(tmp_path, upstream.base_url, extra_orgs=ORGS)).start()
-    yield gateway
-    gateway.stop()
+def server(gateways: Gateways) -> GatewayServer:
+    return gateways.start(extra_orgs=ORGS)
 
 
 def sdk(server: GatewayServer, org: str) -> openai.OpenAI:

@@ -5,8 +5,6 @@ tool results."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import openai
@@ -15,7 +13,7 @@ import pytest
 from runtime.guardrails.normalise import normalise
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.guardrails.support import guardrails, streamed
-from tests.support import GatewayServer, make_settings
+from tests.support import Gateways, GatewayServer
 
 PII = {"key": "pii", "kind": "pii", "action": "redact"}
 WORDS = {"key": "words", "kind": "denylist", "action": "redact", "terms": ["project falcon", "secret"]}
@@ -81,10 +79,8 @@ NO_TOOLS = [{"type": "function", "function": {"name": "x"}}]  # client tools: no
 
 
 @pytest.fixture
-def server(tmp_path: Path, upstream: FakeOpenAI) -> Iterator[GatewayServer]:
-    gateway = GatewayServer(make_settings(tmp_path, upstream.base_url, extra_orgs=ORGS)).start()
-    yield gateway
-    gateway.stop()
+def server(gateways: Gateways) -> GatewayServer:
+    return gateways.start(extra_orgs=ORGS)
 
 
 def sdk(server: GatewayServer) -> openai.OpenAI:

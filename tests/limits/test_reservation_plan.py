@@ -9,6 +9,7 @@ import pytest
 from runtime.billing import checked_usage, plan_reservation
 from runtime.config import Price, settings_from_dict
 from runtime.limits.reservation import MAX_RESERVATION_TOKENS, plan
+from runtime.request import RunState
 
 SETTINGS = settings_from_dict(
     {"database_url": "sqlite:///unused.db", "orchestration": {"max_tool_rounds": 3}, "limits": {"default_reserved_output_tokens": 500}}
@@ -76,3 +77,15 @@ def test_valid_usage_passes_unchanged_with_its_details() -> None:
     assert checked_usage(reported) == reported
     bad_details = checked_usage({**reported, "completion_tokens_details": {"reasoning_tokens": -3}})
     assert bad_details["completion_tokens_details"] == {}
+
+
+@pytest.mark.parametrize("chars", [1, 5, 399, 401])
+def test_a_stream_cut_before_its_usage_and_bad_usage_are_billed_at_one_estimate(chars: int) -> None:
+    # The same text counted by the two paths that bill plugway's own figure: an upstream's
+    # invalid completion count, and a stream whose usage chunk never arrived.
+    replaced = checked_usage({"prompt_tokens": 0, "completion_tokens": -1}, output_chars=chars)
+    cut = RunState(request_id="r", model="m")
+    cut.unbilled_chars = chars
+    cut.count_unbilled()
+    assert cut.usage["completion_tokens"] == replaced["completion_tokens"] == math.ceil(chars / 4)
+    assert cut.usage["total_tokens"] == cut.usage["completion_tokens"] and cut.unbilled_chars == 0

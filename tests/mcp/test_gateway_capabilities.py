@@ -24,6 +24,7 @@ import orjson
 import pytest
 from sqlmodel import Session, select
 
+from runtime.json_types import JSON
 from runtime.orchestration.tools import TOOL_SEARCH_NAME, estimated_tokens
 from runtime.storage.models import UsageRecord
 from tests.fakes.anthropic_server import (
@@ -41,10 +42,9 @@ from tests.mcp.mcp_helpers import (
     start_http_server,
     tagged_processes,
 )
-from tests.support import GatewayServer, make_settings
+from tests.support import Gateways, GatewayServer, make_settings
 
 USER = [{"role": "user", "content": "go"}]
-JSON = dict[str, Any]
 REPORT_CSV = "month,refunds\nMarch,12\nApril,7 — fewer\n"  # the test server's files://report.csv
 
 
@@ -94,13 +94,6 @@ class Tk:
             self.plugin = {"id": "tk", "mcp": {"command": [sys.executable, str(TEST_SERVER), *flags], "env": env, **mcp}}
 
 
-def gateway_with(
-    tmp_path: Path, upstream_url: str, *plugins: JSON, settle_mcp: list[str] | None = None, **options: Any
-) -> GatewayServer:
-    settings = make_settings(tmp_path, upstream_url, plugins=list(plugins), **options)
-    return GatewayServer(settings).start(settle_mcp=settle_mcp)
-
-
 @pytest.fixture(params=["stdio", "http"])
 def transport(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -112,10 +105,8 @@ def tk(transport: str, servers: Servers, tmp_path: Path) -> Tk:
 
 
 @pytest.fixture
-def gateway(tmp_path: Path, upstream: FakeOpenAI, tk: Tk) -> Iterator[GatewayServer]:
-    server = gateway_with(tmp_path, upstream.base_url, tk.plugin)
-    yield server
-    server.stop()
+def gateway(tk: Tk, gateways: Gateways) -> GatewayServer:
+    return gateways.start(plugins=[tk.plugin])
 
 
 @pytest.fixture
@@ -156,50 +147,44 @@ def test_mcp_progress_reaches_the_stream(gateway: GatewayServer, upstream: FakeO
 
 @pytest.mark.parametrize("era", ["modern", "legacy"])
 def test_a_server_asking_for_sampling_is_answered_by_the_requests_model_and_billed(
-    transport: str, era: str, servers: Servers, tmp_path: Path, upstream: FakeOpenAI
+    transport: str, era: str, servers: Servers, tmp_path: Path, upstream: FakeOpenAI, gateways: Gateways
 ) -> None:
     # 2026 servers ask inside the call's result (input-required rounds); older ones send a
     # sampling/createMessage request of their own. Both reach the request's model.
     tk = Tk(transport, servers, tmp_path, *(("--legacy",) if era == "legacy" else ()))
-    gateway = gateway_with(tmp_path, upstream.base_url, tk.plugin)
-    try:
-        client = openai.OpenAI(base_url=gateway.base_url, api_key=gateway.mint(), max_retries=0, timeout=30)
-        upstream.enqueue(
-            Reply(tool_calls=[("tk__ask_model", {"question": "What is the capital of Portugal?"})], prompt_tokens=100, completion_tokens=10),
-            Reply(text="Lisbon", prompt_tokens=30, completion_tokens=2),
-            Reply(text="It is Lisbon.", prompt_tokens=150, completion_tokens=5),
-        )
-        reply = client.chat.completions.create(model="gpt-test", messages=USER)
-        assert reply.choices[0].message.content == "It is Lisbon."
-        sampling = upstream.requests[1]
-        assert "tools" not in sampling and sampling["max_tokens"] == 50
-        assert sampling["messages"] == [
-            {"role": "system", "content": "Answer briefly."},
-            {"role": "user", "content": "What is the capital of Portugal?"},
-        ]
-        (content,) = tool_contents(upstream.requests[2])
-        assert content.startswith("the model said: Lisbon (endTurn, model ")
-        gateway.flush_usage()
-        with Session(gateway.gateway.engine) as session:
-            rows = {r.source: r for r in session.exec(select(UsageRecord).where(UsageRecord.organisation_id == "acme"))}
-        assert (rows["mcp-sampling"].prompt_tokens, rows["mcp-sampling"].completion_tokens) == (30, 2)
-        assert rows["api"].total_tokens == 100 + 10 + 150 + 5
-    finally:
-        gateway.stop()
+    gateway = gateways.start(plugins=[tk.plugin])
+    client = openai.OpenAI(base_url=gateway.base_url, api_key=gateway.mint(), max_retries=0, timeout=30)
+    upstream.enqueue(
+        Reply(tool_calls=[("tk__ask_model", {"question": "What is the capital of Portugal?"})], prompt_tokens=100, completion_tokens=10),
+        Reply(text="Lisbon", prompt_tokens=30, completion_tokens=2),
+        Reply(text="It is Lisbon.", prompt_tokens=150, completion_tokens=5),
+    )
+    reply = client.chat.completions.create(model="gpt-test", messages=USER)
+    assert reply.choices[0].message.content == "It is Lisbon."
+    sampling = upstream.requests[1]
+    assert "tools" not in sampling and sampling["max_tokens"] == 50
+    assert sampling["messages"] == [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "What is the capital of Portugal?"},
+    ]
+    (content,) = tool_contents(upstream.requests[2])
+    assert content.startswith("the model said: Lisbon (endTurn, model ")
+    gateway.flush_usage()
+    with Session(gateway.gateway.engine) as session:
+        rows = {r.source: r for r in session.exec(select(UsageRecord).where(UsageRecord.organisation_id == "acme"))}
+    assert (rows["mcp-sampling"].prompt_tokens, rows["mcp-sampling"].completion_tokens) == (30, 2)
+    assert rows["api"].total_tokens == 100 + 10 + 150 + 5
 
 
-def test_sampling_beyond_the_budget_is_declined_to_the_server(tmp_path: Path, upstream: FakeOpenAI, servers: Servers) -> None:
+def test_sampling_beyond_the_budget_is_declined_to_the_server(tmp_path: Path, upstream: FakeOpenAI, servers: Servers, gateways: Gateways) -> None:
     tk = Tk("stdio", servers, tmp_path)
-    gateway = gateway_with(tmp_path, upstream.base_url, tk.plugin, orchestration={"sampling": {"max_calls_per_tool_call": 0}})
-    try:
-        client = openai.OpenAI(base_url=gateway.base_url, api_key=gateway.mint(), max_retries=0, timeout=30)
-        upstream.enqueue(Reply(tool_calls=[("tk__ask_model", {"question": "hi"})]), Reply(text="ok"))
-        client.chat.completions.create(model="gpt-test", messages=USER)
-        (content,) = tool_contents(upstream.requests[1])
-        assert "sampling budget" in orjson.loads(content)["error"]["message"]
-        assert len(upstream.requests) == 2  # the model was not asked
-    finally:
-        gateway.stop()
+    gateway = gateways.start(plugins=[tk.plugin], orchestration={"sampling": {"max_calls_per_tool_call": 0}})
+    client = openai.OpenAI(base_url=gateway.base_url, api_key=gateway.mint(), max_retries=0, timeout=30)
+    upstream.enqueue(Reply(tool_calls=[("tk__ask_model", {"question": "hi"})]), Reply(text="ok"))
+    client.chat.completions.create(model="gpt-test", messages=USER)
+    (content,) = tool_contents(upstream.requests[1])
+    assert "sampling budget" in orjson.loads(content)["error"]["message"]
+    assert len(upstream.requests) == 2  # the model was not asked
 
 
 # -- images -----------------------------------------------------------------------------------------------------
@@ -214,7 +199,7 @@ def test_an_mcp_image_reaches_an_openai_model_as_a_description(client: openai.Op
 
 
 def test_an_mcp_image_reaches_a_claude_model_as_an_image(
-    tmp_path: Path, servers: Servers, fake_anthropic: FakeAnthropic  # noqa: F811  # fixture
+    tmp_path: Path, servers: Servers, fake_anthropic: FakeAnthropic, gateways: Gateways  # noqa: F811  # fixture
 ) -> None:
     tk = Tk("stdio", servers, tmp_path)
     settings = make_settings(
@@ -224,22 +209,19 @@ def test_an_mcp_image_reaches_a_claude_model_as_an_image(
         models=[{"id": "claude-test", "provider": "claude", "upstream_model": "claude-haiku-4-5"}],
         organisations=[{"id": "acme", "plugins": [tk.plugin]}],
     )
-    gateway = GatewayServer(settings).start()
-    try:
-        fake_anthropic.script([ClaudeReply(tool_use=[("tk__screenshot", {})]), ClaudeReply(text="I see it.")])
-        client = openai.OpenAI(base_url=gateway.base_url, api_key=gateway.mint(), max_retries=0, timeout=30)
-        reply = client.chat.completions.create(model="claude-test", messages=USER)
-        assert reply.choices[0].message.content == "I see it."
-        second = fake_anthropic.requests[1].body
-        results = [b for m in second["messages"] for b in (m["content"] if isinstance(m["content"], list) else []) if b.get("type") == "tool_result"]
-        (result,) = results
-        images = [b for b in result["content"] if b["type"] == "image"]
-        assert images[0]["source"]["media_type"] == "image/png"
-        assert len(images[0]["source"]["data"]) > 200_000  # the picture itself, not its description
-        texts = [b["text"] for b in result["content"] if b["type"] == "text"]
-        assert all(len(text) < 200 for text in texts)  # no base64 in the text
-    finally:
-        gateway.stop()
+    gateway = gateways.start(settings)
+    fake_anthropic.script([ClaudeReply(tool_use=[("tk__screenshot", {})]), ClaudeReply(text="I see it.")])
+    client = openai.OpenAI(base_url=gateway.base_url, api_key=gateway.mint(), max_retries=0, timeout=30)
+    reply = client.chat.completions.create(model="claude-test", messages=USER)
+    assert reply.choices[0].message.content == "I see it."
+    second = fake_anthropic.requests[1].body
+    results = [b for m in second["messages"] for b in (m["content"] if isinstance(m["content"], list) else []) if b.get("type") == "tool_result"]
+    (result,) = results
+    images = [b for b in result["content"] if b["type"] == "image"]
+    assert images[0]["source"]["media_type"] == "image/png"
+    assert len(images[0]["source"]["data"]) > 200_000  # the picture itself, not its description
+    texts = [b["text"] for b in result["content"] if b["type"] == "text"]
+    assert all(len(text) < 200 for text in texts)  # no base64 in the text
 
 
 # -- resources ---------------------------------------------------------------------------------------------------
@@ -274,33 +256,30 @@ def test_a_text_file_sent_as_a_blob_reaches_the_model_as_text(client: openai.Ope
 
 
 def test_a_150_tool_server_is_answered_through_tool_search(
-    transport: str, servers: Servers, tmp_path: Path, upstream: FakeOpenAI
+    transport: str, servers: Servers, tmp_path: Path, upstream: FakeOpenAI, gateways: Gateways
 ) -> None:
     catalogue = Tk(transport, servers, tmp_path, "--many", "150")
-    gateway = gateway_with(tmp_path, upstream.base_url, catalogue.plugin)
-    try:
-        client = openai.OpenAI(base_url=gateway.base_url, api_key=gateway.mint(), max_retries=0, timeout=30)
-        upstream.enqueue(
-            Reply(tool_calls=[(TOOL_SEARCH_NAME, {"query": "list refund"})]),
-            Reply(tool_calls=[("tk__list_refund_4", {"query": "March"})]),
-            Reply(text="Here are the refunds."),
-        )
-        reply = client.chat.completions.create(model="gpt-test", messages=USER)
-        assert reply.choices[0].message.content == "Here are the refunds."
-        first, second, third = upstream.requests
-        # More than OpenAI's 128: the request does not fail, the model gets the search tool.
-        assert [t["function"]["name"] for t in first["tools"]] == [TOOL_SEARCH_NAME]
-        found = orjson.loads(tool_contents(second)[0])["tools"]
-        assert found[0]["name"] == "tk__list_refund_4"
-        assert "tk__list_refund_4" in [t["function"]["name"] for t in second["tools"]]
-        assert tool_contents(third)[1] == "list_refund_4: March"
-        assert "tk__list_refund_4" in reply.model_extra["plugway"]["loaded_tools"]
-    finally:
-        gateway.stop()
+    gateway = gateways.start(plugins=[catalogue.plugin])
+    client = openai.OpenAI(base_url=gateway.base_url, api_key=gateway.mint(), max_retries=0, timeout=30)
+    upstream.enqueue(
+        Reply(tool_calls=[(TOOL_SEARCH_NAME, {"query": "list refund"})]),
+        Reply(tool_calls=[("tk__list_refund_4", {"query": "March"})]),
+        Reply(text="Here are the refunds."),
+    )
+    reply = client.chat.completions.create(model="gpt-test", messages=USER)
+    assert reply.choices[0].message.content == "Here are the refunds."
+    first, second, third = upstream.requests
+    # More than OpenAI's 128: the request does not fail, the model gets the search tool.
+    assert [t["function"]["name"] for t in first["tools"]] == [TOOL_SEARCH_NAME]
+    found = orjson.loads(tool_contents(second)[0])["tools"]
+    assert found[0]["name"] == "tk__list_refund_4"
+    assert "tk__list_refund_4" in [t["function"]["name"] for t in second["tools"]]
+    assert tool_contents(third)[1] == "list_refund_4: March"
+    assert "tk__list_refund_4" in reply.model_extra["plugway"]["loaded_tools"]
 
 
 def test_tool_search_saves_prompt_tokens_on_a_100_tool_catalogue(
-    servers: Servers, tmp_path: Path, upstream: FakeOpenAI, capsys: pytest.CaptureFixture[str]
+    servers: Servers, tmp_path: Path, upstream: FakeOpenAI, capsys: pytest.CaptureFixture[str], gateways: Gateways
 ) -> None:
     # 31 tools of the test server + 69 catalogue entries = 100 (read_resource left out).
     catalogue = Tk("stdio", servers, tmp_path, "--many", "69")
@@ -309,18 +288,15 @@ def test_tool_search_saves_prompt_tokens_on_a_100_tool_catalogue(
     for label, budget in (("whole catalogue", None), ("tool search", 1000)):
         directory = tmp_path / label.replace(" ", "-")
         directory.mkdir()
-        gateway = gateway_with(directory, upstream.base_url, catalogue.plugin, orchestration={"tool_prompt_budget_tokens": budget})
-        try:
-            client = openai.OpenAI(base_url=gateway.base_url, api_key=gateway.mint(), max_retries=0, timeout=30)
-            upstream.reset()
-            upstream.enqueue(Reply(text="hello"))
-            client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hello"}])
-            tools = upstream.requests[0]["tools"]
-            if budget is None:
-                assert len(tools) == 100
-            measured[label] = sum(estimated_tokens(tool) for tool in tools)
-        finally:
-            gateway.stop()
+        gateway = gateways.start(plugins=[catalogue.plugin], orchestration={"tool_prompt_budget_tokens": budget}, directory=directory)
+        client = openai.OpenAI(base_url=gateway.base_url, api_key=gateway.mint(), max_retries=0, timeout=30)
+        upstream.reset()
+        upstream.enqueue(Reply(text="hello"))
+        client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hello"}])
+        tools = upstream.requests[0]["tools"]
+        if budget is None:
+            assert len(tools) == 100
+        measured[label] = sum(estimated_tokens(tool) for tool in tools)
     saved = measured["whole catalogue"] - measured["tool search"]
     with capsys.disabled():
         print(f"\n100-tool catalogue: {measured['whole catalogue']} prompt tokens of tool definitions on every "
@@ -372,45 +348,40 @@ def test_a_client_hanging_up_cancels_the_mcp_call_at_once(
 
 
 def test_two_crashes_in_the_backoff_window_then_a_request_still_has_the_tools(
-    tmp_path: Path, upstream: FakeOpenAI, servers: Servers
+    tmp_path: Path, upstream: FakeOpenAI, servers: Servers, gateways: Gateways
 ) -> None:
     tk = Tk("stdio", servers, tmp_path)
     # Time enough for the server to come back on a busy machine: the call waits for it.
-    gateway = gateway_with(tmp_path, upstream.base_url, tk.plugin, orchestration={"tool_timeout_s": 15})
-    try:
-        client = openai.OpenAI(base_url=gateway.base_url, api_key=gateway.mint(), max_retries=0, timeout=30)
-        for _ in range(2):
-            upstream.reset()
-            upstream.enqueue(Reply(tool_calls=[("tk__crash", {})]), Reply(text="it crashed"))
-            client.chat.completions.create(model="gpt-test", messages=USER)
-            assert "exited with code 3" in tool_contents(upstream.requests[1])[0]
-        assert gateway.gateway.mcp.health()["tk"]["state"] in ("backoff", "reconnecting")
+    gateway = gateways.start(plugins=[tk.plugin], orchestration={"tool_timeout_s": 15})
+    client = openai.OpenAI(base_url=gateway.base_url, api_key=gateway.mint(), max_retries=0, timeout=30)
+    for _ in range(2):
         upstream.reset()
-        upstream.enqueue(Reply(tool_calls=[("tk__pid", {})]), Reply(text="back"))
+        upstream.enqueue(Reply(tool_calls=[("tk__crash", {})]), Reply(text="it crashed"))
         client.chat.completions.create(model="gpt-test", messages=USER)
-        assert "tk__pid" in {t["function"]["name"] for t in upstream.requests[0]["tools"]}
-        assert tool_contents(upstream.requests[1])[0].isdigit()
-    finally:
-        gateway.stop()
+        assert "exited with code 3" in tool_contents(upstream.requests[1])[0]
+    assert gateway.gateway.mcp.health()["tk"]["state"] in ("backoff", "reconnecting")
+    upstream.reset()
+    upstream.enqueue(Reply(tool_calls=[("tk__pid", {})]), Reply(text="back"))
+    client.chat.completions.create(model="gpt-test", messages=USER)
+    assert "tk__pid" in {t["function"]["name"] for t in upstream.requests[0]["tools"]}
+    assert tool_contents(upstream.requests[1])[0].isdigit()
+    gateway.stop()
     assert tagged_processes(tk.tag) == []
 
 
 def test_a_server_that_never_answers_does_not_hold_up_readiness(
-    tmp_path: Path, upstream: FakeOpenAI, servers: Servers
+    tmp_path: Path, upstream: FakeOpenAI, servers: Servers, gateways: Gateways
 ) -> None:
     tk = Tk("stdio", servers, tmp_path)
     silent = {"id": "silent", "mcp": {"command": [sys.executable, "-c", "import time; time.sleep(60)"]}}
     started = time.monotonic()
-    gateway = gateway_with(tmp_path, upstream.base_url, tk.plugin, silent, settle_mcp=["tk"])
-    try:
-        assert time.monotonic() - started < 8  # its connect timeout is 10 s
-        ready = httpx.get(f"{gateway.url}/readyz").json()
-        assert ready["status"] == "ready"
-        health = gateway.gateway.mcp.health()
-        assert (health["silent"]["healthy"], health["silent"]["state"]) == (False, "starting")
-        assert (health["tk"]["healthy"], health["tk"]["state"]) == (True, "ready")
-    finally:
-        gateway.stop()
+    gateway = gateways.start(plugins=[tk.plugin, silent], settle_mcp=["tk"])
+    assert time.monotonic() - started < 8  # its connect timeout is 10 s
+    ready = httpx.get(f"{gateway.url}/readyz").json()
+    assert ready["status"] == "ready"
+    health = gateway.gateway.mcp.health()
+    assert (health["silent"]["healthy"], health["silent"]["state"]) == (False, "starting")
+    assert (health["tk"]["healthy"], health["tk"]["state"]) == (True, "ready")
 
 
 # -- sampling limits: the organisation's budget, the key's daily tokens, the per-call token budget ---
@@ -453,29 +424,26 @@ def ask_twice_plugin(tmp_path: Path) -> JSON:
     return {"id": "tk", "mcp": {"command": [sys.executable, str(script)]}}
 
 
-def run_ask_twice(tmp_path: Path, upstream: FakeOpenAI, first_sampling: Reply, *, org: str = "acme", key_limits: JSON | None = None, **settings: Any) -> tuple[str, list[JSON]]:
+def run_ask_twice(gateways: Gateways, tmp_path: Path, upstream: FakeOpenAI, first_sampling: Reply, *, org: str = "acme", key_limits: JSON | None = None, **settings: Any) -> tuple[str, list[JSON]]:
     """One chat request whose tool call samples twice; the tool's result and the upstream's requests."""
-    gateway = GatewayServer(make_settings(tmp_path, upstream.base_url, plugins=[ask_twice_plugin(tmp_path)], **settings)).start()
-    try:
-        client = openai.OpenAI(base_url=gateway.base_url, api_key=gateway.mint(org, **(key_limits or {})), max_retries=0, timeout=30)
-        upstream.enqueue(
-            Reply(tool_calls=[("tk__ask_twice", {"question": "Capital of Portugal?"})], prompt_tokens=10, completion_tokens=2),
-            first_sampling,
-            Reply(text="Lisbon twice?"),  # the second sampling, when it is allowed
-            Reply(text="done"),
-        )
-        client.chat.completions.create(model="gpt-test", messages=USER)
-        requests = list(upstream.requests)
-        (content,) = tool_contents(requests[-1])
-        return content, requests
-    finally:
-        gateway.stop()
+    gateway = gateways.start(plugins=[ask_twice_plugin(tmp_path)], **settings)
+    client = openai.OpenAI(base_url=gateway.base_url, api_key=gateway.mint(org, **(key_limits or {})), max_retries=0, timeout=30)
+    upstream.enqueue(
+        Reply(tool_calls=[("tk__ask_twice", {"question": "Capital of Portugal?"})], prompt_tokens=10, completion_tokens=2),
+        first_sampling,
+        Reply(text="Lisbon twice?"),  # the second sampling, when it is allowed
+        Reply(text="done"),
+    )
+    client.chat.completions.create(model="gpt-test", messages=USER)
+    requests = list(upstream.requests)
+    (content,) = tool_contents(requests[-1])
+    return content, requests
 
 
-def test_a_spent_organisation_budget_stops_sampling(tmp_path: Path, upstream: FakeOpenAI) -> None:
+def test_a_spent_organisation_budget_stops_sampling(tmp_path: Path, upstream: FakeOpenAI, gateways: Gateways) -> None:
     # gpt-test costs $1 per million input tokens: the first answer's 20,000 tokens spend the $0.01 budget.
     content, requests = run_ask_twice(
-        tmp_path, upstream, Reply(text="Lisbon", prompt_tokens=20_000, completion_tokens=2),
+        gateways, tmp_path, upstream, Reply(text="Lisbon", prompt_tokens=20_000, completion_tokens=2),
         org="thrifty", extra_orgs=[{"id": "thrifty", "monthly_budget_usd": 0.01, "plugins": [ask_twice_plugin(tmp_path)]}],
         orchestration={"sampling": {"max_tokens_per_tool_call": 100_000}},  # only the budget can stop it
     )
@@ -485,9 +453,9 @@ def test_a_spent_organisation_budget_stops_sampling(tmp_path: Path, upstream: Fa
     assert len(requests) == 3  # the tool round, one sampling, the final round: the second question never reached the model
 
 
-def test_a_keys_spent_daily_tokens_stop_sampling(tmp_path: Path, upstream: FakeOpenAI) -> None:
+def test_a_keys_spent_daily_tokens_stop_sampling(tmp_path: Path, upstream: FakeOpenAI, gateways: Gateways) -> None:
     content, requests = run_ask_twice(
-        tmp_path, upstream, Reply(text="Lisbon", prompt_tokens=1_000, completion_tokens=2), key_limits={"daily_tokens": 500}
+        gateways, tmp_path, upstream, Reply(text="Lisbon", prompt_tokens=1_000, completion_tokens=2), key_limits={"daily_tokens": 500}
     )
     first, second = content.split(" | ")
     assert first == "answer: Lisbon"
@@ -495,9 +463,9 @@ def test_a_keys_spent_daily_tokens_stop_sampling(tmp_path: Path, upstream: FakeO
     assert len(requests) == 3
 
 
-def test_the_per_call_sampling_token_budget_stops_further_sampling(tmp_path: Path, upstream: FakeOpenAI) -> None:
+def test_the_per_call_sampling_token_budget_stops_further_sampling(tmp_path: Path, upstream: FakeOpenAI, gateways: Gateways) -> None:
     content, requests = run_ask_twice(
-        tmp_path, upstream, Reply(text="Lisbon", prompt_tokens=60, completion_tokens=50),
+        gateways, tmp_path, upstream, Reply(text="Lisbon", prompt_tokens=60, completion_tokens=50),
         orchestration={"sampling": {"max_tokens_per_tool_call": 100}},
     )
     first, second = content.split(" | ")
@@ -507,8 +475,8 @@ def test_the_per_call_sampling_token_budget_stops_further_sampling(tmp_path: Pat
     assert requests[1]["max_tokens"] == 100  # the server asked for 500: the call's budget caps it
 
 
-def test_with_budget_left_both_questions_are_answered_and_never_with_tools(tmp_path: Path, upstream: FakeOpenAI) -> None:
-    content, requests = run_ask_twice(tmp_path, upstream, Reply(text="Lisbon", prompt_tokens=30, completion_tokens=2))
+def test_with_budget_left_both_questions_are_answered_and_never_with_tools(tmp_path: Path, upstream: FakeOpenAI, gateways: Gateways) -> None:
+    content, requests = run_ask_twice(gateways, tmp_path, upstream, Reply(text="Lisbon", prompt_tokens=30, completion_tokens=2))
     assert content == "answer: Lisbon | answer: Lisbon twice?"
     loop_round, *sampling, final = requests
     assert "tk__ask_twice" in [tool["function"]["name"] for tool in loop_round["tools"]]

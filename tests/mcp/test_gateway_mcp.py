@@ -16,7 +16,7 @@ import pytest
 
 from tests.fakes.openai_server import FakeOpenAI, Reply, free_port
 from tests.mcp.mcp_helpers import TAG_ENV, TEST_SERVER, tagged_processes
-from tests.support import GatewayServer, make_settings
+from tests.support import Gateways, GatewayServer
 
 USER = [{"role": "user", "content": "help"}]
 KB_TOKEN = "kb-secret-token"
@@ -49,7 +49,7 @@ def kb_http() -> Iterator[str]:
 
 
 @pytest.fixture
-def mcp_gateway(tmp_path: Path, upstream: FakeOpenAI, kb_http: str) -> Iterator[tuple[GatewayServer, str]]:
+def mcp_gateway(tmp_path: Path, upstream: FakeOpenAI, kb_http: str, gateways: Gateways) -> Iterator[tuple[GatewayServer, str]]:
     tag = uuid.uuid4().hex
     plugins = [
         {"id": "calculator"},
@@ -58,11 +58,8 @@ def mcp_gateway(tmp_path: Path, upstream: FakeOpenAI, kb_http: str) -> Iterator[
         {"id": "kb", "mcp": {"url": kb_http, "headers": {"Authorization": f"Bearer {KB_TOKEN}"}}},
         {"id": "gone", "mcp": {"url": f"http://127.0.0.1:{free_port()}/mcp"}},
     ]
-    server = GatewayServer(make_settings(tmp_path, upstream.base_url, plugins=plugins)).start()
-    try:
-        yield server, tag
-    finally:
-        server.stop()
+    server = gateways.start(plugins=plugins)
+    yield server, tag
 
 
 def test_mcp_tools_are_injected_and_executed(mcp_gateway: tuple[GatewayServer, str], upstream: FakeOpenAI) -> None:
@@ -149,26 +146,24 @@ def test_killed_stdio_server_costs_one_tool_error_then_comes_back(mcp_gateway: t
     assert content.isdigit() and int(content) != first_pid
 
 
-def test_readyz_reports_mcp_health_and_shutdown_leaves_no_children(tmp_path: Path, upstream: FakeOpenAI, kb_http: str) -> None:
+def test_readyz_reports_mcp_health_and_shutdown_leaves_no_children(tmp_path: Path, upstream: FakeOpenAI, kb_http: str, gateways: Gateways) -> None:
     tag = uuid.uuid4().hex
     plugins = [
         {"id": "tk", "mcp": {"command": [sys.executable, str(TEST_SERVER)], "env": {TAG_ENV: tag}}},
         {"id": "gone", "mcp": {"url": f"http://127.0.0.1:{free_port()}/mcp"}},
     ]
-    server = GatewayServer(make_settings(tmp_path, upstream.base_url, plugins=plugins)).start()
-    try:
-        ready = httpx.get(f"{server.url}/readyz").json()
-        assert ready["status"] == "ready"
-        # The public probe names no plugin, command, URL or error: those are for authenticated surfaces.
-        assert "mcp" not in ready["checks"] and "gone" not in str(ready)
-        assert str(TEST_SERVER) not in str(ready) and "ConnectError" not in str(ready)
-        health = server.gateway.mcp.health()
-        assert health["tk"]["state"] == "ready" and health["tk"]["healthy"] is True
-        assert health["gone"]["healthy"] is False
-        assert str(TEST_SERVER) in health["tk"]["target"] and "ConnectError" in health["gone"]["error"]
-        assert len(tagged_processes(tag)) >= 1
-    finally:
-        server.stop()
+    server = gateways.start(plugins=plugins)
+    ready = httpx.get(f"{server.url}/readyz").json()
+    assert ready["status"] == "ready"
+    # The public probe names no plugin, command, URL or error: those are for authenticated surfaces.
+    assert "mcp" not in ready["checks"] and "gone" not in str(ready)
+    assert str(TEST_SERVER) not in str(ready) and "ConnectError" not in str(ready)
+    health = server.gateway.mcp.health()
+    assert health["tk"]["state"] == "ready" and health["tk"]["healthy"] is True
+    assert health["gone"]["healthy"] is False
+    assert str(TEST_SERVER) in health["tk"]["target"] and "ConnectError" in health["gone"]["error"]
+    assert len(tagged_processes(tag)) >= 1
+    server.stop()
     assert tagged_processes(tag) == []
 
 
@@ -176,11 +171,9 @@ def test_readyz_reports_mcp_health_and_shutdown_leaves_no_children(tmp_path: Pat
 
 
 @pytest.fixture
-def narrowed(tmp_path: Path, upstream: FakeOpenAI) -> Iterator[GatewayServer]:
+def narrowed(gateways: Gateways) -> GatewayServer:
     plugin = {"id": "tk", "mcp": {"command": [sys.executable, str(TEST_SERVER)]}, "allowed_tools": ["echo", "add"]}
-    gateway = GatewayServer(make_settings(tmp_path, upstream.base_url, plugins=[plugin])).start()
-    yield gateway
-    gateway.stop()
+    return gateways.start(plugins=[plugin])
 
 
 def test_only_a_plugins_allowed_tools_are_offered_and_others_cannot_be_called(narrowed: GatewayServer, upstream: FakeOpenAI) -> None:

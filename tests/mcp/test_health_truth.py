@@ -29,7 +29,7 @@ from tests.mcp.mcp_helpers import (
     server_ref,
     start_http_server,
 )
-from tests.support import GatewayServer, make_settings
+from tests.support import Gateways
 
 REASON = "cannot open the licence file /etc/lab/licence"
 
@@ -66,42 +66,39 @@ def tool_contents(request: dict[str, Any]) -> list[str]:
 
 
 def test_a_dead_stdio_servers_tools_are_withdrawn_and_a_call_meanwhile_says_why(
-    tmp_path: Path, upstream: FakeOpenAI
+    tmp_path: Path, upstream: FakeOpenAI, gateways: Gateways
 ) -> None:
     refuse = tmp_path / "refuse"
     lab = server_ref("lab", env={"MCP_TEST_REFUSE_START": str(refuse)}).mcp
     assert lab is not None
     plugins = [{"id": "lab", "mcp": lab.model_dump(mode="json", exclude_defaults=True)}, {"id": "calculator"}]
-    server = GatewayServer(make_settings(tmp_path, upstream.base_url, plugins=plugins, orchestration={"tool_timeout_s": 60})).start()
-    try:
-        # Far less than the tool timeout: a call that waited it out fails the test.
-        client = openai.OpenAI(base_url=server.base_url, api_key=server.mint(), max_retries=0, timeout=30)
-        refuse.write_text(REASON)
-        upstream.enqueue(
-            Reply(tool_calls=[("lab__crash", {})]),
-            Reply(tool_calls=[("lab__echo", {"text": "anyone?"})]),
-            Reply(text="the lab is down"),
-        )
-        reply = client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "go"}])
-        assert reply.choices[0].message.content == "the lab is down"
-        assert "lab__echo" in offered(upstream.requests[0])
-        (meanwhile,) = tool_contents(upstream.requests[2])[1:]
-        error = orjson.loads(meanwhile)["error"]
-        assert error["type"] == "tool_error" and REASON in error["message"]
+    server = gateways.start(plugins=plugins, orchestration={"tool_timeout_s": 60})
+    # Far less than the tool timeout: a call that waited it out fails the test.
+    client = openai.OpenAI(base_url=server.base_url, api_key=server.mint(), max_retries=0, timeout=30)
+    refuse.write_text(REASON)
+    upstream.enqueue(
+        Reply(tool_calls=[("lab__crash", {})]),
+        Reply(tool_calls=[("lab__echo", {"text": "anyone?"})]),
+        Reply(text="the lab is down"),
+    )
+    reply = client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "go"}])
+    assert reply.choices[0].message.content == "the lab is down"
+    assert "lab__echo" in offered(upstream.requests[0])
+    (meanwhile,) = tool_contents(upstream.requests[2])[1:]
+    error = orjson.loads(meanwhile)["error"]
+    assert error["type"] == "tool_error" and REASON in error["message"]
 
-        # While it is down, the model is not offered its tools; the rest stay.
-        upstream.reset()
-        upstream.enqueue(Reply(text="fine"))
-        client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "again"}])
-        assert not any(name.startswith("lab__") for name in offered(upstream.requests[0]))
-        assert "calculator__evaluate" in offered(upstream.requests[0])
+    # While it is down, the model is not offered its tools; the rest stay.
+    upstream.reset()
+    upstream.enqueue(Reply(text="fine"))
+    client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "again"}])
+    assert not any(name.startswith("lab__") for name in offered(upstream.requests[0]))
+    assert "calculator__evaluate" in offered(upstream.requests[0])
 
-        admin_key, _ = mint_admin_key(server.gateway.engine, name="ops")
-        health = httpx.get(f"{server.url}/admin/v1/health", headers={"Authorization": f"Bearer {admin_key}"}).json()
-        lab_health = health["checks"]["mcp"]["lab"]
-        assert not lab_health["healthy"] and REASON in lab_health["error"]
-    finally:
-        server.stop()
+    admin_key, _ = mint_admin_key(server.gateway.engine, name="ops")
+    health = httpx.get(f"{server.url}/admin/v1/health", headers={"Authorization": f"Bearer {admin_key}"}).json()
+    lab_health = health["checks"]["mcp"]["lab"]
+    assert not lab_health["healthy"] and REASON in lab_health["error"]
 
 
 @pytest.fixture
@@ -113,41 +110,38 @@ def modern_http(tmp_path: Path) -> Iterator[HttpServer]:
 
 
 def test_a_stateless_http_server_that_dies_is_shown_down_after_a_ping(
-    tmp_path: Path, upstream: FakeOpenAI, modern_http: HttpServer
+    tmp_path: Path, upstream: FakeOpenAI, modern_http: HttpServer, gateways: Gateways
 ) -> None:
     lab = http_ref("lab", modern_http, ping_interval_s=0.5).mcp
     assert lab is not None
     plugins = [{"id": "lab", "mcp": lab.model_dump(mode="json", exclude_defaults=True)}]
-    server = GatewayServer(make_settings(tmp_path, upstream.base_url, plugins=plugins)).start()
-    try:
-        admin_key, _ = mint_admin_key(server.gateway.engine, name="ops")
+    server = gateways.start(plugins=plugins)
+    admin_key, _ = mint_admin_key(server.gateway.engine, name="ops")
 
-        def lab_health() -> dict[str, Any]:
-            response = httpx.get(f"{server.url}/admin/v1/health", headers={"Authorization": f"Bearer {admin_key}"})
-            entry: dict[str, Any] = response.json()["checks"]["mcp"]["lab"]
-            return entry
+    def lab_health() -> dict[str, Any]:
+        response = httpx.get(f"{server.url}/admin/v1/health", headers={"Authorization": f"Bearer {admin_key}"})
+        entry: dict[str, Any] = response.json()["checks"]["mcp"]["lab"]
+        return entry
 
-        assert lab_health()["healthy"] and lab_health()["protocol"] == "2026-07-28"
-        modern_http.stop()
-        deadline = time.monotonic() + 30
-        while lab_health()["healthy"] and time.monotonic() < deadline:
-            time.sleep(0.1)
-        health = lab_health()
-        assert not health["healthy"] and health["state"] in ("reconnecting", "backoff")
-        assert health["error"]
-        ready = httpx.get(f"{server.url}/readyz")
-        assert ready.status_code == 200  # an MCP server down leaves the gateway ready
-        assert ready.json()["checks"].get("mcp", {}).get("lab", {"ok": False})["ok"] is False
-        organisation = httpx.get(
-            f"{server.url}/admin/v1/organisations/acme", headers={"Authorization": f"Bearer {admin_key}"}
-        ).json()
-        (lab_summary,) = [p for p in organisation["plugins"] if p["id"] == "lab"]
-        assert lab_summary["health"]["healthy"] is False  # what the console's MCP page shows
+    assert lab_health()["healthy"] and lab_health()["protocol"] == "2026-07-28"
+    modern_http.stop()
+    deadline = time.monotonic() + 30
+    while lab_health()["healthy"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    health = lab_health()
+    assert not health["healthy"] and health["state"] in ("reconnecting", "backoff")
+    assert health["error"]
+    ready = httpx.get(f"{server.url}/readyz")
+    assert ready.status_code == 200  # an MCP server down leaves the gateway ready
+    assert ready.json()["checks"].get("mcp", {}).get("lab", {"ok": False})["ok"] is False
+    organisation = httpx.get(
+        f"{server.url}/admin/v1/organisations/acme", headers={"Authorization": f"Bearer {admin_key}"}
+    ).json()
+    (lab_summary,) = [p for p in organisation["plugins"] if p["id"] == "lab"]
+    assert lab_summary["health"]["healthy"] is False  # what the console's MCP page shows
 
-        modern_http.restart()
-        deadline = time.monotonic() + 60
-        while not lab_health()["healthy"] and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert lab_health()["healthy"]
-    finally:
-        server.stop()
+    modern_http.restart()
+    deadline = time.monotonic() + 60
+    while not lab_health()["healthy"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert lab_health()["healthy"]

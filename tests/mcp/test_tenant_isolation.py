@@ -16,13 +16,12 @@ import pytest
 from sqlmodel import Session, select
 
 from runtime.config import PluginRef
+from runtime.json_types import JSON
 from runtime.mcp import McpManager
 from runtime.storage.models import UsageRecord
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.mcp.mcp_helpers import HttpServer, http_ref, server_ref, start_http_server
-from tests.support import GatewayServer, make_settings
-
-JSON = dict[str, Any]
+from tests.support import Gateways, make_settings
 
 
 @pytest.fixture
@@ -114,7 +113,7 @@ def second_upstream() -> Iterator[FakeOpenAI]:
 
 @pytest.mark.parametrize("placement", ["stdio per organisation", "http shared"])
 def test_late_sampling_is_answered_and_billed_for_the_call_that_asked(
-    placement: str, tmp_path: Path, upstream: FakeOpenAI, second_upstream: FakeOpenAI, legacy_http: HttpServer
+    placement: str, tmp_path: Path, upstream: FakeOpenAI, second_upstream: FakeOpenAI, legacy_http: HttpServer, gateways: Gateways
 ) -> None:
     # acme's tool works, then samples while beta's calls run on the same server (the same
     # connection when shared): the sampling must reach acme's model with acme's provider key,
@@ -146,40 +145,37 @@ def test_late_sampling_is_answered_and_billed_for_the_call_that_asked(
         [("lab__ask_model_later", {"question": "beta asks later", "delay": 2}), ("lab__ask_model", {"question": "beta asks"})],
         "beta's model answered",
     )
-    server = GatewayServer(settings).start()
-    try:
-        acme = openai.OpenAI(base_url=server.base_url, api_key=server.mint("acme"), max_retries=0, timeout=60)
-        beta = openai.OpenAI(base_url=server.base_url, api_key=server.mint("beta"), max_retries=0, timeout=60)
-        replies: dict[str, Any] = {}
+    server = gateways.start(settings)
+    acme = openai.OpenAI(base_url=server.base_url, api_key=server.mint("acme"), max_retries=0, timeout=60)
+    beta = openai.OpenAI(base_url=server.base_url, api_key=server.mint("beta"), max_retries=0, timeout=60)
+    replies: dict[str, Any] = {}
 
-        def ask(name: str, client: openai.OpenAI, model: str) -> None:
-            replies[name] = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "go"}])
+    def ask(name: str, client: openai.OpenAI, model: str) -> None:
+        replies[name] = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "go"}])
 
-        acme_thread = threading.Thread(target=ask, args=("acme", acme, "acme-model"))
-        acme_thread.start()
-        deadline = time.monotonic() + 20
-        while not upstream.requests and time.monotonic() < deadline:
-            time.sleep(0.02)
-        ask("beta", beta, "beta-model")  # runs while acme's tool is still working
-        acme_thread.join(60)
-        assert replies["acme"].choices[0].message.content == "done"
-        assert replies["beta"].choices[0].message.content == "done"
+    acme_thread = threading.Thread(target=ask, args=("acme", acme, "acme-model"))
+    acme_thread.start()
+    deadline = time.monotonic() + 20
+    while not upstream.requests and time.monotonic() < deadline:
+        time.sleep(0.02)
+    ask("beta", beta, "beta-model")  # runs while acme's tool is still working
+    acme_thread.join(60)
+    assert replies["acme"].choices[0].message.content == "done"
+    assert replies["beta"].choices[0].message.content == "done"
 
-        assert tool_results(upstream) == ["the model said: acme's model answered (endTurn, model acme-model)"]
-        assert tool_results(second_upstream) == ["the model said: beta's model answered (endTurn, model beta-model)"] * 2
-        acme_samplings = [r for r in upstream.requests if "tools" not in r]
-        assert [r["messages"][-1]["content"] for r in acme_samplings] == [SECRET]
-        assert not any("ACME-PRIVATE" in str(r) for r in second_upstream.requests)
-        beta_samplings = [r["messages"][-1]["content"] for r in second_upstream.requests if "tools" not in r]
-        assert sorted(beta_samplings) == ["beta asks", "beta asks later"]
+    assert tool_results(upstream) == ["the model said: acme's model answered (endTurn, model acme-model)"]
+    assert tool_results(second_upstream) == ["the model said: beta's model answered (endTurn, model beta-model)"] * 2
+    acme_samplings = [r for r in upstream.requests if "tools" not in r]
+    assert [r["messages"][-1]["content"] for r in acme_samplings] == [SECRET]
+    assert not any("ACME-PRIVATE" in str(r) for r in second_upstream.requests)
+    beta_samplings = [r["messages"][-1]["content"] for r in second_upstream.requests if "tools" not in r]
+    assert sorted(beta_samplings) == ["beta asks", "beta asks later"]
 
-        server.flush_usage()
-        with Session(server.gateway.engine) as session:
-            rows = list(session.exec(select(UsageRecord).where(UsageRecord.source == "mcp-sampling")))
-        assert sorted((r.organisation_id, r.model, r.prompt_tokens) for r in rows) == [
-            ("acme", "acme-model", 40),
-            ("beta", "beta-model", 40),
-            ("beta", "beta-model", 40),
-        ]
-    finally:
-        server.stop()
+    server.flush_usage()
+    with Session(server.gateway.engine) as session:
+        rows = list(session.exec(select(UsageRecord).where(UsageRecord.source == "mcp-sampling")))
+    assert sorted((r.organisation_id, r.model, r.prompt_tokens) for r in rows) == [
+        ("acme", "acme-model", 40),
+        ("beta", "beta-model", 40),
+        ("beta", "beta-model", 40),
+    ]

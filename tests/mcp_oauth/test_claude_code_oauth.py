@@ -37,7 +37,7 @@ from tests.mcp_oauth.support import (
     make_tls,
 )
 from tests.services import missing
-from tests.support import GatewayServer, make_settings, wait_until
+from tests.support import Gateways, GatewayServer, make_settings, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CLAUDE = Path(os.environ.get("PLUGWAY_CLAUDE_CODE", ROOT / ".agents" / "node_modules" / ".bin" / "claude"))
@@ -121,9 +121,8 @@ def server(tmp_path: Path, upstream: FakeOpenAI, registration: str) -> Iterator[
         model_aliases={"claude-*": "gpt-test"},
         oauth_server={"client_metadata_documents": registration == "metadata-document", "client_metadata_private_hosts": True},
     )
-    gateway = GatewayServer(settings).start()
-    yield gateway
-    gateway.stop()
+    with Gateways() as started:
+        yield started.start(settings)
 
 
 @pytest.fixture

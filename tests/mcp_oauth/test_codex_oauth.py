@@ -24,7 +24,7 @@ from runtime.storage.models import UsageRecord
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.mcp_oauth.support import approve_over_http, consent_request_id
 from tests.services import missing
-from tests.support import GatewayServer, make_settings
+from tests.support import Gateways, GatewayServer, make_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CODEX = Path(os.environ.get("PLUGWAY_CODEX", ROOT / ".agents" / "node_modules" / ".bin" / "codex"))
@@ -34,9 +34,8 @@ CODEX = Path(os.environ.get("PLUGWAY_CODEX", ROOT / ".agents" / "node_modules" /
 def server(tmp_path: Path, upstream: FakeOpenAI) -> Iterator[GatewayServer]:
     # Codex registers (RFC 7591); documents are off as for any client on an offline gateway.
     settings = make_settings(tmp_path, upstream.base_url, key_cache_ttl_s=0, oauth_server={"client_metadata_documents": False})
-    gateway = GatewayServer(settings).start()
-    yield gateway
-    gateway.stop()
+    with Gateways() as started:
+        yield started.start(settings)
 
 
 def calculator_name(body: dict[str, Any]) -> str | None:

@@ -36,7 +36,7 @@ from tests.mcp_oauth.support import (
     make_tls,
 )
 from tests.services import fresh_database
-from tests.support import GatewayServer, make_settings, wait_until
+from tests.support import Gateways, GatewayServer, make_settings, wait_until
 
 CIMD_HOST = "client.test"
 
@@ -54,9 +54,8 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
             key_cache_ttl_s=0,
             oauth_server={"client_metadata_private_hosts": True},
         )
-        gateway = GatewayServer(settings).start()
-        yield gateway
-        gateway.stop()
+        with Gateways() as started:
+            yield started.start(settings)
 
 
 @pytest.fixture(scope="module")
@@ -461,31 +460,25 @@ def test_expired_authorization_requests_and_tokens_are_purged(server: GatewaySer
 
 
 def test_a_configured_public_url_is_the_issuer_and_the_resource_whatever_the_request_says(
-    tmp_path: Path, upstream_server: FakeOpenAI
+    tmp_path: Path, upstream_server: FakeOpenAI, gateways: Gateways
 ) -> None:
     public = "https://gateway.example.com"
     settings = make_settings(tmp_path, upstream_server.base_url, oauth_server={"public_url": public + "/"})
-    gateway = GatewayServer(settings).start()
-    try:
-        challenge = httpx.post(f"{gateway.url}/mcp", json={}).headers["www-authenticate"]
-        resource = httpx.get(f"{gateway.url}/.well-known/oauth-protected-resource/mcp").json()
-        server_metadata = httpx.get(f"{gateway.url}/.well-known/oauth-authorization-server").json()
-    finally:
-        gateway.stop()
+    gateway = gateways.start(settings)
+    challenge = httpx.post(f"{gateway.url}/mcp", json={}).headers["www-authenticate"]
+    resource = httpx.get(f"{gateway.url}/.well-known/oauth-protected-resource/mcp").json()
+    server_metadata = httpx.get(f"{gateway.url}/.well-known/oauth-authorization-server").json()
     assert f'resource_metadata="{public}/.well-known/oauth-protected-resource/mcp"' in challenge
     assert resource["resource"] == f"{public}/mcp" and resource["authorization_servers"] == [public]
     assert server_metadata["issuer"] == public and server_metadata["token_endpoint"] == f"{public}/oauth/token"
 
 
-def test_with_the_oauth_server_off_mcp_takes_gateway_keys_only(tmp_path: Path, upstream_server: FakeOpenAI) -> None:
+def test_with_the_oauth_server_off_mcp_takes_gateway_keys_only(tmp_path: Path, upstream_server: FakeOpenAI, gateways: Gateways) -> None:
     settings = make_settings(tmp_path, upstream_server.base_url, oauth_server={"enabled": False})
-    gateway = GatewayServer(settings).start()
-    try:
-        challenge = httpx.post(f"{gateway.url}/mcp", json={}).headers["www-authenticate"]
-        metadata = httpx.get(f"{gateway.url}/.well-known/oauth-authorization-server")
-        with_key = mcp_post(gateway, gateway.mint())
-    finally:
-        gateway.stop()
+    gateway = gateways.start(settings)
+    challenge = httpx.post(f"{gateway.url}/mcp", json={}).headers["www-authenticate"]
+    metadata = httpx.get(f"{gateway.url}/.well-known/oauth-authorization-server")
+    with_key = mcp_post(gateway, gateway.mint())
     assert challenge == 'Bearer realm="plugway"'
     assert metadata.status_code == 404
     assert with_key.status_code == 200

@@ -14,27 +14,15 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
-from runtime.api.app import create_app
 from runtime.config import Settings
 from tests.fakes.graph_api import FakeGraphAPI
-from tests.fakes.threaded import ThreadedServer
-from tests.support import GatewayServer, make_settings, test_plugins
+from tests.support import make_settings
 from workers.whatsapp.payloads import SIGNATURE_HEADER, change, delivery, encode, sign, text_message
 
 APP_SECRET = "ops-app-secret"
 PHONE_NUMBER_ID = "106540352242922"
 GRAPH_TOKEN = "EAAG-ops"
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-class WorkerGatewayServer(GatewayServer):
-    """The real app under uvicorn with the WhatsApp worker running in-process, as `plugway serve` runs it."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.app = create_app(settings, plugins=test_plugins(), run_worker=True)
-        self._runner = ThreadedServer(self.app, name="gateway", lifespan="on")
-        self.port = 0
 
 
 def ops_settings(tmp_path: Path, upstream_url: str, graph_url: str, **overrides: Any) -> Settings:

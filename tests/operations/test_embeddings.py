@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import httpx
 import openai
@@ -11,7 +10,7 @@ import pytest
 
 from runtime.providers.demo import demo_vector
 from tests.fakes.openai_server import FakeOpenAI, Reply
-from tests.support import GatewayServer, make_settings
+from tests.support import Gateways, GatewayServer, wait_until
 
 MODELS = [
     {"id": "gpt-test", "provider": "upstream"},
@@ -24,16 +23,14 @@ MODELS = [
 
 
 @pytest.fixture
-def server(tmp_path: Path, upstream: FakeOpenAI) -> GatewayServer:
+def server(upstream: FakeOpenAI, gateways: Gateways) -> GatewayServer:
     providers = [
         {"id": "upstream", "kind": "openai", "base_url": upstream.base_url, "api_key": "sk-test-upstream", "max_retries": 0},
         {"id": "backup", "kind": "openai", "base_url": upstream.base_url, "api_key": "sk-test-upstream", "max_retries": 0},
         {"id": "demo", "kind": "demo"},
         {"id": "claude", "kind": "anthropic", "base_url": "http://127.0.0.1:9"},
     ]
-    gateway = GatewayServer(make_settings(tmp_path, upstream.base_url, providers=providers, models=MODELS)).start()
-    yield gateway
-    gateway.stop()
+    return gateways.start(providers=providers, models=MODELS)
 
 
 def usage_rows(server: GatewayServer) -> list[dict[str, object]]:
@@ -129,16 +126,15 @@ def test_refusals(server: GatewayServer, upstream: FakeOpenAI) -> None:
 def test_daily_tokens_count_embeddings(server: GatewayServer) -> None:
     client = openai.OpenAI(base_url=server.base_url, api_key=server.mint("acme", daily_tokens=5), max_retries=0)
     client.embeddings.create(model="demo-embed", input=[[1, 2, 3, 4, 5, 6]])
-    import time
 
-    deadline = time.monotonic() + 5
-    while True:
+    def refused() -> bool:
         try:
             client.embeddings.create(model="demo-embed", input=[[1]])
         except openai.RateLimitError:
-            break
-        assert time.monotonic() < deadline, "the day's tokens were never counted"
-        time.sleep(0.05)
+            return True
+        return False
+
+    wait_until(refused, "the day's tokens counted, and the next embedding refused", within_s=5)
 
 
 def test_models_that_embed_say_so(server: GatewayServer) -> None:

@@ -26,7 +26,6 @@ from tests.operations.conftest import (
     APP_SECRET,
     GRAPH_TOKEN,
     PHONE_NUMBER_ID,
-    WorkerGatewayServer,
     matching,
     ops_settings,
     post_whatsapp,
@@ -35,7 +34,7 @@ from tests.operations.conftest import (
 )
 from tests.operations.test_serve import serve, write_config
 from tests.operations.test_tracing import TRACE_SERVER
-from tests.support import UPSTREAM_KEY, wait_until
+from tests.support import UPSTREAM_KEY, Gateways, GatewayServer, wait_until
 from tests.test_embedded_default import embedded, processes_mentioning
 
 CHAT = "/v1/chat/completions"
@@ -43,50 +42,47 @@ CHAT = "/v1/chat/completions"
 __all__ = ["embedded", "serve"]  # fixtures used by name
 
 
-def test_metrics_after_a_mix_of_requests(tmp_path: Path, upstream: FakeOpenAI, graph: FakeGraphAPI, own_redis: RedisServer) -> None:
+def test_metrics_after_a_mix_of_requests(tmp_path: Path, upstream: FakeOpenAI, graph: FakeGraphAPI, own_redis: RedisServer, gateways: Gateways) -> None:
     settings = ops_settings(tmp_path, upstream.base_url, graph.base_url, redis_url=own_redis.url)
-    server = WorkerGatewayServer(settings).start()
-    try:
-        bare = openai.OpenAI(base_url=server.base_url, api_key=server.mint("bare"), max_retries=0)
-        acme = openai.OpenAI(base_url=server.base_url, api_key=server.mint("acme"), max_retries=0)
-        # Passthrough (no plugins), streamed and not.
-        upstream.enqueue(Reply(text="plain", prompt_tokens=10, completion_tokens=5), Reply(text="streamed", prompt_tokens=3, completion_tokens=2))
+    server = gateways.start(settings, run_worker=True)
+    bare = openai.OpenAI(base_url=server.base_url, api_key=server.mint("bare"), max_retries=0)
+    acme = openai.OpenAI(base_url=server.base_url, api_key=server.mint("acme"), max_retries=0)
+    # Passthrough (no plugins), streamed and not.
+    upstream.enqueue(Reply(text="plain", prompt_tokens=10, completion_tokens=5), Reply(text="streamed", prompt_tokens=3, completion_tokens=2))
+    bare.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
+    list(bare.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}], stream=True))
+    # Orchestrated: one calculator round, then a failing tool, then the answer.
+    upstream.enqueue(
+        Reply(tool_calls=[("calculator__evaluate", {"expression": "6*7"})]),
+        Reply(tool_calls=[("testkit__boom", {})]),
+        Reply(text="42, and the other tool broke"),
+    )
+    acme.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "what is 6*7?"}])
+    # The upstream fails: 502 after the router gave up.
+    upstream.enqueue(Reply(status=500))
+    with pytest.raises(openai.InternalServerError):
         bare.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
-        list(bare.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}], stream=True))
-        # Orchestrated: one calculator round, then a failing tool, then the answer.
-        upstream.enqueue(
-            Reply(tool_calls=[("calculator__evaluate", {"expression": "6*7"})]),
-            Reply(tool_calls=[("testkit__boom", {})]),
-            Reply(text="42, and the other tool broke"),
-        )
-        acme.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "what is 6*7?"}])
-        # The upstream fails: 502 after the router gave up.
-        upstream.enqueue(Reply(status=500))
-        with pytest.raises(openai.InternalServerError):
-            bare.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
-        # A key over its RPM: 429 from the limiter.
-        limited = openai.OpenAI(base_url=server.base_url, api_key=server.mint("bare", rpm=1), max_retries=0)
-        upstream.enqueue(Reply(text="once"))
+    # A key over its RPM: 429 from the limiter.
+    limited = openai.OpenAI(base_url=server.base_url, api_key=server.mint("bare", rpm=1), max_retries=0)
+    upstream.enqueue(Reply(text="once"))
+    limited.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.RateLimitError):
         limited.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
-        with pytest.raises(openai.RateLimitError):
-            limited.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
-        # WhatsApp: a signed delivery, answered by the in-process worker.
-        upstream.enqueue(Reply(text="Hello from support"))
-        assert post_whatsapp(server.url, "hello there").status_code == 200
-        wait_until(lambda: bool(graph.texts_to("15551234567")))
-        # Redis goes away: the limiter fails closed with 503 (for a key that has limits to check).
-        checked = openai.OpenAI(base_url=server.base_url, api_key=server.mint("bare", rpm=100), max_retries=0)
-        own_redis.stop()
-        with pytest.raises(openai.APIStatusError) as refused:
-            checked.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
-        assert refused.value.status_code == 503
-        # An unknown path must not become a label.
-        assert httpx.get(f"{server.url}/no/such/path/12345").status_code == 404
+    # WhatsApp: a signed delivery, answered by the in-process worker.
+    upstream.enqueue(Reply(text="Hello from support"))
+    assert post_whatsapp(server.url, "hello there").status_code == 200
+    wait_until(lambda: bool(graph.texts_to("15551234567")))
+    # Redis goes away: the limiter fails closed with 503 (for a key that has limits to check).
+    checked = openai.OpenAI(base_url=server.base_url, api_key=server.mint("bare", rpm=100), max_retries=0)
+    own_redis.stop()
+    with pytest.raises(openai.APIStatusError) as refused:
+        checked.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "hi"}])
+    assert refused.value.status_code == 503
+    # An unknown path must not become a label.
+    assert httpx.get(f"{server.url}/no/such/path/12345").status_code == 404
 
-        wait_until(lambda: value(scrape(server.url), "plugway_whatsapp_messages_total", app="acme-support", outcome="answered") == 1)
-        series = scrape(server.url)
-    finally:
-        server.stop()
+    wait_until(lambda: value(scrape(server.url), "plugway_whatsapp_messages_total", app="acme-support", outcome="answered") == 1)
+    series = scrape(server.url)
 
     requests = "plugway_requests_total"
     assert value(series, requests, route=CHAT, organisation="bare", model="gpt-test", provider="upstream", status="200") == 3
@@ -139,40 +135,27 @@ def test_metrics_after_a_mix_of_requests(tmp_path: Path, upstream: FakeOpenAI, g
     assert ("plugway_usage_writer_backlog_rows", frozenset()) in series
 
 
-def test_queue_depth_and_dead_letters_come_from_the_database(tmp_path: Path, upstream: FakeOpenAI, graph: FakeGraphAPI) -> None:
+def test_queue_depth_and_dead_letters_come_from_the_database(tmp_path: Path, upstream: FakeOpenAI, graph: FakeGraphAPI, gateways: Gateways) -> None:
     """No worker runs here: what the webhook stored waits, and its age grows."""
-    from tests.support import GatewayServer
 
-    server = GatewayServer(ops_settings(tmp_path, upstream.base_url, graph.base_url)).start()
-    try:
-        assert post_whatsapp(server.url, "first").status_code == 200
-        assert post_whatsapp(server.url, "second", sender="15557654321").status_code == 200
-        wait_until(lambda: value(scrape(server.url), "plugway_whatsapp_oldest_pending_age_seconds", app="acme-support") > 0.2)
-        series = scrape(server.url)
-    finally:
-        server.stop()
+    server = gateways.start(ops_settings(tmp_path, upstream.base_url, graph.base_url))
+    assert post_whatsapp(server.url, "first").status_code == 200
+    assert post_whatsapp(server.url, "second", sender="15557654321").status_code == 200
+    wait_until(lambda: value(scrape(server.url), "plugway_whatsapp_oldest_pending_age_seconds", app="acme-support") > 0.2)
+    series = scrape(server.url)
+    server.stop()
     assert value(series, "plugway_whatsapp_queue_messages", app="acme-support", status="pending") == 2
     assert value(series, "plugway_whatsapp_queue_messages", app="acme-support", status="processing") == 0
 
 
-def test_metrics_token_and_switch(tmp_path: Path, upstream: FakeOpenAI) -> None:
-    from tests.support import GatewayServer, make_settings
-
-    server = GatewayServer(make_settings(tmp_path, upstream.base_url, metrics={"token": "scrape-secret"})).start()
-    try:
-        assert httpx.get(f"{server.url}/metrics").status_code == 401
-        wrong = httpx.get(f"{server.url}/metrics", headers={"Authorization": "Bearer nope"})
-        assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
-        assert "plugway_requests_total" in httpx.get(f"{server.url}/metrics", headers={"Authorization": "Bearer scrape-secret"}).text
-    finally:
-        server.stop()
-    off = GatewayServer(make_settings(tmp_path / "off", upstream.base_url, metrics={"enabled": False}))
-    (tmp_path / "off").mkdir()
-    off.start()
-    try:
-        assert httpx.get(f"{off.url}/metrics").status_code == 404
-    finally:
-        off.stop()
+def test_metrics_token_and_switch(tmp_path: Path, upstream: FakeOpenAI, gateways: Gateways) -> None:
+    server = gateways.start(metrics={"token": "scrape-secret"})
+    assert httpx.get(f"{server.url}/metrics").status_code == 401
+    wrong = httpx.get(f"{server.url}/metrics", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
+    assert "plugway_requests_total" in httpx.get(f"{server.url}/metrics", headers={"Authorization": "Bearer scrape-secret"}).text
+    off = gateways.start(metrics={"enabled": False}, directory=tmp_path / "off")
+    assert httpx.get(f"{off.url}/metrics").status_code == 404
 
 
 def test_the_grafana_dashboard_reads_only_metrics_that_exist() -> None:
@@ -209,7 +192,7 @@ def module_graph() -> Iterator[FakeGraphAPI]:
 
 
 @pytest.fixture(scope="module")
-def ops_gateway(upstream_server: FakeOpenAI, module_graph: FakeGraphAPI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerGatewayServer]:
+def ops_gateway(upstream_server: FakeOpenAI, module_graph: FakeGraphAPI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
     """The real app with its WhatsApp worker, a provider that retries once, MCP servers up and down, and a budget."""
     plugins = [
         {"id": "calculator"},
@@ -221,12 +204,11 @@ def ops_gateway(upstream_server: FakeOpenAI, module_graph: FakeGraphAPI, tmp_pat
         tmp_path_factory.mktemp("metrics-ops"), upstream_server.base_url, module_graph.base_url,
         plugins=plugins, providers=providers, models=MODELS, extra_orgs=[{"id": "thrifty", "monthly_budget_usd": 2.5}],
     )
-    server = WorkerGatewayServer(settings).start()
-    yield server
-    server.stop()
+    with Gateways() as started:
+        yield started.start(settings, run_worker=True)
 
 
-def test_mcp_server_up_and_reconnects_after_its_process_dies(ops_gateway: WorkerGatewayServer) -> None:
+def test_mcp_server_up_and_reconnects_after_its_process_dies(ops_gateway: GatewayServer) -> None:
     wait_until(lambda: value(scrape(ops_gateway.url), "plugway_mcp_server_up", server="tracestdio") == 1)
     series = scrape(ops_gateway.url)
     assert value(series, "plugway_mcp_server_up", server="downhttp") == 0
@@ -239,7 +221,7 @@ def test_mcp_server_up_and_reconnects_after_its_process_dies(ops_gateway: Worker
     assert value(scrape(ops_gateway.url), "plugway_mcp_reconnects_total", server="downhttp") == 0  # never up: no reconnect
 
 
-def test_a_message_the_graph_api_refuses_becomes_a_dead_letter(ops_gateway: WorkerGatewayServer, upstream: FakeOpenAI, module_graph: FakeGraphAPI) -> None:
+def test_a_message_the_graph_api_refuses_becomes_a_dead_letter(ops_gateway: GatewayServer, upstream: FakeOpenAI, module_graph: FakeGraphAPI) -> None:
     assert value(scrape(ops_gateway.url), "plugway_whatsapp_dead_letters", app=APP) == 0
     upstream.enqueue(Reply(text="An answer nobody will get"))
     module_graph.fail_next(131026)  # Message Undeliverable: permanent, not retried
@@ -253,7 +235,7 @@ def test_a_message_the_graph_api_refuses_becomes_a_dead_letter(ops_gateway: Work
     assert module_graph.texts_to("15550001111") == []
 
 
-def test_usage_backlog_grows_while_the_database_refuses_and_drains_after(ops_gateway: WorkerGatewayServer, upstream: FakeOpenAI) -> None:
+def test_usage_backlog_grows_while_the_database_refuses_and_drains_after(ops_gateway: GatewayServer, upstream: FakeOpenAI) -> None:
     backlog = "plugway_usage_writer_backlog_rows"
     client = openai.OpenAI(base_url=ops_gateway.base_url, api_key=ops_gateway.mint("bare"), max_retries=0)
     engine = ops_gateway.gateway.engine
@@ -273,7 +255,7 @@ def test_usage_backlog_grows_while_the_database_refuses_and_drains_after(ops_gat
         assert connection.execute(text("SELECT count(*) FROM usage_records WHERE organisation_id = 'bare'")).scalar() == 2
 
 
-def test_usage_backlog_counts_the_batch_being_written(ops_gateway: WorkerGatewayServer, upstream: FakeOpenAI) -> None:
+def test_usage_backlog_counts_the_batch_being_written(ops_gateway: GatewayServer, upstream: FakeOpenAI) -> None:
     # Another connection holds SQLite's write lock: the writer's insert waits (up to 30 s) with its
     # batch out of the buffer, and those rows are still not in the database.
     backlog = "plugway_usage_writer_backlog_rows"
@@ -294,7 +276,7 @@ def test_usage_backlog_counts_the_batch_being_written(ops_gateway: WorkerGateway
     wait_until(lambda: value(scrape(ops_gateway.url), backlog) == 0)
 
 
-def test_an_upstream_retry_is_counted(ops_gateway: WorkerGatewayServer, upstream: FakeOpenAI) -> None:
+def test_an_upstream_retry_is_counted(ops_gateway: GatewayServer, upstream: FakeOpenAI) -> None:
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
@@ -311,7 +293,7 @@ def test_an_upstream_retry_is_counted(ops_gateway: WorkerGatewayServer, upstream
     assert delta(calls, provider="upstream", model="gpt-test", outcome="error") == 0
 
 
-def test_embeddings_are_refused_with_402_once_the_budget_is_spent(ops_gateway: WorkerGatewayServer, upstream: FakeOpenAI) -> None:
+def test_embeddings_are_refused_with_402_once_the_budget_is_spent(ops_gateway: GatewayServer, upstream: FakeOpenAI) -> None:
     client = openai.OpenAI(base_url=ops_gateway.base_url, api_key=ops_gateway.mint("thrifty"), max_retries=0)
     client.embeddings.create(model="embed-small", input="three small words")  # $3 of a $2.50 budget
     refusals = []

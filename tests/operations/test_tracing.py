@@ -27,13 +27,12 @@ from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.fakes.threaded import ThreadedServer
 from tests.operations import trace_mcp_server
 from tests.operations.conftest import (
-    WorkerGatewayServer,
     ops_settings,
     post_whatsapp,
     scrape,
     value,
 )
-from tests.support import UPSTREAM_KEY, GatewayServer, make_settings, wait_until
+from tests.support import UPSTREAM_KEY, Gateways, GatewayServer, make_settings, wait_until
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
@@ -70,7 +69,7 @@ def mcp_http() -> Iterator[str]:
 
 
 @pytest.fixture
-def traced(tmp_path: Path, upstream: FakeOpenAI, graph: FakeGraphAPI, mcp_http: str, spans: InMemorySpanExporter) -> Iterator[GatewayServer]:
+def traced(tmp_path: Path, upstream: FakeOpenAI, graph: FakeGraphAPI, mcp_http: str, spans: InMemorySpanExporter, gateways: Gateways) -> GatewayServer:
     plugins = [
         {"id": "calculator"},
         {"id": "testkit"},
@@ -78,9 +77,7 @@ def traced(tmp_path: Path, upstream: FakeOpenAI, graph: FakeGraphAPI, mcp_http: 
         {"id": "tracehttp", "mcp": {"url": mcp_http}},
     ]
     settings = ops_settings(tmp_path, upstream.base_url, graph.base_url, plugins=plugins, tracing={"enabled": True, "exporter": "none"})
-    server = WorkerGatewayServer(settings).start()
-    yield server
-    server.stop()
+    return gateways.start(settings, run_worker=True)
 
 
 def finished_spans(spans: InMemorySpanExporter, name: str, count: int) -> list[ReadableSpan]:
@@ -191,28 +188,23 @@ def test_whatsapp_reply_continues_the_webhook_trace(traced: GatewayServer, upstr
     assert traceparent_parent(upstream.headers[0]["traceparent"])[0] == hex_id(webhook.context.trace_id, 32)
 
 
-def test_tracing_off_sends_no_traceparent_and_records_nothing(tmp_path: Path, upstream: FakeOpenAI, graph: FakeGraphAPI, spans: InMemorySpanExporter) -> None:
-    server = GatewayServer(ops_settings(tmp_path, upstream.base_url, graph.base_url)).start()
-    try:
-        client = openai.OpenAI(base_url=server.base_url, api_key=server.mint("acme"), max_retries=0)
-        upstream.enqueue(Reply(tool_calls=[("calculator__evaluate", {"expression": "1+1"})]), Reply(text="2"))
-        client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "1+1"}], extra_headers={"traceparent": INCOMING})
-    finally:
-        server.stop()
+def test_tracing_off_sends_no_traceparent_and_records_nothing(tmp_path: Path, upstream: FakeOpenAI, graph: FakeGraphAPI, spans: InMemorySpanExporter, gateways: Gateways) -> None:
+    server = gateways.start(ops_settings(tmp_path, upstream.base_url, graph.base_url))
+    client = openai.OpenAI(base_url=server.base_url, api_key=server.mint("acme"), max_retries=0)
+    upstream.enqueue(Reply(tool_calls=[("calculator__evaluate", {"expression": "1+1"})]), Reply(text="2"))
+    client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "1+1"}], extra_headers={"traceparent": INCOMING})
+    server.stop()
     assert all("traceparent" not in headers for headers in upstream.headers)
     assert not [span for span in spans.get_finished_spans() if span.name.startswith(("POST", "chat", "execute_tool"))]
 
 
-def test_capture_content_puts_messages_on_spans(tmp_path: Path, upstream: FakeOpenAI, graph: FakeGraphAPI, spans: InMemorySpanExporter) -> None:
+def test_capture_content_puts_messages_on_spans(tmp_path: Path, upstream: FakeOpenAI, graph: FakeGraphAPI, spans: InMemorySpanExporter, gateways: Gateways) -> None:
     settings = ops_settings(tmp_path, upstream.base_url, graph.base_url, tracing={"enabled": True, "exporter": "none", "capture_content": True})
-    server = GatewayServer(settings).start()
-    try:
-        client = openai.OpenAI(base_url=server.base_url, api_key=server.mint("acme"), max_retries=0)
-        upstream.enqueue(Reply(tool_calls=[("calculator__evaluate", {"expression": "6*7"})]), Reply(text="forty-two"))
-        client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "what is 6*7?"}])
-        finished = finished_spans(spans, "POST /v1/chat/completions", 1)
-    finally:
-        server.stop()
+    server = gateways.start(settings)
+    client = openai.OpenAI(base_url=server.base_url, api_key=server.mint("acme"), max_retries=0)
+    upstream.enqueue(Reply(tool_calls=[("calculator__evaluate", {"expression": "6*7"})]), Reply(text="forty-two"))
+    client.chat.completions.create(model="gpt-test", messages=[{"role": "user", "content": "what is 6*7?"}])
+    finished = finished_spans(spans, "POST /v1/chat/completions", 1)
     rounds: list[Any] = named(finished, "chat gpt-4o-mini")
     assert any("what is 6*7?" in span.attributes["gen_ai.input.messages"] for span in rounds)
     assert any("forty-two" in span.attributes["gen_ai.output.messages"] for span in rounds)
@@ -248,9 +240,8 @@ def traced_front_doors(upstream_server: FakeOpenAI, fake_anthropic_server: FakeA
         tmp_path_factory.mktemp("traced-front-doors"), upstream_server.base_url, providers=providers, models=models,
         organisations=organisations, tracing={"enabled": True, "exporter": "none"},
     )
-    server = GatewayServer(settings).start()
-    yield server
-    server.stop()
+    with Gateways() as started:
+        yield started.start(settings)
 
 
 def request_span(spans: InMemorySpanExporter, name: str) -> tuple[ReadableSpan, list[ReadableSpan]]:

@@ -20,12 +20,12 @@ import pytest_asyncio
 
 from runtime.config import settings_from_dict
 from runtime.gateway import Gateway
+from runtime.json_types import JSON
 from runtime.orchestration.events import Completed, Event
 from runtime.providers.function import ChatFunction, FunctionProvider, Reply, StreamFunction
 from runtime.request import DoorRules, KeepAlive, PluginRequest, Resume, RunRequest, RunResult
 from tests.support import test_plugins
 
-JSON = dict[str, Any]
 MODEL = "fn-model"
 _request_ids = itertools.count(1)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from runtime.orchestration.events import ToolCallStarted
@@ -11,7 +9,6 @@ from runtime.providers.function import tool_call, tool_calls
 from tests.orchestration.conftest import Loop
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-JSON = dict[str, Any]
 CLIENT_TOOL = {"type": "function", "function": {"name": "lookup", "description": "The client's own tool.", "parameters": {"type": "object", "properties": {}}}}
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from runtime.json_types import JSON
 from runtime.orchestration.events import ApprovalRequired, ToolCallFinished
 from runtime.orchestration.loop import REFUSED_BY_CLIENT
 from runtime.providers.function import tool_call
@@ -14,7 +15,6 @@ from runtime.request import Resume
 from tests.orchestration.conftest import Loop, tool_results
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-JSON = dict[str, Any]
 
 
 def echo_then_answer(messages: list[JSON], tools: list[JSON], body: JSON) -> Any:

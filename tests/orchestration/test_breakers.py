@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 
 from runtime.errors import GatewayError, UpstreamError
+from runtime.json_types import JSON
 from tests.orchestration.conftest import Loop, Loops
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-JSON = dict[str, Any]
 
 
 async def test_one_organisations_failures_open_the_breaker_for_it_alone(loops: Loops) -> None:

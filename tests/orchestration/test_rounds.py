@@ -10,12 +10,12 @@ import orjson
 import pytest
 from sqlmodel import Session, select
 
+from runtime.json_types import JSON
 from runtime.providers.function import tool_call
 from runtime.storage.models import UsageRecord
 from tests.orchestration.conftest import Loop, Loops, answered, tool_results
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-JSON = dict[str, Any]
 
 
 async def test_a_tool_call_then_an_answer_takes_two_rounds(loop: Loop) -> None:

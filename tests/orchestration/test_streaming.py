@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from runtime.json_types import JSON
 from runtime.orchestration.events import (
     Completed,
     ModelChunk,
@@ -21,7 +22,6 @@ from runtime.providers.function import tool_call
 from tests.orchestration.conftest import Loop, completed
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-JSON = dict[str, Any]
 
 
 async def clock_then_words(messages: list[JSON], tools: list[JSON], body: JSON) -> AsyncIterator[str | JSON]:

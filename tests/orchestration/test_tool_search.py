@@ -8,12 +8,12 @@ from typing import Any
 import orjson
 import pytest
 
+from runtime.json_types import JSON
 from runtime.orchestration.tools import TOOL_SEARCH_NAME
 from runtime.providers.function import tool_call
 from tests.orchestration.conftest import Loop, Loops, tool_results
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-JSON = dict[str, Any]
 
 
 def names(body: JSON) -> list[str]:

@@ -8,12 +8,12 @@ from typing import Any
 import orjson
 import pytest
 
+from runtime.json_types import JSON
 from runtime.providers.function import tool_call, tool_calls
 from runtime.text import TRUNCATION_NOTICE
 from tests.orchestration.conftest import Loop, Loops, tool_results
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-JSON = dict[str, Any]
 
 
 def calls_then_answer(*calls: tuple[str, JSON | str], answer: str = "done") -> Any:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.plugins import runaway_plugin
 from tests.plugins.test_isolation import process_running, wait_until
 from tests.plugins.tooling import Page, local_site
-from tests.support import GatewayServer, make_settings
+from tests.support import Gateways, GatewayServer
 
 USER = [{"role": "user", "content": "go"}]
 TOOL_TIMEOUT_S = 2.0
@@ -85,18 +85,12 @@ def tool_result(request: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def gateway_with(tmp_path: Path, upstream: FakeOpenAI) -> Iterator[Any]:
-    servers: list[GatewayServer] = []
-
+def gateway_with(gateways: Gateways) -> Callable[[list[dict[str, Any]]], GatewayServer]:
     def start(plugins: list[dict[str, Any]]) -> GatewayServer:
-        settings = make_settings(tmp_path, upstream.base_url, plugins=plugins, orchestration={"tool_timeout_s": TOOL_TIMEOUT_S})
-        server = GatewayServer(settings, plugins=load_plugins(extra={"runaway": runaway_plugin})).start()
-        servers.append(server)
-        return server
+        host = load_plugins(extra={"runaway": runaway_plugin})
+        return gateways.start(plugin_host=host, plugins=plugins, orchestration={"tool_timeout_s": TOOL_TIMEOUT_S})
 
-    yield start
-    for server in servers:
-        server.stop()
+    return start
 
 
 def ask(server: GatewayServer) -> tuple[openai.types.chat.ChatCompletion, float]:

@@ -12,6 +12,7 @@ import pytest
 
 from runtime.config import ProviderConfig
 from runtime.errors import GatewayError, UpstreamError
+from runtime.json_types import JSON
 from runtime.providers.anthropic import AnthropicProvider, messages_url
 from runtime.providers.base import Provider
 from tests.fakes.anthropic_server import (
@@ -29,7 +30,6 @@ from tests.fakes.anthropic_server import (
 
 __all__ = ["fake_anthropic", "fake_anthropic_server"]  # fixtures used by name
 
-JSON = dict[str, Any]
 MODEL = "claude-haiku-4-5"
 WEATHER_TOOL = {
     "type": "function",

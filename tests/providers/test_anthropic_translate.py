@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from runtime.errors import GatewayError, UpstreamError
+from runtime.json_types import JSON
 from runtime.providers.anthropic_translate import (
     StreamTranslator,
     default_max_tokens_for,
@@ -16,8 +17,6 @@ from runtime.providers.anthropic_translate import (
     upstream_error,
 )
 from tests.fakes.anthropic_server import InvalidRequest, validate_messages_request
-
-JSON = dict[str, Any]
 
 
 def translate(**body: Any) -> JSON:

@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from runtime.config import ConfigError, settings_from_dict
+from runtime.json_types import JSON
 from runtime.providers.registry import (
     ProviderKind,
     ProviderProfile,
@@ -18,9 +19,7 @@ from runtime.providers.registry import (
     register_provider_kind,
     unregister_provider_kind,
 )
-from tests.support import GatewayServer, make_settings
-
-JSON = dict[str, Any]
+from tests.support import Gateways, make_settings
 
 
 class ShoutingProvider:
@@ -60,7 +59,7 @@ def shouting_kind() -> Iterator[ProviderKind]:
         unregister_provider_kind("shouting")
 
 
-def test_a_kind_registered_by_a_test_module_serves_a_request(tmp_path: Path, shouting_kind: ProviderKind) -> None:
+def test_a_kind_registered_by_a_test_module_serves_a_request(tmp_path: Path, shouting_kind: ProviderKind, gateways: Gateways) -> None:
     settings = make_settings(
         tmp_path,
         "http://127.0.0.1:9/unused",
@@ -68,21 +67,18 @@ def test_a_kind_registered_by_a_test_module_serves_a_request(tmp_path: Path, sho
         models=[{"id": "shout-1", "provider": "loud"}],
         organisations=[{"id": "acme"}],
     )
-    server = GatewayServer(settings).start()
-    try:
-        client = openai.OpenAI(base_url=server.base_url, api_key=server.mint("acme"), max_retries=0)
-        response = client.chat.completions.create(model="shout-1", messages=[{"role": "user", "content": "hello there"}])
-        assert response.choices[0].message.content == "HELLO THERE"
-        assert response.usage is not None and response.usage.total_tokens == 5
-        router = server.gateway.router
-        model = router.model("shout-1")
-        assert model is not None
-        # The router reads the kind's profile: its tool limit, and no native Messages API.
-        assert router.tool_limit(model) == 3
-        assert not router.speaks_natively(model, "messages")
-        assert not router.can_embed(model)
-    finally:
-        server.stop()
+    server = gateways.start(settings)
+    client = openai.OpenAI(base_url=server.base_url, api_key=server.mint("acme"), max_retries=0)
+    response = client.chat.completions.create(model="shout-1", messages=[{"role": "user", "content": "hello there"}])
+    assert response.choices[0].message.content == "HELLO THERE"
+    assert response.usage is not None and response.usage.total_tokens == 5
+    router = server.gateway.router
+    model = router.model("shout-1")
+    assert model is not None
+    # The router reads the kind's profile: its tool limit, and no native Messages API.
+    assert router.tool_limit(model) == 3
+    assert not router.speaks_natively(model, "messages")
+    assert not router.can_embed(model)
 
 
 def test_an_unregistered_kind_is_refused_naming_the_kinds_that_exist() -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 
 from runtime.config import ProviderConfig
 from runtime.errors import UpstreamError
+from runtime.json_types import JSON
 from runtime.providers.anthropic import AnthropicProvider
 from runtime.providers.resilience import (
     CircuitBreaker,
@@ -32,7 +32,6 @@ from tests.fakes.anthropic_server import (
 
 __all__ = ["fake_anthropic", "fake_anthropic_server"]  # fixtures used by name
 
-JSON = dict[str, Any]
 BODY: JSON = {"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "hello"}]}
 FAST = {"base_delay_s": 0.01, "max_delay_s": 0.5}
 

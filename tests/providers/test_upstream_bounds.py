@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from email.utils import formatdate
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -29,7 +28,7 @@ from tests.fakes.misbehaving_upstream import (
     slow_drip_json_body,
     slow_drip_stream,
 )
-from tests.support import GatewayServer, make_settings
+from tests.support import Gateways, GatewayServer
 
 MIB = 1024 * 1024
 # What loopback's socket buffers can hold beyond what the gateway read, with room to spare.
@@ -38,20 +37,19 @@ HELLO = [{"role": "user", "content": "hello"}]
 
 
 @pytest.fixture
-def start(tmp_path: Path) -> Iterator[Any]:
-    started: list[Any] = []
+def start(gateways: Gateways) -> Iterator[Any]:
+    upstreams: list[MisbehavingUpstream] = []
 
     def launch(behaviour: Behaviour, **bounds: Any) -> tuple[GatewayServer, MisbehavingUpstream]:
         upstream = MisbehavingUpstream(behaviour).start()
+        upstreams.append(upstream)
         provider = {"id": "upstream", "kind": "openai", "base_url": upstream.base_url, "api_key": "sk-test", "max_retries": 0, "timeout_s": 10, **bounds}
-        settings = make_settings(tmp_path, upstream.base_url, providers=[provider])
-        server = GatewayServer(settings).start()
-        started.extend([server, upstream])
-        return server, upstream
+        return gateways.start(upstream_url=upstream.base_url, providers=[provider]), upstream
 
     yield launch
-    for item in reversed(started):
-        item.stop()
+    gateways.stop_all()  # before the upstreams they talk to
+    for upstream in upstreams:
+        upstream.stop()
 
 
 def client_of(server: GatewayServer) -> openai.OpenAI:

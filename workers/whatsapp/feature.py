@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from runtime.api.feature import RouterFeature
 from workers.whatsapp import admin_routes, webhook
 from workers.whatsapp.metrics import queue_gauges
+from workers.whatsapp.models import WaInbound, WaOutbound, WaStatusEvent
 
 
 @asynccontextmanager
@@ -33,4 +34,6 @@ async def _running(app: FastAPI) -> AsyncIterator[None]:
             remove_gauges()
 
 
-FEATURE = RouterFeature("whatsapp", (webhook.router, admin_routes.router), lifespan=_running)
+FEATURE = RouterFeature(
+    "whatsapp", (webhook.router, admin_routes.router), lifespan=_running, tables=(WaInbound, WaOutbound, WaStatusEvent)
+)

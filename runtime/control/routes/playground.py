@@ -112,4 +112,4 @@ async def playground(body: PlaygroundRequest, request: Request, gateway: Gateway
         target = f"{body.organisation}/{body.model}"
         events = from_model()
     await audit(request, admin, "playground.chat", target)
-    return StreamingResponse(events, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return sse.response(events)

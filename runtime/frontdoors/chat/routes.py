@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from runtime.api import sse
-from runtime.api.body import read_body
+from runtime.api.body import read_json
 from runtime.api.deps import GatewayDep, KeyDep, RequestIdDep
 from runtime.api.disconnect import run_until_disconnected
 from runtime.api.middleware import use_request_id
 from runtime.api.openapi import documented_body
-from runtime.errors import GatewayError, UpstreamError, invalid_request
+from runtime.errors import GatewayError, UpstreamError
 from runtime.frontdoors.chat.encoder import (
     ChatStreamEncoder,
     ChoicesStreamEncoder,
@@ -97,13 +96,6 @@ async def _encoded_choices(
         await tagged.aclose()  # a client that left cancels every run
 
 
-def parse_json_body(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise invalid_request("We could not parse the JSON body of your request.") from None
-
-
 async def sse_stream(head: bytes, chunks: AsyncIterator[bytes | None]) -> AsyncIterator[bytes]:
     try:
         yield head
@@ -121,7 +113,7 @@ async def sse_stream(head: bytes, chunks: AsyncIterator[bytes | None]) -> AsyncI
 
 @router.post("/v1/chat/completions", openapi_extra=documented_body(ChatCompletionRequest))
 async def chat_completions(request: Request, gateway: GatewayDep, key: KeyDep, request_id: RequestIdDep) -> Response:
-    body = parse_json_body(await read_body(request, gateway.settings.max_body_bytes))
+    body = await read_json(request, gateway.settings.max_body_bytes)
     validate_chat_request(body)
     if body.get("request_id") is not None:
         # The body's request_id is the correlation id, as X-Request-Id would be.
@@ -147,32 +139,15 @@ async def chat_completions(request: Request, gateway: GatewayDep, key: KeyDep, r
             choices=choices,
         )
         tagged = _stream_choices(gateway, ctx, run, choices)
-        first = b""
-        async for index, event in tagged:
-            first = choices_encoder.encode(index, event) or b""
-            if first:
-                break
-        return StreamingResponse(
-            sse_stream(first, _encoded_choices(tagged, choices_encoder)),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers},
-        )
+        first = await sse.first_bytes(tagged, lambda tagged_event: choices_encoder.encode(*tagged_event))
+        return sse.response(sse_stream(first, _encoded_choices(tagged, choices_encoder)), headers)
 
     if run.stream:
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         encoder = ChatStreamEncoder(model_id=requested_model(ctx), include_usage=include_usage)
         events = gateway.stream(ctx, run)
-        # Read until the first bytes for the client, so that an upstream failure is a real HTTP status.
-        head = b""
-        async for event in events:
-            head = encoder.encode(event) or b""
-            if head:
-                break
-        return StreamingResponse(
-            sse_stream(head, (encoder.encode(event) async for event in events)),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers},
-        )
+        head = await sse.first_bytes(events, encoder.encode)
+        return sse.response(sse_stream(head, (encoder.encode(event) async for event in events)), headers)
 
     if ctx.plugins and choices > 1:
         answer = await run_until_disconnected(request, _run_choices(gateway, ctx, run, choices))

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from opentelemetry.trace import SpanKind
 from starlette.responses import Response
 
-from runtime.api.body import read_body
+from runtime.api.body import read_json
 from runtime.api.deps import GatewayDep, KeyDep, RequestIdDep
 from runtime.api.openapi import documented_body
 from runtime.errors import invalid_request
@@ -47,10 +47,7 @@ def _can_embed(gateway: Gateway) -> Any:
 
 @router.post("/v1/embeddings", openapi_extra=documented_body(EmbeddingRequestSchema))
 async def create_embeddings(request: Request, gateway: GatewayDep, key: KeyDep, request_id: RequestIdDep) -> Response:
-    try:
-        body = orjson.loads(await read_body(request, gateway.settings.max_body_bytes))
-    except orjson.JSONDecodeError:
-        raise invalid_request("We could not parse the JSON body of your request.") from None
+    body = await read_json(request, gateway.settings.max_body_bytes)
     parsed = parse_embedding_request(body)
     ctx = await gateway.admit(
         EMBEDDINGS_DOOR,

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from runtime.errors import invalid_request
 from runtime.json_types import JSON
+from runtime.limits.reservation import estimated_tokens as estimate_tokens
 
 MAX_INPUTS = 2048
 MAX_DIMENSIONS = 65536
@@ -45,8 +46,8 @@ class EmbeddingRequest:
 
     @property
     def estimated_tokens(self) -> int:
-        """Billable tokens when a provider reports no usage: token ids counted, text at about 4 characters a token."""
-        return sum(len(item) if isinstance(item, list) else max(1, len(item) // 4) for item in self.inputs)
+        """Billable tokens when a provider reports no usage: token ids counted, text at plugway's estimate."""
+        return sum(len(item) if isinstance(item, list) else max(1, estimate_tokens(len(item))) for item in self.inputs)
 
 
 def _is_token_ids(value: Any) -> bool:

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from fastapi import FastAPI
+from sqlmodel import SQLModel
 
 from runtime.api.direct import DirectRoute, ErrorResponse
 from runtime.frontdoors.mcp.routes import McpFrontDoor, jsonrpc_error_response
@@ -15,6 +16,7 @@ class McpFeature:
     name = "mcp"
     # A body refused before the route runs, as a JSON-RPC error (what MCP clients read).
     envelopes: Mapping[str, ErrorResponse] = {"/mcp": jsonrpc_error_response}
+    tables: Sequence[type[SQLModel]] = ()
 
     def install(self, app: FastAPI) -> Sequence[DirectRoute]:
         # One front door per app: its session manager runs once per lifespan.

@@ -16,13 +16,12 @@ from fastapi.routing import APIRoute
 from starlette.responses import Response, StreamingResponse
 
 from runtime.api import sse
-from runtime.api.body import read_body
+from runtime.api.body import read_json
 from runtime.api.deps import GatewayDep, KeyDep, RequestIdDep
 from runtime.api.disconnect import run_until_disconnected
 from runtime.api.openapi import documented_body
 from runtime.errors import GatewayError, UpstreamError
 from runtime.frontdoors.carry import settle, unsupported_params_policy
-from runtime.frontdoors.chat.routes import parse_json_body
 from runtime.frontdoors.messages.encoder import PROGRESS, MessagesEncoder, Out
 from runtime.frontdoors.messages.native import NativeEvent, native_message, native_stream
 from runtime.frontdoors.messages.schema import CountTokensRequest, MessagesRequestBody
@@ -35,6 +34,7 @@ from runtime.frontdoors.messages.translate import (
 )
 from runtime.gateway import Gateway, requested_model
 from runtime.json_types import JSON
+from runtime.limits.reservation import estimated_tokens
 from runtime.orchestration.events import Event
 from runtime.providers.anthropic_translate import anthropic_error_type, openai_messages
 from runtime.request import DoorRules, KeepAlive, RequestContext, RunRequest, RunState
@@ -94,15 +94,11 @@ async def _stream(head: bytes, events: AsyncIterator[Any], encode: Callable[[Any
 
 async def _first_bytes(head: bytes, events: AsyncIterator[Any], encode: Callable[[Any], Out]) -> bytes:
     """Read until the first bytes for the client, so that an upstream failure is a real HTTP status."""
-    async for event in events:
-        out = encode(event)
-        if out:
-            return head + _encode(out)
-    return head
+    return head + await sse.first_bytes(events, lambda event: _encode(out) if (out := encode(event)) else b"")
 
 
 def _streaming(body: AsyncIterator[bytes], headers: dict[str, str]) -> StreamingResponse:
-    return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers})
+    return sse.response(body, headers)
 
 
 def _native_encode(event: NativeEvent | KeepAlive) -> Out:
@@ -125,7 +121,7 @@ async def _native(request: Request, gateway: Gateway, ctx: RequestContext, parse
 
 @router.post("/v1/messages", openapi_extra=documented_body(MessagesRequestBody))
 async def create_message(request: Request, gateway: GatewayDep, key: KeyDep, request_id: RequestIdDep) -> Response:
-    body = parse_json_body(await read_body(request, gateway.settings.max_body_bytes))
+    body = await read_json(request, gateway.settings.max_body_bytes)
     parsed = parse_request(body)
 
     def check(ctx: RequestContext) -> None:
@@ -146,7 +142,11 @@ async def create_message(request: Request, gateway: GatewayDep, key: KeyDep, req
         return await _native(request, gateway, ctx, parsed)
     ignored = translated_ignored(parsed, keep_top_k=speaks_messages)
     policy = unsupported_params_policy(gateway.settings, ctx.organisation, ctx.model)
-    headers = {**ctx.limits.headers(), **settle(ignored, policy, request_id=ctx.request_id)}
+    try:
+        headers = {**ctx.limits.headers(), **settle(ignored, policy, request_id=ctx.request_id)}
+    except GatewayError:
+        gateway.ledger.release(ctx)  # billing: refused after admission, nothing spent: the holds go now
+        raise
     run = RunRequest(chat_body(parsed, keep_top_k=speaks_messages), stream=parsed.stream)
     encoder = MessagesEncoder(model_id=requested_model(ctx))
     if run.stream:
@@ -164,10 +164,10 @@ async def create_message(request: Request, gateway: GatewayDep, key: KeyDep, req
 @router.post("/v1/messages/count_tokens", openapi_extra=documented_body(CountTokensRequest))
 async def count_tokens(request: Request, gateway: GatewayDep, key: KeyDep, request_id: RequestIdDep) -> Response:
     """An estimate (about four characters a token) of what a request's input costs; admitted like any call."""
-    body = parse_json_body(await read_body(request, gateway.settings.max_body_bytes))
+    body = await read_json(request, gateway.settings.max_body_bytes)
     if not isinstance(body, dict) or not isinstance(body.get("model"), str):
         raise GatewayError(400, "model: Field required", code="invalid_request_error", param="model")
     ctx = await gateway.admit(COUNT_TOKENS_DOOR, key=key, request_id=request_id, model=body["model"], plugins=None, server_tools=False)
     messages = openai_messages(body.get("system"), body.get("messages"))
     size = len(orjson.dumps(messages)) + len(orjson.dumps(body.get("tools") or []))
-    return Response(orjson.dumps({"input_tokens": max(1, size // 4)}), media_type="application/json", headers=ctx.limits.headers())
+    return Response(orjson.dumps({"input_tokens": max(1, estimated_tokens(size))}), media_type="application/json", headers=ctx.limits.headers())

@@ -8,10 +8,11 @@ from runtime.api.errors import error_response
 from runtime.api.feature import RouterFeature, in_background
 from runtime.frontdoors.responses import purge_expired
 from runtime.frontdoors.responses.routes import router
+from runtime.frontdoors.responses.store import StoredResponse
 
 
 def _purging(app: FastAPI) -> AbstractAsyncContextManager[None]:
     return in_background(purge_expired(app.state.gateway))
 
 
-FEATURE = RouterFeature("responses", (router,), direct=(("/v1/responses", error_response),), lifespan=_purging)
+FEATURE = RouterFeature("responses", (router,), direct=(("/v1/responses", error_response),), lifespan=_purging, tables=(StoredResponse,))

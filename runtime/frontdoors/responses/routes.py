@@ -14,16 +14,15 @@ from functools import partial
 import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from runtime.api import sse
-from runtime.api.body import read_body
+from runtime.api.body import read_json
 from runtime.api.deps import GatewayDep, KeyDep, RequestIdDep
 from runtime.api.disconnect import run_until_disconnected
 from runtime.api.openapi import documented_body
 from runtime.errors import GatewayError, UpstreamError
 from runtime.frontdoors.carry import settle, unsupported_params_policy
-from runtime.frontdoors.chat.routes import parse_json_body
 from runtime.frontdoors.responses import store
 from runtime.frontdoors.responses.encoder import ResponsesEncoder
 from runtime.frontdoors.responses.schema import CreateResponseRequest
@@ -104,7 +103,7 @@ async def _stream(
 
 @router.post("/v1/responses", openapi_extra=documented_body(CreateResponseRequest))
 async def create_response(request: Request, gateway: GatewayDep, key: KeyDep, request_id: RequestIdDep) -> Response:
-    body = parse_json_body(await read_body(request, gateway.settings.max_body_bytes))
+    body = await read_json(request, gateway.settings.max_body_bytes)
     parsed = parse_request(body)
     previous = None
     if parsed.previous_response_id is not None:
@@ -137,6 +136,8 @@ async def create_response(request: Request, gateway: GatewayDep, key: KeyDep, re
         policy = unsupported_params_policy(gateway.settings, ctx.organisation, ctx.model)
         ignored_headers.update(settle(ignored, policy, request_id=ctx.request_id))
 
+    # Checked before admission: an approval naming no pending request spends nothing, holds nothing.
+    resume = parsed.resume(previous.state.get("pending") if previous else None)
     ctx = await gateway.admit(
         RESPONSES_DOOR,
         key=key,
@@ -149,7 +150,6 @@ async def create_response(request: Request, gateway: GatewayDep, key: KeyDep, re
         prompt_parts=(previous.state.get("messages") or [],) if previous else (),
     )
     history = list(previous.state.get("messages") or []) if previous else []
-    resume = parsed.resume(previous.state.get("pending") if previous else None)
     messages = history + parsed.input_messages
     if not native:
         # Native items alone (reasoning a chat upstream cannot take back) make no chat turn.
@@ -178,11 +178,7 @@ async def create_response(request: Request, gateway: GatewayDep, key: KeyDep, re
             head += _encode(encoder.encode(event))
             if not isinstance(event, ToolsOffered):
                 break
-        return StreamingResponse(
-            _stream(gateway, ctx, encoder, head, events, parsed.store),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers},
-        )
+        return sse.response(_stream(gateway, ctx, encoder, head, events, parsed.store), headers)
 
     work = gateway.run(ctx, run)
     result = await (run_until_disconnected(request, work) if ctx.plugins else work)

@@ -11,15 +11,16 @@ transaction; on a SQLite file it runs under an exclusive lock on a
 ``<file>.migrate.lock`` beside the database. The loser of the race waits, then
 finds the schema at head and does nothing.
 
-For a new revision (developers)::
+The migrations name no table's owner: the core and each feature declare their own tables
+(``Feature.tables``), and ``runtime.api.schema`` gathers them for a new revision
+(developers)::
 
-    python -m runtime.storage.migrations revision -m "what changed" [--autogenerate URL]
+    python -m runtime.api.schema revision -m "what changed" [--autogenerate URL]
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,32 +29,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, MetaData, text
-from sqlmodel import SQLModel
+from sqlalchemy import Connection, Engine, text
 
 HERE = Path(__file__).resolve().parent
-
-
-# Modules of features that own tables (the tables register themselves when imported).
-FEATURE_TABLES = (
-    "workers.whatsapp.models",
-    "runtime.frontdoors.responses.store",
-    "runtime.endpoints.sessions",
-    "runtime.endpoints.store",
-    "runtime.guardrails.records",
-    "runtime.requestlog.models",
-    "runtime.oauth.models",
-)
-
-
-def target_metadata() -> MetaData:
-    """Every table plugway owns: the core's, and each installed feature's."""
-    from runtime.storage import models  # noqa: F401  (registers the tables)
-
-    for module in FEATURE_TABLES:
-        if importlib.util.find_spec(module) is not None:
-            importlib.import_module(module)
-    return SQLModel.metadata
 
 
 def alembic_config() -> Config:

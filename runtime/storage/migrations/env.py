@@ -1,14 +1,14 @@
 """Alembic environment: always driven by :func:`runtime.storage.migrations.upgrade`.
 
 The caller hands over an open connection (``config.attributes["connection"]``)
-already holding the migration lock, so this module never opens its own.
+already holding the migration lock, so this module never opens its own. Writing a
+revision with ``--autogenerate`` also hands over the tables to compare against
+(``config.attributes["target_metadata"]``, from ``runtime.api.schema``); an upgrade needs none.
 """
 
 from __future__ import annotations
 
 from alembic import context
-
-from runtime.storage.migrations import target_metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:
@@ -16,7 +16,7 @@ if connection is None:
 
 context.configure(
     connection=connection,
-    target_metadata=target_metadata(),
+    target_metadata=context.config.attributes.get("target_metadata"),
     # SQLite cannot ALTER most things: later revisions get copy-and-move batch operations.
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
