@@ -119,6 +119,48 @@ class ModelConfig(_Strict):
         return self.upstream_model or self.id
 
 
+class McpAuthConfig(_Strict):
+    """How plugway obtains a bearer token for an HTTP MCP server (see the README's "Upstream servers that need OAuth")."""
+
+    # oauth: authorization code with PKCE, plugway as the OAuth client, authorized in the
+    # console (or, per_user, by each end user through a link); client_credentials: a
+    # machine token plugway fetches itself.
+    type: Literal["oauth", "client_credentials"]
+    # oauth only: each end user authorizes with their own account and the server's tools
+    # run with that user's token (default: one authorization for the whole organisation).
+    per_user: bool = False
+    # Scopes asked for (default: the server's advertised scopes_supported, if any).
+    scopes: list[str] | None = None
+    # A client registered with the authorization server; without one plugway registers
+    # itself (dynamic client registration) where the server allows it.
+    client_id: str | None = None
+    client_secret: str | None = None
+    # Endpoints given explicitly instead of discovered from the server's protected
+    # resource metadata (RFC 9728) and its authorization server's metadata (RFC 8414).
+    authorization_url: str | None = None
+    token_url: str | None = None
+    # The resource indicator (RFC 8707) sent with every authorization and token request
+    # (default: the resource the server's metadata names, else its URL).
+    resource: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> McpAuthConfig:
+        if self.type == "client_credentials":
+            if not (self.client_id and self.client_secret):
+                raise ValueError("client_credentials needs 'client_id' and 'client_secret'")
+            if self.per_user:
+                raise ValueError("'per_user' needs type 'oauth' (client credentials act as the gateway, not a user)")
+            if self.authorization_url:
+                raise ValueError("'authorization_url' is for type 'oauth'")
+        if self.client_secret and not self.client_id:
+            raise ValueError("'client_secret' needs 'client_id'")
+        for name in ("authorization_url", "token_url", "resource"):
+            value = getattr(self, name)
+            if value is not None and not value.startswith(("http://", "https://")):
+                raise ValueError(f"'{name}' must be an http(s) URL")
+        return self
+
+
 class McpConfig(_Strict):
     command: list[str] | None = None
     env: dict[str, str] = Field(default_factory=dict)
@@ -143,24 +185,18 @@ class McpConfig(_Strict):
     # Seconds between pings of an HTTP server, so that a server that died is reported down
     # (and its tools withdrawn) before a call fails on it (default 30).
     ping_interval_s: float | None = Field(default=None, gt=0)
-    # How plugway authenticates to the server. OAuth is not built yet (issue 23): refused
-    # with one clear line rather than accepted and ignored.
-    auth: dict[str, Any] | None = None
-
-    @field_validator("auth")
-    @classmethod
-    def _no_oauth_yet(cls, auth: dict[str, Any] | None) -> dict[str, Any] | None:
-        if auth is not None:
-            raise ValueError(
-                f"auth type {auth.get('type')!r} is not available yet (OAuth for MCP servers is issue 23); "
-                "give the server's credentials in 'headers'"
-            )
-        return auth
+    # How plugway authenticates to an HTTP server beyond static `headers`: OAuth (authorized
+    # in the console once per organisation, or per end user) or client credentials.
+    auth: McpAuthConfig | None = None
 
     @model_validator(mode="after")
     def _exactly_one_transport(self) -> McpConfig:
         if bool(self.command) == bool(self.url):
             raise ValueError("give exactly one of 'command' or 'url'")
+        if self.auth is not None and self.command:
+            raise ValueError("'auth' is for servers reached over HTTP ('url'); a stdio server gets its credentials in 'env'")
+        if self.auth is not None and self.auth.type == "oauth" and self.shared:
+            raise ValueError("an OAuth-authorized server acts for one organisation (or user): it cannot be 'shared'")
         return self
 
     @field_validator("roots")
@@ -503,8 +539,18 @@ class Settings(_Strict):
     trusted_proxies: list[str] = Field(default_factory=list)
     # How long a looked-up key is trusted before the database is asked again (revocation delay).
     key_cache_ttl_s: float = Field(default=5.0, ge=0)
+    # Encrypts stored OAuth tokens of upstream MCP servers (a long random string; the key
+    # is derived from it with HKDF); needed only once an MCP server has `auth: {type: oauth}`.
+    secrets_key: str | None = Field(default=None, repr=False)
     # Set by the loader: True when no configuration file was given.
     embedded_default: bool = False
+
+    @field_validator("secrets_key")
+    @classmethod
+    def _secrets_key(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("is empty: give a long random string (python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        return value
 
     @field_validator("database_url")
     @classmethod
@@ -584,6 +630,17 @@ class Settings(_Strict):
                         f"organisations[{i}].plugins[{j}].id", f"duplicate plugin id '{plugin.id}'"
                     )
                 seen.add(plugin.id)
+                auth = plugin.mcp.auth if plugin.mcp is not None else None
+                if auth is not None and auth.type == "oauth" and self.secrets_key is None:
+                    raise _PathError(
+                        f"organisations[{i}].plugins[{j}].mcp.auth",
+                        "OAuth tokens are stored encrypted: set 'secrets_key' at the top of the configuration",
+                    )
+                if auth is not None and auth.per_user and self.oauth_server.public_url is None:
+                    raise _PathError(
+                        f"organisations[{i}].plugins[{j}].mcp.auth.per_user",
+                        "end users authorize through a link to the gateway: set 'oauth_server.public_url' (its public address)",
+                    )
                 sampling_model = plugin.mcp.sampling_model if plugin.mcp is not None else None
                 if sampling_model is not None and (
                     sampling_model not in model_ids or (org.models is not None and sampling_model not in org.models)

@@ -154,7 +154,12 @@ class Gateway:
         if mcp_plugins:
             from runtime.mcp import McpManager
 
-            mcp = McpManager(max_result_chars=settings.orchestration.max_tool_result_chars)
+            upstream_auth = None
+            if any(ref.mcp is not None and ref.mcp.auth is not None for _org, ref in mcp_plugins):
+                from runtime.mcp.oauth import UpstreamAuth
+
+                upstream_auth = UpstreamAuth(settings, engine)
+            mcp = McpManager(max_result_chars=settings.orchestration.max_tool_result_chars, upstream_auth=upstream_auth)
             await mcp.start(mcp_plugins)
         # Workers for CPU-bound tool work start now, so that no tool call waits for them.
         await anyio.to_thread.run_sync(default_isolation().start)
@@ -314,6 +319,7 @@ class Gateway:
         plugin_ids: Sequence[str] | None,
         request_id: str,
         source: str = "api",
+        end_user: str | None = None,
     ) -> RunResult:
         """Admit and run a request made by the gateway itself (the WhatsApp worker): no key, the organisation's budget."""
         ctx = await self.admit(
@@ -325,6 +331,7 @@ class Gateway:
             plugins=None if plugin_ids is None else [PluginRequest(p, "enabled_plugin_ids") for p in plugin_ids],
             body={"messages": messages},
         )
+        ctx.end_user = end_user
         return await self.run(ctx, RunRequest({"model": model, "messages": messages}))
 
     def stream(self, ctx: RequestContext, request: RunRequest) -> AsyncIterator[Event | KeepAlive]:

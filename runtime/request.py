@@ -121,6 +121,9 @@ class RequestContext:
     guard_input: bool = True
     # billing: what admission held for this request until accounting settles it (runtime/limits/reservation.py).
     reservation: Reservation | None = None
+    # The person the request acts for (see ToolContext.end_user); the loop takes the body's
+    # `user` / `safety_identifier` when the door set none.
+    end_user: str | None = None
 
     @property
     def source(self) -> str:
@@ -151,6 +154,8 @@ class ToolsContext:
     door: DoorRules
     plugins: tuple[PluginGrant, ...]
     limits: LimitDecision = UNLIMITED
+    # The person the calls act for (on /mcp: the OAuth subject), for per-user MCP servers.
+    end_user: str | None = None
 
     @property
     def source(self) -> str:

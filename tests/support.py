@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import socket
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -101,7 +102,9 @@ class GatewayServer:
         gateway: Gateway = self.app.state.gateway
         return gateway
 
-    def start(self, *, settle_mcp: Iterable[str] | None = None, settle_s: float = 60.0) -> GatewayServer:
+    def start(
+        self, *, settle_mcp: Iterable[str] | None = None, settle_s: float = 60.0, sock: socket.socket | None = None
+    ) -> GatewayServer:
         """Serve, then wait until MCP servers have finished their first connection attempt.
 
         The gateway itself waits at most 5 s for MCP servers at start-up (a slow
@@ -109,7 +112,7 @@ class GatewayServer:
         take longer, and a test sending its request then would see no tools.
         ``settle_mcp`` names the plugin ids to wait for (default: all of them).
         """
-        self.port = self._runner.start()
+        self.port = self._runner.start(sock=sock)
         mcp = self.gateway.mcp
         if mcp is not None:
             deadline = time.monotonic() + settle_s

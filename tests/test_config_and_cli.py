@@ -38,6 +38,7 @@ def test_interpolation_with_defaults_and_paths() -> None:
 def test_full_design_example_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "KB_TOKEN", "WA_ACCESS_TOKEN", "WA_APP_SECRET", "WA_VERIFY_TOKEN"):
         monkeypatch.setenv(var, f"secret-{var}")
+    monkeypatch.setenv("PLUGWAY_SECRETS_KEY", "k" * 40)
     design = (Path(__file__).parent.parent.parent / "shared" / "DESIGN.md")
     if not design.exists():
         pytest.skip("shared/DESIGN.md is not beside this checkout")
@@ -47,14 +48,12 @@ def test_full_design_example_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     # refuses unknown models, so they join the models: list (before the next top-level key).
     defined = "  - {id: claude-haiku-4-5, provider: anthropic}\n  - {id: claude-sonnet-4-5, provider: anthropic}\n"
     yaml_block = re.sub(r"(\nmodels:\n(?:[ #].*\n)*)", lambda m: m.group(1) + defined, yaml_block, count=1)
-    # Settings of work not built yet (issues 20/23), which the loader refuses with a clear line
-    # rather than ignoring: the OAuth tokens' secrets_key.
-    yaml_block = re.sub(r"\nsecrets_key:.*\n", "\n", yaml_block, count=1)
     settings = load_settings(write(tmp_path, yaml_block))
     assert settings.provider("openai").api_key == "secret-OPENAI_API_KEY"  # type: ignore[union-attr]
     acme = settings.organisation("acme")
     assert acme is not None and acme.plugin("kb").mcp.headers == {"Authorization": "Bearer secret-KB_TOKEN"}  # type: ignore[union-attr]
     assert settings.whatsapp.apps[0].enabled_plugin_ids == ["orders", "clock"]
+    assert settings.secrets_key == "k" * 40
 
 
 @pytest.mark.parametrize(

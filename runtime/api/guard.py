@@ -29,7 +29,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any
 
 import anyio
 from starlette.requests import Request
@@ -163,11 +165,23 @@ class _GuardedRequest:
             return {"type": "http.disconnect"}
         if self.body_done:
             return await self._receive()
-        remaining = self.deadline - time.monotonic()
         message: Message | None = None
-        if remaining > 0:
-            with anyio.move_on_after(remaining):
-                message = await self._receive()
+        if self.deadline - time.monotonic() > 0:
+            # Most bodies have arrived by the time the app asks: the server's receive then
+            # answers without waiting, and no timer is set. Only a receive that must wait
+            # for the client waits under the deadline.
+            pending = self._receive()
+            if type(pending) is not types.CoroutineType:
+                with anyio.move_on_after(self.deadline - time.monotonic()):
+                    message = await pending
+            else:
+                try:
+                    waiting_on = pending.send(None)
+                except StopIteration as answered:
+                    message = answered.value
+                else:
+                    with anyio.move_on_after(self.deadline - time.monotonic()):
+                        message = await _resumed(pending, waiting_on)
         if message is None:
             # A stalled client sends nothing more to wait for.
             await self._refuse(body_read_timeout(self.guard.body_read_timeout_s), linger=False)
@@ -194,6 +208,30 @@ class _GuardedRequest:
         if message["type"] == "http.response.start":
             self.started = True
         await self._send(message)
+
+
+@types.coroutine
+def _resumed(coroutine: Coroutine[Any, Any, Message], waiting_on: Any) -> Generator[Any, Any, Message]:
+    """Await the rest of ``coroutine``, which was stepped once by hand and is waiting on ``waiting_on``.
+
+    What ``await`` does (``yield from``), from the second step on: what the coroutine
+    waits on goes to the task, and what the task sends or throws (a cancellation) goes
+    back into the coroutine.
+    """
+    step = waiting_on
+    try:
+        while True:
+            try:
+                sent = yield step
+            except GeneratorExit:
+                coroutine.close()
+                raise
+            except BaseException as exc:  # noqa: BLE001 (a cancellation, handed on)
+                step = coroutine.throw(exc)
+            else:
+                step = coroutine.send(sent)
+    except StopIteration as finished:
+        return finished.value  # type: ignore[no-any-return]
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -235,37 +273,49 @@ _HEADERS_TIMEOUT_ENV = "PLUGWAY_HEADERS_TIMEOUT_S"
 
 
 class HeadersDeadlineProtocol(HttpToolsProtocol):
-    """uvicorn's HTTP protocol, closing a connection whose request headers do not arrive in time."""
+    """uvicorn's HTTP protocol, closing a connection whose request headers do not arrive in time.
+
+    One timer per connection, not one per request: each request only notes when its
+    headers are due (or that they came), and the timer, when it fires, closes the
+    connection if headers are overdue, or waits on for the deadline now in force.
+    """
 
     timeout_s = float(os.environ.get(_HEADERS_TIMEOUT_ENV) or 30.0)
-    _headers_deadline: asyncio.TimerHandle | None = None
+    _headers_timer: asyncio.TimerHandle | None = None
+    _headers_due: float | None = None  # loop time the awaited headers must be complete by; None: none awaited
 
-    def _arm(self) -> None:
-        self._disarm()
-        self._headers_deadline = self.loop.call_later(self.timeout_s, self._headers_too_slow)
+    def _await_headers(self) -> None:
+        due = self._headers_due = self.loop.time() + self.timeout_s
+        if self._headers_timer is None:
+            self._headers_timer = self.loop.call_at(due, self._check_headers)
 
-    def _disarm(self) -> None:
-        if self._headers_deadline is not None:
-            self._headers_deadline.cancel()
-            self._headers_deadline = None
-
-    def _headers_too_slow(self) -> None:
-        if not self.transport.is_closing():
+    def _check_headers(self) -> None:
+        self._headers_timer = None
+        due = self._headers_due
+        if due is None:
+            return  # they came; the next answer sets the next deadline
+        if self.loop.time() < due:
+            # A later request's headers, with a later deadline.
+            self._headers_timer = self.loop.call_at(due, self._check_headers)
+        elif not self.transport.is_closing():
             self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm()
+        self._await_headers()
 
     def on_headers_complete(self) -> None:
-        self._disarm()
+        self._headers_due = None
         super().on_headers_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
         if not self.transport.is_closing():
-            self._arm()
+            self._await_headers()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        self._headers_due = None
+        if self._headers_timer is not None:
+            self._headers_timer.cancel()
+            self._headers_timer = None
         super().connection_lost(exc)

@@ -17,12 +17,15 @@ from sqlmodel import SQLModel
 
 from runtime.api.features import FEATURES
 from runtime.guardrails.records import GuardrailEvent
+from runtime.mcp.oauth.tables import McpOAuthClient, McpOAuthPending, McpOAuthToken
 from runtime.requestlog.models import RequestLogBody, RequestLogEntry
 from runtime.storage.models import AdminKey, ApiKey, AuditEvent, Organisation, UsageRecord
 
-# The core's own: keys and organisations, usage, the audit log, guardrail events, the request log.
+# The core's own: keys and organisations, usage, the audit log, guardrail events, the request log,
+# and the MCP client's OAuth grants to upstream servers (runtime/mcp/oauth/).
 CORE_TABLES: tuple[type[SQLModel], ...] = (
     Organisation, ApiKey, AdminKey, AuditEvent, UsageRecord, GuardrailEvent, RequestLogEntry, RequestLogBody,
+    McpOAuthToken, McpOAuthClient, McpOAuthPending,
 )
 
 

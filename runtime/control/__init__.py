@@ -29,12 +29,14 @@ def _build_router() -> APIRouter:
         playground,
         plugins,
         requests,
+        upstream_oauth,
         usage,
     )
 
     router = APIRouter()
-    for module in (organisations, keys, endpoints, usage, requests, plugins, audit, health, playground):
+    for module in (organisations, keys, endpoints, usage, requests, plugins, upstream_oauth, audit, health, playground):
         router.include_router(module.router)
+    router.include_router(upstream_oauth.public_router)
     return router
 
 

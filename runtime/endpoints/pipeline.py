@@ -92,6 +92,7 @@ class EndpointCall:
     request_id: str | None = None
     max_tokens: int | None = None
     orchestration_mode: str | None = None
+    user: str | None = None  # the end user the call is for (per-user MCP servers run as them)
 
     @classmethod
     def parse(cls, body: Any) -> EndpointCall:
@@ -115,7 +116,7 @@ class EndpointCall:
         variables = body.get("variables") or {}
         if not isinstance(variables, dict):
             raise _invalid("'variables' must be an object.")
-        for name in ("session_id", "request_id"):
+        for name in ("session_id", "request_id", "user"):
             if body.get(name) is not None and not isinstance(body[name], str):
                 raise _invalid(f"'{name}' must be a string.")
         stream = body.get("stream")
@@ -129,7 +130,8 @@ class EndpointCall:
         mode = body.get("orchestration_mode")
         if mode is not None and mode not in ORCHESTRATION_MODES:
             raise _invalid("'orchestration_mode' must be one of 'classic', 'code' or 'auto'.")
-        return cls(turns, body.get("session_id"), variables, body.get("input"), bool(stream), body.get("request_id"), max_tokens, mode)
+        user = (body.get("user") or "").strip() or None
+        return cls(turns, body.get("session_id"), variables, body.get("input"), bool(stream), body.get("request_id"), max_tokens, mode, user)
 
 
 @dataclass(frozen=True)
@@ -252,6 +254,7 @@ class EndpointService:
                 body=body,
                 prompt_parts=(endpoint.system_prompt or "",),
             )
+            ctx.end_user = call.user
         except GatewayError as exc:
             if exc.code == "insufficient_credits":
                 raise EndpointError(422, "budget_exceeded", exc.message) from None

@@ -27,6 +27,7 @@ class EndpointRequest(BaseModel):
     stream: bool | None = None
     request_id: str | None = None
     max_tokens: int | None = Field(default=None, ge=1)
+    user: str | None = Field(default=None, description="The end user this call is for: MCP servers authorized per end user run as them.")
 
 
 class DispatchRequest(EndpointRequest):

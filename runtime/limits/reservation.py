@@ -83,15 +83,26 @@ def text_chars(value: Any) -> int:
     """Characters of every string (and key) in a JSON value; iterative, so any depth is safe."""
     total = 0
     stack = [value]
+    pop, extend = stack.pop, stack.extend
     while stack:
-        item = stack.pop()
-        if isinstance(item, str):
+        item = pop()
+        kind = type(item)
+        # Exact types first: a parsed JSON body is nothing else, and this runs on every request.
+        if kind is str:
+            total += len(item)
+        elif kind is dict:
+            for key in item:
+                total += len(key) if type(key) is str else len(str(key))
+            extend(item.values())
+        elif kind is list or kind is tuple:
+            extend(item)
+        elif isinstance(item, str):
             total += len(item)
         elif isinstance(item, dict):
             total += sum(len(str(k)) for k in item)
-            stack.extend(item.values())
+            extend(item.values())
         elif isinstance(item, (list, tuple)):
-            stack.extend(item)
+            extend(item)
     return total
 
 

@@ -9,10 +9,12 @@ from runtime.cli_output import Column
 from runtime.config import PluginRef, Settings
 from runtime.mcp.connection import config_key
 from runtime.mcp.manager import McpManager
+from runtime.mcp.oauth import UpstreamAuth
 from runtime.mcp.results import result_text
 from runtime.orchestration.naming import public_name
 from runtime.plugin_host.manager import PluginHost
 from runtime.plugin_host.tool import ToolContext, ToolError
+from runtime.storage.db import DatabaseUnavailable, open_database
 
 CLI_SAMPLING_REFUSAL = (
     "Sampling declined: `plugway mcp call` runs the tool without a model to answer the "
@@ -32,10 +34,22 @@ def _mcp_plugins(settings: Settings) -> list[tuple[PluginRef, list[str]]]:
     return list(found.values())
 
 
+def _upstream_auth(settings: Settings) -> UpstreamAuth | None:
+    """The stored OAuth tokens, for servers with ``auth``: read from the gateway's database if it exists."""
+    if not any(ref.mcp is not None and ref.mcp.auth is not None for org in settings.organisations for ref in org.plugins):
+        return None
+    try:
+        engine = open_database(settings.database_url, create=False)
+    except DatabaseUnavailable:
+        return None
+    return UpstreamAuth(settings, engine) if engine is not None else None
+
+
 def _manager(settings: Settings, connect_timeout_s: float) -> McpManager:
     return McpManager(
         max_result_chars=settings.orchestration.max_tool_result_chars,
         connect_timeout_s=connect_timeout_s,
+        upstream_auth=_upstream_auth(settings),
     )
 
 

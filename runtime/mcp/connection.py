@@ -68,7 +68,7 @@ from mcp_types import (
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from runtime.config import McpConfig
-from runtime.mcp.http import HttpWatch, watched_http_client
+from runtime.mcp.http import BearerAuth, HttpWatch, watched_http_client
 from runtime.mcp.process import ChildProcessTransport
 from runtime.mcp.results import render_result, result_text
 from runtime.mcp.sampling import SamplingRefused, sampling_request, sampling_result
@@ -235,8 +235,11 @@ class McpConnection:
         stable_after_s: float = 30.0,
         offline_grace_s: float = 60.0,
         ping_interval_s: float = 30.0,
+        bearer: Callable[[bool], Awaitable[str]] | None = None,
     ) -> None:
         self.config = config
+        # The OAuth token source of a server with `auth` (True: refresh it now); see runtime.mcp.oauth.
+        self._bearer = bearer
         self.label = label
         self.log_name = log_name or label
         self.organisations: list[str] = []
@@ -283,6 +286,7 @@ class McpConnection:
         self._generation = 0  # one per connection attempt
         self._closing = False
         self._closed = asyncio.Event()
+        self._wake = asyncio.Event()  # ends a backoff early (the server was just authorized)
         self._broken = asyncio.Event()
         self._changed = asyncio.Event()
         self._first_attempt_done = asyncio.Event()
@@ -314,6 +318,15 @@ class McpConnection:
             self._task = asyncio.create_task(
                 self._own(), name=f"mcp-connection:{self.log_name}", context=contextvars.Context()
             )
+
+    @property
+    def busy(self) -> bool:
+        """Whether a call is in flight on this connection."""
+        return bool(self._calls)
+
+    def wake(self) -> None:
+        """Try again now instead of at the end of the backoff (what blocked the last attempt was fixed)."""
+        self._wake.set()
 
     async def wait_first_attempt(self) -> None:
         """Returns once the first connection attempt has succeeded or failed."""
@@ -497,10 +510,16 @@ class McpConnection:
             if delay > 0:
                 self.retry_at = time.monotonic() + delay
                 self._set_state(State.BACKOFF)
-                try:
-                    await asyncio.wait_for(self._closed.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
+                self._wake.clear()
+                with anyio.move_on_after(delay):
+                    async with anyio.create_task_group() as waits:
+
+                        async def until(event: asyncio.Event) -> None:
+                            await event.wait()
+                            waits.cancel_scope.cancel()
+
+                        waits.start_soon(until, self._closed)
+                        waits.start_soon(until, self._wake)
                 self.retry_at = None
         self._set_state(State.CLOSED)
 
@@ -606,6 +625,10 @@ class McpConnection:
             )
             return self._process.open()
         assert self.config.url is not None
+        auth = None
+        if self._bearer is not None:
+            await self._bearer(False)  # no token, no attempt: the reason says who must authorize
+            auth = BearerAuth(self._bearer)
         watch = HttpWatch(
             session_gone=lambda reason: self._session_gone(generation, reason),
             unreachable=lambda reason: self._connection_lost(generation, f"server unreachable ({reason})"),
@@ -613,7 +636,7 @@ class McpConnection:
             forgotten=lambda: self._session_lost is not None and self._session_lost[0] == generation,
         )
         http_client = watched_http_client(
-            headers=self.config.headers, connect_timeout_s=self.connect_timeout_s, watch=watch
+            headers=self.config.headers, connect_timeout_s=self.connect_timeout_s, watch=watch, auth=auth
         )
         http_client.event_hooks["request"].append(traceparent_header)  # the caller's trace, for the server
         await stack.enter_async_context(http_client)

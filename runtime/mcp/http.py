@@ -16,7 +16,7 @@ The SDK turns HTTP failures into generic MCP errors ("Session terminated",
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 
 import httpx2
@@ -72,8 +72,28 @@ class _StandaloneStreamWatch(httpx2.AsyncBaseTransport):
         await self._inner.aclose()
 
 
+class BearerAuth(httpx2.Auth):
+    """An OAuth access token on every request, from ``bearer`` (runtime.mcp.oauth).
+
+    ``bearer(False)`` answers the current token (refreshed before it expires); on a
+    401 the request is sent once more with ``bearer(True)``, a token refreshed now
+    (the server may have stopped accepting the old one before its expiry).
+    """
+
+    def __init__(self, bearer: Callable[[bool], Awaitable[str]]) -> None:
+        self._bearer = bearer
+
+    async def async_auth_flow(self, request: httpx2.Request) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+        request.headers["Authorization"] = f"Bearer {await self._bearer(False)}"
+        response = yield request
+        if response.status_code == 401:
+            await response.aread()
+            request.headers["Authorization"] = f"Bearer {await self._bearer(True)}"
+            yield request
+
+
 def watched_http_client(
-    *, headers: dict[str, str], connect_timeout_s: float, watch: HttpWatch
+    *, headers: dict[str, str], connect_timeout_s: float, watch: HttpWatch, auth: httpx2.Auth | None = None
 ) -> httpx2.AsyncClient:
     """An ``httpx2`` client for the SDK's streamable-HTTP transport, reporting to ``watch``."""
 
@@ -93,6 +113,7 @@ def watched_http_client(
 
     return httpx2.AsyncClient(
         headers=headers,
+        auth=auth,
         transport=_StandaloneStreamWatch(httpx2.AsyncHTTPTransport(), watch),
         event_hooks={"request": [on_request], "response": [on_response]},
         # Reads stay long: a tool may legitimately stream for minutes; the

@@ -15,12 +15,21 @@ not offered, and it is retried in the background. Neither stops the gateway.
 
 Besides the server's own tools, a server that offers resources gets a
 ``read_resource`` tool (see :mod:`runtime.mcp.resources`).
+
+A server with ``auth`` (OAuth or client credentials, :mod:`runtime.mcp.oauth`) gets
+its bearer token from :class:`~runtime.mcp.oauth.UpstreamAuth` on every request.
+One authorized per end user (``auth.per_user``) gets a connection per end user of
+the organisation (the call's ``ctx.end_user``), each carrying that user's token:
+its tools are listed from any of them (one of a user who authorized earlier is
+opened for that), and a call of a user who has not authorized answers the link to
+do so. Until anyone has, the server offers one ``authorize`` tool that does that.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Iterable
 from typing import Any, NamedTuple
@@ -33,6 +42,8 @@ from runtime.mcp.connection import (
     describe_target,
     tool_annotations,
 )
+from runtime.mcp.oauth import NotAuthorized, UpstreamAuth
+from runtime.mcp.oauth.client import OAuthError
 from runtime.mcp.resources import (
     READ_RESOURCE_SCHEMA,
     READ_RESOURCE_TOOL,
@@ -55,8 +66,23 @@ class Placement(NamedTuple):
     ref: PluginRef
 
 
-def _scope(organisation: str, config: McpConfig) -> tuple[str, str]:
-    return (SHARED if config.shared else organisation, config_key(config))
+# The tool a per-user server offers before anyone has authorized it (so before its tools are known).
+AUTHORIZE_TOOL = "authorize"
+# The longest end user id a per-user grant is stored under (mcp_oauth_tokens.subject).
+MAX_END_USER_CHARS = 256
+# An end user's connection unused this long is closed (opened again on their next call).
+USER_CONNECTION_IDLE_S = 900.0
+# While no end user's connection is open, how often the stored authorizations are asked for one to open.
+_USER_PROBE_EVERY_S = 30.0
+_NO_ARGUMENTS: dict[str, Any] = {"type": "object", "properties": {}, "additionalProperties": False}
+
+
+def _scope(organisation: str, config: McpConfig, subject: str = "") -> tuple[str, str, str]:
+    return (SHARED if config.shared else organisation, config_key(config), subject)
+
+
+def _per_user(ref: PluginRef) -> bool:
+    return ref.mcp is not None and ref.mcp.auth is not None and ref.mcp.auth.per_user
 
 
 def _quiet_http_client_logs() -> None:
@@ -82,8 +108,11 @@ class McpManager:
         backoff_max_s: float = 30.0,
         offline_grace_s: float = 60.0,
         ping_interval_s: float = 30.0,
+        upstream_auth: UpstreamAuth | None = None,
+        user_idle_s: float = USER_CONNECTION_IDLE_S,
     ) -> None:
         self.list_ttl_s = list_ttl_s
+        self.user_idle_s = user_idle_s
         self.max_result_chars = max_result_chars
         self.connect_timeout_s = connect_timeout_s
         self.probe_timeout_s = probe_timeout_s
@@ -92,25 +121,57 @@ class McpManager:
         self.backoff_max_s = backoff_max_s
         self.offline_grace_s = offline_grace_s
         self.ping_interval_s = ping_interval_s
-        # (organisation or SHARED, configuration) -> its connection.
-        self._connections: dict[tuple[str, str], McpConnection] = {}
+        # (organisation or SHARED, configuration, end user or '') -> its connection.
+        self._connections: dict[tuple[str, str, str], McpConnection] = {}
+        self.upstream_auth = upstream_auth
+        # Per-user servers: the tools last listed (kept while no user's connection is open),
+        # when each user's connection was last used, when the stored grants were last probed.
+        self._user_tools: dict[tuple[str, str, str], list[ToolSpec]] = {}
+        self._user_used: dict[tuple[str, str, str], float] = {}
+        self._user_probed: dict[tuple[str, str, str], float] = {}
+        self._swept_at = time.monotonic()
+        self._closing: set[asyncio.Task[None]] = set()
+        if upstream_auth is not None:
+            upstream_auth.on_authorized(self._authorized)
         # ToolSpecs are rebuilt only when a connection's tool list changes.
         self._specs: dict[tuple[int, str], tuple[int, int, list[ToolSpec]]] = {}
         self._closed = False
         _quiet_http_client_logs()
 
-    def _connection(self, organisation: str, ref: PluginRef) -> McpConnection:
+    def _authorized(self, organisation: str, plugin_id: str, subject: str) -> None:
+        """A server was just authorized: its waiting connection tries again now."""
+        for key in [k for k in self._user_probed if (k[0], k[2]) == (organisation, plugin_id)]:
+            del self._user_probed[key]  # a per-user server's tools can be listed through this user now
+        for (scope, _config, who), connection in self._connections.items():
+            if scope == organisation and who == subject and plugin_id in connection.plugin_ids:
+                connection.wake()
+
+    def _bearer(self, organisation: str, ref: PluginRef, subject: str) -> Any:
+        auth = self.upstream_auth
+        if ref.mcp is None or ref.mcp.auth is None:
+            return None
+
+        async def bearer(refresh: bool) -> str:
+            if auth is None:
+                raise NotAuthorized("its OAuth tokens are in the gateway's database, which this process has not opened")
+            return await auth.bearer(organisation, ref, subject, refresh=refresh)
+
+        return bearer
+
+    def _connection(self, organisation: str, ref: PluginRef, subject: str = "") -> McpConnection:
         if ref.mcp is None:
             raise ValueError(f"plugin '{ref.id}' is not an MCP plugin")
         if self._closed:
             raise RuntimeError("the MCP manager is closed")
-        key = _scope(organisation, ref.mcp)
+        key = _scope(organisation, ref.mcp, subject)
         connection = self._connections.get(key)
         if connection is None:
+            log_name = ref.id if ref.mcp.shared else f"{ref.id} ({organisation})"
             connection = McpConnection(
                 ref.mcp,
                 label=ref.id,
-                log_name=ref.id if ref.mcp.shared else f"{ref.id} ({organisation})",
+                log_name=f"{log_name} for an end user" if subject else log_name,
+                bearer=self._bearer(organisation, ref, subject),
                 list_ttl_s=self.list_ttl_s,
                 max_result_chars=self.max_result_chars,
                 connect_timeout_s=self.connect_timeout_s,
@@ -138,7 +199,12 @@ class McpManager:
         """
         connections = {
             id(c): c
-            for c in (self._connection(organisation, ref) for organisation, ref in placements if ref.mcp is not None)
+            for c in (
+                self._connection(organisation, ref)
+                for organisation, ref in placements
+                # A per-user server has no organisation connection: each end user's opens on their first call.
+                if ref.mcp is not None and not _per_user(ref)
+            )
         }
         if not connections:
             return
@@ -183,6 +249,8 @@ class McpManager:
 
     async def tools_for(self, ref: PluginRef, *, organisation: str) -> list[ToolSpec]:
         """The organisation's plugin's tools as ToolSpecs (original MCP names); [] while its server is down."""
+        if _per_user(ref):
+            return await self._per_user_tools(ref, organisation)
         connection = self._connection(organisation, ref)
         if connection.starting:
             # A plugin first seen now (not passed to start()) gets its start-up wait.
@@ -211,6 +279,177 @@ class McpManager:
             specs.append(self._read_resource_spec(ref.id, connection))
         self._specs[cache_key] = (generation, len(tools), specs)
         return list(specs)
+
+    # ----- servers authorized per end user -----------------------------------------------------
+
+    def _user_connections(self, ref: PluginRef, organisation: str) -> list[McpConnection]:
+        assert ref.mcp is not None
+        scope, config, _ = _scope(organisation, ref.mcp)
+        return [c for (o, k, who), c in self._connections.items() if (o, k) == (scope, config) and who]
+
+    async def _per_user_tools(self, ref: PluginRef, organisation: str) -> list[ToolSpec]:
+        """The tools of any end user's connection (all run as the calling user), or the authorize tool."""
+        assert ref.mcp is not None
+        remembered_key = (organisation, config_key(ref.mcp), ref.id)
+        connections = self._user_connections(ref, organisation)
+        now = time.monotonic()
+        if (
+            not connections
+            and self.upstream_auth is not None
+            and remembered_key not in self._user_tools
+            and now - self._user_probed.get(remembered_key, -math.inf) >= _USER_PROBE_EVERY_S
+        ):
+            # After a restart: learn the tool list through a user who authorized earlier.
+            self._user_probed[remembered_key] = now
+            known = [a["subject"] for a in await self.upstream_auth.authorizations(organisation, ref) if a["subject"]]
+            if known:
+                connection = self._connection(organisation, ref, known[0])
+                self._user_used[_scope(organisation, ref.mcp, known[0])] = now
+                connections = [connection]
+                try:
+                    await asyncio.wait_for(connection.wait_first_attempt(), self.startup_wait_s)
+                except TimeoutError:
+                    pass
+        lister = next((c for c in connections if c.offered_tools()), None)
+        if lister is None:
+            remembered = self._user_tools.get(remembered_key)
+            return list(remembered) if remembered else [self._authorize_spec(ref, organisation)]
+        tools = lister.offered_tools()
+        cache_key = (id(lister), ref.id)
+        cached = self._specs.get(cache_key)
+        if cached is not None and cached[:2] == (lister.tools_generation, len(tools)):
+            return list(cached[2])
+        specs = [self._user_spec(ref, organisation, tool) for tool in tools]
+        self._specs[cache_key] = (lister.tools_generation, len(tools), specs)
+        self._user_tools[remembered_key] = specs
+        return list(specs)
+
+    def _sweep_idle_user_connections(self, now: float, *, keep: tuple[str, str, str]) -> None:
+        """Close end users' connections nobody used for ``user_idle_s`` (checked at most once a minute)."""
+        if now - self._swept_at < min(60.0, self.user_idle_s):
+            return
+        self._swept_at = now
+        for key, connection in list(self._connections.items()):
+            if not key[2] or key == keep or connection.busy:
+                continue
+            if now - self._user_used.get(key, connection.created_at) < self.user_idle_s:
+                continue
+            del self._connections[key]
+            self._user_used.pop(key, None)
+            for spec_key in [k for k in self._specs if k[0] == id(connection)]:
+                del self._specs[spec_key]
+            task = asyncio.create_task(connection.aclose())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    def _authorize_spec(self, ref: PluginRef, organisation: str) -> ToolSpec:
+        async def invoke(arguments: dict[str, Any], ctx: ToolContext) -> str | ToolResult:
+            await self._user_connection(ref, organisation, ctx)
+            return (
+                f"The user has authorized {ref.id}: its tools are offered from the next request on."
+            )
+
+        return ToolSpec(
+            plugin_id=ref.id,
+            name=AUTHORIZE_TOOL,
+            description=(
+                f"Connect {ref.id} to the user's own account: its tools act as the user, who must "
+                "authorize it first. Returns a link for the user to open; the tools are offered once they have."
+            ),
+            parameters=_NO_ARGUMENTS,
+            invoke=invoke,
+            source="mcp",
+            annotations={"readOnlyHint": True},
+        )
+
+    def _user_spec(self, ref: PluginRef, organisation: str, tool: Any) -> ToolSpec:
+        name: str = tool.name
+
+        async def invoke(arguments: dict[str, Any], ctx: ToolContext) -> str | ToolResult:
+            return await self._call_as_user(ref, organisation, name, arguments, ctx)
+
+        return ToolSpec(
+            plugin_id=ref.id,
+            name=name,
+            description=tool.description or tool.title or name,
+            parameters=dict(tool.input_schema),
+            invoke=invoke,
+            source="mcp",
+            annotations=tool_annotations(tool),
+        )
+
+    async def _call_as_user(
+        self,
+        ref: PluginRef,
+        organisation: str,
+        tool: str,
+        arguments: dict[str, Any],
+        ctx: ToolContext | None,
+        sampling_refusal: str = NO_MODEL_FOR_SAMPLING,
+    ) -> str | ToolResult:
+        connection = await self._user_connection(ref, organisation, ctx)
+        try:
+            return await connection.call_tool(tool, arguments, ctx, sampling_refusal=sampling_refusal)
+        except ToolError:
+            subject = ctx.end_user if ctx is not None else None
+            if subject and self.upstream_auth is not None:
+                # The grant may have ended during the call (revoked upstream): then the user gets the link.
+                try:
+                    await self.upstream_auth.bearer(organisation, ref, subject)
+                except NotAuthorized:
+                    raise ToolError(self._authorize_again(ref, organisation, subject)) from None
+                except OAuthError:
+                    pass
+            raise
+
+    def _authorize_again(self, ref: PluginRef, organisation: str, subject: str) -> str:
+        assert self.upstream_auth is not None
+        link = self.upstream_auth.user_link(organisation, ref, subject)
+        return f"The user has not authorized {ref.id} yet. Give the user this link to authorize it, then try again: {link}"
+
+    async def _user_connection(self, ref: PluginRef, organisation: str, ctx: ToolContext | None) -> McpConnection:
+        """The calling end user's connection; a ToolError with the link if they have not authorized."""
+        subject = ctx.end_user if ctx is not None else None
+        if not subject:
+            raise ToolError(
+                f"{ref.id} acts as the end user, and this request names none: the request must identify "
+                "its user (the 'user' or 'safety_identifier' field, an endpoint session, a WhatsApp contact)."
+            )
+        if len(subject) > MAX_END_USER_CHARS:
+            raise ToolError(f"{ref.id} acts as the end user, whose id is longer than {MAX_END_USER_CHARS} characters.")
+        auth = self.upstream_auth
+        if auth is None:
+            raise ToolError(f"{ref.id} needs OAuth, which this gateway is not set up for.")
+        try:
+            await auth.bearer(organisation, ref, subject)
+        except NotAuthorized:
+            link = auth.user_link(organisation, ref, subject)
+            message = f"To use {ref.id}, the user must first connect their account. Open this link to authorize it: {link}"
+            accepted = False
+            if ctx is not None and ctx.ask_user_to_open is not None:
+                # /mcp can show the link to its client's user (URL elicitation) and wait for them.
+                accepted = await ctx.ask_user_to_open(message, link)
+            if not accepted:
+                raise ToolError(self._authorize_again(ref, organisation, subject)) from None
+            try:
+                await auth.bearer(organisation, ref, subject)
+            except NotAuthorized:
+                raise ToolError(f"The user has not completed the authorization of {ref.id}: {link}") from None
+        except OAuthError as exc:
+            raise ToolError(f"{ref.id}: cannot obtain the user's token: {exc}") from None
+        connection = self._connection(organisation, ref, subject)
+        now = time.monotonic()
+        key = _scope(organisation, ref.mcp, subject)  # type: ignore[arg-type]  # an MCP plugin
+        self._user_used[key] = now
+        self._sweep_idle_user_connections(now, keep=key)
+        if connection.starting:
+            try:
+                await asyncio.wait_for(connection.wait_first_attempt(), connection.connect_timeout_s)
+            except TimeoutError:
+                raise ToolError(connection.unavailable_message()) from None
+        return connection
+
+    # ----- specs ----------------------------------------------------------------------------------
 
     @staticmethod
     def _spec(plugin_id: str, connection: McpConnection, tool: Any) -> ToolSpec:
@@ -265,8 +504,12 @@ class McpManager:
         ``read_resource`` reads a resource of a server that offers resources
         (unless the server has a tool of that name). The server's sampling
         requests during the call go to ``ctx.sample``; without one they are
-        declined with ``sampling_refusal``.
+        declined with ``sampling_refusal``. A per-user server's call runs as ``ctx.end_user``.
         """
+        if _per_user(ref):
+            if tool == AUTHORIZE_TOOL and not any(c.offered_tools() for c in self._user_connections(ref, organisation)):
+                return await self._authorize_spec(ref, organisation).invoke(arguments, ctx or _bare_context(organisation, ref))
+            return await self._call_as_user(ref, organisation, tool, arguments, ctx, sampling_refusal)
         connection = self._connection(organisation, ref)
         if connection.starting:
             try:
@@ -276,7 +519,7 @@ class McpManager:
         if tool == READ_RESOURCE_TOOL and connection.offers_resources:
             if not any(t.name == READ_RESOURCE_TOOL for t in connection.tools):
                 spec = self._read_resource_spec(ref.id, connection)
-                context = ctx or ToolContext(organisation_id=organisation, plugin_id=ref.id, request_id="")
+                context = ctx or _bare_context(organisation, ref)
                 result: str | ToolResult = await spec.invoke(arguments, context)
                 return result
         return await connection.call_tool(tool, arguments, ctx, sampling_refusal=sampling_refusal)
@@ -285,10 +528,25 @@ class McpManager:
         """The health entry of the connection serving ``ref`` for ``organisation`` (see :meth:`health`)."""
         if ref.mcp is None:
             raise ValueError(f"plugin '{ref.id}' is not an MCP plugin")
+        if _per_user(ref):
+            return self._per_user_health(ref, organisation)
         connection = self._connections.get(_scope(organisation, ref.mcp))
         if connection is None:
             return _not_started(ref.mcp)
         return connection.health()
+
+    def _per_user_health(self, ref: PluginRef, organisation: str) -> dict[str, Any]:
+        """A per-user server is as healthy as its end users' connections (no connection yet is no failure)."""
+        assert ref.mcp is not None
+        connections = self._user_connections(ref, organisation)
+        ready = [c for c in connections if c.state.value == "ready"]
+        if ready:
+            entry = ready[0].health()
+        elif connections:
+            entry = connections[0].health()
+        else:
+            entry = {**_not_started(ref.mcp), "healthy": True, "state": "per_user", "error": None}
+        return {**entry, "per_user": True, "user_connections": len(connections), "user_connections_ready": len(ready)}
 
     def health(self) -> dict[str, dict[str, Any]]:
         """plugin id -> the state of its server, for authenticated surfaces and logs.
@@ -312,8 +570,21 @@ class McpManager:
         return report
 
     def _entries(self) -> list[tuple[str, str, McpConnection]]:
-        """(report key, plugin id, connection) for every plugin id of every connection (see :meth:`health`)."""
-        pairs = [(plugin_id, c) for c in self._connections.values() for plugin_id in c.plugin_ids]
+        """(report key, plugin id, connection) for every plugin id of every connection (see :meth:`health`).
+
+        A per-user server's end users' connections are one entry (a ready one stands for them):
+        reports and metrics labels stay one per server, however many users it has.
+        """
+        pairs: list[tuple[str, McpConnection]] = []
+        per_user: dict[tuple[str, str], list[McpConnection]] = {}
+        for (scope, config, subject), connection in self._connections.items():
+            if subject:
+                per_user.setdefault((scope, config), []).append(connection)
+            else:
+                pairs.extend((plugin_id, connection) for plugin_id in connection.plugin_ids)
+        for members in per_user.values():
+            standing = next((c for c in members if c.state.value == "ready"), members[0])
+            pairs.extend((plugin_id, standing) for plugin_id in standing.plugin_ids)
         served_by: dict[str, int] = {}
         for plugin_id, _connection in pairs:
             served_by[plugin_id] = served_by.get(plugin_id, 0) + 1
@@ -358,6 +629,8 @@ class McpManager:
         self._closed = True
         connections = list(self._connections.values())
         self._connections.clear()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         self._specs.clear()
         await asyncio.gather(*(c.aclose() for c in connections), return_exceptions=True)
 
@@ -383,6 +656,10 @@ def _described(plugin_id: str, connection: McpConnection) -> dict[str, Any]:
             }
         )
     return {**described, "tool_details": details}
+
+
+def _bare_context(organisation: str, ref: PluginRef) -> ToolContext:
+    return ToolContext(organisation_id=organisation, plugin_id=ref.id, request_id="")
 
 
 def _unique(report: dict[str, Any], plugin_id: str) -> str:

@@ -74,6 +74,15 @@ def _call_key(call: JSON) -> tuple[str, str]:
     return function.get("name") or "", canonical
 
 
+def end_user_of(body: JSON) -> str | None:
+    """The end user a chat body names (``user``, or ``safety_identifier``), for per-user MCP servers."""
+    for field in ("user", "safety_identifier"):
+        value = body.get(field)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
 def upstream_base(body: JSON) -> JSON:
     """The request as the provider gets it: the gateway's own fields removed."""
     base = {k: v for k, v in body.items() if k not in GATEWAY_FIELDS}
@@ -128,6 +137,8 @@ class Orchestrator:
 
     async def run(self, ctx: RequestContext, request: RunRequest, state: RunState) -> AsyncGenerator[Event, None]:
         body = request.body
+        if ctx.end_user is None:
+            ctx.end_user = end_user_of(body)
         guard = ctx.guardrails
         if guard is not None and ctx.guard_input and guard.applies_to("input"):
             body = {**body, "messages": _guard_messages(guard, state, body["messages"])}
@@ -369,6 +380,7 @@ class Orchestrator:
                 config=self.config,
                 on_progress=progress,
                 sampler=sampler,
+                end_user=ctx.end_user,
             )
             guard = ctx.guardrails
             if guard is not None and guard.applies_to("tool_results"):

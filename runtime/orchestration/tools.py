@@ -37,6 +37,7 @@ from runtime.plugin_host.tool import (
     ToolError,
     ToolResult,
     ToolSpec,
+    UrlPrompt,
 )
 from runtime.request import PluginGrant
 from runtime.telemetry import current as telemetry
@@ -358,6 +359,8 @@ async def run_tool_call(
     on_progress: ProgressCallback | None = None,
     sampler: Sampler | None = None,
     elicitor: Elicitor | None = None,
+    end_user: str | None = None,
+    ask_user_to_open: UrlPrompt | None = None,
 ) -> ToolCallFinished:
     """Run one call the model made (see :func:`_execute_tool_call`), under its span, counted in the metrics."""
     execution = _execute_tool_call(
@@ -370,6 +373,8 @@ async def run_tool_call(
         on_progress=on_progress,
         sampler=sampler,
         elicitor=elicitor,
+        end_user=end_user,
+        ask_user_to_open=ask_user_to_open,
     )
     function = call.get("function") or {}
     name = function.get("name") or ""
@@ -397,6 +402,8 @@ async def _execute_tool_call(
     on_progress: ProgressCallback | None = None,
     sampler: Sampler | None = None,
     elicitor: Elicitor | None = None,
+    end_user: str | None = None,
+    ask_user_to_open: UrlPrompt | None = None,
 ) -> ToolCallFinished:
     """Run one call the model made; every failure becomes a result the model can read.
 
@@ -494,6 +501,8 @@ async def _execute_tool_call(
                 progress=progress,
                 sample=sample,
                 elicit=elicit,
+                end_user=end_user,
+                ask_user_to_open=ask_user_to_open,
             )
             result = await bound.spec.invoke(arguments, tool_ctx)
     except TimeoutError as exc:

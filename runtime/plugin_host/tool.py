@@ -100,6 +100,8 @@ Sampler = Callable[[SamplingRequest], Awaitable[SamplingResult]]
 # ``url`` and ``elicitationId``) in, the answer (``action``, ``content``) out.
 Elicitor = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 ProgressReporter = Callable[[float, float | None, str | None], None]
+# (message, url) -> whether the person opened it and finished there.
+UrlPrompt = Callable[[str, str], Awaitable[bool]]
 
 
 def _ignore_progress(progress: float, total: float | None, message: str | None) -> None:
@@ -124,6 +126,13 @@ class ToolContext:
     # Ask the person behind the request (an MCP server's elicitation); None where there is
     # nobody to ask (inside the loop, or a /mcp client without the elicitation capability).
     elicit: Elicitor | None = None
+    # The person the request acts for, when the request identifies one (its `user` or
+    # `safety_identifier`, an endpoint session's user, a WhatsApp contact, the OAuth subject
+    # on /mcp): an MCP server authorized per end user runs the call with their token.
+    end_user: str | None = None
+    # Show a person a link to open and wait for them (MCP URL elicitation on /mcp): True once
+    # they say they have. None where nobody can be asked inside the call.
+    ask_user_to_open: UrlPrompt | None = None
 
 
 Invoke = Callable[[dict[str, Any], ToolContext], Awaitable[Any]]

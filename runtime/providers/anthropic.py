@@ -16,11 +16,16 @@ from runtime.config import ProviderConfig
 from runtime.errors import UpstreamError
 from runtime.json_types import JSON
 from runtime.providers.anthropic_translate import (
+    ANTHROPIC_BETA,
     ANTHROPIC_VERSION,
+    NATIVE_CARRY,
     StreamTranslator,
+    betas_for,
     from_anthropic_response,
+    ignored_chat_params,
     to_anthropic_request,
     upstream_error,
+    with_native_carry,
 )
 from runtime.providers.base import encode_body, request_headers
 from runtime.providers.http import ReadBounds, UpstreamClient, retry_after
@@ -59,10 +64,29 @@ class AnthropicProvider:
         }
         if config.api_key:
             headers["x-api-key"] = config.api_key
+        # The provider's own betas (configured headers) are merged with each request's, never replaced.
+        self._betas = next((v for k, v in headers.items() if k.lower() == ANTHROPIC_BETA), None)
+        headers = {k: v for k, v in headers.items() if k.lower() != ANTHROPIC_BETA}
         self._http = UpstreamClient(config.id, headers=headers, bounds=ReadBounds.of(config), max_connections=config.max_connections)
 
-    async def _post(self, request: JSON, request_id: str | None) -> JSON:
-        reply = await self._http.post(self._url, encode_body(request), request_headers(request_id))
+    def _target(self, request: JSON, carry: Any) -> tuple[str, dict[str, str] | None]:
+        """The URL (``?beta=true`` when the client called the beta API) and the headers of one call."""
+        carry = carry if isinstance(carry, dict) else {}
+        client_betas = [str(b) for b in carry.get("betas") or ()]
+        headers: dict[str, str] = {}
+        betas = betas_for(request, client_betas, self._betas)
+        if betas:
+            headers[ANTHROPIC_BETA] = betas
+        url = f"{self._url}?beta=true" if carry.get("beta_query") else self._url
+        return url, headers
+
+    def _headers(self, target: dict[str, str] | None, request_id: str | None) -> dict[str, str] | None:
+        extra = request_headers(request_id)
+        return {**(extra or {}), **(target or {})} or None
+
+    async def _post(self, request: JSON, request_id: str | None, carry: Any = None) -> JSON:
+        url, target = self._target(request, carry)
+        reply = await self._http.post(url, encode_body(request), self._headers(target, request_id))
         if reply.status != 200:
             raise _http_error(reply.status, reply.headers, reply.body)
         try:
@@ -71,9 +95,10 @@ class AnthropicProvider:
             raise UpstreamError("Anthropic returned a body that is not JSON", status=200) from exc
         return message
 
-    async def _events(self, request: JSON, request_id: str | None, finished: list[bool]) -> AsyncGenerator[JSON, None]:
+    async def _events(self, request: JSON, request_id: str | None, finished: list[bool], carry: Any = None) -> AsyncGenerator[JSON, None]:
         """The stream's events; ``finished[0]`` is set by the caller once it saw the last one."""
-        stream = await self._http.open_stream(self._url, encode_body(request), request_headers(request_id))
+        url, target = self._target(request, carry)
+        stream = await self._http.open_stream(url, encode_body(request), self._headers(target, request_id))
         try:
             if stream.status != 200:
                 raise _http_error(stream.status, stream.headers, await stream.read())
@@ -88,13 +113,20 @@ class AnthropicProvider:
         finally:
             self._http.close_stream(stream)
 
-    async def chat(self, body: JSON, *, request_id: str | None = None) -> JSON:
+    def ignored_chat_params(self, body: JSON) -> list[str]:
+        """The chat-completions fields this provider drops (named by the front door)."""
+        return ignored_chat_params(body, self.default_max_tokens)
+
+    def _request(self, body: JSON) -> JSON:
         request = to_anthropic_request(body, default_max_tokens=self.default_max_tokens)
-        message = await self._post(request, request_id)
+        return with_native_carry(request, body)
+
+    async def chat(self, body: JSON, *, request_id: str | None = None) -> JSON:
+        message = await self._post(self._request(body), request_id, body.get(NATIVE_CARRY))
         return from_anthropic_response(message, created=int(time.time()))
 
     async def stream_chat(self, body: JSON, *, request_id: str | None = None) -> AsyncGenerator[JSON, None]:
-        request = to_anthropic_request(body, default_max_tokens=self.default_max_tokens)
+        request = self._request(body)
         request["stream"] = True
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         translator = StreamTranslator(
@@ -106,7 +138,7 @@ class AnthropicProvider:
         held: list[JSON] = []
         started = False
         finished = [False]
-        events = self._events(request, request_id, finished)
+        events = self._events(request, request_id, finished, body.get(NATIVE_CARRY))
         try:
             async for event in events:
                 chunks = translator.feed(event)
@@ -129,9 +161,13 @@ class AnthropicProvider:
     # -- native: the client's own Messages request, for the /v1/messages front door -------------------
 
     async def messages(self, body: JSON, *, request_id: str | None = None) -> JSON:
-        """Send an Anthropic Messages body as it is; the Messages response as it comes."""
+        """Send an Anthropic Messages body as it is; the Messages response as it comes.
+
+        The client's betas and ``?beta=true`` ride in :data:`NATIVE_CARRY`, which never goes upstream.
+        """
         body.pop("stream", None)
-        return await self._post(body, request_id)
+        carry = body.pop(NATIVE_CARRY, None)
+        return await self._post(body, request_id, carry)
 
     async def stream_messages(self, body: JSON, *, request_id: str | None = None) -> AsyncGenerator[JSON, None]:
         """Stream an Anthropic Messages body's events as they come.
@@ -142,7 +178,9 @@ class AnthropicProvider:
         """
         held: JSON | None = None
         finished = [False]
-        events = self._events({**body, "stream": True}, request_id, finished)
+        carry = body.get(NATIVE_CARRY)
+        request = {k: v for k, v in body.items() if k != NATIVE_CARRY}
+        events = self._events({**request, "stream": True}, request_id, finished, carry)
         try:
             async for event in events:
                 kind = event.get("type")

@@ -8,16 +8,25 @@ reasons, usage and errors to Anthropic's, from the same tables.
 Pure functions and one small state machine (:class:`StreamTranslator`); no I/O,
 so every rule here is unit-tested without a network.
 
-Request parameters are handled in one of three ways (see ``_REFUSED`` and
-``_DROPPED``): translated; *dropped*, when leaving them out cannot change the
-answer (``seed``, ``store``, ``metadata``, ``service_tier``, ``prediction``,
-``prompt_cache_key``, zero penalties, ``n: 1``, ``logprobs: false``,
-``response_format: {"type": "text"}``, an image's ``detail``, a message's
-``name``); or *refused* with ``400 unsupported_parameter`` naming the
-parameter, when Anthropic cannot honour them (``n > 1``, ``logprobs``,
-``top_logprobs``, ``logit_bias``, non-zero penalties, JSON ``response_format``,
-``reasoning_effort``, audio, ``web_search_options``, ``temperature > 1``).
+Request parameters are handled in one of four ways: translated
+(``reasoning_effort`` becomes an extended-thinking budget, :data:`THINKING_BUDGETS`);
+*dropped*, when leaving them out cannot change the answer (``seed``, ``store``,
+``metadata``, ``service_tier``, ``prediction``, ``prompt_cache_key``, zero
+penalties, ``n: 1``, ``logprobs: false``, ``response_format: {"type": "text"}``,
+an image's ``detail``, a message's ``name``); *ignored and named*
+(:func:`ignored_chat_params`, which the front door reports in
+``x-plugway-ignored-params`` or refuses under ``unsupported_params: refuse``),
+when Anthropic cannot honour them (``n > 1``, ``logprobs``, ``top_logprobs``,
+``logit_bias``, non-zero penalties, JSON ``response_format``, a
+``reasoning_effort`` that cannot become a budget, audio, ``web_search_options``,
+``temperature > 1``, sampling settings thinking refuses); or *refused* with
+``400 unsupported_parameter``: the legacy ``functions`` / ``function_call``.
 Unknown keys (gateway extensions such as ``enabled_plugin_ids``) are ignored.
+
+Reasoning state (signed ``thinking`` / ``redacted_thinking`` blocks) rides on
+the chat message under ``reasoning_parts`` (:mod:`runtime.reasoning`): read
+from answers and streams, re-emitted at the start of the assistant turn on the
+next round, as Anthropic requires when a tool round follows.
 """
 
 from __future__ import annotations
@@ -29,8 +38,11 @@ import orjson
 
 from runtime.errors import UpstreamError, invalid_request, unsupported_parameter
 from runtime.json_types import JSON
+from runtime.reasoning import ANTHROPIC, REASONING_PARTS, parts_of, tagged
 
 ANTHROPIC_VERSION = "2023-06-01"
+# The blocks that hold a model's signed reasoning: echoed back unchanged on the next tool round.
+THINKING_BLOCKS = frozenset({"thinking", "redacted_thinking"})
 
 # Output ceilings differ by family; these are defaults for a request that sets
 # no limit (Anthropic requires one), not the hard maxima, so that a forgotten
@@ -89,64 +101,82 @@ def default_max_tokens_for(model: str, fallback: int) -> int:
 # ---------------------------------------------------------------------------
 
 
-def _refuse_unsupported(body: JSON) -> None:
+# reasoning_effort as an extended-thinking budget (Anthropic's minimum is 1024 tokens);
+# "none" is thinking left off, which is what Anthropic does without a ``thinking`` field.
+THINKING_BUDGETS = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 16384, "xhigh": 32768}
+MIN_THINKING_BUDGET = 1024
+
+
+def _max_tokens(body: JSON, default_max_tokens: int) -> Any:
+    max_tokens = body.get("max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = body.get("max_tokens")
+    if max_tokens is None:
+        max_tokens = default_max_tokens_for(str(body.get("model") or ""), default_max_tokens)
+    return max_tokens
+
+
+def thinking_for(body: JSON, default_max_tokens: int = 4096) -> JSON | None:
+    """The ``thinking`` a chat body's ``reasoning_effort`` asks for, or None (off, or not carried)."""
+    budget = THINKING_BUDGETS.get(str(body.get("reasoning_effort")))
+    max_tokens = _max_tokens(body, default_max_tokens)
+    if budget is None or not isinstance(max_tokens, int) or max_tokens <= MIN_THINKING_BUDGET:
+        return None
+    choice = body.get("tool_choice")
+    if choice == "required" or isinstance(choice, dict):
+        return None  # Anthropic's thinking allows only tool_choice auto or none
+    return {"type": "enabled", "budget_tokens": min(budget, max_tokens - 1)}
+
+
+def ignored_chat_params(body: JSON, default_max_tokens: int = 4096) -> list[str]:
+    """The chat-completions fields an Anthropic model cannot honour: dropped, and named by the door.
+
+    Legacy ``functions`` / ``function_call`` are not here: they stay refused
+    (:func:`to_anthropic_request`).
+    """
+    ignored: list[str] = []
     n = body.get("n")
     if n is not None and n != 1:
-        raise unsupported_parameter("n", "'n' greater than 1 is not supported by Anthropic models.")
+        ignored.append("n")
     if body.get("logprobs"):
-        raise unsupported_parameter("logprobs", "'logprobs' is not supported by Anthropic models.")
+        ignored.append("logprobs")
     if body.get("top_logprobs") is not None:
-        raise unsupported_parameter(
-            "top_logprobs", "'top_logprobs' is not supported by Anthropic models."
-        )
+        ignored.append("top_logprobs")
     if body.get("logit_bias"):
-        raise unsupported_parameter(
-            "logit_bias", "'logit_bias' is not supported by Anthropic models."
-        )
-    for penalty in ("presence_penalty", "frequency_penalty"):
-        if body.get(penalty):
-            raise unsupported_parameter(
-                penalty, f"A non-zero '{penalty}' is not supported by Anthropic models."
-            )
+        ignored.append("logit_bias")
+    ignored.extend(penalty for penalty in ("presence_penalty", "frequency_penalty") if body.get(penalty))
     response_format = body.get("response_format")
-    if response_format is not None and (
-        not isinstance(response_format, dict) or response_format.get("type") != "text"
-    ):
-        raise unsupported_parameter(
-            "response_format",
-            "JSON 'response_format' is not supported by Anthropic models; describe the format in the prompt.",
-        )
-    # Extended thinking needs its signed blocks echoed back on the next tool round,
-    # which the OpenAI shape cannot carry; refusing beats failing mid-orchestration.
-    if body.get("reasoning_effort") is not None:
-        raise unsupported_parameter(
-            "reasoning_effort", "'reasoning_effort' is not supported for Anthropic models."
-        )
+    if response_format is not None and (not isinstance(response_format, dict) or response_format.get("type") != "text"):
+        ignored.append("response_format")
+    effort = body.get("reasoning_effort")
+    thinking = thinking_for(body, default_max_tokens)
+    if effort is not None and effort != "none" and thinking is None:
+        ignored.append("reasoning_effort")
     if body.get("audio") is not None:
-        raise unsupported_parameter("audio", "Audio output is not supported by Anthropic models.")
+        ignored.append("audio")
     modalities = body.get("modalities")
     if modalities and any(m != "text" for m in modalities):
-        raise unsupported_parameter(
-            "modalities", "Only text output is supported by Anthropic models."
-        )
+        ignored.append("modalities")
     if body.get("web_search_options") is not None:
-        raise unsupported_parameter(
-            "web_search_options", "'web_search_options' is not supported by Anthropic models."
-        )
+        ignored.append("web_search_options")
     verbosity = body.get("verbosity")
     if verbosity is not None and verbosity != "medium":
-        raise unsupported_parameter(
-            "verbosity", "'verbosity' is not supported by Anthropic models."
-        )
+        ignored.append("verbosity")
+    temperature = body.get("temperature")
+    if isinstance(temperature, int | float) and (temperature > 1 or (thinking is not None and temperature != 1)):
+        ignored.append("temperature")  # above Anthropic's range, or set beside thinking (which refuses it)
+    if thinking is not None and body.get("top_k") is not None:
+        ignored.append("top_k")
+    top_p = body.get("top_p")
+    if thinking is not None and isinstance(top_p, int | float) and top_p < 0.95:
+        ignored.append("top_p")
+    return ignored
+
+
+def _refuse_legacy(body: JSON) -> None:
     for legacy in ("functions", "function_call"):
         if body.get(legacy) is not None:
             raise unsupported_parameter(legacy)
-    temperature = body.get("temperature")
-    if isinstance(temperature, int | float) and temperature > 1:
-        raise unsupported_parameter(
-            "temperature",
-            "Anthropic models accept 'temperature' between 0 and 1; clamping would change the answer.",
-        )
 
 
 def _safe_tool_id(tool_id: str) -> str:
@@ -316,7 +346,9 @@ def _turns(messages: list[Any]) -> tuple[list[str], list[JSON]]:
         elif role == "assistant":
             if message.get("function_call") is not None:
                 raise unsupported_parameter(f"{param}.function_call")
-            blocks = _content_blocks(content, f"{param}.content", allow_media=False)
+            # Signed thinking opens the turn, as Anthropic produced it and requires it back.
+            blocks = [dict(part) for part in parts_of(message, ANTHROPIC)]
+            blocks += _content_blocks(content, f"{param}.content", allow_media=False)
             if not blocks and message.get("refusal"):
                 blocks = [b for b in [_text_block(message["refusal"])] if b]
             for k, call in enumerate(message.get("tool_calls") or []):
@@ -381,7 +413,8 @@ def to_anthropic_request(body: JSON, *, default_max_tokens: int = 4096) -> JSON:
     Raises :class:`GatewayError` (400) for parameters Anthropic cannot honour.
     ``stream`` is left to the caller.
     """
-    _refuse_unsupported(body)
+    _refuse_legacy(body)
+    ignored = set(ignored_chat_params(body, default_max_tokens))
     messages = body.get("messages")
     if not isinstance(messages, list):
         raise invalid_request("'messages' must be an array.", param="messages")
@@ -391,17 +424,16 @@ def to_anthropic_request(body: JSON, *, default_max_tokens: int = 4096) -> JSON:
             "At least one non-empty user or assistant message is required.", param="messages"
         )
     model = str(body.get("model") or "")
-    max_tokens = body.get("max_completion_tokens")
-    if max_tokens is None:
-        max_tokens = body.get("max_tokens")
-    if max_tokens is None:
-        max_tokens = default_max_tokens_for(model, default_max_tokens)
+    max_tokens = _max_tokens(body, default_max_tokens)
     request: JSON = {"model": model, "max_tokens": max_tokens, "messages": turns}
     if system:
         request["system"] = "\n\n".join(system)
     for key in ("temperature", "top_p", "top_k"):
-        if body.get(key) is not None:
+        if body.get(key) is not None and key not in ignored:
             request[key] = body[key]
+    thinking = thinking_for(body, default_max_tokens)
+    if thinking is not None:
+        request["thinking"] = thinking
     stop = body.get("stop")
     if stop:
         request["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
@@ -427,6 +459,81 @@ def to_anthropic_request(body: JSON, *, default_max_tokens: int = 4096) -> JSON:
             ]
             request["tool_choice"] = {"type": "none"}
     return request
+
+
+# ---------------------------------------------------------------------------
+# the client's own Messages request, carried through the loop
+# ---------------------------------------------------------------------------
+
+# A chat body key the /v1/messages door sets when every model along the chain is Anthropic's:
+# the client's request as it came, so that each round sends it natively with only the loop's
+# own turns and plugin tools translated. Never on a wire: the Anthropic adapter removes it.
+NATIVE_CARRY = "anthropic_native"
+# The beta Anthropic needs for thinking between tool calls (Claude 4 models before adaptive thinking).
+INTERLEAVED_THINKING_BETA = "interleaved-thinking-2025-05-14"
+ANTHROPIC_BETA = "anthropic-beta"
+# Fields of the client's body that the loop decides round by round.
+_LOOP_FIELDS = frozenset({"model", "messages", "tools", "tool_choice", "stream", "mcp_servers", NATIVE_CARRY})
+
+
+def native_carry(body: JSON | None, *, betas: list[str], beta_query: bool, prefix: int | None = None) -> JSON:
+    """What :data:`NATIVE_CARRY` holds: the client's body, its betas, and how many chat messages its
+    own ``messages`` became (``prefix``; None when they must be sent translated)."""
+    return {"body": body, "betas": betas, "beta_query": beta_query, "prefix": prefix}
+
+
+def _as_blocks(content: Any) -> list[Any]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    return list(content or [])
+
+
+def _joined(head: list[JSON], tail: list[JSON]) -> list[JSON]:
+    """The client's turns then the loop's, one turn where the roles meet (a prefilled assistant turn)."""
+    out = list(head)
+    for turn in tail:
+        if out and out[-1].get("role") == turn["role"]:
+            out[-1] = {**out[-1], "content": _as_blocks(out[-1].get("content")) + turn["content"]}
+        else:
+            out.append(turn)
+    return out
+
+
+def with_native_carry(request: JSON, chat_body: JSON) -> JSON:
+    """A translated round's request with the client's own Messages request put back.
+
+    Every field of the client's body goes as it came (``thinking``,
+    ``context_management``, ``output_config``, ``metadata``, ``system`` with its
+    ``cache_control``, fields plugway does not know); the client's messages go
+    verbatim, followed by the loop's rounds translated (their thinking first);
+    the client's tools verbatim, then the plugin tools of this round.
+    """
+    carry = chat_body.get(NATIVE_CARRY)
+    if not isinstance(carry, dict) or not isinstance(carry.get("body"), dict):
+        return request
+    native: JSON = carry["body"]
+    out = {**request, **{k: v for k, v in native.items() if k not in _LOOP_FIELDS}}
+    prefix = carry.get("prefix")
+    if isinstance(prefix, int) and isinstance(native.get("messages"), list):
+        _, tail = _turns(list(chat_body.get("messages") or [])[prefix:])
+        out["messages"] = _joined(native["messages"], tail)
+    client_tools = [t for t in native.get("tools") or () if isinstance(t, dict)]
+    if client_tools:
+        names = {t.get("name") for t in client_tools}
+        offered = [t for t in request.get("tools") or () if t.get("name") not in names]
+        out["tools"] = client_tools + offered
+    return out
+
+
+def betas_for(request: JSON, client_betas: list[str], configured: str | None = None) -> str | None:
+    """The ``anthropic-beta`` header: the provider's own, the client's, and any plugway's request needs."""
+    betas = [b.strip() for b in (configured or "").split(",") if b.strip()]
+    betas += client_betas
+    thinking = request.get("thinking")
+    if isinstance(thinking, dict) and thinking.get("type") == "enabled" and request.get("tools"):
+        betas.append(INTERLEAVED_THINKING_BETA)
+    merged = list(dict.fromkeys(betas))
+    return ", ".join(merged) if merged else None
 
 
 def _tool_names_in(turns: list[JSON]) -> list[str]:
@@ -487,9 +594,12 @@ def from_anthropic_response(message: JSON, *, created: int) -> JSON:
     """Translate a Messages API response into an OpenAI ``chat.completion``."""
     texts: list[str] = []
     tool_calls: list[JSON] = []
+    thinking: list[JSON] = []
     for block in message.get("content") or []:
         kind = block.get("type")
-        if kind == "text":
+        if kind in THINKING_BLOCKS:
+            thinking.append(block)
+        elif kind == "text":
             texts.append(block.get("text") or "")
         elif kind == "tool_use":
             tool_calls.append(
@@ -502,7 +612,7 @@ def from_anthropic_response(message: JSON, *, created: int) -> JSON:
                     },
                 }
             )
-        # thinking, redacted_thinking and server-tool blocks are not part of the answer.
+        # server-tool blocks are not part of the answer; thinking rides along for the next round.
     text = "".join(texts)
     reply: JSON = {
         "role": "assistant",
@@ -511,6 +621,8 @@ def from_anthropic_response(message: JSON, *, created: int) -> JSON:
     }
     if tool_calls:
         reply["tool_calls"] = tool_calls
+    if thinking:
+        reply[REASONING_PARTS] = tagged(ANTHROPIC, thinking)
     return {
         "id": completion_id(str(message.get("id") or "")),
         "object": "chat.completion",
@@ -584,6 +696,8 @@ class StreamTranslator:
         self._tool_index: dict[int, int] = {}
         self._tool_has_arguments: dict[int, bool] = {}
         self._text_blocks: set[int] = set()
+        # Anthropic block index -> the thinking block being assembled (thinking_delta, signature_delta).
+        self._thinking: dict[int, JSON] = {}
 
     @property
     def usage(self) -> JSON:
@@ -616,6 +730,9 @@ class StreamTranslator:
             return self._block_delta(int(event.get("index", 0)), event.get("delta") or {})
         if kind == "content_block_stop":
             index = int(event.get("index", 0))
+            if index in self._thinking:
+                # A whole, signed block: the part goes out once, complete (runtime.reasoning).
+                return [self._chunk({REASONING_PARTS: tagged(ANTHROPIC, [self._thinking.pop(index)])})]
             if index in self._tool_index and not self._tool_has_arguments[index]:
                 # A call without arguments streams no fragment; OpenAI clients expect "{}".
                 self._tool_has_arguments[index] = True
@@ -650,6 +767,9 @@ class StreamTranslator:
 
     def _block_start(self, index: int, block: JSON) -> list[JSON]:
         kind = block.get("type")
+        if kind in THINKING_BLOCKS:
+            self._thinking[index] = dict(block)
+            return []
         if kind == "text":
             self._text_blocks.add(index)
             text = block.get("text") or ""
@@ -682,7 +802,12 @@ class StreamTranslator:
                 return []
             self._tool_has_arguments[index] = True
             return [self._arguments_chunk(index, fragment)]
-        return []  # thinking_delta, signature_delta, citations_delta: not part of the answer
+        block = self._thinking.get(index)
+        if block is not None and kind == "thinking_delta":
+            block["thinking"] = (block.get("thinking") or "") + str(delta.get("thinking") or "")
+        elif block is not None and kind == "signature_delta":
+            block["signature"] = (block.get("signature") or "") + str(delta.get("signature") or "")
+        return []  # citations_delta and thinking so far: not part of the answer
 
 
 # ---------------------------------------------------------------------------
@@ -752,6 +877,10 @@ def _openai_parts(blocks: Any, param: str) -> list[JSON]:
                 parts.append({"type": "text", "text": str(source.get("data") or "")})
             else:
                 raise unsupported_parameter(block_param, "Documents must be base64 PDFs or text.")
+        elif kind == "tool_reference" and isinstance(block.get("tool_name"), str):
+            # A tool search's result (Claude Code's ToolSearch): the tool is now loaded. Other models
+            # get every tool in full already; the reference becomes what it says.
+            parts.append({"type": "text", "text": f"Tool {block['tool_name']} loaded."})
         else:
             raise unsupported_parameter(block_param, f"Content block type {kind!r} is not supported here.")
     return parts
@@ -774,7 +903,7 @@ def openai_messages(system: Any, messages: Any, *, server_tool_name: Any = None)
     ``code_execution_tool_result``) becomes the ``run_script`` call of server
     ``plugway`` the model made; the calls the script made (blocks with a
     ``caller``) were never the model's and are left out.
-    Thinking blocks cannot travel through the OpenAI shape and are left out.
+    Thinking blocks ride on the assistant turn they open, under ``reasoning_parts``.
     """
     out: list[JSON] = []
     if system is not None:
@@ -844,12 +973,17 @@ def _assistant_turn(blocks: list[Any], param: str, out: list[JSON], server_tool_
     text: list[str] = []
     calls: list[JSON] = []
     results: list[JSON] = []
+    thinking: list[JSON] = []
 
     def flush() -> None:
         if text or calls:
             turn: JSON = {"role": "assistant", "content": "".join(text) or None}
             if calls:
                 turn["tool_calls"] = list(calls)
+            if thinking:
+                # Signed thinking travels with the turn it opened, verbatim (runtime.reasoning).
+                turn[REASONING_PARTS] = tagged(ANTHROPIC, thinking)
+                thinking.clear()
             out.append(turn)
             out.extend(results)
         text.clear()
@@ -892,8 +1026,10 @@ def _assistant_turn(blocks: list[Any], param: str, out: list[JSON], server_tool_
             calls.append({"id": block["id"], "type": "function", "function": {"name": name, "arguments": orjson.dumps(block.get("input") or {}).decode()}})
         elif kind == "mcp_tool_result":
             results.append({"role": "tool", "tool_call_id": str(block.get("tool_use_id") or ""), "content": _tool_result_content(block, block_param)})
-        elif kind in ("thinking", "redacted_thinking"):
-            continue
+        elif kind in THINKING_BLOCKS:
+            if results:
+                flush()
+            thinking.append(dict(block))
         else:
             raise unsupported_parameter(block_param, f"Assistant content block type {kind!r} is not supported here.")
     flush()

@@ -44,6 +44,11 @@ EMBEDDING_NOTE = f"{LABEL} deterministic vectors from a hash of each input: equa
 _ARITHMETIC = re.compile(r"(?<![\w.])(?:\(?\s*-?\d+(?:\.\d+)?\s*\)?\s*(?:[-+*/^%×÷]|\*\*)\s*)+\(?\s*-?\d+(?:\.\d+)?\s*\)?")
 _SQRT = re.compile(r"(?:square root of|sqrt\s*\(?)\s*(\d+(?:\.\d+)?)\)?", re.I)
 _URL = re.compile(r"https?://[^\s<>\"')]+")
+_BACKTICKED = re.compile(r"`([^`\n]+)`")
+_DEFERRED = re.compile(r"before calling them:\s*([A-Za-z0-9_\-\s]+)")
+_COMMAND_KEYS = ("command", "cmd")
+# Context a coding agent adds to the user's turn (Claude Code's reminders): not what the user asked.
+_REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>", re.S)
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _RECORD_ID = re.compile(r"\b[A-Z]{1,3}-\d{3,}\b")
 _TIME_WORDS = re.compile(r"\b(what time|current time|time is it|time now|the time in|today's date|what day|what's the date|what is the date)\b", re.I)
@@ -65,10 +70,10 @@ def _estimate_tokens(text: str) -> int:
 
 def _message_text(message: JSON) -> str:
     content = message.get("content")
-    if isinstance(content, str):
-        return content
     if isinstance(content, list):
-        return " ".join(str(part.get("text") or "") for part in content if isinstance(part, dict))
+        content = " ".join(str(part.get("text") or "") for part in content if isinstance(part, dict))
+    if isinstance(content, str):
+        return _REMINDER.sub("", content).strip() if "<system-reminder>" in content else content
     return ""
 
 
@@ -224,6 +229,43 @@ def _plan_fetch(text: str, tools: list[JSON]) -> list[Call]:
     return [(fetch, {"url": url.group(0).rstrip(".,;")})] if fetch and url else []
 
 
+def _plan_shell(text: str, tools: list[JSON]) -> list[Call]:
+    """A command in backticks for a tool that runs commands (a coding agent's shell: ``Bash``'s
+    ``command``, ``exec_command``'s ``cmd``): run exactly that, and nothing else this round."""
+    command = _BACKTICKED.search(text)
+    if command is None:
+        return []
+    for tool in tools:
+        function = tool.get("function") or {}
+        properties = (function.get("parameters") or {}).get("properties") or {}
+        for key in _COMMAND_KEYS:
+            if (properties.get(key) or {}).get("type") == "string":
+                return [(str(function.get("name") or ""), {key: command.group(1)})]
+    return []
+
+
+def _deferred(messages: list[JSON], tools: list[JSON]) -> list[JSON]:
+    """Tools an agent names but defers (Claude Code: "... load tool schemas before calling them: A B C"),
+    as schemaless stand-ins, so that planning can tell whether one is wanted."""
+    offered = {(t.get("function") or {}).get("name") for t in tools}
+    names: dict[str, None] = {}
+    for message in messages:
+        content = message.get("content")
+        text = content if isinstance(content, str) else " ".join(str(p.get("text") or "") for p in content or () if isinstance(p, dict))
+        for listed in _DEFERRED.findall(text):
+            names.update(dict.fromkeys(n for n in listed.split() if n not in offered))
+    return [{"type": "function", "function": {"name": n, "parameters": {"type": "object", "properties": {}}}} for n in names]
+
+
+def _search_tool(tools: list[JSON]) -> str | None:
+    """The agent's tool that loads deferred tools by query (Claude Code's ``ToolSearch``)."""
+    for tool in tools:
+        function = tool.get("function") or {}
+        if "deferred tools" in str(function.get("description") or "").lower() and "query" in ((function.get("parameters") or {}).get("properties") or {}):
+            return str(function.get("name"))
+    return None
+
+
 def _plan_named_tools(text: str, tools: list[JSON]) -> list[Call]:
     """Any tool whose name's words all appear in the text (``lookupCustomer``: "look up customer C-1002")."""
     lowered = text.lower()
@@ -250,6 +292,9 @@ PLANNERS: list[Planner] = [_plan_calculation, _plan_time, _plan_dates, _plan_fet
 
 
 def _plan_tool_calls(text: str, tools: list[JSON]) -> list[Call]:
+    shell = _plan_shell(text, tools)
+    if shell:
+        return shell
     calls: list[Call] = []
     for planner in PLANNERS:
         for name, arguments in planner(text, tools):
@@ -473,6 +518,22 @@ def _force_call(name: str, tools: list[JSON], text: str) -> list[tuple[str, JSON
     return []
 
 
+def _loads_tools(message: JSON) -> bool:
+    """An assistant turn that only asked to load deferred tools (``{"query": "select:..."}``)."""
+    calls = message.get("tool_calls") or ()
+    if message.get("role") != "assistant" or not calls:
+        return False
+    return all(str((call.get("function") or {}).get("arguments") or "").replace(" ", "").startswith('{"query":"select:') for call in calls)
+
+
+def _last_calls(messages: list[JSON]) -> set[str]:
+    """The names of the tools the last assistant turn called."""
+    for message in reversed(messages):
+        if message.get("role") == "assistant":
+            return {str((call.get("function") or {}).get("name")) for call in message.get("tool_calls") or ()}
+    return set()
+
+
 class DemoProvider:
     kind = "demo"
 
@@ -488,14 +549,24 @@ class DemoProvider:
         if scripted is not None:
             return scripted
         user_text = ""
-        for message in reversed(messages):
-            if message.get("role") == "user":
+        # Turns after loading deferred tools are the agent's ("Tool loaded."), not the user's.
+        loaded = max((i for i, m in enumerate(messages) if _loads_tools(m)), default=len(messages))
+        for message in reversed(messages[:loaded]):
+            # The last thing the user said (an agent's turn may hold only its own reminders).
+            if message.get("role") == "user" and _message_text(message).strip():
                 user_text = _message_text(message)
                 break
-        if messages and messages[-1].get("role") == "tool":
+        search = _search_tool(tools) if tool_choice != "none" else None
+        deferred = _deferred(messages, tools) if search else []
+        if messages and messages[-1].get("role") == "tool" and not (search and _last_calls(messages) == {search}):
             return self._answer_from_results(body, messages, user_text), []
+        if search and deferred and not (messages and messages[-1].get("role") == "tool"):
+            wanted = [name for name, _ in _plan_tool_calls(user_text, deferred)]
+            if wanted:
+                # Load the deferred tools the request needs first, as the agent asks.
+                return "", [(search, {"query": "select:" + ",".join(wanted)})]
         if tools and tool_choice != "none":
-            calls = _plan_tool_calls(user_text, tools)
+            calls = _plan_tool_calls(user_text, tools + deferred)
             forced = _forced_tool(tool_choice, tools)
             if forced is not None:
                 calls = [call for call in calls if call[0] == forced] or _force_call(forced, tools, user_text)

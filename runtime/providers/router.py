@@ -185,6 +185,16 @@ class ModelRouter:
         """Whether every provider along the model's chain speaks ``api`` natively (a request in it goes as it is)."""
         return all(profile.speaks(api) for _, profile in self._chain_profiles(model))
 
+    def ignored_chat_params(self, model: ModelConfig, body: JSON) -> list[str]:
+        """The chat fields some provider along the chain cannot honour and drops (its adapter's
+        ``ignored_chat_params``), for the door to name or refuse."""
+        names: dict[str, None] = {}
+        for candidate in self._chain(model):
+            ignore = getattr(self.providers.get(candidate.provider), "ignored_chat_params", None)
+            if callable(ignore):
+                names.update(dict.fromkeys(ignore(self._upstream_body(candidate, body))))
+        return list(names)
+
     def provider_kind(self, model: ModelConfig) -> str:
         """The kind of the provider serving ``model``, for messages to people (never to compare)."""
         return self._configs[model.provider].kind

@@ -28,6 +28,7 @@ from sqlmodel import SQLModel
 
 from runtime.config import Settings
 from runtime.requestlog import models  # noqa: F401  (registers the tables)
+from runtime.storage.bulk import insert_rows
 from runtime.storage.db import failure_reason
 from runtime.storage.usage import flush_until_stopped
 from runtime.telemetry.record import RequestRecord
@@ -101,13 +102,14 @@ def entry_row(record: RequestRecord, latency_s: float, at: float) -> tuple[Row, 
 
 
 def write_rows(engine: Engine, rows: list[tuple[Row, Row | None]]) -> None:
-    """Insert the entries (one executemany) and, for those with captured bodies, their bodies."""
+    """Insert the entries (one COPY on PostgreSQL, else one executemany) and, for those with
+    captured bodies, their bodies."""
     entries = SQLModel.metadata.tables["request_log"]
     bodies = SQLModel.metadata.tables["request_log_bodies"]
     plain = [row for row, body in rows if body is None]
     with engine.begin() as connection:
         if plain:
-            connection.execute(insert(entries), plain)
+            insert_rows(connection, entries, plain)
         for row, body in rows:
             if body is None:
                 continue

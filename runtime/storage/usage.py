@@ -53,6 +53,7 @@ from sqlmodel import SQLModel
 
 from runtime.config import Price
 from runtime.storage import models  # noqa: F401  (registers usage_records)
+from runtime.storage.bulk import insert_rows
 from runtime.storage.db import failure_reason, sqlite_file
 from runtime.storage.models import INT64_MAX
 
@@ -169,7 +170,7 @@ class UsageRows:
 
     def insert(self, rows: list[Row]) -> None:
         with self.engine.begin() as connection:
-            connection.execute(self.table.insert(), rows)
+            insert_rows(connection, self.table, rows)
 
     def store(self, batch: list[Row]) -> list[tuple[Row, str]]:
         """Write ``batch``; returns the rows refused, with why, after saving them to the spill file.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any
 
@@ -18,6 +19,7 @@ UNMATCHED_ROUTE = "unmatched"
 
 # An error body larger than this is not parsed for its code (error envelopes are a few hundred bytes).
 MAX_ERROR_BODY = 16_384
+_NAMED_FIELD = re.compile(r"^([A-Za-z_][\w.]*(?:\[\d+\][\w.]*)*): ")
 
 
 def note_error(record: RequestRecord, body: bytes) -> None:
@@ -40,6 +42,10 @@ def note_error(record: RequestRecord, body: bytes) -> None:
     record.error_code = str(code)[:64] if code else None
     record.error_message = str(message)[:2000] if message else None
     param = error.get("param") if isinstance(error, dict) else None
+    if param is None and isinstance(error, dict) and envelope.get("type") == "error" and isinstance(message, str):
+        # Anthropic's envelope has no param: plugway's /v1/messages errors start with it ("messages[3].role: ...").
+        named = _NAMED_FIELD.match(message)
+        param = named.group(1) if named else None
     record.error_param = str(param)[:200] if param is not None else None
 
 

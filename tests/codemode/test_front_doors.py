@@ -39,7 +39,7 @@ def openai_client(server: GatewayServer) -> openai.OpenAI:
 
 
 def claude_client(server: GatewayServer) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=server.url, api_key=server.mint(), max_retries=0, timeout=30)
+    return anthropic.Anthropic(base_url=server.url, api_key=server.mint(), max_retries=0, timeout=30, default_headers={"anthropic-beta": "mcp-client-2025-11-20"})
 
 
 # -- chat completions -----------------------------------------------------------------------------

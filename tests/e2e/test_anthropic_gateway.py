@@ -539,18 +539,17 @@ def test_orchestrated_repeated_call_ends_with_tool_choice_none(
 # ---------------------------------------------------------------------------
 
 
-def test_n_greater_than_one_is_refused(
+def test_n_greater_than_one_is_ignored_and_named(
     client: openai.OpenAI, fake_anthropic: FakeAnthropic
 ) -> None:
-    with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(
-            model=MODEL, messages=[{"role": "user", "content": "two please"}], n=2
-        )
+    fake_anthropic.script([Reply(text="one")])
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": "two please"}], n=2
+    )
 
-    assert caught.value.status_code == 400
-    assert caught.value.code == "unsupported_parameter"
-    assert caught.value.param == "n"
-    assert fake_anthropic.requests == []
+    assert raw.headers["x-plugway-ignored-params"] == "n"
+    assert [c.message.content for c in raw.parse().choices] == ["one"]
+    assert "n" not in fake_anthropic.requests[0].body
 
 
 def test_anthropic_400_becomes_bad_request(

@@ -87,7 +87,18 @@ _TOP_LEVEL_KEYS = frozenset(
         "container",
         "mcp_servers",
         "context_management",
+        "output_config",
     }
+)
+# Betas under which ``role: "system"`` may appear inside ``messages`` (Claude Code 2.1.332 sends
+# such messages with ``per-turn-control-2026-07-01``; earlier ones named ``mid-conversation-system-*``).
+SYSTEM_MESSAGE_BETAS = ("mid-conversation-system", "per-turn-control")
+# What the real API says when a tool round with thinking on lost the turn's thinking.
+THINKING_FIRST = (
+    "Expected `thinking` or `redacted_thinking`, but found `{found}`. When `thinking` is enabled, a final "
+    "`assistant` message must start with a thinking block (preceeding the lastmost set of `tool_use` and "
+    "`tool_result` blocks). We recommend you include thinking blocks from previous turns. To avoid this "
+    "requirement, disable `thinking`."
 )
 _IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 
@@ -103,7 +114,8 @@ class Reply:
 
     text: str | None = None
     tool_use: Sequence[tuple[str, JSON]] = ()
-    thinking: str | None = None
+    thinking: str | None = None  # a signed thinking block first
+    redacted_thinking: bool = False  # then a redacted_thinking block (opaque data)
     stop_reason: str | None = None  # default: "tool_use" with tools, else "end_turn"
     input_tokens: int | None = None  # default: derived from the request size
     output_tokens: int | None = None  # default: derived from the reply size
@@ -163,6 +175,8 @@ class RecordedRequest:
     headers: dict[str, str]
     body: Any
     received_at: float = field(default_factory=time.monotonic)
+    query: str = ""  # the URL's query string (``beta=true`` from the beta SDK)
+    status: int = 0  # what the fake answered
 
 
 class InvalidRequest(Exception):
@@ -243,14 +257,22 @@ def _validate_block(block: Any, where: str, role: str) -> None:
         _require(
             role == "assistant", f"{where}: thinking blocks are only allowed in assistant messages"
         )
+    elif kind == "tool_reference" and where.count(".content.") == 2:
+        # A tool search result naming a deferred tool (the advanced-tool-use beta): it loads that tool.
+        _require(isinstance(block.get("tool_name"), str) and bool(block["tool_name"]), f"{where}.tool_name: Field required")
     else:
         raise InvalidRequest(
             f"{where}: Input tag '{kind}' found using 'type' does not match any of the expected tags"
         )
 
 
-def validate_messages_request(body: Any) -> None:
-    """Raise :class:`InvalidRequest` with Anthropic's wording where the real API would."""
+def validate_messages_request(body: Any, betas: Sequence[str] = ()) -> None:
+    """Raise :class:`InvalidRequest` with Anthropic's wording where the real API would.
+
+    ``betas``: the request's ``anthropic-beta`` values; ``mid-conversation-system-*``
+    allows ``role: "system"`` messages inside ``messages``.
+    """
+    system_role = any(beta.startswith(SYSTEM_MESSAGE_BETAS) for beta in betas)
     _require(isinstance(body, dict), "Input should be an object")
     for key in body:
         _require(key in _TOP_LEVEL_KEYS, f"{key}: Extra inputs are not permitted")
@@ -310,7 +332,7 @@ def validate_messages_request(body: Any) -> None:
             for key in tool:
                 _require(
                     key
-                    in ("name", "description", "input_schema", "cache_control", "type", "strict"),
+                    in ("name", "description", "input_schema", "cache_control", "type", "strict", "defer_loading", "input_examples", "eager_input_streaming"),
                     f"tools.{i}.custom.{key}: Extra inputs are not permitted",
                 )
             _require(name not in tool_names, "tools: Tool names must be unique.")
@@ -346,6 +368,9 @@ def validate_messages_request(body: Any) -> None:
         where = f"messages.{i}"
         _require(isinstance(message, dict), f"{where}: Input should be an object")
         role = message.get("role")
+        if role == "system" and system_role:
+            _require(isinstance(message.get("content"), str | list), f"{where}.content: Field required")
+            continue
         _require(
             role in ("user", "assistant"), f"{where}.role: Input should be 'user' or 'assistant'"
         )
@@ -468,6 +493,10 @@ class FakeAnthropic:
     def __init__(self, *, api_key: str = DEFAULT_API_KEY) -> None:
         self.api_key = api_key
         self.requests: list[RecordedRequest] = []
+        # Every thinking block this server signed (signature -> its text) and redacted data it issued:
+        # a block sent back altered, or never issued, is refused as the real API refuses it.
+        self.signatures: dict[str, str] = {}
+        self.redacted: set[str] = set()
         # Replaces the script for dynamic tests: called with the request body.
         self.responder: Callable[[JSON], Step] | None = None
         self._steps: deque[Step] = deque()
@@ -492,6 +521,8 @@ class FakeAnthropic:
             self._steps.clear()
             self.requests.clear()
             self.responder = None
+            self.signatures.clear()
+            self.redacted.clear()
 
     @property
     def remaining_steps(self) -> int:
@@ -546,9 +577,13 @@ class FakeAnthropic:
             body: Any = orjson.loads(raw)
         except orjson.JSONDecodeError:
             body = None
-        self.requests.append(
-            RecordedRequest(request.method, request.url.path, dict(request.headers), body)
-        )
+        recorded = RecordedRequest(request.method, request.url.path, dict(request.headers), body, query=request.url.query)
+        self.requests.append(recorded)
+        response = await self._answer(request, body)
+        recorded.status = response.status_code
+        return response
+
+    async def _answer(self, request: Request, body: Any) -> Response:
         bearer = request.headers.get("authorization", "")
         key = request.headers.get("x-api-key") or (
             bearer[7:] if bearer.startswith("Bearer ") else ""
@@ -561,8 +596,10 @@ class FakeAnthropic:
             return self._error(400, "anthropic-version: header is required")
         if body is None:
             return self._error(400, "There was an error parsing the body of your request")
+        betas = [b.strip() for b in request.headers.get("anthropic-beta", "").split(",") if b.strip()]
         try:
-            validate_messages_request(body)
+            validate_messages_request(body, betas)
+            self._check_thinking(body)
         except InvalidRequest as exc:
             return self._error(400, str(exc))
 
@@ -589,6 +626,33 @@ class FakeAnthropic:
             _dumps(self._message(body, step)), media_type="application/json", headers=headers
         )
 
+    def _check_thinking(self, body: JSON) -> None:
+        """Thinking blocks sent back must be ones this server signed, unchanged; with thinking on,
+        the final assistant turn of a tool round must start with its thinking."""
+        messages = body["messages"]
+        for i, message in enumerate(messages):
+            content = message.get("content")
+            if message.get("role") != "assistant" or not isinstance(content, list):
+                continue
+            for k, block in enumerate(content):
+                if block.get("type") == "thinking":
+                    _require(
+                        self.signatures.get(str(block.get("signature"))) == block.get("thinking"),
+                        f"messages.{i}.content.{k}: Invalid `signature` in `thinking` block",
+                    )
+                elif block.get("type") == "redacted_thinking":
+                    _require(block.get("data") in self.redacted, f"messages.{i}.content.{k}: Invalid `data` in `redacted_thinking` block")
+        thinking = body.get("thinking")
+        if not (isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")):
+            return
+        last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
+        if last is None or not isinstance(messages[last].get("content"), list):
+            return
+        content = messages[last]["content"]
+        if any(block.get("type") == "tool_use" for block in content):
+            first = content[0].get("type") if content else "nothing"
+            _require(first in ("thinking", "redacted_thinking"), f"messages.{last}.content.0.type: " + THINKING_FIRST.format(found=first))
+
     # -- answers ----------------------------------------------------------
 
     @staticmethod
@@ -608,13 +672,13 @@ class FakeAnthropic:
     def _blocks(self, reply: Reply) -> list[JSON]:
         blocks: list[JSON] = []
         if reply.thinking:
-            blocks.append(
-                {
-                    "type": "thinking",
-                    "thinking": reply.thinking,
-                    "signature": "sig_" + uuid.uuid4().hex,
-                }
-            )
+            signature = "EqQBCkgIARABGAIiQL" + uuid.uuid4().hex
+            self.signatures[signature] = reply.thinking
+            blocks.append({"type": "thinking", "thinking": reply.thinking, "signature": signature})
+        if reply.redacted_thinking:
+            data = "EmwKAhgBEgy" + uuid.uuid4().hex
+            self.redacted.add(data)
+            blocks.append({"type": "redacted_thinking", "data": data})
         if reply.text:
             blocks.append({"type": "text", "text": reply.text})
         for name, arguments in reply.tool_use:
@@ -690,7 +754,14 @@ class FakeAnthropic:
             return
         for index, block in enumerate(self._blocks(reply)):
             kind = block["type"]
-            opening = {"type": kind, kind: ""} if kind != "tool_use" else {**block, "input": {}}
+            if kind == "tool_use":
+                opening = {**block, "input": {}}
+            elif kind == "thinking":
+                opening = {"type": "thinking", "thinking": "", "signature": ""}
+            elif kind == "redacted_thinking":
+                opening = block  # arrives whole, with no deltas
+            else:
+                opening = {"type": kind, kind: ""}
             yield _sse({"type": "content_block_start", "index": index, "content_block": opening})
             if index == 0:
                 yield _sse({"type": "ping"})
@@ -701,10 +772,14 @@ class FakeAnthropic:
                     for piece in re.findall(r"\S+\s*|\s+", block["text"])
                 ]
             elif kind == "thinking":
+                half = len(block["thinking"]) // 2
                 deltas = [
-                    {"type": "thinking_delta", "thinking": block["thinking"]},
+                    {"type": "thinking_delta", "thinking": block["thinking"][:half]},
+                    {"type": "thinking_delta", "thinking": block["thinking"][half:]},
                     {"type": "signature_delta", "signature": block["signature"]},
                 ]
+            elif kind == "redacted_thinking":
+                deltas = []
             else:
                 # Anthropic opens with an empty fragment, then splits the JSON arbitrarily.
                 arguments = orjson.dumps(block["input"]).decode()

@@ -10,6 +10,14 @@ from typing import Any
 import uvicorn
 
 
+def bind_loopback() -> socket.socket:
+    """A socket bound to a free 127.0.0.1 port, for a ThreadedServer to listen on."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
 class ThreadedServer:
     def __init__(self, app: Any, *, name: str, lifespan: str = "off", graceful_shutdown_s: float | None = None, options: dict[str, Any] | None = None) -> None:
         self.app = app
@@ -21,11 +29,11 @@ class ThreadedServer:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
-    def start(self, *, timeout_s: float = 20.0) -> int:
+    def start(self, *, timeout_s: float = 20.0, sock: socket.socket | None = None) -> int:
         # Binding port 0 ourselves means no other process can take the port between choosing and listening.
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        # A caller that must know the address before the app is built binds it first (bind_loopback).
+        if sock is None:
+            sock = bind_loopback()
         self.port = int(sock.getsockname()[1])
         config = uvicorn.Config(
             self.app, log_level="warning", lifespan=self.lifespan, timeout_graceful_shutdown=self.graceful_shutdown_s, **self.options

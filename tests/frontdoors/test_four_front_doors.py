@@ -69,7 +69,7 @@ async def test_one_key_runs_the_same_tools_through_every_front_door(gateway: Gat
 
     def messages() -> Any:
         script(upstream)
-        client = anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=0, timeout=20)
+        client = anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=0, timeout=20, default_headers={"anthropic-beta": "mcp-client-2025-11-20"})
         with client.messages.stream(model="gpt-test", max_tokens=200, messages=[{"role": "user", "content": "compute and echo"}]) as stream:
             final = stream.get_final_message()
         assert_loop_ran(upstream)

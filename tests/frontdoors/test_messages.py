@@ -30,6 +30,14 @@ def claude_client(server: GatewayServer, org: str = "acme", **limits: int) -> an
     return anthropic.Anthropic(base_url=server.url, api_key=server.mint(org, **limits), max_retries=0, timeout=20)
 
 
+# A client of the MCP connector (its beta header): server-side calls are shown to it as MCP blocks.
+MCP_CONNECTOR = {"anthropic-beta": "mcp-client-2025-11-20"}
+
+
+def connector_client(server: GatewayServer, org: str = "acme") -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=server.url, api_key=server.mint(org), max_retries=0, timeout=20, default_headers=MCP_CONNECTOR)
+
+
 # -- any model, translated ------------------------------------------------------------------------------
 
 
@@ -53,7 +61,7 @@ def test_plugins_run_server_side_as_mcp_blocks(gateway: GatewayServer, upstream:
         Reply(text="Computing.", tool_calls=[("calculator__evaluate", {"expression": "6*7"})], prompt_tokens=50, completion_tokens=5),
         Reply(text="It is 42.", prompt_tokens=70, completion_tokens=4),
     )
-    message = claude_client(gateway).messages.create(model="gpt-test", max_tokens=200, messages=[{"role": "user", "content": "6*7?"}])
+    message = connector_client(gateway).messages.create(model="gpt-test", max_tokens=200, messages=[{"role": "user", "content": "6*7?"}])
     assert [block.type for block in message.content] == ["text", "mcp_tool_use", "mcp_tool_result", "text"]
     use, result = message.content[1], message.content[2]
     assert (use.name, use.server_name, use.input) == ("evaluate", "calculator", {"expression": "6*7"})  # type: ignore[union-attr]
@@ -66,7 +74,7 @@ def test_plugins_run_server_side_as_mcp_blocks(gateway: GatewayServer, upstream:
 def test_streamed_loop_with_pings_while_tools_run(gateway: GatewayServer, upstream: FakeOpenAI) -> None:
     upstream.enqueue(Reply(tool_calls=[("testkit__slow", {"seconds": 0.5})], prompt_tokens=10, completion_tokens=2), Reply(text="Slept well.", prompt_tokens=20, completion_tokens=3))
     kinds: list[str] = []
-    with claude_client(gateway).messages.stream(model="gpt-test", max_tokens=100, messages=HELLO) as stream:
+    with connector_client(gateway).messages.stream(model="gpt-test", max_tokens=100, messages=HELLO) as stream:
         for event in stream:
             kinds.append(event.type)
         final = stream.get_final_message()
@@ -278,7 +286,7 @@ def test_a_claude_model_runs_the_loop_when_plugins_apply(claude_gateway: Gateway
             ClaudeReply(text="1024.", input_tokens=50, output_tokens=2),
         ]
     )
-    with claude_client(claude_gateway, "acme").messages.stream(model=CLAUDE, max_tokens=100, messages=[{"role": "user", "content": "2**10?"}]) as stream:
+    with connector_client(claude_gateway, "acme").messages.stream(model=CLAUDE, max_tokens=100, messages=[{"role": "user", "content": "2**10?"}]) as stream:
         final = stream.get_final_message()
     assert [block.type for block in final.content] == ["mcp_tool_use", "mcp_tool_result", "text"]
     assert (final.usage.input_tokens, final.usage.output_tokens) == (90, 8)
@@ -491,7 +499,7 @@ def test_mcp_progress_reaches_the_stream_as_comments(both: GatewayServer, upstre
 
 def test_the_sdk_reads_a_stream_with_progress_comments(both: GatewayServer, upstream: FakeOpenAI) -> None:
     upstream.enqueue(Reply(tool_calls=[("tk__steps", {"count": 3, "seconds": 0.05})]), Reply(text="All steps done."))
-    with client_for(both).messages.stream(model="gpt-test", max_tokens=50, messages=[{"role": "user", "content": "go"}]) as stream:
+    with connector_client(both).messages.stream(model="gpt-test", max_tokens=50, messages=[{"role": "user", "content": "go"}]) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
     assert text == "All steps done."

@@ -156,13 +156,22 @@ async def test_invalid_request_comes_back_as_client_error(
 async def test_refused_parameter_never_reaches_the_network(
     provider: AnthropicProvider, fake_anthropic: FakeAnthropic
 ) -> None:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "n": 3}
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "functions": [{"name": "f"}]}
     with pytest.raises(GatewayError) as info:
         await provider.chat(body)
-    assert info.value.param == "n"
+    assert info.value.param == "functions"
     with pytest.raises(GatewayError):
         await collect(provider.stream_chat({**body, "stream": True}))
     assert fake_anthropic.requests == []
+
+
+async def test_ignored_parameters_are_named_and_never_sent(
+    provider: AnthropicProvider, fake_anthropic: FakeAnthropic
+) -> None:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "x"}], "n": 3, "logprobs": True}
+    assert provider.ignored_chat_params(body) == ["n", "logprobs"]
+    await provider.chat(body)
+    assert not {"n", "logprobs"} & set(fake_anthropic.requests[-1].body)
 
 
 async def test_wrong_key_is_a_non_retryable_401(fake_anthropic: FakeAnthropic) -> None:
@@ -227,7 +236,8 @@ async def test_stream_text_with_usage_chunk_last(
     assert chunks[-1]["choices"] == []
     assert chunks[-1]["usage"]["prompt_tokens"] == 9
     assert chunks[-1]["usage"]["completion_tokens"] == 11
-    assert "private" not in orjson.dumps(chunks).decode()
+    # Thinking travels only as reasoning state, never as content.
+    assert "private" not in orjson.dumps([c for c in chunks if not c["choices"] or "reasoning_parts" not in c["choices"][0]["delta"]]).decode()
 
 
 async def test_stream_tool_calls_as_indexed_argument_deltas(

@@ -13,6 +13,7 @@ from runtime.providers.anthropic_translate import (
     StreamTranslator,
     default_max_tokens_for,
     from_anthropic_response,
+    ignored_chat_params,
     to_anthropic_request,
     upstream_error,
 )
@@ -130,26 +131,74 @@ def test_sampling_stop_and_user_are_translated() -> None:
         ("frequency_penalty", -1),
         ("response_format", {"type": "json_object"}),
         ("response_format", {"type": "json_schema", "json_schema": {"name": "x"}}),
-        ("reasoning_effort", "high"),
+        ("reasoning_effort", "unheard-of"),
         ("audio", {"voice": "alloy"}),
         ("modalities", ["text", "audio"]),
         ("web_search_options", {}),
         ("temperature", 1.5),
-        ("functions", [{"name": "f"}]),
-        ("function_call", "auto"),
     ],
 )
-def test_parameters_anthropic_cannot_honour_are_refused_naming_the_parameter(
-    param: str, value: Any
-) -> None:
+def test_parameters_anthropic_cannot_honour_are_ignored_and_named(param: str, value: Any) -> None:
     body = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "x"}]}
     body[param] = value
+    assert ignored_chat_params(body) == [param]
+    request = to_anthropic_request(body)
+    assert param not in request and "thinking" not in request
+
+
+@pytest.mark.parametrize("param", ["functions", "function_call"])
+def test_legacy_parameters_stay_refused_naming_the_parameter(param: str) -> None:
+    body = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "x"}], param: "auto"}
     with pytest.raises(GatewayError) as info:
         to_anthropic_request(body)
     assert info.value.status == 400
     assert info.value.code == "unsupported_parameter"
     assert info.value.param == param
-    assert info.value.envelope()["error"]["param"] == param
+
+
+def test_reasoning_effort_becomes_a_thinking_budget_and_drops_what_thinking_refuses() -> None:
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 20000, "reasoning_effort": "high", "temperature": 0.2, "messages": [{"role": "user", "content": "x"}]}
+    assert ignored_chat_params(body) == ["temperature"]
+    request = to_anthropic_request(body)
+    assert request["thinking"] == {"type": "enabled", "budget_tokens": 16384}
+    assert "temperature" not in request
+    # Below Anthropic's minimum budget it cannot be carried, and says so.
+    small = {**body, "max_tokens": 1000, "temperature": None}
+    assert ignored_chat_params(small) == ["reasoning_effort"] and "thinking" not in to_anthropic_request(small)
+    assert ignored_chat_params({**body, "reasoning_effort": "none", "temperature": None}) == []
+
+
+def test_signed_thinking_rides_on_the_message_and_opens_the_next_assistant_turn() -> None:
+    thinking = {"type": "thinking", "thinking": "Let me check.", "signature": "sig_abc"}
+    redacted = {"type": "redacted_thinking", "data": "ENCRYPTED"}
+    answer = from_anthropic_response(
+        {"id": "msg_1", "model": "claude", "stop_reason": "tool_use", "usage": {},
+         "content": [thinking, redacted, {"type": "text", "text": "Checking."}, {"type": "tool_use", "id": "toolu_1", "name": "clock__now", "input": {}}]},
+        created=0,
+    )
+    message = answer["choices"][0]["message"]
+    assert message["reasoning_parts"] == [{"protocol": "anthropic", "part": thinking}, {"protocol": "anthropic", "part": redacted}]
+    request = to_anthropic_request({"model": "claude", "messages": [
+        {"role": "user", "content": "time?"}, message, {"role": "tool", "tool_call_id": "toolu_1", "content": "noon"},
+    ]})
+    assert request["messages"][1]["content"][:2] == [thinking, redacted]
+    assert [b["type"] for b in request["messages"][1]["content"]] == ["thinking", "redacted_thinking", "text", "tool_use"]
+
+
+def test_streamed_thinking_becomes_one_complete_part_when_its_block_stops() -> None:
+    translator = StreamTranslator(model="claude", created=0, include_usage=False)
+    events = [
+        {"type": "message_start", "message": {"id": "msg_1", "model": "claude", "usage": {}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Let me "}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "check."}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "sig_abc"}},
+    ]
+    assert [chunk for event in events for chunk in translator.feed(event)][1:] == []
+    (chunk,) = translator.feed({"type": "content_block_stop", "index": 0})
+    assert chunk["choices"][0]["delta"]["reasoning_parts"] == [
+        {"protocol": "anthropic", "part": {"type": "thinking", "thinking": "Let me check.", "signature": "sig_abc"}}
+    ]
 
 
 def test_tools_become_input_schema_tools() -> None:
@@ -415,7 +464,9 @@ def test_response_text_tool_use_usage_and_thinking() -> None:
     choice = completion["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
     assert choice["message"]["content"] == "Let me check."
-    assert "secret" not in orjson.dumps(completion).decode()
+    # Thinking is not part of the answer: it rides, signed, for the next round only.
+    assert "secret" not in orjson.dumps({**choice["message"], "reasoning_parts": None}).decode()
+    assert choice["message"]["reasoning_parts"][0]["part"]["thinking"] == "secret reasoning"
     call = choice["message"]["tool_calls"][0]
     assert call["id"] == "toolu_1" and call["type"] == "function"
     assert call["function"]["name"] == "now"
@@ -536,7 +587,7 @@ def test_stream_translation_matches_openai_chunk_shapes() -> None:
     chunks = [c for e in _events_with_tools() for c in translator.feed(e)]
     assert all(c["object"] == "chat.completion.chunk" for c in chunks)
     assert all(c["id"] == "chatcmpl-msg_9" and c["model"] == "claude-x" for c in chunks)
-    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"] and "reasoning_parts" not in c["choices"][0]["delta"]]
     assert deltas[0] == {"role": "assistant", "content": "", "refusal": None}
     assert deltas[1] == {"content": "Checking"}
     assert deltas[2] == {
@@ -553,7 +604,7 @@ def test_stream_translation_matches_openai_chunk_shapes() -> None:
     assert deltas[6] == {"tool_calls": [{"index": 1, "function": {"arguments": "{}"}}]}
     assert deltas[7] == {}
     assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
-    assert "hmm" not in orjson.dumps(chunks).decode()
+    assert "hmm" not in orjson.dumps([c for c in chunks if not c["choices"] or "reasoning_parts" not in c["choices"][0]["delta"]]).decode()
     last = chunks[-1]
     assert last["choices"] == []
     assert last["usage"] == {
@@ -619,3 +670,32 @@ def test_fake_server_validation_catches_what_anthropic_refuses() -> None:
         )  # fmt: skip
     with pytest.raises(InvalidRequest, match="Extra inputs"):
         validate_messages_request({**base, "n": 2, "messages": [{"role": "user", "content": "x"}]})
+
+
+def test_the_clients_own_request_is_carried_verbatim_with_the_loops_turns_after_it() -> None:
+    from runtime.providers.anthropic_translate import NATIVE_CARRY, native_carry, with_native_carry
+
+    thinking = {"type": "thinking", "thinking": "Call it.", "signature": "sig_1"}
+    native = {
+        "model": "claude", "max_tokens": 5000, "thinking": {"type": "adaptive"}, "context_management": {"edits": []}, "unknown_field": 1,
+        "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        "tools": [{"name": "web_search", "type": "web_search_20250305"}],
+        # A prefilled assistant turn: the loop's first turn joins it.
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Go", "cache_control": {"type": "ephemeral"}}]}, {"role": "assistant", "content": "Sure,"}],
+    }
+    chat = {
+        "model": "claude", "max_tokens": 5000,
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Go"}, {"role": "assistant", "content": "Sure,"},
+                     {"role": "assistant", "content": None, "tool_calls": [{"id": "toolu_1", "type": "function", "function": {"name": "clock__now", "arguments": "{}"}}],
+                      "reasoning_parts": [{"protocol": "anthropic", "part": thinking}]},
+                     {"role": "tool", "tool_call_id": "toolu_1", "content": "noon"}],
+        "tools": [{"type": "function", "function": {"name": "clock__now", "parameters": {"type": "object", "properties": {}}}}],
+    }
+    chat[NATIVE_CARRY] = native_carry(native, betas=[], beta_query=False, prefix=3)
+    request = with_native_carry(to_anthropic_request(chat), chat)
+    assert request["system"] == native["system"] and request["thinking"] == {"type": "adaptive"} and request["unknown_field"] == 1
+    assert request["messages"][0] == native["messages"][0]
+    assert request["messages"][1] == {"role": "assistant", "content": [{"type": "text", "text": "Sure,"}, thinking, {"type": "tool_use", "id": "toolu_1", "name": "clock__now", "input": {}}]}
+    assert request["messages"][2]["content"][0]["type"] == "tool_result"
+    assert [t["name"] for t in request["tools"]] == ["web_search", "clock__now"]
+    assert NATIVE_CARRY not in request

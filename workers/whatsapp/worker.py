@@ -60,7 +60,13 @@ class CompletionGateway(Protocol):
         plugin_ids: Sequence[str] | None,
         request_id: str,
         source: str = "api",
+        end_user: str | None = None,
     ) -> Any: ...
+
+
+def whatsapp_user(sender: str) -> str:
+    """The end user a WhatsApp contact is, for MCP servers authorized per end user."""
+    return f"whatsapp:{sender}"
 
 
 # A profile name is the customer's own text and lands in a system prompt: one line, briefly.
@@ -292,6 +298,7 @@ class WhatsAppWorker:
                 plugin_ids=list(app.enabled_plugin_ids),
                 request_id=request_id,
                 source="whatsapp",
+                end_user=whatsapp_user(message.sender),
             )
         finally:
             lease.typing = False
@@ -314,6 +321,8 @@ class WhatsAppWorker:
             # No sessions on the endpoint: the conversation memory comes from the queue, as without one.
             history = await self._conversation(app, message)
             body = {"messages": [m for m in history if m["role"] in ("user", "assistant")]}
+        # The contact is the end user: MCP servers authorized per end user run as them.
+        body["user"] = whatsapp_user(message.sender)
         body["variables"] = {
             "contact_name": prompt_safe_name(message.sender_name) or message.sender,
             "contact_phone": message.sender,

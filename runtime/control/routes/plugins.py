@@ -14,6 +14,7 @@ from runtime.api.deps import GatewayDep
 from runtime.control.audit import audit
 from runtime.control.auth import AdminDep
 from runtime.control.routes.organisations import plugin_summary
+from runtime.control.routes.upstream_oauth import authorization_summary
 from runtime.control.schemas import ToolCall
 from runtime.errors import GatewayError
 from runtime.gateway import Gateway
@@ -38,6 +39,10 @@ async def describe(gateway: Gateway, organisation_id: str | None) -> list[dict[s
         for ref in organisation.plugins:
             entry = plugin_summary(gateway, organisation.id, ref)
             entry["organisation"] = organisation.id
+            upstream_auth = getattr(gateway.mcp, "upstream_auth", None)
+            if ref.mcp is not None and ref.mcp.auth is not None and upstream_auth is not None:
+                # Who has authorized it, for the console's Authorize button: never a token.
+                entry["authorization"] = authorization_summary(ref, await upstream_auth.authorizations(organisation.id, ref))
             entry["tools"] = [
                 {
                     "name": bound.public_name,

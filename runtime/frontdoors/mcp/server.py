@@ -77,6 +77,9 @@ class Caller:
     key: KeyInfo
     request_id: str
     session_id: str | None  # the handshake-era Mcp-Session-Id, if any
+    # Who signed in, when the Bearer is an OAuth access token (runtime.oauth puts its grant on
+    # the request's state): the end user per-user upstream MCP servers run as.
+    end_user: str | None = None
 
 
 def caller_of(ctx: ServerRequestContext[Any, Any]) -> Caller:
@@ -87,10 +90,12 @@ def caller_of(ctx: ServerRequestContext[Any, Any]) -> Caller:
     if request is None or not isinstance(key, KeyInfo):
         # The endpoint authenticates every request before the SDK sees it: this is a wiring bug.
         raise MCPError(types.INTERNAL_ERROR, "The request reached the MCP server without a gateway key.")
+    subject = getattr(state.get("oauth"), "subject", None)
     return Caller(
         key=key,
         request_id=str(state.get("request_id") or ""),
         session_id=request.headers.get(MCP_SESSION_ID_HEADER),
+        end_user=f"mcp:{subject}" if isinstance(subject, str) and subject else None,
     )
 
 
@@ -328,6 +333,7 @@ class PluginToolServer:
                     f"Unknown tool: '{params.name}'. tools/list shows the tools of this key's organisation.",
                 )
             admitted = await admit_tools(self.gateway, MCP_CALL_DOOR, key=caller.key, request_id=caller.request_id)
+            admitted.end_user = caller.end_user
             modes = client_modes(ctx)
             if modes and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
                 # No requests to a 2026 client: a question comes back as an InputRequiredResult.
@@ -377,6 +383,8 @@ class PluginToolServer:
                     on_progress=progress.report,
                     sampler=self._sampler(admitted, toolset.by_name[params.name]),
                     elicitor=elicitor,
+                    # A per-user upstream server runs as the OAuth subject (set where /mcp signs clients in).
+                    end_user=admitted.end_user,
                 )
             status = outcome_status(finished)
             return finished

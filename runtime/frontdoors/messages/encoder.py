@@ -1,13 +1,20 @@
 """The loop's events as an Anthropic Messages answer: stream events, or one ``message``.
 
-Content blocks, in the order things happened: a ``text`` block per round that
-produced text; for each server-side tool call an ``mcp_tool_use`` block
-(``server_name`` = plugin id, ``name`` = the tool's own name) and, when it
-finishes, an ``mcp_tool_result`` block, as Anthropic's MCP connector shapes
-them; then ``tool_use`` blocks when the model called the client's own tools.
-A tool's progress reports go out as SSE comments (``PROGRESS``). Usage is
-summed over every round; ``message_start`` can only say 0, so the totals
-arrive in ``message_delta`` (Anthropic's own cumulative counts).
+Content blocks, in the order things happened: each round's signed ``thinking``
+/ ``redacted_thinking`` blocks (from the round's ``reasoning_parts``, streamed
+as ``thinking_delta`` and ``signature_delta``), a ``text`` block per round that
+produced text; for a client that used the MCP connector (``mcp_servers`` or
+its beta), each server-side tool call as an ``mcp_tool_use`` block
+(``server_name`` = plugin id, ``name`` = the tool's own name; streamed as
+Anthropic does, empty ``input`` then ``input_json_delta``) and, when it
+finishes, an ``mcp_tool_result`` block; then ``tool_use`` blocks when the model
+called the client's own tools. Other clients get the content without the
+server-side calls (the non-beta SDK reads blocks it does not know as text
+without ``text``) and the trace in a ``plugway`` field, as chat completions has
+it: on the message, or on the stream's ``message_delta``. A tool's progress
+reports go out as SSE comments (``PROGRESS``). Usage is summed over every
+round; ``message_start`` can only say 0, so the totals arrive in
+``message_delta`` (Anthropic's own cumulative counts).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from runtime.orchestration.events import (
     ToolProgress,
 )
 from runtime.providers.anthropic_translate import anthropic_stop_reason, anthropic_usage
+from runtime.reasoning import ANTHROPIC, REASONING_PARTS, parts_of
 
 Out = list[tuple[str, JSON]]  # (event name, data)
 # Not an event: an SSE comment line ``: plugway tool_progress {...}``, as on chat streams
@@ -44,7 +52,11 @@ def _input(arguments: str) -> JSON:
 
 
 class MessagesEncoder:
-    def __init__(self, *, model_id: str) -> None:
+    def __init__(self, *, model_id: str, mcp_blocks: bool = True) -> None:
+        # Server-side calls as MCP connector blocks (clients that used the connector), else hidden.
+        self.mcp_blocks = mcp_blocks
+        # Rounds whose thinking already went out from their stream's chunks.
+        self._thinking_streamed: set[int] = set()
         self.message: JSON = {
             "id": f"msg_{uuid.uuid4().hex}",
             "type": "message",
@@ -66,14 +78,26 @@ class MessagesEncoder:
 
     def encode(self, event: Event | KeepAlive) -> Out:
         if isinstance(event, ModelChunk):
+            out: Out = []
+            for choice in event.chunk.get("choices") or ():
+                parts = parts_of(choice.get("delta") or {}, ANTHROPIC)
+                if parts:
+                    self._thinking_streamed.add(event.round)
+                    out += self._close_text() + [item for part in parts for item in self._thinking(part)]
             text = event.text
-            return self._text(text) if text else []
+            return out + (self._text(text) if text else [])
         if isinstance(event, ModelTurn):
+            out = []
+            if event.round not in self._thinking_streamed and REASONING_PARTS in event.message:
+                out = [item for part in parts_of(event.message, ANTHROPIC) for item in self._thinking(part)]
             content = event.message.get("content")
-            out = self._text(content) if self._text_index is None and isinstance(content, str) and content else []
+            out += self._text(content) if self._text_index is None and isinstance(content, str) and content else []
             return out + self._close_text()
         if isinstance(event, KeepAlive):
             return [("ping", {"type": "ping"})]
+        if isinstance(event, ToolCallStarted | ToolCallFinished) and not self.mcp_blocks and event.script is None:
+            # Code mode's script runs keep their code-execution blocks (shapes every SDK reads).
+            return []
         if isinstance(event, ToolCallStarted) and event.script is not None:
             # Code mode's script run, as Anthropic's code execution shows it.
             script_block = {"type": "server_tool_use", "id": event.call_id, "name": "code_execution", "input": {"code": event.script}}
@@ -86,7 +110,7 @@ class MessagesEncoder:
             if event.parent_call_id is not None:
                 # A call a script made, as Anthropic's programmatic tool calling marks it.
                 block["caller"] = {"type": "code_execution_20250825", "tool_id": event.parent_call_id}
-            return self._close_text() + self._whole_block(block)
+            return self._close_text() + self._input_block(block, event.arguments)
         if isinstance(event, ToolCallFinished) and not event.builtin:
             result: JSON = {"type": "mcp_tool_result", "tool_use_id": event.call_id, "is_error": not event.ok, "content": [{"type": "text", "text": event.content}]}
             return self._whole_block(result)
@@ -112,6 +136,37 @@ class MessagesEncoder:
         index, self._text_index = self._text_index, None
         return [("content_block_stop", {"type": "content_block_stop", "index": index})]
 
+    def _thinking(self, part: JSON) -> Out:
+        """A signed thinking block, whole, as Anthropic streams one (its text, then its signature)."""
+        index = len(self.content)
+        self.content.append(dict(part))
+        if part.get("type") != "thinking":
+            # redacted_thinking arrives whole in its block start.
+            return [
+                ("content_block_start", {"type": "content_block_start", "index": index, "content_block": part}),
+                ("content_block_stop", {"type": "content_block_stop", "index": index}),
+            ]
+        deltas = [
+            {"type": "thinking_delta", "thinking": str(part.get("thinking") or "")},
+            {"type": "signature_delta", "signature": str(part.get("signature") or "")},
+        ]
+        return [
+            ("content_block_start", {"type": "content_block_start", "index": index, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+            *(("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}) for delta in deltas),
+            ("content_block_stop", {"type": "content_block_stop", "index": index}),
+        ]
+
+    def _input_block(self, block: JSON, arguments: str) -> Out:
+        """A block with ``input``, streamed as Anthropic does: empty input at the start, then the JSON."""
+        index = len(self.content)
+        self.content.append(block)
+        partial = orjson.dumps(block.get("input") or {}).decode() if arguments else "{}"
+        return [
+            ("content_block_start", {"type": "content_block_start", "index": index, "content_block": {**block, "input": {}}}),
+            ("content_block_delta", {"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": partial}}),
+            ("content_block_stop", {"type": "content_block_stop", "index": index}),
+        ]
+
     def _whole_block(self, block: JSON) -> Out:
         index = len(self.content)
         self.content.append(block)
@@ -136,6 +191,10 @@ class MessagesEncoder:
         usage = anthropic_usage(completed.usage)
         self.message["stop_reason"] = stop_reason
         self.message["usage"] = usage
-        out.append(("message_delta", {"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None}, "usage": usage}))
+        delta: JSON = {"type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None}, "usage": usage}
+        if not self.mcp_blocks and completed.trace.get("orchestrated"):
+            # Where chat completions puts the trace of the server-side calls it does not show.
+            self.message["plugway"] = delta["plugway"] = completed.trace
+        out.append(("message_delta", delta))
         out.append(("message_stop", {"type": "message_stop"}))
         return out

@@ -26,9 +26,11 @@ from runtime.frontdoors.messages.encoder import PROGRESS, MessagesEncoder, Out
 from runtime.frontdoors.messages.native import NativeEvent, native_message, native_stream
 from runtime.frontdoors.messages.schema import CountTokensRequest, MessagesRequestBody
 from runtime.frontdoors.messages.translate import (
+    MCP_CLIENT_BETA,
     MessagesRequest,
     chat_body,
     check_server_urls,
+    has_server_blocks,
     parse_request,
     translated_ignored,
 )
@@ -36,7 +38,13 @@ from runtime.gateway import Gateway, requested_model
 from runtime.json_types import JSON
 from runtime.limits.reservation import estimated_tokens
 from runtime.orchestration.events import Event
-from runtime.providers.anthropic_translate import anthropic_error_type, openai_messages
+from runtime.providers.anthropic_translate import (
+    ANTHROPIC_BETA,
+    NATIVE_CARRY,
+    anthropic_error_type,
+    native_carry,
+    openai_messages,
+)
 from runtime.request import DoorRules, KeepAlive, RequestContext, RunRequest, RunState
 
 # Anthropic-compatible: the organisation's guardrails_default apply, on the native path too.
@@ -119,10 +127,36 @@ async def _native(request: Request, gateway: Gateway, ctx: RequestContext, parse
     return Response(orjson.dumps(message), media_type="application/json", headers=headers)
 
 
+def client_betas(request: Request) -> list[str]:
+    """The betas the client asked for (``anthropic-beta``, comma-separated, possibly repeated)."""
+    return [beta.strip() for value in request.headers.getlist(ANTHROPIC_BETA) for beta in value.split(",") if beta.strip()]
+
+
+def _native_loop_body(parsed: MessagesRequest, chat: JSON, ctx: RequestContext, betas: list[str], beta_query: bool) -> JSON:
+    """The loop's chat body with the client's own request carried for an all-Anthropic chain.
+
+    The client's messages go verbatim unless plugway must read them: input
+    guardrails redact the translated messages (the system prompt too), and
+    server-side executions an earlier answer showed (``mcp_tool_use``, ...) were
+    never Anthropic's blocks, so those turns go translated (thinking kept).
+    """
+    native = dict(parsed.body)
+    guarded = ctx.guardrails is not None and ctx.guard_input and ctx.guardrails.applies_to("input")
+    if guarded:
+        native.pop("system", None)
+    verbatim = not guarded and not has_server_blocks(native.get("messages"))
+    prefix = len(chat["messages"]) if verbatim else None
+    return {**chat, NATIVE_CARRY: native_carry(native, betas=betas, beta_query=beta_query, prefix=prefix)}
+
+
 @router.post("/v1/messages", openapi_extra=documented_body(MessagesRequestBody))
 async def create_message(request: Request, gateway: GatewayDep, key: KeyDep, request_id: RequestIdDep) -> Response:
     body = await read_json(request, gateway.settings.max_body_bytes)
     parsed = parse_request(body)
+    betas = client_betas(request)
+    beta_query = request.query_params.get("beta") == "true"
+    # Server-side calls are shown as MCP connector blocks only to clients that used the connector.
+    mcp_blocks = parsed.plugins is not None or any(beta.startswith(MCP_CLIENT_BETA) for beta in betas)
 
     def check(ctx: RequestContext) -> None:
         check_server_urls(body.get("mcp_servers"), ctx.organisation)
@@ -139,16 +173,23 @@ async def create_message(request: Request, gateway: GatewayDep, key: KeyDep, req
     )
     speaks_messages = gateway.router.speaks_natively(ctx.model, "messages")
     if speaks_messages and not await gateway.orchestrator.toolset(ctx):
+        parsed.body[NATIVE_CARRY] = native_carry(None, betas=betas, beta_query=beta_query)
         return await _native(request, gateway, ctx, parsed)
-    ignored = translated_ignored(parsed, keep_top_k=speaks_messages)
+    chat = chat_body(parsed, keep_top_k=speaks_messages)
+    if speaks_messages:
+        # Anthropic all along the chain: every field goes as the client sent it, plugin tools merged in.
+        chat = _native_loop_body(parsed, chat, ctx, betas, beta_query)
+        ignored: list[str] = []
+    else:
+        ignored = translated_ignored(parsed, keep_top_k=False)
     policy = unsupported_params_policy(gateway.settings, ctx.organisation, ctx.model)
     try:
         headers = {**ctx.limits.headers(), **settle(ignored, policy, request_id=ctx.request_id)}
     except GatewayError:
         gateway.ledger.release(ctx)  # billing: refused after admission, nothing spent: the holds go now
         raise
-    run = RunRequest(chat_body(parsed, keep_top_k=speaks_messages), stream=parsed.stream)
-    encoder = MessagesEncoder(model_id=requested_model(ctx))
+    run = RunRequest(chat, stream=parsed.stream)
+    encoder = MessagesEncoder(model_id=requested_model(ctx), mcp_blocks=mcp_blocks)
     if run.stream:
         events = gateway.stream(ctx, run)
         encode: Callable[[Event | KeepAlive], Out] = encoder.encode

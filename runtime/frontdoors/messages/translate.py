@@ -7,7 +7,12 @@ naming plugins) and decides between the two paths:
 
 - **native**: a model whose whole fallback chain is Anthropic-kind, with no
   server-side tools to run, gets the client's body as it is (thinking, cache
-  control, citations and all), only ``model`` renamed;
+  control, citations and all), only ``model`` renamed, with the client's
+  ``anthropic-beta`` and ``?beta=true``;
+- **native through the loop**: the same chain with plugin tools to run goes
+  through the orchestration loop, the client's body carried beside the chat
+  shape (``NATIVE_CARRY``) so that every round sends it as it came, with the
+  loop's own turns (signed thinking first) and the plugin tools added;
 - **translated**: everything else runs through the orchestration loop in the
   OpenAI shape and is answered in Anthropic's. What that shape cannot carry
   (``thinking``, ``context_management``, ``output_config.effort``, server
@@ -32,6 +37,10 @@ from runtime.providers.anthropic_translate import openai_messages, openai_tool_c
 from runtime.request import PluginRequest
 
 PLUGIN_URL_PREFIX = "plugway://plugins/"
+# The MCP connector's beta (``mcp-client-2025-04-04``, ``mcp-client-2025-11-20``, ...).
+MCP_CLIENT_BETA = "mcp-client-"
+# Blocks an earlier plugway answer showed for its own server-side work: not Anthropic's to read.
+_SERVER_BLOCKS = frozenset({"mcp_tool_use", "mcp_tool_result", "code_execution_tool_result"})
 KNOWN = frozenset(
     {
         "model", "max_tokens", "messages", "system", "stream", "temperature", "top_p", "top_k",
@@ -123,6 +132,18 @@ def _native_only(body: JSON) -> list[str]:
         elif name not in KNOWN:
             fields.append(name)
     return fields
+
+
+def has_server_blocks(messages: Any) -> bool:
+    """Whether an assistant turn carries plugway's server-side executions (MCP connector or code-mode blocks)."""
+    for message in messages or ():
+        if not isinstance(message, dict) or message.get("role") != "assistant" or not isinstance(message.get("content"), list):
+            continue
+        for block in message["content"]:
+            kind = block.get("type") if isinstance(block, dict) else None
+            if kind in _SERVER_BLOCKS or (kind == "server_tool_use" and block.get("name") == "code_execution"):
+                return True
+    return False
 
 
 def translated_ignored(request: MessagesRequest, *, keep_top_k: bool) -> list[str]:

@@ -5,6 +5,7 @@ import {
   busy,
   byId,
   clearFormError,
+  confirmAction,
   format,
   h,
   openDialog,
@@ -14,6 +15,7 @@ import {
   showError,
   showFormError,
   startPage,
+  toast,
 } from "./core.js";
 import { schemaForm } from "./schema-form.js";
 
@@ -65,6 +67,62 @@ function toolItem(plugin, tool) {
   );
 }
 
+// An MCP server that needs OAuth: who authorized it, and the button that does it (never a token).
+function authorizationRow(plugin) {
+  const auth = plugin.authorization;
+  if (!auth) return null;
+  const path = `/plugins/${encodeURIComponent(plugin.organisation)}/${encodeURIComponent(plugin.id)}/authorization`;
+  if (auth.type === "client_credentials") return h("p", { class: "authorization muted" }, "OAuth client credentials: plugway fetches its token itself.");
+  if (auth.per_user) {
+    const users = auth.users === 1 ? "1 end user has" : `${auth.users} end users have`;
+    return h(
+      "div",
+      { class: "authorization" },
+      h("span", {}, `OAuth per end user: ${users} authorized. A user who has not gets a link to do so.`),
+      auth.users
+        ? h("button", { type: "button", class: "secondary small", onclick: () => forget(plugin, path, { all_users: true }, "every end user's authorization") }, "Forget all")
+        : null,
+    );
+  }
+  const grant = auth.organisation_authorization;
+  return h(
+    "div",
+    { class: "authorization" },
+    auth.authorized ? badge("authorized", "good") : badge("not authorized", "bad"),
+    grant ? h("span", { class: "muted" }, `by ${grant.created_by || "someone"}, ${format.when(grant.created_at)}`) : null,
+    h(
+      "button",
+      {
+        type: "button",
+        class: auth.authorized ? "secondary small" : "primary small",
+        dataset: { action: "authorize" },
+        onclick: (event) => busy(event.currentTarget, () => authorize(path)).catch((error) => showError("page-error", error)),
+      },
+      auth.authorized ? "Authorize again" : "Authorize",
+    ),
+    auth.authorized ? h("button", { type: "button", class: "secondary small", onclick: () => forget(plugin, path, {}, "the organisation's authorization") }, "Forget") : null,
+  );
+}
+
+async function authorize(path) {
+  const started = await api(path, { method: "POST", body: { return_to: "/console/plugins" } });
+  // The authorization server's own page: the admin signs in there and comes back here.
+  location.assign(started.authorize_url);
+}
+
+function forget(plugin, path, query, what) {
+  confirmAction({
+    title: `Forget ${what}?`,
+    message: `${plugin.id} (${plugin.organisation}) stops working for them until authorized again. The stored tokens are deleted.`,
+    confirmLabel: "Forget",
+    action: async () => {
+      await api(path, { method: "DELETE", query });
+      toast(`${plugin.id}: authorization forgotten.`);
+      await loadPlugins();
+    },
+  });
+}
+
 function pluginCard(plugin, showOrganisation) {
   return h(
     "section",
@@ -78,6 +136,7 @@ function pluginCard(plugin, showOrganisation) {
       showOrganisation ? h("span", { class: "muted" }, `· ${plugin.organisation}`) : null,
       healthBadge(plugin.health),
     ),
+    authorizationRow(plugin),
     plugin.health?.error ? h("p", { class: "plugin-error" }, plugin.health.error) : null,
     lastFailure(plugin.health),
     plugin.tools.length
@@ -159,4 +218,9 @@ startPage(async () => {
     busy(byId("tool-run"), run).catch((error) => showFormError(form, "tool-form-error", error));
   });
   await load();
+  const authorized = new URLSearchParams(location.search).get("authorized");
+  if (authorized) {
+    toast(`${authorized} is authorized: its tools are offered from now on.`);
+    history.replaceState(null, "", location.pathname);
+  }
 });
