@@ -110,6 +110,9 @@ class ModelConfig(_Strict):
     unsupported_params: UnsupportedParams | None = None
     # Overrides the vision of its provider kind's profile (image parts reach it); None = the kind's.
     vision: bool | None = None
+    # Overrides the audio of its provider kind's profile (sound parts reach it: an audio model
+    # such as gpt-4o-audio-preview); None = the kind's (no kind hears by default).
+    audio: bool | None = None
 
     @property
     def upstream(self) -> str:

@@ -56,11 +56,53 @@ def test_progress_reaches_the_stream(gateway: GatewayServer, upstream: FakeOpenA
 # -- images -------------------------------------------------------------------------------------------------
 
 
-def test_images_reach_an_openai_model_as_a_description_only(client: openai.OpenAI, upstream: FakeOpenAI) -> None:
-    upstream.enqueue(Reply(tool_calls=[("testkit__picture", {})]), Reply(text="I see a dot"))
+def test_a_tools_image_reaches_a_vision_model_as_an_image_part_right_after_the_tool_results(
+    client: openai.OpenAI, upstream: FakeOpenAI
+) -> None:
+    upstream.enqueue(Reply(tool_calls=[("testkit__picture", {}), ("clock__now", {})]), Reply(text="I see a dot"))
+    client.chat.completions.create(model="gpt-test", messages=USER)
+    messages = upstream.requests[1]["messages"]
+    roles = [m["role"] for m in messages]
+    # Chat completions takes only text in a tool message: the image follows the round's tool messages.
+    assert roles == ["user", "assistant", "tool", "tool", "user"]
+    assert all(isinstance(m["content"], str) for m in messages if m["role"] == "tool")
+    assert "a red dot" in tool_contents(upstream.requests[1])[0]
+    text, image = messages[-1]["content"]
+    assert text["type"] == "text" and messages[2]["tool_call_id"] in text["text"]
+    assert image["type"] == "image_url" and image["image_url"]["url"].startswith("data:image/png;base64,iVBOR")
+
+
+@pytest.mark.gateway(
+    models=[{"id": "gpt-test", "provider": "upstream", "upstream_model": "gpt-3.5-turbo", "vision": False}]
+)
+def test_a_model_without_vision_reads_a_description_of_the_image(client: openai.OpenAI, upstream: FakeOpenAI) -> None:
+    upstream.enqueue(Reply(tool_calls=[("testkit__picture", {})]), Reply(text="I read about a dot"))
     client.chat.completions.create(model="gpt-test", messages=USER)
     (content,) = tool_contents(upstream.requests[1])
     assert content == "a red dot\n[image 'dot.png': image/png, 70 bytes]"
+    assert [m["role"] for m in upstream.requests[1]["messages"]] == ["user", "assistant", "tool"]
+
+
+def test_tool_schemas_reach_an_openai_compatible_upstream_without_schema_keywords_it_refuses(
+    client: openai.OpenAI, upstream: FakeOpenAI
+) -> None:
+    schema = {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "type": "object",
+        "properties": {"$schema": {"type": "string"}, "when": {"type": "object", "$schema": "x", "properties": {}}},
+        "additionalProperties": False,
+    }
+    upstream.enqueue(Reply(text="ok"))
+    client.chat.completions.create(
+        model="gpt-test", messages=USER, tools=[{"type": "function", "function": {"name": "pick", "parameters": schema}}]
+    )
+    sent = upstream.requests[0]["tools"][0]["function"]["parameters"]
+    # The keyword goes wherever it is one; a property of that name stays.
+    assert sent == {
+        "type": "object",
+        "properties": {"$schema": {"type": "string"}, "when": {"type": "object", "properties": {}}},
+        "additionalProperties": False,
+    }
 
 
 # -- tool search --------------------------------------------------------------------------------------------

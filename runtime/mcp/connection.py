@@ -29,7 +29,9 @@ What a call carries: a progress token (every progress notification reaches
 ``ctx.progress``, which moves the call's deadline and reaches streaming
 clients); its ``ToolContext`` for the server's sampling requests, which are
 answered through ``ctx.sample`` of the call they belong to, and only of that
-call (see :meth:`McpConnection.serves_one_call_at_a_time`).
+call (see :meth:`McpConnection.serves_one_call_at_a_time`); likewise its
+elicitation requests go to ``ctx.elicit`` of their call (a call made through
+``/mcp`` by a client that can ask a person), and are declined everywhere else.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ import mcp_types
 from mcp import Client, MCPError
 from mcp.client.session import ClientRequestContext
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.subscriptions import ResourceUpdated
 from mcp_types import (
     CONNECTION_CLOSED,
     INTERNAL_ERROR,
@@ -78,8 +81,8 @@ logger = logging.getLogger("plugway.mcp")
 _MAX_LIST_PAGES = 100
 _CLIENT_INFO = mcp_types.Implementation(name="plugway", version="0.1.0")
 _ELICITATION_REFUSAL = (
-    "plugway runs this tool inside an automated loop with no person to ask: "
-    "elicitation is declined. Proceed without it or fail with a message the model can read."
+    "plugway has no person to ask for this call (an automated loop, or an MCP client that cannot "
+    "elicit): elicitation is declined. Proceed without it or fail with a message the model can read."
 )
 NO_MODEL_FOR_SAMPLING = (
     "No model is available to answer sampling requests for this call, so plugway declines it."
@@ -87,6 +90,14 @@ NO_MODEL_FOR_SAMPLING = (
 TASKS_UNSUPPORTED = (
     "it must run as an MCP task (execution.taskSupport 'required'), which plugway does not support yet"
 )
+
+
+class ServerRefused(ToolError):
+    """The server answered a request of ours with an MCP error: its code travels along."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class State(enum.Enum):
@@ -287,6 +298,12 @@ class McpConnection:
         self._http_error: str | None = None  # the last HTTP refusal while connecting
         self._session_lost: tuple[int, str] | None = None  # (generation, reason)
         self._calls: set[_Call] = set()
+        # Resource URI -> who wants to hear that it changed (see watch_resource).
+        self._watched: dict[str, list[Callable[[str], None]]] = {}
+        self._watch_changed = asyncio.Event()
+        self._watch_version = 0  # bumped whenever the set of watched URIs changes
+        self._watch_applied = 0  # the version the server has been told of
+        self._watch_applied_event = asyncio.Event()
         # Connections whose server's requests name no call serve one call at a time.
         self._one_at_a_time = asyncio.Lock()
         self._serving: _Call | None = None
@@ -542,13 +559,15 @@ class McpConnection:
                     message_handler=self._on_message,  # type: ignore[arg-type]  # the SDK protocol names its parameter differently
                     client_info=_CLIENT_INFO,
                     sampling_callback=self._on_sampling,
+                    # Advertises elicitation (form and URL): a call made through /mcp by a
+                    # client that can ask a person forwards it; every other call declines.
+                    elicitation_callback=self._on_elicitation,
                     list_roots_callback=self._on_list_roots if self._roots else None,
                     probe_timeout_s=self.probe_timeout_s,
                 )
                 await stack.enter_async_context(client)
                 # The handshake succeeded: refusals before it (the probe's) explain nothing later.
                 self._http_error = None
-                _decline_elicitation(client)
                 tools = await self._list_all(client)
                 self.capabilities = client.server_capabilities
                 with anyio.move_on_after(max(0.5, self.connect_timeout_s / 2)):
@@ -576,6 +595,7 @@ class McpConnection:
                 )
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._refresh_on_request)
+                    tg.start_soon(self._keep_resource_subscriptions, client)
                     if self.transport_kind == "http":
                         tg.start_soon(self._keep_pinging, client, self._generation)
                     if client.protocol_version in MODERN_PROTOCOL_VERSIONS and self._announces_changes():
@@ -677,7 +697,9 @@ class McpConnection:
 
     @property
     def offers_resources(self) -> bool:
-        return self.capabilities is not None and self.capabilities.resources is not None
+        """Does the server have resources (listed ones or templates)? A capability alone is not enough."""
+        has_resources = self.capabilities is not None and self.capabilities.resources is not None
+        return has_resources and bool(self.resources or self.resource_templates)
 
     def tools_fresh(self) -> bool:
         return not self._tools_stale and time.monotonic() - self._listed_at < self.list_ttl_s
@@ -711,7 +733,11 @@ class McpConnection:
         # This runs inside the SDK's receive loop, which must not wait on a
         # request of its own: the refresh happens in the owner's task group.
         notification = getattr(message, "root", message)
-        if isinstance(
+        if isinstance(notification, mcp_types.ResourceUpdatedNotification):
+            # A 2026 server's updates come on the listen stream, which hands them over itself.
+            if self.protocol_version not in MODERN_PROTOCOL_VERSIONS:
+                self._resource_updated(str(notification.params.uri))
+        elif isinstance(
             notification,
             mcp_types.ToolListChangedNotification
             | mcp_types.ResourceListChangedNotification
@@ -789,6 +815,94 @@ class McpConnection:
             except ToolError as exc:
                 logger.info("%s", exc)
 
+    # ----- resource subscriptions ------------------------------------------------
+
+    async def watch_resource(self, uri: str, listener: Callable[[str], None], *, wait_s: float | None = None) -> Callable[[], None]:
+        """Have ``listener(uri)`` called whenever the server says the resource changed.
+
+        The server is told (a ``subscriptions/listen`` stream naming every watched URI for
+        2026 servers, ``resources/subscribe`` for older ones, again after each reconnection);
+        this waits (at most ``wait_s``) until it has been, so that no change after the call
+        returns is missed. Returns the function that stops the watch.
+        """
+        listeners = self._watched.setdefault(uri, [])
+        listeners.append(listener)
+        if len(listeners) == 1:
+            self._watch_version += 1
+            self._watch_changed.set()
+        version = self._watch_version
+
+        def unwatch() -> None:
+            current = self._watched.get(uri)
+            if current is None or listener not in current:
+                return
+            current.remove(listener)
+            if not current:
+                del self._watched[uri]
+                self._watch_version += 1
+                self._watch_changed.set()
+
+        if self.state is State.READY:
+            with anyio.move_on_after(self.connect_timeout_s if wait_s is None else wait_s):
+                while self._watch_applied < version:
+                    await self._watch_applied_event.wait()
+        return unwatch
+
+    def _resource_updated(self, uri: str) -> None:
+        for listener in list(self._watched.get(uri, ())):
+            try:
+                listener(uri)
+            except Exception:
+                logger.exception("MCP server %s: a resource-update listener failed", self.log_name)
+
+    def _applied(self, version: int) -> None:
+        self._watch_applied = max(self._watch_applied, version)
+        event, self._watch_applied_event = self._watch_applied_event, asyncio.Event()
+        event.set()
+
+    async def _keep_resource_subscriptions(self, client: Client) -> None:
+        """Keep the server told which resources are watched, for as long as this session lasts."""
+        modern = client.protocol_version in MODERN_PROTOCOL_VERSIONS
+        subscribed: set[str] = set()
+        while True:
+            self._watch_changed.clear()
+            version, wanted = self._watch_version, sorted(self._watched)
+            if modern and wanted:
+                try:
+                    async with client.listen(resource_subscriptions=wanted) as subscription, anyio.create_task_group() as tg:
+                        self._applied(version)
+
+                        async def pump(sub: Any = subscription, group: Any = tg) -> None:
+                            async for event in sub:
+                                if isinstance(event, ResourceUpdated):
+                                    self._resource_updated(event.uri)
+                            group.cancel_scope.cancel()  # the stream ended: open it again
+
+                        tg.start_soon(pump)
+                        await self._watch_changed.wait()
+                        tg.cancel_scope.cancel()
+                    continue
+                except Exception as exc:
+                    logger.info("MCP server %s: cannot subscribe to resources: %s", self.log_name, describe_error(exc))
+                    self._applied(version)  # nothing to wait for
+                    await anyio.sleep(1.0)
+                    continue
+            if not modern:
+                for uri in sorted(set(wanted) - subscribed):
+                    try:
+                        await client.subscribe_resource(uri)
+                        subscribed.add(uri)
+                    except Exception as exc:
+                        logger.info("MCP server %s: cannot subscribe to %s: %s", self.log_name, uri, describe_error(exc))
+                for uri in sorted(subscribed - set(wanted)):
+                    subscribed.discard(uri)
+                    try:
+                        await client.unsubscribe_resource(uri)
+                    except Exception as exc:
+                        logger.debug("MCP server %s: unsubscribing from %s: %s", self.log_name, uri, describe_error(exc))
+            self._applied(version)
+            await self._watch_changed.wait()
+
     # ----- server requests: sampling, roots, elicitation ---------------------------
 
     def serves_one_call_at_a_time(self) -> bool:
@@ -836,6 +950,21 @@ class McpConnection:
             logger.exception("MCP server %s: answering a sampling request failed", self.log_name)
             return mcp_types.ErrorData(code=INTERNAL_ERROR, message="The gateway failed to answer the sampling request.")
         return sampling_result(result)
+
+    async def _on_elicitation(
+        self, context: ClientRequestContext, params: mcp_types.ElicitRequestParams
+    ) -> mcp_types.ElicitResult | mcp_types.ErrorData:
+        call = self._call_for_server_request()
+        if call is None or call.ctx is None or call.ctx.elicit is None:
+            return mcp_types.ErrorData(code=INVALID_REQUEST, message=_ELICITATION_REFUSAL)
+        try:
+            answer = await call.ctx.elicit(params.model_dump(by_alias=True, exclude_none=True, mode="json"))
+            return mcp_types.ElicitResult.model_validate(answer)
+        except ToolError as exc:
+            return mcp_types.ErrorData(code=INVALID_REQUEST, message=f"Elicitation declined: {exc}")
+        except Exception:
+            logger.exception("MCP server %s: forwarding an elicitation request failed", self.log_name)
+            return mcp_types.ErrorData(code=INTERNAL_ERROR, message="The gateway failed to forward the elicitation request.")
 
     async def _on_list_roots(self, context: ClientRequestContext) -> mcp_types.ListRootsResult:
         roots = [mcp_types.Root(uri=uri, name=Path(uri.removeprefix("file://")).name or None) for uri in self._roots]  # type: ignore[arg-type]  # pydantic validates the file:// URI
@@ -985,10 +1114,52 @@ class McpConnection:
             return await client.read_resource(uri)
         except MCPError as exc:
             if exc.code != CONNECTION_CLOSED:
-                raise ToolError(f"Cannot read '{uri}': {exc.message}") from None
+                raise ServerRefused(f"Cannot read '{uri}': {exc.message}", exc.code) from None
             raise await self._call_failure("read_resource", exc, generation) from None
         except Exception as exc:
             raise await self._call_failure("read_resource", exc, generation) from None
+
+    async def get_prompt(self, name: str, arguments: dict[str, str] | None) -> mcp_types.GetPromptResult:
+        """One prompt, filled in (raises ToolError)."""
+        result: mcp_types.GetPromptResult = await self._request(
+            f"prompt '{name}'", lambda client: client.get_prompt(name, arguments)
+        )
+        return result
+
+    async def complete(
+        self,
+        ref: mcp_types.PromptReference | mcp_types.ResourceTemplateReference,
+        argument: dict[str, str],
+        context_arguments: dict[str, str] | None,
+    ) -> mcp_types.CompleteResult:
+        """Completions for a prompt's or a resource template's argument (raises ToolError)."""
+        result: mcp_types.CompleteResult = await self._request(
+            "completion", lambda client: client.complete(ref, argument, context_arguments)
+        )
+        return result
+
+    async def _request(self, what: str, send: Any) -> Any:
+        """A request of the client's own (not a tool call): nothing of a call's runs meanwhile."""
+        await self._acquire()
+        if not self.serves_one_call_at_a_time():
+            return await self._request_now(what, send)
+        async with self._one_at_a_time:
+            self._serving = _Call(self, None, f"Sampling declined: plugway does not answer sampling requests for a {what}.")
+            try:
+                return await self._request_now(what, send)
+            finally:
+                self._serving = None
+
+    async def _request_now(self, what: str, send: Any) -> Any:
+        client, generation = await self._acquire()
+        try:
+            return await send(client)
+        except MCPError as exc:
+            if exc.code != CONNECTION_CLOSED:
+                raise ServerRefused(f"The MCP server for plugin '{self.label}' refused the {what}: {exc.message}", exc.code) from None
+            raise await self._call_failure(what, exc, generation) from None
+        except Exception as exc:
+            raise await self._call_failure(what, exc, generation) from None
 
     async def _lost_reason(self, generation: int) -> str:
         # A dead child tells us why (exit code, last stderr line) a moment after
@@ -1004,20 +1175,3 @@ class McpConnection:
                 return reason
         self._connection_lost(generation, "connection closed")
         return self.error or "connection closed"
-
-
-def _decline_elicitation(client: Client) -> None:
-    """Answer elicitation requests with a reason, without advertising the capability.
-
-    The SDK advertises elicitation as soon as a callback is given, and servers
-    then ask for it. Set after the handshake, the callback only serves servers
-    that ask anyway; if the SDK's internals move, its own refusal stays.
-    """
-    session = client.session
-    if not hasattr(session, "_elicitation_callback"):
-        return
-
-    async def decline(context: ClientRequestContext, params: Any) -> mcp_types.ErrorData:
-        return mcp_types.ErrorData(code=INVALID_REQUEST, message=_ELICITATION_REFUSAL)
-
-    session._elicitation_callback = decline

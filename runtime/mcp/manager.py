@@ -235,6 +235,18 @@ class McpManager:
                     connection.error or "not connected",
                 )
 
+    async def connection_for(self, ref: PluginRef, *, organisation: str) -> McpConnection:
+        """The connection serving ``ref`` for ``organisation`` (and no other, unless ``shared``), once it has tried to start."""
+        connection = self._connection(organisation, ref)
+        if connection.starting:
+            remaining = connection.created_at + self.startup_wait_s - time.monotonic()
+            if remaining > 0:
+                try:
+                    await asyncio.wait_for(connection.wait_first_attempt(), remaining)
+                except TimeoutError:
+                    pass
+        return connection
+
     async def tools_for(self, ref: PluginRef, *, organisation: str) -> list[ToolSpec]:
         """The organisation's plugin's tools as ToolSpecs (original MCP names); [] while its server is down."""
         if _per_user(ref):

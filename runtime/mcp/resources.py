@@ -19,7 +19,7 @@ from mcp_types import (
 )
 
 from runtime.mcp.results import blob_text, decoded_size, resource_name
-from runtime.plugin_host.tool import ToolImage, ToolResult
+from runtime.plugin_host.tool import ToolAudio, ToolImage, ToolResult
 from runtime.text import truncate
 
 READ_RESOURCE_TOOL = "read_resource"
@@ -63,9 +63,10 @@ def read_resource_description(
 
 
 def render_resource(result: ReadResourceResult, max_chars: int) -> str | ToolResult:
-    """A resource's contents as model-readable text, with images beside it."""
+    """A resource's contents as model-readable text, with images and sounds beside it."""
     parts: list[str] = []
     images: list[ToolImage] = []
+    sounds: list[ToolAudio] = []
     several = len(result.contents) > 1
     for contents in result.contents:
         uri = str(contents.uri)
@@ -75,12 +76,14 @@ def render_resource(result: ReadResourceResult, max_chars: int) -> str | ToolRes
             mime = contents.mime_type or "application/octet-stream"
             if mime.startswith("image/"):
                 images.append(ToolImage(mime_type=mime, data=contents.blob, name=resource_name(uri)))
+            elif mime.startswith("audio/"):
+                sounds.append(ToolAudio(mime_type=mime, data=contents.blob, name=resource_name(uri)))
             elif (text := blob_text(contents.blob, mime)) is not None:
                 parts.append(f"[resource: {uri}]\n{text}" if several else text)
             else:
                 parts.append(f"[resource: {uri}, {mime}, {decoded_size(contents.blob)} bytes]")
     text = "\n".join(parts)
-    if not text and not images:
+    if not text and not images and not sounds:
         text = "(the resource is empty)"
     text = truncate(text, max_chars)
-    return ToolResult(text=text, images=tuple(images)) if images else text
+    return ToolResult(text=text, images=tuple(images), audio=tuple(sounds)) if images or sounds else text

@@ -4,9 +4,10 @@
   one ``content`` (or ``text``) string is that string: the model should read the
   text, not its escaped JSON spelling.
 - Images (and embedded image resources) become :class:`ToolImage` objects on a
-  :class:`ToolResult`: the loop passes them as images to models that can see
-  them and as a short description elsewhere. Binary data never reaches the
-  model as text: audio and other blobs are described (type, size, name). A
+  :class:`ToolResult`, audio (and embedded audio resources) :class:`ToolAudio`
+  objects: the loop passes them to models that can see (hear) them and as a
+  short description elsewhere. Binary data never reaches the model as text:
+  other blobs are described (type, size, name). A
   blob whose MIME type is textual (``text/*``, JSON, XML, YAML, CSV…) is text
   sent base64-encoded, and reaches the model decoded.
 - ``structuredContent`` is preferred when the result carries no binary content
@@ -38,7 +39,7 @@ from mcp_types import (
     TextResourceContents,
 )
 
-from runtime.plugin_host.tool import ToolImage, ToolResult
+from runtime.plugin_host.tool import ToolAudio, ToolImage, ToolResult
 from runtime.text import truncate
 
 # Long unbroken base64 (or a base64 data: URL) inside structured data is a blob, not prose.
@@ -95,6 +96,17 @@ def image_of(block: Any) -> ToolImage | None:
     return None
 
 
+def audio_of(block: Any) -> ToolAudio | None:
+    """The sound a content block carries, if it carries one."""
+    if isinstance(block, AudioContent):
+        return ToolAudio(mime_type=block.mime_type, data=block.data)
+    if isinstance(block, EmbeddedResource) and isinstance(block.resource, BlobResourceContents):
+        mime = block.resource.mime_type or ""
+        if mime.startswith("audio/"):
+            return ToolAudio(mime_type=mime, data=block.resource.blob, name=resource_name(str(block.resource.uri)))
+    return None
+
+
 def _unwrap_text(text: str) -> str:
     stripped = text.strip()
     if not (stripped.startswith("{") and stripped.endswith("}")):
@@ -136,17 +148,21 @@ def summarise_block(block: Any) -> str:
     return f"[{kind} content]"
 
 
-def render_content(blocks: Iterable[Any], *, skip_text: bool = False) -> tuple[str, list[ToolImage]]:
-    """The blocks' text (images left out of it) and their images."""
+def render_content(blocks: Iterable[Any], *, skip_text: bool = False) -> tuple[str, list[ToolImage], list[ToolAudio]]:
+    """The blocks' text (images and sounds left out of it), their images and their sounds."""
     parts: list[str] = []
     images: list[ToolImage] = []
+    sounds: list[ToolAudio] = []
     for block in blocks:
         image = image_of(block)
+        sound = audio_of(block) if image is None else None
         if image is not None:
             images.append(image)
+        elif sound is not None:
+            sounds.append(sound)
         elif not (skip_text and isinstance(block, TextContent)):
             parts.append(summarise_block(block))
-    return "\n".join(part for part in parts if part), images
+    return "\n".join(part for part in parts if part), images, sounds
 
 
 def _is_binary(block: Any) -> bool:
@@ -200,6 +216,7 @@ def _unwrap_structured(value: Any) -> Any:
 def render_result(result: CallToolResult, max_chars: int) -> str | ToolResult:
     """What the model reads of a tool result: text capped at ``max_chars``, with its images."""
     images: list[ToolImage] = []
+    sounds: list[ToolAudio] = []
     binary = any(_is_binary(block) for block in result.content)
     if result.structured_content is not None and not result.is_error and not binary:
         structured = scrub_binary(_unwrap_structured(result.structured_content))
@@ -207,19 +224,19 @@ def render_result(result: CallToolResult, max_chars: int) -> str | ToolResult:
             text = structured
         else:
             text = json.dumps(structured, ensure_ascii=False, separators=(", ", ": "))
-        extras, _ = render_content(result.content, skip_text=True)
+        extras, _, _ = render_content(result.content, skip_text=True)
         if extras:
             text = f"{text}\n{extras}"
     else:
-        text, images = render_content(result.content)
-    if not text and not images:
+        text, images, sounds = render_content(result.content)
+    if not text and not images and not sounds:
         text = "The tool reported an error without details." if result.is_error else "(no output)"
     text = truncate(text, max_chars)
-    if images and not result.is_error:
-        return ToolResult(text=text, images=tuple(images))
-    if images:
-        # An error result is read as a message: its images are only described.
-        described = "\n".join(image.describe() for image in images)
+    if (images or sounds) and not result.is_error:
+        return ToolResult(text=text, images=tuple(images), audio=tuple(sounds))
+    if images or sounds:
+        # An error result is read as a message: its images and sounds are only described.
+        described = "\n".join([*(image.describe() for image in images), *(sound.describe() for sound in sounds)])
         return truncate(f"{text}\n{described}" if text else described, max_chars)
     return text
 
@@ -228,5 +245,5 @@ def result_text(result: str | ToolResult) -> str:
     """A rendered result as plain text (images described), for surfaces that show text only."""
     if isinstance(result, str):
         return result
-    described = [image.describe() for image in result.images]
+    described = [*(image.describe() for image in result.images), *(sound.describe() for sound in result.audio)]
     return "\n".join(part for part in (result.text, *described) if part)

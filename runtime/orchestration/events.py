@@ -107,6 +107,8 @@ class ToolCallFinished:
     error: str | None = None
     # Binary results the front door may pass to the model as images: (mime type, base64 data).
     images: list[tuple[str, str]] = field(default_factory=list)
+    # ... and as sounds: (mime type, base64 data).
+    audio: list[tuple[str, str]] = field(default_factory=list)
     builtin: bool = False
     # Code mode: a script run carries its script, what it printed and the tool calls it made;
     # each of those calls names the script run that made it.

@@ -163,7 +163,7 @@ class Orchestrator:
         code = self.code_tools(ctx, request, toolset)
         state.code_mode = code is not None
         state.tool_search = toolset.searchable and code is None
-        images_reach_model = self.router.accepts_tool_images(ctx.model)
+        media_reaching_model = self.router.tool_media(ctx.model)
         yield ToolsOffered(toolset.offered())
         messages = list(body["messages"])
         client_tools: list[JSON] = list(body.get("tools") or [])
@@ -176,7 +176,7 @@ class Orchestrator:
             calls = resumed.assistant_message.get("tool_calls") or []
             messages.append(_assistant_turn(resumed.assistant_message.get("content"), calls, resumed.assistant_message.get(REASONING_PARTS)))
             executed.update(_call_key(call) for call in calls)
-            async for tool_event in self._run_tools(ctx, state, 1, calls, toolset, messages, images_reach_model, refused=resumed.approvals, code=code):
+            async for tool_event in self._run_tools(ctx, state, 1, calls, toolset, messages, media_reaching_model, refused=resumed.approvals, code=code):
                 yield tool_event
             first_round = 2
 
@@ -211,7 +211,7 @@ class Orchestrator:
                 yield self._completed(state, last, list(messages), finish_reason="tool_calls")
                 return
             messages.append(_assistant_turn(last.message.get("content"), calls, last.message.get(REASONING_PARTS)))
-            async for tool_event in self._run_tools(ctx, state, round_no, server_calls, toolset, messages, images_reach_model, code=code):
+            async for tool_event in self._run_tools(ctx, state, round_no, server_calls, toolset, messages, media_reaching_model, code=code):
                 yield tool_event
             if client_calls:
                 # The client runs its own tools and comes back with their results.
@@ -346,7 +346,7 @@ class Orchestrator:
         calls: Sequence[JSON],
         toolset: Toolset,
         messages: list[JSON],
-        images_reach_model: bool,
+        media_reaching_model: frozenset[str],
         *,
         refused: dict[str, bool] | None = None,
         code: CodeTools | None = None,
@@ -441,7 +441,7 @@ class Orchestrator:
         for call_id, _call in started:
             outcome = outcomes[call_id]
             state.tool_calls.append(outcome.trace())
-            messages.append(_tool_message(call_id, outcome, images_reach_model))
+            messages.append(_tool_message(call_id, outcome, media_reaching_model))
 
     @staticmethod
     def _pending(toolset: Toolset, call: JSON) -> PendingCall:
@@ -475,12 +475,25 @@ def _waits_for_approval(call: JSON, toolset: Toolset, code: CodeTools | None) ->
     return toolset.requires_approval((call.get("function") or {}).get("name") or "")
 
 
-def _tool_message(call_id: str, outcome: ToolCallFinished, with_images: bool) -> JSON:
-    if not (with_images and outcome.images):
+# The sound formats chat completions' ``input_audio`` takes, by MIME type.
+AUDIO_FORMATS = {"audio/wav": "wav", "audio/x-wav": "wav", "audio/wave": "wav", "audio/mpeg": "mp3", "audio/mp3": "mp3"}
+
+
+def _tool_message(call_id: str, outcome: ToolCallFinished, media: frozenset[str]) -> JSON:
+    """The tool result as the model reads it: text, with its images and sounds as parts where they reach the model
+    (the adapters carry the parts on: see ``runtime.providers.openai.images_after_tool_results``)."""
+    parts: list[JSON] = []
+    if "image" in media:
+        parts.extend({"type": "image_url", "image_url": {"url": f"data:{mime};base64,{data}"}} for mime, data in outcome.images)
+    if "audio" in media:
+        parts.extend(
+            {"type": "input_audio", "input_audio": {"data": data, "format": AUDIO_FORMATS[mime]}}
+            for mime, data in outcome.audio
+            if mime in AUDIO_FORMATS
+        )
+    if not parts:
         return {"role": "tool", "tool_call_id": call_id, "content": outcome.content}
-    parts: list[JSON] = [{"type": "text", "text": outcome.content}]
-    parts.extend({"type": "image_url", "image_url": {"url": f"data:{mime};base64,{data}"}} for mime, data in outcome.images)
-    return {"role": "tool", "tool_call_id": call_id, "content": parts}
+    return {"role": "tool", "tool_call_id": call_id, "content": [{"type": "text", "text": outcome.content}, *parts]}
 
 
 def _guard_messages(guard: Guardrails, state: RunState, messages: list[JSON]) -> list[JSON]:
@@ -504,6 +517,7 @@ def _guard_tool_result(guard: Guardrails, state: RunState, outcome: ToolCallFini
         outcome.content = error_content("guardrail_block", f"The result was withheld by guardrail '{checked.blocked.guardrail_key}' ({kinds}).")
         outcome.error = "withheld by guardrail"
         outcome.images = []
+        outcome.audio = []
     else:
         outcome.content = checked.text
 

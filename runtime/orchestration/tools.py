@@ -29,6 +29,7 @@ from runtime.orchestration.events import OfferedTool, ToolCallFinished, ToolCall
 from runtime.orchestration.naming import public_name
 from runtime.plugin_host.manager import PluginHost
 from runtime.plugin_host.tool import (
+    Elicitor,
     Sampler,
     SamplingRequest,
     SamplingResult,
@@ -332,16 +333,19 @@ def _default(value: Any) -> Any:
 
 # Images larger than this go to the model as a description only (Anthropic's own per-image cap).
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
+# Sounds larger than this are described only (a minute or two of speech fits).
+MAX_AUDIO_BYTES = 10 * 1024 * 1024
 
 
-def _result_content(result: Any, limit: int) -> tuple[str, list[tuple[str, str]]]:
-    """What the model reads, and the images that may go along with it."""
+def _result_content(result: Any, limit: int) -> tuple[str, list[tuple[str, str]], list[tuple[str, str]]]:
+    """What the model reads, and the images and sounds that may go along with it."""
     if not isinstance(result, ToolResult):
-        return truncate(serialise(result), limit), []
-    descriptions = [image.describe() for image in result.images]
+        return truncate(serialise(result), limit), [], []
+    descriptions = [*(image.describe() for image in result.images), *(sound.describe() for sound in result.audio)]
     text = "\n".join([result.text, *descriptions]) if result.text else "\n".join(descriptions)
     images = [(image.mime_type, image.data) for image in result.images if image.size <= MAX_IMAGE_BYTES]
-    return truncate(text or "(no output)", limit), images
+    sounds = [(sound.mime_type, sound.data) for sound in result.audio if sound.size <= MAX_AUDIO_BYTES]
+    return truncate(text or "(no output)", limit), images, sounds
 
 
 async def run_tool_call(
@@ -354,6 +358,7 @@ async def run_tool_call(
     config: OrchestrationConfig,
     on_progress: ProgressCallback | None = None,
     sampler: Sampler | None = None,
+    elicitor: Elicitor | None = None,
     end_user: str | None = None,
     ask_user_to_open: UrlPrompt | None = None,
 ) -> ToolCallFinished:
@@ -367,6 +372,7 @@ async def run_tool_call(
         config=config,
         on_progress=on_progress,
         sampler=sampler,
+        elicitor=elicitor,
         end_user=end_user,
         ask_user_to_open=ask_user_to_open,
     )
@@ -395,6 +401,7 @@ async def _execute_tool_call(
     config: OrchestrationConfig,
     on_progress: ProgressCallback | None = None,
     sampler: Sampler | None = None,
+    elicitor: Elicitor | None = None,
     end_user: str | None = None,
     ask_user_to_open: UrlPrompt | None = None,
 ) -> ToolCallFinished:
@@ -411,7 +418,13 @@ async def _execute_tool_call(
     raw_arguments = function.get("arguments") or "{}"
     bound = toolset.by_name.get(name)
 
-    def outcome(content: str, ok: bool, error: str | None = None, images: list[tuple[str, str]] | None = None) -> ToolCallFinished:
+    def outcome(
+        content: str,
+        ok: bool,
+        error: str | None = None,
+        images: list[tuple[str, str]] | None = None,
+        audio: list[tuple[str, str]] | None = None,
+    ) -> ToolCallFinished:
         return ToolCallFinished(
             round=round_no,
             call_id=call_id,
@@ -424,6 +437,7 @@ async def _execute_tool_call(
             duration_ms=(time.perf_counter() - started) * 1000,
             error=error,
             images=images or [],
+            audio=audio or [],
         )
 
     if bound is None:
@@ -466,6 +480,18 @@ async def _execute_tool_call(
                     finally:
                         deadline.reschedule(min(loop.time() + limit, ceiling))
 
+            elicit: Elicitor | None = None
+            if elicitor is not None:
+                person = elicitor
+
+                async def elicit(params: dict[str, Any]) -> dict[str, Any]:
+                    # A person's time is not the tool's either (as with sampling).
+                    deadline.reschedule(ceiling)
+                    try:
+                        return await person(params)
+                    finally:
+                        deadline.reschedule(min(loop.time() + limit, ceiling))
+
             tool_ctx = ToolContext(
                 organisation_id=organisation_id,
                 plugin_id=bound.ref.id,
@@ -474,6 +500,7 @@ async def _execute_tool_call(
                 logger=logging.getLogger(f"plugway.plugin.{bound.ref.id}"),
                 progress=progress,
                 sample=sample,
+                elicit=elicit,
                 end_user=end_user,
                 ask_user_to_open=ask_user_to_open,
             )
@@ -493,8 +520,8 @@ async def _execute_tool_call(
     except Exception as exc:
         log.warning("tool %s raised %s: %s", name, type(exc).__name__, exc, exc_info=True)
         return outcome(error_content("tool_failed", f"The tool failed: {type(exc).__name__}: {exc}"), False, f"{type(exc).__name__}: {exc}")
-    content, images = _result_content(result, config.max_tool_result_chars)
-    return outcome(content, True, images=images)
+    content, images, sounds = _result_content(result, config.max_tool_result_chars)
+    return outcome(content, True, images=images, audio=sounds)
 
 
 def run_tool_search(call: JSON, toolset: Toolset, round_no: int, loaded: list[str]) -> ToolCallFinished:

@@ -41,6 +41,24 @@ class ToolImage:
 
 
 @dataclass(frozen=True)
+class ToolAudio:
+    """A sound a tool returns: base64 ``data`` of ``mime_type`` (``audio/wav``, ``audio/mpeg``, ...)."""
+
+    mime_type: str
+    data: str
+    name: str | None = None
+
+    @property
+    def size(self) -> int:
+        """Decoded size in bytes, without decoding."""
+        return len(self.data.rstrip("=")) * 3 // 4
+
+    def describe(self) -> str:
+        named = f" '{self.name}'" if self.name else ""
+        return f"[audio{named}: {self.mime_type}, {self.size} bytes]"
+
+
+@dataclass(frozen=True)
 class ToolResult:
     """A result with images besides text.
 
@@ -51,6 +69,8 @@ class ToolResult:
 
     text: str
     images: tuple[ToolImage, ...] = ()
+    # Sounds go to models that can hear them (``models[].audio``), as images go to those that see.
+    audio: tuple[ToolAudio, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,6 +95,10 @@ class SamplingResult:
 
 
 Sampler = Callable[[SamplingRequest], Awaitable[SamplingResult]]
+# Ask the person behind the request (MCP elicitation): the request's params as MCP spells
+# them (``mode`` "form" with ``message`` and ``requestedSchema``, or "url" with ``message``,
+# ``url`` and ``elicitationId``) in, the answer (``action``, ``content``) out.
+Elicitor = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 ProgressReporter = Callable[[float, float | None, str | None], None]
 # (message, url) -> whether the person opened it and finished there.
 UrlPrompt = Callable[[str, str], Awaitable[bool]]
@@ -99,6 +123,9 @@ class ToolContext:
     # Ask the request's model for a completion (no tools), within the call's sampling
     # budget; None where no model is available (raise ToolError or decline then).
     sample: Sampler | None = None
+    # Ask the person behind the request (an MCP server's elicitation); None where there is
+    # nobody to ask (inside the loop, or a /mcp client without the elicitation capability).
+    elicit: Elicitor | None = None
     # The person the request acts for, when the request identifies one (its `user` or
     # `safety_identifier`, an endpoint session's user, a WhatsApp contact, the OAuth subject
     # on /mcp): an MCP server authorized per end user runs the call with their token.

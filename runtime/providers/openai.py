@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncGenerator, Mapping
+from typing import Any
 
 import orjson
 
@@ -59,13 +60,54 @@ def upstream_error_from_response(provider_id: str, status: int, headers: Mapping
     )
 
 
+def _is_image_part(part: Any) -> bool:
+    """An image (or sound) part: what a ``role: tool`` message cannot carry on chat completions."""
+    return isinstance(part, dict) and part.get("type") in ("image_url", "input_audio")
+
+
+def images_after_tool_results(messages: list[JSON]) -> list[JSON]:
+    """Tool messages carrying images, as chat completions accepts them.
+
+    A ``role: tool`` message's content may only be text there, so a tool
+    result's images and sounds (the loop puts them beside its text as
+    ``image_url`` and ``input_audio`` parts) move to one ``user`` message right
+    after the round's tool messages, introduced by the call they came from. That is what OpenAI's own
+    examples and the common gateways do: the model reads the tool's text where
+    it belongs and sees the images as the very next thing. (A user message
+    between two tool messages would break the round, so it waits for the last.)
+    """
+    if not any(
+        message.get("role") == "tool" and isinstance(message.get("content"), list) and any(map(_is_image_part, message["content"]))
+        for message in messages
+    ):
+        return messages
+    out: list[JSON] = []
+    pending: list[JSON] = []
+    for message in messages:
+        if pending and message.get("role") != "tool":
+            out.append({"role": "user", "content": pending})
+            pending = []
+        content = message.get("content")
+        if message.get("role") == "tool" and isinstance(content, list) and any(map(_is_image_part, content)):
+            text = "\n".join(str(part.get("text") or "") for part in content if isinstance(part, dict) and part.get("type") == "text")
+            out.append({**message, "content": text})
+            pending.append({"type": "text", "text": f"Returned by tool call {message.get('tool_call_id') or ''}:"})
+            pending.extend(part for part in content if _is_image_part(part))
+        else:
+            out.append(message)
+    if pending:
+        out.append({"role": "user", "content": pending})
+    return out
+
+
 def chat_wire_body(body: JSON) -> JSON:
-    """The body as chat completions carries it: reasoning state of other protocols stays behind."""
+    """The body as chat completions carries it: reasoning state of other protocols stays behind,
+    a tool result's images follow the round's tool messages (see :func:`images_after_tool_results`)."""
     messages = body.get("messages")
     if isinstance(messages, list):
-        stripped = without_parts(messages)
-        if stripped is not messages:
-            return {**body, "messages": stripped}
+        carried = images_after_tool_results(without_parts(messages))
+        if carried is not messages:
+            return {**body, "messages": carried}
     return body
 
 

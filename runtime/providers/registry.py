@@ -69,7 +69,11 @@ class ProviderProfile:
     json_schema_output: bool = False
     # Image parts in user messages reach the model.
     vision: bool = False
-    # Images in tool results reach the model (else only their text does).
+    # Sound parts (``input_audio``: wav or mp3) reach the model.
+    audio: bool = False
+    # The adapter can carry a tool result's images (Anthropic: image blocks in the tool_result;
+    # chat completions: a user message with the images right after the round's tool messages).
+    # They reach the model only when it has ``vision`` too; else it reads their description.
     tool_result_images: bool = False
     # Serves ``POST /embeddings``; the adapter then has an ``embeddings`` method.
     embeddings: bool = False
@@ -77,6 +81,9 @@ class ProviderProfile:
     reasoning: bool = False
     # Most tools one request may offer (a provider's ``max_tools`` setting narrows it).
     max_tools: int = DEFAULT_MAX_TOOLS
+    # JSON Schema keywords removed from tool schemas before they reach this kind's upstreams
+    # (see runtime.providers.tool_schemas): metadata some of them refuse.
+    tool_schema_drops: frozenset[str] = frozenset()
 
     def speaks(self, api: Api) -> bool:
         return api in self.native_apis
@@ -151,11 +158,13 @@ def provider_kinds() -> list[str]:
     return sorted(_KINDS)
 
 
-def profile_for(kind: str, *, vision: bool | None = None, api: str | None = None) -> ProviderProfile:
+def profile_for(kind: str, *, vision: bool | None = None, api: str | None = None, audio: bool | None = None) -> ProviderProfile:
     """The profile of a model served by a provider of ``kind`` (called with ``api``), with the model's own overrides."""
     profile = provider_kind(kind).profile_for_api(api)
     if vision is not None and vision != profile.vision:
         profile = replace(profile, vision=vision)
+    if audio is not None and audio != profile.audio:
+        profile = replace(profile, audio=audio)
     return profile
 
 
@@ -163,12 +172,29 @@ register_provider_kind(
     ProviderKind(
         "openai",
         "runtime.providers.openai:OpenAIProvider",
-        ProviderProfile(json_schema_output=True, vision=True, embeddings=True, reasoning=True),
+        ProviderProfile(
+            json_schema_output=True,
+            vision=True,
+            tool_result_images=True,
+            embeddings=True,
+            reasoning=True,
+            # OpenAI-compatible endpoints (Gemini's among them) refuse ``$schema``; none needs it.
+            tool_schema_drops=frozenset({"$schema"}),
+        ),
         other_apis={
             # OpenAI's Responses API upstream: /v1/responses forwarded natively, chat translated.
+            # A tool result's images go inside its function_call_output, as input_image parts.
             "responses": (
                 "runtime.providers.openai_responses:OpenAIResponsesProvider",
-                ProviderProfile(native_apis=frozenset({"responses"}), json_schema_output=True, vision=True, embeddings=True, reasoning=True),
+                ProviderProfile(
+                    native_apis=frozenset({"responses"}),
+                    json_schema_output=True,
+                    vision=True,
+                    tool_result_images=True,
+                    embeddings=True,
+                    reasoning=True,
+                    tool_schema_drops=frozenset({"$schema"}),
+                ),
             )
         },
     )

@@ -43,6 +43,7 @@ from runtime.providers.registry import (
     provider_kind,
 )
 from runtime.providers.resilience import CircuitBreaker, open_stream_with_retries
+from runtime.providers.tool_schemas import body_for_dialect
 from runtime.request import RouteLog
 from runtime.telemetry import current as telemetry
 
@@ -139,7 +140,7 @@ class ModelRouter:
     def profile(self, model: ModelConfig) -> ProviderProfile:
         """What the provider serving ``model`` can do, with the model's own overrides."""
         config = self._configs[model.provider]
-        return profile_for(config.kind, vision=model.vision, api=model.api or config.api)
+        return profile_for(config.kind, vision=model.vision, api=model.api or config.api, audio=model.audio)
 
     def _provider(self, model: ModelConfig) -> Provider:
         """The adapter serving ``model``: its provider's, or one for the API the model overrides it with."""
@@ -162,9 +163,19 @@ class ModelRouter:
         ]
         return min(limits, default=DEFAULT_MAX_TOOLS)
 
-    def accepts_tool_images(self, model: ModelConfig) -> bool:
-        """Whether every provider along the model's chain can show images in tool results."""
-        return all(profile.tool_result_images for _, profile in self._chain_profiles(model))
+    def tool_media(self, model: ModelConfig) -> frozenset[str]:
+        """What of a tool result's media reaches the model: ``image`` (every model along the chain
+        sees and its adapter carries tool images), ``audio`` (likewise, hears)."""
+        profiles = [profile for _, profile in self._chain_profiles(model)]
+        carried = [profile for profile in profiles if profile.tool_result_images]
+        if len(carried) != len(profiles):
+            return frozenset()
+        media = set()
+        if all(profile.vision for profile in carried):
+            media.add("image")
+        if all(profile.audio for profile in carried):
+            media.add("audio")
+        return frozenset(media)
 
     def supports_json_schema(self, model: ModelConfig) -> bool:
         """Whether every provider along the chain honours ``response_format`` json_schema."""
@@ -201,7 +212,7 @@ class ModelRouter:
         return chain
 
     def _upstream_body(self, model: ModelConfig, body: JSON) -> JSON:
-        upstream = dict(body)
+        upstream = dict(body_for_dialect(body, self.profile(model).tool_schema_drops))
         upstream["model"] = model.upstream
         if model.max_tokens_default and "max_tokens" not in upstream and "max_completion_tokens" not in upstream:
             upstream["max_tokens"] = model.max_tokens_default

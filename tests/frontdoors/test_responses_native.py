@@ -171,6 +171,17 @@ def test_every_server_side_round_gets_the_previous_rounds_reasoning(acme: openai
     assert shown == [{k: v for k, v in item.items() if v is not None} for item in fake.issued_in(0) + fake.issued_in(1) + fake.issued_in(2)]
 
 
+def test_a_tools_image_reaches_a_responses_upstream_as_input_image_in_the_call_output(acme: openai.OpenAI, fake: FakeResponses) -> None:
+    fake.enqueue(Turn(calls=[Call("testkit__picture", {})]), Turn(text="A red dot."))
+    client = openai.OpenAI(base_url=acme.base_url, api_key=acme.api_key, max_retries=0)
+    reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "look"}])
+    assert reply.choices[0].message.content == "A red dot."
+    (output,) = [item for item in fake.requests[1]["input"] if item.get("type") == "function_call_output"]
+    kinds = [part["type"] for part in output["output"]]
+    assert kinds == ["input_text", "input_image"]
+    assert output["output"][1]["image_url"].startswith("data:image/png;base64,")
+
+
 def test_namespace_call_goes_back_with_its_namespace(bare: openai.OpenAI, fake: FakeResponses) -> None:
     fake.enqueue(Turn(calls=[Call("run", {"cmd": "ls"}, namespace="shell")]), Turn(text="Listed."))
     first = bare.responses.create(model=MODEL, input="List files.", tools=[SHELL_NS], store=False, include=["reasoning.encrypted_content"])  # type: ignore[list-item]

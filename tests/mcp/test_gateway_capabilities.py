@@ -281,8 +281,8 @@ def test_a_150_tool_server_is_answered_through_tool_search(
 def test_tool_search_saves_prompt_tokens_on_a_100_tool_catalogue(
     servers: Servers, tmp_path: Path, upstream: FakeOpenAI, capsys: pytest.CaptureFixture[str], gateways: Gateways
 ) -> None:
-    # 26 tools of the test server + 74 catalogue entries = 100 (read_resource left out).
-    catalogue = Tk("stdio", servers, tmp_path, "--many", "74")
+    # 31 tools of the test server + 69 catalogue entries = 100 (read_resource left out).
+    catalogue = Tk("stdio", servers, tmp_path, "--many", "69")
     catalogue.plugin["exclude_tools"] = ["read_resource"]
     measured: dict[str, int] = {}
     for label, budget in (("whole catalogue", None), ("tool search", 1000)):

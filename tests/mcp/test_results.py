@@ -78,9 +78,11 @@ def test_binary_content_is_summarised_not_dropped() -> None:
     assert isinstance(rendered, ToolResult)
     (image,) = rendered.images
     assert (image.mime_type, image.size, image.data) == ("image/png", 1027, base64.b64encode(png).decode())
+    # Sounds travel beside the text as images do; the loop describes them to models that cannot hear.
+    (sound,) = rendered.audio
+    assert (sound.mime_type, sound.size, sound.describe()) == ("audio/wav", 100, "[audio: audio/wav, 100 bytes]")
     lines = rendered.text.split("\n")
     assert lines == [
-        "[audio: audio/wav, 100 bytes]",
         "[resource: file:///notes.txt]",
         "note body",
         "[resource: file:///report.pdf, application/pdf, 40 bytes]",

@@ -1,4 +1,5 @@
-"""``/mcp``: plugway as a streamable-HTTP MCP server of the calling key's organisation's plugin tools.
+"""``/mcp``: plugway as a streamable-HTTP MCP server of the calling key's organisation's plugin tools,
+and of its MCP servers' resources and prompts.
 
 What a client sees:
 
@@ -36,7 +37,12 @@ What a client sees:
   image content; a result that is a JSON object also as
   ``structuredContent``. Progress a tool reports reaches a client that sent a
   ``progressToken``. Tools that ask the request's model (sampling) get no
-  model here and say so.
+  model here and say so. A backing server's elicitation reaches a client that
+  declared the capability (see :mod:`runtime.frontdoors.mcp.elicitation`).
+- **Resources, prompts, completion**: the organisation's MCP servers' own,
+  named ``plugway://<plugin-id>/<uri>`` and ``<plugin-id>__<prompt>`` (see
+  :mod:`runtime.frontdoors.mcp.offerings`), read through the organisation's
+  own connections; subscriptions are passed through both ways.
 - **Records**: every admitted call writes a usage record with source
   ``mcp``, ``model`` = the public tool name (plugin and tool), ``tool_calls``
   1, ``latency_ms`` and ``status`` (``ok``, ``tool_error``, ``tool_failed``,

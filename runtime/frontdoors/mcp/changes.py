@@ -1,4 +1,4 @@
-"""Telling connected MCP clients that their organisation's tool list changed.
+"""Telling connected MCP clients that their organisation's tool list (or resources, or prompts) changed.
 
 An organisation's tools change when a backing MCP server announces a new
 list (the runtime's MCP connection refreshes it). Rather than depend on hooks
@@ -17,6 +17,10 @@ that listens:
   when it has been idle (no request, no open GET stream) for as long as the
   session manager keeps idle sessions.
 
+The same watcher compares the organisation's MCP servers' resources (and
+templates) and prompts, as ``/mcp`` names them, and announces
+``resources/list_changed`` and ``prompts/list_changed`` the same way.
+
 A watcher runs only while its organisation has a listener or a remembered
 session, so organisations nobody is connected to cost nothing.
 """
@@ -33,13 +37,21 @@ from typing import Any
 
 import orjson
 from mcp.server.session import ServerSession
-from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
+from mcp.server.subscriptions import (
+    InMemorySubscriptionBus,
+    ListenHandler,
+    PromptsListChanged,
+    ResourcesListChanged,
+    ToolsListChanged,
+)
 
 from runtime.orchestration.tools import Toolset
 
 log = logging.getLogger("plugway.mcp_server")
 
 ToolsetOf = Callable[[str], Awaitable[Toolset | None]]
+# An organisation's resources (and templates) and prompts, as what a client sees of them.
+OfferingsOf = Callable[[str], Awaitable[tuple[Any, Any]]]
 Identity = tuple[tuple[str, str, bytes], ...]
 
 
@@ -70,6 +82,8 @@ class _Organisation:
     toolset: Toolset | None = None
     identity: Identity | None = None
     task: asyncio.Task[None] | None = None
+    # The resources' and prompts' identities clients were last told of (None: not taken yet).
+    offerings: tuple[Any, Any] | None = None
     # Whatever a handler resolved last, for synchronous schema look-ups; never the baseline,
     # or a call resolving a changed list would hide the change from the watcher.
     latest: Toolset | None = None
@@ -90,8 +104,16 @@ class _Organisation:
 class ToolListChanges:
     """Watches organisations' tool lists for the clients connected to ``/mcp``."""
 
-    def __init__(self, toolset_of: ToolsetOf, *, poll_s: float = 1.0, session_idle_s: float = 1800.0) -> None:
+    def __init__(
+        self,
+        toolset_of: ToolsetOf,
+        *,
+        poll_s: float = 1.0,
+        session_idle_s: float = 1800.0,
+        offerings_of: OfferingsOf | None = None,
+    ) -> None:
         self._toolset_of = toolset_of
+        self._offerings_of = offerings_of
         self.poll_s = poll_s
         self.session_idle_s = session_idle_s
         self._organisations: dict[str, _Organisation] = {}
@@ -210,8 +232,38 @@ class ToolListChanges:
                 # One bad look (an MCP server mid-restart, say) must not end the watching.
                 log.warning("could not check organisation %s's tool list", organisation_id, exc_info=True)
 
+    async def baseline_offerings(self, organisation_id: str) -> None:
+        """Take the organisation's resources and prompts as clients see them now, if nobody has yet."""
+        state = self._organisation(organisation_id)
+        if self._offerings_of is not None and state.offerings is None:
+            state.offerings = await self._offerings_of(organisation_id)
+
+    async def _check_offerings(self, organisation_id: str, state: _Organisation) -> None:
+        if self._offerings_of is None:
+            return
+        current = await self._offerings_of(organisation_id)
+        before, state.offerings = state.offerings, current
+        if before is None or before == current:
+            return
+        resources, prompts = current[0] != before[0], current[1] != before[1]
+        log.info("organisation %s's resources or prompts changed: telling its listeners", organisation_id)
+        if resources:
+            await state.bus.publish(ResourcesListChanged())
+        if prompts:
+            await state.bus.publish(PromptsListChanged())
+        for session_id, session in list(state.sessions.items()):
+            try:
+                if resources:
+                    await session.session.send_resource_list_changed()
+                if prompts:
+                    await session.session.send_prompt_list_changed()
+            except Exception as exc:
+                log.debug("session %s no longer reachable (%s): forgotten", session_id, exc)
+                self.forget_session(session_id)
+
     async def _check(self, organisation_id: str, state: _Organisation) -> None:
         self._expire_idle_sessions(state)
+        await self._check_offerings(organisation_id, state)
         toolset = await self._toolset_of(organisation_id)
         if toolset is None or toolset is state.toolset:
             return

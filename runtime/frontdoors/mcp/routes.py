@@ -200,3 +200,5 @@ class McpFrontDoor:
             if session_id is not None:
                 gone = request.method == "DELETE" or status == 404
                 tools.changes.request_finished(session_id, session_gone=gone)
+                if gone:
+                    tools.session_ended(session_id)

@@ -1,7 +1,11 @@
-"""The MCP server behind ``/mcp``: the calling key's organisation's plugin tools.
+"""The MCP server behind ``/mcp``: the calling key's organisation's plugin tools, resources and prompts.
 
-Built on the SDK's low-level ``Server`` with three handlers: ``tools/list``,
-``tools/call`` and ``subscriptions/listen``. Every handler reads the caller
+Built on the SDK's low-level ``Server``: ``tools/list``, ``tools/call``,
+``subscriptions/listen``, and for the organisation's MCP servers' resources
+and prompts (named as :mod:`runtime.frontdoors.mcp.offerings` says)
+``resources/list``, ``resources/templates/list``, ``resources/read``,
+``resources/subscribe``, ``prompts/list``, ``prompts/get`` and
+``completion/complete``. Every handler reads the caller
 (the gateway key, already authenticated by the endpoint) from the HTTP
 request that carried the message, so one server serves every organisation
 and each sees only its own tools.
@@ -13,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -26,17 +30,23 @@ from mcp.server.models import InitializationOptions
 from mcp.server.session import ServerSession
 from mcp.server.streamable_http import MCP_SESSION_ID_HEADER
 from mcp.shared.exceptions import MCPError
+from mcp.shared.subscriptions import ResourceUpdated
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 import runtime
 from runtime.admission import admit_tools, grants_for, organisation_not_configured
-from runtime.config import OrganisationConfig
+from runtime.config import OrganisationConfig, PluginRef
 from runtime.errors import GatewayError
+from runtime.frontdoors.mcp import offerings
 from runtime.frontdoors.mcp.changes import ToolListChanges
+from runtime.frontdoors.mcp.elicitation import ParkedCalls, client_modes, session_elicitor
 from runtime.gateway import Gateway
+from runtime.mcp.connection import ServerRefused
+from runtime.mcp.resources import READ_RESOURCE_TOOL
 from runtime.orchestration.events import ToolCallFinished
+from runtime.orchestration.naming import public_name
 from runtime.orchestration.tools import BoundTool, Toolset, error_of, outcome_status, run_tool_call
-from runtime.plugin_host.tool import Sampler
+from runtime.plugin_host.tool import Elicitor, Sampler, ToolError
 from runtime.request import DoorRules, PluginGrant, ToolsContext
 from runtime.storage.keys import KeyInfo
 
@@ -53,8 +63,9 @@ MCP_CALL_DOOR = DoorRules("mcp", scope="mcp")
 MCP_LISTING_DOOR = DoorRules("mcp", scope="mcp", limits=False)
 
 INSTRUCTIONS = (
-    "plugway: the plugin tools of your gateway key's organisation, named <plugin-id>__<tool>. "
-    "Each call counts against the key's rate limits and the organisation's budget."
+    "plugway: the plugin tools of your gateway key's organisation, named <plugin-id>__<tool>, and its MCP "
+    "servers' prompts (<plugin-id>__<prompt>) and resources (plugway://<plugin-id>/<the server's URI>). "
+    "Each call, resource read and prompt counts against the key's rate limits and the organisation's budget."
 )
 
 # The organisation of the HTTP request being served, for the SDK's synchronous schema look-up.
@@ -138,6 +149,7 @@ def tool_result(finished: ToolCallFinished) -> types.CallToolResult:
         return types.CallToolResult(content=[types.TextContent(text=text)], is_error=True)
     blocks: list[types.ContentBlock] = [types.TextContent(text=finished.content)]
     blocks.extend(types.ImageContent(data=data, mime_type=mime_type) for mime_type, data in finished.images)
+    blocks.extend(types.AudioContent(data=data, mime_type=mime_type) for mime_type, data in finished.audio)
     structured: Any = None
     if finished.content.startswith("{"):
         with contextlib.suppress(orjson.JSONDecodeError):
@@ -185,9 +197,10 @@ class _PluginToolsServer(Server[Any]):
         experimental_capabilities: dict[str, dict[str, Any]] | None = None,
         extensions: dict[str, dict[str, Any]] | None = None,
     ) -> InitializationOptions:
-        # Handshake-era clients learn here that tools/list_changed will come.
+        # Handshake-era clients learn here that tools/, resources/ and prompts/list_changed will come.
+        changes = NotificationOptions(tools_changed=True, resources_changed=True, prompts_changed=True)
         return super().create_initialization_options(
-            notification_options or NotificationOptions(tools_changed=True), experimental_capabilities, extensions
+            notification_options or changes, experimental_capabilities, extensions
         )
 
 
@@ -199,7 +212,9 @@ class PluginToolServer:
     ) -> None:
         self.gateway = gateway
         self.page_size = page_size
-        self.changes = ToolListChanges(self._organisation_toolset, poll_s=poll_s, session_idle_s=session_idle_s)
+        self.changes = ToolListChanges(
+            self._organisation_toolset, poll_s=poll_s, session_idle_s=session_idle_s, offerings_of=self._offerings_identity
+        )
         self.server = _PluginToolsServer(
             "plugway",
             version=runtime.__version__,
@@ -207,10 +222,26 @@ class PluginToolServer:
             on_list_tools=self.list_tools,
             on_call_tool=self.call_tool,
             on_subscriptions_listen=self.listen,
+            on_list_resources=self.list_resources,
+            on_list_resource_templates=self.list_resource_templates,
+            on_read_resource=self.read_resource,
+            on_list_prompts=self.list_prompts,
+            on_get_prompt=self.get_prompt,
+            on_completion=self.complete,
+            on_subscribe_resource=self.subscribe_resource,
+            on_unsubscribe_resource=self.unsubscribe_resource,
             get_tool_input_schema=self.input_schema,
         )
+        self.parked = ParkedCalls()
+        # (handshake-era session id, resource URI) -> the function that stops watching it.
+        self._session_watches: dict[tuple[str, str], Callable[[], None]] = {}
+        self._background: set[asyncio.Task[None]] = set()
 
     async def aclose(self) -> None:
+        self.parked.close()
+        for unwatch in self._session_watches.values():
+            unwatch()
+        self._session_watches.clear()
         await self.changes.aclose()
 
     # -- tools of an organisation -----------------------------------------------------
@@ -226,6 +257,17 @@ class PluginToolServer:
         if organisation is None:
             return None
         return await self.gateway.catalog.toolset(organisation, grants_for(organisation, None))
+
+    async def _offerings_identity(self, organisation_id: str) -> tuple[Any, Any]:
+        """What a client sees of the organisation's resources and prompts: a change is worth a list_changed."""
+        organisation = self.gateway.organisation(organisation_id)
+        if organisation is None:
+            return (), ()
+        servers = await offerings.servers_of(self.gateway.mcp, organisation)
+        resources = tuple((str(r.uri), r.name, r.description) for r in offerings.resources(servers))
+        templates = tuple((t.uri_template, t.name, t.description) for t in offerings.templates(servers))
+        prompts = tuple(p.model_dump_json() for p in offerings.prompts(servers))
+        return resources + templates, prompts
 
     async def _admit_listing(self, caller: Caller) -> tuple[ToolsContext, Toolset]:
         # Listing is admitted (organisation, budget) but spends none of the key's rate limit.
@@ -275,12 +317,14 @@ class PluginToolServer:
 
     async def call_tool(
         self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
-    ) -> types.CallToolResult:
+    ) -> types.CallToolResult | types.InputRequiredResult:
         with mcp_errors():
             caller = caller_of(ctx)
-            organisation = self.gateway.organisation(caller.key.organisation_id)
-            if organisation is None:
-                raise organisation_not_configured()
+            if params.request_state is not None:
+                # A 2026 client's retry carrying the answer to the question its call asked.
+                parked = self.parked.resume(caller.key.id, params.request_state, params.input_responses)
+                return await self._outcome(parked)
+            organisation = self._organisation(caller)
             toolset = await self._toolset(organisation, grants_for(organisation, None))
             if params.name not in toolset.by_name:
                 # Before admission: a call that cannot run spends none of the key's rate limit.
@@ -290,8 +334,26 @@ class PluginToolServer:
                 )
             admitted = await admit_tools(self.gateway, MCP_CALL_DOOR, key=caller.key, request_id=caller.request_id)
             admitted.end_user = caller.end_user
-            finished = await self._run(ctx, admitted, toolset, params)
+            modes = client_modes(ctx)
+            if modes and ctx.protocol_version in MODERN_PROTOCOL_VERSIONS:
+                # No requests to a 2026 client: a question comes back as an InputRequiredResult.
+                parked = self.parked.start(
+                    caller.key.id, modes, lambda elicit: self._run(ctx, admitted, toolset, params, elicit)
+                )
+                return await self._outcome(parked)
+            elicitor = session_elicitor(ctx, modes) if modes else None
+            finished = await self._run(ctx, admitted, toolset, params, elicitor)
             return tool_result(finished)
+
+    async def _outcome(self, parked: Any) -> types.CallToolResult | types.InputRequiredResult:
+        outcome = await self.parked.outcome(parked)
+        return outcome if isinstance(outcome, types.InputRequiredResult) else tool_result(outcome)
+
+    def _organisation(self, caller: Caller) -> OrganisationConfig:
+        organisation = self.gateway.organisation(caller.key.organisation_id)
+        if organisation is None:
+            raise organisation_not_configured()
+        return organisation
 
     async def _run(
         self,
@@ -299,6 +361,7 @@ class PluginToolServer:
         admitted: ToolsContext,
         toolset: Toolset,
         params: types.CallToolRequestParams,
+        elicitor: Elicitor | None = None,
     ) -> ToolCallFinished:
         """Run the call exactly as the orchestration loop does, and record it (source ``mcp``) however it ends."""
         call = {
@@ -319,6 +382,7 @@ class PluginToolServer:
                     config=self.gateway.settings.orchestration,
                     on_progress=progress.report,
                     sampler=self._sampler(admitted, toolset.by_name[params.name]),
+                    elicitor=elicitor,
                     # A per-user upstream server runs as the OAuth subject (set where /mcp signs clients in).
                     end_user=admitted.end_user,
                 )
@@ -336,6 +400,195 @@ class PluginToolServer:
         factory = self.gateway.orchestrator.sampling
         return factory(admitted.with_model(model, admitted.door), admitted.request_id) if factory is not None else None
 
+    # -- resources and prompts of the organisation's MCP servers ------------------------------
+
+    async def _servers(self, caller: Caller) -> list[offerings.Server]:
+        # Listing is admitted (organisation, budget) but spends none of the key's rate limit.
+        admitted = await admit_tools(self.gateway, MCP_LISTING_DOOR, key=caller.key, request_id=caller.request_id)
+        return await offerings.servers_of(self.gateway.mcp, admitted.organisation)
+
+    def _cursor(self, params: types.PaginatedRequestParams | None) -> str | None:
+        return params.cursor if params is not None else None
+
+    async def list_resources(
+        self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourcesResult:
+        with mcp_errors():
+            servers = await self._servers(caller_of(ctx))
+            items, cursor = offerings.page(offerings.resources(servers), self._cursor(params), self.page_size)
+            return types.ListResourcesResult(resources=items, next_cursor=cursor, ttl_ms=0, cache_scope="private")
+
+    async def list_resource_templates(
+        self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListResourceTemplatesResult:
+        with mcp_errors():
+            servers = await self._servers(caller_of(ctx))
+            items, cursor = offerings.page(offerings.templates(servers), self._cursor(params), self.page_size)
+            return types.ListResourceTemplatesResult(
+                resource_templates=items, next_cursor=cursor, ttl_ms=0, cache_scope="private"
+            )
+
+    async def list_prompts(
+        self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListPromptsResult:
+        with mcp_errors():
+            servers = await self._servers(caller_of(ctx))
+            items, cursor = offerings.page(offerings.prompts(servers), self._cursor(params), self.page_size)
+            return types.ListPromptsResult(prompts=items, next_cursor=cursor, ttl_ms=0, cache_scope="private")
+
+    async def _mcp_plugin(self, caller: Caller, uri: str) -> tuple[OrganisationConfig, PluginRef, str]:
+        """(organisation, plugin, the server's own URI) of a resource URI; only the caller's organisation's plugins."""
+        organisation = self._organisation(caller)
+        split = offerings.split_uri(uri)
+        ref = organisation.plugin(split[0]) if split is not None else None
+        if split is None or ref is None or ref.mcp is None or self.gateway.mcp is None:
+            raise offerings.unknown_resource(uri)
+        return organisation, ref, split[1]
+
+    async def _served(self, admitted: ToolsContext, record_as: str, request: Any) -> Any:
+        """A request to an upstream server made on a client's behalf: timed out, recorded, errors said."""
+        started = time.perf_counter()
+        status = "cancelled"
+        try:
+            async with asyncio.timeout(self.gateway.settings.orchestration.tool_timeout_s):
+                result = await request
+            status = "ok"
+            return result
+        except TimeoutError:
+            status = "timeout"
+            raise MCPError(types.INTERNAL_ERROR, "The MCP server did not answer in time.") from None
+        except ServerRefused as exc:
+            status = "tool_error"
+            raise MCPError(exc.code, str(exc)) from None
+        except ToolError as exc:
+            status = "tool_failed"
+            raise MCPError(types.INTERNAL_ERROR, str(exc)) from None
+        finally:
+            self.gateway.record_tool_call(admitted, record_as, started=started, status=status)
+
+    async def read_resource(
+        self, ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams
+    ) -> types.ReadResourceResult:
+        with mcp_errors():
+            caller = caller_of(ctx)
+            organisation, ref, uri = await self._mcp_plugin(caller, params.uri)
+            # Before admission: a URI that names no server spends none of the key's rate limit.
+            admitted = await admit_tools(self.gateway, MCP_CALL_DOOR, key=caller.key, request_id=caller.request_id)
+            assert self.gateway.mcp is not None  # _mcp_plugin checked it
+            connection = await self.gateway.mcp.connection_for(ref, organisation=organisation.id)
+            result = await self._served(admitted, public_name(ref.id, READ_RESOURCE_TOOL), connection.read_resource(uri))
+            return offerings.read_result(ref.id, result)
+
+    async def get_prompt(
+        self, ctx: ServerRequestContext[Any, Any], params: types.GetPromptRequestParams
+    ) -> types.GetPromptResult:
+        with mcp_errors():
+            caller = caller_of(ctx)
+            found = offerings.prompt_named(await self._servers(caller), params.name)
+            if found is None:
+                raise MCPError(
+                    types.INVALID_PARAMS,
+                    f"Unknown prompt: '{params.name}'. prompts/list shows the prompts of this key's organisation.",
+                )
+            server, name = found
+            admitted = await admit_tools(self.gateway, MCP_CALL_DOOR, key=caller.key, request_id=caller.request_id)
+            result = await self._served(
+                admitted, f"prompt:{params.name}", server.connection.get_prompt(name, params.arguments)
+            )
+            return offerings.prompt_result(server.plugin_id, result)
+
+    async def complete(
+        self, ctx: ServerRequestContext[Any, Any], params: types.CompleteRequestParams
+    ) -> types.CompleteResult:
+        """Completions for a prompt's or a resource template's argument, from the server that owns it."""
+        with mcp_errors():
+            caller = caller_of(ctx)
+            servers = await self._servers(caller)
+            ref: types.PromptReference | types.ResourceTemplateReference
+            if isinstance(params.ref, types.PromptReference):
+                found = offerings.prompt_named(servers, params.ref.name)
+                if found is None:
+                    raise MCPError(types.INVALID_PARAMS, f"Unknown prompt: '{params.ref.name}'.")
+                server, name = found
+                ref = params.ref.model_copy(update={"name": name})
+            else:
+                split = offerings.split_uri(params.ref.uri)
+                server_found = offerings.server_named(servers, split[0]) if split is not None else None
+                if split is None or server_found is None:
+                    raise offerings.unknown_resource(params.ref.uri)
+                server = server_found
+                ref = params.ref.model_copy(update={"uri": split[1]})
+            context = params.context.arguments if params.context is not None else None
+            try:
+                async with asyncio.timeout(self.gateway.settings.orchestration.tool_timeout_s):
+                    return await server.connection.complete(
+                        ref, {"name": params.argument.name, "value": params.argument.value}, context
+                    )
+            except TimeoutError:
+                raise MCPError(types.INTERNAL_ERROR, "The MCP server did not answer in time.") from None
+            except ServerRefused as exc:
+                raise MCPError(exc.code, str(exc)) from None
+            except ToolError as exc:
+                raise MCPError(types.INTERNAL_ERROR, str(exc)) from None
+
+    # -- resource subscriptions --------------------------------------------------------------
+
+    def _soon(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _watch(self, organisation: OrganisationConfig, uri: str, on_update: Callable[[str], None]) -> Callable[[], None] | None:
+        """Watch a ``/mcp`` resource URI on the organisation's own connection; None if it names no server of it."""
+        split = offerings.split_uri(uri)
+        ref = organisation.plugin(split[0]) if split is not None else None
+        if split is None or ref is None or ref.mcp is None or self.gateway.mcp is None:
+            return None
+        connection = await self.gateway.mcp.connection_for(ref, organisation=organisation.id)
+        return await connection.watch_resource(split[1], lambda _original: on_update(uri))
+
+    async def subscribe_resource(
+        self, ctx: ServerRequestContext[Any, Any], params: types.SubscribeRequestParams
+    ) -> types.EmptyResult:
+        """A handshake-era client's ``resources/subscribe``: updates arrive on its session's GET stream."""
+        with mcp_errors():
+            caller = caller_of(ctx)
+            await admit_tools(self.gateway, MCP_LISTING_DOOR, key=caller.key, request_id=caller.request_id)
+            session = ctx.session
+            watch_key = (caller.session_id or str(id(session)), params.uri)
+            if watch_key in self._session_watches:
+                return types.EmptyResult()
+
+            async def tell(uri: str) -> None:
+                try:
+                    await session.send_resource_updated(uri)
+                except Exception:
+                    # The session is gone: stop watching for it.
+                    unwatch = self._session_watches.pop(watch_key, None)
+                    if unwatch is not None:
+                        unwatch()
+
+            unwatch = await self._watch(self._organisation(caller), params.uri, lambda uri: self._soon(tell(uri)))
+            if unwatch is None:
+                raise offerings.unknown_resource(params.uri)
+            self._session_watches[watch_key] = unwatch
+            return types.EmptyResult()
+
+    def session_ended(self, session_id: str) -> None:
+        """A handshake-era session was deleted or forgotten: its resource watches end with it."""
+        for watch_key in [k for k in self._session_watches if k[0] == session_id]:
+            self._session_watches.pop(watch_key)()
+
+    async def unsubscribe_resource(
+        self, ctx: ServerRequestContext[Any, Any], params: types.UnsubscribeRequestParams
+    ) -> types.EmptyResult:
+        with mcp_errors():
+            caller = caller_of(ctx)
+            unwatch = self._session_watches.pop((caller.session_id or str(id(ctx.session)), params.uri), None)
+            if unwatch is not None:
+                unwatch()
+            return types.EmptyResult()
+
     async def listen(
         self, ctx: ServerRequestContext[Any, Any], params: types.SubscriptionsListenRequestParams
     ) -> types.SubscriptionsListenResult:
@@ -343,5 +596,20 @@ class PluginToolServer:
             caller = caller_of(ctx)
             admitted, toolset = await self._admit_listing(caller)
         organisation_id = admitted.organisation.id
-        with self.changes.listening(organisation_id, toolset):
-            return await self.changes.listen_handler(organisation_id)(ctx, params)
+        await self.changes.baseline_offerings(organisation_id)
+        # Resources the client names are watched on the organisation's own connections before
+        # the stream is acknowledged; a URI that names none of its servers is honored and never fires.
+        bus = self.changes.bus(organisation_id)
+        unwatches = []
+        try:
+            for uri in params.notifications.resource_subscriptions or ():
+                unwatch = await self._watch(
+                    admitted.organisation, uri, lambda public: self._soon(bus.publish(ResourceUpdated(uri=public)))
+                )
+                if unwatch is not None:
+                    unwatches.append(unwatch)
+            with self.changes.listening(organisation_id, toolset):
+                return await self.changes.listen_handler(organisation_id)(ctx, params)
+        finally:
+            for unwatch in unwatches:
+                unwatch()
