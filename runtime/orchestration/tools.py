@@ -492,6 +492,18 @@ async def _execute_tool_call(
                     finally:
                         deadline.reschedule(min(loop.time() + limit, ceiling))
 
+            open_link: UrlPrompt | None = None
+            if ask_user_to_open is not None:
+                prompt = ask_user_to_open
+
+                async def open_link(message: str, url: str) -> bool:
+                    # Nor is the time the person takes to open a link (an authorization, say).
+                    deadline.reschedule(ceiling)
+                    try:
+                        return await prompt(message, url)
+                    finally:
+                        deadline.reschedule(min(loop.time() + limit, ceiling))
+
             tool_ctx = ToolContext(
                 organisation_id=organisation_id,
                 plugin_id=bound.ref.id,
@@ -502,7 +514,7 @@ async def _execute_tool_call(
                 sample=sample,
                 elicit=elicit,
                 end_user=end_user,
-                ask_user_to_open=ask_user_to_open,
+                ask_user_to_open=open_link,
             )
             result = await bound.spec.invoke(arguments, tool_ctx)
     except TimeoutError as exc:

@@ -377,3 +377,78 @@ async def test_on_mcp_the_oauth_subject_is_the_end_user(user_gateway: GatewaySer
     status = (await asyncio.to_thread(httpx.get, url, headers=_admin(user_gateway))).json()
     [subject] = [a["subject"] for a in status["authorizations"]]
     assert subject.startswith("mcp:") and "consenting-admin" in subject
+
+
+def mcp_token(server: GatewayServer, name: str) -> str:
+    """An access token for /mcp signed in with OAuth as a new admin key ``name`` (its subject names the end user)."""
+    from tests.mcp_oauth.test_mcp_oauth import code_for, exchange, pkce, register
+
+    admin_key, _ = mint_admin_key(server.gateway.engine, name=name)
+    client_id = register(server)["client_id"]
+    verifier, challenge = pkce()
+    return str(exchange(server, client_id, code_for(server, admin_key, client_id, challenge), verifier).json()["access_token"])
+
+
+async def call_on_mcp(server: GatewayServer, token: str, tool: str, mode: str = "auto", **options: Any) -> Any:
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=20) as http:
+        async with Client(streamable_http_client(f"{server.url}/mcp", http_client=http), mode=mode, **options) as client:  # type: ignore[arg-type]
+            return await client.call_tool(tool, {})
+
+
+def someone_authorized(server: GatewayServer, upstream: FakeOpenAI) -> None:
+    """Alice authorizes over chat, so the server's own tools are offered (to everyone, each running as themselves)."""
+    answer = call_whoami(server, upstream, user="alice", tool="crm__authorize")
+    sign_in_at_upstream(next(w for w in answer.split() if "/oauth/upstream/authorize?" in w).rstrip('".,}'), "alice@upstream")
+    assert call_whoami(server, upstream, user="alice") == "account:alice@upstream"
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_an_mcp_client_with_url_elicitation_is_shown_the_link_and_its_call_runs_once_the_user_authorized(
+    user_gateway: GatewayServer, upstream: FakeOpenAI, mode: str
+) -> None:
+    import mcp_types as types
+
+    await asyncio.to_thread(someone_authorized, user_gateway, upstream)
+    token = mcp_token(user_gateway, "elicited-admin")
+    shown: list[Any] = []
+
+    async def open_the_link(context: Any, params: Any) -> Any:
+        shown.append(params)
+        # The client's user opens the link in a browser and signs in upstream as themselves.
+        landed = await asyncio.to_thread(sign_in_at_upstream, params.url, "elicited@upstream")
+        assert landed.status_code == 200 and "connected for your account" in landed.text
+        return types.ElicitResult(action="accept")
+
+    result = await call_on_mcp(user_gateway, token, "crm__whoami", mode, elicitation_callback=open_the_link)
+    # The same call carried on as that user, with their new token.
+    assert not result.is_error and result.content[0].text == "account:elicited@upstream"
+    [question] = shown
+    assert isinstance(question, types.ElicitRequestURLParams)
+    assert question.url.startswith(f"{user_gateway.url}/oauth/upstream/authorize?ticket=")
+    assert "crm" in question.message and question.url in question.message
+    status = (await asyncio.to_thread(httpx.get, f"{user_gateway.url}/admin/v1/plugins/acme/crm/authorization", headers=_admin(user_gateway))).json()
+    [subject] = [a["subject"] for a in status["authorizations"] if a["subject"] != "alice"]
+    assert subject.startswith("mcp:") and "elicited-admin" in subject
+
+
+@pytest.mark.parametrize("answer", ["no url elicitation", "decline"])
+async def test_an_mcp_client_that_cannot_or_will_not_open_the_link_gets_it_as_the_tool_result(
+    user_gateway: GatewayServer, upstream: FakeOpenAI, answer: str
+) -> None:
+    import mcp_types as types
+
+    await asyncio.to_thread(someone_authorized, user_gateway, upstream)
+    token = mcp_token(user_gateway, "unlinked-admin")
+
+    async def decline(context: Any, params: Any) -> Any:
+        return types.ElicitResult(action="decline")
+
+    options = {"elicitation_callback": decline} if answer == "decline" else {}
+    result = await call_on_mcp(user_gateway, token, "crm__whoami", **options)
+    text_result = result.content[0].text
+    assert result.is_error and "has not authorized crm" in text_result
+    assert f"{user_gateway.url}/oauth/upstream/authorize?ticket=" in text_result and "alice" not in text_result

@@ -15,6 +15,10 @@ The runtime's MCP connection hands a server's ``elicitation/create`` to the
   with ``inputResponses`` and the echoed ``requestState`` hands the answer on
   and carries on waiting for the result (or the next question).
 
+The same elicitor shows a per-user server's authorization link (``url_prompt``):
+a client that declared URL mode opens it, accepts, and the call carries on as
+that user; any other gets the link as the tool result.
+
 The person's time does not count against ``tool_timeout_s`` (the call may wait
 up to ``tool_max_s``), as with sampling.
 """
@@ -34,7 +38,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.message import ServerMessageMetadata
 
 from runtime.orchestration.events import ToolCallFinished
-from runtime.plugin_host.tool import Elicitor, ToolError
+from runtime.plugin_host.tool import Elicitor, ToolError, UrlPrompt
 
 # The key of the one question an InputRequiredResult of ours carries.
 QUESTION = "elicitation"
@@ -83,6 +87,23 @@ def session_elicitor(ctx: ServerRequestContext[Any, Any], modes: frozenset[str])
         return answer_of(result)
 
     return elicit
+
+
+def url_prompt(elicit: Elicitor) -> UrlPrompt:
+    """Shows the client's user a link to open (URL elicitation) and waits: True only if they accepted.
+
+    A client that cannot do URL mode (``request_params`` refuses it), or whose user
+    declines or dismisses it, is False: the caller answers the link as the tool result.
+    """
+
+    async def ask(message: str, url: str) -> bool:
+        try:
+            answer = await elicit({"mode": "url", "message": message, "url": url})
+        except ToolError:
+            return False
+        return answer.get("action") == "accept"
+
+    return ask
 
 
 @dataclass(eq=False)

@@ -39,7 +39,12 @@ from runtime.config import OrganisationConfig, PluginRef
 from runtime.errors import GatewayError
 from runtime.frontdoors.mcp import offerings
 from runtime.frontdoors.mcp.changes import ToolListChanges
-from runtime.frontdoors.mcp.elicitation import ParkedCalls, client_modes, session_elicitor
+from runtime.frontdoors.mcp.elicitation import (
+    ParkedCalls,
+    client_modes,
+    session_elicitor,
+    url_prompt,
+)
 from runtime.gateway import Gateway
 from runtime.mcp.connection import ServerRefused
 from runtime.mcp.resources import READ_RESOURCE_TOOL
@@ -383,6 +388,8 @@ class PluginToolServer:
                     on_progress=progress.report,
                     sampler=self._sampler(admitted, toolset.by_name[params.name]),
                     elicitor=elicitor,
+                    # A per-user server's authorization link is shown to the client's user (URL mode).
+                    ask_user_to_open=url_prompt(elicitor) if elicitor is not None else None,
                     # A per-user upstream server runs as the OAuth subject (set where /mcp signs clients in).
                     end_user=admitted.end_user,
                 )
