@@ -2,9 +2,10 @@
 ``ANTHROPIC_BASE_URL`` and ``ANTHROPIC_AUTH_TOKEN`` pointing it at the gateway (offline: telemetry,
 updates and nonessential traffic off, ``HOME`` in a temporary directory).
 
-Two kinds of model behind Claude Code's own default model names (``claude-*`` aliases per
-organisation): the offline ``demo`` model, and the fake Anthropic upstream, which signs the
-thinking it sends and refuses a tool round whose thinking came back altered or missing. Each
+Every kind of model plugway serves, behind Claude Code's own default model names (``claude-*``
+aliases per organisation): the offline ``demo`` model; the fake Anthropic upstream, which signs the
+thinking it sends and refuses a tool round whose thinking came back altered or missing; and, by
+translation, a chat-completions OpenAI upstream and a Responses-native one (their fakes). Each
 runs a task that needs Claude Code's own Bash tool, and one that needs a plugway plugin tool
 through ``/mcp`` configured as Claude Code's MCP server (``--mcp-config``, http transport with
 the gateway key as Bearer).
@@ -27,6 +28,9 @@ import pytest
 from runtime.requestlog.store import RequestFilters, read_page
 from tests.e2e.conftest import anthropic_provider
 from tests.fakes.anthropic_server import FakeAnthropic, Reply, fake_anthropic, fake_anthropic_server
+from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.openai_server import Reply as ChatReply
+from tests.fakes.responses_server import Call, FakeResponses, Turn, input_items
 from tests.support import GatewayServer, make_settings, wait_until
 
 __all__ = ["fake_anthropic", "fake_anthropic_server"]  # fixtures used by name
@@ -42,16 +46,42 @@ pytestmark = pytest.mark.skipif(not CLAUDE.exists(), reason="Claude Code is not 
 
 
 @pytest.fixture(scope="module")
-def gateway(fake_anthropic_server: FakeAnthropic, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
+def chat_fake() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def responses_fake() -> Iterator[FakeResponses]:
+    server = FakeResponses().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(fake_anthropic_server: FakeAnthropic, chat_fake: FakeOpenAI, responses_fake: FakeResponses, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
     settings = make_settings(
         tmp_path_factory.mktemp("claude-code-gateway"),
         fake_anthropic_server.base_url,
-        providers=[anthropic_provider("anthropic", fake_anthropic_server.base_url, timeout_s=30), {"id": "demo", "kind": "demo"}],
-        models=[{"id": "claude-fake", "provider": "anthropic", "upstream_model": "claude-opus-4-8"}, {"id": "demo", "provider": "demo"}],
+        providers=[
+            anthropic_provider("anthropic", fake_anthropic_server.base_url, timeout_s=30),
+            {"id": "demo", "kind": "demo"},
+            {"id": "chat-upstream", "kind": "openai", "base_url": chat_fake.base_url, "api_key": chat_fake.api_key, "timeout_s": 30, "max_retries": 0},
+            {"id": "native", "kind": "openai", "api": "responses", "base_url": responses_fake.base_url, "api_key": responses_fake.api_key, "timeout_s": 30, "max_retries": 0},
+        ],
+        models=[
+            {"id": "claude-fake", "provider": "anthropic", "upstream_model": "claude-opus-4-8"},
+            {"id": "demo", "provider": "demo"},
+            {"id": "chat", "provider": "chat-upstream", "upstream_model": "gpt-4.1"},
+            {"id": "reasoner", "provider": "native", "upstream_model": "gpt-5.5"},
+        ],
         organisations=[
             # Whatever Claude model Claude Code asks for (its main and its small fast one) is this organisation's model.
             {"id": "on-demo", "plugins": PLUGINS, "model_aliases": {"claude-*": "demo"}},
             {"id": "on-anthropic", "plugins": PLUGINS, "model_aliases": {"claude-*": "claude-fake"}},
+            {"id": "on-chat", "plugins": PLUGINS, "model_aliases": {"claude-*": "chat"}},
+            {"id": "on-reasoner", "plugins": PLUGINS, "model_aliases": {"claude-*": "reasoner"}},
         ],
     )
     server = GatewayServer(settings).start()
@@ -178,3 +208,79 @@ def test_claude_code_uses_a_plugway_plugin_through_mcp_on_anthropic_with_thinkin
     assert_thinking_went_back_every_round(fake_anthropic)
     # The calculator ran in plugway, called by Claude Code through /mcp.
     assert any("391" in (last_tool_result(r.body) or "") for r in fake_anthropic.requests)
+
+
+# -- the translated kinds: a chat-completions upstream and a Responses-native one ----------------
+
+
+def _wanted(asked: str, names: set[str]) -> tuple[str, JSON] | None:
+    """The call the task needs next, among the tools as the translated request names them."""
+    if "17 * 23" in asked:
+        if CALCULATOR in names:
+            return CALCULATOR, {"expression": "17 * 23"}
+        if "ToolSearch" in names:
+            return "ToolSearch", {"query": f"select:{CALCULATOR}"}
+    if COMMAND in asked and "Bash" in names:
+        return "Bash", {"command": COMMAND, "description": "Write proof"}
+    return None
+
+
+def chat_agent(body: JSON) -> ChatReply:
+    """The chat-completions fake's model: the same task as ``agent``, over the chat wire format."""
+    messages = body["messages"]
+    calls = [c["function"]["name"] for m in messages if m["role"] == "assistant" for c in m.get("tool_calls") or ()]
+    if messages[-1]["role"] == "tool" and calls and calls[-1] in ("Bash", CALCULATOR):
+        return ChatReply(text=f"Done: {str(messages[-1]['content']).strip()[:80]}")
+    wanted = _wanted(json.dumps(messages), {str(t["function"]["name"]) for t in body.get("tools") or ()})
+    return ChatReply(tool_calls=[wanted]) if wanted else ChatReply(text="Nothing to do.")
+
+
+def responses_agent(body: JSON) -> Turn:
+    """The Responses fake's model: reasons every round, calls the tool, answers from its result."""
+    items = input_items(body)
+    calls = [str(item.get("name")) for item in items if item.get("type") == "function_call"]
+    if items and items[-1].get("type") == "function_call_output" and calls and calls[-1] in ("Bash", CALCULATOR):
+        return Turn(text=f"Done: {str(items[-1].get('output')).strip()[:80]}", reasoning="The tool did it; answer.")
+    wanted = _wanted(json.dumps(items), {str(t.get("name")) for t in body.get("tools") or ()})
+    if wanted is None:
+        return Turn(text="Nothing to do.", reasoning=None)
+    return Turn(calls=[Call(wanted[0], wanted[1])], reasoning="Use the tool.")
+
+
+def tool_results(kind: str, chat_fake: FakeOpenAI, responses_fake: FakeResponses) -> list[str]:
+    """Every tool result the upstream of ``kind`` was sent."""
+    if kind == "chat":
+        return [str(m.get("content")) for body in chat_fake.requests for m in body["messages"] if m["role"] == "tool"]
+    return [str(item.get("output")) for body in responses_fake.requests for item in input_items(body) if item.get("type") == "function_call_output"]
+
+
+@pytest.fixture
+def translated(chat_fake: FakeOpenAI, responses_fake: FakeResponses) -> Iterator[None]:
+    chat_fake.reset()
+    chat_fake.responder = chat_agent
+    responses_fake.reset()
+    responses_fake.responder = responses_agent
+    yield
+    chat_fake.reset()
+    responses_fake.reset()
+
+
+TRANSLATED = pytest.mark.parametrize("kind", ["chat", "reasoner"])
+
+
+@TRANSLATED
+@pytest.mark.usefixtures("translated")
+def test_claude_code_runs_its_shell_tool_on_a_translated_upstream(kind: str, gateway: GatewayServer, chat_fake: FakeOpenAI, responses_fake: FakeResponses, tmp_path: Path) -> None:
+    run_claude(gateway, f"on-{kind}", SHELL_TASK, tmp_path)
+    assert (tmp_path / "proof.txt").read_text().strip() == "plugway-ok"
+    # Bash ran and its result went back to the upstream in the next round (the fake answers only then).
+    assert tool_results(kind, chat_fake, responses_fake), "no tool result reached the upstream"
+
+
+@TRANSLATED
+@pytest.mark.usefixtures("translated")
+def test_claude_code_uses_a_plugway_plugin_through_mcp_on_a_translated_upstream(kind: str, gateway: GatewayServer, chat_fake: FakeOpenAI, responses_fake: FakeResponses, tmp_path: Path) -> None:
+    result = run_claude(gateway, f"on-{kind}", "What is 17 * 23?", tmp_path, mcp=True)
+    assert "391" in result["result"]
+    assert any("391" in r for r in tool_results(kind, chat_fake, responses_fake)), tool_results(kind, chat_fake, responses_fake)
+

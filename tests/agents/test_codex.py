@@ -4,9 +4,10 @@ Codex is configured only through a temporary ``CODEX_HOME/config.toml`` (a custo
 provider pointing at plugway with ``wire_api = "responses"``, and plugway's ``/mcp`` as
 its MCP server with the same key) and runs offline: no login, analytics, feedback or
 update check. Its model name (``gpt-5.5``) reaches plugway's models through a model
-alias: (a) the offline ``demo`` model, reached by translation to chat completions, and
+alias: (a) the offline ``demo`` model, reached by translation to chat completions,
 (b) a Responses-native upstream (the fake), which checks that every reasoning item sent
-back is one it issued, unchanged.
+back is one it issued, unchanged, (c) a chat-completions OpenAI upstream and (d) an
+Anthropic upstream (their fakes), both reached by translation.
 """
 
 from __future__ import annotations
@@ -22,9 +23,17 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.conftest import anthropic_provider
+from tests.fakes.anthropic_server import FakeAnthropic, fake_anthropic_server
+from tests.fakes.anthropic_server import Reply as AnthropicReply
+from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.openai_server import Reply as ChatReply
 from tests.fakes.responses_server import Call, FakeResponses, Turn, input_items, reasoning_items
 from tests.support import Gateways, GatewayServer, make_settings
 
+__all__ = ["fake_anthropic_server"]  # a fixture used by name
+
+JSON = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[2]
 CODEX = ROOT / ".agents" / "node_modules" / ".bin" / "codex"
 # A name Codex 0.171 has no bundled metadata for: it then offers its tools directly (function
@@ -131,19 +140,35 @@ def fake() -> Iterator[FakeResponses]:
 
 
 @pytest.fixture(scope="module")
-def codex_gateway(fake: FakeResponses, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
+def chat_fake() -> Iterator[FakeOpenAI]:
+    server = FakeOpenAI().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def codex_gateway(fake: FakeResponses, chat_fake: FakeOpenAI, fake_anthropic_server: FakeAnthropic, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
     settings = make_settings(
         tmp_path_factory.mktemp("codex-gateway"),
         fake.base_url,
         providers=[
             {"id": "demo", "kind": "demo"},
             {"id": "native", "kind": "openai", "api": "responses", "base_url": fake.base_url, "api_key": fake.api_key, "max_retries": 0},
+            {"id": "chat-upstream", "kind": "openai", "base_url": chat_fake.base_url, "api_key": chat_fake.api_key, "timeout_s": 30, "max_retries": 0},
+            anthropic_provider("anthropic", fake_anthropic_server.base_url, timeout_s=30),
         ],
-        models=[{"id": "demo", "provider": "demo"}, {"id": "reasoner", "provider": "native", "upstream_model": "gpt-5.5"}],
+        models=[
+            {"id": "demo", "provider": "demo"},
+            {"id": "reasoner", "provider": "native", "upstream_model": "gpt-5.5"},
+            {"id": "chat", "provider": "chat-upstream", "upstream_model": "gpt-4.1"},
+            {"id": "anthropic", "provider": "anthropic", "upstream_model": "claude-opus-4-8"},
+        ],
         organisations=[
             # Codex's model names, whatever they are, reach the one model each organisation chose.
             {"id": "on-demo", "model_aliases": {"gpt-*": "demo"}, "plugins": [{"id": "calculator"}]},
             {"id": "on-reasoner", "model_aliases": {"gpt-*": "reasoner"}, "plugins": [{"id": "calculator"}]},
+            {"id": "on-chat", "model_aliases": {"gpt-*": "chat"}, "plugins": [{"id": "calculator"}]},
+            {"id": "on-anthropic", "model_aliases": {"gpt-*": "anthropic"}, "plugins": [{"id": "calculator"}]},
         ],
     )
     with Gateways() as started:
@@ -204,33 +229,108 @@ def fake_calls(body: dict[str, Any]) -> list[dict[str, Any]]:
     return [item for item in input_items(body) if str(item.get("type")).endswith("_call")]
 
 
-CODEX_MODELS = pytest.mark.parametrize("codex_model", [CODEX_MODEL, None], ids=[CODEX_MODEL, "codex-default"])
+def _suffixed(names: list[str], suffix: str) -> str:
+    found = [name for name in names if name.endswith(suffix)]
+    assert found, f"Codex offered no tool ending in {suffix}: {names}"
+    return found[0]
 
 
-@CODEX_MODELS
-@pytest.mark.parametrize("model", ["demo", "reasoner"])
-def test_codex_runs_a_shell_command_through_plugway(model: str, codex_model: str | None, codex_gateway: GatewayServer, fake: FakeResponses, tmp_path: Path) -> None:
+def _wanted_call(asked: str, names: list[str]) -> tuple[str, JSON]:
+    """The one tool call the task needs, among the tools as the translated request names them."""
+    if "functions__exec" in names:
+        # Codex's default model: its custom JavaScript `exec`, a chat function taking one string, `input`.
+        return "functions__exec", {"input": SHELL_SCRIPT if "secret.txt" in asked else MCP_SCRIPT}
+    if "secret.txt" in asked:
+        return _suffixed(names, "exec_command"), {"cmd": "cat secret.txt"}
+    return _suffixed(names, "evaluate"), {"expression": "17*23"}
+
+
+def chat_model(body: JSON) -> ChatReply:
+    """The chat-completions fake's model: the same task, over the chat wire format."""
+    last = body["messages"][-1]
+    if last["role"] == "tool":
+        return ChatReply(text=f"The tool said: {last['content']}")
+    names = [str(tool["function"]["name"]) for tool in body.get("tools") or ()]
+    return ChatReply(tool_calls=[_wanted_call(json.dumps(body["messages"]), names)])
+
+
+def _anthropic_result(body: JSON) -> str | None:
+    last = body["messages"][-1]
+    for block in last["content"] if isinstance(last["content"], list) else ():
+        if block.get("type") == "tool_result":
+            content = block.get("content")
+            return content if isinstance(content, str) else " ".join(str(part.get("text") or "") for part in content or ())
+    return None
+
+
+def anthropic_model(body: JSON) -> AnthropicReply:
+    """The Anthropic fake's model: thinks (signed) when asked to, calls the tool, answers from its result."""
+    thinks = isinstance(body.get("thinking"), dict) and body["thinking"].get("type") in ("enabled", "adaptive")
+    result = _anthropic_result(body)
+    if result is not None:
+        return AnthropicReply(thinking="Read the tool's result." if thinks else None, text=f"The tool said: {result}")
+    names = [str(tool.get("name")) for tool in body.get("tools") or ()]
+    return AnthropicReply(thinking="I should use a tool for this." if thinks else None, tool_use=[_wanted_call(json.dumps(body["messages"]), names)])
+
+
+def _results_reached_the_model(model: str, fake: FakeResponses, chat_fake: FakeOpenAI, anthropic: FakeAnthropic, expected: str) -> None:
+    """The tool ran and its result went back to the upstream in the next round."""
+    if model == "chat":
+        results = [str(m.get("content")) for body in chat_fake.requests for m in body["messages"] if m["role"] == "tool"]
+    elif model == "anthropic":
+        results = [r for recorded in anthropic.requests if (r := _anthropic_result(recorded.body)) is not None]
+        assert [r.status for r in anthropic.requests] == [200] * len(anthropic.requests)
+        # Codex's reasoning settings cannot become Anthropic thinking (the README's dropped fields), so the
+        # tool round goes back as plain tool_use, which Anthropic takes with thinking off.
+        assert all(not r.body.get("thinking") for r in anthropic.requests)
+    else:
+        results = [str(o) for body in fake.requests if (o := _last_output(body)) is not None]
+    assert any(expected in result for result in results), results
+
+
+def _script_every_fake(fake: FakeResponses, chat_fake: FakeOpenAI, anthropic: FakeAnthropic) -> None:
     fake.reset()
     fake.responder = reasoner
+    chat_fake.reset()
+    chat_fake.responder = chat_model
+    anthropic.reset()
+    anthropic.responder = anthropic_model
+
+
+# Every kind of model plugway serves (offline demo, Responses-native, chat completions, Anthropic),
+# each under a model name Codex offers its tools directly for and under its own default (code mode).
+KINDS = [
+    *(pytest.param(model, codex_model, id=f"{model}-{codex_model or 'codex-default'}") for model in ("demo", "reasoner", "chat", "anthropic") for codex_model in (CODEX_MODEL, None)),
+]
+
+@pytest.mark.parametrize(("model", "codex_model"), KINDS)
+def test_codex_runs_a_shell_command_through_plugway(
+    model: str, codex_model: str | None, codex_gateway: GatewayServer, fake: FakeResponses, chat_fake: FakeOpenAI, fake_anthropic_server: FakeAnthropic, tmp_path: Path
+) -> None:
+    _script_every_fake(fake, chat_fake, fake_anthropic_server)
     run = run_codex(tmp_path, codex_gateway, codex_gateway.mint(f"on-{model}"), TASKS[("shell", codex_model)], model=codex_model)
     assert run.returncode == 0 and not run.failures, (run.failures, run.stderr[-3000:])
     commands = run.items("command_execution")
     assert any("cat secret.txt" in c.get("command", "") and c.get("exit_code") == 0 for c in commands), run.events
     assert SECRET in run.answer
+    if model != "demo":
+        _results_reached_the_model(model, fake, chat_fake, fake_anthropic_server, SECRET)
     if model == "reasoner":
         _assert_reasoning_reached_every_round(fake, hosted_search=codex_model is not None)
 
 
-@CODEX_MODELS
-@pytest.mark.parametrize("model", ["demo", "reasoner"])
-def test_codex_uses_a_plugway_plugin_through_mcp(model: str, codex_model: str | None, codex_gateway: GatewayServer, fake: FakeResponses, tmp_path: Path) -> None:
-    fake.reset()
-    fake.responder = reasoner
+@pytest.mark.parametrize(("model", "codex_model"), KINDS)
+def test_codex_uses_a_plugway_plugin_through_mcp(
+    model: str, codex_model: str | None, codex_gateway: GatewayServer, fake: FakeResponses, chat_fake: FakeOpenAI, fake_anthropic_server: FakeAnthropic, tmp_path: Path
+) -> None:
+    _script_every_fake(fake, chat_fake, fake_anthropic_server)
     run = run_codex(tmp_path, codex_gateway, codex_gateway.mint(f"on-{model}"), TASKS[("mcp", codex_model)], model=codex_model)
     assert run.returncode == 0 and not run.failures, (run.failures, run.stderr[-3000:])
     calls = run.items("mcp_tool_call")
     assert any(c.get("server") == "plugway" and c.get("status") == "completed" for c in calls), run.events
     assert "391" in run.answer
+    if model != "demo":
+        _results_reached_the_model(model, fake, chat_fake, fake_anthropic_server, "391")
     if model == "reasoner":
         _assert_reasoning_reached_every_round(fake, hosted_search=codex_model is not None)
 
