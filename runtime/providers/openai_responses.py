@@ -55,6 +55,11 @@ CHAT_ONLY: Final = frozenset({"seed", "stop", "frequency_penalty", "presence_pen
                               "logit_bias", "modalities", "audio", "prediction", "web_search_options"})
 
 
+def dropped_chat_fields(body: JSON) -> list[str]:
+    """The chat-only fields a request sets that a Responses upstream cannot be sent."""
+    return sorted(key for key in body if key in CHAT_ONLY and body[key] is not None)
+
+
 def _namespaces(tools: list[JSON]) -> dict[str, tuple[str, str]]:
     """Flattened chat name -> (namespace, name) for the members of the client's namespace tools."""
     found: dict[str, tuple[str, str]] = {}
@@ -214,9 +219,9 @@ def responses_body(body: JSON, *, stream: bool) -> JSON:
         out["text"] = text
     if body.get("reasoning_effort") is not None:
         out["reasoning"] = {"effort": body["reasoning_effort"]}
-    dropped = sorted(key for key in body if key in CHAT_ONLY)
+    dropped = dropped_chat_fields(body)
     if dropped:
-        # The chat door has no ignored-params header yet; the log says what was not sent.
+        # The chat door names them in x-plugway-ignored-params (ignored_chat_params); the log says so too.
         log.info("chat fields with no Responses API counterpart not sent upstream: %s", ", ".join(dropped))
     # Fields of the chat body the runtime does not know (an extension a client passed on) go too.
     out.update({key: value for key, value in body.items() if key not in _TRANSLATED and key not in CHAT_ONLY})
@@ -395,6 +400,10 @@ class OpenAIResponsesProvider:
         if config.api_key:
             headers["Authorization"] = f"Bearer {config.api_key}"
         self._http = UpstreamClient(config.id, headers=headers, bounds=ReadBounds.of(config), max_connections=config.max_connections)
+
+    def ignored_chat_params(self, body: JSON) -> list[str]:
+        """The chat fields this upstream is not sent (the chat door names or, strict, refuses them)."""
+        return dropped_chat_fields(body)
 
     async def _post_json(self, url: str, body: JSON, request_id: str | None) -> JSON:
         reply = await self._http.post(url, encode_body(body), request_headers(request_id))

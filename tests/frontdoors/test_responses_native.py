@@ -211,9 +211,13 @@ def test_chat_completions_to_a_responses_model_is_translated(native_gateway: Gat
     assert sent["input"] == [{"type": "message", "role": "user", "content": "2+2?"}]
     assert answer.usage is not None and answer.usage.completion_tokens_details is not None
     assert answer.usage.completion_tokens_details.reasoning_tokens == 5
-    streamed = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "2+3?"}], stream=True, seed=7, stop=["x"])
-    assert "".join(chunk.choices[0].delta.content or "" for chunk in streamed if chunk.choices) == "Five."
-    # Chat-only sampling fields have no Responses counterpart: not sent (an upstream would refuse them).
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=[{"role": "user", "content": "2+3?"}], stream=True, seed=7, stop=["x"]
+    )
+    # Chat-only sampling fields have no Responses counterpart: not sent (an upstream would refuse
+    # them), and named to the client as every ignored field is.
+    assert raw.headers["x-plugway-ignored-params"] == "seed, stop"
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in raw.parse() if chunk.choices) == "Five."
     assert "seed" not in fake.requests[1] and "stop" not in fake.requests[1] and "stream_options" not in fake.requests[1]
 
 
