@@ -113,12 +113,14 @@ def chat_wire_body(body: JSON) -> JSON:
 
 class OpenAIProvider:
     kind = "openai"
+    # The API it is called with, under base_url (the Responses-API adapter overrides it).
+    path = "/chat/completions"
 
     def __init__(self, config: ProviderConfig) -> None:
         assert config.base_url
         self.id = config.id
         self.config = config
-        self._url = config.base_url.rstrip("/") + "/chat/completions"
+        self._url = config.base_url.rstrip("/") + self.path
         self._embeddings_url = config.base_url.rstrip("/") + "/embeddings"
         headers = {"Content-Type": "application/json", **config.headers}
         if config.api_key:

@@ -28,13 +28,11 @@ from typing import Any, Final
 
 import orjson
 
-from runtime.config import ProviderConfig
 from runtime.errors import UpstreamError
 from runtime.json_types import JSON
 from runtime.orchestration.naming import public_name
 from runtime.providers.base import encode_body, request_headers
-from runtime.providers.http import ReadBounds, UpstreamClient
-from runtime.providers.openai import upstream_error_from_response
+from runtime.providers.openai import OpenAIProvider, upstream_error_from_response
 from runtime.providers.streaming import iter_sse_json
 from runtime.reasoning import OPENAI_RESPONSES, REASONING_PARTS, parts_of, tagged
 
@@ -386,34 +384,15 @@ class _Chunks:
         return []
 
 
-class OpenAIResponsesProvider:
-    kind = "openai"
+class OpenAIResponsesProvider(OpenAIProvider):
+    """An ``openai``-kind upstream called with the Responses API: the chat adapter's connection,
+    JSON posting and embeddings, with chat turned into Responses requests and back."""
 
-    def __init__(self, config: ProviderConfig) -> None:
-        assert config.base_url
-        self.id = config.id
-        self.config = config
-        base = config.base_url.rstrip("/")
-        self._url = base + "/responses"
-        self._embeddings_url = base + "/embeddings"
-        headers = {"Content-Type": "application/json", **config.headers}
-        if config.api_key:
-            headers["Authorization"] = f"Bearer {config.api_key}"
-        self._http = UpstreamClient(config.id, headers=headers, bounds=ReadBounds.of(config), max_connections=config.max_connections)
+    path = "/responses"
 
     def ignored_chat_params(self, body: JSON) -> list[str]:
         """The chat fields this upstream is not sent (the chat door names or, strict, refuses them)."""
         return dropped_chat_fields(body)
-
-    async def _post_json(self, url: str, body: JSON, request_id: str | None) -> JSON:
-        reply = await self._http.post(url, encode_body(body), request_headers(request_id))
-        if reply.status >= 400:
-            raise upstream_error_from_response(self.id, reply.status, reply.headers, reply.body)
-        try:
-            data: JSON = orjson.loads(reply.body)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError(f"provider '{self.id}' sent invalid JSON") from exc
-        return data
 
     async def chat(self, body: JSON, *, request_id: str | None = None) -> JSON:
         response = await self._post_json(self._url, responses_body(body, stream=False), request_id)
@@ -440,13 +419,3 @@ class OpenAIResponsesProvider:
                 raise UpstreamError(f"provider '{self.id}' stream ended before response.completed")
         finally:
             self._http.close_stream(stream)
-
-    async def embeddings(self, body: JSON, *, request_id: str | None = None) -> JSON:
-        """``POST {base_url}/embeddings``, as the chat-API adapter does."""
-        data = await self._post_json(self._embeddings_url, body, request_id)
-        if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-            raise UpstreamError(f"provider '{self.id}' sent an embeddings response without 'data'")
-        return data
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
