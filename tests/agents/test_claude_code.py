@@ -27,7 +27,13 @@ import pytest
 
 from runtime.requestlog.store import RequestFilters, read_page
 from tests.e2e.conftest import anthropic_provider
-from tests.fakes.anthropic_server import FakeAnthropic, Reply, fake_anthropic, fake_anthropic_server
+from tests.fakes.anthropic_server import (
+    FakeAnthropic,
+    Reply,
+    fake_anthropic,
+    fake_anthropic_server,
+    last_tool_result,
+)
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.openai_server import Reply as ChatReply
 from tests.fakes.responses_server import Call, FakeResponses, Turn, input_items
@@ -43,20 +49,6 @@ SHELL_TASK = "Run `echo plugway-ok > proof.txt` in the shell"
 COMMAND = "echo plugway-ok > proof.txt"
 
 pytestmark = pytest.mark.skipif(not CLAUDE.exists(), reason="Claude Code is not installed: run `make agents`")
-
-
-@pytest.fixture(scope="module")
-def chat_fake() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def responses_fake() -> Iterator[FakeResponses]:
-    server = FakeResponses().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -122,16 +114,6 @@ def run_claude(gateway: GatewayServer, organisation: str, prompt: str, workdir: 
     )
     assert {entry["status"] for entry in entries} == {200}
     return result
-
-
-def last_tool_result(body: JSON) -> str | None:
-    """The text of the tool result the request's last user turn carries, if any."""
-    last = body["messages"][-1]
-    for block in last["content"] if isinstance(last["content"], list) else ():
-        if block.get("type") == "tool_result":
-            content = block.get("content")
-            return content if isinstance(content, str) else " ".join(str(part.get("text") or "") for part in content or ())
-    return None
 
 
 def last_call(body: JSON) -> str | None:

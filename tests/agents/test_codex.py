@@ -5,7 +5,7 @@ provider pointing at plugway with ``wire_api = "responses"``, and plugway's ``/m
 its MCP server with the same key) and runs offline: no login, analytics, feedback or
 update check. Its model name (``gpt-5.5``) reaches plugway's models through a model
 alias: (a) the offline ``demo`` model, reached by translation to chat completions,
-(b) a Responses-native upstream (the fake), which checks that every reasoning item sent
+(b) a Responses-native upstream (the responses_fake), which checks that every reasoning item sent
 back is one it issued, unchanged, (c) a chat-completions OpenAI upstream and (d) an
 Anthropic upstream (their fakes), both reached by translation.
 """
@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import anthropic_provider
-from tests.fakes.anthropic_server import FakeAnthropic, fake_anthropic_server
+from tests.fakes.anthropic_server import FakeAnthropic, fake_anthropic_server, last_tool_result
 from tests.fakes.anthropic_server import Reply as AnthropicReply
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.openai_server import Reply as ChatReply
@@ -133,27 +133,13 @@ def run_codex(tmp_path: Path, gateway: GatewayServer, key: str, prompt: str, *, 
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeResponses]:
-    server = FakeResponses().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def chat_fake() -> Iterator[FakeOpenAI]:
-    server = FakeOpenAI().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def codex_gateway(fake: FakeResponses, chat_fake: FakeOpenAI, fake_anthropic_server: FakeAnthropic, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
+def codex_gateway(responses_fake: FakeResponses, chat_fake: FakeOpenAI, fake_anthropic_server: FakeAnthropic, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
     settings = make_settings(
         tmp_path_factory.mktemp("codex-gateway"),
-        fake.base_url,
+        responses_fake.base_url,
         providers=[
             {"id": "demo", "kind": "demo"},
-            {"id": "native", "kind": "openai", "api": "responses", "base_url": fake.base_url, "api_key": fake.api_key, "max_retries": 0},
+            {"id": "native", "kind": "openai", "api": "responses", "base_url": responses_fake.base_url, "api_key": responses_fake.api_key, "max_retries": 0},
             {"id": "chat-upstream", "kind": "openai", "base_url": chat_fake.base_url, "api_key": chat_fake.api_key, "timeout_s": 30, "max_retries": 0},
             anthropic_provider("anthropic", fake_anthropic_server.base_url, timeout_s=30),
         ],
@@ -254,43 +240,34 @@ def chat_model(body: JSON) -> ChatReply:
     return ChatReply(tool_calls=[_wanted_call(json.dumps(body["messages"]), names)])
 
 
-def _anthropic_result(body: JSON) -> str | None:
-    last = body["messages"][-1]
-    for block in last["content"] if isinstance(last["content"], list) else ():
-        if block.get("type") == "tool_result":
-            content = block.get("content")
-            return content if isinstance(content, str) else " ".join(str(part.get("text") or "") for part in content or ())
-    return None
-
-
 def anthropic_model(body: JSON) -> AnthropicReply:
     """The Anthropic fake's model: thinks (signed) when asked to, calls the tool, answers from its result."""
     thinks = isinstance(body.get("thinking"), dict) and body["thinking"].get("type") in ("enabled", "adaptive")
-    result = _anthropic_result(body)
+    result = last_tool_result(body)
     if result is not None:
         return AnthropicReply(thinking="Read the tool's result." if thinks else None, text=f"The tool said: {result}")
     names = [str(tool.get("name")) for tool in body.get("tools") or ()]
     return AnthropicReply(thinking="I should use a tool for this." if thinks else None, tool_use=[_wanted_call(json.dumps(body["messages"]), names)])
 
 
-def _results_reached_the_model(model: str, fake: FakeResponses, chat_fake: FakeOpenAI, anthropic: FakeAnthropic, expected: str) -> None:
+def _results_reached_the_model(model: str, responses_fake: FakeResponses, chat_fake: FakeOpenAI, anthropic: FakeAnthropic, expected: str) -> None:
     """The tool ran and its result went back to the upstream in the next round."""
     if model == "chat":
         results = [str(m.get("content")) for body in chat_fake.requests for m in body["messages"] if m["role"] == "tool"]
     elif model == "anthropic":
-        results = [r for recorded in anthropic.requests if (r := _anthropic_result(recorded.body)) is not None]
+        results = [r for recorded in anthropic.requests if (r := last_tool_result(recorded.body)) is not None]
         assert [r.status for r in anthropic.requests] == [200] * len(anthropic.requests)
         # Codex's reasoning settings cannot become Anthropic thinking (the README's dropped fields), so the
         # tool round goes back as plain tool_use, which Anthropic takes with thinking off.
         assert all(not r.body.get("thinking") for r in anthropic.requests)
     else:
-        results = [str(o) for body in fake.requests if (o := _last_output(body)) is not None]
+        results = [str(o) for body in responses_fake.requests if (o := _last_output(body)) is not None]
     assert any(expected in result for result in results), results
 
 
-def _script_every_fake(fake: FakeResponses, chat_fake: FakeOpenAI, anthropic: FakeAnthropic) -> None:
-    fake.reset()
-    fake.responder = reasoner
+def _script_every_fake(responses_fake: FakeResponses, chat_fake: FakeOpenAI, anthropic: FakeAnthropic) -> None:
+    responses_fake.reset()
+    responses_fake.responder = reasoner
     chat_fake.reset()
     chat_fake.responder = chat_model
     anthropic.reset()
@@ -305,61 +282,61 @@ KINDS = [
 
 @pytest.mark.parametrize(("model", "codex_model"), KINDS)
 def test_codex_runs_a_shell_command_through_plugway(
-    model: str, codex_model: str | None, codex_gateway: GatewayServer, fake: FakeResponses, chat_fake: FakeOpenAI, fake_anthropic_server: FakeAnthropic, tmp_path: Path
+    model: str, codex_model: str | None, codex_gateway: GatewayServer, responses_fake: FakeResponses, chat_fake: FakeOpenAI, fake_anthropic_server: FakeAnthropic, tmp_path: Path
 ) -> None:
-    _script_every_fake(fake, chat_fake, fake_anthropic_server)
+    _script_every_fake(responses_fake, chat_fake, fake_anthropic_server)
     run = run_codex(tmp_path, codex_gateway, codex_gateway.mint(f"on-{model}"), TASKS[("shell", codex_model)], model=codex_model)
     assert run.returncode == 0 and not run.failures, (run.failures, run.stderr[-3000:])
     commands = run.items("command_execution")
     assert any("cat secret.txt" in c.get("command", "") and c.get("exit_code") == 0 for c in commands), run.events
     assert SECRET in run.answer
     if model != "demo":
-        _results_reached_the_model(model, fake, chat_fake, fake_anthropic_server, SECRET)
+        _results_reached_the_model(model, responses_fake, chat_fake, fake_anthropic_server, SECRET)
     if model == "reasoner":
-        _assert_reasoning_reached_every_round(fake, hosted_search=codex_model is not None)
+        _assert_reasoning_reached_every_round(responses_fake, hosted_search=codex_model is not None)
 
 
 @pytest.mark.parametrize(("model", "codex_model"), KINDS)
 def test_codex_uses_a_plugway_plugin_through_mcp(
-    model: str, codex_model: str | None, codex_gateway: GatewayServer, fake: FakeResponses, chat_fake: FakeOpenAI, fake_anthropic_server: FakeAnthropic, tmp_path: Path
+    model: str, codex_model: str | None, codex_gateway: GatewayServer, responses_fake: FakeResponses, chat_fake: FakeOpenAI, fake_anthropic_server: FakeAnthropic, tmp_path: Path
 ) -> None:
-    _script_every_fake(fake, chat_fake, fake_anthropic_server)
+    _script_every_fake(responses_fake, chat_fake, fake_anthropic_server)
     run = run_codex(tmp_path, codex_gateway, codex_gateway.mint(f"on-{model}"), TASKS[("mcp", codex_model)], model=codex_model)
     assert run.returncode == 0 and not run.failures, (run.failures, run.stderr[-3000:])
     calls = run.items("mcp_tool_call")
     assert any(c.get("server") == "plugway" and c.get("status") == "completed" for c in calls), run.events
     assert "391" in run.answer
     if model != "demo":
-        _results_reached_the_model(model, fake, chat_fake, fake_anthropic_server, "391")
+        _results_reached_the_model(model, responses_fake, chat_fake, fake_anthropic_server, "391")
     if model == "reasoner":
-        _assert_reasoning_reached_every_round(fake, hosted_search=codex_model is not None)
+        _assert_reasoning_reached_every_round(responses_fake, hosted_search=codex_model is not None)
 
 
-def test_codex_finds_a_plugway_plugin_through_its_own_tool_search(codex_gateway: GatewayServer, fake: FakeResponses, tmp_path: Path) -> None:
+def test_codex_finds_a_plugway_plugin_through_its_own_tool_search(codex_gateway: GatewayServer, responses_fake: FakeResponses, tmp_path: Path) -> None:
     """For a model it knows (gpt-5.5), Codex hides MCP tools behind a client-side ``tool_search``:
     its call, Codex's output and the namespaced call that follows all pass through as they are."""
-    fake.reset()
-    fake.responder = reasoner
+    responses_fake.reset()
+    responses_fake.responder = reasoner
     run = run_codex(tmp_path, codex_gateway, codex_gateway.mint("on-reasoner"), MCP_TASK, model="gpt-5.5")
     assert run.returncode == 0 and not run.failures, (run.failures, run.stderr[-3000:])
     assert any(c.get("server") == "plugway" and c.get("status") == "completed" for c in run.items("mcp_tool_call")), run.events
     assert "391" in run.answer
-    searched = [item for body in fake.requests for item in input_items(body) if item.get("type") == "tool_search_output"]
+    searched = [item for body in responses_fake.requests for item in input_items(body) if item.get("type") == "tool_search_output"]
     assert searched, "Codex never answered its tool search"
-    called = [item for item in input_items(fake.requests[-1]) if item.get("type") == "function_call"]
+    called = [item for item in input_items(responses_fake.requests[-1]) if item.get("type") == "function_call"]
     assert called and all(item.get("namespace") for item in called)  # the namespace went back as Codex named it
-    _assert_reasoning_reached_every_round(fake, hosted_search=False)
+    _assert_reasoning_reached_every_round(responses_fake, hosted_search=False)
 
 
-def _assert_reasoning_reached_every_round(fake: FakeResponses, *, hosted_search: bool = True) -> None:
+def _assert_reasoning_reached_every_round(responses_fake: FakeResponses, *, hosted_search: bool = True) -> None:
     """Codex is stateless (store: false): each request carries every earlier reasoning item, unchanged."""
-    turns = [i for i, body in enumerate(fake.requests) if body.get("input")]
-    assert len(turns) >= 2, fake.requests
+    turns = [i for i, body in enumerate(responses_fake.requests) if body.get("input")]
+    assert len(turns) >= 2, responses_fake.requests
     for later in turns[1:]:
-        earlier = [item for i in turns if i < later for item in fake.issued_in(i)]
+        earlier = [item for i in turns if i < later for item in responses_fake.issued_in(i)]
         # Codex re-serialises each item (adding "content": null); everything with a value is the fake's own.
-        assert [_valued(item) for item in reasoning_items(fake.requests[later])] == earlier
-    first = fake.requests[turns[0]]
+        assert [_valued(item) for item in reasoning_items(responses_fake.requests[later])] == earlier
+    first = responses_fake.requests[turns[0]]
     # Codex's own fields reached the upstream as Codex sent them.
     assert first["store"] is False and first["include"] == ["reasoning.encrypted_content"]
     assert "client_metadata" in first and "prompt_cache_key" in first

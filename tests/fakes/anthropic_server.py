@@ -188,6 +188,17 @@ class InvalidRequest(Exception):
 # ---------------------------------------------------------------------------
 
 
+def last_tool_result(body: JSON) -> str | None:
+    """The text of the tool result a Messages request's last user turn carries, if any (for
+    scripted models: answer from the result once it is there)."""
+    last = body["messages"][-1]
+    for block in last["content"] if isinstance(last["content"], list) else ():
+        if block.get("type") == "tool_result":
+            content = block.get("content")
+            return content if isinstance(content, str) else " ".join(str(part.get("text") or "") for part in content or ())
+    return None
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise InvalidRequest(message)
