@@ -170,15 +170,20 @@ async def admit(
     if check is not None:
         check(context)
     # billing: the request holds its most until accounting settles it (runtime/limits/reservation.py).
-    planned = plan_reservation(
-        services.settings, body, orchestrated=bool(grants), prompt_parts=prompt_parts, produces_output=door.produces_output
+    # Sizing it reads the whole body: only done when there is a budget or a daily-token cap to hold.
+    planned = (
+        plan_reservation(
+            services.settings, body, orchestrated=bool(grants), prompt_parts=prompt_parts, produces_output=door.produces_output
+        )
+        if holds_spending(door, organisation, key)
+        else None
     )
     context.limits, context.reservation = await allow_spending(
         services,
         door,
         organisation,
         key,
-        planned=planned if door.billed else None,
+        planned=planned,
         prices=serving_prices(model_config, services.configured_model),
     )
     return context
@@ -210,6 +215,15 @@ async def admit_tools(
     # A tool call has no model to size: it holds nothing of the budget or the daily tokens.
     context.limits, _ = await allow_spending(services, door, organisation, key)
     return context
+
+
+def holds_spending(door: DoorRules, organisation: OrganisationConfig, key: KeyInfo | None) -> bool:
+    """Whether an admitted call through ``door`` holds a share of a monthly budget or of a
+    daily-token cap (:func:`allow_spending`); with neither, what it plans is never read."""
+    return door.billed and (
+        (door.budget and organisation.monthly_budget_usd is not None)
+        or (door.limits and key is not None and key.daily_tokens is not None)
+    )
 
 
 async def allow_spending(

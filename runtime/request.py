@@ -16,7 +16,7 @@ from runtime.config import ModelConfig, OrganisationConfig, PluginRef
 from runtime.guardrails import Finding, Guardrails
 from runtime.json_types import JSON
 from runtime.limits.decision import UNLIMITED, LimitDecision
-from runtime.limits.reservation import Reservation, estimated_tokens, text_chars
+from runtime.limits.reservation import Reservation, estimated_tokens
 from runtime.limits.usage import checked_usage
 from runtime.orchestration.events import Completed, Event
 from runtime.storage.keys import KeyInfo
@@ -252,8 +252,7 @@ class RunState:
         text (``output``, or what this round streamed). Returns the usage as counted."""
         if not usage:
             return None
-        output_chars = self.unbilled_chars if output is None else text_chars(output)
-        usage = checked_usage(usage, prompt=prompt, output_chars=output_chars, request_id=self.request_id)
+        usage = checked_usage(usage, prompt=prompt, output_chars=self.unbilled_chars, output=output, request_id=self.request_id)
         self.unbilled_chars = 0
         for key in USAGE_KEYS:
             self.usage[key] += usage[key]

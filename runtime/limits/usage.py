@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from runtime.limits.reservation import estimated_tokens, plan
+from runtime.limits.reservation import estimated_tokens, plan, text_chars
 
 log = logging.getLogger("plugway.billing")
 
@@ -30,29 +30,30 @@ def _count(value: Any) -> int | None:
     return None
 
 
-def checked_usage(usage: dict[str, Any], *, prompt: Any = None, output_chars: int = 0, request_id: str = "") -> dict[str, Any]:
+def checked_usage(
+    usage: dict[str, Any], *, prompt: Any = None, output_chars: int = 0, output: Any = None, request_id: str = ""
+) -> dict[str, Any]:
     """An upstream's usage (OpenAI chat shape) made safe to bill, count and show.
 
     Prompt and completion counts must be whole numbers from 0 to ``MAX_USAGE_TOKENS``; one
     that is not (missing, negative, beyond 64 bits, not a number) is replaced by plugway's own
-    estimate, from the request (``prompt``) and the answer's text (``output_chars``), at
-    about 4 characters a token (``estimated_tokens``). ``total_tokens`` is always their sum (an upstream's
+    estimate, from the request (``prompt``) and the answer's text (``output``'s characters when
+    given, else ``output_chars``), at about 4 characters a token (``estimated_tokens``): both are
+    read only then. ``total_tokens`` is always their sum (an upstream's
     inconsistent total is replaced). Detail counts that are not valid are dropped. Every
     replacement is logged; nothing here raises.
     """
-    checked: dict[str, Any] = {}
     replaced: list[str] = []
-    estimates = {
-        "prompt_tokens": lambda: plan(prompt, default_output_tokens=1).prompt_tokens if prompt is not None else 0,
-        "completion_tokens": lambda: estimated_tokens(output_chars),
-    }
-    for name, estimate in estimates.items():
-        count = _count(usage.get(name))
-        if count is None:
-            replaced.append(f"{name}={str(usage.get(name))[:40]}")
-            count = estimate()
-        checked[name] = count
-    total = checked["prompt_tokens"] + checked["completion_tokens"]
+    prompt_tokens = _count(usage.get("prompt_tokens"))
+    if prompt_tokens is None:
+        replaced.append(f"prompt_tokens={str(usage.get('prompt_tokens'))[:40]}")
+        prompt_tokens = plan(prompt, default_output_tokens=1).prompt_tokens if prompt is not None else 0
+    completion_tokens = _count(usage.get("completion_tokens"))
+    if completion_tokens is None:
+        replaced.append(f"completion_tokens={str(usage.get('completion_tokens'))[:40]}")
+        completion_tokens = estimated_tokens(output_chars if output is None else text_chars(output))
+    checked: dict[str, Any] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
+    total = prompt_tokens + completion_tokens
     reported_total = usage.get("total_tokens")
     if reported_total is not None and _count(reported_total) != total and not replaced:
         replaced.append(f"total_tokens={str(reported_total)[:40]} (prompt + completion = {total})")

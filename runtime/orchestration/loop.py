@@ -13,7 +13,7 @@ trace) lives here once. Tool execution itself is in ``tools.py``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 
 import orjson
 
@@ -287,7 +287,7 @@ class Orchestrator:
             observed.finished(state.route, turn)
             yield turn
 
-    async def _guarded_round(
+    def _guarded_round(
         self,
         ctx: RequestContext,
         state: RunState,
@@ -296,19 +296,25 @@ class Orchestrator:
         stream: bool,
         *,
         drop_tool_calls: bool = False,
+    ) -> AsyncIterator[ModelChunk | ModelTurn]:
+        """One upstream round with the output guardrails applied before anyone sees the text
+        (the round's own events when no output guardrail applies: no generator in between)."""
+        rounds = self._model_round(ctx, state, request, round_no, stream, drop_tool_calls=drop_tool_calls)
+        guard = ctx.guardrails
+        if guard is None or not guard.applies_to("output"):
+            return rounds
+        return self._redacted_round(state, rounds, guard)
+
+    @staticmethod
+    async def _redacted_round(
+        state: RunState, rounds: AsyncGenerator[ModelChunk | ModelTurn, None], guard: Guardrails
     ) -> AsyncGenerator[ModelChunk | ModelTurn, None]:
-        """One upstream round with the output guardrails applied before anyone sees the text.
+        """A round's events through the output guardrails.
 
         Streamed text goes through a redactor per choice, which holds back only what
         could still become a match; a choice's ``finish_reason`` chunk carries what
         was held. The round's message then holds exactly the text that was sent.
         """
-        rounds = self._model_round(ctx, state, request, round_no, stream, drop_tool_calls=drop_tool_calls)
-        guard = ctx.guardrails
-        if guard is None or not guard.applies_to("output"):
-            async for event in rounds:
-                yield event
-            return
         redactors: dict[int, StreamRedactor] = {}
         sent: dict[int, str] = {}
         findings: list[Finding] = []

@@ -21,8 +21,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 from runtime.config import ModelConfig, Settings
@@ -42,7 +41,7 @@ from runtime.providers.registry import (
     profile_for,
     provider_kind,
 )
-from runtime.providers.resilience import CircuitBreaker, open_stream_with_retries
+from runtime.providers.resilience import CircuitBreaker, call_with_retries, open_stream_with_retries
 from runtime.providers.tool_schemas import body_for_dialect
 from runtime.request import RouteLog
 from runtime.telemetry import current as telemetry
@@ -54,19 +53,91 @@ async def _cannot_embed(provider: Provider) -> JSON:
     raise UpstreamError(f"provider '{provider.id}' ({provider.kind}) has no embeddings", retryable=False)
 
 
-async def _one(call: Callable[[], Awaitable[JSON]]) -> AsyncGenerator[JSON, None]:
-    yield await call()
+class _Attempt:
+    """One candidate of a model call's chain, tried under its provider's retry policy and breaker."""
+
+    __slots__ = ("attempts", "candidate", "provider", "started")
+
+    def __init__(self, attempts: _Attempts, candidate: ModelConfig, provider: Provider) -> None:
+        self.attempts = attempts
+        self.candidate = candidate
+        self.provider = provider
+        self.started = time.perf_counter()
+
+    def policy(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`call_with_retries` / :func:`open_stream_with_retries`."""
+        attempts = self.attempts
+        config = attempts.router._configs.get(self.provider.id)
+        return {
+            "max_retries": max(0, min(config.max_retries if config else 0, attempts.left - 1)),
+            "base_delay_s": attempts.router.base_delay_s,
+            "on_retry": self.on_retry,
+            "breaker": attempts.router.breaker(self.provider.id, attempts.route.organisation),
+        }
+
+    def on_retry(self, number: int, error: UpstreamError, delay: float) -> None:
+        attempts, provider_id = self.attempts, self.provider.id
+        attempts.left -= 1
+        attempts.retried = True
+        telemetry().upstream_retry(provider_id)
+        attempts.route.attempts.append(
+            {"provider": provider_id, "model": self.candidate.id, "error": error.message, "retry_in_s": round(delay, 3)}
+        )
+        log.warning("retry %d of %s via %s in %.2fs: %s", number, self.candidate.id, provider_id, delay, error.for_logs())
 
 
-@dataclass
-class _Budget:
-    """Attempts left for one model call, across retries and fallbacks."""
+class _Attempts:
+    """The one fallback policy of a model call, streamed or not: each candidate of the model's chain
+    in turn (iterate), within ``routing.max_attempts_per_call`` across every retry and fallback;
+    what each attempt ended with is told back here, and :meth:`give_up` says what the client gets
+    when none succeeded."""
 
-    left: int
-    retried: bool = False
+    __slots__ = ("chain", "failures", "left", "retried", "route", "router")
 
-    def retries_for(self, configured: int) -> int:
-        return max(0, min(configured, self.left - 1))
+    def __init__(self, router: ModelRouter, model: ModelConfig, route: RouteLog) -> None:
+        self.router = router
+        self.route = route
+        self.chain = router._chain(model)
+        self.left = router.settings.routing.max_attempts_per_call
+        self.retried = False
+        self.failures: list[UpstreamError] = []
+
+    def __iter__(self) -> Iterator[_Attempt]:
+        for candidate in self.chain:
+            if self.left <= 0:
+                return
+            provider = self.router._provider(candidate)
+            self.left -= 1
+            yield _Attempt(self, candidate, provider)
+
+    def served(self, attempt: _Attempt) -> None:
+        """``attempt`` answered (a streamed one: its first chunk is in hand)."""
+        self.route.provider, self.route.model = attempt.provider.id, attempt.candidate.id
+
+    def failed(self, attempt: _Attempt, error: UpstreamError) -> None:
+        """``attempt`` failed before answering: the next candidate's turn, except that a request
+        error goes back to the client at once (raised here as 400)."""
+        telemetry().upstream_finished(attempt.provider.id, attempt.candidate.id, attempt.started, error)
+        if error.client_error:
+            raise invalid_request(error.message, param=error.param) from error
+        self.route.attempts.append({"provider": attempt.provider.id, "model": attempt.candidate.id, "error": error.message})
+        log.warning("model %s via %s failed: %s", attempt.candidate.id, attempt.provider.id, error.for_logs())
+        self.failures.append(error)
+
+    def give_up(self) -> GatewayError:
+        """Every candidate failed: 429 when they all throttle, else 502."""
+        failures = self.failures
+        if failures and all(error.throttled for error in failures):
+            hints = [error.retry_after for error in failures if error.retry_after is not None]
+            return upstream_throttled(
+                f"{failures[-1].message}: the model's providers are rate limiting. Try again later.",
+                min(hints) if hints else None,
+            )
+        error = upstream_unavailable(failures[-1].message if failures else "no provider available")
+        if self.retried or len(failures) > 1:
+            # We already retried and failed over: a client retrying at once would only multiply the load.
+            error.headers["x-should-retry"] = "false"
+        return error
 
 
 def _native(provider: Provider) -> Any:
@@ -104,25 +175,6 @@ class ModelRouter:
                 failure_threshold=config.breaker_failures, cooldown_s=config.breaker_cooldown_s
             )
         return breaker
-
-    def _policy(self, provider_id: str, candidate: ModelConfig, route: RouteLog, budget: _Budget) -> JSON:
-        config = self._configs.get(provider_id)
-
-        def on_retry(number: int, error: UpstreamError, delay: float) -> None:
-            budget.left -= 1
-            budget.retried = True
-            telemetry().upstream_retry(provider_id)
-            route.attempts.append(
-                {"provider": provider_id, "model": candidate.id, "error": error.message, "retry_in_s": round(delay, 3)}
-            )
-            log.warning("retry %d of %s via %s in %.2fs: %s", number, candidate.id, provider_id, delay, error.for_logs())
-
-        return {
-            "max_retries": budget.retries_for(config.max_retries if config else 0),
-            "base_delay_s": self.base_delay_s,
-            "on_retry": on_retry,
-            "breaker": self.breaker(provider_id, route.organisation),
-        }
 
     @classmethod
     def from_settings(cls, settings: Settings, *, providers: Mapping[str, Provider] | None = None) -> ModelRouter:
@@ -218,28 +270,6 @@ class ModelRouter:
             upstream["max_tokens"] = model.max_tokens_default
         return upstream
 
-    @staticmethod
-    def _client_error(error: UpstreamError) -> GatewayError:
-        return invalid_request(error.message, param=error.param)
-
-    def _give_up(self, failures: list[UpstreamError], budget: _Budget) -> GatewayError:
-        """Every candidate failed: 429 when they all throttle, else 502."""
-        if failures and all(error.throttled for error in failures):
-            hints = [error.retry_after for error in failures if error.retry_after is not None]
-            return upstream_throttled(
-                f"{failures[-1].message}: the model's providers are rate limiting. Try again later.",
-                min(hints) if hints else None,
-            )
-        error = upstream_unavailable(failures[-1].message if failures else "no provider available")
-        if budget.retried or len(failures) > 1:
-            # We already retried and failed over: a client retrying at once would only multiply the load.
-            error.headers["x-should-retry"] = "false"
-        return error
-
-    def _failed(self, route: RouteLog, provider_id: str, candidate: ModelConfig, error: UpstreamError) -> None:
-        route.attempts.append({"provider": provider_id, "model": candidate.id, "error": error.message})
-        log.warning("model %s via %s failed: %s", candidate.id, provider_id, error.for_logs())
-
     async def chat(self, model: ModelConfig, body: JSON, route: RouteLog | None = None) -> JSON:
         """One OpenAI-format completion, with retries and fallbacks."""
         route = route if route is not None else RouteLog()
@@ -290,55 +320,42 @@ class ModelRouter:
     async def _call(
         self, model: ModelConfig, route: RouteLog, call: Callable[[Provider, ModelConfig], Callable[[], Awaitable[JSON]]]
     ) -> JSON:
-        """A non-streamed call: the fallback loop of :meth:`_stream`, over a stream of one item."""
-
-        def start(provider: Provider, candidate: ModelConfig) -> Callable[[], AsyncIterator[JSON]]:
-            return functools.partial(_one, call(provider, candidate))
-
-        stream = self._stream(model, route, start, streamed=False)
-        try:
-            return await anext(stream)
-        finally:
-            await stream.aclose()
+        """A non-streamed call: one awaited call per attempt, under the fallback policy of :class:`_Attempts`."""
+        attempts = _Attempts(self, model, route)
+        for attempt in attempts:
+            try:
+                answer = await call_with_retries(call(attempt.provider, attempt.candidate), **attempt.policy())
+            except UpstreamError as exc:
+                attempts.failed(attempt, exc)
+                continue
+            attempts.served(attempt)
+            telemetry().upstream_finished(attempt.provider.id, attempt.candidate.id, attempt.started, None)
+            return answer
+        raise attempts.give_up()
 
     async def _stream(
         self,
         model: ModelConfig,
         route: RouteLog,
         start: Callable[[Provider, ModelConfig], Callable[[], AsyncIterator[JSON]]],
-        *,
-        streamed: bool = True,
     ) -> AsyncGenerator[JSON, None]:
-        """The one fallback loop: each candidate of the model's chain in turn, within the attempt budget,
-        each retried (and its breaker consulted) until its first item; nothing is retried after it."""
-        budget = _Budget(self.settings.routing.max_attempts_per_call)
-        failures: list[UpstreamError] = []
-        for candidate in self._chain(model):
-            if budget.left <= 0:
-                break
-            provider = self._provider(candidate)
-            budget.left -= 1
-            started = time.perf_counter()
-            stream: AsyncGenerator[JSON, None] = open_stream_with_retries(start(provider, candidate), **self._policy(provider.id, candidate, route, budget))  # type: ignore[assignment]
+        """A streamed call under the fallback policy of :class:`_Attempts`: each attempt retried (and its
+        breaker consulted) until its first chunk; nothing is retried after it."""
+        attempts = _Attempts(self, model, route)
+        for attempt in attempts:
+            provider, candidate = attempt.provider, attempt.candidate
+            stream: AsyncGenerator[JSON, None] = open_stream_with_retries(start(provider, candidate), **attempt.policy())  # type: ignore[assignment]
             try:
                 first = await anext(stream)
             except StopAsyncIteration:
-                empty = UpstreamError(f"provider '{provider.id}' sent an empty stream")
-                telemetry().upstream_finished(provider.id, candidate.id, started, empty)
-                self._failed(route, provider.id, candidate, empty)
-                failures.append(empty)
+                attempts.failed(attempt, UpstreamError(f"provider '{provider.id}' sent an empty stream"))
                 continue
             except UpstreamError as exc:
                 await stream.aclose()
-                telemetry().upstream_finished(provider.id, candidate.id, started, exc)
-                if exc.client_error:
-                    raise self._client_error(exc) from exc
-                self._failed(route, provider.id, candidate, exc)
-                failures.append(exc)
+                attempts.failed(attempt, exc)
                 continue
-            route.provider, route.model = provider.id, candidate.id
-            if streamed:
-                telemetry().upstream_first_chunk(provider.id, candidate.id, started)
+            attempts.served(attempt)
+            telemetry().upstream_first_chunk(provider.id, candidate.id, attempt.started)
             broke: UpstreamError | None = None
             try:
                 yield first
@@ -349,9 +366,9 @@ class ModelRouter:
                 raise
             finally:
                 await stream.aclose()
-                telemetry().upstream_finished(provider.id, candidate.id, started, broke)
+                telemetry().upstream_finished(provider.id, candidate.id, attempt.started, broke)
             return
-        raise self._give_up(failures, budget)
+        raise attempts.give_up()
 
     async def aclose(self) -> None:
         for provider in [*self.providers.values(), *self._by_api.values()]:
