@@ -121,9 +121,12 @@ if #KEYS > 3 then
 end
 
 local used = 0
+-- today's hash exists (and expires at the day's end, set when it was made)
+local today = false
 if cap >= 0 then
   local stored = redis.call('HMGET', KEYS[2], 'p', 'used', 'held')
   if stored[1] and tonumber(stored[1]) == period then
+    today = true
     local held = tonumber(stored[3]) or 0
     if held > 0 then
       -- reservations that were never settled (their process died) lapse
@@ -169,10 +172,15 @@ local reservation = ''
 if allowed == 1 and cap >= 0 and reserve > 0 then
   reservation = ARGV[5]
   local day_end = (period + 1) * period_s
-  redis.call('HSETNX', KEYS[2], 'p', period)
-  redis.call('HINCRBY', KEYS[2], 'held', ARGV[6])
-  redis.call('HSET', KEYS[2], 'r:' .. reservation, ARGV[6])
-  redis.call('EXPIREAT', KEYS[2], day_end)
+  if today then
+    redis.call('HINCRBY', KEYS[2], 'held', ARGV[6])
+    redis.call('HSET', KEYS[2], 'r:' .. reservation, ARGV[6])
+  else
+    -- the day's first count (yesterday's hash went above)
+    redis.call('HSET', KEYS[2], 'p', period, 'held', ARGV[6], 'r:' .. reservation, ARGV[6])
+    redis.call('EXPIREAT', KEYS[2], day_end)
+  end
+  -- the deadlines' set goes when its last member does: its expiry is set again each time
   redis.call('ZADD', KEYS[3], now_ms + reservation_ttl_ms, reservation)
   redis.call('EXPIREAT', KEYS[3], day_end)
 end
@@ -188,7 +196,10 @@ end
 local slot_free_ms = 0
 local clear_ms = 0
 if rpm >= 0 then
-  if count > 0 then
+  if allowed == 1 then
+    -- this request is the newest in the log
+    clear_ms = window_ms
+  elseif count > 0 then
     local newest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
     clear_ms = tonumber(newest[2]) + window_ms - now_ms
   end
@@ -228,9 +239,9 @@ else
   -- a reservation made yesterday went with yesterday's count
   redis.call('DEL', KEYS[1], KEYS[2])
   redis.call('HSET', KEYS[1], 'p', period, 'used', ARGV[1])
+  redis.call('EXPIREAT', KEYS[1], (period + 1) * period_s)
   used = tonumber(ARGV[1])
 end
-redis.call('EXPIREAT', KEYS[1], (period + 1) * period_s)
 return used
 """
 
@@ -440,9 +451,14 @@ class RedisLimiter:
         """Run one script call in the next batch and return its reply."""
         batch = self._next_batch(urgent=True)
         reply = asyncio.get_running_loop().create_future()
-        reply.add_done_callback(retrieve_quietly)
         batch.calls.append((script, keys, args, reply))
-        return await self._wait(reply)
+        # The reply is this caller's alone (no shield): a caller that times out or is cancelled
+        # cancels it, and the batch's answer passes it by.
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                return await reply
+        except TimeoutError as exc:
+            raise LimiterUnavailable(f"Redis did not answer within {self._timeout_s:g}s") from exc
 
     # -- batching -----------------------------------------------------------------------
     #
@@ -557,6 +573,8 @@ class _Batch:
     def answer(self, replies: list[Any]) -> None:
         counts = len(replies) - len(self.calls)
         for (_, _, _, future), reply in zip(self.calls, replies[counts:], strict=True):
+            if future.done():
+                continue
             if isinstance(reply, Exception):
                 future.set_exception(LimiterUnavailable(f"Redis error: {reply}"))
             else:
@@ -569,5 +587,6 @@ class _Batch:
 
     def fail(self, error: LimiterUnavailable) -> None:
         for *_, future in self.calls:
-            future.set_exception(error)
+            if not future.done():
+                future.set_exception(error)
         self.tokens_done.set_exception(error)
