@@ -12,7 +12,6 @@ import fnmatch
 import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -91,6 +90,34 @@ def check_plugins(settings: Settings, plugins: PluginHost) -> None:
             problems = plugins.config_errors(ref.id, ref.config)
             if problems:
                 raise ConfigError(f"organisations[{i}].plugins[{j}].config: {'; '.join(problems)}")
+
+
+class Accounting:
+    """:meth:`Gateway.accounting`: a plain context manager rather than a generator-based one,
+    as every request enters one."""
+
+    __slots__ = ("ctx", "gateway", "started", "state")
+
+    def __init__(self, gateway: Gateway, ctx: RequestContext, state: RunState) -> None:
+        self.gateway, self.ctx, self.state = gateway, ctx, state
+        self.started = time.perf_counter()
+
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None, _: object) -> bool:
+        if kind is None:
+            status = "ok"
+        elif isinstance(error, GatewayError):
+            status = error.code
+        elif isinstance(error, UpstreamError):
+            status = "upstream_error"
+        elif isinstance(error, asyncio.CancelledError):
+            status = "abandoned"
+        else:
+            status = "error"
+        self.gateway.record_usage_safely(self.ctx, self.state, self.started, status)
+        return False
 
 
 class Gateway:
@@ -290,25 +317,9 @@ class Gateway:
                 events.append(event)
         return RunResult(events, state)
 
-    @asynccontextmanager
-    async def accounting(self, ctx: RequestContext, state: RunState) -> AsyncIterator[None]:
-        """Record the usage of the work done inside, with the status it ended with."""
-        started = time.perf_counter()
-        status = "error"
-        try:
-            yield
-            status = "ok"
-        except GatewayError as exc:
-            status = exc.code
-            raise
-        except UpstreamError:
-            status = "upstream_error"
-            raise
-        except asyncio.CancelledError:
-            status = "abandoned"
-            raise
-        finally:
-            self.record_usage_safely(ctx, state, started, status)
+    def accounting(self, ctx: RequestContext, state: RunState) -> Accounting:
+        """Record the usage of the work done inside (``async with``), with the status it ended with."""
+        return Accounting(self, ctx, state)
 
     async def complete(
         self,

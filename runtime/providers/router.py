@@ -160,6 +160,8 @@ class ModelRouter:
         # A model whose ``api`` differs from its provider's gets its own adapter for that API,
         # built on first use: (provider id, api) -> adapter.
         self._by_api: dict[tuple[str, str], Provider] = {}
+        # A configured model's fallback chain and its profiles, read on every request: worked out once.
+        self._chains: dict[str, tuple[ModelConfig, tuple[ModelConfig, ...], tuple[tuple[ModelConfig, ProviderProfile], ...]]] = {}
         # One breaker per provider and organisation: one tenant's traffic (its hanging streams, its
         # huge prompts) opens the provider's breaker for that tenant only, never for everyone.
         self._breakers: dict[tuple[str, str | None], CircuitBreaker] = {}
@@ -204,8 +206,8 @@ class ModelRouter:
             adapter = self._by_api[(model.provider, model.api)] = provider_kind(config.kind).build(config, model.api)
         return adapter
 
-    def _chain_profiles(self, model: ModelConfig) -> list[tuple[ModelConfig, ProviderProfile]]:
-        return [(candidate, self.profile(candidate)) for candidate in self._chain(model) if candidate.provider in self._configs]
+    def _chain_profiles(self, model: ModelConfig) -> tuple[tuple[ModelConfig, ProviderProfile], ...]:
+        return self._chain_and_profiles(model)[2]
 
     def tool_limit(self, model: ModelConfig) -> int:
         """Most tools one request may offer: the smallest limit along the model's fallback chain."""
@@ -255,13 +257,26 @@ class ModelRouter:
         """Whether the provider serving ``model`` has an embeddings API."""
         return self.profile(model).embeddings
 
-    def _chain(self, model: ModelConfig) -> list[ModelConfig]:
+    def _chain(self, model: ModelConfig) -> tuple[ModelConfig, ...]:
+        return self._chain_and_profiles(model)[1]
+
+    def _chain_and_profiles(
+        self, model: ModelConfig
+    ) -> tuple[ModelConfig, tuple[ModelConfig, ...], tuple[tuple[ModelConfig, ProviderProfile], ...]]:
+        """``model`` and its fallbacks in order, and the profile of each served by a configured provider."""
+        known = self._chains.get(model.id)
+        if known is not None and known[0] is model:
+            return known
         chain = [model]
         for fallback_id in model.fallbacks:
             fallback = self._models.get(fallback_id)
             if fallback is not None and fallback not in chain:
                 chain.append(fallback)
-        return chain
+        profiles = tuple((candidate, self.profile(candidate)) for candidate in chain if candidate.provider in self._configs)
+        worked_out = (model, tuple(chain), profiles)
+        if self._models.get(model.id) is model:
+            self._chains[model.id] = worked_out
+        return worked_out
 
     def _upstream_body(self, model: ModelConfig, body: JSON) -> JSON:
         upstream = dict(body_for_dialect(body, self.profile(model).tool_schema_drops))
