@@ -83,11 +83,12 @@ def _nano_up(usd: float) -> int:
 ACQUIRE_LUA = """
 if redis.replicate_commands then redis.replicate_commands() end
 local rpm = tonumber(ARGV[1])
-local window_ms = tonumber(ARGV[2])
-local cap = tonumber(ARGV[3])
-local period_s = tonumber(ARGV[4])
-local reserve = tonumber(ARGV[6])
-local reservation_ttl_ms = tonumber(ARGV[7])
+local window_ms = @WINDOW_MS@
+local cap = tonumber(ARGV[2])
+local period_s = @PERIOD_S@
+local reserve = tonumber(ARGV[4])
+local reservation_ttl_ms = @RESERVATION_TTL_MS@
+local budget_stay_ms = @BUDGET_VISIBILITY_MS@
 local t = redis.call('TIME')
 local now_s = tonumber(t[1])
 local now_ms = now_s * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -112,10 +113,10 @@ if #KEYS > 3 then
   end
   local totals = redis.call('HMGET', KEYS[4], 'held', 'recent')
   pending = (tonumber(totals[1]) or 0) + (tonumber(totals[2]) or 0)
-  if ARGV[8] ~= '' then
-    pending = pending - (tonumber(redis.call('HGET', KEYS[4], 'r:' .. ARGV[8])) or 0)
+  if ARGV[5] ~= '' then
+    pending = pending - (tonumber(redis.call('HGET', KEYS[4], 'r:' .. ARGV[5])) or 0)
   end
-  if tonumber(ARGV[10]) + pending >= tonumber(ARGV[9]) then
+  if tonumber(ARGV[7]) + pending >= tonumber(ARGV[6]) then
     return {0, 0, 0, 0, 0, 0, '', 1, pending}
   end
 end
@@ -142,9 +143,9 @@ if cap >= 0 then
         redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now_ms)
       end
     end
-    if ARGV[8] ~= '' then
+    if ARGV[5] ~= '' then
       -- a call made inside a request (MCP sampling) is not held back by that request's own reservation
-      held = held - (tonumber(redis.call('HGET', KEYS[2], 'r:' .. ARGV[8])) or 0)
+      held = held - (tonumber(redis.call('HGET', KEYS[2], 'r:' .. ARGV[5])) or 0)
     end
     used = (tonumber(stored[2]) or 0) + held
   elseif stored[1] then
@@ -164,33 +165,33 @@ if (rpm >= 0 and count >= rpm) or (cap >= 0 and used >= cap) then
   allowed = 0
 end
 if allowed == 1 and rpm >= 0 then
-  redis.call('ZADD', KEYS[1], now_ms, ARGV[5])
+  redis.call('ZADD', KEYS[1], now_ms, ARGV[3])
   redis.call('PEXPIRE', KEYS[1], window_ms)
   count = count + 1
 end
 local reservation = ''
 if allowed == 1 and cap >= 0 and reserve > 0 then
-  reservation = ARGV[5]
+  reservation = ARGV[3]
   local day_end = (period + 1) * period_s
   if today then
-    redis.call('HINCRBY', KEYS[2], 'held', ARGV[6])
-    redis.call('HSET', KEYS[2], 'r:' .. reservation, ARGV[6])
+    redis.call('HINCRBY', KEYS[2], 'held', ARGV[4])
+    redis.call('HSET', KEYS[2], 'r:' .. reservation, ARGV[4])
   else
     -- the day's first count (yesterday's hash went above)
-    redis.call('HSET', KEYS[2], 'p', period, 'held', ARGV[6], 'r:' .. reservation, ARGV[6])
+    redis.call('HSET', KEYS[2], 'p', period, 'held', ARGV[4], 'r:' .. reservation, ARGV[4])
     redis.call('EXPIREAT', KEYS[2], day_end)
   end
   -- the deadlines' set goes when its last member does: its expiry is set again each time
   redis.call('ZADD', KEYS[3], now_ms + reservation_ttl_ms, reservation)
   redis.call('EXPIREAT', KEYS[3], day_end)
 end
-if allowed == 1 and #KEYS > 3 and tonumber(ARGV[11]) > 0 then
-  reservation = ARGV[5]
-  redis.call('HINCRBY', KEYS[4], 'held', ARGV[11])
-  redis.call('HSET', KEYS[4], 'r:' .. reservation, ARGV[11])
+if allowed == 1 and #KEYS > 3 and tonumber(ARGV[8]) > 0 then
+  reservation = ARGV[3]
+  redis.call('HINCRBY', KEYS[4], 'held', ARGV[8])
+  redis.call('HSET', KEYS[4], 'r:' .. reservation, ARGV[8])
   redis.call('ZADD', KEYS[5], now_ms + reservation_ttl_ms, 'r:' .. reservation)
-  redis.call('PEXPIRE', KEYS[4], reservation_ttl_ms + tonumber(ARGV[12]))
-  redis.call('PEXPIRE', KEYS[5], reservation_ttl_ms + tonumber(ARGV[12]))
+  redis.call('PEXPIRE', KEYS[4], reservation_ttl_ms + budget_stay_ms)
+  redis.call('PEXPIRE', KEYS[5], reservation_ttl_ms + budget_stay_ms)
 end
 
 local slot_free_ms = 0
@@ -216,17 +217,17 @@ end
 return {allowed, count, used, slot_free_ms, clear_ms, period_end_ms, reservation, 0, pending}
 """
 
-# KEYS: the day's hash, the reservation deadlines. ARGV: tokens, period, then the
+# KEYS: the day's hash, the reservation deadlines. ARGV: tokens, then the
 # reservation ids this count settles (their held tokens are released).
 RECORD_TOKENS_LUA = """
 if redis.replicate_commands then redis.replicate_commands() end
-local period_s = tonumber(ARGV[2])
+local period_s = @PERIOD_S@
 local now_s = tonumber(redis.call('TIME')[1])
 local period = math.floor(now_s / period_s)
 local stored = redis.call('HGET', KEYS[1], 'p')
 local used
 if stored and tonumber(stored) == period then
-  for i = 3, #ARGV do
+  for i = 2, #ARGV do
     local amount = redis.call('HGET', KEYS[1], 'r:' .. ARGV[i])
     if amount then
       redis.call('HINCRBY', KEYS[1], 'held', '-' .. amount)
@@ -246,18 +247,18 @@ return used
 """
 
 
-# KEYS: the organisation's budget hash and deadlines. ARGV: how long a settled cost stays (ms),
-# how long the keys live (ms), then (reservation id, real cost in nano-dollars) pairs.
+# KEYS: the organisation's budget hash and deadlines. ARGV: (reservation id, real cost in
+# nano-dollars) pairs. How long a settled cost stays and how long the keys live (ms) are the limiter's.
 SETTLE_BUDGET_LUA = """
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local stay_ms = tonumber(ARGV[1])
+local stay_ms = @BUDGET_VISIBILITY_MS@
 -- settled costs are kept per second of their deadline: one field per second, however busy
 local second = math.ceil((now_ms + stay_ms) / 1000)
 local field = 's:' .. second
 local cost = 0
-for i = 3, #ARGV, 2 do
+for i = 1, #ARGV, 2 do
   local amount = redis.call('HGET', KEYS[1], 'r:' .. ARGV[i])
   if amount then
     redis.call('HINCRBY', KEYS[1], 'held', '-' .. amount)
@@ -271,8 +272,8 @@ if cost > 0 then
   redis.call('HINCRBY', KEYS[1], 'recent', cost)
   redis.call('ZADD', KEYS[2], second * 1000, field)
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], @RESERVATION_TTL_MS@ + stay_ms)
+redis.call('PEXPIRE', KEYS[2], @RESERVATION_TTL_MS@ + stay_ms)
 return cost
 """
 
@@ -283,14 +284,22 @@ MAX_NANO = 2**52
 
 
 class _Script:
-    def __init__(self, source: str) -> None:
+    """A script with one limiter's settings written into it (``@NAME@``): settings that never
+    change are not arguments for redis-py to pack on every call."""
+
+    __slots__ = ("sha", "source")
+
+    def __init__(self, template: str, settings: dict[str, int]) -> None:
+        source = template
+        for name, value in settings.items():
+            source = source.replace(f"@{name}@", str(int(value)))
         self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
+        self.sha = hashlib.sha1(source.encode()).hexdigest().encode()
 
 
-_ACQUIRE = _Script(ACQUIRE_LUA)
-_RECORD_TOKENS = _Script(RECORD_TOKENS_LUA)
-_SETTLE_BUDGET = _Script(SETTLE_BUDGET_LUA)
+def _b(value: int) -> bytes:
+    # Arguments go to redis-py as bytes: it passes them through as they are.
+    return b"%d" % value
 
 
 class RedisLimiter:
@@ -328,17 +337,33 @@ class RedisLimiter:
             health_check_interval=0,
         )
         self._redis = Redis.from_pool(pool)
+        settings = {
+            "WINDOW_MS": self._window_ms,
+            "PERIOD_S": self._period_s,
+            "RESERVATION_TTL_MS": self._reservation_ttl_ms,
+            "BUDGET_VISIBILITY_MS": self._budget_visibility_ms,
+        }
+        self._acquire_script = _Script(ACQUIRE_LUA, settings)
+        self._record_tokens_script = _Script(RECORD_TOKENS_LUA, settings)
+        self._settle_budget_script = _Script(SETTLE_BUDGET_LUA, settings)
+        self._key_names: dict[str, tuple[bytes, bytes, bytes]] = {}
         self._batch: _Batch | None = None  # calls waiting for the batch on its way
         self._in_flight: asyncio.Future[None] | None = None  # set once that batch is answered
         self._releases: set[asyncio.Task[None]] = set()  # reservations given back after a timed-out check
 
-    def _keys(self, key_id: str) -> tuple[str, str, str]:
-        tagged = f"{self._prefix}rl:{{{key_id}}}"
-        return f"{tagged}:req", f"{tagged}:tok", f"{tagged}:held"
+    def _keys(self, key_id: str) -> tuple[bytes, bytes, bytes]:
+        names = self._key_names.get(key_id)
+        if names is None:
+            tagged = f"{self._prefix}rl:{{{key_id}}}"
+            names = (f"{tagged}:req".encode(), f"{tagged}:tok".encode(), f"{tagged}:held".encode())
+            if len(self._key_names) >= MAX_CACHED_KEY_NAMES:
+                self._key_names.clear()
+            self._key_names[key_id] = names
+        return names
 
-    def _budget_keys(self, organisation_id: str) -> tuple[str, str]:
+    def _budget_keys(self, organisation_id: str) -> tuple[bytes, bytes]:
         tagged = f"{self._prefix}budget:{{{organisation_id}}}"
-        return tagged, f"{tagged}:deadlines"
+        return tagged.encode(), f"{tagged}:deadlines".encode()
 
     @property
     def holds_budgets(self) -> bool:
@@ -358,16 +383,13 @@ class RedisLimiter:
             # Nothing to enforce, so no reason to depend on Redis being up.
             return UNLIMITED
         request_id = secrets.token_hex(8)
-        keys: tuple[str, ...] = self._keys(key_id)
-        args: tuple[Any, ...] = (
-            -1 if rpm is None else rpm,
-            self._window_ms,
-            -1 if daily_tokens is None else daily_tokens,
-            self._period_s,
-            request_id,
-            max(0, int(reserve_tokens)),
-            self._reservation_ttl_ms,
-            within_reservation or "",
+        keys: tuple[bytes, ...] = self._keys(key_id)
+        args: tuple[bytes, ...] = (
+            _b(-1 if rpm is None else rpm),
+            _b(-1 if daily_tokens is None else daily_tokens),
+            request_id.encode(),
+            _b(max(0, int(reserve_tokens))),
+            (within_reservation or "").encode(),
         )
         budget_reserve = 0
         if budget is not None:
@@ -375,9 +397,9 @@ class RedisLimiter:
             cap = math.floor(budget.budget_usd * NANO_USD)
             # A hold larger than the budget blocks as much as one equal to it.
             budget_reserve = min(_nano_up(budget.reserve_usd), cap, MAX_NANO)
-            args += (cap, _nano_up(budget.spent_usd), budget_reserve, self._budget_visibility_ms)
+            args += (_b(cap), _b(_nano_up(budget.spent_usd)), _b(budget_reserve))
         try:
-            reply = await self._run(_ACQUIRE, keys, args)
+            reply = await self._run(self._acquire_script, keys, args)
         except LimiterUnavailable:
             if (reserve_tokens > 0 and daily_tokens is not None) or budget_reserve > 0:
                 # The script may still run (a slow Redis): give back what it would hold, rather
@@ -408,7 +430,7 @@ class RedisLimiter:
         """Release a budget hold and count the real cost in ``recent``; rides the next batch."""
         batch = self._next_batch(urgent=False)
         cost = _nano_up(cost_usd) if cost_usd > 0 and math.isfinite(cost_usd) else 0
-        batch.budgets.setdefault(organisation_id, []).extend((reservation_id, cost))
+        batch.budgets.setdefault(organisation_id, []).extend((reservation_id.encode(), _b(cost)))
         await self._wait(batch.tokens_done)
 
     async def record_tokens(self, key_id: str, tokens: int, *, reservation_id: str | None = None) -> None:
@@ -423,7 +445,7 @@ class RedisLimiter:
         batch = self._next_batch(urgent=False)
         batch.tokens[key_id] = batch.tokens.get(key_id, 0) + tokens
         if reservation_id is not None:
-            batch.releases.setdefault(key_id, []).append(reservation_id)
+            batch.releases.setdefault(key_id, []).append(reservation_id.encode())
         await self._wait(batch.tokens_done)
 
     def _release_later(self, key_id: str, reservation_id: str, organisation_id: str | None = None) -> None:
@@ -447,7 +469,7 @@ class RedisLimiter:
     async def aclose(self) -> None:
         await self._redis.aclose()
 
-    async def _run(self, script: _Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def _run(self, script: _Script, keys: Sequence[bytes], args: Sequence[bytes]) -> Any:
         """Run one script call in the next batch and return its reply."""
         batch = self._next_batch(urgent=True)
         reply = asyncio.get_running_loop().create_future()
@@ -518,10 +540,10 @@ class RedisLimiter:
         finally:
             batch.sent.set_result(None)
 
-    async def _execute(self, commands: list[tuple[_Script, Sequence[str], Sequence[Any]]]) -> list[Any]:
+    async def _execute(self, commands: list[tuple[_Script, Sequence[bytes], Sequence[bytes]]]) -> list[Any]:
         async with self._redis.pipeline(transaction=False) as pipe:
             for script, keys, args in commands:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                pipe.execute_command("EVALSHA", script.sha, _b(len(keys)), *keys, *args)
             replies: list[Any] = await pipe.execute(raise_on_error=False)
             missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
             if missing:
@@ -536,6 +558,8 @@ class RedisLimiter:
 
 # How long a batch of token counts alone waits for a limit check to share its round trip.
 TOKEN_COUNT_DELAY_S = 0.01
+# Key names kept encoded, by gateway key id (forgotten all at once past this many).
+MAX_CACHED_KEY_NAMES = 10_000
 
 
 class _Batch:
@@ -547,24 +571,23 @@ class _Batch:
         loop = asyncio.get_running_loop()
         self.started = False
         self.timer: asyncio.TimerHandle | None = None
-        self.calls: list[tuple[_Script, Sequence[str], Sequence[Any], asyncio.Future[Any]]] = []
+        self.calls: list[tuple[_Script, Sequence[bytes], Sequence[bytes], asyncio.Future[Any]]] = []
         self.tokens: dict[str, int] = {}
-        self.releases: dict[str, list[str]] = {}  # key -> reservations the counts settle
+        self.releases: dict[str, list[bytes]] = {}  # key -> reservations the counts settle
         self.budgets: dict[str, list[Any]] = {}  # organisation -> reservation id, cost, id, cost...
         self.tokens_done: asyncio.Future[None] = loop.create_future()
         self.sent: asyncio.Future[None] = loop.create_future()
         # A caller that timed out no longer awaits its future: never "exception was never retrieved".
         self.tokens_done.add_done_callback(retrieve_quietly)
 
-    def commands(self, limiter: RedisLimiter) -> list[tuple[_Script, Sequence[str], Sequence[Any]]]:
+    def commands(self, limiter: RedisLimiter) -> list[tuple[_Script, Sequence[bytes], Sequence[bytes]]]:
         """Counts and releases first, then the limit checks: a check sees every hold given back before it."""
-        commands: list[tuple[_Script, Sequence[str], Sequence[Any]]] = [
-            (_RECORD_TOKENS, limiter._keys(key_id)[1:], (tokens, limiter._period_s, *self.releases.get(key_id, ())))
+        commands: list[tuple[_Script, Sequence[bytes], Sequence[bytes]]] = [
+            (limiter._record_tokens_script, limiter._keys(key_id)[1:], (_b(tokens), *self.releases.get(key_id, ())))
             for key_id, tokens in self.tokens.items()
         ]
-        stay_ms = limiter._budget_visibility_ms
         commands += [
-            (_SETTLE_BUDGET, limiter._budget_keys(org_id), (stay_ms, limiter._reservation_ttl_ms + stay_ms, *settles))
+            (limiter._settle_budget_script, limiter._budget_keys(org_id), settles)
             for org_id, settles in self.budgets.items()
         ]
         commands += [(script, keys, args) for script, keys, args, _ in self.calls]
