@@ -35,7 +35,8 @@ class BudgetNotes(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, and one is built per request.
+@dataclass(slots=True)
 class Charge:
     """One piece of work to bill."""
 

@@ -62,7 +62,8 @@ FinishedTool = TypeVar("FinishedTool", bound=_ToolOutcome)
 StateSampler = Callable[[Metrics], Awaitable[None]]
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass sets each field through object.__setattr__, and one is built per request.
+@dataclass(slots=True)
 class UsageLabels:
     """One usage record as telemetry sees it: labels and counts, no orchestration objects."""
 
