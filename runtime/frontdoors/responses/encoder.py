@@ -15,7 +15,10 @@ The model's native items (reasoning items, hosted or custom tools' calls, carrie
 reasoning parts of protocol ``openai-responses``: :mod:`runtime.reasoning`) are output
 items of their own, verbatim, in the order the model produced them, streamed with
 OpenAI's events (``response.reasoning_summary_part.added``, ``…text.delta``, ``…done``);
-``encrypted_content`` only when the client's ``include`` asked for it.
+``encrypted_content`` only when the client's ``include`` asked for it. An
+Anthropic model's signed thinking goes out the same way, each block inside a
+reasoning item (its text as the summary, the block in ``encrypted_content``:
+:func:`runtime.reasoning.as_responses_items`), so a stateless client echoes it back.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from runtime.orchestration.events import (
     ToolsOffered,
 )
 from runtime.providers.openai_responses import free_input
-from runtime.reasoning import OPENAI_RESPONSES, parts_of
+from runtime.reasoning import as_responses_items
 
 
 def _id(prefix: str) -> str:
@@ -166,7 +169,7 @@ class ResponsesEncoder:
     def _native_parts(self, message: JSON) -> list[JSON]:
         """The model's native items not output yet (a streamed round's come in its chunks)."""
         out: list[JSON] = []
-        for part in parts_of(message, OPENAI_RESPONSES):
+        for part in as_responses_items(message):
             key = part["id"] if isinstance(part.get("id"), str) else id(part)
             if key in self._shown:
                 continue
