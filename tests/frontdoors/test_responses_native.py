@@ -264,7 +264,8 @@ def test_tampered_reasoning_item_is_the_clients_error_with_the_upstreams_words(b
         bare.responses.create(model=MODEL, input=[{"role": "user", "content": "Hi"}, reasoning, {"role": "user", "content": "Again"}], store=False)  # type: ignore[list-item]
 
 
-def test_an_endpoint_session_keeps_its_tool_rounds_reasoning(native_gateway: GatewayServer, fake: FakeResponses) -> None:
+@pytest.mark.parametrize("stream", [False, True], ids=["sync", "streamed"])
+def test_an_endpoint_session_keeps_its_rounds_reasoning(native_gateway: GatewayServer, fake: FakeResponses, stream: bool) -> None:
     fake.reset()
     fake.enqueue(
         Turn(calls=[Call("calculator__evaluate", {"expression": "21*2"})], reasoning="Use the calculator."),
@@ -272,14 +273,19 @@ def test_an_endpoint_session_keeps_its_tool_rounds_reasoning(native_gateway: Gat
         Turn(text="You asked about 21*2."),
     )
     key = native_gateway.mint("shop")
-    first = httpx.post(f"{native_gateway.url}/api/shop/support", json={"message": "21*2?"}, headers={"Authorization": f"Bearer {key}"}, timeout=20).json()
+    if stream:
+        with httpx.stream("POST", f"{native_gateway.url}/api/shop/support", json={"message": "21*2?", "stream": True}, headers={"Authorization": f"Bearer {key}"}, timeout=20) as response:
+            chunks = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ") and line != "data: [DONE]"]
+        first = {"content": "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices")), "meta": next(c["meta"] for c in chunks if "meta" in c)}
+    else:
+        first = httpx.post(f"{native_gateway.url}/api/shop/support", json={"message": "21*2?"}, headers={"Authorization": f"Bearer {key}"}, timeout=20).json()
     assert first["content"] == "It is 42."
     assert reasoning_items(fake.requests[1]) == fake.issued_in(0)  # the server-side round
     session = first["meta"]["session_id"]
     second = httpx.post(f"{native_gateway.url}/api/shop/support", json={"message": "What did I ask?", "session_id": session}, headers={"Authorization": f"Bearer {key}"}, timeout=20).json()
     assert second["content"] == "You asked about 21*2."
-    # The session kept the tool round's reasoning item whole; the final answer is stored as its text.
-    assert reasoning_items(fake.requests[2]) == fake.issued_in(0)
+    # The session kept the tool round's reasoning item and the final answer's, whole, in order.
+    assert reasoning_items(fake.requests[2]) == fake.issued_in(0) + fake.issued_in(1)
 
 
 def test_a_model_can_be_called_with_the_responses_api_on_a_chat_provider(bare: openai.OpenAI, fake: FakeResponses) -> None:
