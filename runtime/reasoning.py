@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final, Literal
 
 import orjson
@@ -202,3 +202,80 @@ def carries_foreign_parts(blocks: Iterable[Any]) -> bool:
             if isinstance(opaque, str) and opaque.startswith(CARRIER_PREFIX):
                 return True
     return False
+
+
+def parts_for_model(message: dict[str, Any], protocol: Protocol) -> list[dict[str, Any]]:
+    """The native parts of ``protocol`` as its model must get them back: a part that was sealed
+    for the client (:func:`shown`) is opened to the one the model produced."""
+    parts: list[dict[str, Any]] = []
+    for entry in message.get(REASONING_PARTS) or ():
+        if not isinstance(entry, dict) or not isinstance(entry.get("part"), dict):
+            continue
+        kind, part = entry.get("protocol"), entry["part"]
+        try:
+            while (inside := carried(_opaque(part))) is not None:
+                kind, part = inside
+        except MalformedCarrier:
+            pass  # not plugway's: the provider judges it
+        if kind == protocol:
+            parts.append(part)
+    return parts
+
+
+def _opaque(part: dict[str, Any]) -> Any:
+    """The field of a part that its client echoes back unread."""
+    kind = part.get("type")
+    if kind == "thinking":
+        return part.get("signature")
+    if kind == "redacted_thinking":
+        return part.get("data")
+    if kind == "reasoning":
+        return part.get("encrypted_content")
+    return None
+
+
+def shown(protocol: Protocol, part: dict[str, Any], check: Callable[[str], str]) -> dict[str, Any]:
+    """The part as the client may see it, each text it shows passed through ``check`` (output
+    guardrails: it returns the text, redacted or not, or raises to block the answer).
+
+    A part whose text changed is sealed: shown with the new text and the part the model made
+    inside its opaque field (:func:`carry`), so that echoed back, or kept in plugway's own
+    turns, it reaches the model as it was (:func:`parts_for_model`). Signed thinking cannot be
+    altered; the signature still checks because the model gets its own block back.
+    """
+    if protocol == ANTHROPIC and part.get("type") == "thinking" and isinstance(part.get("thinking"), str):
+        text = check(part["thinking"])
+        return part if text == part["thinking"] else {"type": "thinking", "thinking": text, "signature": carry(ANTHROPIC, part)}
+    if protocol == OPENAI_RESPONSES and part.get("type") == "reasoning":
+        changed = False
+        sealed = dict(part)
+        for field in ("summary", "content"):  # summary_text parts, and reasoning_text parts
+            texts = part.get(field)
+            if not isinstance(texts, list):
+                continue
+            out = []
+            for entry in texts:
+                if isinstance(entry, dict) and isinstance(entry.get("text"), str):
+                    text = check(entry["text"])
+                    if text != entry["text"]:
+                        entry, changed = {**entry, "text": text}, True
+                out.append(entry)
+            sealed[field] = out
+        if changed:
+            sealed["encrypted_content"] = carry(OPENAI_RESPONSES, part)
+            return sealed
+    return part
+
+
+def shown_parts(message: dict[str, Any], check: Callable[[str], str]) -> list[dict[str, Any]] | None:
+    """A message's (or a delta's) reasoning parts as the client may see them (:func:`shown`), or
+    None when it has none."""
+    entries = message.get(REASONING_PARTS)
+    if not entries:
+        return None
+    return [
+        {**entry, "part": shown(entry["protocol"], entry["part"], check)}
+        if isinstance(entry, dict) and entry.get("protocol") in _PROTOCOLS and isinstance(entry.get("part"), dict)
+        else entry
+        for entry in entries
+    ]

@@ -43,7 +43,7 @@ from runtime.reasoning import (
     REASONING_PARTS,
     MalformedCarrier,
     from_anthropic_blocks,
-    parts_of,
+    parts_for_model,
     tagged,
 )
 
@@ -354,7 +354,7 @@ def _turns(messages: list[Any]) -> tuple[list[str], list[JSON]]:
             if message.get("function_call") is not None:
                 raise unsupported_parameter(f"{param}.function_call")
             # Signed thinking opens the turn, as Anthropic produced it and requires it back.
-            blocks = [dict(part) for part in parts_of(message, ANTHROPIC)]
+            blocks = [dict(part) for part in parts_for_model(message, ANTHROPIC)]
             blocks += _content_blocks(content, f"{param}.content", allow_media=False)
             if not blocks and message.get("refusal"):
                 blocks = [b for b in [_text_block(message["refusal"])] if b]
