@@ -315,14 +315,7 @@ class Orchestrator:
         redactors: dict[int, StreamRedactor] = {}
         sent: dict[int, str] = {}
         findings: list[Finding] = []
-
-        def check(text: str) -> str:
-            checked = guard.check_text(text, "output")
-            findings.extend(checked.findings)
-            if checked.blocked is not None:
-                raise checked.blocked
-            return checked.text
-
+        check = guard.checker("output", findings)
         try:
             async for event in rounds:
                 if isinstance(event, ModelChunk):

@@ -16,7 +16,7 @@ block it sends back reaches the model as the model made it. Usage is read from t
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -60,7 +60,7 @@ async def native_message(router: ModelRouter, ctx: RequestContext, body: JSON, s
     guard = ctx.guardrails
     if guard is not None and guard.applies_to("output"):
         with _hits(state, "output") as findings:
-            check = _checker(guard, findings)
+            check = guard.checker("output", findings)
             for i, block in enumerate(message.get("content") or ()):
                 if isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str):
                     block["text"] = check(block["text"])
@@ -68,18 +68,6 @@ async def native_message(router: ModelRouter, ctx: RequestContext, body: JSON, s
                     message["content"][i] = shown(ANTHROPIC, block, check)
     return message
 
-
-def _checker(guard: Guardrails, findings: list[Finding]) -> Callable[[str], str]:
-    """The output guardrails as a text check: the text, redacted or not; a block raises."""
-
-    def check(text: str) -> str:
-        checked = guard.check_text(text, "output")
-        findings.extend(checked.findings)
-        if checked.blocked is not None:
-            raise checked.blocked
-        return checked.text
-
-    return check
 
 
 async def native_stream(router: ModelRouter, ctx: RequestContext, body: JSON, state: RunState) -> AsyncGenerator[NativeEvent, None]:
@@ -120,7 +108,7 @@ async def native_stream(router: ModelRouter, ctx: RequestContext, body: JSON, st
             elif kind == "content_block_stop" and guard is not None:
                 index = int(event.get("index") or 0)
                 if index in thinking:
-                    block = shown(ANTHROPIC, thinking.pop(index), _checker(guard, findings))
+                    block = shown(ANTHROPIC, thinking.pop(index), guard.checker("output", findings))
                     for key, delta_type in (("thinking", "thinking_delta"), ("signature", "signature_delta")):
                         yield NativeEvent({"type": "content_block_delta", "index": index, "delta": {"type": delta_type, key: block[key]}})
                 redactor = redactors.get(index)
