@@ -373,3 +373,21 @@ def test_additional_tools_item_offers_its_tools_to_a_chat_model(gateway: Gateway
     assert [tool["function"]["name"] for tool in upstream.requests[0]["tools"]] == ["functions__exec"]
     call = next(item for item in raw.parse().output if item.type == "custom_tool_call")
     assert (call.name, call.model_dump().get("namespace"), call.input) == ("exec", "functions", "text(1+1)")  # type: ignore[union-attr]
+
+
+def test_a_hosted_search_the_upstream_ran_streams_with_openais_status_events(bare: openai.OpenAI, fake: FakeResponses) -> None:
+    search = {"id": "ws_1", "type": "web_search_call", "status": "completed", "action": {"type": "search", "query": "plugway"}}
+    fake.enqueue(Turn(items=[search], text="Found it."))
+    with bare.responses.stream(model=MODEL, input="Search plugway", tools=[{"type": "web_search"}], store=False) as stream:  # type: ignore[list-item]
+        events = [event for event in stream if getattr(event, "item_id", None) == "ws_1" or getattr(getattr(event, "item", None), "id", None) == "ws_1"]
+        final = stream.get_final_response()
+    assert [event.type for event in events] == [
+        "response.output_item.added",
+        "response.web_search_call.in_progress",
+        "response.web_search_call.searching",
+        "response.web_search_call.completed",
+        "response.output_item.done",
+    ]
+    assert events[0].item.status == "in_progress" and events[-1].item.status == "completed"  # type: ignore[union-attr]
+    assert {event.output_index for event in events} == {1}  # type: ignore[union-attr]
+    assert final.output[1].model_dump(exclude_none=True) == search and final.output_text == "Found it."
