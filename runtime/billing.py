@@ -75,14 +75,21 @@ LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 log = logging.getLogger("plugway.billing")
 
 
+def dollars(amount: float) -> str:
+    """An amount in US dollars: cents, or as many decimals as a smaller amount needs (up to six)."""
+    if amount == 0 or abs(amount) >= 0.01:
+        return f"${amount:,.2f}"
+    return f"${amount:.6f}".rstrip("0") if round(amount, 6) else "less than $0.000001"
+
+
 def insufficient_credits(
     organisation_id: str, budget_usd: float, spent_usd: float, renews: datetime, *, held_usd: float = 0.0
 ) -> GatewayError:
-    held = f", ${held_usd:.4f} more held by requests in progress" if held_usd > 0 else ""
+    held = f", {dollars(held_usd)} more held by requests in progress" if held_usd > 0 else ""
     return GatewayError(
         402,
         f"The monthly budget of organisation '{organisation_id}' is spent "
-        f"(${spent_usd:.4f} of ${budget_usd:.2f}{held}). Requests are refused until the next period "
+        f"({dollars(spent_usd)} of {dollars(budget_usd)}{held}). Requests are refused until the next period "
         f"starts at {renews.strftime('%Y-%m-%dT%H:%M:%SZ')}.",
         code="insufficient_credits",
         type="insufficient_quota",

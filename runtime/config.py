@@ -496,6 +496,10 @@ class OAuthServerConfig(_Strict):
     # Fetch client metadata documents from loopback and private addresses too (tests only: an
     # address that is not public is otherwise refused, so a client_id cannot probe the network).
     client_metadata_private_hosts: bool = False
+    # Requests a minute one client address may make to /oauth/register and /oauth/authorize (which
+    # anyone may call, and which store a client or a pending consent); counted by the rate limiter,
+    # so shared by every process on Redis. None: no limit.
+    requests_per_minute_per_ip: int | None = Field(default=60, ge=1)
 
     @field_validator("public_url")
     @classmethod

@@ -44,6 +44,7 @@ from runtime.json_types import JSON
 from runtime.limits.reservation import estimated_tokens
 from runtime.orchestration.events import Completed, Event
 from runtime.prompt_template import MissingVariable, render
+from runtime.reasoning import REASONING_PARTS
 from runtime.request import DoorRules, KeepAlive, PluginRequest, RequestContext, RunRequest
 from runtime.storage.keys import KeyInfo
 from runtime.text import quoted
@@ -410,6 +411,7 @@ class EndpointService:
 
     @staticmethod
     def _stored(messages: list[JSON], answer: JSON) -> list[JSON]:
+        """What the session keeps: the conversation without system prompts, then the answer's turn."""
         return [m for m in messages if m.get("role") != "system"] + [answer]
 
     # -- non-streamed -----------------------------------------------------------------------------
@@ -451,7 +453,7 @@ class EndpointService:
                     if problem is not None:
                         raise EndpointError(502, "output_schema", f"The model's answer does not match the endpoint's output_schema {problem}.")
                 answer["output"] = output
-            session.conversation = self._stored(result.completed.messages[:-1], {"role": "assistant", "content": content})
+            session.conversation = self._stored(result.completed.messages[:-1], _answer_turn(completed.message, content))
             answer.update(
                 {
                     "id": f"epr_{uuid.uuid4().hex[:24]}",
@@ -489,7 +491,7 @@ class EndpointService:
                 if problem is not None:
                     raise EndpointError(502, "output_schema", f"The model's answer does not match the endpoint's output_schema {problem}.")
             if completed is not None:
-                session.conversation = self._stored(completed.messages[:-1], {"role": "assistant", "content": completed.message.get("content") or ""})
+                session.conversation = self._stored(completed.messages[:-1], _answer_turn(completed.message, completed.message.get("content") or ""))
             yield StreamedOutcome(session.id, output)
 
     async def stream(self, prepared: Prepared) -> AsyncIterator[bytes]:
@@ -526,3 +528,12 @@ def _with_repair(first: JSON, repair: JSON) -> JSON:
         "tool_calls": [*(first.get("tool_calls") or []), *(repair.get("tool_calls") or [])],
         "output_repaired": True,
     }
+
+
+def _answer_turn(message: JSON, content: str) -> JSON:
+    """The final answer as the session keeps it: its text, and the model's reasoning state
+    (runtime.reasoning) so that the next turn gives the model back its own parts."""
+    turn: JSON = {"role": "assistant", "content": content}
+    if message.get(REASONING_PARTS):
+        turn[REASONING_PARTS] = message[REASONING_PARTS]
+    return turn

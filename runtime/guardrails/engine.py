@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from runtime.guardrails.config import STAGES, GuardrailConfig, Stage
@@ -87,6 +87,19 @@ class Guardrails:
                 return Checked(text, findings, GuardrailBlocked(guardrail.key, found))
             text = changed
         return Checked(text, findings)
+
+    def checker(self, stage: Stage, findings: list[Finding]) -> Callable[[str], str]:
+        """:meth:`check_text` as a function of the text: it returns the text (redacted or not),
+        adds what it found to ``findings``, and raises GuardrailBlocked on a block."""
+
+        def check(text: str) -> str:
+            checked = self.check_text(text, stage)
+            findings.extend(checked.findings)
+            if checked.blocked is not None:
+                raise checked.blocked
+            return checked.text
+
+        return check
 
     def check_messages(
         self, messages: list[dict[str, Any]], stage: Stage = "input"

@@ -52,6 +52,8 @@ class InProcessLimiter:
         self._lock = threading.Lock()
         self._requests: dict[str, deque[float]] = {}
         self._tokens: dict[str, _DayTokens] = {}
+        # Windows of keys (or client addresses) that went quiet are swept once the map doubles.
+        self._sweep_at = 1024
 
     def _day(self, key_id: str, period: int) -> _DayTokens:
         day = self._tokens.get(key_id)
@@ -89,6 +91,8 @@ class InProcessLimiter:
             log = self._requests.get(key_id)
             if rpm is not None:
                 if log is None:
+                    if len(self._requests) >= self._sweep_at:
+                        self._sweep(now)
                     log = self._requests[key_id] = deque()
                 horizon = now - self._window_s
                 while log and log[0] <= horizon:
@@ -128,6 +132,13 @@ class InProcessLimiter:
             reservation_id=reservation_id,
             reserved_tokens=reserve_tokens,
         )
+
+    def _sweep(self, now: float) -> None:
+        """Drop the windows with nothing in the last minute (callers hold the lock)."""
+        horizon = now - self._window_s
+        for key_id in [key for key, log in self._requests.items() if not log or log[-1] <= horizon]:
+            del self._requests[key_id]
+        self._sweep_at = max(1024, 2 * len(self._requests))
 
     async def record_tokens(self, key_id: str, tokens: int, *, reservation_id: str | None = None) -> None:
         period = int(time.time() // self._period_s)

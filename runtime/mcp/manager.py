@@ -274,7 +274,7 @@ class McpManager:
         cached = self._specs.get(cache_key)
         if cached is not None and cached[:2] == (generation, len(tools)):
             return list(cached[2])
-        specs = [self._spec(ref.id, connection, tool) for tool in tools]
+        specs = [self._spec(ref, organisation, connection, tool) for tool in tools]
         if with_resources:
             specs.append(self._read_resource_spec(ref.id, connection))
         self._specs[cache_key] = (generation, len(tools), specs)
@@ -451,15 +451,14 @@ class McpManager:
 
     # ----- specs ----------------------------------------------------------------------------------
 
-    @staticmethod
-    def _spec(plugin_id: str, connection: McpConnection, tool: Any) -> ToolSpec:
+    def _spec(self, ref: PluginRef, organisation: str, connection: McpConnection, tool: Any) -> ToolSpec:
         name: str = tool.name
 
         async def invoke(arguments: dict[str, Any], ctx: ToolContext) -> str | ToolResult:
-            return await connection.call_tool(name, arguments, ctx)
+            return await self._call_shared(ref, organisation, connection, name, arguments, ctx)
 
         return ToolSpec(
-            plugin_id=plugin_id,
+            plugin_id=ref.id,
             name=name,
             description=tool.description or tool.title or name,
             parameters=dict(tool.input_schema),
@@ -522,7 +521,31 @@ class McpManager:
                 context = ctx or _bare_context(organisation, ref)
                 result: str | ToolResult = await spec.invoke(arguments, context)
                 return result
-        return await connection.call_tool(tool, arguments, ctx, sampling_refusal=sampling_refusal)
+        return await self._call_shared(ref, organisation, connection, tool, arguments, ctx, sampling_refusal)
+
+    async def _call_shared(
+        self,
+        ref: PluginRef,
+        organisation: str,
+        connection: McpConnection,
+        tool: str,
+        arguments: dict[str, Any],
+        ctx: ToolContext | None,
+        sampling_refusal: str = NO_MODEL_FOR_SAMPLING,
+    ) -> str | ToolResult:
+        """A call on the organisation's connection; a failure of an OAuth server whose authorization
+        ended (forgotten in any process, or revoked upstream) says so rather than how the connection fell."""
+        try:
+            return await connection.call_tool(tool, arguments, ctx, sampling_refusal=sampling_refusal)
+        except ToolError:
+            if ref.mcp is not None and ref.mcp.auth is not None and self.upstream_auth is not None:
+                try:
+                    await self.upstream_auth.bearer(organisation, ref)
+                except NotAuthorized as exc:
+                    raise ToolError(f"{ref.id}: {exc}") from None
+                except OAuthError:
+                    pass
+            raise
 
     def connection_health(self, ref: PluginRef, *, organisation: str) -> dict[str, Any]:
         """The health entry of the connection serving ``ref`` for ``organisation`` (see :meth:`health`)."""

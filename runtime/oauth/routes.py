@@ -15,6 +15,7 @@ list the grants and revoke one.
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
@@ -38,6 +39,7 @@ from runtime.config import OAuthServerConfig
 from runtime.control.audit import audit
 from runtime.control.auth import AdminDep
 from runtime.errors import GatewayError, invalid_request
+from runtime.limits import LimiterUnavailable
 from runtime.oauth import store
 from runtime.oauth.bearer import PROTECTED_RESOURCE_PATH
 from runtime.oauth.cimd import ClientMetadataError, is_metadata_url
@@ -183,19 +185,42 @@ def public_routes(provider: PlugwayAuthorizationServer, settings: OAuthServerCon
     def wrap(handler: Any, *, cors: bool = True) -> ASGIApp:
         return _WithBase(request_response(handler), settings, cors=cors)
 
+    def throttled(handler: Any) -> Any:
+        """The endpoint, at most ``requests_per_minute_per_ip`` times a minute from one address."""
+        if settings.requests_per_minute_per_ip is None:
+            return handler
+
+        async def handle(request: Request) -> Response:
+            address = request.client.host if request.client else "unknown"
+            try:
+                decision = await request.app.state.gateway.limiter.acquire(f"oauth-ip:{address}", rpm=settings.requests_per_minute_per_ip, daily_tokens=None)
+            except LimiterUnavailable:
+                return JSONResponse({"error": "temporarily_unavailable", "error_description": "The rate limiter cannot be reached."}, status_code=503, headers=NO_STORE)
+            if not decision.allowed:
+                retry = max(1, math.ceil(decision.retry_after_s or 1))
+                return JSONResponse(
+                    {"error": "slow_down", "error_description": f"Too many requests from this address; retry in {retry} s."},
+                    status_code=429,
+                    headers={**NO_STORE, "Retry-After": str(retry)},
+                )
+            response: Response = await handler(request)
+            return response
+
+        return handle
+
     routes: list[Route] = [
         _Route(PROTECTED_RESOURCE_PATH, wrap(resource_metadata), methods=["GET", "OPTIONS"]),
         _Route(PROTECTED_RESOURCE_PATH + "/mcp", wrap(resource_metadata), methods=["GET", "OPTIONS"]),
         _Route("/.well-known/oauth-authorization-server", wrap(server_metadata), methods=["GET", "OPTIONS"]),
         _Route("/.well-known/openid-configuration", wrap(server_metadata), methods=["GET", "OPTIONS"]),
         # No CORS on the authorization endpoint: a browser is sent there, never fetches it.
-        _Route(AUTHORIZE_PATH, wrap(authorize, cors=False), methods=["GET", "POST"]),
+        _Route(AUTHORIZE_PATH, wrap(throttled(authorize), cors=False), methods=["GET", "POST"]),
         _Route(TOKEN_PATH, wrap(token), methods=["POST", "OPTIONS"]),
         _Route(REVOKE_PATH, wrap(revoke), methods=["POST", "OPTIONS"]),
     ]
     if settings.dynamic_client_registration:
         options = ClientRegistrationOptions(enabled=True, valid_scopes=SCOPES, default_scopes=SCOPES)
-        routes.append(_Route(REGISTER_PATH, wrap(RegistrationHandler(provider, options).handle), methods=["POST", "OPTIONS"]))  # type: ignore[arg-type]
+        routes.append(_Route(REGISTER_PATH, wrap(throttled(RegistrationHandler(provider, options).handle)), methods=["POST", "OPTIONS"]))
     for route in routes:
         route.include_in_schema = False
     return routes

@@ -53,7 +53,7 @@ from runtime.orchestration.tools import (
 from runtime.plugin_host.tool import Sampler
 from runtime.providers.router import ModelRouter
 from runtime.providers.streaming import StreamAccumulator
-from runtime.reasoning import REASONING_PARTS
+from runtime.reasoning import REASONING_PARTS, shown_parts
 from runtime.request import RequestContext, RunRequest, RunState
 from runtime.telemetry import current as telemetry
 
@@ -314,15 +314,21 @@ class Orchestrator:
         Streamed text goes through a redactor per choice, which holds back only what
         could still become a match; a choice's ``finish_reason`` chunk carries what
         was held. The round's message then holds exactly the text that was sent.
+        Reasoning the client is shown (thinking, summaries) is checked too, each part
+        whole; a part whose text a guardrail changed is sealed (runtime.reasoning.shown),
+        so the model still gets back the part it made.
         """
         redactors: dict[int, StreamRedactor] = {}
         sent: dict[int, str] = {}
         findings: list[Finding] = []
+        check = guard.checker("output", findings)
         try:
             async for event in rounds:
                 if isinstance(event, ModelChunk):
-                    yield ModelChunk(event.round, _redact_chunk(event.chunk, guard, redactors, sent))
+                    yield ModelChunk(event.round, _redact_chunk(event.chunk, guard, redactors, sent, check))
                     continue
+                if (parts := shown_parts(event.message, check)) is not None:
+                    event.message[REASONING_PARTS] = parts
                 content = event.message.get("content")
                 if redactors:
                     event.message["content"] = sent.get(0) or None
@@ -528,13 +534,16 @@ def _guard_tool_result(guard: Guardrails, state: RunState, outcome: ToolCallFini
         outcome.content = checked.text
 
 
-def _redact_chunk(chunk: JSON, guard: Guardrails, redactors: dict[int, StreamRedactor], sent: dict[int, str]) -> JSON:
+def _redact_chunk(chunk: JSON, guard: Guardrails, redactors: dict[int, StreamRedactor], sent: dict[int, str], check: Callable[[str], str]) -> JSON:
     choices = chunk.get("choices")
     if not choices:
         return chunk
     out = []
     for choice in choices:
         delta = choice.get("delta") or {}
+        if (parts := shown_parts(delta, check)) is not None:
+            delta = {**delta, REASONING_PARTS: parts}
+            choice = {**choice, "delta": delta}
         text = delta.get("content")
         finish = choice.get("finish_reason")
         if text or finish:

@@ -38,7 +38,14 @@ import orjson
 
 from runtime.errors import UpstreamError, invalid_request, unsupported_parameter
 from runtime.json_types import JSON
-from runtime.reasoning import ANTHROPIC, REASONING_PARTS, parts_of, tagged
+from runtime.reasoning import (
+    ANTHROPIC,
+    REASONING_PARTS,
+    MalformedCarrier,
+    from_anthropic_blocks,
+    parts_for_model,
+    tagged,
+)
 
 ANTHROPIC_VERSION = "2023-06-01"
 # The blocks that hold a model's signed reasoning: echoed back unchanged on the next tool round.
@@ -347,7 +354,7 @@ def _turns(messages: list[Any]) -> tuple[list[str], list[JSON]]:
             if message.get("function_call") is not None:
                 raise unsupported_parameter(f"{param}.function_call")
             # Signed thinking opens the turn, as Anthropic produced it and requires it back.
-            blocks = [dict(part) for part in parts_of(message, ANTHROPIC)]
+            blocks = [dict(part) for part in parts_for_model(message, ANTHROPIC)]
             blocks += _content_blocks(content, f"{param}.content", allow_media=False)
             if not blocks and message.get("refusal"):
                 blocks = [b for b in [_text_block(message["refusal"])] if b]
@@ -981,8 +988,9 @@ def _assistant_turn(blocks: list[Any], param: str, out: list[JSON], server_tool_
             if calls:
                 turn["tool_calls"] = list(calls)
             if thinking:
-                # Signed thinking travels with the turn it opened, verbatim (runtime.reasoning).
-                turn[REASONING_PARTS] = tagged(ANTHROPIC, thinking)
+                # Signed thinking travels with the turn it opened, verbatim (runtime.reasoning);
+                # a block plugway made to carry OpenAI's reasoning item is that item again.
+                turn[REASONING_PARTS] = list(thinking)
                 thinking.clear()
             out.append(turn)
             out.extend(results)
@@ -1029,7 +1037,10 @@ def _assistant_turn(blocks: list[Any], param: str, out: list[JSON], server_tool_
         elif kind in THINKING_BLOCKS:
             if results:
                 flush()
-            thinking.append(dict(block))
+            try:
+                thinking.extend(from_anthropic_blocks([dict(block)]))
+            except MalformedCarrier as exc:
+                raise invalid_request(f"This thinking block was not made by plugway: {exc}.", param=block_param) from None
         else:
             raise unsupported_parameter(block_param, f"Assistant content block type {kind!r} is not supported here.")
     flush()

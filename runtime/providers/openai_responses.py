@@ -34,7 +34,7 @@ from runtime.orchestration.naming import public_name
 from runtime.providers.base import encode_body, request_headers
 from runtime.providers.openai import OpenAIProvider, upstream_error_from_response
 from runtime.providers.streaming import iter_sse_json
-from runtime.reasoning import OPENAI_RESPONSES, REASONING_PARTS, parts_of, tagged
+from runtime.reasoning import OPENAI_RESPONSES, REASONING_PARTS, parts_for_model, tagged
 
 log = logging.getLogger("plugway.providers")
 
@@ -147,7 +147,7 @@ def input_items(messages: list[JSON], namespaces: dict[str, tuple[str, str]], cu
     for message in messages:
         role = message.get("role")
         if role == "assistant":
-            items.extend(parts_of(message, OPENAI_RESPONSES))
+            items.extend(parts_for_model(message, OPENAI_RESPONSES))
             content = message.get("content")
             text = content if isinstance(content, str) else "".join(
                 str(p.get("text") or "") for p in content or () if isinstance(p, dict) and p.get("type") == "text"
@@ -182,7 +182,7 @@ def responses_body(body: JSON, *, stream: bool) -> JSON:
     native_tools: list[JSON] = list(native.get("tools") or [])
     # Tools may also arrive in items (a client-side tool_search's output, additional_tools).
     client_tools = native_tools + [
-        tool for message in body.get("messages") or () for part in parts_of(message, OPENAI_RESPONSES) for tool in part.get("tools") or () if isinstance(tool, dict)
+        tool for message in body.get("messages") or () for part in parts_for_model(message, OPENAI_RESPONSES) for tool in part.get("tools") or () if isinstance(tool, dict)
     ]
     namespaces = _namespaces(client_tools)
     customs = _customs(client_tools)

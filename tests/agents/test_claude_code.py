@@ -36,7 +36,7 @@ from tests.fakes.anthropic_server import (
 )
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.openai_server import Reply as ChatReply
-from tests.fakes.responses_server import Call, FakeResponses, Turn, input_items
+from tests.fakes.responses_server import Call, FakeResponses, Turn, input_items, reasoning_items
 from tests.support import GatewayServer, make_settings, wait_until
 
 __all__ = ["fake_anthropic", "fake_anthropic_server"]  # fixtures used by name
@@ -236,6 +236,18 @@ def tool_results(kind: str, chat_fake: FakeOpenAI, responses_fake: FakeResponses
     return [str(item.get("output")) for body in responses_fake.requests for item in input_items(body) if item.get("type") == "function_call_output"]
 
 
+def assert_reasoning_went_back_every_round(fake: FakeResponses) -> None:
+    """Claude Code asks for thinking: the model's reasoning items reach it inside thinking blocks
+    and come back in its history, so every round after a tool call sends each earlier call's
+    reasoning item, byte for byte (the fake also refuses an item it did not issue)."""
+    rounds = [body for body in fake.requests if any(item.get("type") == "function_call_output" for item in input_items(body))]
+    assert rounds, "no tool round reached the upstream"
+    for body in rounds:
+        calls = [item for item in input_items(body) if item.get("type") == "function_call"]
+        sent = reasoning_items(body)
+        assert len(sent) >= len(calls) and all(item == fake.issued[item["id"]] for item in sent), (calls, sent)
+
+
 @pytest.fixture
 def translated(chat_fake: FakeOpenAI, responses_fake: FakeResponses) -> Iterator[None]:
     chat_fake.reset()
@@ -257,6 +269,8 @@ def test_claude_code_runs_its_shell_tool_on_a_translated_upstream(kind: str, gat
     assert (tmp_path / "proof.txt").read_text().strip() == "plugway-ok"
     # Bash ran and its result went back to the upstream in the next round (the fake answers only then).
     assert tool_results(kind, chat_fake, responses_fake), "no tool result reached the upstream"
+    if kind == "reasoner":
+        assert_reasoning_went_back_every_round(responses_fake)
 
 
 @TRANSLATED
@@ -265,4 +279,6 @@ def test_claude_code_uses_a_plugway_plugin_through_mcp_on_a_translated_upstream(
     result = run_claude(gateway, f"on-{kind}", "What is 17 * 23?", tmp_path, mcp=True)
     assert "391" in result["result"]
     assert any("391" in r for r in tool_results(kind, chat_fake, responses_fake)), tool_results(kind, chat_fake, responses_fake)
+    if kind == "reasoner":
+        assert_reasoning_went_back_every_round(responses_fake)
 

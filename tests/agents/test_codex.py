@@ -250,16 +250,21 @@ def anthropic_model(body: JSON) -> AnthropicReply:
     return AnthropicReply(thinking="I should use a tool for this." if thinks else None, tool_use=[_wanted_call(json.dumps(body["messages"]), names)])
 
 
-def _results_reached_the_model(model: str, responses_fake: FakeResponses, chat_fake: FakeOpenAI, anthropic: FakeAnthropic, expected: str) -> None:
+def _results_reached_the_model(model: str, codex_model: str | None, responses_fake: FakeResponses, chat_fake: FakeOpenAI, anthropic: FakeAnthropic, expected: str) -> None:
     """The tool ran and its result went back to the upstream in the next round."""
     if model == "chat":
         results = [str(m.get("content")) for body in chat_fake.requests for m in body["messages"] if m["role"] == "tool"]
     elif model == "anthropic":
         results = [r for recorded in anthropic.requests if (r := last_tool_result(recorded.body)) is not None]
         assert [r.status for r in anthropic.requests] == [200] * len(anthropic.requests)
-        # Codex's reasoning settings cannot become Anthropic thinking (the README's dropped fields), so the
-        # tool round goes back as plain tool_use, which Anthropic takes with thinking off.
-        assert all(not r.body.get("thinking") for r in anthropic.requests)
+        # Codex asks its default model for reasoning: Anthropic thinking, whose signed blocks reach Codex
+        # inside reasoning items' encrypted_content and come back with the tool round, first in its turn
+        # (the fake refuses the round otherwise). The other model name is one Codex asks no reasoning of.
+        assert any(r.body.get("thinking") for r in anthropic.requests) == (codex_model is None)
+        for recorded in anthropic.requests:
+            if recorded.body.get("thinking") and last_tool_result(recorded.body) is not None:
+                turn = [m["content"] for m in recorded.body["messages"] if m["role"] == "assistant"][-1]
+                assert anthropic.signatures[turn[0]["signature"]] == "I should use a tool for this.", turn
     else:
         results = [str(o) for body in responses_fake.requests if (o := _last_output(body)) is not None]
     assert any(expected in result for result in results), results
@@ -291,7 +296,7 @@ def test_codex_runs_a_shell_command_through_plugway(
     assert any("cat secret.txt" in c.get("command", "") and c.get("exit_code") == 0 for c in commands), run.events
     assert SECRET in run.answer
     if model != "demo":
-        _results_reached_the_model(model, responses_fake, chat_fake, fake_anthropic_server, SECRET)
+        _results_reached_the_model(model, codex_model, responses_fake, chat_fake, fake_anthropic_server, SECRET)
     if model == "reasoner":
         _assert_reasoning_reached_every_round(responses_fake, hosted_search=codex_model is not None)
 
@@ -307,7 +312,7 @@ def test_codex_uses_a_plugway_plugin_through_mcp(
     assert any(c.get("server") == "plugway" and c.get("status") == "completed" for c in calls), run.events
     assert "391" in run.answer
     if model != "demo":
-        _results_reached_the_model(model, responses_fake, chat_fake, fake_anthropic_server, "391")
+        _results_reached_the_model(model, codex_model, responses_fake, chat_fake, fake_anthropic_server, "391")
     if model == "reasoner":
         _assert_reasoning_reached_every_round(responses_fake, hosted_search=codex_model is not None)
 

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import create_engine, event, text
 from sqlmodel import Session
 
-from runtime.billing import BudgetGuard, Reservation, month_bounds
+from runtime.billing import BudgetGuard, Reservation, dollars, month_bounds
 from runtime.config import OrganisationConfig
 from runtime.errors import GatewayError
 from runtime.storage.db import make_engine
@@ -51,6 +51,7 @@ def test_spent_budget_answers_402_and_usage_shows_no_credit(
     assert refused.value.status_code == 402
     error = refused.value.body
     assert isinstance(error, dict) and error["code"] == "insufficient_credits"
+    assert "($3.00 of $2.50)" in error["message"]
     assert len(upstream.requests) == 3  # the refused request never reached the provider
     usage = httpx.get(f"{server.base_url}/usage", headers={"Authorization": f"Bearer {key}"}, timeout=10).json()
     assert usage["total_cost_usd"] == pytest.approx(3.0)
@@ -264,3 +265,9 @@ async def test_holds_of_requests_in_flight_count_until_they_settle(tmp_path: Pat
     finally:
         await writer.aclose()
         engine.dispose()
+
+
+def test_amounts_below_a_cent_are_written_with_the_decimals_they_need() -> None:
+    assert [dollars(x) for x in (0, 2.5, 1234.5, 0.01, 0.005, 0.0000123, 1e-9)] == [
+        "$0.00", "$2.50", "$1,234.50", "$0.01", "$0.005", "$0.000012", "less than $0.000001",
+    ]

@@ -264,7 +264,8 @@ def test_tampered_reasoning_item_is_the_clients_error_with_the_upstreams_words(b
         bare.responses.create(model=MODEL, input=[{"role": "user", "content": "Hi"}, reasoning, {"role": "user", "content": "Again"}], store=False)  # type: ignore[list-item]
 
 
-def test_an_endpoint_session_keeps_its_tool_rounds_reasoning(native_gateway: GatewayServer, fake: FakeResponses) -> None:
+@pytest.mark.parametrize("stream", [False, True], ids=["sync", "streamed"])
+def test_an_endpoint_session_keeps_its_rounds_reasoning(native_gateway: GatewayServer, fake: FakeResponses, stream: bool) -> None:
     fake.reset()
     fake.enqueue(
         Turn(calls=[Call("calculator__evaluate", {"expression": "21*2"})], reasoning="Use the calculator."),
@@ -272,14 +273,19 @@ def test_an_endpoint_session_keeps_its_tool_rounds_reasoning(native_gateway: Gat
         Turn(text="You asked about 21*2."),
     )
     key = native_gateway.mint("shop")
-    first = httpx.post(f"{native_gateway.url}/api/shop/support", json={"message": "21*2?"}, headers={"Authorization": f"Bearer {key}"}, timeout=20).json()
+    if stream:
+        with httpx.stream("POST", f"{native_gateway.url}/api/shop/support", json={"message": "21*2?", "stream": True}, headers={"Authorization": f"Bearer {key}"}, timeout=20) as response:
+            chunks = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ") and line != "data: [DONE]"]
+        first = {"content": "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices")), "meta": next(c["meta"] for c in chunks if "meta" in c)}
+    else:
+        first = httpx.post(f"{native_gateway.url}/api/shop/support", json={"message": "21*2?"}, headers={"Authorization": f"Bearer {key}"}, timeout=20).json()
     assert first["content"] == "It is 42."
     assert reasoning_items(fake.requests[1]) == fake.issued_in(0)  # the server-side round
     session = first["meta"]["session_id"]
     second = httpx.post(f"{native_gateway.url}/api/shop/support", json={"message": "What did I ask?", "session_id": session}, headers={"Authorization": f"Bearer {key}"}, timeout=20).json()
     assert second["content"] == "You asked about 21*2."
-    # The session kept the tool round's reasoning item whole; the final answer is stored as its text.
-    assert reasoning_items(fake.requests[2]) == fake.issued_in(0)
+    # The session kept the tool round's reasoning item and the final answer's, whole, in order.
+    assert reasoning_items(fake.requests[2]) == fake.issued_in(0) + fake.issued_in(1)
 
 
 def test_a_model_can_be_called_with_the_responses_api_on_a_chat_provider(bare: openai.OpenAI, fake: FakeResponses) -> None:
@@ -367,3 +373,21 @@ def test_additional_tools_item_offers_its_tools_to_a_chat_model(gateway: Gateway
     assert [tool["function"]["name"] for tool in upstream.requests[0]["tools"]] == ["functions__exec"]
     call = next(item for item in raw.parse().output if item.type == "custom_tool_call")
     assert (call.name, call.model_dump().get("namespace"), call.input) == ("exec", "functions", "text(1+1)")  # type: ignore[union-attr]
+
+
+def test_a_hosted_search_the_upstream_ran_streams_with_openais_status_events(bare: openai.OpenAI, fake: FakeResponses) -> None:
+    search = {"id": "ws_1", "type": "web_search_call", "status": "completed", "action": {"type": "search", "query": "plugway"}}
+    fake.enqueue(Turn(items=[search], text="Found it."))
+    with bare.responses.stream(model=MODEL, input="Search plugway", tools=[{"type": "web_search"}], store=False) as stream:  # type: ignore[list-item]
+        events = [event for event in stream if getattr(event, "item_id", None) == "ws_1" or getattr(getattr(event, "item", None), "id", None) == "ws_1"]
+        final = stream.get_final_response()
+    assert [event.type for event in events] == [
+        "response.output_item.added",
+        "response.web_search_call.in_progress",
+        "response.web_search_call.searching",
+        "response.web_search_call.completed",
+        "response.output_item.done",
+    ]
+    assert events[0].item.status == "in_progress" and events[-1].item.status == "completed"  # type: ignore[union-attr]
+    assert {event.output_index for event in events} == {1}  # type: ignore[union-attr]
+    assert final.output[1].model_dump(exclude_none=True) == search and final.output_text == "Found it."

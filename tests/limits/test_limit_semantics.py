@@ -148,6 +148,16 @@ async def _run_in_thread_loop(job: Callable[[], Awaitable[int]]) -> int:
     return await asyncio.to_thread(lambda: asyncio.run(job()))  # type: ignore[arg-type]
 
 
+async def test_in_process_windows_of_addresses_that_went_quiet_are_swept() -> None:
+    """One window per key or client address: a flood of addresses does not stay in memory."""
+    limiter = InProcessLimiter(window_s=0.05)
+    for wave in range(3):
+        for address in range(2000):
+            assert (await limiter.acquire(f"ip:{wave}:{address}", rpm=5, daily_tokens=None)).allowed
+        await asyncio.sleep(0.06)  # the whole wave goes quiet
+    assert len(limiter._requests) <= 2 * 2000  # not 6,000: earlier waves were swept
+
+
 async def test_in_process_limits_hold_across_event_loops_in_threads() -> None:
     limiter = InProcessLimiter()
 

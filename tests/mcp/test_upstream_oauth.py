@@ -327,6 +327,26 @@ def test_a_grant_revoked_upstream_sends_the_user_back_to_the_link(
     assert "/oauth/upstream/authorize?ticket=" in call_whoami(user_gateway, upstream, user="dora")
 
 
+def test_an_authorization_forgotten_in_one_process_stops_being_used_in_another(
+    tmp_path: Path, upstream: FakeOpenAI, upstream_mcp: OAuthMcpServer, org_gateway: GatewayServer
+) -> None:
+    """Each process caches tokens; it reads the database again at least every key_cache_ttl_s."""
+    admin = _admin(org_gateway)
+    authorize_organisation(org_gateway, admin, "svc")
+    # A second gateway process on the same database (0 s: it reads the database on every call).
+    other = _gateway(tmp_path / "other", upstream, {"url": upstream_mcp.mcp_url, "auth": {"type": "oauth"}}, database_url=org_gateway.settings.database_url, key_cache_ttl_s=0)
+    second = next(other)
+    try:
+        wait_for_connection(second)
+        assert call_whoami(second, upstream) == "account:svc"
+        forgotten = httpx.delete(f"{org_gateway.url}/admin/v1/plugins/acme/crm/authorization", headers=admin, timeout=10)
+        assert forgotten.json() == {"removed": 1}
+        result = call_whoami(second, upstream)
+        assert "not authorized" in result and "account:svc" not in result, result
+    finally:
+        other.close()
+
+
 def test_a_whatsapp_contact_is_the_end_user(user_gateway: GatewayServer, upstream: FakeOpenAI) -> None:
     """The WhatsApp worker's call (Gateway.complete, as workers/whatsapp/worker.py makes it) runs as the contact."""
     import asyncio

@@ -52,7 +52,8 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
             upstream_server.base_url,
             database_url=database_url,
             key_cache_ttl_s=0,
-            oauth_server={"client_metadata_private_hosts": True},
+            # Every test signs in from 127.0.0.1: the per-address limit has its own test.
+            oauth_server={"client_metadata_private_hosts": True, "requests_per_minute_per_ip": None},
         )
         with Gateways() as started:
             yield started.start(settings)
@@ -513,3 +514,21 @@ def test_the_token_endpoint_is_named_in_the_request_log(server: GatewayServer, a
 
     entries = wait_until(logged, "the token request in the request log")
     assert entries[0]["route"] == "/oauth/token" and entries[0]["status"] == 400
+
+
+def test_one_address_may_register_and_authorize_only_so_often(tmp_path: Path, upstream_server: FakeOpenAI) -> None:
+    """The endpoints anyone may call, and which store something, are limited per client address."""
+    settings = make_settings(tmp_path, upstream_server.base_url, oauth_server={"requests_per_minute_per_ip": 3})
+    with Gateways() as started:
+        server = started.start(settings)
+        client_id = register(server)["client_id"]
+        assert httpx.get(authorize_url(server, client_id, "x" * 43)).status_code in (200, 302)
+        register(server)
+        refused = httpx.post(f"{server.url}/oauth/register", json={"client_name": "raw", "redirect_uris": [f"{server.url}{CALLBACK_PATH}"], "token_endpoint_auth_method": "none"})
+        assert refused.status_code == 429 and refused.json()["error"] == "slow_down"
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        assert httpx.get(authorize_url(server, client_id, "x" * 43)).status_code == 429
+        # Discovery and tokens are not counted: a client that registered can still finish signing in.
+        assert httpx.get(f"{server.url}/.well-known/oauth-authorization-server").status_code == 200
+        with Session(server.gateway.engine) as db:
+            assert len(db.exec(select(OAuthClient)).all()) == 2

@@ -2,7 +2,9 @@
 
 Content blocks, in the order things happened: each round's signed ``thinking``
 / ``redacted_thinking`` blocks (from the round's ``reasoning_parts``, streamed
-as ``thinking_delta`` and ``signature_delta``), a ``text`` block per round that
+as ``thinking_delta`` and ``signature_delta``; a Responses-native model's
+reasoning items carried inside such blocks for a client that asked for
+thinking, so that it echoes them back), a ``text`` block per round that
 produced text; for a client that used the MCP connector (``mcp_servers`` or
 its beta), each server-side tool call as an ``mcp_tool_use`` block
 (``server_name`` = plugin id, ``name`` = the tool's own name; streamed as
@@ -35,7 +37,7 @@ from runtime.orchestration.events import (
     ToolProgress,
 )
 from runtime.providers.anthropic_translate import anthropic_stop_reason, anthropic_usage
-from runtime.reasoning import ANTHROPIC, REASONING_PARTS, parts_of
+from runtime.reasoning import ANTHROPIC, REASONING_PARTS, as_anthropic_blocks, parts_of
 
 Out = list[tuple[str, JSON]]  # (event name, data)
 # Not an event: an SSE comment line ``: plugway tool_progress {...}``, as on chat streams
@@ -52,9 +54,12 @@ def _input(arguments: str) -> JSON:
 
 
 class MessagesEncoder:
-    def __init__(self, *, model_id: str, mcp_blocks: bool = True) -> None:
+    def __init__(self, *, model_id: str, mcp_blocks: bool = True, carry_reasoning: bool = False) -> None:
         # Server-side calls as MCP connector blocks (clients that used the connector), else hidden.
         self.mcp_blocks = mcp_blocks
+        # OpenAI reasoning items carried in thinking blocks, for a client that asked for thinking
+        # (runtime.reasoning.as_anthropic_blocks); other clients see no thinking they did not ask for.
+        self.carry_reasoning = carry_reasoning
         # Rounds whose thinking already went out from their stream's chunks.
         self._thinking_streamed: set[int] = set()
         self.message: JSON = {
@@ -80,7 +85,7 @@ class MessagesEncoder:
         if isinstance(event, ModelChunk):
             out: Out = []
             for choice in event.chunk.get("choices") or ():
-                parts = parts_of(choice.get("delta") or {}, ANTHROPIC)
+                parts = self._blocks(choice.get("delta") or {})
                 if parts:
                     self._thinking_streamed.add(event.round)
                     out += self._close_text() + [item for part in parts for item in self._thinking(part)]
@@ -89,7 +94,7 @@ class MessagesEncoder:
         if isinstance(event, ModelTurn):
             out = []
             if event.round not in self._thinking_streamed and REASONING_PARTS in event.message:
-                out = [item for part in parts_of(event.message, ANTHROPIC) for item in self._thinking(part)]
+                out = [item for part in self._blocks(event.message) for item in self._thinking(part)]
             content = event.message.get("content")
             out += self._text(content) if self._text_index is None and isinstance(content, str) and content else []
             return out + self._close_text()
@@ -119,6 +124,9 @@ class MessagesEncoder:
         if isinstance(event, Completed):
             return self._completed(event)
         return []
+
+    def _blocks(self, message: JSON) -> list[JSON]:
+        return as_anthropic_blocks(message) if self.carry_reasoning else parts_of(message, ANTHROPIC)
 
     def _text(self, text: str) -> Out:
         out: Out = []

@@ -6,8 +6,11 @@ translation is skipped, so features the OpenAI shape cannot carry (extended
 thinking and its signatures, cache control, citations) reach the model
 untouched. Guardrails read the Anthropic shapes directly: the system prompt and
 the text blocks of every message on input, the text blocks of the answer (or
-the text deltas of the stream, held back per block as the loop holds them) on
-output. Usage is read from the answer (``message_start`` and the cumulative
+the text deltas of the stream, held back per block as the loop holds them) and
+its thinking on output: a thinking block is checked whole (streamed, its deltas
+are held until the block ends) and, when a guardrail changed its text, sealed
+(:func:`runtime.reasoning.shown`): the client sees the redacted text, and the
+block it sends back reaches the model as the model made it. Usage is read from the answer (``message_start`` and the cumulative
 ``message_delta``).
 """
 
@@ -25,6 +28,7 @@ from runtime.limits.usage import checked_usage
 from runtime.orchestration.events import ModelTurn
 from runtime.providers.anthropic_translate import anthropic_usage, openai_usage
 from runtime.providers.router import ModelRouter
+from runtime.reasoning import ANTHROPIC, shown
 from runtime.request import RequestContext, RunState
 from runtime.telemetry import current as telemetry
 
@@ -56,24 +60,25 @@ async def native_message(router: ModelRouter, ctx: RequestContext, body: JSON, s
     guard = ctx.guardrails
     if guard is not None and guard.applies_to("output"):
         with _hits(state, "output") as findings:
-            for block in message.get("content") or ():
+            check = guard.checker("output", findings)
+            for i, block in enumerate(message.get("content") or ()):
                 if isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str):
-                    checked = guard.check_text(block["text"], "output")
-                    findings.extend(checked.findings)
-                    if checked.blocked is not None:
-                        raise checked.blocked
-                    block["text"] = checked.text
+                    block["text"] = check(block["text"])
+                elif isinstance(block, dict) and block.get("type") == "thinking":
+                    message["content"][i] = shown(ANTHROPIC, block, check)
     return message
+
 
 
 async def native_stream(router: ModelRouter, ctx: RequestContext, body: JSON, state: RunState) -> AsyncGenerator[NativeEvent, None]:
     body = _guarded_input(ctx.guardrails, state, body)
     guard = ctx.guardrails if ctx.guardrails is not None and ctx.guardrails.applies_to("output") else None
     redactors: dict[int, StreamRedactor] = {}
+    thinking: dict[int, JSON] = {}  # a thinking block held whole while guardrails apply: index -> block
     usage: JSON = {}
     answered: JSON = {}  # the upstream's message id and model, and why it stopped: for the round's span
     state.round_started()
-    with telemetry().model_round(ctx.model, body, 1, True) as observed, _hits(state, "output", redactors):
+    with telemetry().model_round(ctx.model, body, 1, True) as observed, _hits(state, "output", redactors) as findings:
         async for event in router.stream_messages(ctx.model, body, state.route):
             kind = event.get("type")
             if kind == "message_start":
@@ -88,6 +93,12 @@ async def native_stream(router: ModelRouter, ctx: RequestContext, body: JSON, st
             elif kind == "content_block_delta":
                 delta = event.get("delta") or {}
                 state.unbilled_chars += len(delta.get("text") or delta.get("partial_json") or delta.get("thinking") or "")
+                if guard is not None and delta.get("type") in ("thinking_delta", "signature_delta"):
+                    # Checked once whole (a signed block cannot be shown in part and fixed later).
+                    block = thinking.setdefault(int(event.get("index") or 0), {"type": "thinking", "thinking": "", "signature": ""})
+                    key = "thinking" if delta["type"] == "thinking_delta" else "signature"
+                    block[key] += str(delta.get(key) or "")
+                    continue
                 if guard is not None and delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
                     index = int(event.get("index") or 0)
                     redactor = redactors.get(index)
@@ -96,6 +107,10 @@ async def native_stream(router: ModelRouter, ctx: RequestContext, body: JSON, st
                     event = {**event, "delta": {**delta, "text": redactor.feed(delta["text"])}}
             elif kind == "content_block_stop" and guard is not None:
                 index = int(event.get("index") or 0)
+                if index in thinking:
+                    block = shown(ANTHROPIC, thinking.pop(index), guard.checker("output", findings))
+                    for key, delta_type in (("thinking", "thinking_delta"), ("signature", "signature_delta")):
+                        yield NativeEvent({"type": "content_block_delta", "index": index, "delta": {"type": delta_type, key: block[key]}})
                 redactor = redactors.get(index)
                 held = redactor.finish() if redactor is not None else ""
                 if held:

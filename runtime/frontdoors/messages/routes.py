@@ -28,10 +28,13 @@ from runtime.frontdoors.messages.schema import CountTokensRequest, MessagesReque
 from runtime.frontdoors.messages.translate import (
     MCP_CLIENT_BETA,
     MessagesRequest,
+    carries_foreign_reasoning,
     chat_body,
     check_server_urls,
     has_server_blocks,
     parse_request,
+    reasoning_effort,
+    thinking_requested,
     translated_ignored,
 )
 from runtime.gateway import Gateway, requested_model
@@ -132,19 +135,20 @@ def client_betas(request: Request) -> list[str]:
     return [beta.strip() for value in request.headers.getlist(ANTHROPIC_BETA) for beta in value.split(",") if beta.strip()]
 
 
-def _native_loop_body(parsed: MessagesRequest, chat: JSON, ctx: RequestContext, betas: list[str], beta_query: bool) -> JSON:
+def _native_loop_body(parsed: MessagesRequest, chat: JSON, ctx: RequestContext, betas: list[str], beta_query: bool, *, verbatim: bool) -> JSON:
     """The loop's chat body with the client's own request carried for an all-Anthropic chain.
 
     The client's messages go verbatim unless plugway must read them: input
     guardrails redact the translated messages (the system prompt too), and
     server-side executions an earlier answer showed (``mcp_tool_use``, ...) were
-    never Anthropic's blocks, so those turns go translated (thinking kept).
+    never Anthropic's blocks, so those turns go translated (thinking kept), as do
+    turns holding another model's reasoning (``verbatim`` false).
     """
     native = dict(parsed.body)
     guarded = ctx.guardrails is not None and ctx.guard_input and ctx.guardrails.applies_to("input")
     if guarded:
         native.pop("system", None)
-    verbatim = not guarded and not has_server_blocks(native.get("messages"))
+    verbatim = verbatim and not guarded and not has_server_blocks(native.get("messages"))
     prefix = len(chat["messages"]) if verbatim else None
     return {**chat, NATIVE_CARRY: native_carry(native, betas=betas, beta_query=beta_query, prefix=prefix)}
 
@@ -172,16 +176,25 @@ async def create_message(request: Request, gateway: GatewayDep, key: KeyDep, req
         body=body,
     )
     speaks_messages = gateway.router.speaks_natively(ctx.model, "messages")
-    if speaks_messages and not await gateway.orchestrator.toolset(ctx):
+    # Reasoning items another model made, carried in thinking blocks, cannot go to Anthropic verbatim.
+    foreign = carries_foreign_reasoning(parsed.body["messages"])
+    if speaks_messages and not foreign and not await gateway.orchestrator.toolset(ctx):
         parsed.body[NATIVE_CARRY] = native_carry(None, betas=betas, beta_query=beta_query)
         return await _native(request, gateway, ctx, parsed)
     chat = chat_body(parsed, keep_top_k=speaks_messages)
     if speaks_messages:
         # Anthropic all along the chain: every field goes as the client sent it, plugin tools merged in.
-        chat = _native_loop_body(parsed, chat, ctx, betas, beta_query)
+        chat = _native_loop_body(parsed, chat, ctx, betas, beta_query, verbatim=not foreign)
         ignored: list[str] = []
     else:
         ignored = translated_ignored(parsed, keep_top_k=False)
+        if gateway.router.speaks_natively(ctx.model, "responses"):
+            # A Responses-native model reasons at the effort asked; its reasoning items reach the
+            # client inside thinking blocks, which it echoes back (runtime.reasoning).
+            effort, mapped = reasoning_effort(parsed.body)
+            if effort is not None:
+                chat["reasoning_effort"] = effort
+            ignored = [name for name in ignored if name not in mapped]
     policy = unsupported_params_policy(gateway.settings, ctx.organisation, ctx.model)
     try:
         headers = {**ctx.limits.headers(), **settle(ignored, policy, request_id=ctx.request_id)}
@@ -189,7 +202,7 @@ async def create_message(request: Request, gateway: GatewayDep, key: KeyDep, req
         gateway.ledger.release(ctx)  # billing: refused after admission, nothing spent: the holds go now
         raise
     run = RunRequest(chat, stream=parsed.stream)
-    encoder = MessagesEncoder(model_id=requested_model(ctx), mcp_blocks=mcp_blocks)
+    encoder = MessagesEncoder(model_id=requested_model(ctx), mcp_blocks=mcp_blocks, carry_reasoning=thinking_requested(parsed.body))
     if run.stream:
         events = gateway.stream(ctx, run)
         encode: Callable[[Event | KeepAlive], Out] = encoder.encode

@@ -20,7 +20,11 @@ naming plugins) and decides between the two paths:
   and named, or refused under ``unsupported_params: refuse``.
 
 A ``role: "system"`` message inside ``messages`` (Anthropic's mid-conversation
-system beta) stays a system message in place on the translated path.
+system beta) stays a system message in place on the translated path. To a
+Responses-native model, ``output_config.effort`` and ``thinking`` become its
+``reasoning.effort`` (:func:`reasoning_effort`), and its reasoning items reach a
+client that asked for thinking inside thinking blocks it echoes back
+(:mod:`runtime.reasoning`).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from runtime.json_types import JSON
 from runtime.orchestration.code_mode import requested_mode
 from runtime.orchestration.naming import public_name
 from runtime.providers.anthropic_translate import openai_messages, openai_tool_choice, openai_tools
+from runtime.reasoning import carries_foreign_parts
 from runtime.request import PluginRequest
 
 PLUGIN_URL_PREFIX = "plugway://plugins/"
@@ -144,6 +149,44 @@ def has_server_blocks(messages: Any) -> bool:
             if kind in _SERVER_BLOCKS or (kind == "server_tool_use" and block.get("name") == "code_execution"):
                 return True
     return False
+
+
+def carries_foreign_reasoning(messages: Any) -> bool:
+    """Whether an assistant turn holds another protocol's reasoning, carried in thinking blocks."""
+    return any(
+        isinstance(message, dict) and message.get("role") == "assistant" and isinstance(message.get("content"), list) and carries_foreign_parts(message["content"])
+        for message in messages or ()
+    )
+
+
+def thinking_requested(body: JSON) -> bool:
+    """Whether the client asked to see thinking (``thinking`` enabled or adaptive)."""
+    thinking = body.get("thinking")
+    return isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
+
+
+# output_config.effort as OpenAI's reasoning.effort ("max" is OpenAI's highest, xhigh).
+_EFFORTS = {"low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "max": "xhigh"}
+
+
+def reasoning_effort(body: JSON) -> tuple[str | None, set[str]]:
+    """The reasoning effort an Anthropic request asks for, for a model that takes OpenAI's
+    ``reasoning.effort``, and the fields that say it (no longer ignored).
+
+    ``output_config.effort`` maps by name; without it an enabled ``thinking`` maps by its
+    budget (under 4,096 tokens low, under 16,384 medium, else high), and adaptive thinking
+    leaves the model's own default. Either way the model reasons: ``thinking`` is honoured.
+    """
+    mapped: set[str] = set()
+    effort = _EFFORTS.get(str((body.get("output_config") or {}).get("effort")))
+    if effort is not None:
+        mapped.add("output_config.effort")
+    if thinking_requested(body):
+        mapped.add("thinking")
+        budget = body["thinking"].get("budget_tokens")
+        if effort is None and body["thinking"].get("type") == "enabled" and isinstance(budget, int):
+            effort = "low" if budget < 4096 else "medium" if budget < 16384 else "high"
+    return effort, mapped
 
 
 def translated_ignored(request: MessagesRequest, *, keep_top_k: bool) -> list[str]:

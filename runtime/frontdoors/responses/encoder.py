@@ -15,7 +15,10 @@ The model's native items (reasoning items, hosted or custom tools' calls, carrie
 reasoning parts of protocol ``openai-responses``: :mod:`runtime.reasoning`) are output
 items of their own, verbatim, in the order the model produced them, streamed with
 OpenAI's events (``response.reasoning_summary_part.added``, ``…text.delta``, ``…done``);
-``encrypted_content`` only when the client's ``include`` asked for it.
+``encrypted_content`` only when the client's ``include`` asked for it. An
+Anthropic model's signed thinking goes out the same way, each block inside a
+reasoning item (its text as the summary, the block in ``encrypted_content``:
+:func:`runtime.reasoning.as_responses_items`), so a stateless client echoes it back.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from runtime.orchestration.events import (
     ToolsOffered,
 )
 from runtime.providers.openai_responses import free_input
-from runtime.reasoning import OPENAI_RESPONSES, parts_of
+from runtime.reasoning import as_responses_items
 
 
 def _id(prefix: str) -> str:
@@ -61,6 +64,15 @@ def _delta(chunk: JSON) -> JSON:
         if choice.get("index", 0) == 0:
             return choice.get("delta") or {}
     return {}
+
+
+# A hosted tool's call (run by a Responses-native upstream) and the status events OpenAI streams for it.
+HOSTED_CALL_STAGES: dict[str, tuple[str, ...]] = {
+    "web_search_call": ("in_progress", "searching", "completed"),
+    "file_search_call": ("in_progress", "searching", "completed"),
+    "code_interpreter_call": ("in_progress", "interpreting", "completed"),
+    "image_generation_call": ("in_progress", "generating", "completed"),
+}
 
 
 class ResponsesEncoder:
@@ -166,7 +178,7 @@ class ResponsesEncoder:
     def _native_parts(self, message: JSON) -> list[JSON]:
         """The model's native items not output yet (a streamed round's come in its chunks)."""
         out: list[JSON] = []
-        for part in parts_of(message, OPENAI_RESPONSES):
+        for part in as_responses_items(message):
             key = part["id"] if isinstance(part.get("id"), str) else id(part)
             if key in self._shown:
                 continue
@@ -180,6 +192,9 @@ class ResponsesEncoder:
         if not self.include_encrypted:
             item.pop("encrypted_content", None)
         index = self._add(item)
+        stages = HOSTED_CALL_STAGES.get(str(item.get("type")))
+        if stages is not None:
+            return self._hosted_call(item, index, stages)
         if item.get("type") != "reasoning":
             return [
                 self._event("response.output_item.added", output_index=index, item=item),
@@ -194,6 +209,20 @@ class ResponsesEncoder:
             out.append(self._event("response.reasoning_summary_text.delta", **common, delta=text))
             out.append(self._event("response.reasoning_summary_text.done", **common, text=text))
             out.append(self._event("response.reasoning_summary_part.done", **common, part={"type": "summary_text", "text": text}))
+        out.append(self._event("response.output_item.done", output_index=index, item=item))
+        return out
+
+    def _hosted_call(self, item: JSON, index: int, stages: tuple[str, ...]) -> list[JSON]:
+        """A hosted tool's call the upstream ran, with the status events OpenAI sends around it
+        (it reaches plugway whole, so they go out together)."""
+        kind = str(item["type"])
+        common = {"item_id": item.get("id"), "output_index": index}
+        out = [self._event("response.output_item.added", output_index=index, item={**item, "status": "in_progress"} if "status" in item else item)]
+        out.append(self._event(f"response.{kind}.{stages[0]}", **common))
+        if kind == "code_interpreter_call" and isinstance(item.get("code"), str):
+            out.append(self._event("response.code_interpreter_call_code.delta", **common, delta=item["code"]))
+            out.append(self._event("response.code_interpreter_call_code.done", **common, code=item["code"]))
+        out.extend(self._event(f"response.{kind}.{stage}", **common) for stage in stages[1:])
         out.append(self._event("response.output_item.done", output_index=index, item=item))
         return out
 

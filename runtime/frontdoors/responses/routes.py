@@ -26,7 +26,11 @@ from runtime.frontdoors.carry import settle, unsupported_params_policy
 from runtime.frontdoors.responses import store
 from runtime.frontdoors.responses.encoder import ResponsesEncoder
 from runtime.frontdoors.responses.schema import CreateResponseRequest
-from runtime.frontdoors.responses.translate import check_server_urls, parse_request
+from runtime.frontdoors.responses.translate import (
+    ENCRYPTED_REASONING,
+    check_server_urls,
+    parse_request,
+)
 from runtime.gateway import Gateway, requested_model
 from runtime.json_types import JSON
 from runtime.orchestration.events import Completed, Event, ToolProgress, ToolsOffered
@@ -123,15 +127,24 @@ async def create_response(request: Request, gateway: GatewayDep, key: KeyDep, re
             native.append(True)
             parsed.body[RESPONSES_NATIVE] = {"fields": parsed.native_fields, "tools": parsed.native_tools}
             policy = unsupported_params_policy(gateway.settings, ctx.organisation, ctx.model)
-            ignored_headers.update(settle(list(parsed.lost), policy, request_id=ctx.request_id))
+            # Anthropic's thinking, carried in reasoning items, does not go to an OpenAI upstream.
+            ignored_headers.update(settle(parsed.lost + parsed.carried_anthropic, policy, request_id=ctx.request_id))
             return
-        ignored = list(parsed.ignored) + parsed.lost
+        anthropic = gateway.router.speaks_natively(ctx.model, "messages")
+        # Anthropic's thinking, carried in reasoning items, goes back only to an Anthropic model.
+        ignored = list(parsed.ignored) + parsed.lost + ([] if anthropic else parsed.carried_anthropic)
+        if anthropic:
+            # Its thinking is the summary, and goes back and forth as encrypted content.
+            honoured = {"reasoning.summary", *(f"include[{i}]" for i, entry in enumerate(body.get("include") or ()) if entry == ENCRYPTED_REASONING)}
+            ignored = [name for name in ignored if name not in honoured]
         if parsed.reasoning_effort is not None:
-            if gateway.router.speaks_natively(ctx.model, "chat"):
+            if anthropic or gateway.router.speaks_natively(ctx.model, "chat"):
+                # An Anthropic model thinks with a budget for the effort; its signed blocks go to
+                # the client inside reasoning items' encrypted_content and come back (runtime.reasoning).
                 parsed.body["reasoning_effort"] = parsed.reasoning_effort
+                if "reasoning_effort" in gateway.router.ignored_chat_params(ctx.model, parsed.body):
+                    ignored.append("reasoning.effort")
             else:
-                # A chat field: an upstream reached by translation (Anthropic's thinking, whose signed
-                # blocks the chat shape cannot carry back) does not get it.
                 ignored.append("reasoning.effort")
         policy = unsupported_params_policy(gateway.settings, ctx.organisation, ctx.model)
         ignored_headers.update(settle(ignored, policy, request_id=ctx.request_id))

@@ -16,7 +16,8 @@ Shapes follow OpenAI's Responses API (the installed ``openai`` package's
 - ``max_output_tokens``, ``temperature``, ``top_p``, ``parallel_tool_calls``,
   ``tool_choice``, ``text.format``, ``user`` / ``safety_identifier``.
 
-- ``reasoning.effort`` → ``reasoning_effort`` (for chat upstreams that take it),
+- ``reasoning.effort`` → ``reasoning_effort`` (for chat upstreams that take it, and
+  Anthropic models, whose adapter makes it a thinking budget),
   ``prompt_cache_key``, ``prompt_cache_retention``, ``service_tier`` and
   ``text.verbosity`` pass on as chat completions has them;
 - a ``namespace`` tool (a group of function tools) → its function tools, named
@@ -34,7 +35,9 @@ as it is: ``native_fields`` and ``native_tools`` are the client's own request
 Reasoning items in ``input`` (and any other item the chat shape has no place
 for: hosted or custom tool calls, ...) ride verbatim on the assistant turn they
 belong to as reasoning parts (:mod:`runtime.reasoning`): the next assistant
-message or call after them, or an assistant turn of their own.
+message or call after them, or an assistant turn of their own. A reasoning item
+whose ``encrypted_content`` plugway made to carry an Anthropic model's signed
+thinking (:func:`runtime.reasoning.carry`) becomes that thinking again.
 """
 
 from __future__ import annotations
@@ -50,7 +53,13 @@ from runtime.errors import invalid_request, unsupported_parameter
 from runtime.json_types import JSON
 from runtime.orchestration.code_mode import requested_mode
 from runtime.orchestration.naming import public_name
-from runtime.reasoning import OPENAI_RESPONSES, REASONING_PARTS, tagged
+from runtime.reasoning import (
+    ANTHROPIC,
+    REASONING_PARTS,
+    MalformedCarrier,
+    carried,
+    from_responses_items,
+)
 from runtime.request import ApprovalPolicy, PluginRequest, Resume
 
 HANDLED = frozenset(
@@ -101,6 +110,8 @@ class ResponsesRequest:
     native_tools: list[JSON] = field(default_factory=list)  # the client's tools but plugins, as they came
     include_encrypted: bool = False  # the client asked for reasoning.encrypted_content
     input_items: list[JSON] = field(default_factory=list)  # this request's input, as items with ids
+    # Input items carrying Anthropic's signed thinking (runtime.reasoning): only an Anthropic model takes them back.
+    carried_anthropic: list[str] = field(default_factory=list)
 
     def resume(self, pending: JSON | None) -> Resume | None:
         """The approvals this request answers, against the previous response's pending calls."""
@@ -216,7 +227,8 @@ def parse_request(body: Any) -> ResponsesRequest:
     if instructions:
         messages.append({"role": "system", "content": instructions})
     lost: list[str] = []
-    input_messages, approvals = _input(body.get("input"), ignored, lost)
+    carried_anthropic: list[str] = []
+    input_messages, approvals = _input(body.get("input"), ignored, lost, carried_anthropic)
     messages.extend(input_messages)
     if not messages and not approvals and previous is None:
         raise invalid_request("'input' is required.", param="input")
@@ -256,6 +268,7 @@ def parse_request(body: Any) -> ResponsesRequest:
         native_fields=_native_fields(body),
         native_tools=[tool for tool in body.get("tools") or () if isinstance(tool, dict) and tool.get("type") != "mcp"],
         include_encrypted=ENCRYPTED_REASONING in (include or ()),
+        carried_anthropic=carried_anthropic,
         input_items=_items_with_ids(body.get("input")) if store is not False else [],  # kept only for a stored response
     )
 
@@ -540,7 +553,7 @@ def _content(content: Any, role: str, param: str, lost: list[str]) -> str | list
     return parts
 
 
-def _input(value: Any, ignored: list[str], lost: list[str]) -> tuple[list[JSON], dict[str, bool]]:
+def _input(value: Any, ignored: list[str], lost: list[str], carried_anthropic: list[str]) -> tuple[list[JSON], dict[str, bool]]:
     """Chat messages for the input items, and the approval decisions among them."""
     if value is None:
         return [], {}
@@ -558,7 +571,7 @@ def _input(value: Any, ignored: list[str], lost: list[str]) -> tuple[list[JSON],
         if pending_calls:
             turn: JSON = {"role": "assistant", "content": None, "tool_calls": list(pending_calls)}
             if turn_parts:
-                turn[REASONING_PARTS] = tagged(OPENAI_RESPONSES, turn_parts)
+                turn[REASONING_PARTS] = from_responses_items(turn_parts)
             messages.append(turn)
             pending_calls.clear()
             turn_parts.clear()
@@ -570,7 +583,7 @@ def _input(value: Any, ignored: list[str], lost: list[str]) -> tuple[list[JSON],
     def flush_parts() -> None:
         """Native items no assistant message or call follows: an assistant turn of their own."""
         if pending_parts:
-            messages.append({"role": "assistant", "content": None, REASONING_PARTS: tagged(OPENAI_RESPONSES, pending_parts)})
+            messages.append({"role": "assistant", "content": None, REASONING_PARTS: from_responses_items(pending_parts)})
             pending_parts.clear()
 
     outputs: list[JSON] = []
@@ -604,7 +617,7 @@ def _input(value: Any, ignored: list[str], lost: list[str]) -> tuple[list[JSON],
             outputs.clear()
             message: JSON = {"role": role, "content": _content(item.get("content"), role, f"{param}.content", lost)}
             if role == "assistant" and pending_parts:
-                message[REASONING_PARTS] = tagged(OPENAI_RESPONSES, pending_parts)
+                message[REASONING_PARTS] = from_responses_items(pending_parts)
                 pending_parts.clear()
             else:
                 flush_parts()
@@ -674,8 +687,13 @@ def _input(value: Any, ignored: list[str], lost: list[str]) -> tuple[list[JSON],
             pending_parts.append(item)
         elif isinstance(kind, str):
             # Reasoning items (their encrypted state), hosted or custom tools' calls, item references:
-            # kept verbatim for a Responses upstream; a chat upstream cannot take them back.
-            ignored.append(param)
+            # kept verbatim for a Responses upstream; a chat upstream cannot take them back. A
+            # reasoning item plugway made to carry Anthropic's thinking goes back to an Anthropic model.
+            try:
+                inside = carried(item.get("encrypted_content")) if kind == "reasoning" else None
+            except MalformedCarrier as exc:
+                raise invalid_request(f"This encrypted_content was not made by plugway: {exc}.", param=f"{param}.encrypted_content") from None
+            (carried_anthropic if inside is not None and inside[0] == ANTHROPIC else ignored).append(param)
             if outputs:
                 flush_calls()
                 messages.extend(outputs)

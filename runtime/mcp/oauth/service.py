@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -93,6 +94,9 @@ class UpstreamAuth:
         self.engine = engine
         self.box = SecretBox(settings.secrets_key) if settings.secrets_key else None
         self._tokens: dict[tuple[str, str, str], store.StoredToken] = {}
+        # When each cached token was last read from the database: one forgotten in another process
+        # stops being used here within key_cache_ttl_s, as a revoked key does.
+        self._read_at: dict[tuple[str, str, str], float] = {}
         self._machine: dict[tuple[str, str], _Machine] = {}
         self._locks: dict[tuple[str, ...], asyncio.Lock] = {}
         self._servers: dict[str, tuple[float, AuthServer]] = {}
@@ -132,11 +136,11 @@ class UpstreamAuth:
             return await self._machine_token(organisation_id, ref, auth, server_url, refresh=refresh)
         key = (organisation_id, ref.id, subject)
         cached = self._tokens.get(key)
-        if cached is not None and not refresh and not _expiring(cached.expires_at):
+        if cached is not None and not refresh and self._fresh(key, cached):
             return cached.access_token
         async with self._lock(key):
             cached = self._tokens.get(key)
-            if cached is not None and not refresh and not _expiring(cached.expires_at):
+            if cached is not None and not refresh and self._fresh(key, cached):
                 return cached.access_token
             box = self._sealer()
             stored = await anyio.to_thread.run_sync(
@@ -147,6 +151,7 @@ class UpstreamAuth:
             if stored is None:
                 self._tokens.pop(key, None)
                 raise NotAuthorized(self.not_authorized_message(organisation_id, ref, subject))
+            self._read_at[key] = time.monotonic()
             if refresh or _expiring(stored.expires_at):
                 # Another process may have refreshed it since we cached ours: only refresh what is still old.
                 if not (cached is not None and stored.access_token != cached.access_token and not _expiring(stored.expires_at)):
@@ -157,6 +162,11 @@ class UpstreamAuth:
                         raise
             self._tokens[key] = stored
             return stored.access_token
+
+    def _fresh(self, key: tuple[str, str, str], cached: store.StoredToken) -> bool:
+        """Whether a cached token may be used without reading the database again."""
+        age = time.monotonic() - self._read_at.get(key, float("-inf"))
+        return age < self.settings.key_cache_ttl_s and not _expiring(cached.expires_at)
 
     async def _refresh(
         self, organisation_id: str, ref: PluginRef, subject: str, server_url: str, stored: store.StoredToken
