@@ -16,9 +16,12 @@ in the order the model produced it, each part tagged with the protocol it came f
 A streamed chunk's ``delta`` carries complete parts the same way (an adapter emits a part once
 it has all of it); :class:`runtime.providers.streaming.StreamAccumulator` collects them.
 
-Each adapter re-emits the parts of its own protocol and drops the rest (:func:`parts_of`), and
-an adapter speaking plain chat completions upstream removes the key (:func:`without_parts`):
-the key never reaches a wire that does not know it.
+Each adapter re-emits the parts of its own protocol and drops the rest
+(:func:`parts_for_model`), and an adapter speaking plain chat completions upstream removes the
+key (:func:`without_parts`): the key never reaches a wire that does not know it. A front door
+shows a client the parts as they are (:func:`parts_of`), or, for a client of the other
+protocol, inside an opaque field it echoes back (*carried across protocols*, below); output
+guardrails may seal a part whose text they redact (:func:`shown`).
 """
 
 from __future__ import annotations
