@@ -99,3 +99,6 @@ class UsageRecord(SQLModel, table=True):
     latency_ms: float = 0.0
     status: str = Field(default="ok", max_length=32)
     created_at: datetime = Field(default_factory=utcnow, index=True)
+    # Set by the usage writer, unique: a batch whose commit may or may not have reached the
+    # database when the connection broke is written again without the rows it already holds.
+    write_id: str | None = Field(default=None, unique=True, index=True, max_length=32)

@@ -34,10 +34,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import math
 import os
+import secrets
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -46,7 +48,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio.to_thread
-from sqlalchemy import DateTime, Engine, Float, Integer, String, Table
+from sqlalchemy import DateTime, Engine, Float, Integer, String, Table, select
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 from sqlalchemy.types import TypeDecorator, TypeEngine
 from sqlmodel import SQLModel
@@ -172,12 +174,19 @@ class UsageRows:
         with self.engine.begin() as connection:
             insert_rows(connection, self.table, rows)
 
-    def store(self, batch: list[Row]) -> list[tuple[Row, str]]:
+    def store(self, batch: list[Row], after_failure: bool = False) -> list[tuple[Row, str]]:
         """Write ``batch``; returns the rows refused, with why, after saving them to the spill file.
 
         Raises :class:`_StoppedWriting` (holding the rows not yet written) when
-        the database cannot be written at all.
+        the database cannot be written at all. ``after_failure``: an earlier write of
+        some of these rows failed without saying whether it committed, so the rows the
+        database already holds (by ``write_id``) are left out rather than written twice.
         """
+        if after_failure:
+            try:
+                batch = self.not_yet_written(batch)
+            except Exception as exc:
+                raise _StoppedWriting(list(batch), []) from exc
         refused: list[tuple[Row, str]] = []
         storable: list[Row] = []
         for row in batch:
@@ -205,6 +214,18 @@ class UsageRows:
             if refused:
                 self.spill(refused)
         return refused
+
+    def not_yet_written(self, batch: list[Row]) -> list[Row]:
+        """The rows of ``batch`` whose ``write_id`` the database does not hold."""
+        ids = [row["write_id"] for row in batch if row.get("write_id")]
+        if not ids:
+            return batch
+        column = self.table.c.write_id
+        with self.engine.connect() as connection:
+            held = {found for (found,) in connection.execute(select(column).where(column.in_(ids)))}
+        if held:
+            log.warning("%d usage records were written before the connection broke; they are not written twice", len(held))
+        return [row for row in batch if row.get("write_id") not in held]
 
     def spill(self, entries: list[tuple[Row, str]]) -> bool:
         """Append rows to the spill file; if even that fails, put them in the log: never lose them silently."""
@@ -278,6 +299,9 @@ class UsageWriter:
         self._lock = asyncio.Lock()
         self._failing_since: float | None = None
         self._failure_logged_at = 0.0
+        # Each row's write id: this writer's random prefix, then a counter (unique, and cheap per request).
+        self._write_prefix = secrets.token_hex(8)
+        self._written = itertools.count()
 
     def start(self) -> None:
         if self._task is None:
@@ -292,6 +316,7 @@ class UsageWriter:
         """
         row = {**_ROW_DEFAULTS, **columns, "request_id": request_id, "organisation_id": organisation_id, "model": model}
         row.setdefault("created_at", datetime.now(UTC))
+        row["write_id"] = f"{self._write_prefix}{next(self._written):x}"
         self._buffer.append(row)
         if len(self._buffer) >= self.max_batch:
             self._wake.set()
@@ -336,7 +361,9 @@ class UsageWriter:
             del self._buffer[: len(batch)]
             self._writing = len(batch)
             try:
-                refused = await anyio.to_thread.run_sync(self._rows.store, batch)
+                # After a failed write its rows may be in the database already (the connection broke
+                # after the commit reached it): the next write leaves out those it holds.
+                refused = await anyio.to_thread.run_sync(self._rows.store, batch, self._failing_since is not None)
             except _StoppedWriting as stopped:
                 self._buffer[:0] = stopped.unwritten
                 self._set_rows_aside(stopped.refused)

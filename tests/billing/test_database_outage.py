@@ -7,14 +7,19 @@ The gateway reaches the real PostgreSQL through a loopback TCP proxy the test st
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from runtime.storage.db import make_engine
+from runtime.storage.migrations import upgrade
+from runtime.storage.usage import UsageNotWritten, UsageWriter
 from tests.fakes.openai_server import FakeOpenAI, Reply
 from tests.fakes.tcp_proxy import TcpProxy
 from tests.support import Gateways, wait_until
@@ -91,3 +96,37 @@ def test_requests_get_503_while_the_database_is_unreachable_and_a_running_stream
 
     usage = wait_until(usage_of_three, "the three requests' usage written", within_s=30)
     assert usage["total_requests"] == 3  # the first request, the stream, and the one after the outage
+
+
+async def test_usage_whose_commit_went_through_as_the_connection_broke_is_not_written_twice(postgres_url: str, proxy: TcpProxy) -> None:
+    """The writer cannot tell a commit the database carried out from one it never got; written
+    again after such a failure, the batch leaves out the rows the database holds (by write id)."""
+    engine = make_engine(_through(postgres_url, proxy))
+    direct = make_engine(postgres_url)
+    upgrade(direct)
+    writer = UsageWriter(engine, flush_interval_s=60)
+
+    def rows() -> int:
+        with direct.connect() as connection:
+            return int(connection.execute(text("SELECT count(*) FROM usage_records")).scalar_one())
+
+    try:
+        for request in ("r1", "r2"):
+            writer.record(request_id=request, organisation_id="acme", model="gpt-test", total_tokens=10)
+        proxy.mute_replies_after(b"COMMIT")
+        flushing = asyncio.ensure_future(writer.flush())
+        await asyncio.to_thread(wait_until, proxy.muted.is_set, "the commit sent")
+        await asyncio.to_thread(wait_until, lambda: rows() == 2, "the commit carried out")
+        proxy.stop()  # the connection breaks before the client hears of it
+        with pytest.raises(UsageNotWritten):
+            await flushing
+        assert writer.backlog() == 2  # as far as the writer knows, nothing was written
+        proxy.start()
+        await writer.flush()
+        assert rows() == 2 and writer.backlog() == 0
+        writer.record(request_id="r3", organisation_id="acme", model="gpt-test", total_tokens=10)
+        await writer.flush()
+        assert rows() == 3
+    finally:
+        engine.dispose()
+        direct.dispose()

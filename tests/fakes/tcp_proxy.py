@@ -2,7 +2,10 @@
 
 ``stop()`` closes the listening socket and every connection through it, so clients see
 their connections drop and new ones refused, as when a database host goes away;
-``start()`` listens again on the same port.
+``start()`` listens again on the same port. ``mute_replies_after(marker)``: once a client
+has sent ``marker`` (say, PostgreSQL's ``COMMIT``), nothing more reaches it from the server, so
+its request arrived and was carried out but the client never hears so, as when a connection
+breaks in that instant.
 """
 
 from __future__ import annotations
@@ -22,6 +25,11 @@ class TcpProxy:
         self._thread.start()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._mute_after: bytes | None = None
+        self.muted = threading.Event()  # a client sent the marker: its replies are dropped from now on
+
+    def mute_replies_after(self, marker: bytes) -> None:
+        self._mute_after = marker
 
     def start(self) -> TcpProxy:
         self._call(self._listen())
@@ -47,6 +55,8 @@ class TcpProxy:
         self._server = await asyncio.start_server(self._serve, sock=sock)
 
     async def _close(self) -> None:
+        self._mute_after = None
+        self.muted.clear()
         if self._server is not None:
             self._server.close()
             self._server = None
@@ -62,15 +72,19 @@ class TcpProxy:
             return
         self._writers.update((client_writer, upstream_writer))
 
-        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, from_client: bool) -> None:
             try:
                 while data := await reader.read(65536):
+                    if not from_client and self.muted.is_set():
+                        continue  # the server's reply never reaches the client
                     writer.write(data)
                     await writer.drain()
+                    if from_client and self._mute_after is not None and self._mute_after in data:
+                        self.muted.set()
             except (ConnectionError, OSError):
                 pass
             finally:
                 writer.transport.abort()
                 self._writers.discard(writer)
 
-        await asyncio.gather(pipe(client_reader, upstream_writer), pipe(upstream_reader, client_writer))
+        await asyncio.gather(pipe(client_reader, upstream_writer, from_client=True), pipe(upstream_reader, client_writer, from_client=False))
