@@ -98,13 +98,13 @@ def test_requests_get_503_while_the_database_is_unreachable_and_a_running_stream
     assert usage["total_requests"] == 3  # the first request, the stream, and the one after the outage
 
 
-async def test_usage_whose_commit_went_through_as_the_connection_broke_is_not_written_twice(postgres_url: str, proxy: TcpProxy) -> None:
+async def test_usage_whose_commit_went_through_as_the_connection_broke_is_not_written_twice(postgres_url: str, proxy: TcpProxy, tmp_path: Path) -> None:
     """The writer cannot tell a commit the database carried out from one it never got; written
     again after such a failure, the batch leaves out the rows the database holds (by write id)."""
     engine = make_engine(_through(postgres_url, proxy))
     direct = make_engine(postgres_url)
     upgrade(direct)
-    writer = UsageWriter(engine, flush_interval_s=60)
+    writer = UsageWriter(engine, flush_interval_s=60, spill_path=tmp_path / "unwritten.jsonl")  # never the working directory
 
     def rows() -> int:
         with direct.connect() as connection:
