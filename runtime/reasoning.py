@@ -168,43 +168,29 @@ def as_anthropic_blocks(message: dict[str, Any]) -> list[dict[str, Any]]:
     return blocks
 
 
-def from_responses_items(items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Reasoning parts for the native items a Responses client sent back (carried blocks unwrapped)."""
-    out: list[dict[str, Any]] = []
-    for item in items:
-        inside = carried(item.get("encrypted_content")) if item.get("type") == "reasoning" else None
-        out.append(
-            {"protocol": inside[0], "part": inside[1]}
-            if inside
-            else {"protocol": OPENAI_RESPONSES, "part": item}
-        )
-    return out
+def from_responses_item(item: dict[str, Any]) -> dict[str, Any]:
+    """The reasoning part for a native item a Responses client sent back: the item, or the
+    Anthropic block a reasoning item carried. Raises :class:`MalformedCarrier`."""
+    inside = carried(item.get("encrypted_content")) if item.get("type") == "reasoning" else None
+    return {"protocol": inside[0], "part": inside[1]} if inside else {"protocol": OPENAI_RESPONSES, "part": item}
 
 
-def from_anthropic_blocks(blocks: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Reasoning parts for the thinking blocks a Messages client sent back (carried items unwrapped)."""
-    out: list[dict[str, Any]] = []
-    for block in blocks:
-        opaque = block.get("signature") if block.get("type") == "thinking" else block.get("data")
-        inside = carried(opaque)
-        out.append(
-            {"protocol": inside[0], "part": inside[1]}
-            if inside
-            else {"protocol": ANTHROPIC, "part": block}
-        )
-    return out
+def from_anthropic_block(block: dict[str, Any]) -> dict[str, Any]:
+    """The reasoning part for a thinking block a Messages client sent back: the block, or the
+    OpenAI item it carried. Raises :class:`MalformedCarrier`."""
+    inside = carried(_opaque(block))
+    return {"protocol": inside[0], "part": inside[1]} if inside else {"protocol": ANTHROPIC, "part": block}
 
 
 def carries_foreign_parts(blocks: Iterable[Any]) -> bool:
-    """Whether Anthropic content blocks hold a carrier (a part from the other protocol)."""
-    for block in blocks:
-        if isinstance(block, dict) and block.get("type") in ("thinking", "redacted_thinking"):
-            opaque = (
-                block.get("signature") if block.get("type") == "thinking" else block.get("data")
-            )
-            if isinstance(opaque, str) and opaque.startswith(CARRIER_PREFIX):
-                return True
-    return False
+    """Whether Anthropic content blocks hold a carrier (a part from the other protocol, or one sealed)."""
+    return any(
+        isinstance(block, dict)
+        and block.get("type") in ("thinking", "redacted_thinking")
+        and isinstance(opaque := _opaque(block), str)
+        and opaque.startswith(CARRIER_PREFIX)
+        for block in blocks
+    )
 
 
 def parts_for_model(message: dict[str, Any], protocol: Protocol) -> list[dict[str, Any]]:

@@ -42,7 +42,7 @@ from runtime.reasoning import (
     ANTHROPIC,
     REASONING_PARTS,
     MalformedCarrier,
-    from_anthropic_blocks,
+    from_anthropic_block,
     parts_for_model,
     tagged,
 )
@@ -1038,7 +1038,7 @@ def _assistant_turn(blocks: list[Any], param: str, out: list[JSON], server_tool_
             if results:
                 flush()
             try:
-                thinking.extend(from_anthropic_blocks([dict(block)]))
+                thinking.append(from_anthropic_block(dict(block)))
             except MalformedCarrier as exc:
                 raise invalid_request(f"This thinking block was not made by plugway: {exc}.", param=block_param) from None
         else:

@@ -55,10 +55,10 @@ from runtime.orchestration.code_mode import requested_mode
 from runtime.orchestration.naming import public_name
 from runtime.reasoning import (
     ANTHROPIC,
+    OPENAI_RESPONSES,
     REASONING_PARTS,
     MalformedCarrier,
-    carried,
-    from_responses_items,
+    from_responses_item,
 )
 from runtime.request import ApprovalPolicy, PluginRequest, Resume
 
@@ -564,17 +564,26 @@ def _input(value: Any, ignored: list[str], lost: list[str], carried_anthropic: l
     messages: list[JSON] = []
     approvals: dict[str, bool] = {}
     pending_calls: list[JSON] = []  # consecutive function_call / mcp_call items form one assistant turn
-    pending_parts: list[JSON] = []  # reasoning (and other native) items, for the assistant turn they precede
+    # Reasoning (and other native) items as reasoning parts, for the assistant turn they precede.
+    pending_parts: list[JSON] = []
     turn_parts: list[JSON] = []  # those of the turn pending_calls is building
+    outputs: list[JSON] = []  # the tool messages answering the calls of the turn being built
 
     def flush_calls() -> None:
         if pending_calls:
             turn: JSON = {"role": "assistant", "content": None, "tool_calls": list(pending_calls)}
             if turn_parts:
-                turn[REASONING_PARTS] = from_responses_items(turn_parts)
+                turn[REASONING_PARTS] = list(turn_parts)
             messages.append(turn)
             pending_calls.clear()
             turn_parts.clear()
+
+    def flush_outputs() -> None:
+        """The calls so far and their outputs, before an item that starts something new."""
+        if outputs:
+            flush_calls()
+            messages.extend(outputs)
+            outputs.clear()
 
     def start_call() -> None:
         turn_parts.extend(pending_parts)
@@ -583,10 +592,9 @@ def _input(value: Any, ignored: list[str], lost: list[str], carried_anthropic: l
     def flush_parts() -> None:
         """Native items no assistant message or call follows: an assistant turn of their own."""
         if pending_parts:
-            messages.append({"role": "assistant", "content": None, REASONING_PARTS: from_responses_items(pending_parts)})
+            messages.append({"role": "assistant", "content": None, REASONING_PARTS: list(pending_parts)})
             pending_parts.clear()
 
-    outputs: list[JSON] = []
     in_script = False  # the mcp_call items right after a code_interpreter_call are the script's
     for i, item in enumerate(value):
         param = f"input[{i}]"
@@ -600,10 +608,7 @@ def _input(value: Any, ignored: list[str], lost: list[str], carried_anthropic: l
             code, call_id = item.get("code"), item.get("id")
             if not (isinstance(code, str) and isinstance(call_id, str)):
                 raise invalid_request("A code_interpreter_call needs 'id' and 'code'.", param=param)
-            if outputs:
-                flush_calls()
-                messages.extend(outputs)
-                outputs.clear()
+            flush_outputs()
             start_call()
             pending_calls.append({"id": call_id, "type": "function", "function": {"name": public_name("plugway", "run_script"), "arguments": orjson.dumps({"code": code}).decode()}})
             logs = [str(o.get("logs") or "") for o in item.get("outputs") or () if isinstance(o, dict) and o.get("type") == "logs"]
@@ -617,7 +622,7 @@ def _input(value: Any, ignored: list[str], lost: list[str], carried_anthropic: l
             outputs.clear()
             message: JSON = {"role": role, "content": _content(item.get("content"), role, f"{param}.content", lost)}
             if role == "assistant" and pending_parts:
-                message[REASONING_PARTS] = from_responses_items(pending_parts)
+                message[REASONING_PARTS] = list(pending_parts)
                 pending_parts.clear()
             else:
                 flush_parts()
@@ -626,10 +631,7 @@ def _input(value: Any, ignored: list[str], lost: list[str], carried_anthropic: l
             call_id, name, arguments = item.get("call_id"), item.get("name"), item.get("arguments", "")
             if not (isinstance(call_id, str) and isinstance(name, str) and isinstance(arguments, str)):
                 raise invalid_request("A function_call needs 'call_id', 'name' and 'arguments' (strings).", param=param)
-            if outputs:
-                flush_calls()
-                messages.extend(outputs)
-                outputs.clear()
+            flush_outputs()
             if isinstance(item.get("namespace"), str):
                 name = public_name(item["namespace"], name)
             start_call()
@@ -639,10 +641,7 @@ def _input(value: Any, ignored: list[str], lost: list[str], carried_anthropic: l
             call_id = item.get("id")
             if not (isinstance(label, str) and isinstance(name, str) and isinstance(arguments, str) and isinstance(call_id, str)):
                 raise invalid_request("An mcp_call needs 'id', 'server_label', 'name' and 'arguments'.", param=param)
-            if outputs:
-                flush_calls()
-                messages.extend(outputs)
-                outputs.clear()
+            flush_outputs()
             start_call()
             pending_calls.append({"id": call_id, "type": "function", "function": {"name": public_name(label, name), "arguments": arguments}})
             result = item.get("output") if item.get("output") is not None else str(item.get("error") or "")
@@ -651,10 +650,7 @@ def _input(value: Any, ignored: list[str], lost: list[str], carried_anthropic: l
             call_id, name, free = item.get("call_id"), item.get("name"), item.get("input", "")
             if not (isinstance(call_id, str) and isinstance(name, str) and isinstance(free, str)):
                 raise invalid_request("A custom_tool_call needs 'call_id', 'name' and 'input' (strings).", param=param)
-            if outputs:
-                flush_calls()
-                messages.extend(outputs)
-                outputs.clear()
+            flush_outputs()
             if isinstance(item.get("namespace"), str):
                 name = public_name(item["namespace"], name)
             start_call()
@@ -680,25 +676,19 @@ def _input(value: Any, ignored: list[str], lost: list[str], carried_anthropic: l
         elif kind == "additional_tools":
             # Its tools join the request's tools for a chat upstream (parse_request); a Responses
             # upstream gets the item itself, in its place.
-            if outputs:
-                flush_calls()
-                messages.extend(outputs)
-                outputs.clear()
-            pending_parts.append(item)
+            flush_outputs()
+            pending_parts.append({"protocol": OPENAI_RESPONSES, "part": item})
         elif isinstance(kind, str):
             # Reasoning items (their encrypted state), hosted or custom tools' calls, item references:
             # kept verbatim for a Responses upstream; a chat upstream cannot take them back. A
             # reasoning item plugway made to carry Anthropic's thinking goes back to an Anthropic model.
             try:
-                inside = carried(item.get("encrypted_content")) if kind == "reasoning" else None
+                part = from_responses_item(item)
             except MalformedCarrier as exc:
                 raise invalid_request(f"This encrypted_content was not made by plugway: {exc}.", param=f"{param}.encrypted_content") from None
-            (carried_anthropic if inside is not None and inside[0] == ANTHROPIC else ignored).append(param)
-            if outputs:
-                flush_calls()
-                messages.extend(outputs)
-                outputs.clear()
-            pending_parts.append(item)
+            (carried_anthropic if part["protocol"] == ANTHROPIC else ignored).append(param)
+            flush_outputs()
+            pending_parts.append(part)
         else:
             raise invalid_request("Each input item needs a 'type'.", param=f"{param}.type")
     flush_calls()
