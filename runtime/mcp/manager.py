@@ -238,28 +238,28 @@ class McpManager:
     async def connection_for(self, ref: PluginRef, *, organisation: str) -> McpConnection:
         """The connection serving ``ref`` for ``organisation`` (and no other, unless ``shared``), once it has tried to start."""
         connection = self._connection(organisation, ref)
+        await self._started(connection)
+        return connection
+
+    async def _started(self, connection: McpConnection) -> bool:
+        """Give a connection still starting what is left of its start-up wait; False if that ran out first."""
         if connection.starting:
             remaining = connection.created_at + self.startup_wait_s - time.monotonic()
             if remaining > 0:
                 try:
                     await asyncio.wait_for(connection.wait_first_attempt(), remaining)
                 except TimeoutError:
-                    pass
-        return connection
+                    return False
+        return True
 
     async def tools_for(self, ref: PluginRef, *, organisation: str) -> list[ToolSpec]:
         """The organisation's plugin's tools as ToolSpecs (original MCP names); [] while its server is down."""
         if _per_user(ref):
             return await self._per_user_tools(ref, organisation)
         connection = self._connection(organisation, ref)
-        if connection.starting:
-            # A plugin first seen now (not passed to start()) gets its start-up wait.
-            remaining = connection.created_at + self.startup_wait_s - time.monotonic()
-            if remaining > 0:
-                try:
-                    await asyncio.wait_for(connection.wait_first_attempt(), remaining)
-                except TimeoutError:
-                    return []
+        # A plugin first seen now (not passed to start()) gets its start-up wait.
+        if not await self._started(connection):
+            return []
         tools = await connection.tools_for_offer()
         # A server offering only resources still gets its read_resource tool.
         with_resources = (

@@ -12,7 +12,7 @@ import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, get_type_hints
+from typing import Any, ClassVar, get_type_hints
 
 import anyio.to_thread
 from pydantic import ConfigDict, create_model
@@ -23,8 +23,10 @@ class ToolError(Exception):
 
 
 @dataclass(frozen=True)
-class ToolImage:
-    """An image a tool returns: base64 ``data`` of ``mime_type``."""
+class _ToolMedia:
+    """Base64 ``data`` of ``mime_type`` that a tool returns, optionally named."""
+
+    KIND: ClassVar[str]
 
     mime_type: str
     data: str
@@ -37,25 +39,21 @@ class ToolImage:
 
     def describe(self) -> str:
         named = f" '{self.name}'" if self.name else ""
-        return f"[image{named}: {self.mime_type}, {self.size} bytes]"
+        return f"[{self.KIND}{named}: {self.mime_type}, {self.size} bytes]"
 
 
 @dataclass(frozen=True)
-class ToolAudio:
+class ToolImage(_ToolMedia):
+    """An image a tool returns: base64 ``data`` of ``mime_type``."""
+
+    KIND: ClassVar[str] = "image"
+
+
+@dataclass(frozen=True)
+class ToolAudio(_ToolMedia):
     """A sound a tool returns: base64 ``data`` of ``mime_type`` (``audio/wav``, ``audio/mpeg``, ...)."""
 
-    mime_type: str
-    data: str
-    name: str | None = None
-
-    @property
-    def size(self) -> int:
-        """Decoded size in bytes, without decoding."""
-        return len(self.data.rstrip("=")) * 3 // 4
-
-    def describe(self) -> str:
-        named = f" '{self.name}'" if self.name else ""
-        return f"[audio{named}: {self.mime_type}, {self.size} bytes]"
+    KIND: ClassVar[str] = "audio"
 
 
 @dataclass(frozen=True)
