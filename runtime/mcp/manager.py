@@ -31,7 +31,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, NamedTuple
 
 from runtime.config import McpConfig, PluginRef
@@ -368,15 +368,7 @@ class McpManager:
         async def invoke(arguments: dict[str, Any], ctx: ToolContext) -> str | ToolResult:
             return await self._call_as_user(ref, organisation, name, arguments, ctx)
 
-        return ToolSpec(
-            plugin_id=ref.id,
-            name=name,
-            description=tool.description or tool.title or name,
-            parameters=dict(tool.input_schema),
-            invoke=invoke,
-            source="mcp",
-            annotations=tool_annotations(tool),
-        )
+        return _tool_spec(ref.id, tool, invoke)
 
     async def _call_as_user(
         self,
@@ -457,15 +449,7 @@ class McpManager:
         async def invoke(arguments: dict[str, Any], ctx: ToolContext) -> str | ToolResult:
             return await self._call_shared(ref, organisation, connection, name, arguments, ctx)
 
-        return ToolSpec(
-            plugin_id=ref.id,
-            name=name,
-            description=tool.description or tool.title or name,
-            parameters=dict(tool.input_schema),
-            invoke=invoke,
-            source="mcp",
-            annotations=tool_annotations(tool),
-        )
+        return _tool_spec(ref.id, tool, invoke)
 
     @staticmethod
     def _read_resource_spec(plugin_id: str, connection: McpConnection) -> ToolSpec:
@@ -714,3 +698,16 @@ def _not_started(config: McpConfig) -> dict[str, Any]:
         "organisations": [],
         "shared": config.shared,
     }
+
+
+def _tool_spec(plugin_id: str, tool: Any, invoke: Callable[[dict[str, Any], ToolContext], Awaitable[str | ToolResult]]) -> ToolSpec:
+    """An MCP server's tool as a ToolSpec, called through ``invoke``."""
+    return ToolSpec(
+        plugin_id=plugin_id,
+        name=tool.name,
+        description=tool.description or tool.title or tool.name,
+        parameters=dict(tool.input_schema),
+        invoke=invoke,
+        source="mcp",
+        annotations=tool_annotations(tool),
+    )

@@ -25,7 +25,7 @@ import json
 import re
 from collections.abc import Iterable
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from mcp_types import (
@@ -39,8 +39,10 @@ from mcp_types import (
     TextResourceContents,
 )
 
-from runtime.plugin_host.tool import ToolAudio, ToolImage, ToolResult
+from runtime.plugin_host.tool import ToolAudio, ToolImage, ToolMedia, ToolResult
 from runtime.text import truncate
+
+Media = TypeVar("Media", bound=ToolMedia)
 
 # Long unbroken base64 (or a base64 data: URL) inside structured data is a blob, not prose.
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/\r\n]{200,}={0,2}")
@@ -87,23 +89,22 @@ def resource_name(uri: str) -> str | None:
 
 def image_of(block: Any) -> ToolImage | None:
     """The image a content block carries, if it carries one."""
-    if isinstance(block, ImageContent):
-        return ToolImage(mime_type=block.mime_type, data=block.data)
-    if isinstance(block, EmbeddedResource) and isinstance(block.resource, BlobResourceContents):
-        mime = block.resource.mime_type or ""
-        if mime.startswith("image/"):
-            return ToolImage(mime_type=mime, data=block.resource.blob, name=resource_name(str(block.resource.uri)))
-    return None
+    return _media_of(block, ImageContent, ToolImage)
 
 
 def audio_of(block: Any) -> ToolAudio | None:
     """The sound a content block carries, if it carries one."""
-    if isinstance(block, AudioContent):
-        return ToolAudio(mime_type=block.mime_type, data=block.data)
+    return _media_of(block, AudioContent, ToolAudio)
+
+
+def _media_of(block: Any, content: type[ImageContent | AudioContent], media: type[Media]) -> Media | None:
+    """``media`` from its own content block, or from an embedded blob of its kind (``image/...``)."""
+    if isinstance(block, content):
+        return media(mime_type=block.mime_type, data=block.data)
     if isinstance(block, EmbeddedResource) and isinstance(block.resource, BlobResourceContents):
         mime = block.resource.mime_type or ""
-        if mime.startswith("audio/"):
-            return ToolAudio(mime_type=mime, data=block.resource.blob, name=resource_name(str(block.resource.uri)))
+        if mime.startswith(media.KIND + "/"):
+            return media(mime_type=mime, data=block.resource.blob, name=resource_name(str(block.resource.uri)))
     return None
 
 

@@ -23,7 +23,7 @@ class ToolError(Exception):
 
 
 @dataclass(frozen=True)
-class _ToolMedia:
+class ToolMedia:
     """Base64 ``data`` of ``mime_type`` that a tool returns, optionally named."""
 
     KIND: ClassVar[str]
@@ -43,14 +43,14 @@ class _ToolMedia:
 
 
 @dataclass(frozen=True)
-class ToolImage(_ToolMedia):
+class ToolImage(ToolMedia):
     """An image a tool returns: base64 ``data`` of ``mime_type``."""
 
     KIND: ClassVar[str] = "image"
 
 
 @dataclass(frozen=True)
-class ToolAudio(_ToolMedia):
+class ToolAudio(ToolMedia):
     """A sound a tool returns: base64 ``data`` of ``mime_type`` (``audio/wav``, ``audio/mpeg``, ...)."""
 
     KIND: ClassVar[str] = "audio"

@@ -168,33 +168,27 @@ def profile_for(kind: str, *, vision: bool | None = None, api: str | None = None
     return profile
 
 
+_OPENAI_PROFILE = ProviderProfile(
+    json_schema_output=True,
+    vision=True,
+    tool_result_images=True,
+    embeddings=True,
+    reasoning=True,
+    # OpenAI-compatible endpoints (Gemini's among them) refuse ``$schema``; none needs it.
+    tool_schema_drops=frozenset({"$schema"}),
+)
+
 register_provider_kind(
     ProviderKind(
         "openai",
         "runtime.providers.openai:OpenAIProvider",
-        ProviderProfile(
-            json_schema_output=True,
-            vision=True,
-            tool_result_images=True,
-            embeddings=True,
-            reasoning=True,
-            # OpenAI-compatible endpoints (Gemini's among them) refuse ``$schema``; none needs it.
-            tool_schema_drops=frozenset({"$schema"}),
-        ),
+        _OPENAI_PROFILE,
         other_apis={
             # OpenAI's Responses API upstream: /v1/responses forwarded natively, chat translated.
             # A tool result's images go inside its function_call_output, as input_image parts.
             "responses": (
                 "runtime.providers.openai_responses:OpenAIResponsesProvider",
-                ProviderProfile(
-                    native_apis=frozenset({"responses"}),
-                    json_schema_output=True,
-                    vision=True,
-                    tool_result_images=True,
-                    embeddings=True,
-                    reasoning=True,
-                    tool_schema_drops=frozenset({"$schema"}),
-                ),
+                replace(_OPENAI_PROFILE, native_apis=frozenset({"responses"})),
             )
         },
     )
