@@ -11,9 +11,14 @@ with one error naming every one of them, never one per try.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from runtime.config import ModelConfig, OrganisationConfig, Settings, UnsupportedParams
 from runtime.errors import GatewayError, unsupported_parameter
+
+if TYPE_CHECKING:
+    from runtime.gateway import Gateway
+    from runtime.request import RequestContext
 
 IGNORED_HEADER = "x-plugway-ignored-params"
 log = logging.getLogger("plugway.frontdoors")
@@ -41,3 +46,14 @@ def settle(ignored: list[str], policy: UnsupportedParams, *, request_id: str) ->
         raise refusal(ignored)
     log.info("request %s: ignored params %s", request_id, ", ".join(ignored))
     return {IGNORED_HEADER: ", ".join(ignored)}
+
+
+def admitted_headers(gateway: Gateway, ctx: RequestContext, ignored: list[str]) -> dict[str, str]:
+    """An admitted request's answer headers: its limits, and what was ignored. A refusal under
+    ``refuse`` comes after admission: the holds admission took go at once (nothing was spent)."""
+    policy = unsupported_params_policy(gateway.settings, ctx.organisation, ctx.model)
+    try:
+        return {**ctx.limits.headers(), **settle(ignored, policy, request_id=ctx.request_id)}
+    except GatewayError:
+        gateway.ledger.release(ctx)
+        raise

@@ -16,7 +16,7 @@ from runtime.api.disconnect import run_until_disconnected
 from runtime.api.middleware import use_request_id
 from runtime.api.openapi import documented_body
 from runtime.errors import GatewayError, UpstreamError
-from runtime.frontdoors.carry import settle, unsupported_params_policy
+from runtime.frontdoors.carry import admitted_headers
 from runtime.frontdoors.chat.encoder import (
     ChatStreamEncoder,
     ChoicesStreamEncoder,
@@ -133,12 +133,7 @@ async def chat_completions(request: Request, gateway: GatewayDep, key: KeyDep, r
     choices = body.get("n") or 1
     # What the model's upstream cannot honour is dropped and named (n > 1 with plugins is run here, n times).
     ignored = [name for name in gateway.router.ignored_chat_params(ctx.model, body) if not (name == "n" and ctx.plugins)]
-    policy = unsupported_params_policy(gateway.settings, ctx.organisation, ctx.model)
-    try:
-        headers = {**ctx.limits.headers(), **settle(ignored, policy, request_id=ctx.request_id)}
-    except GatewayError:
-        gateway.ledger.release(ctx)  # billing: refused after admission, nothing spent: the holds go now
-        raise
+    headers = admitted_headers(gateway, ctx, ignored)
 
     if run.stream and ctx.plugins and choices > 1:
         choices_encoder = ChoicesStreamEncoder(

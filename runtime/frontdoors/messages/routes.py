@@ -21,7 +21,7 @@ from runtime.api.deps import GatewayDep, KeyDep, RequestIdDep
 from runtime.api.disconnect import run_until_disconnected
 from runtime.api.openapi import documented_body
 from runtime.errors import GatewayError, UpstreamError
-from runtime.frontdoors.carry import settle, unsupported_params_policy
+from runtime.frontdoors.carry import admitted_headers
 from runtime.frontdoors.messages.encoder import PROGRESS, MessagesEncoder, Out
 from runtime.frontdoors.messages.native import NativeEvent, native_message, native_stream
 from runtime.frontdoors.messages.schema import CountTokensRequest, MessagesRequestBody
@@ -195,12 +195,7 @@ async def create_message(request: Request, gateway: GatewayDep, key: KeyDep, req
             if effort is not None:
                 chat["reasoning_effort"] = effort
             ignored = [name for name in ignored if name not in mapped]
-    policy = unsupported_params_policy(gateway.settings, ctx.organisation, ctx.model)
-    try:
-        headers = {**ctx.limits.headers(), **settle(ignored, policy, request_id=ctx.request_id)}
-    except GatewayError:
-        gateway.ledger.release(ctx)  # billing: refused after admission, nothing spent: the holds go now
-        raise
+    headers = admitted_headers(gateway, ctx, ignored)
     run = RunRequest(chat, stream=parsed.stream)
     encoder = MessagesEncoder(model_id=requested_model(ctx), mcp_blocks=mcp_blocks, carry_reasoning=thinking_requested(parsed.body))
     if run.stream:
